@@ -1,0 +1,127 @@
+"""Every setting imgsim reads, in one place.
+
+Settings come from environment variables (bogv-image-search-engine's names where
+it had one) or a `.env` file in the working directory; the environment wins.
+`load_settings()` is called once by `main.py` and the object is passed down:
+no other module reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ResizeMode(str, Enum):
+    """How a non-square image is brought to the model's 224x224 input."""
+
+    SQUASH = "squash"
+    CENTER_CROP = "center-crop"
+    PAD = "pad"
+
+
+class Pooling(str, Enum):
+    """How ResNet50's 7x7x2048 feature map is reduced to one vector."""
+
+    AVG = "avg"
+    GEM = "gem"
+
+
+class Settings(BaseSettings):
+    """imgsim configuration; the README's config table documents each field."""
+
+    # pydantic-settings gives typed parsing, .env support and a readable error
+    # naming the bad variable, which a hand-written os.environ reader would not.
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
+                                      case_sensitive=False)
+
+    # HTTP
+    api_host: str = "0.0.0.0"
+    api_port: int = Field(7000, ge=1, le=65535)
+    api_threads: int = Field(16, ge=1, le=256)
+    token: SecretStr | None = None
+    log_level: str = "INFO"
+
+    # Milvus
+    milvus_uri: str = "./data/milvus.db"
+    milvus_token: SecretStr | None = None
+    milvus_user: str | None = None
+    milvus_password: SecretStr | None = None
+    milvus_db: str | None = None
+    milvus_collection: str = Field("image_sim", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+    milvus_timeout: float = Field(10.0, gt=0)
+    milvus_retries: int = Field(3, ge=1, le=20)
+    milvus_hnsw_ef: int = Field(128, ge=1, le=32768)
+
+    # Model
+    model_weights: str = "imagenet"
+    model_cache_dir: Path = Path("./data/keras")
+    image_resize: ResizeMode = ResizeMode.SQUASH
+    model_pooling: Pooling = Pooling.AVG
+    batch_max_size: int = Field(32, ge=1, le=256)
+    batch_window_ms: float = Field(2.0, ge=0, le=1000)
+    tf_threads: int = Field(0, ge=0, le=256)
+
+    # Files
+    image_pool_path: Path = Path("./img-pool")
+    image_inc_path: Path | None = None
+    path_roots: str | None = None
+
+    # Limits
+    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(50_000_000, ge=1)
+    max_limit: int = Field(100, ge=1, le=16384)
+    max_key_length: int = Field(512, ge=1, le=4096)
+    max_batch_keys: int = Field(1000, ge=1, le=16384)
+
+    # URL fetching
+    url_connect_timeout: float = Field(5.0, gt=0)
+    url_read_timeout: float = Field(15.0, gt=0)
+    url_total_timeout: float = Field(30.0, gt=0)
+    url_max_redirects: int = Field(3, ge=0, le=20)
+    url_deny_private: bool = False
+
+    @field_validator("token", "milvus_token", "milvus_password", "image_inc_path", "milvus_db",
+                     "milvus_user", "path_roots", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # docker-compose passes `TOKEN=${TOKEN:-}` as an empty string: that means "not set".
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return level
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Settings":
+        if self.url_total_timeout < self.url_connect_timeout:
+            raise ValueError("URL_TOTAL_TIMEOUT must be at least URL_CONNECT_TIMEOUT")
+        return self
+
+    @property
+    def allowed_roots(self) -> list[Path]:
+        """Directories the path endpoints may read, resolved (symlinks and `..` removed)."""
+        raw = self.path_roots.split(",") if self.path_roots else [str(self.image_pool_path)]
+        return [Path(part.strip()).expanduser().resolve() for part in raw if part.strip()]
+
+    @property
+    def milvus_is_lite(self) -> bool:
+        """True when MILVUS_URI names a local Milvus Lite file rather than a server."""
+        return not self.milvus_uri.startswith(("http://", "https://", "tcp://", "unix:"))
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Largest request body accepted: a base64 image of MAX_IMAGE_BYTES plus form overhead."""
+        return self.max_image_bytes * 4 // 3 + 64 * 1024
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings once; keyword overrides win (tests and the CLI use them)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,79 @@
+"""imgsim entry point: `python main.py [serve]` runs the API; `python main.py import DIR` bulk-imports a folder."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from conf import Settings, load_settings
+from service.errors import NotReady, StartupError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="main.py", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="run the HTTP API (the default)")
+    imp = sub.add_parser("import", help="embed and store every image below a folder (rerun-safe)")
+    imp.add_argument("folder", type=Path, help="folder to import (searched recursively)")
+    imp.add_argument("--key", choices=("md5", "filename"), default="md5",
+                     help="record key: the image MD5 (default) or the file name without extension")
+    imp.add_argument("--move-to", type=Path, default=None,
+                     help="move each image here once stored (the stored filepath is the new location)")
+    imp.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
+    imp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _import(settings: Settings, args: argparse.Namespace) -> int:
+    from model.embedder import DIM  # noqa: PLC0415 - keep `--help` fast: no TensorFlow import
+    from service.importer import Importer  # noqa: PLC0415
+    from service.server import load_embedder  # noqa: PLC0415
+    from service.store import VectorStore  # noqa: PLC0415
+
+    if not args.folder.is_dir():
+        print(f"error: {args.folder} is not a folder", file=sys.stderr)
+        return 2
+    store = VectorStore(settings, DIM)
+    store.connect()
+    try:
+        summary = Importer(settings, load_embedder(settings), store, batch_size=args.batch_size).run(
+            args.folder, key_mode=args.key, move_to=args.move_to, progress=not args.no_progress)
+    finally:
+        store.close()
+    print("\n".join(summary.lines()))
+    return 0 if not summary.failed else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, load settings once, and run the command; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ValidationError as exc:
+        print(f"error: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Milvus Lite's in-process gRPC server logs a traceback for every RPC it does not
+    # implement (pymilvus probes AllocTimestamp after create_index); that is noise, not failure.
+    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    try:
+        if args.command == "import":
+            return _import(settings, args)
+        from service.server import serve  # noqa: PLC0415
+
+        serve(settings)
+        return 0
+    except (StartupError, NotReady) as exc:
+        logging.getLogger("imgsim").critical("cannot start: %s", exc)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

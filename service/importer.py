@@ -1,0 +1,156 @@
+"""Bulk import of a folder of images: batched embedding, resumable, with a summary.
+
+Used by `python main.py import DIR` and by the start-up import of IMAGE_INC_PATH.
+Each batch is stored with one upsert *before* its files are moved, and record
+ids derive from (key, MD5), so an import killed at any point can simply be run
+again: what was stored is recognised and skipped, nothing is stored twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from conf.settings import Settings
+from model.embedder import Embedder
+from model.preprocess import to_model_input
+from service.errors import ApiError
+from service.images import decode_image, md5_hex
+from service.store import Record, VectorStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ImportSummary:
+    """What an import did."""
+
+    imported: int = 0
+    duplicates: int = 0
+    failed: dict[str, str] = field(default_factory=dict)  # file -> reason
+
+    def lines(self) -> list[str]:
+        """A human summary, one line per fact and per failure reason."""
+        out = [f"imported: {self.imported}", f"skipped as duplicates: {self.duplicates}",
+               f"failed: {len(self.failed)}"]
+        for reason, n in Counter(self.failed.values()).most_common():
+            out.append(f"  {n} x {reason}")
+        return out
+
+
+@dataclass
+class _Item:
+    src: Path
+    key: str = ""
+    md5: str = ""
+    filepath: str = ""
+    dest: Path | None = None
+    array: np.ndarray | None = None
+    error: str = ""
+
+
+def iter_images(folder: Path) -> list[Path]:
+    """Every regular file below `folder` (hidden files and folders skipped), in a stable order."""
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def _destination(src: Path, root: Path, move_to: Path, md5: str) -> Path:
+    dest = move_to / src.relative_to(root)
+    if dest.exists() and md5_hex(dest.read_bytes()) != md5:
+        # A different image already has this name in the pool: keep both, deterministically.
+        dest = dest.with_name(f"{dest.stem}-{md5[:8]}{dest.suffix}")
+    return dest
+
+
+class Importer:
+    """Imports folders of images into the store, embedding them in batches."""
+
+    def __init__(self, settings: Settings, embedder: Embedder, store: VectorStore, batch_size: int = 32) -> None:
+        self._settings = settings
+        self._embedder = embedder
+        self._store = store
+        self._batch_size = batch_size
+
+    def _load(self, src: Path, root: Path, key_mode: str, move_to: Path | None) -> _Item:
+        item = _Item(src)
+        try:
+            data = src.read_bytes()
+            decoded = decode_image(data, max_bytes=self._settings.max_image_bytes,
+                                   max_pixels=self._settings.max_image_pixels)
+        except ApiError as exc:
+            item.error = exc.msg.split(";")[0].split(" (")[0]
+            return item
+        except OSError as exc:
+            item.error = f"cannot read file ({exc.strerror})"
+            return item
+        item.md5 = decoded.md5
+        item.key = src.stem if key_mode == "filename" else decoded.md5
+        item.dest = _destination(src, root, move_to, item.md5) if move_to else None
+        item.filepath = str((item.dest or src).resolve())
+        item.array = to_model_input(decoded.image, self._settings.image_resize)
+        return item
+
+    def _batches(self, files: list[Path], root: Path, key_mode: str, move_to: Path | None,
+                 pool: ThreadPoolExecutor) -> Iterator[list[_Item]]:
+        # Decode the next batch in worker threads while the model embeds the current one.
+        chunks = [files[i:i + self._batch_size] for i in range(0, len(files), self._batch_size)]
+        ahead: list[Future[_Item]] = [pool.submit(self._load, f, root, key_mode, move_to) for f in chunks[0]] \
+            if chunks else []
+        for nxt in [*chunks[1:], []]:
+            current = ahead
+            ahead = [pool.submit(self._load, f, root, key_mode, move_to) for f in nxt]
+            yield [fut.result() for fut in current]
+
+    def run(self, folder: Path, key_mode: str = "md5", move_to: Path | None = None,
+            progress: bool = True) -> ImportSummary:
+        """Import every image below `folder`; `key_mode` is 'md5' or 'filename' (the file's stem)."""
+        if key_mode not in ("md5", "filename"):
+            raise ValueError("key_mode must be 'md5' or 'filename'")
+        root = folder.resolve()
+        if move_to is not None:
+            move_to = move_to.resolve()
+        files = iter_images(root)
+        summary = ImportSummary()
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="import-decode") as pool, \
+                tqdm(total=len(files), unit="img", disable=not progress, desc=f"import {root}") as bar:
+            for batch in self._batches(files, root, key_mode, move_to, pool):
+                self._store_batch(batch, summary)
+                bar.update(len(batch))
+        return summary
+
+    def _store_batch(self, batch: list[_Item], summary: ImportSummary) -> None:
+        good = [it for it in batch if not it.error]
+        for it in batch:
+            if it.error:
+                summary.failed[str(it.src)] = it.error
+        # On a rerun most images are already stored: skip the model for those.
+        stored = self._store.existing([(it.key, it.md5) for it in good])
+        fresh = [it for it in good if (it.key, it.md5) not in stored]
+        summary.duplicates += len(good) - len(fresh)
+        if fresh:
+            vectors = self._embedder.embed(np.stack([it.array for it in fresh]))  # type: ignore[misc]
+            results = self._store.put_many([Record(it.key, it.md5, it.filepath, vec)
+                                            for it, vec in zip(fresh, vectors, strict=True)])
+            for _rid, created in results:
+                if created:
+                    summary.imported += 1
+                else:
+                    summary.duplicates += 1
+        # Move only after the records are safely stored: a crash before this line leaves
+        # the files in place, and the rerun recognises them as already stored.
+        for it in good:
+            if it.dest is not None and it.dest != it.src:
+                it.dest.parent.mkdir(parents=True, exist_ok=True)
+                if it.dest.exists():
+                    it.src.unlink()
+                else:
+                    shutil.move(str(it.src), str(it.dest))
