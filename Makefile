@@ -1,0 +1,39 @@
+# imgsim: `make run` starts the API, `make test` runs the whole suite, `make bench` the benchmarks.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+
+.PHONY: run test test-fast bench install install-dev clean
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PIP) install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+## Start the API on http://localhost:7000 with embedded Milvus Lite (./data/milvus.db).
+run: install
+	$(PY) main.py serve
+
+## The whole suite: real ResNet50 (random weights), real Milvus Lite and a real Milvus server.
+test: install-dev
+	MODEL_WEIGHTS=random $(PY) -m pytest
+
+## The suite without the tests marked slow.
+test-fast: install-dev
+	MODEL_WEIGHTS=random $(PY) -m pytest -m "not slow"
+
+## The benchmarks of bench/ (about 30 minutes); results land in bench/results/.
+bench: install-dev
+	$(PY) -m bench.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache

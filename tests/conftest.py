@@ -1,0 +1,162 @@
+"""Shared fixtures: one real ResNet50 (random weights), real Milvus Lite, a real Milvus server, real HTTP.
+
+Nothing here is mocked. The model uses MODEL_WEIGHTS=random because no model hub
+is reachable from CI; everything else is the production code path.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+import waitress
+from PIL import Image
+
+from conf.settings import Settings
+from model.embedder import Embedder
+from service.server import Runtime, build_runtime, load_embedder
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_settings(tmp: Path, **overrides: Any) -> Settings:
+    """Settings for a test: random weights, its own Milvus Lite file and image pool, no .env file."""
+    pool = tmp / "pool"
+    pool.mkdir(parents=True, exist_ok=True)
+    values: dict[str, Any] = {
+        "model_weights": "random",
+        "milvus_uri": str(tmp / "milvus.db"),
+        "milvus_collection": f"t_{uuid.uuid4().hex[:12]}",
+        "image_pool_path": pool,
+        "token": None,
+        "milvus_timeout": 10.0,
+        "batch_window_ms": 2.0,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def photo(seed: int, size: tuple[int, int] = (320, 240), fmt: str = "JPEG", mode: str = "RGB") -> bytes:
+    """A synthetic but structured picture (smooth gradients and blocks, unlike noise) as encoded bytes."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    channels = []
+    for _ in range(3):
+        fx, fy, phase = rng.uniform(0.005, 0.05, 2).tolist() + [rng.uniform(0, 6.28)]
+        channels.append(127 + 120 * np.sin(xx * fx + yy * fy + phase))
+    arr = np.stack(channels, axis=-1)
+    for _ in range(4):
+        x0, y0 = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
+        arr[y0:y0 + int(rng.integers(10, h // 2)), x0:x0 + int(rng.integers(10, w // 2))] = rng.integers(0, 255, 3)
+    img = Image.fromarray(arr.clip(0, 255).astype(np.uint8), "RGB")
+    if mode != "RGB":
+        img = img.convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    """One real ResNet50 for the whole run (building it takes seconds)."""
+    return load_embedder(make_settings(Path("/tmp")))
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Milvus 2.3.5 standalone server (PyPI `milvus`) on loopback, started once per session."""
+    from milvus import MilvusServer
+
+    server = MilvusServer()
+    server.set_base_dir(str(tmp_path_factory.mktemp("milvus-server")))
+    server.listen_port = _free_port()
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{server.listen_port}"
+    finally:
+        server.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LiveService:
+    """A running imgsim: the runtime and a waitress server on a loopback port."""
+
+    runtime: Runtime
+    base_url: str
+    token: str | None
+    http: requests.Session
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        """POST to /api/image/sim/<path> with the token (if any)."""
+        return self.http.post(f"{self.base_url}/api/image/sim/{path}", headers=self._headers(kwargs), **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        """GET a path relative to the server root."""
+        return self.http.get(f"{self.base_url}/{path.lstrip('/')}", headers=self._headers(kwargs), **kwargs)
+
+    def _headers(self, kwargs: dict[str, Any]) -> dict[str, str]:
+        headers = kwargs.pop("headers", None)
+        if headers is not None:
+            return headers
+        return {"token": self.token} if self.token else {}
+
+    def count(self) -> int:
+        """How many records the store holds, through the API."""
+        return int(self.get("api/image/sim/count").json()["data"])
+
+
+@pytest.fixture
+def start_service(embedder: Embedder, tmp_path: Path) -> Iterator[Callable[..., LiveService]]:
+    """Start imgsim over real HTTP (waitress on 127.0.0.1); stopped after the test."""
+    started: list[tuple[Any, LiveService]] = []
+
+    def start(**overrides: Any) -> LiveService:
+        settings = make_settings(tmp_path, **overrides)
+        runtime = build_runtime(settings, embedder=embedder)
+        server = waitress.create_server(runtime.app, host="127.0.0.1", port=0, threads=settings.api_threads,
+                                        max_request_body_size=settings.max_body_bytes)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        token = settings.token.get_secret_value() if settings.token else None
+        live = LiveService(runtime, f"http://127.0.0.1:{server.effective_port}", token, requests.Session())
+        started.append((server, live))
+        return live
+
+    yield start
+    for server, live in started:
+        server.close()  # waitress has no graceful stop; its daemon thread ends with the process
+        try:
+            live.runtime.store._call(lambda c: c.drop_collection(live.runtime.settings.milvus_collection))
+        except Exception:  # noqa: BLE001 - the collection may be gone with its server already
+            pass
+        live.runtime.close()
+
+
+@pytest.fixture(params=["lite", "server"])
+def service(request: pytest.FixtureRequest, start_service: Callable[..., LiveService]) -> LiveService:
+    """The service on embedded Milvus Lite and on the real Milvus server: the same tests run on both."""
+    if request.param == "server":
+        return start_service(milvus_uri=request.getfixturevalue("milvus_server"))
+    return start_service()
+
+
+@pytest.fixture
+def lite_service(start_service: Callable[..., LiveService]) -> LiveService:
+    """The service on embedded Milvus Lite only (for tests about HTTP, inputs and errors)."""
+    return start_service()
