@@ -279,11 +279,11 @@ class VectorStore:
         """Which of these (key, md5) pairs are stored already (one query for the lot)."""
         if not pairs:
             return set()
-        ids = {derive_id(k, m): (k, m) for k, m in pairs}
-        rows = self._call(lambda c: self._query(c, f"id in {sorted(ids)}", ("id", "key", "md5")))
+        first = {pair: derive_id(*pair) for pair in set(pairs)}
+        rows = self._call(lambda c: self._query(c, f"id in {sorted(set(first.values()))}", ("id", "key", "md5")))
         owner = {r["id"]: (r["key"], r["md5"]) for r in rows}
         found = set()
-        for rid, pair in ids.items():
+        for pair, rid in first.items():
             if owner.get(rid) == pair:
                 found.add(pair)
             elif rid in owner and self.find(*pair) is not None:
