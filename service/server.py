@@ -95,6 +95,15 @@ def _startup_import(runtime: Runtime, stop: threading.Event) -> None:
     log.info("start-up import of %s: %s", settings.image_inc_path, "; ".join(summary.lines()))
 
 
+def start_background(runtime: Runtime) -> threading.Event:
+    """Start the reconnect loop and the start-up import (if IMAGE_INC_PATH is set); set the event to stop them."""
+    stop = threading.Event()
+    threading.Thread(target=_keep_connecting, args=(runtime.store, stop), daemon=True, name="milvus-connect").start()
+    if runtime.settings.image_inc_path is not None:
+        threading.Thread(target=_startup_import, args=(runtime, stop), daemon=True, name="startup-import").start()
+    return stop
+
+
 def serve(settings: Settings) -> None:
     """Run the API until interrupted."""
     if settings.token is None:
@@ -103,10 +112,7 @@ def serve(settings: Settings) -> None:
         log.info("token check on: every endpoint but /health and /ready needs the token")
     log.info("path endpoints may read below: %s", ", ".join(str(r) for r in settings.allowed_roots))
     runtime = build_runtime(settings)
-    stop = threading.Event()
-    threading.Thread(target=_keep_connecting, args=(runtime.store, stop), daemon=True, name="milvus-connect").start()
-    if settings.image_inc_path is not None:
-        threading.Thread(target=_startup_import, args=(runtime, stop), daemon=True, name="startup-import").start()
+    stop = start_background(runtime)
     log.info("imgsim listening on http://%s:%d (%d threads)", settings.api_host, settings.api_port,
              settings.api_threads)
     try:

@@ -1,0 +1,89 @@
+"""`python main.py import` and the start-up import of IMAGE_INC_PATH, end to end."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from service.store import VectorStore
+from tests.conftest import ROOT, LiveService, make_settings, photo
+
+
+def run_import(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MODEL_WEIGHTS": "random", "MILVUS_URI": str(tmp / "milvus.db"),
+           "MILVUS_COLLECTION": "imported"}
+    return subprocess.run([sys.executable, "main.py", "import", *args, "--no-progress"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_import_moves_stores_and_reruns_without_duplicates(tmp_path: Path) -> None:
+    inbox, pool = tmp_path / "inbox", tmp_path / "pool"
+    (inbox / "sub").mkdir(parents=True)
+    images = {f"sub/p{i}.jpg" if i % 2 else f"p{i}.jpg": photo(100 + i) for i in range(5)}
+    for name, data in images.items():
+        (inbox / name).write_bytes(data)
+    (inbox / "notes.txt").write_text("not an image")
+
+    first = run_import(tmp_path, str(inbox), "--move-to", str(pool), "--batch-size", "2")
+    assert first.returncode == 1, first.stderr  # 1: some files failed
+    assert "imported: 5" in first.stdout and "failed: 1" in first.stdout
+    assert "not a decodable image" in first.stdout
+    assert sorted(p.name for p in pool.rglob("*.jpg")) == sorted(Path(n).name for n in images)
+    assert [p.name for p in inbox.rglob("*") if p.is_file()] == ["notes.txt"]
+
+    # Put the originals back, as a crashed-and-restarted copy job would: nothing is stored twice.
+    for name, data in images.items():
+        (inbox / name).write_bytes(data)
+    again = run_import(tmp_path, str(inbox), "--move-to", str(pool))
+    assert "imported: 0" in again.stdout and "skipped as duplicates: 5" in again.stdout
+
+    store = VectorStore(make_settings(tmp_path, milvus_collection="imported"), 2048)
+    md5s = {hashlib.md5(d).hexdigest() for d in images.values()}
+    records = store.get_keys(sorted(md5s))
+    assert {r["md5"] for r in records} == md5s and len(records) == 5
+    assert {r["filepath"] for r in records} == {str(pool / n) for n in images}
+    store.close()
+
+
+def test_import_with_filename_keys(tmp_path: Path) -> None:
+    folder = tmp_path / "catalog"
+    folder.mkdir()
+    (folder / "SKU-1.png").write_bytes(photo(1, fmt="PNG"))
+    (folder / "SKU-2.jpg").write_bytes(photo(2))
+    result = run_import(tmp_path, str(folder), "--key", "filename")
+    assert result.returncode == 0 and "imported: 2" in result.stdout
+    store = VectorStore(make_settings(tmp_path, milvus_collection="imported"), 2048)
+    assert [r["key"] for r in store.get_keys(["SKU-1", "SKU-2"])] == ["SKU-1", "SKU-2"]
+    assert (folder / "SKU-1.png").exists()  # without --move-to nothing moves
+    store.close()
+
+
+def test_startup_import_of_image_inc_path(start_service: Callable[..., LiveService], tmp_path: Path) -> None:
+    from service.server import start_background  # noqa: PLC0415
+
+    inbox = tmp_path / "inc"
+    inbox.mkdir()
+    for i in range(3):
+        (inbox / f"new{i}.jpg").write_bytes(photo(200 + i))
+    svc = start_service(image_inc_path=inbox)
+    stop = start_background(svc.runtime)
+    try:
+        deadline = time.monotonic() + 120
+        while svc.count() < 3 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert svc.count() == 3
+        pool = svc.runtime.settings.image_pool_path.resolve()
+        deadline = time.monotonic() + 30
+        while list(inbox.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert sorted(p.name for p in pool.iterdir()) == ["new0.jpg", "new1.jpg", "new2.jpg"]
+        hits = svc.post("search/file", files={"file": ("q.jpg", photo(201))}).json()["data"]
+        assert hits[0]["filepath"] == str(pool / "new1.jpg")
+        assert hits[0]["key"] == hashlib.md5(photo(201)).hexdigest()
+    finally:
+        stop.set()
