@@ -104,6 +104,15 @@ def start_background(runtime: Runtime) -> threading.Event:
     return stop
 
 
+def waitress_options(settings: Settings) -> dict[str, Any]:
+    """waitress settings shared by `serve` and the tests' live server."""
+    # waitress answers an over-limit body itself, in plain text; keep its hard cap well above
+    # Flask's MAX_CONTENT_LENGTH so ordinary oversize uploads get the JSON envelope's 413,
+    # while a client declaring gigabytes is still cut off before it is buffered.
+    return {"threads": settings.api_threads, "max_request_body_size": settings.max_body_bytes * 4,
+            "ident": "imgsim", "clear_untrusted_proxy_headers": True}
+
+
 def serve(settings: Settings) -> None:
     """Run the API until interrupted."""
     if settings.token is None:
@@ -116,8 +125,7 @@ def serve(settings: Settings) -> None:
     log.info("imgsim listening on http://%s:%d (%d threads)", settings.api_host, settings.api_port,
              settings.api_threads)
     try:
-        waitress.serve(runtime.app, host=settings.api_host, port=settings.api_port, threads=settings.api_threads,
-                       max_request_body_size=settings.max_body_bytes, ident="imgsim", clear_untrusted_proxy_headers=True)
+        waitress.serve(runtime.app, host=settings.api_host, port=settings.api_port, **waitress_options(settings))
     finally:
         stop.set()
         runtime.close()

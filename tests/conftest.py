@@ -23,7 +23,7 @@ from PIL import Image
 
 from conf.settings import Settings
 from model.embedder import Embedder
-from service.server import Runtime, build_runtime, load_embedder
+from service.server import Runtime, build_runtime, load_embedder, waitress_options
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -129,8 +129,7 @@ def start_service(embedder: Embedder, tmp_path: Path) -> Iterator[Callable[..., 
     def start(**overrides: Any) -> LiveService:
         settings = make_settings(tmp_path, **overrides)
         runtime = build_runtime(settings, embedder=embedder)
-        server = waitress.create_server(runtime.app, host="127.0.0.1", port=0, threads=settings.api_threads,
-                                        max_request_body_size=settings.max_body_bytes)
+        server = waitress.create_server(runtime.app, host="127.0.0.1", port=0, **waitress_options(settings))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         token = settings.token.get_secret_value() if settings.token else None
