@@ -19,6 +19,9 @@ from service.errors import NotAnImage, TooLarge
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP", "TIFF"})
 SUPPORTED_TEXT = "JPEG, PNG, GIF, BMP, WEBP or TIFF"
+# JPEGs are decoded no smaller than this on their short side (the model input is 224; the
+# margin keeps centre-crop and pad modes sharp).
+DECODE_MIN_SIDE = 512
 
 # We enforce our own pixel cap (MAX_IMAGE_PIXELS) before decoding, with a 413
 # the caller understands; Pillow's own bomb guard is turned off so it cannot
@@ -60,6 +63,10 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
             if width * height > max_pixels:
                 raise TooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is "
                                f"{max_pixels} (MAX_IMAGE_PIXELS)")
+            if img.format in ("JPEG", "MPO"):
+                # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the photo is far larger than
+                # what the model sees: several times faster and smaller in memory, same vector.
+                img.draft(None, (DECODE_MIN_SIDE, DECODE_MIN_SIDE))
             img.seek(0)  # first frame of a GIF/WEBP animation or multi-page TIFF
             img.load()
             img = _apply_orientation(img)
