@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -35,11 +36,8 @@ class Embedder:
         import keras  # noqa: PLC0415
         import tensorflow as tf  # noqa: PLC0415
 
-        if threads:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            # One batch at a time goes through the model, so op-level parallelism
-            # inside the batch is all we want; more inter-op threads only contend.
-            tf.config.threading.set_inter_op_parallelism_threads(1)
+        # TF_THREADS=0 (the default) sizes the pools from the CPUs this process may use.
+        self.threads = _set_tf_threads(tf, threads or cpu_budget())
         self._lock = threading.Lock()
         self.is_random = weights == "random"
         self.pooling = pooling
@@ -59,6 +57,11 @@ class Embedder:
         else:
             pooled = keras.ops.mean(features, axis=(1, 2))
         self._model = keras.Model(base.input, pooled)
+        # One graph for every batch size. Keras' predict_on_batch retraces the first time it
+        # meets a new batch size (3+ s on a 2-core box: a stall the micro-batcher would hit at
+        # random under load); an unknown batch dimension in the signature traces exactly once.
+        self._forward = tf.function(lambda x: self._model(x, training=False), autograph=False,
+                                    input_signature=[tf.TensorSpec((None, 224, 224, 3), tf.float32)])
         self.embed(np.zeros((1, 224, 224, 3), dtype=np.float32))  # build the graph now, not on the first request
 
     @staticmethod
@@ -90,8 +93,63 @@ class Embedder:
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """Embed a (n, 224, 224, 3) preprocessed batch into (n, 2048) float32 unit vectors."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
         with self._lock:
-            raw = np.asarray(self._model.predict_on_batch(batch), dtype=np.float32)
+            raw = self._forward(batch).numpy()
         norms = np.linalg.norm(raw, axis=1, keepdims=True)
         # An all-zero feature vector (possible with random weights) would divide by zero.
         return raw / np.maximum(norms, 1e-12)
+
+
+def cpu_budget() -> int:
+    """CPUs this process may really use: its CPU affinity, capped by a cgroup CPU quota (containers).
+
+    TensorFlow would otherwise size its pool from the host's core count, and a
+    container limited to 2 CPUs on a 64-core host would run 64 threads on 2 CPUs.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    return max(1, min(cpus, quota) if quota else cpus)
+
+
+def _cgroup_cpu_quota() -> int | None:
+    """The cgroup v2 (cpu.max) or v1 (cfs_quota_us) CPU limit, rounded up; None when unlimited."""
+    candidates = (("/sys/fs/cgroup/cpu.max", None),
+                  ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"))
+    for first, second in candidates:
+        try:
+            text = Path(first).read_text().split()
+            if second is None:
+                quota, period = text[0], text[1]
+            else:
+                quota, period = text[0], Path(second).read_text().strip()
+        except (OSError, IndexError):
+            continue
+        if quota in ("max", "-1"):
+            return None
+        try:
+            return max(1, -(-int(quota) // int(period)))
+        except (ValueError, ZeroDivisionError):
+            return None
+    return None
+
+
+def _set_tf_threads(tf: object, threads: int) -> int:
+    """Size TensorFlow's pools: `threads` inside each op, one op at a time.
+
+    One batch at a time goes through the model, and ResNet50 is a chain of
+    convolutions, so op-level parallelism is all there is to use; a second
+    inter-op thread only makes two ops fight over the same cores. Returns the
+    intra-op pool size in effect.
+    """
+    config = tf.config.threading  # type: ignore[attr-defined]
+    try:
+        config.set_intra_op_parallelism_threads(threads)
+        config.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        # TensorFlow was initialised already (a second Embedder in the same process): its pools stay.
+        log.debug("TensorFlow thread pools already initialised; keeping them")
+    return int(config.get_intra_op_parallelism_threads()) or threads
