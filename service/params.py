@@ -33,6 +33,10 @@ def text_field(body: dict[str, Any], name: str, *, required: bool = False, max_l
         raise BadInput(f"field '{name}' is {len(value)} characters long; at most {max_len} are allowed")
     if "\x00" in value:
         raise BadInput(f"field '{name}' contains a NUL byte")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInput(f"field '{name}' is not valid Unicode text (lone surrogate)") from None
     return value
 
 
