@@ -147,7 +147,7 @@ def min_score_value(body: dict[str, Any]) -> float | None:
         raise BadInput("field 'min_score' must be a number from -1 to 1, not a boolean")
     try:
         number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise BadInput(f"field 'min_score' must be a number from -1 to 1, not {str(value)[:50]!r}") from None
     if not -1.0 <= number <= 1.0:  # also rejects NaN
         raise BadInput(f"field 'min_score' is {number}; it must be from -1 to 1")
