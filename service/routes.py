@@ -35,7 +35,10 @@ def _fields() -> dict[str, Any]:
     raw = request.get_data(cache=True)
     if not raw:
         return {}
-    body = request.get_json(force=True, silent=True)
+    try:
+        body = request.get_json(force=True, silent=True)
+    except RecursionError:  # the json module recurses once per nesting level; silent=True does not cover this
+        raise BadInput("the request body is JSON nested too deeply; send a flat JSON object") from None
     if body is None and request.mimetype == "application/x-www-form-urlencoded":
         # `curl -d '{...}'` sends JSON labelled as a form: accept both real forms and that.
         return request.form.to_dict()  # Werkzeug re-reads the cached body for this
