@@ -51,14 +51,18 @@ def read_allowed(raw: str, roots: list[Path], max_bytes: int) -> tuple[bytes, Pa
         if exc.errno == errno.EISDIR:
             raise BadInput(f"path {raw!r} is a directory; send the path of an image file") from None
         raise BadInput(f"path {raw!r} cannot be opened ({exc.strerror})") from None
-    with os.fdopen(fd, "rb") as fh:
-        info = os.fstat(fh.fileno())
+    try:  # check the opened file before wrapping it: os.fdopen itself refuses a directory with an OSError
+        info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
             raise BadInput(f"path {raw!r} is a directory; send the path of an image file")
         if not stat.S_ISREG(info.st_mode):
             raise BadInput(f"path {raw!r} is not a regular file (a device, FIFO or socket)")
         if info.st_size > max_bytes:
             raise TooLarge(f"file {raw!r} is {info.st_size} bytes; the limit is {max_bytes} (MAX_IMAGE_BYTES)")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as fh:
         data = fh.read(max_bytes + 1)
     if len(data) > max_bytes:  # the file grew after fstat
         raise TooLarge(f"file {raw!r} is over the limit of {max_bytes} bytes (MAX_IMAGE_BYTES)")
