@@ -55,6 +55,12 @@ def _source(kind: str, body: dict[str, Any]) -> Source:
     settings = catalog.settings
     if kind == "file":
         upload = request.files.get("file")
+        if upload is None and request.mimetype == "multipart/form-data" and request.content_length \
+                and not request.form and not request.files:
+            # Werkzeug drops a multipart body it cannot parse without a word; say so rather than "missing".
+            raise BadInput("the multipart/form-data body could not be parsed (no or wrong boundary, or part "
+                           "headers that are not UTF-8, such as a Latin-1 file name); send the image as the "
+                           "field 'file' (curl -F file=@photo.jpg)")
         if upload is None:
             raise BadInput("multipart field 'file' is required: send the image as multipart/form-data "
                            "with the field name 'file' (curl -F file=@photo.jpg)")
