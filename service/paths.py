@@ -46,7 +46,12 @@ def read_allowed(raw: str, roots: list[Path], max_bytes: int) -> tuple[bytes, Pa
     except PermissionError:
         raise BadInput(f"path {raw!r} is not readable by the service (permission denied)") from None
     except OSError as exc:
-        if exc.errno == errno.ELOOP:  # the path was swapped for a symlink after we resolved it
+        if exc.errno == errno.ELOOP:
+            try:
+                os.path.realpath(real, strict=True)
+            except OSError:  # realpath left it unresolved: a symlink that loops back on itself
+                raise BadInput(f"path {raw!r} is a symlink loop; send the path of an image file") from None
+            # The path was swapped for a symlink after we resolved it.
             raise PathForbidden(f"path {raw!r} changed into a symlink while being opened") from None
         if exc.errno == errno.EISDIR:
             raise BadInput(f"path {raw!r} is a directory; send the path of an image file") from None
