@@ -77,6 +77,12 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
         raise NotAnImage(f"the bytes are not a decodable image; send {SUPPORTED_TEXT}") from None
     except Image.DecompressionBombError as exc:  # belt and braces: a frame larger than its header said
         raise TooLarge(f"image is too large to decode safely: {exc}") from None
+    except ValueError as exc:
+        if "Decompressed data too large" in str(exc) or "Too much memory used in text chunks" in str(exc):
+            # A PNG whose compressed text or ICC profile chunks inflate past Pillow's safety limit.
+            raise TooLarge(f"the image's metadata (text or ICC profile chunks) is too large to decode "
+                           f"safely ({exc})") from None
+        raise NotAnImage(f"the image is truncated or corrupt and cannot be decoded ({exc})") from None
     except (OSError, SyntaxError, ValueError, TypeError, IndexError, EOFError, MemoryError) as exc:
         # Pillow signals truncated or corrupt data with any of these.
         raise NotAnImage(f"the image is truncated or corrupt and cannot be decoded ({exc})") from None
