@@ -45,6 +45,10 @@ def create_app(settings: Settings, catalog: Catalog) -> Flask:
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_exc: RequestEntityTooLarge) -> tuple[Response, int]:
+        if request.content_length is not None and request.content_length <= settings.max_body_bytes:
+            # Werkzeug also raises this for a form with too many parts: the body itself was not too big.
+            return envelope(None, code=413, msg=f"the form has more than {app.config['MAX_FORM_PARTS']} fields; "
+                                                "send only the fields the endpoint documents")
         return envelope(None, code=413, msg=f"the request body is over {settings.max_body_bytes} bytes; images "
                                             f"may be at most {settings.max_image_bytes} bytes (MAX_IMAGE_BYTES)")
 
