@@ -1,0 +1,48 @@
+"""Counts of the hostile inputs the security tests send, written to tests/results/hostile_counts.json.
+
+Each security test module calls `tried(category, n)` for every input it sends and
+checks, and writes the file at the end of the session (`write()`), so the README's
+reliability figures come from a real run. Categories of a run replace the same
+categories in the file; categories the run did not reach are kept as they were.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results" / "hostile_counts.json"
+
+_counts: dict[str, int] = {}
+_lock = threading.Lock()
+
+
+def tried(category: str, n: int = 1) -> None:
+    """Record that `n` inputs of `category` were sent and their answers checked."""
+    with _lock:
+        _counts[category] = _counts.get(category, 0) + n
+
+
+def write() -> None:
+    """Merge this session's counts into the results file (no-op when nothing was counted)."""
+    with _lock:
+        if not _counts:
+            return
+        try:
+            old = json.loads(RESULTS.read_text(encoding="utf-8"))
+            categories = dict(old.get("categories", {}))
+        except (OSError, ValueError):
+            categories = {}
+        categories.update(_counts)
+        doc = {
+            "about": "hostile inputs sent to imgsim by tests/test_hostile_input.py, test_paths.py, test_urls.py, "
+                     "test_token.py, test_properties.py and test_openapi.py, and checked (status code, envelope, "
+                     "message, server still serving); written by the test run",
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "total": sum(categories.values()),
+            "categories": dict(sorted(categories.items())),
+        }
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
