@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 import time
 from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from conf.settings import Settings
 from service.errors import BadInput, PathForbidden, TooLarge
@@ -33,9 +37,88 @@ def _check_target(url: str, deny_private: bool) -> None:
         raise BadInput(f"url host {parts.hostname!r} cannot be resolved ({exc})") from None
     for info in infos:
         addr = ipaddress.ip_address(info[4][0].split("%")[0])
-        if not addr.is_global or addr.is_multicast:
+        if not _is_public(addr):
             raise PathForbidden(f"url host {parts.hostname!r} resolves to {addr}, a loopback, private or "
                                 "link-local address, and URL_DENY_PRIVATE is on")
+
+
+def _is_public(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return addr.is_global and not addr.is_multicast
+
+
+class _Fetch:
+    """One download's guard: the sockets it opened (cut when URL_TOTAL_TIMEOUT passes) and the SSRF check
+    of the address each socket really connected to (the name may resolve differently the second time)."""
+
+    def __init__(self, deny_private: bool) -> None:
+        self.deny_private = deny_private
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def opened(self, sock: socket.socket, host: str, via_proxy: bool) -> None:
+        with self._lock:
+            if self.expired:
+                sock.close()
+                raise OSError("URL_TOTAL_TIMEOUT passed")
+            self._sockets.append(sock)
+        if self.deny_private and not via_proxy:
+            addr = ipaddress.ip_address(sock.getpeername()[0].split("%")[0])
+            if not _is_public(addr):
+                sock.close()
+                raise PathForbidden(f"url host {host!r} connected to {addr}, a loopback, private or link-local "
+                                    "address, and URL_DENY_PRIVATE is on")
+
+    def expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked on a server that drips
+                except OSError:
+                    pass
+
+
+_active = threading.local()  # the _Fetch of the download running in this thread
+
+
+class _GuardedHTTPConnection(HTTPConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        fetch = getattr(_active, "fetch", None)
+        if fetch is not None:
+            fetch.opened(sock, self.host, via_proxy=bool(self.proxy))
+        return sock
+
+
+class _GuardedHTTPSConnection(HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        fetch = getattr(_active, "fetch", None)
+        if fetch is not None:
+            fetch.opened(sock, self.host, via_proxy=bool(self.proxy))
+        return sock
+
+
+class _GuardedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _GuardedHTTPConnection
+
+
+class _GuardedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _GuardedHTTPSConnection
+
+
+class GuardedAdapter(HTTPAdapter):
+    """A requests transport whose connections report to the download running in this thread."""
+
+    def init_poolmanager(self, *args: object, **kwargs: object) -> None:
+        super().init_poolmanager(*args, **kwargs)  # type: ignore[arg-type]
+        self.poolmanager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: object) -> object:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
+        return manager
 
 
 def fetch_image_bytes(url: str, settings: Settings, session: requests.Session | None = None) -> bytes:
@@ -46,8 +129,28 @@ def fetch_image_bytes(url: str, settings: Settings, session: requests.Session | 
     stops reading at MAX_IMAGE_BYTES. Failures are BadInput (400), TooLarge
     (413) or PathForbidden (403, private target with URL_DENY_PRIVATE=1).
     """
-    http = session or requests.Session()
-    deadline = time.monotonic() + settings.url_total_timeout
+    http = session
+    if http is None:
+        http = requests.Session()
+        http.mount("http://", GuardedAdapter())
+        http.mount("https://", GuardedAdapter())
+    fetch = _Fetch(settings.url_deny_private)
+    # A read timeout bounds each socket read, not the whole download: a server that drips its
+    # headers or body a byte at a time would hold this thread for ever. The timer cuts the sockets.
+    timer = threading.Timer(settings.url_total_timeout, fetch.expire)
+    timer.daemon = True
+    _active.fetch = fetch
+    timer.start()
+    try:
+        return _fetch(url, settings, http, fetch, time.monotonic() + settings.url_total_timeout)
+    finally:
+        timer.cancel()
+        _active.fetch = None
+        if session is None:
+            http.close()
+
+
+def _fetch(url: str, settings: Settings, http: requests.Session, fetch: _Fetch, deadline: float) -> bytes:
     current = url
     for _hop in range(settings.url_max_redirects + 1):
         _check_target(current, settings.url_deny_private)
@@ -55,10 +158,13 @@ def fetch_image_bytes(url: str, settings: Settings, session: requests.Session | 
             resp = http.get(current, stream=True, allow_redirects=False,
                             timeout=(settings.url_connect_timeout, settings.url_read_timeout),
                             headers={"User-Agent": USER_AGENT, "Accept": "image/*"})
-        except requests.Timeout:
-            raise BadInput(f"url {current[:200]!r} timed out (connect {settings.url_connect_timeout}s, "
-                           f"read {settings.url_read_timeout}s)") from None
         except requests.RequestException as exc:
+            if fetch.expired:
+                raise BadInput(f"url {current[:200]!r} took longer than {settings.url_total_timeout}s to "
+                               "answer (URL_TOTAL_TIMEOUT)") from None
+            if isinstance(exc, requests.Timeout):
+                raise BadInput(f"url {current[:200]!r} timed out (connect {settings.url_connect_timeout}s, "
+                               f"read {settings.url_read_timeout}s)") from None
             raise BadInput(f"url {current[:200]!r} could not be fetched ({type(exc).__name__})") from None
         with resp:
             if resp.is_redirect:
@@ -67,12 +173,14 @@ def fetch_image_bytes(url: str, settings: Settings, session: requests.Session | 
                 continue
             if resp.status_code != 200:
                 raise BadInput(f"url {current[:200]!r} answered HTTP {resp.status_code}, not 200 with an image")
-            return _read_capped(resp, current, settings.max_image_bytes, deadline, settings.url_total_timeout)
+            return _read_capped(resp, current, settings.max_image_bytes, deadline, settings.url_total_timeout,
+                                fetch)
     raise BadInput(f"url {url[:200]!r} redirected more than {settings.url_max_redirects} times "
                    "(URL_MAX_REDIRECTS)")
 
 
-def _read_capped(resp: requests.Response, url: str, cap: int, deadline: float, total: float) -> bytes:
+def _read_capped(resp: requests.Response, url: str, cap: int, deadline: float, total: float,
+                 fetch: _Fetch) -> bytes:
     declared = resp.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > cap:
         raise TooLarge(f"url {url[:200]!r} declares {declared} bytes; the limit is {cap} (MAX_IMAGE_BYTES)")
@@ -87,5 +195,9 @@ def _read_capped(resp: requests.Response, url: str, cap: int, deadline: float, t
             if time.monotonic() > deadline:
                 raise BadInput(f"url {url[:200]!r} took longer than {total}s to download (URL_TOTAL_TIMEOUT)")
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+        if fetch.expired:
+            raise BadInput(f"url {url[:200]!r} took longer than {total}s to download (URL_TOTAL_TIMEOUT)") from None
         raise BadInput(f"url {url[:200]!r}: the download broke off ({type(exc).__name__})") from None
+    if fetch.expired:  # the timer cut the socket: what arrived is not the whole image
+        raise BadInput(f"url {url[:200]!r} took longer than {total}s to download (URL_TOTAL_TIMEOUT)")
     return bytes(body)
