@@ -22,7 +22,11 @@ USER_AGENT = "imgsim/1.0 (+image similarity service)"
 
 
 def _check_target(url: str, deny_private: bool) -> None:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # "http://[::1/x", "http://h:99999/"
+        raise BadInput(f"url {url[:200]!r} is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https"):
         raise BadInput(f"field 'url' must be an http:// or https:// URL, not {parts.scheme or 'a relative'!r} "
                        f"({url[:200]!r})")
@@ -31,7 +35,7 @@ def _check_target(url: str, deny_private: bool) -> None:
     if not deny_private:
         return
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80),
+        infos = socket.getaddrinfo(parts.hostname, port or (443 if parts.scheme == "https" else 80),
                                    proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError) as exc:
         raise BadInput(f"url host {parts.hostname!r} cannot be resolved ({exc})") from None
