@@ -46,7 +46,18 @@ def _check_target(url: str, deny_private: bool) -> None:
                                 "link-local address, and URL_DENY_PRIVATE is on")
 
 
+# NAT64 prefixes (RFC 6052, RFC 8215): a gateway turns 64:ff9b::a00:1 into 10.0.0.1.
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
 def _is_public(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(addr, ipaddress.IPv6Address):
+        # IPv6 spellings of an IPv4 address (mapped, 6to4, NAT64) are as public as that address.
+        embedded = addr.ipv4_mapped or addr.sixtofour
+        if embedded is None and any(addr in net for net in _NAT64):
+            embedded = ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+        if embedded is not None and not _is_public(embedded):
+            return False
     return addr.is_global and not addr.is_multicast
 
 
