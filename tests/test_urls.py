@@ -43,7 +43,7 @@ def _write_counts() -> Iterator[None]:
 class Handler(BaseHTTPRequestHandler):
     """Every way a server can misbehave, one path each."""
 
-    server: "TestServer"
+    server: "MisbehavingServer"
 
     def log_message(self, *_args: object) -> None:
         pass
@@ -150,7 +150,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, b"no such test path", "text/plain")
 
 
-class TestServer(ThreadingHTTPServer):
+class MisbehavingServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self) -> None:
@@ -167,8 +167,8 @@ class TestServer(ThreadingHTTPServer):
 
 
 @pytest.fixture
-def web() -> Iterator[TestServer]:
-    server = TestServer()
+def web() -> Iterator[MisbehavingServer]:
+    server = MisbehavingServer()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -191,7 +191,7 @@ def timed(svc: LiveService, endpoint: str, url: str, code: int, *words: str, wit
 
 
 def test_images_served_properly_and_redirects_followed(start_service: Callable[..., LiveService],
-                                                       web: TestServer) -> None:
+                                                       web: MisbehavingServer) -> None:
     svc = start_service(**FAST)
     for path in ("/image.jpg", "/no-length.jpg", "/chain/2", "/image-labelled-html", "/image.jpg?x=1#frag"):
         timed(svc, "add/url", web.url(path), 200)
@@ -203,7 +203,7 @@ def test_images_served_properly_and_redirects_followed(start_service: Callable[.
     hostile_counts.tried("url_endpoints", 2)
 
 
-def test_misbehaving_servers(start_service: Callable[..., LiveService], web: TestServer) -> None:
+def test_misbehaving_servers(start_service: Callable[..., LiveService], web: MisbehavingServer) -> None:
     svc = start_service(**FAST)
     cases = [
         ("/loop", 400, ("redirected more than 3 times",), 10), ("/loop-a", 400, ("URL_MAX_REDIRECTS",), 10),
@@ -240,7 +240,7 @@ BAD_URLS = [
 
 
 @pytest.mark.parametrize("deny_private", [False, True])
-def test_malformed_and_non_http_urls_are_400(start_service: Callable[..., LiveService], web: TestServer,
+def test_malformed_and_non_http_urls_are_400(start_service: Callable[..., LiveService], web: MisbehavingServer,
                                             deny_private: bool) -> None:
     svc = start_service(url_deny_private=deny_private, **FAST)
     for url, word in BAD_URLS:
@@ -267,7 +267,7 @@ PRIVATE_TARGETS = ["10.0.0.1", "10.255.255.255", "172.16.5.4", "172.31.0.1", "19
 
 
 def test_deny_private_refuses_loopback_private_and_link_local(start_service: Callable[..., LiveService],
-                                                             web: TestServer) -> None:
+                                                             web: MisbehavingServer) -> None:
     svc = start_service(url_deny_private=True, **FAST)
     for host in LOOPBACK_SPELLINGS:
         timed(svc, "add/url", web.url("/image.jpg", host), 403, "URL_DENY_PRIVATE")
@@ -283,7 +283,7 @@ def test_deny_private_refuses_loopback_private_and_link_local(start_service: Cal
 
 
 @pytest.fixture
-def public_hop(monkeypatch: pytest.MonkeyPatch, web: TestServer) -> list[str]:
+def public_hop(monkeypatch: pytest.MonkeyPatch, web: MisbehavingServer) -> list[str]:
     """Make http://PUBLIC_IP/... answer from inside the process (a redirect to the loopback test server)
     instead of the internet: the service's own transport is wrapped, so every request the service makes
     goes through here, and nothing but 127.0.0.1 / localhost is ever contacted."""
@@ -313,7 +313,7 @@ def public_hop(monkeypatch: pytest.MonkeyPatch, web: TestServer) -> list[str]:
 
 
 def test_redirect_from_a_public_url_to_loopback_is_refused(start_service: Callable[..., LiveService],
-                                                           web: TestServer, public_hop: list[str]) -> None:
+                                                           web: MisbehavingServer, public_hop: list[str]) -> None:
     allowing = start_service(**FAST)
     # Without the guard the public hop's redirect leads to the image: the chain itself works...
     timed(allowing, "add/url", f"http://{PUBLIC_IP}/product.jpg", 200)
@@ -331,7 +331,7 @@ def test_redirect_from_a_public_url_to_loopback_is_refused(start_service: Callab
     still_serving(denying, 303)
 
 
-def test_dns_rebinding_to_loopback_is_refused(start_service: Callable[..., LiveService], web: TestServer,
+def test_dns_rebinding_to_loopback_is_refused(start_service: Callable[..., LiveService], web: MisbehavingServer,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """`rebind.test` answers a public address to the guard's lookup and 127.0.0.1 to the connection's:
     the guard must check the address the socket really connected to."""
