@@ -1,0 +1,288 @@
+"""Property-based tests (hypothesis) of request parsing (service/params.py) and of the id and key
+handling of the store (derive_id, quote), the latter through a real Milvus Lite filter."""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from model.embedder import DIM
+from service.errors import BadInput, NotAnImage, TooLarge
+from service.images import decode_image
+from service.params import (base64_image, id_list, key_list, key_value, limit_value, min_score_value, optional_key,
+                            text_field)
+from service.store import JS_MAX_SAFE_INTEGER, Record, VectorStore, derive_id, quote
+from tests import hostile_counts
+from tests.conftest import make_settings, photo
+
+FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+MILVUS = settings(max_examples=120, deadline=None,
+                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+MAX_KEY = 64
+MAX_COUNT = 20
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+# Any JSON value a client can send (big integers, odd floats, nesting included).
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.integers(min_value=-(10**400), max_value=10**400)
+    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    max_leaves=12)
+# What key_value accepts: text without C0 controls, DEL or lone surrogates (C1 controls and every
+# other printable or invisible character included).
+key_chars = st.characters(blacklist_categories=("Cs",), blacklist_characters="".join(map(chr, range(32))) + "\x7f")
+tricky_chars = st.sampled_from(list('"\'\\[](),=%_*` ') + ["\u00e9", "\u0301", "\u200d", "\u2028", "\u0085", "😀",
+                                                              "\\\"", "\"\\", "\\\\", " or 1==1", "key in "])
+keys = st.lists(key_chars | tricky_chars, min_size=1, max_size=24).map("".join).map(str.strip).filter(bool)
+ids = st.integers(min_value=1, max_value=JS_MAX_SAFE_INTEGER)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _write_counts() -> Iterator[None]:
+    yield
+    hostile_counts.write()
+
+
+def counted(value: Any) -> Any:
+    hostile_counts.tried("property_examples")
+    return value
+
+
+def only_bad_input(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call fn; BadInput/TooLarge are fine answers, any other exception is a bug (a 500)."""
+    counted(None)
+    try:
+        return fn(*args, **kwargs)
+    except (BadInput, TooLarge) as exc:
+        assert exc.msg and "Traceback" not in exc.msg
+        return exc
+
+
+# --- params.py: total functions over any JSON ----------------------------------------------------
+@FAST
+@given(json_values)
+def test_every_parser_answers_any_json_value_with_a_value_or_bad_input(value: Any) -> None:
+    body = {"key": value, "id": value, "limit": value, "min_score": value, "url": value}
+    keys_out = only_bad_input(key_list, body, MAX_KEY, MAX_COUNT)
+    if isinstance(keys_out, list):
+        assert keys_out and len(keys_out) == len(set(keys_out)) <= MAX_COUNT
+        for key in keys_out:
+            assert key == key.strip() and 1 <= len(key) <= MAX_KEY and not CONTROL.search(key)
+            key.encode("utf-8")
+    ids_out = only_bad_input(id_list, body, MAX_COUNT)
+    if isinstance(ids_out, list):
+        assert ids_out and len(ids_out) == len(set(ids_out)) <= MAX_COUNT
+        assert all(type(i) is int and 1 <= i <= JS_MAX_SAFE_INTEGER for i in ids_out)
+    limit = only_bad_input(limit_value, body, 100)
+    if not isinstance(limit, Exception):
+        assert type(limit) is int and 1 <= limit <= 100
+    score = only_bad_input(min_score_value, body)
+    if not isinstance(score, Exception) and score is not None:
+        assert -1.0 <= score <= 1.0 and not math.isnan(score)
+    text = only_bad_input(text_field, body, "url", max_len=50)
+    if isinstance(text, str):
+        assert "\x00" not in text and len(text) <= 50
+        text.encode("utf-8")
+    one_key = only_bad_input(optional_key, body, MAX_KEY)
+    assert one_key is None or isinstance(one_key, (str, Exception))
+    only_bad_input(base64_image, value, 1000)
+
+
+@FAST
+@given(st.text(max_size=80))
+def test_key_value_accepts_exactly_the_printable_keys(text: str) -> None:
+    result = only_bad_input(key_value, text, MAX_KEY)
+    stripped = text.strip()
+    valid = bool(stripped) and len(stripped) <= MAX_KEY and not CONTROL.search(stripped) \
+        and not any(0xD800 <= ord(c) <= 0xDFFF for c in stripped)
+    if valid:
+        assert result == stripped
+    else:
+        assert isinstance(result, BadInput) and "'key'" in result.msg
+
+
+@FAST
+@given(st.lists(keys, min_size=1, max_size=MAX_COUNT))
+def test_key_list_keeps_distinct_keys_in_order_in_both_forms(items: list[str]) -> None:
+    items = [k[:MAX_KEY].strip() or "k" for k in items]
+    expected = list(dict.fromkeys(items))
+    assert counted(key_list({"key": items}, MAX_KEY, MAX_COUNT)) == expected
+    if all("," not in k for k in items):
+        assert key_list({"key": ",".join(items)}, MAX_KEY, MAX_COUNT) == expected
+
+
+@FAST
+@given(st.lists(ids, min_size=1, max_size=MAX_COUNT), st.sampled_from([",", ", ", " ,", " , "]))
+def test_id_list_keeps_distinct_ids_in_order_in_every_form(items: list[int], sep: str) -> None:
+    expected = list(dict.fromkeys(items))
+    assert counted(id_list({"id": items}, MAX_COUNT)) == expected
+    assert id_list({"id": sep.join(map(str, items))}, MAX_COUNT) == expected
+    assert id_list({"id": [str(i) for i in items]}, MAX_COUNT) == expected
+    assert id_list({"id": items[0]}, MAX_COUNT) == [items[0]]
+
+
+@FAST
+@given(st.integers(min_value=-(10**30), max_value=10**30) | st.integers(min_value=JS_MAX_SAFE_INTEGER - 5,
+                                                                          max_value=JS_MAX_SAFE_INTEGER + 5))
+def test_id_list_refuses_every_integer_outside_the_js_safe_range(number: int) -> None:
+    result = only_bad_input(id_list, {"id": [number]}, MAX_COUNT)
+    if 1 <= number <= JS_MAX_SAFE_INTEGER:
+        assert result == [number]
+    else:
+        assert isinstance(result, BadInput) and "'id'" in result.msg
+
+
+@FAST
+@given(st.integers(min_value=-(10**20), max_value=10**20), st.sampled_from(["{}", " {} ", "{}\n", "+{}", "{}.0"]))
+def test_limit_value_takes_whole_numbers_in_range_only(number: int, spelling: str) -> None:
+    as_int = only_bad_input(limit_value, {"limit": number}, 100)
+    as_text = only_bad_input(limit_value, {"limit": spelling.format(number)}, 100)
+    if 1 <= number <= 100:
+        assert as_int == number
+        assert as_text == number if spelling.strip() == "{}" else isinstance(as_text, BadInput)
+    else:
+        assert isinstance(as_int, BadInput) and isinstance(as_text, BadInput)
+
+
+@FAST
+@given(st.floats(allow_nan=True, allow_infinity=True) | st.integers(min_value=-(10**400), max_value=10**400))
+def test_min_score_value_takes_numbers_from_minus_one_to_one(number: float) -> None:
+    as_number = only_bad_input(min_score_value, {"min_score": number})
+    as_text = only_bad_input(min_score_value, {"min_score": repr(number)})
+    in_range = not (isinstance(number, float) and math.isnan(number)) and -1 <= number <= 1
+    if in_range:
+        assert as_number == float(number) and as_text == float(number)
+    else:
+        assert isinstance(as_number, BadInput) and isinstance(as_text, BadInput)
+
+
+@FAST
+@given(st.binary(max_size=3000), st.sampled_from(["standard", "urlsafe", "unpadded", "wrapped", "data-url"]))
+def test_base64_image_round_trips_every_accepted_spelling(data: bytes, spelling: str) -> None:
+    text = base64.b64encode(data).decode()
+    if spelling == "urlsafe":
+        text = base64.urlsafe_b64encode(data).decode()
+    elif spelling == "unpadded":
+        text = text.rstrip("=")
+    elif spelling == "wrapped":
+        text = "\r\n".join(text[i:i + 76] for i in range(0, len(text), 76)) + "\n"
+    elif spelling == "data-url":
+        text = "data:image/jpeg;base64," + text
+    result = only_bad_input(base64_image, text, 2000)
+    if not data:
+        assert isinstance(result, BadInput) or result == b""  # the decoder then says "image is empty"
+    elif len(data) <= 2000:
+        assert result == data
+    else:
+        assert isinstance(result, TooLarge) or (isinstance(result, bytes) and len(result) <= 2003)
+
+
+@FAST
+@given(st.text(max_size=60))
+def test_base64_image_refuses_text_outside_the_alphabet(text: str) -> None:
+    assume(re.search(r"[^A-Za-z0-9+/=\-_\s]", text.removeprefix("data:image/png;base64,")))
+    result = only_bad_input(base64_image, text, 2000)
+    assert isinstance(result, BadInput)
+
+
+# --- images.py: damaged images are 415 or 413, never anything else ---------------------------------
+SEED_IMAGES = {fmt: photo(3, size=(40, 30), fmt=fmt) for fmt in ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")}
+mutations = st.lists(st.tuples(st.sampled_from(["set", "delete", "insert", "truncate"]), st.integers(0, 10**6),
+                               st.binary(min_size=1, max_size=8)), min_size=1, max_size=8)
+
+
+@FAST
+@given(st.sampled_from(sorted(SEED_IMAGES)), mutations)
+def test_damaged_images_decode_or_are_refused_cleanly(fmt: str, changes: list[tuple[str, int, bytes]]) -> None:
+    data = bytearray(SEED_IMAGES[fmt])
+    for op, where, chunk in changes:
+        at = where % max(len(data), 1)
+        if op == "set":
+            data[at:at + len(chunk)] = chunk
+        elif op == "delete":
+            del data[at:at + len(chunk)]
+        elif op == "insert":
+            data[at:at] = chunk
+        else:
+            del data[at:]
+    counted(None)
+    try:
+        decoded = decode_image(bytes(data), max_bytes=10**6, max_pixels=4_000_000)
+    except (NotAnImage, TooLarge) as exc:
+        assert exc.msg
+        return
+    assert decoded.image.mode == "RGB" and decoded.image.width >= 1 and decoded.image.height >= 1
+
+
+# --- store.py: ids and quoting ---------------------------------------------------------------------
+@FAST
+@given(st.text(max_size=100), st.text(alphabet="0123456789abcdef", min_size=32, max_size=32),
+       st.integers(min_value=0, max_value=16))
+def test_derive_id_is_a_deterministic_js_safe_positive_integer(key: str, md5: str, attempt: int) -> None:
+    rid = counted(derive_id(key, md5, attempt))
+    assert type(rid) is int and 1 <= rid <= JS_MAX_SAFE_INTEGER
+    assert derive_id(key, md5, attempt) == rid
+    assert float(rid) == rid  # survives a JavaScript number
+
+
+@FAST
+@given(keys)
+def test_quote_is_one_string_literal(key: str) -> None:
+    literal = counted(quote(key))
+    assert literal.startswith('"') and literal.endswith('"')
+    body = literal[1:-1]
+    unescaped = re.sub(r"\\(.)", r"\1", body, flags=re.S)
+    assert unescaped == key  # every quote and backslash in the key is escaped, nothing else changes
+    assert not re.search(r'(?<!\\)(\\\\)*"', body)  # no unescaped quote can end the literal early
+
+
+@pytest.fixture(scope="module")
+def lite_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VectorStore]:
+    store = VectorStore(make_settings(tmp_path_factory.mktemp("props"), max_key_length=MAX_KEY), DIM)
+    store.connect()
+    yield store
+    store.close()
+
+
+def _vector(seed: int) -> np.ndarray:
+    vec = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return vec / np.linalg.norm(vec)
+
+
+@MILVUS
+@given(st.lists(keys, min_size=1, max_size=6, unique=True), st.data())
+def test_quote_round_trips_through_a_real_milvus_lite_filter(lite_store: VectorStore, batch: list[str],
+                                                            data: st.DataObject) -> None:
+    """Store records under arbitrary keys; each key's filter finds exactly its own records,
+    nothing else, and deleting by key removes only them."""
+    batch = [k[:MAX_KEY] for k in batch]
+    batch = list(dict.fromkeys(batch))
+    md5 = f"{data.draw(st.integers(0, 2**128 - 1)):032x}"
+    bystander = Record("bystander" + md5[:6], md5, "/b", _vector(1))
+    records = [Record(k, md5, f"/p/{i}", _vector(i + 2)) for i, k in enumerate(batch)] + [bystander]
+    results = lite_store.put_many(records)
+    assert [created for _, created in results] == [True] * len(records)
+    for key, (rid, _) in zip(batch, results):
+        counted(key)
+        found = lite_store.get_keys([key])
+        assert [(r["key"], r["id"]) for r in found] == [(key, rid)], (key, found)
+        assert lite_store.find(key, md5) is not None
+        assert lite_store._call(lambda c, k=key: c.query(lite_store._settings.milvus_collection,
+                                                         filter=f"key == {quote(k)}", output_fields=["key"]))[0]["key"] == key
+    assert sorted(r["key"] for r in lite_store.get_keys(batch)) == sorted(batch)
+    victim = data.draw(st.sampled_from(batch))
+    assert lite_store.delete_keys([victim]) == 1
+    assert lite_store.get_keys([victim]) == []
+    assert sorted(r["key"] for r in lite_store.get_keys(batch)) == sorted(k for k in batch if k != victim)
+    assert len(lite_store.get_keys([bystander.key])) == 1
+    lite_store.delete_keys(batch + [bystander.key])  # leave the collection empty for the next example
+    assert lite_store.get_keys(batch + [bystander.key]) == []
