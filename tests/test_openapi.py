@@ -1,0 +1,152 @@
+"""service/openapi.json: a valid OpenAPI 3.0 document served at /openapi.json that describes every
+route exactly, checked against Flask's URL map, and a bounded schemathesis fuzz of the live service
+over HTTP (with the token): no 500s, and every answer's status code, content type and body conform
+to the document."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from openapi_spec_validator import validate
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
+                                               status_code_conformance)
+
+from service import fetch
+from service.routes import OPENAPI_FILE
+from tests import hostile_counts
+from tests.conftest import LiveService
+
+TOKEN = "fuzz-token-0d4c"
+DOC = json.loads(Path(OPENAPI_FILE).read_text(encoding="utf-8"))
+METHODS = {"get", "post", "put", "delete", "patch"}
+POSITIVE_EXAMPLES = 30
+NEGATIVE_EXAMPLES = 20  # invalid bodies: only for operations that take one
+FUZZ_SECONDS = 150  # the whole fuzz stops generating after this; CI budget
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _write_counts() -> Iterator[None]:
+    yield
+    hostile_counts.write()
+
+
+def documented() -> set[tuple[str, str]]:
+    return {(path, method.upper()) for path, item in DOC["paths"].items() for method in item if method in METHODS}
+
+
+def flask_routes(app) -> set[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    """Every (path, method) the app routes, with <any(a, b):x> expanded into one path per choice."""
+    out = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        paths = [rule.rule]
+        for match in re.finditer(r"<any\(([^)]*)\):\w+>", rule.rule):
+            choices = [c.strip().strip("'\"") for c in match.group(1).split(",")]
+            paths = [p.replace(match.group(0), c) for p in paths for c in choices]
+        assert all("<" not in p for p in paths), f"undocumentable converter in {rule.rule}"
+        out |= {(p, m) for p in paths for m in rule.methods - {"HEAD", "OPTIONS"}}
+    return out
+
+
+def test_the_document_is_valid_openapi_3_and_is_what_the_service_serves(lite_service: LiveService) -> None:
+    validate(DOC)
+    assert DOC["openapi"].startswith("3.0")
+    served = lite_service.get("openapi.json")
+    assert served.status_code == 200 and served.headers["Content-Type"].startswith("application/json")
+    assert served.json() == DOC
+
+
+def test_every_route_is_documented_and_every_documented_path_exists(lite_service: LiveService) -> None:
+    routes = flask_routes(lite_service.runtime.app)
+    assert routes == documented(), {"undocumented": routes - documented(), "not routed": documented() - routes}
+    # And the documented paths answer on the live service (not 404/405).
+    for path, method in sorted(documented()):
+        resp = lite_service.http.request(method, lite_service.base_url + path, timeout=60)
+        assert resp.status_code not in (404, 405), (method, path, resp.text)
+
+
+def test_security_and_responses_are_documented_per_operation() -> None:
+    schemes = DOC["components"]["securitySchemes"]
+    assert schemes["tokenHeader"] == {**schemes["tokenHeader"], "type": "apiKey", "in": "header", "name": "token"}
+    assert schemes["bearer"]["type"] == "http" and schemes["bearer"]["scheme"] == "bearer"
+    assert DOC["security"] == [{"tokenHeader": []}, {"bearer": []}]
+    for path, item in DOC["paths"].items():
+        for method, op in item.items():
+            open_probe = path in ("/health", "/ready")
+            assert (op.get("security") == []) == open_probe, (path, method)
+            codes = set(op["responses"])
+            assert "200" in codes and "500" in codes, (path, codes)
+            assert ("401" in codes) != open_probe, (path, codes)
+            if path.startswith("/api/image/sim/") and method == "post" and "requestBody" in op:
+                assert {"400", "413"} <= codes, (path, codes)
+            if re.search(r"/(add|search)/", path):
+                assert "415" in codes and "503" in codes, (path, codes)
+                assert ("403" in codes) == path.endswith(("/url", "/path")), (path, codes)
+
+
+@pytest.fixture
+def no_internet(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The fuzzer invents URLs; the service's transport may only reach loopback during the fuzz."""
+    refused: list[str] = []
+    real_send = fetch.GuardedAdapter.send
+
+    def send(self: fetch.GuardedAdapter, request: requests.PreparedRequest, **kwargs: object) -> requests.Response:
+        host = urlsplit(request.url).hostname or ""
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            refused.append(host)
+            raise requests.ConnectionError(f"test: no traffic to {host!r}")
+        return real_send(self, request, **kwargs)
+
+    monkeypatch.setattr(fetch.GuardedAdapter, "send", send)
+    return refused
+
+
+def test_schemathesis_fuzz_finds_no_500_and_only_documented_answers(start_service: Callable[..., LiveService],
+                                                                    no_internet: list[str]) -> None:
+    svc = start_service(token=TOKEN, url_connect_timeout=1, url_read_timeout=1, url_total_timeout=2)
+    schema = schemathesis.openapi.from_dict(DOC)
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+    failures: list[str] = []
+    calls = {"n": 0}
+    deadline = time.monotonic() + FUZZ_SECONDS
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) == len(documented())
+    for operation in operations:
+        modes = [(GenerationMode.POSITIVE, POSITIVE_EXAMPLES)]
+        if operation.body:
+            modes.append((GenerationMode.NEGATIVE, NEGATIVE_EXAMPLES))
+        for mode, examples in modes:
+            if time.monotonic() > deadline:
+                break
+
+            @settings(max_examples=examples, deadline=None, database=None, derandomize=False,
+                      phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+            @given(case=operation.as_strategy(generation_mode=mode))
+            def run(case: schemathesis.Case) -> None:
+                if time.monotonic() > deadline:
+                    return
+                calls["n"] += 1
+                case.call_and_validate(base_url=svc.base_url, headers={"token": TOKEN}, checks=checks, timeout=60)
+
+            try:
+                run()
+            except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - collect every finding, then fail once
+                failures.append(f"{operation.label} [{mode.value}]: {str(exc)[:3000]}")
+    hostile_counts.tried("schemathesis_fuzz_requests", calls["n"])
+    print(f"schemathesis sent {calls['n']} requests to {len(operations)} operations; refused outbound: "
+          f"{sorted(set(no_internet))[:20]}")
+    assert not failures, "\n\n".join(failures)
+    assert calls["n"] >= len(operations) * 10, calls  # the fuzz really ran
+    assert svc.get("health").status_code == 200
