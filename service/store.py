@@ -99,8 +99,14 @@ def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, MilvusException):
         text = str(exc).lower()
         return any(word in text for word in ("connect", "unavailable", "deadline", "timeout", "not ready",
-                                             "closed channel", "server is not", "node not found"))
+                                             "closed channel", "server is not", "node not found", "context done"))
     return isinstance(exc, (ConnectionError, TimeoutError))
+
+
+def _not_loaded(exc: BaseException) -> bool:
+    # A restarted Milvus server can come back with the collection released: every search and
+    # query then fails with "collection not loaded" (code 101) until someone loads it again.
+    return isinstance(exc, MilvusException) and "not loaded" in str(exc).lower()
 
 
 class VectorStore:
@@ -114,6 +120,7 @@ class VectorStore:
         self._collection = settings.milvus_collection
         self._client: MilvusClient | None = None
         self._connect_lock = threading.Lock()
+        self._load_lock = threading.Lock()
         # Check-then-write sequences (id probing, counted deletes) run one at a time
         # so that identical concurrent adds cannot both insert.
         self._write_lock = threading.Lock()
@@ -160,9 +167,34 @@ class VectorStore:
                      self.key_index or "none")
 
     def ping(self) -> None:
-        """Raise NotReady unless Milvus answers now."""
+        """Raise NotReady unless Milvus serves the collection now: loaded, and a read answers in time."""
         self.connect()
-        self._call(lambda c: c.get_server_version(timeout=self._settings.milvus_timeout), retry=False)
+        self._call(self._probe, retry=False)
+
+    def _probe(self, client: MilvusClient) -> None:
+        self._ensure_loaded(client)
+        # A restarted server reports the collection loaded some seconds before reads stop timing out;
+        # only a real (strongly consistent) read tells that requests will work.
+        self._query(client, "id in [0]", ("id",), limit=1)
+
+    def _ensure_loaded(self, client: MilvusClient) -> None:
+        t = self._settings.milvus_timeout
+        with self._load_lock:  # one check (and load) at a time, however many requests noticed
+            state = client.get_load_state(self._collection, timeout=t)
+            name = str(getattr(state.get("state"), "name", state.get("state"))).lower()
+            if name == "notexist":
+                # Milvus came back without its data: the next call reconnects and creates the collection again.
+                with self._connect_lock:
+                    if self._client is client:
+                        self._client = None
+                raise NotReady(f"collection {self._collection!r} no longer exists in {self.target} (was its data "
+                               "reset?); it is created again on the next request. Retry when /ready answers 200.")
+            if name == "loading":
+                raise NotReady(f"{self.target} is loading collection {self._collection!r} (progress "
+                               f"{state.get('progress', '?')}%; it was restarted?). Retry when /ready answers 200.")
+            if name != "loaded":
+                log.warning("collection %r in %s is not loaded (%s); loading it", self._collection, self.target, name)
+                client.load_collection(self._collection, timeout=max(t, 60))
 
     def close(self) -> None:
         """Drop the connection (Milvus Lite flushes its file)."""
@@ -256,9 +288,15 @@ class VectorStore:
             for attempt in Retrying(stop=stop_after_attempt(attempts), wait=wait_exponential(0.2, max=2.0),
                                     retry=retry_if_exception(_is_transient), reraise=True):
                 with attempt:
-                    return fn(client)
+                    try:
+                        return fn(client)
+                    except MilvusException as exc:
+                        if not _not_loaded(exc):
+                            raise
+                        self._ensure_loaded(client)
+                        return fn(client)
         except Exception as exc:
-            if _is_transient(exc):
+            if _is_transient(exc) or _not_loaded(exc):
                 raise NotReady(f"{self.target} is not answering ({_short(exc)}); nothing was changed. "
                                "Retry when /ready answers 200.") from exc
             raise
