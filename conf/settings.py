@@ -91,6 +91,14 @@ class Settings(BaseSettings):
         # docker-compose passes `TOKEN=${TOKEN:-}` as an empty string: that means "not set".
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("token")
+    @classmethod
+    def _printable_ascii_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # HTTP header values arrive as Latin-1; a non-ASCII token could never be matched.
+        if value is not None and not all(" " < ch < "\x7f" for ch in value.get_secret_value()):
+            raise ValueError("TOKEN must be printable ASCII without spaces (it travels in an HTTP header)")
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:

@@ -62,5 +62,7 @@ def test_bad_settings_name_the_variable() -> None:
         Settings(_env_file=None, api_port=0)  # type: ignore[call-arg]
     with pytest.raises(ValidationError, match="image_resize"):
         Settings(_env_file=None, image_resize="stretch")  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="TOKEN must be printable ASCII"):
+        Settings(_env_file=None, token="pässwort")  # type: ignore[call-arg]
     empty = Settings(_env_file=None, token="", image_inc_path="")  # type: ignore[call-arg]
     assert empty.token is None and empty.image_inc_path is None  # docker-compose's `TOKEN=${TOKEN:-}`
