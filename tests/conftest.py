@@ -121,6 +121,13 @@ class LiveService:
         return int(self.get("api/image/sim/count").json()["data"])
 
 
+def _run_quietly(server: Any) -> None:
+    try:
+        server.run()
+    except OSError:
+        pass  # close() from the test's thread pulls the socket out from under waitress' select()
+
+
 @pytest.fixture
 def start_service(embedder: Embedder, tmp_path: Path) -> Iterator[Callable[..., LiveService]]:
     """Start imgsim over real HTTP (waitress on 127.0.0.1); stopped after the test."""
@@ -130,7 +137,7 @@ def start_service(embedder: Embedder, tmp_path: Path) -> Iterator[Callable[..., 
         settings = make_settings(tmp_path, **overrides)
         runtime = build_runtime(settings, embedder=embedder)
         server = waitress.create_server(runtime.app, host="127.0.0.1", port=0, **waitress_options(settings))
-        thread = threading.Thread(target=server.run, daemon=True)
+        thread = threading.Thread(target=_run_quietly, args=(server,), daemon=True)
         thread.start()
         token = settings.token.get_secret_value() if settings.token else None
         live = LiveService(runtime, f"http://127.0.0.1:{server.effective_port}", token, requests.Session())
