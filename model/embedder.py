@@ -56,6 +56,8 @@ class Embedder:
                                      1.0 / GEM_POWER)
         else:
             pooled = keras.ops.mean(features, axis=(1, 2))
+        self._backbone = base
+        self._features = None  # the un-pooled backbone, traced on first use by feature_maps()
         self._model = keras.Model(base.input, pooled)
         # One graph for every batch size. Keras' predict_on_batch retraces the first time it
         # meets a new batch size (3+ s on a 2-core box: a stall the micro-batcher would hit at
@@ -96,9 +98,40 @@ class Embedder:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         with self._lock:
             raw = self._forward(batch).numpy()
-        norms = np.linalg.norm(raw, axis=1, keepdims=True)
-        # An all-zero feature vector (possible with random weights) would divide by zero.
-        return raw / np.maximum(norms, 1e-12)
+        return normalize(raw)
+
+    def feature_maps(self, batch: np.ndarray) -> np.ndarray:
+        """ResNet50's last feature map, (n, 7, 7, 2048), before any pooling.
+
+        Not used by the service: the quality benchmark pools one feature map
+        both ways (see `pool`) instead of running the model once per pooling.
+        """
+        import tensorflow as tf  # noqa: PLC0415
+
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        with self._lock:
+            if self._features is None:
+                backbone = self._backbone
+                self._features = tf.function(lambda x: backbone(x, training=False), autograph=False,
+                                             input_signature=[tf.TensorSpec((None, 224, 224, 3), tf.float32)])
+            return self._features(batch).numpy()
+
+
+def pool(maps: np.ndarray, pooling: Pooling) -> np.ndarray:
+    """Pool (n, 7, 7, 2048) feature maps into unit vectors exactly as the Embedder's graph does."""
+    maps = np.asarray(maps, dtype=np.float32)
+    if pooling is Pooling.GEM:
+        pooled = np.power(np.mean(np.power(np.maximum(maps, 1e-6), GEM_POWER), axis=(1, 2)), 1.0 / GEM_POWER)
+    else:
+        pooled = np.mean(maps, axis=(1, 2))
+    return normalize(pooled.astype(np.float32))
+
+
+def normalize(raw: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length."""
+    norms = np.linalg.norm(raw, axis=1, keepdims=True)
+    # An all-zero feature vector (possible with random weights) would divide by zero.
+    return raw / np.maximum(norms, 1e-12)
 
 
 def cpu_budget() -> int:
