@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -48,9 +50,25 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if not summary.failed else 1
 
 
+def _cap_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas (as MALLOC_ARENA_MAX=2 would) unless the environment sets it.
+
+    glibc gives allocating threads arenas of their own, up to 8 per core, and rarely hands their
+    freed memory back: after a burst of large uploads the 16 request threads' arenas kept ~450 MB
+    that the service no longer used, on top of its real working set. Call before threads start.
+    """
+    if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
+        return
+    try:
+        ctypes.CDLL(None).mallopt(-8, arenas)  # -8 = M_ARENA_MAX
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt): nothing to cap
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, load settings once, and run the command; returns the exit code."""
     args = _parser().parse_args(argv)
+    _cap_malloc_arenas()
     try:
         settings = load_settings()
     except ValidationError as exc:
