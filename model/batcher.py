@@ -2,8 +2,9 @@
 
 ResNet50 on a CPU does roughly twice as many images per second in a batch of 16
 as one at a time, so under concurrent load the service queues requests and a
-single worker thread runs them through the model together. A lone request waits
-at most BATCH_WINDOW_MS for company.
+single worker thread runs them through the model together. While requests
+overlap, a batch waits at most BATCH_WINDOW_MS for company; a lone client's
+request (nothing queued while the previous batch ran) starts at once.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ class MicroBatcher:
         self._window = window_ms / 1000.0
         self._queue: queue.Queue[tuple[np.ndarray, Future[np.ndarray]] | None] = queue.Queue()
         self._stopped = threading.Event()
+        # True while clients overlap (requests queued up during the last model call); only
+        # then is waiting for company worth it: a lone client would pay the window every time.
+        self._overlapping = False
         self._worker = threading.Thread(target=self._run, name="embed-batcher", daemon=True)
         self._worker.start()
 
@@ -50,7 +54,7 @@ class MicroBatcher:
 
     def _collect(self, first: tuple[np.ndarray, Future[np.ndarray]]) -> tuple[list, bool]:
         batch = [first]
-        deadline = time.monotonic() + self._window
+        deadline = time.monotonic() + (self._window if self._overlapping else 0.0)
         while len(batch) < self._max_batch:
             remaining = deadline - time.monotonic()
             try:
@@ -80,5 +84,7 @@ class MicroBatcher:
                 for _, fut in live:
                     fut.set_exception(exc)
                 continue
+            finally:
+                self._overlapping = len(live) > 1 or not self._queue.empty()
             for (_, fut), vec in zip(live, vectors, strict=True):
                 fut.set_result(vec)
