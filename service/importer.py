@@ -8,7 +8,9 @@ again: what was stored is recognised and skipped, nothing is stored twice.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import shutil
 from collections import Counter
 from collections.abc import Iterator
@@ -69,6 +71,26 @@ def _destination(src: Path, root: Path, move_to: Path, md5: str) -> Path:
         # A different image already has this name in the pool: keep both, deterministically.
         dest = dest.with_name(f"{dest.stem}-{md5[:8]}{dest.suffix}")
     return dest
+
+
+def _move(src: Path, dest: Path) -> None:
+    """Move a file so that `dest` never holds part of it: a rename, or (to another filesystem) a copy
+    to a hidden name beside `dest` that is then renamed into place.
+
+    shutil.move copies straight to `dest`: a kill mid-copy left a truncated image there, already
+    named by its record, and the rerun put the whole image under another name beside it.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(src, dest)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    part = dest.with_name(f".{dest.name}.part")  # a fixed name: a rerun overwrites what a kill left
+    shutil.copy2(src, part)
+    os.replace(part, dest)
+    src.unlink()
 
 
 class Importer:
@@ -149,8 +171,7 @@ class Importer:
         # the files in place, and the rerun recognises them as already stored.
         for it in good:
             if it.dest is not None and it.dest != it.src:
-                it.dest.parent.mkdir(parents=True, exist_ok=True)
                 if it.dest.exists():
                     it.src.unlink()
                 else:
-                    shutil.move(str(it.src), str(it.dest))
+                    _move(it.src, it.dest)
