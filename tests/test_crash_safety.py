@@ -7,8 +7,11 @@ stored records must be exactly what was acknowledged: nothing lost, nothing twic
 from __future__ import annotations
 
 import hashlib
+import os
 import random
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,7 +20,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from model.embedder import DIM
+from model.embedder import DIM, Embedder
+from service.importer import Importer
 from service.store import VectorStore
 from tests.conftest import make_settings, photo
 from tests.procs import ServeProcess, kill_group_safe, run_import, wait_until
@@ -89,6 +93,60 @@ def test_import_killed_twice_then_rerun_stores_every_image_exactly_once(tmp_path
     recorder.record("crash.import_kill9", faults_injected=len(moved_at_kill), operations_checked=len(images) + 1,
                     records_checked=len(records), records_lost=len(lost), records_duplicated=dup,
                     moved_when_killed=moved_at_kill)
+
+
+class Killed(BaseException):
+    """Stands for the process dying at this point (nothing in the importer catches it)."""
+
+
+def test_import_killed_while_copying_to_another_filesystem_never_records_a_partial_file(
+        embedder: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recorder: Recorder) -> None:
+    """A pool on another filesystem (a separate volume) is filled by copying: a kill mid-copy must not
+    leave a half-written image where a record points."""
+    if not Path("/dev/shm").is_dir() or os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on a filesystem of its own")
+    pool = Path(tempfile.mkdtemp(prefix="imgsim-pool-", dir="/dev/shm"))
+    try:
+        inbox = tmp_path / "inbox"
+        inbox.mkdir()
+        images = {f"p{i}.jpg": photo(700 + i, size=SIZE) for i in range(6)}
+        for name, data in images.items():
+            (inbox / name).write_bytes(data)
+        md5s = {hashlib.md5(d).hexdigest() for d in images.values()}
+        settings = make_settings(tmp_path)
+        store = VectorStore(settings, DIM)
+        store.connect()
+
+        copies = []
+        real_copyfile = shutil.copyfile
+
+        def dying_copyfile(src: str, dst: str, *args: object, **kwargs: object) -> str:
+            copies.append(dst)
+            if len(copies) == 4:  # the fourth copy: half of it reaches the disk, then the process dies
+                data = Path(src).read_bytes()
+                Path(dst).write_bytes(data[: len(data) // 2])
+                raise Killed
+            return real_copyfile(src, dst, *args, **kwargs)
+
+        monkeypatch.setattr(shutil, "copyfile", dying_copyfile)
+        with pytest.raises(Killed):
+            Importer(settings, embedder, store, batch_size=2).run(inbox, move_to=pool, progress=False)
+        monkeypatch.setattr(shutil, "copyfile", real_copyfile)
+        summary = Importer(settings, embedder, store, batch_size=2).run(inbox, move_to=pool, progress=False)
+        assert not summary.failed
+
+        records = store.get_keys(sorted(md5s))
+        assert {r["md5"] for r in records} == md5s and len(records) == len(md5s) == store.count()
+        for r in records:  # every record names a whole copy of its image
+            assert hashlib.md5(Path(r["filepath"]).read_bytes()).hexdigest() == r["md5"], r["filepath"]
+        assert sorted(p.name for p in inbox.iterdir()) == []
+        leftovers = [p for p in pool.rglob("*") if p.is_file() and hashlib.md5(p.read_bytes()).hexdigest() not in md5s]
+        assert not leftovers, f"partial files left in the pool: {leftovers}"
+        store.close()
+    finally:
+        shutil.rmtree(pool, ignore_errors=True)
+    recorder.record("crash.import_killed_mid_copy", faults_injected=1, operations_checked=len(images),
+                    records_checked=len(records), records_lost=0, records_duplicated=0)
 
 
 @dataclass
