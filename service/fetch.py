@@ -97,22 +97,23 @@ class _Fetch:
 _active = threading.local()  # the _Fetch of the download running in this thread
 
 
-class _GuardedHTTPConnection(HTTPConnection):
+class _GuardedConnection:
+    """Mixin for urllib3 connections: report each new socket to the download running in this thread."""
+
     def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
+        sock = super()._new_conn()  # type: ignore[misc]
         fetch = getattr(_active, "fetch", None)
         if fetch is not None:
-            fetch.opened(sock, self.host, via_proxy=bool(self.proxy))
+            fetch.opened(sock, self.host, via_proxy=bool(self.proxy))  # type: ignore[attr-defined]
         return sock
 
 
-class _GuardedHTTPSConnection(HTTPSConnection):
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        fetch = getattr(_active, "fetch", None)
-        if fetch is not None:
-            fetch.opened(sock, self.host, via_proxy=bool(self.proxy))
-        return sock
+class _GuardedHTTPConnection(_GuardedConnection, HTTPConnection):
+    pass
+
+
+class _GuardedHTTPSConnection(_GuardedConnection, HTTPSConnection):
+    pass
 
 
 class _GuardedHTTPPool(HTTPConnectionPool):
