@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     # Model
     model_weights: str = "imagenet"
     model_cache_dir: Path = Path("./data/keras")
-    image_resize: ResizeMode = ResizeMode.SQUASH
+    image_resize: ResizeMode = ResizeMode.CENTER_CROP
     model_pooling: Pooling = Pooling.AVG
     batch_max_size: int = Field(32, ge=1, le=256)
     batch_window_ms: float = Field(2.0, ge=0, le=1000)
