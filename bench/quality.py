@@ -205,6 +205,10 @@ def run(corpus: Any, embedder: Any, settings: Settings, modes: Sequence[ResizeMo
         pick.update({"map_gain_over_default": _r(variants[best]["overall"]["map"]
                                                  - variants[default]["overall"]["map"]),
                      "map_gain_ci95": ci, "gain_is_significant": bool(ci[0] > 0)})
+        # Every variant against the default, with a 95 % interval: is the default's lead real?
+        pick["default_vs"] = {name: {"map_delta": _r(variants[default]["overall"]["map"] - v["overall"]["map"]),
+                                     "ci95": paired_bootstrap(per_query_ap[default], per_query_ap[name])}
+                              for name, v in [*variants.items(), ("phash", baseline)] if name != default}
     model_images = (len(corpus.gallery) + len(queries)) * len(modes)
     return {
         "weights": embedder_weights(settings),

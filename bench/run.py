@@ -117,7 +117,7 @@ def _pct(value: float | None) -> str:
 
 def readme_section(quality: dict[str, Any] | None, perf: dict[str, Any] | None, meta: dict[str, Any]) -> str:
     """The Markdown between the bench markers, written only from the results JSON."""
-    out: list[str] = ["## Benchmarks", ""]
+    out: list[str] = []
     weights = (perf or quality or {}).get("weights", "?")
     m = (perf or {}).get("machine", meta.get("machine", {}))
     out.append(f"Regenerate everything below with `make bench` ({_f(meta.get('elapsed_min'), 0)} minutes on this "
@@ -280,19 +280,63 @@ def _quality_tables(q: dict[str, Any]) -> list[str]:
                    f"{_pct(o['nonmatch_above_threshold'])} |")
     pick = q["pick"]
     best = pick["best_by_map"]
-    out += ["", f"Best mAP: **{best}**" + (
-        f", {pick['map_gain_over_default']:+.3f} over the default {default} (95% bootstrap interval over queries "
-        f"{pick['map_gain_ci95'][0]:+.3f} .. {pick['map_gain_ci95'][1]:+.3f}; "
-        f"{'a real difference' if pick['gain_is_significant'] else 'not distinguishable from noise'})."
-        if best != default else " is the default.")]
+    if best == default:
+        verdict = " is the default."
+    elif "map_gain_over_default" in pick:
+        verdict = (f", {pick['map_gain_over_default']:+.3f} over the default {default} (95% bootstrap interval over "
+                   f"queries {pick['map_gain_ci95'][0]:+.3f} .. {pick['map_gain_ci95'][1]:+.3f}; "
+                   f"{'a real difference' if pick['gain_is_significant'] else 'not distinguishable from noise'}).")
+    else:
+        verdict = f" (the default {default} was not among the variants of this run)."
+    out += ["", f"Best mAP: **{best}**{verdict}"]
+    out += _why_default(q)
     names = c["transforms"]
-    cols = [best] if best == default else [default, best]
+    cols = [v for v in dict.fromkeys([default, best]) if v in q["variants"]]
     out += ["", "Per transform, recall@1 / mAP:", "",
             "| transform | " + " | ".join(cols) + " | phash |", "|---|" + "---:|" * (len(cols) + 1)]
     for t in names:
         cells = [q["variants"][v]["per_transform"][t] for v in cols] + [q["phash"]["per_transform"][t]]
         out.append(f"| {t} | " + " | ".join(f"{_f(x['recall_at_1'], 2)} / {_f(x['map'], 2)}" for x in cells) + " |")
     return out
+
+
+def _why_default(q: dict[str, Any]) -> list[str]:
+    """Why the default variant is the default, from the per-transform numbers."""
+    v, pick = q["variants"], q["pick"]
+    default = pick["current_default"]
+    if default not in v or "default_vs" not in pick:
+        return []
+    mode, pooling = default.split("+")
+    others = [n for n in sorted(v, key=lambda n: -v[n]["overall"]["map"]) if not n.startswith(mode + "+")]
+    if not others:
+        return []
+    rival = others[0]
+    delta = {t: v[default]["per_transform"][t]["map"] - v[rival]["per_transform"][t]["map"]
+             for t in q["corpus"]["transforms"]}
+    wins = [f"{t} {d:+.2f}" for t, d in sorted(delta.items(), key=lambda x: -x[1]) if d >= 0.02][:3]
+    losses = [f"{t} {d:+.2f}" for t, d in sorted(delta.items(), key=lambda x: x[1]) if d <= -0.02][:2]
+    vs = pick["default_vs"][rival]
+    twin = f"{mode}+{'gem' if pooling == 'avg' else 'avg'}"
+    tw = pick["default_vs"].get(twin)
+    text = (f"**Why {default} is the default.** It has {'the best' if pick['best_by_map'] == default else 'a'} "
+            f"mAP of the six variants; against the best other resize mode, {rival}, it is "
+            f"{vs['map_delta']:+.3f} (95% interval {vs['ci95'][0]:+.3f} .. {vs['ci95'][1]:+.3f}). The gain comes "
+            f"from {', '.join(wins) or 'no single transform'} (mAP)")
+    text += f", at the cost of {', '.join(losses)}." if losses else "."
+    if mode == "center-crop":
+        text += (" Cropping to the centre drops what is not the picture (rotation corners, screenshot borders) "
+                 "and never distorts the aspect ratio, which is also how ImageNet models are evaluated; it can "
+                 "cut off a product standing at the edge of a wide photo.")
+    if tw:
+        lo, hi = -tw["ci95"][1], -tw["ci95"][0]
+        noise = lo <= 0 <= hi
+        text += (f" {twin} differs by {-tw['map_delta']:+.3f} mAP (95% interval {lo:+.3f} .. {hi:+.3f}): "
+                 + (f"no real difference, so {pooling} pooling stays." if noise else
+                    f"{'worse' if hi < 0 else 'better, yet'} {pooling} pooling stays."))
+    if q["random_weights"]:
+        text += (" With random weights only the geometry of each preprocessing shows; re-run with ImageNet "
+                 "weights before relying on the ranking.")
+    return ["", text]
 
 
 def write_readme(section: str, path: Path = README) -> None:
@@ -359,6 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elapsed = time.perf_counter() - t0
     meta = _load(args.results / "run.json") or {}
     meta.update({"date": dt.date.today().isoformat(), "weights": weights, "weights_note": note,
+                 "machine": perf.machine(),
                  "command": "make bench" if not args.smoke else "python -m bench.run --smoke"})
     if args.only is None:
         meta["elapsed_min"] = round(elapsed / 60, 1)

@@ -17,7 +17,7 @@ import pytest
 from bench import perf, quality
 from bench import run as bench_run
 from bench.corpus import Corpus, build_corpus
-from conf.settings import ResizeMode
+from conf.settings import Settings
 from model.embedder import Embedder
 from tests.conftest import ROOT, make_settings
 
@@ -34,7 +34,7 @@ def corpus() -> Corpus:
 def results(corpus: Corpus, embedder: Embedder, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Both benchmarks, smoke-sized, on the session's model (random weights)."""
     settings = make_settings(tmp_path_factory.mktemp("quality"))
-    q = quality.run(corpus, embedder, settings, modes=[ResizeMode.SQUASH], transforms=TRANSFORMS)
+    q = quality.run(corpus, embedder, settings, modes=[settings.image_resize], transforms=TRANSFORMS)
     p = perf.run(corpus, "random", perf.PerfPlan.smoke(), embedder=embedder,
                  workdir=tmp_path_factory.mktemp("perf"))
     return {"quality": q, "perf": p}
@@ -43,13 +43,14 @@ def results(corpus: Corpus, embedder: Embedder, tmp_path_factory: pytest.TempPat
 def test_quality_ranks_every_query_with_each_variant_and_phash(results: dict[str, Any], corpus: Corpus) -> None:
     q = results["quality"]
     assert q["random_weights"] and q["pooling_check_max_abs_diff"] < 1e-4
-    assert set(q["variants"]) == {"squash+avg", "squash+gem"}
+    mode = Settings.model_fields["image_resize"].default.value
+    assert set(q["variants"]) == {f"{mode}+avg", f"{mode}+gem"}
     assert q["corpus"]["queries"] == sum(1 for x in corpus.queries if x.transform in TRANSFORMS)
     for table in [*q["variants"].values(), q["phash"]]:
         assert set(table["per_transform"]) == set(TRANSFORMS)
         for row in table["per_transform"].values():
             assert 0 <= row["recall_at_1"] <= row["recall_at_10"] <= 1 and 0 < row["map"] <= 1
-    assert q["pick"]["current_default"] == "squash+avg" and q["pick"]["best_by_map"] in q["variants"]
+    assert q["pick"]["current_default"] == f"{mode}+avg" and q["pick"]["best_by_map"] in q["variants"]
 
 
 def test_perf_measures_every_item_over_real_http(results: dict[str, Any]) -> None:
@@ -82,7 +83,7 @@ def test_report_writes_chart_and_only_the_bench_section_of_the_readme(results: d
     tail = rest.split(bench_run.END, 1)[1]
     assert text.startswith(head + bench_run.START) and text.endswith(bench_run.END + tail)
     section = text.split(bench_run.START, 1)[1].split(bench_run.END, 1)[0]
-    assert "| squash+avg** (default)" not in section and "**squash+avg** (default)" in section
+    assert f"| **{results['quality']['pick']['current_default']}** (default) |" in section
     assert "random weights" in section and "### Targets" in section
     for lv in results["perf"]["concurrency"]["levels"]:
         assert f"| {lv['clients']} | {lv['throughput_rps']:.1f} |" in section
