@@ -144,19 +144,19 @@ def test_200_concurrent_maximum_size_uploads_keep_memory_bounded(served: ServePr
             burst_s = time.monotonic() - t0
         peaks.append(max(rss_bytes(served.pid)[1], *sampler.samples))
     after, _ = rss_bytes(served.pid)
-    print(f"RSS base {base / MB:.0f} MB, peaks {[round(p / MB) for p in peaks]} MB, after {after / MB:.0f} MB, "
-          f"burst {burst_s:.1f} s")
     assert statuses == Counter({200: BURSTS * UPLOADS}), statuses
     assert served.get("api/image/sim/count").json()["data"] == 1  # the 100 identical adds stored one record
 
     growth = [p - base for p in peaks]
     # In flight at once: API_THREADS requests holding an upload each (16 x 2.7 MB), at most two
     # maximum-size images decoding (the catalog's pixel budget: 2 x 12 MP x ~7 bytes with conversion
-    # copies), one model batch; bodies of waiting requests are spooled to disk by waitress. ~500 MB.
-    # Without the budget, 16 decodes at once took 1.4 GB here (and scale with MAX_IMAGE_PIXELS).
-    assert max(growth) < 768 * MB, f"peak RSS grew by {max(growth) / MB:.0f} MB over {base / MB:.0f} MB"
-    # The second burst does not need more than the first: nothing accumulates between bursts.
-    assert peaks[1] < peaks[0] + 128 * MB, [p / MB for p in peaks]
+    # copies), one model batch; bodies of waiting requests are spooled to disk by waitress: measured
+    # 400-560 MB. Before the decode budget and the malloc arena cap it was 1.4-1.5 GB (16 full-size
+    # decodes at once, scaling with MAX_IMAGE_PIXELS and API_THREADS).
+    assert max(growth) < 1024 * MB, f"peak RSS grew by {max(growth) / MB:.0f} MB over {base / MB:.0f} MB"
+    # The second burst needs about what the first did: the uploads do not accumulate (keeping them
+    # would add ~460 MB a burst; allocator noise between bursts is up to ~150 MB here).
+    assert peaks[-1] < peaks[0] + 256 * MB, [p / MB for p in peaks]
     recorder.record("resources.max_size_uploads", operations_checked=BURSTS * UPLOADS, unexpected_5xx=0,
                     concurrent_uploads=UPLOADS, max_image_bytes=MAX_IMAGE_BYTES, max_image_pixels=MAX_IMAGE_PIXELS,
                     api_threads=API_THREADS, base_rss_mb=round(base / MB), peak_rss_mb=round(max(peaks) / MB),
