@@ -154,7 +154,7 @@ def run_import(tmp: Path, milvus_uri: str, folder: Path, *args: str) -> subproce
                             stderr=subprocess.STDOUT)
 
 
-def _milvus_config() -> Any:
+def milvus_server_config() -> Any:
     """A MilvusServerConfig whose embedded etcd listens on ports of its own.
 
     The `milvus` package leaves the embedded etcd's peer port at etcd's default
@@ -211,7 +211,7 @@ class StoppableMilvus:
     def __init__(self, base_dir: Path) -> None:
         from milvus import MilvusServer  # noqa: PLC0415
 
-        self.server = MilvusServer(_milvus_config())
+        self.server = MilvusServer(milvus_server_config())
         self.server.set_base_dir(str(base_dir))
         self.port = free_port()
         self.server.listen_port = self.port

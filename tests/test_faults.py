@@ -126,9 +126,10 @@ def test_milvus_stopped_under_traffic_gives_503_and_recovers_without_restart(
     traffic.start()
     time.sleep(4)
 
-    # Fault: the Milvus server goes away under traffic.
-    traffic.phase = "down"
+    # Fault: the Milvus server goes away under traffic (requests started before it is gone count as "up").
+    traffic.phase = "stopping"
     own_milvus.stop()
+    traffic.phase = "down"
     down_checks: list[Call] = []
     deadline = time.monotonic() + 8
     while time.monotonic() < deadline:
