@@ -30,6 +30,15 @@ class Pooling(str, Enum):
     GEM = "gem"
 
 
+class Consistency(str, Enum):
+    """Which writes a Milvus read is guaranteed to see."""
+
+    # This service's own writes (Milvus' Session level: the client's last write timestamp).
+    SESSION = "session"
+    # Every write acknowledged anywhere, at the cost of waiting for the server's next time tick.
+    STRONG = "strong"
+
+
 class Settings(BaseSettings):
     """imgsim configuration; the README's config table documents each field."""
 
@@ -55,6 +64,7 @@ class Settings(BaseSettings):
     milvus_timeout: float = Field(10.0, gt=0)
     milvus_retries: int = Field(3, ge=1, le=20)
     milvus_hnsw_ef: int = Field(128, ge=1, le=32768)
+    milvus_consistency: Consistency = Consistency.SESSION
 
     # Model
     model_weights: str = "imagenet"
@@ -98,6 +108,12 @@ class Settings(BaseSettings):
         if value is not None and not all(" " < ch < "\x7f" for ch in value.get_secret_value()):
             raise ValueError("TOKEN must be printable ASCII without spaces (it travels in an HTTP header)")
         return value
+
+    @field_validator("milvus_consistency", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        # Milvus spells the levels "Session" and "Strong"; accept either case.
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("log_level")
     @classmethod

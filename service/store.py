@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -33,7 +34,7 @@ else:
     os.environ["MILVUS_URI"] = _saved_uri
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential  # noqa: E402
 
-from conf.settings import Settings  # noqa: E402
+from conf.settings import Consistency, Settings  # noqa: E402
 from service.errors import NotReady, StartupError  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,13 @@ VECTOR_INDEXES: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 # INVERTED is the 2.4+ scalar index; 2.3 servers only know Trie for VARCHAR.
 KEY_INDEXES = ("INVERTED", "Trie")
+MILVUS_LEVELS = {Consistency.SESSION: "Session", Consistency.STRONG: "Strong"}
+# Milvus Lite keeps written rows in an unindexed in-memory table until 128 MB (~15,000
+# vectors) pile up, and every search scans that table row by row in Python: ~160 ms per
+# 1,000 unflushed rows (bench/perf.py's unflushed probe). A flush once writes pause, or
+# every LITE_FLUSH_ROWS rows, moves them into an indexed segment (~20 ms for a few rows).
+LITE_FLUSH_QUIET_S = 0.5
+LITE_FLUSH_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -109,6 +117,63 @@ def _not_loaded(exc: BaseException) -> bool:
     return isinstance(exc, MilvusException) and "not loaded" in str(exc).lower()
 
 
+class LiteFlusher:
+    """Flushes a Milvus Lite collection in the background shortly after writes, so searches stay fast."""
+
+    def __init__(self, flush: Callable[[], None], quiet_s: float = LITE_FLUSH_QUIET_S,
+                 max_rows: int = LITE_FLUSH_ROWS) -> None:
+        self._flush = flush
+        self._quiet_s = quiet_s
+        self._max_rows = max_rows
+        self._cond = threading.Condition()
+        self._pending = 0
+        self._last_write = 0.0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="milvus-lite-flusher", daemon=True)
+        self._thread.start()
+
+    def wrote(self, rows: int) -> None:
+        """Note that `rows` rows were written or deleted."""
+        with self._cond:
+            self._pending += max(rows, 1)
+            self._last_write = time.monotonic()
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Stop the thread after a last flush of whatever is pending."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout=60)
+
+    def _due_in(self) -> float | None:
+        """Seconds until the next flush is due (0.0: now); None when nothing is pending."""
+        if self._pending == 0:
+            return None
+        if self._closed or self._pending >= self._max_rows:
+            return 0.0
+        return max(0.0, self._last_write + self._quiet_s - time.monotonic())
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while (due := self._due_in()) != 0.0:
+                    if due is None and self._closed:
+                        return
+                    self._cond.wait(due)
+                pending, self._pending = self._pending, 0
+                closing = self._closed
+            try:
+                self._flush()
+            except Exception as exc:  # noqa: BLE001 - a failed flush only costs speed; try again later
+                log.warning("flushing Milvus Lite failed (%s); searches stay slower until the next flush", _short(exc))
+                if closing:
+                    return
+                with self._cond:
+                    self._pending += pending
+                time.sleep(1.0)
+
+
 class VectorStore:
     """The image records in one Milvus collection."""
 
@@ -125,6 +190,8 @@ class VectorStore:
         # so that identical concurrent adds cannot both insert.
         self._write_lock = threading.Lock()
         self._search_params: dict[str, Any] = {}
+        self._read_level = MILVUS_LEVELS[settings.milvus_consistency]
+        self._flusher: LiteFlusher | None = None
         self.server_version = ""
         self.vector_index = ""
         self.key_index = ""
@@ -162,6 +229,8 @@ class VectorStore:
             except Exception as exc:  # noqa: BLE001 - any connection failure means "not ready yet"
                 raise NotReady(f"{self.target} is unreachable ({_short(exc)}); retry later") from exc
             self._client = client
+            if s.milvus_is_lite and self._flusher is None:
+                self._flusher = LiteFlusher(self._flush)
             log.info("connected to %s (server %s), collection %r, vector index %s, key index %s",
                      self.target, self.server_version, self._collection, self.vector_index,
                      self.key_index or "none")
@@ -196,8 +265,20 @@ class VectorStore:
                 log.warning("collection %r in %s is not loaded (%s); loading it", self._collection, self.target, name)
                 client.load_collection(self._collection, timeout=max(t, 60))
 
+    def _flush(self) -> None:
+        client = self._client
+        if client is not None:
+            client.flush(self._collection, timeout=max(self._settings.milvus_timeout, 60))
+
+    def _wrote(self, rows: int) -> None:
+        if self._flusher is not None:
+            self._flusher.wrote(rows)
+
     def close(self) -> None:
         """Drop the connection (Milvus Lite flushes its file)."""
+        if self._flusher is not None:
+            self._flusher.close()
+            self._flusher = None
         with self._connect_lock:
             if self._client is not None:
                 self._client.close()
@@ -302,9 +383,23 @@ class VectorStore:
             raise
         raise AssertionError("unreachable")  # pragma: no cover - Retrying either returns or raises
 
-    def _query(self, client: MilvusClient, expr: str, fields: Sequence[str], limit: int = QUERY_PAGE) -> list[dict]:
+    def _query(self, client: MilvusClient, expr: str, fields: Sequence[str], limit: int = QUERY_PAGE,
+               level: str | None = None) -> list[dict]:
         return list(client.query(self._collection, filter=expr, output_fields=list(fields), limit=limit,
-                                 timeout=self._settings.milvus_timeout))
+                                 consistency_level=level or self._read_level, timeout=self._settings.milvus_timeout))
+
+    def _deleted(self, client: MilvusClient, rows: int) -> None:
+        """After a delete: make sure the next Session-level reads cannot still see the deleted rows."""
+        self._wrote(rows)
+        if self._read_level != "Strong" and not self._settings.milvus_is_lite:
+            # Session reads wait for this client's last write timestamp, but a Milvus 2.3 server
+            # returns none for deletes. One Strong read returns only once the query node has
+            # applied everything up to now, the delete included; later reads are served from there.
+            try:
+                self._query(client, "id in [0]", ("id",), limit=1, level="Strong")
+            except Exception as exc:  # noqa: BLE001 - the delete is done; do not retry (and recount) it
+                log.warning("read barrier after a delete failed (%s); a search in the next moment may still "
+                            "return the deleted rows", _short(exc))
 
     # --- records ----------------------------------------------------------------------
     def find(self, key: str, md5: str) -> dict[str, Any] | None:
@@ -372,6 +467,7 @@ class VectorStore:
             pending = retry
         if rows:
             client.upsert(self._collection, list(rows.values()), timeout=self._settings.milvus_timeout)
+            self._wrote(len(rows))
         return [result[i] for i in range(len(records))]
 
     @staticmethod
@@ -387,7 +483,7 @@ class VectorStore:
         result = self._call(lambda c: c.search(
             self._collection, data=[np.asarray(vector, dtype=np.float32).tolist()], anns_field="vector",
             limit=limit, output_fields=["key", "filepath"], search_params=params,
-            timeout=self._settings.milvus_timeout))
+            consistency_level=self._read_level, timeout=self._settings.milvus_timeout))
         hits = [Hit(id=int(h["id"]), key=h["entity"]["key"], filepath=h["entity"]["filepath"],
                     score=round(float(h["distance"]), 6)) for h in result[0]]
         if min_score is not None:
@@ -404,6 +500,7 @@ class VectorStore:
                 found = [r["id"] for r in self._query(c, f"id in {wanted}", ("id",))]
                 if found:
                     c.delete(self._collection, ids=found, timeout=self._settings.milvus_timeout)
+                    self._deleted(c, len(found))
                 return len(found)
             return self._call(run)
 
@@ -417,6 +514,7 @@ class VectorStore:
                 count = self._count(c, expr)
                 if count:
                     c.delete(self._collection, filter=expr, timeout=self._settings.milvus_timeout)
+                    self._deleted(c, count)
                 return count
             return self._call(run)
 
@@ -435,7 +533,7 @@ class VectorStore:
 
     def _count(self, client: MilvusClient, expr: str) -> int:
         rows = client.query(self._collection, filter=expr, output_fields=["count(*)"],
-                            timeout=self._settings.milvus_timeout)
+                            consistency_level=self._read_level, timeout=self._settings.milvus_timeout)
         return int(rows[0]["count(*)"]) if rows else 0
 
     @staticmethod

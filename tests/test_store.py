@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,7 +13,7 @@ from pymilvus import DataType, MilvusClient
 
 from service import store as store_module
 from service.errors import StartupError
-from service.store import JS_MAX_SAFE_INTEGER, Record, VectorStore, derive_id
+from service.store import JS_MAX_SAFE_INTEGER, LiteFlusher, Record, VectorStore, derive_id
 from tests.conftest import make_settings
 
 DIM = 2048
@@ -99,3 +102,114 @@ def test_readd_with_new_filepath_updates_it_without_a_second_record(settings) ->
     assert [(r["id"], r["filepath"]) for r in store.get_keys(["k"])] == [(rid, "new.jpg")]
     assert store.count() == 1
     store.close()
+
+
+def test_every_read_sees_the_write_just_acknowledged(settings) -> None:
+    # Searches use Session consistency (MILVUS_CONSISTENCY's default) rather than waiting for the
+    # server's next time tick; the service's own writes must still be visible at once, every time.
+    assert settings.milvus_consistency.value == "session"
+    store = VectorStore(settings, DIM)
+    for i in range(25):
+        vec = unit(100 + i)
+        [(rid, created)] = store.put_many([Record(f"rw{i}", f"{i:032x}", f"{i}.jpg", vec)])
+        assert created
+        assert [h.id for h in store.search(vec, 1)] == [rid], f"write {i} not visible to the next search"
+        assert store.count() == i + 1
+        if i % 2:
+            assert store.delete_ids([rid]) == 1
+            assert rid not in [h.id for h in store.search(vec, 5)], f"delete {i} visible too late"
+            assert store.put_many([Record(f"rw{i}", f"{i:032x}", f"{i}.jpg", vec)]) == [(rid, True)]
+    store.close()
+
+
+def test_strong_consistency_can_be_chosen(tmp_path: Path, milvus_server: str) -> None:
+    # For several API instances sharing one Milvus server (each sees the others' writes at once).
+    store = VectorStore(make_settings(tmp_path, milvus_uri=milvus_server, milvus_consistency="Strong",
+                                      milvus_collection="strong_reads"), DIM)
+    [(rid, _)] = store.put_many([Record("s", "5" * 32, "s.jpg", unit(5))])
+    assert [h.id for h in store.search(unit(5), 1)] == [rid]
+    store.close()
+
+
+class RecordingFlush:
+    """Records when the flusher flushes; fails on demand (a real Milvus Lite flush cannot be made to fail)."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.calls: list[float] = []
+        self.fail_first = fail_first
+
+    def __call__(self) -> None:
+        self.calls.append(time.monotonic())
+        if len(self.calls) <= self.fail_first:
+            raise RuntimeError("disk full")
+
+
+def test_lite_rows_are_flushed_once_writes_pause() -> None:
+    flush = RecordingFlush()
+    flusher = LiteFlusher(flush, quiet_s=0.3, max_rows=100)
+    start = time.monotonic()
+    for _ in range(3):  # a burst of small writes is one flush, after the burst
+        flusher.wrote(1)
+        time.sleep(0.1)
+    deadline = time.monotonic() + 10
+    while not flush.calls and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(flush.calls) == 1 and flush.calls[0] - start >= 0.5
+    time.sleep(0.5)
+    assert len(flush.calls) == 1  # nothing written since: no more flushes
+    flusher.close()
+    assert len(flush.calls) == 1
+
+
+def test_lite_flushes_at_once_when_many_rows_pile_up_and_on_close() -> None:
+    flush = RecordingFlush()
+    flusher = LiteFlusher(flush, quiet_s=60, max_rows=100)
+    flusher.wrote(150)  # over max_rows: no waiting for a pause
+    deadline = time.monotonic() + 10
+    while not flush.calls and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(flush.calls) == 1
+    flusher.wrote(5)
+    flusher.close()  # the last rows are flushed before the store closes
+    assert len(flush.calls) == 2
+
+
+def test_a_failed_lite_flush_is_tried_again() -> None:
+    flush = RecordingFlush(fail_first=1)
+    flusher = LiteFlusher(flush, quiet_s=0.05, max_rows=100)
+    flusher.wrote(1)
+    deadline = time.monotonic() + 10
+    while len(flush.calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(flush.calls) == 2
+    flusher.close()
+    assert len(flush.calls) == 2
+
+
+def test_the_store_flushes_milvus_lite_after_writes(tmp_path: Path) -> None:
+    # What a user notices is search speed (measured in bench/perf.py); here: the rows the service
+    # wrote leave Lite's unindexed in-memory table without a restart.
+    settings = make_settings(tmp_path)
+    store = VectorStore(settings, DIM)
+    store.put_many([Record(f"f{i}", f"{i:032x}", "f.jpg", unit(200 + i)) for i in range(20)])
+    collection = lite_collection(settings.milvus_uri, settings.milvus_collection)
+    assert memtable_rows(collection) > 0 or store.count() == 20  # the flush may already have run
+    deadline = time.monotonic() + 20
+    while memtable_rows(collection) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert memtable_rows(collection) == 0
+    assert store.count() == 20
+    store.close()
+
+
+def lite_collection(uri: str, name: str) -> Any:
+    """The engine object behind a Milvus Lite collection served in this process (Lite internals)."""
+    from milvus_lite.server_manager import server_manager_instance
+
+    _server, db, _port = server_manager_instance._servers[os.path.abspath(uri)]  # noqa: SLF001
+    return db.get_collection(name)
+
+
+def memtable_rows(collection: Any) -> int:
+    """Rows (and deletes) waiting in Lite's in-memory table, the part every search scans in Python."""
+    return int(collection._memtable.size())  # noqa: SLF001
