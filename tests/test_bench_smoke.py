@@ -65,7 +65,9 @@ def test_perf_measures_every_item_over_real_http(results: dict[str, Any]) -> Non
     assert p["rss"]["peak_sampled_mb"] > 300  # TensorFlow and ResNet50 are in there
     lite = p["vector_search"]["backends"]["lite"]
     assert lite["index"] and lite["sizes"]["2000"]["recall_at_10"] >= 0.9
-    assert [r["unflushed_rows"] for r in lite["unflushed_probe"]] == [100, 300]
+    probe = lite["write_probe"]
+    assert [r["rows_written"] for r in probe] == [100, 300]
+    assert all(r["flushed_by_store"]["n"] == r["never_flushed"]["n"] == 10 for r in probe)
     assert {t["target"].split()[0] for t in p["targets"]} >= {"2", "single", "bulk", "vector"}
 
 
