@@ -1,8 +1,9 @@
-"""Micro-batching: coalesce concurrent embedding requests into one model call.
+"""Micro-batching: coalesce concurrent calls into one call over a batch.
 
-ResNet50 on a CPU does roughly twice as many images per second in a batch of 16
-as one at a time, so under concurrent load the service queues requests and a
-single worker thread runs them through the model together. While requests
+ResNet50 on a CPU does more images per second in a batch of 16 than one at a
+time, and a vector search for 16 queries costs Milvus (Lite above all) a
+fraction of 16 single searches. So under concurrent load the service queues
+requests and one worker thread per stage runs them together. While requests
 overlap, a batch waits at most BATCH_WINDOW_MS for company; a lone client's
 request (nothing queued while the previous batch ran) starts at once.
 """
@@ -13,7 +14,9 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -22,28 +25,33 @@ from service.errors import NotReady
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+R = TypeVar("R")
 
-class MicroBatcher:
-    """A queue in front of an Embedder, drained by one worker thread in batches."""
 
-    def __init__(self, embedder: Embedder, max_batch: int, window_ms: float) -> None:
-        self._embedder = embedder
+class Batcher(Generic[T, R]):
+    """A queue in front of `run_batch` (items -> one result per item), drained by one worker thread."""
+
+    def __init__(self, run_batch: Callable[[Sequence[T]], Sequence[R]], max_batch: int, window_ms: float,
+                 name: str) -> None:
+        self._run_batch = run_batch
         self._max_batch = max_batch
         self._window = window_ms / 1000.0
-        self._queue: queue.Queue[tuple[np.ndarray, Future[np.ndarray]] | None] = queue.Queue()
+        self._name = name
+        self._queue: queue.Queue[tuple[T, Future[R]] | None] = queue.Queue()
         self._stopped = threading.Event()
-        # True while clients overlap (requests queued up during the last model call); only
-        # then is waiting for company worth it: a lone client would pay the window every time.
+        # True while clients overlap (requests queued up during the last batch); only then is
+        # waiting for company worth it: a lone client would pay the window every time.
         self._overlapping = False
-        self._worker = threading.Thread(target=self._run, name="embed-batcher", daemon=True)
+        self._worker = threading.Thread(target=self._run, name=name, daemon=True)
         self._worker.start()
 
-    def embed_one(self, arr: np.ndarray, timeout: float | None = 300.0) -> np.ndarray:
-        """Embed one preprocessed (224, 224, 3) array; blocks until its batch has run."""
+    def submit(self, item: T, timeout: float | None = 300.0) -> R:
+        """Run `item` in the next batch; blocks until that batch has run and returns the item's result."""
         if self._stopped.is_set():
-            raise NotReady("the model is shutting down; retry shortly")
-        future: Future[np.ndarray] = Future()
-        self._queue.put((arr, future))
+            raise NotReady("the service is shutting down; retry shortly")
+        future: Future[R] = Future()
+        self._queue.put((item, future))
         return future.result(timeout=timeout)
 
     def close(self) -> None:
@@ -52,7 +60,7 @@ class MicroBatcher:
         self._queue.put(None)
         self._worker.join(timeout=30)
 
-    def _collect(self, first: tuple[np.ndarray, Future[np.ndarray]]) -> tuple[list, bool]:
+    def _collect(self, first: tuple[T, Future[R]]) -> tuple[list[tuple[T, Future[R]]], bool]:
         batch = [first]
         deadline = time.monotonic() + (self._window if self._overlapping else 0.0)
         while len(batch) < self._max_batch:
@@ -74,17 +82,29 @@ class MicroBatcher:
             if first is None:
                 break
             batch, stop = self._collect(first)
-            live = [(arr, fut) for arr, fut in batch if fut.set_running_or_notify_cancel()]
+            live = [(item, fut) for item, fut in batch if fut.set_running_or_notify_cancel()]
             if not live:
                 continue
             try:
-                vectors = self._embedder.embed(np.stack([arr for arr, _ in live]))
+                results = self._run_batch([item for item, _ in live])
             except Exception as exc:  # noqa: BLE001 - hand the failure to every waiting request
-                log.exception("embedding a batch of %d failed", len(live))
+                if not isinstance(exc, NotReady):
+                    log.exception("%s: a batch of %d failed", self._name, len(live))
                 for _, fut in live:
                     fut.set_exception(exc)
                 continue
             finally:
                 self._overlapping = len(live) > 1 or not self._queue.empty()
-            for (_, fut), vec in zip(live, vectors, strict=True):
-                fut.set_result(vec)
+            for (_, fut), result in zip(live, results, strict=True):
+                fut.set_result(result)
+
+
+class MicroBatcher(Batcher[np.ndarray, np.ndarray]):
+    """The model behind a Batcher: concurrent requests share one forward pass."""
+
+    def __init__(self, embedder: Embedder, max_batch: int, window_ms: float) -> None:
+        super().__init__(lambda arrs: embedder.embed(np.stack(arrs)), max_batch, window_ms, "embed-batcher")
+
+    def embed_one(self, arr: np.ndarray, timeout: float | None = 300.0) -> np.ndarray:
+        """Embed one preprocessed (224, 224, 3) array; blocks until its batch has run."""
+        return self.submit(arr, timeout)

@@ -10,7 +10,7 @@ import io
 import logging
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from conf.settings import Settings
-from model.batcher import MicroBatcher
+from model.batcher import Batcher, MicroBatcher
 from model.preprocess import to_model_input
 from service.errors import BadInput, NotReady
 from service.fetch import fetch_image_bytes
@@ -54,6 +54,9 @@ class Catalog:
         self._batcher = batcher
         self.model_info = model_info
         self._budget = PixelBudget(DECODE_BUDGET_IMAGES * settings.max_image_pixels)
+        # Searches that arrive together (a model batch finishing) go to Milvus as one multi-vector search.
+        self._searches: Batcher[tuple[np.ndarray, int], list[Hit]] = Batcher(
+            self._search_batch, settings.batch_max_size, settings.batch_window_ms, "search-batcher")
 
     # --- inputs -----------------------------------------------------------------------
     def from_url(self, url: str) -> Source:
@@ -83,7 +86,8 @@ class Catalog:
         """The stored images most similar to this one, best first."""
         _md5, arr = self._prepare(source)
         self.store.connect()  # fail fast with 503 before spending model time when Milvus is away
-        return self.store.search(self._embed(arr), limit, min_score)
+        hits = self._searches.submit((self._embed(arr), limit))
+        return [h for h in hits if min_score is None or h.score >= min_score]
 
     def delete_ids(self, ids: list[int]) -> int:
         """Delete records by id; returns how many were really deleted."""
@@ -137,6 +141,15 @@ class Catalog:
                 return width * height
         except Exception:  # noqa: BLE001 - decode_image will say what is wrong with it
             return 0
+
+    def _search_batch(self, queries: Sequence[tuple[np.ndarray, int]]) -> list[list[Hit]]:
+        widest = max(limit for _vec, limit in queries)
+        results = self.store.search_many([vec for vec, _limit in queries], widest)
+        return [hits[:limit] for hits, (_vec, limit) in zip(results, queries, strict=True)]
+
+    def close(self) -> None:
+        """Stop the search batcher (after the searches already queued)."""
+        self._searches.close()
 
     def _embed(self, arr: np.ndarray) -> np.ndarray:
         if self._batcher is None:

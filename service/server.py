@@ -45,7 +45,8 @@ class Runtime:
     app: Flask
 
     def close(self) -> None:
-        """Stop the batcher and close the Milvus connection."""
+        """Stop the batchers and close the Milvus connection."""
+        self.catalog.close()
         self.batcher.close()
         self.store.close()
 

@@ -126,3 +126,23 @@ def test_count_and_probes(service: LiveService) -> None:
     ready = service.get("ready").json()
     assert ready["code"] == 200 and ready["data"]["model"]["weights"] == "random"
     assert "random" in ready["msg"]
+
+
+def test_concurrent_searches_each_get_exactly_their_own_answer(service: LiveService) -> None:
+    # Searches arriving together share one model batch and one Milvus multi-vector search; each caller
+    # must still get the answer it would get alone, with its own limit and min_score.
+    for seed in range(8):
+        add_file(service, photo(300 + seed), key=f"c{seed}")
+    asks = [(seed, 1 + seed % 5, 0.9999 if seed % 4 == 3 else None) for seed in range(8)] * 3
+
+    def ask(seed: int, limit: int, min_score: float | None) -> list[dict]:
+        fields = {"limit": limit} | ({"min_score": min_score} if min_score is not None else {})
+        return search_file(service, photo(300 + seed), **fields)
+
+    alone = [ask(*a) for a in asks[:8]] * 3
+    with concurrent.futures.ThreadPoolExecutor(len(asks)) as pool:
+        together = list(pool.map(lambda a: ask(*a), asks))
+    assert [[h["id"] for h in hits] for hits in together] == [[h["id"] for h in hits] for hits in alone]
+    for (seed, limit, min_score), hits in zip(asks, together, strict=True):
+        assert hits[0]["key"] == f"c{seed}"
+        assert len(hits) == (1 if min_score else limit)
