@@ -287,6 +287,10 @@ class Service:
         return http.post(f"{self.base}/api/image/sim/add/file", files={"file": (f"{key}.jpg", data, "image/jpeg")},
                          data={"key": key}, timeout=300)
 
+    def batching(self) -> dict[str, Any]:
+        """The service's micro-batching counters (from /ready)."""
+        return requests.get(f"{self.base}/ready", timeout=60).json()["data"]["batching"]
+
     def count(self) -> int:
         """How many records the service holds."""
         with self.session() as http:
@@ -360,16 +364,26 @@ def load_test(svc: Service, images: list[bytes], clients: int, seconds: float, w
     begin = time.perf_counter()
     for t in threads:
         t.start()
-    time.sleep(warmup + seconds)
+    time.sleep(warmup)
+    before = svc.batching()
+    time.sleep(seconds)
+    after = svc.batching()
     stop.set()
     for t in threads:
         t.join(600)
     lo, hi = begin + warmup, begin + warmup + seconds
     window = [(t0, t1, ok) for t0, t1, ok in done if lo <= t1 <= hi]
     ok_lat = [t1 - t0 for t0, t1, ok in window if ok]
+    model = {k: after["embed"][k] - before["embed"][k] for k in ("batches", "requests", "busy_seconds")}
     return {"clients": clients, "seconds": seconds, "completed": len(ok_lat),
             "errors": sum(1 for *_, ok in window if not ok), "throughput_rps": _r(len(ok_lat) / seconds),
-            **ms_stats(ok_lat)}
+            **ms_stats(ok_lat),
+            # What the model did in the window (the service's /ready counters): how full its batches
+            # were, how busy it was, and how fast it ran while busy.
+            "model_mean_batch": _r(model["requests"] / model["batches"], 1) if model["batches"] else None,
+            "model_busy": _r(model["busy_seconds"] / seconds, 3),
+            "model_img_per_s_while_busy": _r(model["requests"] / model["busy_seconds"])
+            if model["busy_seconds"] else None}
 
 
 # --------------------------------------------------------------------------------------------
@@ -657,7 +671,7 @@ def _backend(backend: str, plan: PerfPlan, workdir: Path, base: np.ndarray, quer
             if store.vector_index == "HNSW":
                 sweep = {}
                 for ef in plan.hnsw_ef_sweep:
-                    found, times = timed_searches(raw_search(store, ef, None), sweep_q)
+                    found, times = timed_searches(raw_search(store, ef, store._read_level), sweep_q)  # noqa: SLF001
                     sweep[str(ef)] = {**ms_stats(times), "recall_at_10": round(recall_at(found, exact[loaded][
                         : len(sweep_q)]), 4)}
                 entry["ef_sweep"] = {"vectors": loaded, "queries": len(sweep_q),
@@ -752,7 +766,10 @@ def run(corpus: Any, weights: str, plan: PerfPlan | None = None, embedder: Any =
             svc.start()
             out["service_start"] = {"seconds_to_ready": svc.seconds_to_ready, "records": svc.count()}
             out["single_client"] = single_client(svc, embedder, pool, queries, plan)
-            levels = [load_test(svc, queries, c, plan.load_seconds, plan.load_warmup) for c in plan.concurrency]
+            levels = []
+            for c in plan.concurrency:
+                levels.append(load_test(svc, queries, c, plan.load_seconds, plan.load_warmup))
+                log.info("  %d clients: %s req/s, p50 %s ms", c, levels[-1]["throughput_rps"], levels[-1]["p50_ms"])
             recheck2 = raw_model(embedder, pool, best["batch"], plan.recheck_seconds)
             ref2 = (recheck1["img_per_s"] + recheck2["img_per_s"]) / 2
             for lv in levels:

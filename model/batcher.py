@@ -43,6 +43,11 @@ class Batcher(Generic[T, R]):
         # True while clients overlap (requests queued up during the last batch); only then is
         # waiting for company worth it: a lone client would pay the window every time.
         self._overlapping = False
+        # Cumulative counters for /ready (written by the worker only): how full batches run and how
+        # busy the worker is tell an operator whether the model, or something in front of it, limits.
+        self._batches = 0
+        self._items = 0
+        self._busy_seconds = 0.0
         self._worker = threading.Thread(target=self._run, name=name, daemon=True)
         self._worker.start()
 
@@ -53,6 +58,10 @@ class Batcher(Generic[T, R]):
         future: Future[R] = Future()
         self._queue.put((item, future))
         return future.result(timeout=timeout)
+
+    def stats(self) -> dict[str, float]:
+        """Since start: batches run, requests in them, and seconds the worker spent running them."""
+        return {"batches": self._batches, "requests": self._items, "busy_seconds": round(self._busy_seconds, 3)}
 
     def close(self) -> None:
         """Stop the worker after the requests already queued are served."""
@@ -85,6 +94,8 @@ class Batcher(Generic[T, R]):
             live = [(item, fut) for item, fut in batch if fut.set_running_or_notify_cancel()]
             if not live:
                 continue
+            log.debug("%s: batch of %d", self._name, len(live))
+            started = time.perf_counter()
             try:
                 results = self._run_batch([item for item, _ in live])
             except Exception as exc:  # noqa: BLE001 - hand the failure to every waiting request
@@ -95,6 +106,9 @@ class Batcher(Generic[T, R]):
                 continue
             finally:
                 self._overlapping = len(live) > 1 or not self._queue.empty()
+                self._batches += 1
+                self._items += len(live)
+                self._busy_seconds += time.perf_counter() - started
             for (_, fut), result in zip(live, results, strict=True):
                 fut.set_result(result)
 

@@ -113,7 +113,8 @@ class Catalog:
         return {"model": self.model_info, "milvus": {"target": self.store.target,
                                                      "server_version": self.store.server_version,
                                                      "vector_index": self.store.vector_index,
-                                                     "key_index": self.store.key_index}}
+                                                     "key_index": self.store.key_index},
+                "batching": {"embed": self._batcher.stats(), "search": self._searches.stats()}}
 
     # --- helpers ----------------------------------------------------------------------
     def _prepare(self, source: Source) -> tuple[str, np.ndarray]:

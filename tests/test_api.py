@@ -125,6 +125,11 @@ def test_count_and_probes(service: LiveService) -> None:
     assert service.get("health").json()["data"] == {"status": "alive"}
     ready = service.get("ready").json()
     assert ready["code"] == 200 and ready["data"]["model"]["weights"] == "random"
+    search_file(service, photo(60))
+    batching = service.get("ready").json()["data"]["batching"]
+    assert batching["embed"]["requests"] - ready["data"]["batching"]["embed"]["requests"] == 1
+    assert batching["search"]["requests"] - ready["data"]["batching"]["search"]["requests"] == 1
+    assert batching["embed"]["busy_seconds"] > ready["data"]["batching"]["embed"]["busy_seconds"]
     assert "random" in ready["msg"]
 
 

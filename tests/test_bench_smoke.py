@@ -62,6 +62,7 @@ def test_perf_measures_every_item_over_real_http(results: dict[str, Any]) -> Non
     levels = p["concurrency"]["levels"]
     assert [lv["clients"] for lv in levels] == [1, 2]
     assert all(lv["completed"] > 0 and lv["errors"] == 0 for lv in levels)
+    assert all(lv["model_mean_batch"] >= 1 and 0 < lv["model_busy"] <= 1.05 for lv in levels)
     assert p["rss"]["peak_sampled_mb"] > 300  # TensorFlow and ResNet50 are in there
     lite = p["vector_search"]["backends"]["lite"]
     assert lite["index"] and lite["sizes"]["2000"]["recall_at_10"] >= 0.9
