@@ -59,7 +59,7 @@ KEY_INDEXES = ("INVERTED", "Trie")
 MILVUS_LEVELS = {Consistency.SESSION: "Session", Consistency.STRONG: "Strong"}
 # Milvus Lite keeps written rows in an unindexed in-memory table until 128 MB (~15,000
 # vectors) pile up, and every search scans that table row by row in Python: ~160 ms per
-# 1,000 unflushed rows (bench/perf.py's unflushed probe). A flush once writes pause, or
+# 1,000 unflushed rows (the write probe of bench/perf.py). A flush once writes pause, or
 # every LITE_FLUSH_ROWS rows, moves them into an indexed segment (~20 ms for a few rows).
 LITE_FLUSH_QUIET_S = 0.5
 LITE_FLUSH_ROWS = 256
@@ -161,17 +161,13 @@ class LiteFlusher:
                     if due is None and self._closed:
                         return
                     self._cond.wait(due)
-                pending, self._pending = self._pending, 0
-                closing = self._closed
+                self._pending = 0
             try:
                 self._flush()
-            except Exception as exc:  # noqa: BLE001 - a failed flush only costs speed; try again later
+            except Exception as exc:  # noqa: BLE001 - a failed flush only costs speed
+                # Not retried in a loop: the next write schedules another flush, and Lite flushes on
+                # its own at 128 MB and on close.
                 log.warning("flushing Milvus Lite failed (%s); searches stay slower until the next flush", _short(exc))
-                if closing:
-                    return
-                with self._cond:
-                    self._pending += pending
-                time.sleep(1.0)
 
 
 class VectorStore:
