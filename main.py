@@ -79,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     # implement (pymilvus probes AllocTimestamp after create_index); that is noise, not failure.
     logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    # pymilvus logs every failed call as an ERROR with a traceback, also the ones the store expects
+    # (an index type the server refuses before the next is tried) or turns into a 503 with its own
+    # one-line message; the store's messages say what happened.
+    logging.getLogger("pymilvus.decorators").setLevel(logging.CRITICAL)
     try:
         if args.command == "import":
             return _import(settings, args)
