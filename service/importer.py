@@ -4,6 +4,10 @@ Used by `python main.py import DIR` and by the start-up import of IMAGE_INC_PATH
 Each batch is stored with one upsert *before* its files are moved, and record
 ids derive from (key, MD5), so an import killed at any point can simply be run
 again: what was stored is recognised and skipped, nothing is stored twice.
+
+Three stages overlap so the model never waits: worker threads decode the next
+batch, the model embeds the current one, and a writer thread stores (and moves)
+the previous one.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import errno
 import logging
 import os
 import shutil
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,11 +43,14 @@ class ImportSummary:
     imported: int = 0
     duplicates: int = 0
     failed: dict[str, str] = field(default_factory=dict)  # file -> reason
+    files: int = 0
+    seconds: float = 0.0  # the import itself: after the model loaded and the store connected
 
     def lines(self) -> list[str]:
         """A human summary, one line per fact and per failure reason."""
+        rate = f", {self.files / self.seconds:.1f} files/s" if self.seconds > 0 else ""
         out = [f"imported: {self.imported}", f"skipped as duplicates: {self.duplicates}",
-               f"failed: {len(self.failed)}"]
+               f"failed: {len(self.failed)}", f"took: {self.seconds:.2f} s for {self.files} files{rate}"]
         for reason, n in Counter(self.failed.values()).most_common():
             out.append(f"  {n} x {reason}")
         return out
@@ -141,15 +149,26 @@ class Importer:
         if move_to is not None:
             move_to = move_to.resolve()
         files = iter_images(root)
-        summary = ImportSummary()
+        summary = ImportSummary(files=len(files))
+        started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="import-decode") as pool, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-store") as writer, \
                 tqdm(total=len(files), unit="img", disable=not progress, desc=f"import {root}") as bar:
+            storing: Future[tuple[int, int, int]] | None = None
             for batch in self._batches(files, root, key_mode, move_to, pool):
-                self._store_batch(batch, summary)
-                bar.update(len(batch))
+                todo = self._embed_batch(batch, summary)
+                # One batch in the writer at a time: its failure stops the import before anything later
+                # is stored or moved, and this batch is stored only after the previous one.
+                if storing is not None:
+                    bar.update(self._collect(storing, summary))
+                storing = writer.submit(self._store_batch, batch, todo)
+            if storing is not None:
+                bar.update(self._collect(storing, summary))
+        summary.seconds = time.perf_counter() - started
         return summary
 
-    def _store_batch(self, batch: list[_Item], summary: ImportSummary) -> None:
+    def _embed_batch(self, batch: list[_Item], summary: ImportSummary) -> list[tuple[_Item, np.ndarray]]:
+        """Record the failures, skip what is stored already, and embed the rest: (item, vector) pairs."""
         good = [it for it in batch if not it.error]
         for it in batch:
             if it.error:
@@ -158,20 +177,32 @@ class Importer:
         stored = self._store.existing([(it.key, it.md5) for it in good])
         fresh = [it for it in good if (it.key, it.md5) not in stored]
         summary.duplicates += len(good) - len(fresh)
-        if fresh:
-            vectors = self._embedder.embed(np.stack([it.array for it in fresh]))  # type: ignore[misc]
-            results = self._store.put_many([Record(it.key, it.md5, it.filepath, vec)
-                                            for it, vec in zip(fresh, vectors, strict=True)])
-            for _rid, created in results:
-                if created:
-                    summary.imported += 1
-                else:
-                    summary.duplicates += 1
+        if not fresh:
+            return []
+        vectors = self._embedder.embed(np.stack([it.array for it in fresh]))  # type: ignore[misc]
+        return list(zip(fresh, vectors, strict=True))
+
+    def _store_batch(self, batch: list[_Item], todo: list[tuple[_Item, np.ndarray]]) -> tuple[int, int, int]:
+        """Store the embedded items, then move the batch's files; returns (imported, duplicates, files)."""
+        imported = duplicates = 0
+        if todo:
+            results = self._store.put_many([Record(it.key, it.md5, it.filepath, vec) for it, vec in todo])
+            imported = sum(1 for _rid, created in results if created)
+            duplicates = len(results) - imported
         # Move only after the records are safely stored: a crash before this line leaves
         # the files in place, and the rerun recognises them as already stored.
-        for it in good:
-            if it.dest is not None and it.dest != it.src:
+        for it in batch:
+            if not it.error and it.dest is not None and it.dest != it.src:
                 if it.dest.exists():
                     it.src.unlink()
                 else:
                     _move(it.src, it.dest)
+        return imported, duplicates, len(batch)
+
+    @staticmethod
+    def _collect(storing: Future[tuple[int, int, int]], summary: ImportSummary) -> int:
+        """Wait for a batch in the writer (raising its error), count it; returns its number of files."""
+        imported, duplicates, files = storing.result()
+        summary.imported += imported
+        summary.duplicates += duplicates
+        return files

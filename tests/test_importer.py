@@ -50,6 +50,23 @@ def test_import_moves_stores_and_reruns_without_duplicates(tmp_path: Path) -> No
     store.close()
 
 
+def test_same_image_in_consecutive_batches_is_stored_once(tmp_path: Path) -> None:
+    # Batch n+1 is checked against the store while the writer may still be storing batch n:
+    # the copy must still come out as one record and one duplicate.
+    folder = tmp_path / "catalog"
+    folder.mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        (folder / name).write_bytes(photo(7))
+    (folder / "d.jpg").write_bytes(photo(8))
+    result = run_import(tmp_path, str(folder), "--batch-size", "1")
+    assert result.returncode == 0, result.stderr
+    assert "imported: 2" in result.stdout and "skipped as duplicates: 2" in result.stdout
+    assert "took: " in result.stdout and "for 4 files" in result.stdout
+    store = VectorStore(make_settings(tmp_path, milvus_collection="imported"), 2048)
+    assert store.count() == 2
+    store.close()
+
+
 def test_import_with_filename_keys(tmp_path: Path) -> None:
     folder = tmp_path / "catalog"
     folder.mkdir()
