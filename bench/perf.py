@@ -143,42 +143,42 @@ def raw_model(embedder: Any, pool: np.ndarray, batch: int, seconds: float, min_c
     x = np.concatenate([pool] * reps)[:batch]
     embedder.embed(x)  # warm-up: the first call of a size touches fresh memory
     times: list[float] = []
+    cpu0 = time.process_time()  # nothing else runs in this process meanwhile: this is the model's CPU
     start = time.perf_counter()
     while time.perf_counter() - start < seconds or len(times) < min_calls:
         t0 = time.perf_counter()
         embedder.embed(x)
         times.append(time.perf_counter() - t0)
+    cpu = time.process_time() - cpu0
     return {"batch": batch, "calls": len(times), "img_per_s": _r(batch * len(times) / sum(times)),
-            "ms_per_batch_p50": _r(pct(times, 50) * 1000), "ms_per_image": _r(sum(times) / (batch * len(times)) * 1000)}
+            "ms_per_batch_p50": _r(pct(times, 50) * 1000), "ms_per_image": _r(sum(times) / (batch * len(times)) * 1000),
+            "cores": _r(cpu / sum(times)), "cpu_ms_per_image": _r(cpu / (batch * len(times)) * 1000)}
 
 
 # --------------------------------------------------------------------------------------------
 # 5. Bulk import
 # --------------------------------------------------------------------------------------------
 
-_TQDM_DONE = re.compile(r"(\d+)/(\d+) \[(?:(\d+):)?(\d+):(\d+)<")
+_TOOK = re.compile(r"took: ([0-9.]+) s for (\d+) files")
 
 
 def bulk_import(folder: Path, workdir: Path, weights: str) -> dict[str, Any]:
     """Run `python main.py import FOLDER` and time it: wall clock, and the import phase after the model loaded."""
     n_files = sum(1 for p in folder.rglob("*") if p.is_file())
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "main.py", "import", str(folder)], cwd=ROOT, capture_output=True,
-                          text=True, env=service_env(workdir, weights), timeout=3600)
+    proc = subprocess.run([sys.executable, "main.py", "import", "--no-progress", str(folder)], cwd=ROOT,
+                          capture_output=True, text=True, env=service_env(workdir, weights), timeout=3600)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"main.py import failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
     imported = int(m.group(1)) if (m := re.search(r"imported: (\d+)", proc.stdout)) else None
-    # tqdm's last redraw holds the elapsed time of the import loop (model already loaded, store connected).
-    done = _TQDM_DONE.findall(proc.stderr)
-    phase = None
-    if done:
-        _n, _total, h, mnt, sec = done[-1]
-        phase = int(h or 0) * 3600 + int(mnt) * 60 + int(sec)
+    # The importer's own clock: decoding, embedding and storing, after the model loaded and the store connected.
+    took = _TOOK.search(proc.stdout)
+    phase = float(took.group(1)) if took else None
     return {"files": n_files, "imported": imported, "wall_s": _r(wall), "wall_img_per_s": _r(n_files / wall),
             "import_phase_s": phase, "import_phase_img_per_s": _r(n_files / phase) if phase else None,
-            "note": "import phase = tqdm's elapsed time (1 s resolution): decoding, embedding in batches of 32 "
-                    "and storing, after the model has loaded"}
+            "note": "import phase = the time `main.py import` reports for itself: decoding, embedding in "
+                    "batches of 32 and storing, after the model has loaded"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -287,6 +287,14 @@ class Service:
         return http.post(f"{self.base}/api/image/sim/add/file", files={"file": (f"{key}.jpg", data, "image/jpeg")},
                          data={"key": key}, timeout=300)
 
+    def cpu_seconds(self) -> float:
+        """CPU time the service process (and any children) has used so far."""
+        assert self.proc is not None
+        p = psutil.Process(self.proc.pid)
+        total = p.cpu_times()
+        return total.user + total.system + sum(c.cpu_times().user + c.cpu_times().system
+                                               for c in p.children(recursive=True))
+
     def batching(self) -> dict[str, Any]:
         """The service's micro-batching counters (from /ready)."""
         return requests.get(f"{self.base}/ready", timeout=60).json()["data"]["batching"]
@@ -366,7 +374,9 @@ def load_test(svc: Service, images: list[bytes], clients: int, seconds: float, w
         t.start()
     time.sleep(warmup)
     before = svc.batching()
+    cpu_before, own_before = svc.cpu_seconds(), time.process_time()
     time.sleep(seconds)
+    cpu_after, own_after = svc.cpu_seconds(), time.process_time()
     after = svc.batching()
     stop.set()
     for t in threads:
@@ -383,7 +393,9 @@ def load_test(svc: Service, images: list[bytes], clients: int, seconds: float, w
             "model_mean_batch": _r(model["requests"] / model["batches"], 1) if model["batches"] else None,
             "model_busy": _r(model["busy_seconds"] / seconds, 3),
             "model_img_per_s_while_busy": _r(model["requests"] / model["busy_seconds"])
-            if model["busy_seconds"] else None}
+            if model["busy_seconds"] else None,
+            # Where the CPUs went: the service process, and this process (the HTTP clients).
+            "service_cores": _r((cpu_after - cpu_before) / seconds), "client_cores": _r((own_after - own_before) / seconds)}
 
 
 # --------------------------------------------------------------------------------------------
