@@ -5,9 +5,9 @@ Each batch is stored with one upsert *before* its files are moved, and record
 ids derive from (key, MD5), so an import killed at any point can simply be run
 again: what was stored is recognised and skipped, nothing is stored twice.
 
-Three stages overlap so the model never waits: worker threads decode the next
-batch, the model embeds the current one, and a writer thread stores (and moves)
-the previous one.
+Three stages overlap so the model waits as little as possible: worker threads
+decode the next batch, the model embeds the current one, and a writer thread
+stores (and moves) the previous one.
 """
 
 from __future__ import annotations
