@@ -159,7 +159,7 @@ def raw_model(embedder: Any, pool: np.ndarray, batch: int, seconds: float, min_c
 # 5. Bulk import
 # --------------------------------------------------------------------------------------------
 
-_TOOK = re.compile(r"took: ([0-9.]+) s for (\d+) files")
+_TOOK = re.compile(r"took: ([0-9.]+) s for (\d+) files.*; model busy ([0-9.]+) s")
 
 
 def bulk_import(folder: Path, workdir: Path, weights: str) -> dict[str, Any]:
@@ -175,8 +175,10 @@ def bulk_import(folder: Path, workdir: Path, weights: str) -> dict[str, Any]:
     # The importer's own clock: decoding, embedding and storing, after the model loaded and the store connected.
     took = _TOOK.search(proc.stdout)
     phase = float(took.group(1)) if took else None
+    model = float(took.group(3)) if took else None
     return {"files": n_files, "imported": imported, "wall_s": _r(wall), "wall_img_per_s": _r(n_files / wall),
             "import_phase_s": phase, "import_phase_img_per_s": _r(n_files / phase) if phase else None,
+            "model_busy_s": model, "model_img_per_s_while_busy": _r(n_files / model) if model else None,
             "note": "import phase = the time `main.py import` reports for itself: decoding, embedding in "
                     "batches of 32 and storing, after the model has loaded"}
 

@@ -45,12 +45,14 @@ class ImportSummary:
     failed: dict[str, str] = field(default_factory=dict)  # file -> reason
     files: int = 0
     seconds: float = 0.0  # the import itself: after the model loaded and the store connected
+    model_seconds: float = 0.0  # of which the model was embedding (the rest: decoding, Milvus, moving)
 
     def lines(self) -> list[str]:
         """A human summary, one line per fact and per failure reason."""
         rate = f", {self.files / self.seconds:.1f} files/s" if self.seconds > 0 else ""
         out = [f"imported: {self.imported}", f"skipped as duplicates: {self.duplicates}",
-               f"failed: {len(self.failed)}", f"took: {self.seconds:.2f} s for {self.files} files{rate}"]
+               f"failed: {len(self.failed)}",
+               f"took: {self.seconds:.2f} s for {self.files} files{rate}; model busy {self.model_seconds:.2f} s"]
         for reason, n in Counter(self.failed.values()).most_common():
             out.append(f"  {n} x {reason}")
         return out
@@ -179,7 +181,9 @@ class Importer:
         summary.duplicates += len(good) - len(fresh)
         if not fresh:
             return []
+        started = time.perf_counter()
         vectors = self._embedder.embed(np.stack([it.array for it in fresh]))  # type: ignore[misc]
+        summary.model_seconds += time.perf_counter() - started
         return list(zip(fresh, vectors, strict=True))
 
     def _store_batch(self, batch: list[_Item], todo: list[tuple[_Item, np.ndarray]]) -> tuple[int, int, int]:

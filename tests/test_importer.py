@@ -61,7 +61,7 @@ def test_same_image_in_consecutive_batches_is_stored_once(tmp_path: Path) -> Non
     result = run_import(tmp_path, str(folder), "--batch-size", "1")
     assert result.returncode == 0, result.stderr
     assert "imported: 2" in result.stdout and "skipped as duplicates: 2" in result.stdout
-    assert "took: " in result.stdout and "for 4 files" in result.stdout
+    assert "took: " in result.stdout and "for 4 files" in result.stdout and "model busy " in result.stdout
     store = VectorStore(make_settings(tmp_path, milvus_collection="imported"), 2048)
     assert store.count() == 2
     store.close()
