@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: run test test-fast bench install install-dev clean
+.PHONY: run test test-fast lint-imports bench install install-dev clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,13 +23,20 @@ install-dev: $(VENV)/.installed-dev
 run: install
 	$(PY) main.py serve
 
-## The whole suite: real ResNet50 (random weights), real Milvus Lite and a real Milvus server.
+## The layer contract of .importlinter, then the whole suite: real ResNet50 (random weights), real Milvus Lite
+## and a real Milvus server.
 test: install-dev
+	$(VENV)/bin/lint-imports
 	MODEL_WEIGHTS=random $(PY) -m pytest
 
-## The suite without the tests marked slow.
+## The layer contract, then the suite without the tests marked slow.
 test-fast: install-dev
+	$(VENV)/bin/lint-imports
 	MODEL_WEIGHTS=random $(PY) -m pytest -m "not slow"
+
+## Only the layer contract (.importlinter): no import may point the wrong way.
+lint-imports: install-dev
+	$(VENV)/bin/lint-imports
 
 ## The benchmarks of bench/ (about 30 minutes); results land in bench/results/.
 bench: install-dev

@@ -12,7 +12,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from conf import Settings, load_settings
-from service.errors import NotReady, StartupError
+from conf.errors import NotReady, StartupError
+from conf.settings import MODEL_BATCH
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,16 +26,16 @@ def _parser() -> argparse.ArgumentParser:
                      help="record key: the image MD5 (default) or the file name without extension")
     imp.add_argument("--move-to", type=Path, default=None,
                      help="move each image here once stored (the stored filepath is the new location)")
-    imp.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
+    imp.add_argument("--batch-size", type=int, default=MODEL_BATCH,
+                     help=f"images per model call (default {MODEL_BATCH})")
     imp.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
 def _import(settings: Settings, args: argparse.Namespace) -> int:
-    from model.embedder import DIM  # noqa: PLC0415 - keep `--help` fast: no TensorFlow import
-    from service.importer import Importer  # noqa: PLC0415
-    from service.server import load_embedder  # noqa: PLC0415
-    from service.store import VectorStore  # noqa: PLC0415
+    from model.embedder import DIM, load_embedder  # noqa: PLC0415 - keep `--help` fast: no TensorFlow import
+    from service.store.records import VectorStore  # noqa: PLC0415
+    from service.usecases.importer import Importer  # noqa: PLC0415
 
     if not args.folder.is_dir():
         print(f"error: {args.folder} is not a folder", file=sys.stderr)
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "import":
             return _import(settings, args)
-        from service.server import serve  # noqa: PLC0415
+        from service.runtime import serve  # noqa: PLC0415
 
         serve(settings)
         return 0

@@ -585,11 +585,8 @@ def _ensure_apt_sources(cache_dir: Path, photos: Sequence[PhotoSource]) -> dict[
         assert p.package is not None
         by_pkg.setdefault(p.package, []).append(p)
 
-    def stamp_path(pkg: str) -> Path:
-        return src_dir / f"_{pkg}.json"
-
     def complete(pkg: str) -> bool:
-        sp = stamp_path(pkg)
+        sp = _stamp_path(src_dir, pkg)
         if not sp.exists():
             return False
         stamp = json.loads(sp.read_text())
@@ -609,31 +606,39 @@ def _ensure_apt_sources(cache_dir: Path, photos: Sequence[PhotoSource]) -> dict[
                 if pkg in failed or not debs:
                     log.warning("package %s could not be downloaded; its photos are skipped", pkg)
                     continue
-                deb = debs[0]
-                version = _run(["dpkg-deb", "-f", str(deb), "Version"]).stdout.strip()
-                root = work / f"{pkg}.root"
-                res = _run(["dpkg-deb", "-x", str(deb), str(root)])
-                if res.returncode != 0:
-                    raise RuntimeError(f"dpkg-deb -x {deb.name} failed: {res.stderr.strip()}")
-                missing = []
-                for p in by_pkg[pkg]:
-                    f = root / p.member
-                    if f.is_file():
-                        shutil.copyfile(f, _src_path(src_dir, p))
-                    else:
-                        log.warning("%s %s has no %s; photo %s skipped", pkg, version, p.member, p.id)
-                        missing.append(p.member)
-                stamp_path(pkg).write_text(json.dumps({"package": pkg, "version": version, "missing": missing}, indent=1))
-                shutil.rmtree(root)
-                deb.unlink()
+                stamp = _unpack_photos(debs[0], work / f"{pkg}.root", src_dir, by_pkg[pkg])
+                _stamp_path(src_dir, pkg).write_text(json.dumps({"package": pkg, **stamp}, indent=1))
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    stamps = {}
-    for pkg in by_pkg:
-        sp = stamp_path(pkg)
-        if sp.exists():
-            stamps[pkg] = json.loads(sp.read_text())
-    return stamps
+    return {pkg: json.loads(_stamp_path(src_dir, pkg).read_text()) for pkg in by_pkg
+            if _stamp_path(src_dir, pkg).exists()}
+
+
+def _stamp_path(src_dir: Path, pkg: str) -> Path:
+    """Where a package's stamp (version, listed files it lacked) is kept."""
+    return src_dir / f"_{pkg}.json"
+
+
+def _unpack_photos(deb: Path, root: Path, src_dir: Path, photos: Sequence[PhotoSource]) -> dict[str, Any]:
+    """Copy the listed photos out of one .deb into ``src_dir``, then delete the .deb and what was unpacked.
+
+    Returns the package's stamp: its version and the listed files it did not have.
+    """
+    version = _run(["dpkg-deb", "-f", str(deb), "Version"]).stdout.strip()
+    res = _run(["dpkg-deb", "-x", str(deb), str(root)])
+    if res.returncode != 0:
+        raise RuntimeError(f"dpkg-deb -x {deb.name} failed: {res.stderr.strip()}")
+    missing = []
+    for p in photos:
+        f = root / p.member
+        if f.is_file():
+            shutil.copyfile(f, _src_path(src_dir, p))
+        else:
+            log.warning("%s %s has no %s; photo %s skipped", p.package, version, p.member, p.id)
+            missing.append(p.member)
+    shutil.rmtree(root)
+    deb.unlink()
+    return {"version": version, "missing": missing}
 
 
 # --------------------------------------------------------------------------
@@ -857,14 +862,8 @@ def _valid_cached(root: Path, key: str) -> Corpus | None:
     return None
 
 
-def build_corpus(
-    cache_dir: Path = DEFAULT_CACHE,
-    min_gallery: int = 1000,
-    small: bool = False,
-    *,
-    force: bool = False,
-    jobs: int | None = None,
-) -> Corpus:
+def build_corpus(cache_dir: Path = DEFAULT_CACHE, min_gallery: int = 1000, small: bool = False, *,
+                 force: bool = False, jobs: int | None = None) -> Corpus:
     """Build (or reuse) the benchmark corpus and return it.
 
     Args:
@@ -887,23 +886,12 @@ def build_corpus(
     photos: list[PhotoSource] = list(SKIMAGE_PHOTOS) if small else list(APT_PHOTOS) + list(SKIMAGE_PHOTOS)
     # Ids name files and ground truth: a collision would silently merge photos.
     assert len({p.id for p in photos}) == len(photos), "duplicate photo ids"
-    if small:
-        min_gallery, min_tile = SMALL_MIN_GALLERY, SMALL_MIN_TILE_SIDE
-    else:
-        min_tile = MIN_TILE_SIDE
+    min_gallery, min_tile = (SMALL_MIN_GALLERY, SMALL_MIN_TILE_SIDE) if small else (min_gallery, MIN_TILE_SIDE)
     root = cache_dir / ("corpus-small" if small else "corpus")
 
     stamps: dict[str, dict[str, Any]] = {}
     if not small:
-        stamps = _ensure_apt_sources(cache_dir, [p for p in photos if p.origin == "apt"])
-        # Keep only photos that were actually found (a package may be
-        # missing or may have dropped a file in a newer release).
-        photos = [
-            p
-            for p in photos
-            if p.origin != "apt"
-            or (p.package in stamps and p.member not in stamps[p.package]["missing"] and _src_path(cache_dir / "src", p).exists())
-        ]
+        photos, stamps = _available_apt_photos(cache_dir, photos)
 
     key = _cache_key(mode, min_gallery, photos)
     if not force:
@@ -913,65 +901,88 @@ def build_corpus(
             return cached
 
     t0 = time.monotonic()
+    workers = jobs if jobs is not None else (1 if small else (os.cpu_count() or 1))
+    header = {"key": key, "version": CORPUS_VERSION, "mode": mode, "seed": SEED, "min_gallery": min_gallery,
+              "min_tile_side": min_tile, "pillow": PIL.__version__, "transforms": [t.name for t in TRANSFORMS]}
+    _render_corpus(root, cache_dir, photos, stamps, header, workers)
+    log.info("built %s corpus in %.1fs at %s", mode, time.monotonic() - t0, root)
+    return load_corpus(root)
+
+
+def _render_corpus(root: Path, cache_dir: Path, photos: list[PhotoSource], stamps: dict[str, dict[str, Any]],
+                   header: dict[str, Any], workers: int) -> None:
+    """Render every photo's gallery items and queries and write the manifest (starting with `header`) at `root`."""
     paths = {p.id: (_src_path(cache_dir / "src", p) if p.origin == "apt" else None) for p in photos}
     sizes = {p.id: _oriented_size(p, paths[p.id]) for p in photos}
-    grids = _plan_grids(sizes, min_gallery, min_tile)
-
+    grids = _plan_grids(sizes, header["min_gallery"], header["min_tile_side"])
     # Render into a private temp dir and swap it in at the end, so an
     # interrupted build never leaves a half-written corpus that looks valid.
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=cache_dir))
     try:
         (tmp / "gallery").mkdir()
         (tmp / "queries").mkdir()
-        job_list = [_Job(p, paths[p.id], grids[p.id], tmp) for p in photos]
-        workers = jobs if jobs is not None else (1 if small else (os.cpu_count() or 1))
-        if workers <= 1:
-            results = [_render_photo(j) for j in job_list]
-        else:
-            with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
-                results = list(pool.map(_render_photo, job_list, chunksize=1))
-
+        results = _render_all([_Job(p, paths[p.id], grids[p.id], tmp) for p in photos], workers)
         _warn_near_duplicates(results)
-        by_id = {p.id: p for p in photos}
-        manifest = {
-            "key": key,
-            "version": CORPUS_VERSION,
-            "mode": mode,
-            "seed": SEED,
-            "min_gallery": min_gallery,
-            "min_tile_side": min_tile,
-            "pillow": PIL.__version__,
-            "transforms": [t.name for t in TRANSFORMS],
-            "photos": [
-                {
-                    "id": r["id"],
-                    "origin": by_id[r["id"]].origin,
-                    "package": by_id[r["id"]].package,
-                    "package_version": stamps.get(by_id[r["id"]].package or "", {}).get("version"),
-                    "member": by_id[r["id"]].member,
-                    "size": r["size"],
-                    "gallery_size": r["gallery_size"],
-                    "grid": grids[r["id"]],
-                    "dhash": r["dhash"],
-                }
-                for r in results
-            ],
-            "gallery": [g for r in results for g in r["gallery"]],
-            "queries": [q for r in results for q in r["queries"]],
-        }
+        manifest = {**header, **_manifest_entries(photos, stamps, grids, results)}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        old = None
-        if root.exists():
-            old = root.with_name(f".{root.name}-old-{os.getpid()}")
-            root.rename(old)
-        tmp.rename(root)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _swap_in(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("built %s corpus in %.1fs at %s", mode, time.monotonic() - t0, root)
-    return load_corpus(root)
+
+
+def _available_apt_photos(cache_dir: Path, photos: list[PhotoSource]) -> tuple[list[PhotoSource],
+                                                                              dict[str, dict[str, Any]]]:
+    """Fetch the package photos; keep only those actually found (a package may be missing or may have
+    dropped a file in a newer release). Returns (photos, package stamps)."""
+    stamps = _ensure_apt_sources(cache_dir, [p for p in photos if p.origin == "apt"])
+    found = [p for p in photos if p.origin != "apt"
+             or (p.package in stamps and p.member not in stamps[p.package]["missing"]
+                 and _src_path(cache_dir / "src", p).exists())]
+    return found, stamps
+
+
+def _render_all(job_list: list[_Job], workers: int) -> list[dict[str, Any]]:
+    """Render every photo's gallery items and queries, in worker processes when `workers` > 1."""
+    if workers <= 1:
+        return [_render_photo(j) for j in job_list]
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(_render_photo, job_list, chunksize=1))
+
+
+def _manifest_entries(photos: Sequence[PhotoSource], stamps: dict[str, dict[str, Any]], grids: dict[str, int],
+                      results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest's photos (with provenance), gallery and queries."""
+    by_id = {p.id: p for p in photos}
+    return {
+        "photos": [
+            {
+                "id": r["id"],
+                "origin": by_id[r["id"]].origin,
+                "package": by_id[r["id"]].package,
+                "package_version": stamps.get(by_id[r["id"]].package or "", {}).get("version"),
+                "member": by_id[r["id"]].member,
+                "size": r["size"],
+                "gallery_size": r["gallery_size"],
+                "grid": grids[r["id"]],
+                "dhash": r["dhash"],
+            }
+            for r in results
+        ],
+        "gallery": [g for r in results for g in r["gallery"]],
+        "queries": [q for r in results for q in r["queries"]],
+    }
+
+
+def _swap_in(tmp: Path, root: Path) -> None:
+    """Replace `root` by the freshly built `tmp` (renames: never a half-written corpus at `root`)."""
+    old = None
+    if root.exists():
+        old = root.with_name(f".{root.name}-old-{os.getpid()}")
+        root.rename(old)
+    tmp.rename(root)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _warn_near_duplicates(results: Sequence[dict[str, Any]]) -> None:

@@ -15,7 +15,6 @@ single requests alternate with batch-1 model calls.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -23,16 +22,13 @@ import re
 import secrets
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +36,13 @@ import numpy as np
 import psutil
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+from bench.cli import RESULTS, bench_arguments, bench_settings, parse_and_log, write_json
+from bench.features import model_inputs
+from conf.settings import MODEL_BATCH, Settings
+from model.cpu import cpu_budget
+from model.embedder import DIM
+from tests.procs import ServeProcess, milvus_server_on_loopback, run_import
+
 log = logging.getLogger("bench.perf")
 
 
@@ -99,13 +100,6 @@ def _r(value: float | None, digits: int = 2) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     model = "unknown"
@@ -116,21 +110,23 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    from model.embedder import cpu_budget  # noqa: PLC0415 - cheap, no TensorFlow import
-
     return {"cpu_model": model, "logical_cpus": os.cpu_count(), "cpu_budget": cpu_budget(),
             "ram_gb": round(psutil.virtual_memory().total / 2**30, 1), "python": sys.version.split()[0],
             "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
 
 
-def service_env(workdir: Path, weights: str, **extra: str) -> dict[str, str]:
-    """The environment of a `main.py` subprocess: the shipped defaults plus where to keep its data."""
-    env = dict(os.environ)
-    env.update({"MODEL_WEIGHTS": weights, "MILVUS_URI": str(workdir / "milvus.db"),
-                "MILVUS_COLLECTION": "bench", "IMAGE_POOL_PATH": str(workdir / "pool"), "IMAGE_INC_PATH": "",
-                "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"})
-    env.update(extra)
-    return env
+def service_env(settings: Settings) -> dict[str, str]:
+    """What a `main.py` subprocess must run with, on top of tests.procs' loopback environment: the
+    benchmark's settings, as this process read them (its environment and .env)."""
+    weights = settings.model_weights
+    if weights not in ("imagenet", "random"):
+        weights = str(Path(weights).expanduser().resolve())  # the child runs in another folder
+    return {"MODEL_WEIGHTS": weights, "MODEL_CACHE_DIR": str(settings.model_cache_dir.resolve()),
+            "IMAGE_RESIZE": settings.image_resize.value, "MODEL_POOLING": settings.model_pooling.value,
+            "BATCH_MAX_SIZE": str(settings.batch_max_size), "BATCH_WINDOW_MS": str(settings.batch_window_ms),
+            "TF_THREADS": str(settings.tf_threads), "API_THREADS": str(settings.api_threads),
+            "MILVUS_HNSW_EF": str(settings.milvus_hnsw_ef), "MILVUS_COLLECTION": "bench", "LOG_LEVEL": "WARNING",
+            "PYTHONUNBUFFERED": "1"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,74 +158,56 @@ def raw_model(embedder: Any, pool: np.ndarray, batch: int, seconds: float, min_c
 _TOOK = re.compile(r"took: ([0-9.]+) s for (\d+) files.*; model busy ([0-9.]+) s")
 
 
-def bulk_import(folder: Path, workdir: Path, weights: str) -> dict[str, Any]:
+def bulk_import(folder: Path, workdir: Path, settings: Settings) -> dict[str, Any]:
     """Run `python main.py import FOLDER` and time it: wall clock, and the import phase after the model loaded."""
     n_files = sum(1 for p in folder.rglob("*") if p.is_file())
+    log_path = workdir / "import.log"
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "main.py", "import", "--no-progress", str(folder)], cwd=ROOT,
-                          capture_output=True, text=True, env=service_env(workdir, weights), timeout=3600)
+    proc = run_import(workdir, str(workdir / "milvus.db"), folder, log_path=log_path, **service_env(settings))
+    returncode = proc.wait(timeout=3600)
     wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"main.py import failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    imported = int(m.group(1)) if (m := re.search(r"imported: (\d+)", proc.stdout)) else None
+    output = log_path.read_text(errors="replace")
+    if returncode != 0:
+        raise RuntimeError(f"main.py import failed ({returncode}):\n{output[-6000:]}")
+    imported = int(m.group(1)) if (m := re.search(r"imported: (\d+)", output)) else None
     # The importer's own clock: decoding, embedding and storing, after the model loaded and the store connected.
-    took = _TOOK.search(proc.stdout)
+    took = _TOOK.search(output)
     phase = float(took.group(1)) if took else None
     model = float(took.group(3)) if took else None
     return {"files": n_files, "imported": imported, "wall_s": _r(wall), "wall_img_per_s": _r(n_files / wall),
             "import_phase_s": phase, "import_phase_img_per_s": _r(n_files / phase) if phase else None,
             "model_busy_s": model, "model_img_per_s_while_busy": _r(n_files / model) if model else None,
             "note": "import phase = the time `main.py import` reports for itself: decoding, embedding in "
-                    "batches of 32 and storing, after the model has loaded"}
+                    f"batches of {MODEL_BATCH} and storing, after the model has loaded"}
 
 
 # --------------------------------------------------------------------------------------------
 # 2, 3, 6. The service over HTTP
 # --------------------------------------------------------------------------------------------
 
-class Service:
-    """`python main.py serve` in a subprocess on a loopback port, with a peak-RSS sampler."""
+class Service(ServeProcess):
+    """`python main.py serve` (tests.procs) with the benchmark's settings, a token, and a peak-RSS sampler."""
 
-    def __init__(self, workdir: Path, weights: str) -> None:
-        self.port = free_port()
+    def __init__(self, workdir: Path, settings: Settings) -> None:
+        self._started = time.perf_counter()
         self.token = secrets.token_hex(16)
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / "service.log"
-        self._env = service_env(workdir, weights, API_HOST="127.0.0.1", API_PORT=str(self.port), TOKEN=self.token)
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(workdir, str(workdir / "milvus.db"), "service", TOKEN=self.token, **service_env(settings))
         self.seconds_to_ready: float | None = None
         self.rss_idle_mb: float | None = None
         self._peak_sampled = 0
         self._stop = threading.Event()
-        self._sampler: threading.Thread | None = None
 
     def start(self, timeout: float = 900.0) -> None:
-        """Start the server and wait until /ready answers 200."""
-        t0 = time.perf_counter()
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "main.py", "serve"], cwd=ROOT, env=self._env,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the service exited with {self.proc.returncode}:\n{self.tail()}")
-            try:
-                if requests.get(f"{self.base}/ready", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.perf_counter() - t0 > timeout:
-                raise RuntimeError(f"the service was not ready after {timeout:.0f}s:\n{self.tail()}")
-            time.sleep(0.25)
-        self.seconds_to_ready = _r(time.perf_counter() - t0)
+        """Wait until /ready answers 200, then note the idle memory and start sampling the peak."""
+        self.wait_ready(timeout)
+        self.seconds_to_ready = _r(time.perf_counter() - self._started)
         time.sleep(1.0)
         self.rss_idle_mb = _r(self._rss() / 2**20, 1)
-        self._sampler = threading.Thread(target=self._sample, daemon=True, name="rss-sampler")
-        self._sampler.start()
+        threading.Thread(target=self._sample, daemon=True, name="rss-sampler").start()
 
     def _rss(self) -> int:
-        assert self.proc is not None
         try:
-            p = psutil.Process(self.proc.pid)
+            p = psutil.Process(self.pid)
             return p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))
         except psutil.Error:
             return 0
@@ -240,30 +218,21 @@ class Service:
 
     def peak_rss(self) -> dict[str, Any]:
         """Peak resident memory: the kernel's high-water mark (VmHWM) and the sampled peak (with children)."""
-        assert self.proc is not None
         hwm = None
         try:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
                     hwm = int(line.split()[1]) * 1024
         except OSError:
             pass
-        children = [c.name() for c in psutil.Process(self.proc.pid).children(recursive=True)]
+        children = [c.name() for c in psutil.Process(self.pid).children(recursive=True)]
         return {"idle_after_start_mb": self.rss_idle_mb, "peak_vmhwm_mb": _r(hwm / 2**20, 1) if hwm else None,
                 "peak_sampled_mb": _r(self._peak_sampled / 2**20, 1), "child_processes": children}
 
-    def stop(self) -> None:
-        """SIGINT (what Ctrl-C does), then SIGKILL if it has not exited within 60 s."""
+    def stop(self, sig: int = signal.SIGINT, grace: float = 60.0) -> None:
+        """SIGINT (what Ctrl-C does: the service closes its store), then SIGKILL if it has not exited in time."""
         self._stop.set()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(30)
-        if getattr(self, "_log", None):
-            self._log.close()
+        super().stop(sig, grace)
 
     def tail(self, chars: int = 4000) -> str:
         """The end of the service log."""
@@ -281,30 +250,29 @@ class Service:
 
     def search(self, http: requests.Session, data: bytes, limit: int = 10) -> requests.Response:
         """POST /api/image/sim/search/file."""
-        return http.post(f"{self.base}/api/image/sim/search/file", files={"file": ("q.jpg", data, "image/jpeg")},
+        return http.post(self.url("api/image/sim/search/file"), files={"file": ("q.jpg", data, "image/jpeg")},
                          data={"limit": str(limit)}, timeout=300)
 
     def add(self, http: requests.Session, data: bytes, key: str) -> requests.Response:
         """POST /api/image/sim/add/file."""
-        return http.post(f"{self.base}/api/image/sim/add/file", files={"file": (f"{key}.jpg", data, "image/jpeg")},
+        return http.post(self.url("api/image/sim/add/file"), files={"file": (f"{key}.jpg", data, "image/jpeg")},
                          data={"key": key}, timeout=300)
 
     def cpu_seconds(self) -> float:
         """CPU time the service process (and any children) has used so far."""
-        assert self.proc is not None
-        p = psutil.Process(self.proc.pid)
+        p = psutil.Process(self.pid)
         total = p.cpu_times()
         return total.user + total.system + sum(c.cpu_times().user + c.cpu_times().system
                                                for c in p.children(recursive=True))
 
     def batching(self) -> dict[str, Any]:
         """The service's micro-batching counters (from /ready)."""
-        return requests.get(f"{self.base}/ready", timeout=60).json()["data"]["batching"]
+        return requests.get(self.url("ready"), timeout=60).json()["data"]["batching"]
 
     def count(self) -> int:
         """How many records the service holds."""
         with self.session() as http:
-            return int(http.get(f"{self.base}/api/image/sim/count", timeout=60).json()["data"])
+            return int(http.get(self.url("api/image/sim/count"), timeout=60).json()["data"])
 
 
 def timed(fn: Callable[[], requests.Response]) -> float:
@@ -449,31 +417,12 @@ def exact_topk(base: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarra
     return ids, times
 
 
-@contextmanager
-def milvus_server(base_dir: Path) -> Iterator[str]:
-    """A Milvus 2.3.5 standalone (PyPI `milvus`) on loopback ports of its own."""
-    from milvus import MilvusServer  # noqa: PLC0415
-
-    from tests.procs import milvus_server_config  # noqa: PLC0415 - the suite's loopback config (own etcd ports)
-
-    server = MilvusServer(milvus_server_config())
-    server.set_base_dir(str(base_dir))
-    server.listen_port = free_port()
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{server.listen_port}"
-    finally:
-        server.stop()
-
-
-def _store(uri: str) -> Any:
+def _store(settings: Settings, uri: str) -> Any:
     """The service's VectorStore on `uri` (collection bench_vectors), connected."""
-    from conf.settings import load_settings  # noqa: PLC0415
-    from model.embedder import DIM  # noqa: PLC0415
-    from service.store import VectorStore  # noqa: PLC0415
+    from service.store.records import VectorStore  # noqa: PLC0415
 
-    store = VectorStore(load_settings(_env_file=None, milvus_uri=uri, milvus_collection="bench_vectors",
-                                      milvus_timeout=300.0), DIM)
+    store = VectorStore(settings.model_copy(update={"milvus_uri": uri, "milvus_collection": "bench_vectors",
+                                                    "milvus_timeout": 300.0}), DIM)
     store.connect()
     return store
 
@@ -488,10 +437,10 @@ def store_search(store: Any, k: int = 10) -> SearchFn:
 
 def raw_search(store: Any, ef: int | None, consistency: str | None, k: int = 10) -> SearchFn:
     """The same request as VectorStore.search, with another `ef` or consistency level (what-if runs)."""
-    client, name = store._client, store._collection  # noqa: SLF001 - bench-only what-if
+    client, name = store.connection.client, store.connection.collection  # bench-only what-if
     params: dict[str, Any] = {"metric_type": "IP"}
     if store.vector_index == "HNSW":
-        params["params"] = {"ef": max(ef or store._settings.milvus_hnsw_ef, k)}  # noqa: SLF001
+        params["params"] = {"ef": max(ef or store.connection.settings.milvus_hnsw_ef, k)}
     extra = {"consistency_level": consistency} if consistency else {}
 
     def search(q: np.ndarray) -> list[int]:
@@ -520,7 +469,7 @@ def recall_at(found: np.ndarray, exact: np.ndarray) -> float:
 
 def _insert(store: Any, base: np.ndarray, start: int, stop: int) -> float:
     """Insert rows start..stop (primary key = row + 1) straight through pymilvus: setup, not measured."""
-    client, name = store._client, store._collection  # noqa: SLF001 - bench-only bulk load
+    client, name = store.connection.client, store.connection.collection  # bench-only bulk load
     t0 = time.perf_counter()
     for i in range(start, stop, 5000):
         rows = [{"id": r + 1, "key": f"v{r}", "md5": f"{r:032x}", "filepath": f"/bench/{r}.jpg",
@@ -570,7 +519,7 @@ def _lite_load(store: Any, uri: str, base: np.ndarray, start: int, stop: int) ->
             col.flush()
         finally:
             db.close()
-    store = _store(uri)  # load_collection: builds the new segment's HNSW index before it returns
+    store = _store(store.connection.settings, uri)  # load_collection: builds the new segment's HNSW index
     return store, inserted - t0, time.perf_counter() - inserted
 
 
@@ -581,7 +530,7 @@ def _server_settle(store: Any, total: int, timeout: float) -> float:
     background and re-indexing the merged ones (pending_index_rows), while the
     already indexed segments serve searches.
     """
-    client, name = store._client, store._collection  # noqa: SLF001
+    client, name = store.connection.client, store.connection.collection
     t0 = time.perf_counter()
     client.flush(name, timeout=600)
     while time.perf_counter() - t0 < timeout:
@@ -592,23 +541,26 @@ def _server_settle(store: Any, total: int, timeout: float) -> float:
     return time.perf_counter() - t0
 
 
-def _write_probe(workdir: Path, base: np.ndarray, queries: np.ndarray, rows: Sequence[int]) -> list[dict]:
-    """Milvus Lite search latency after rows were written the way the service writes them (put_many in
-    batches of 32), with the store's background flush, and with it switched off (how it was before)."""
-    from service.store import LITE_FLUSH_QUIET_S, Record  # noqa: PLC0415
+def _write_probe(settings: Settings, workdir: Path, base: np.ndarray, queries: np.ndarray,
+                 rows: Sequence[int]) -> list[dict]:
+    """Milvus Lite search latency after rows were written the way the importer writes them (put_many in
+    batches of MODEL_BATCH), with the store's background flush, and with it switched off (how it was before)."""
+    from service.store.flusher import LITE_FLUSH_QUIET_S  # noqa: PLC0415
+    from service.store.records import Record  # noqa: PLC0415
 
     out: dict[int, dict[str, Any]] = {n: {"rows_written": n} for n in rows}
     for flushing in (True, False):
         uri = str(workdir / f"writes-{'flushed' if flushing else 'unflushed'}.db")
-        store = _store(uri)
+        store = _store(settings, uri)
         if not flushing:
             store._flusher.close()  # noqa: SLF001 - bench-only: the store as it was without the flusher
             store._flusher = None  # noqa: SLF001
         try:
             written = 0
             for n in rows:
-                for i in range(written, n, 32):
-                    store.put_many([Record(f"m{r}", f"{r:032x}", "/m.jpg", base[r]) for r in range(i, min(n, i + 32))])
+                for i in range(written, n, MODEL_BATCH):
+                    store.put_many([Record(f"m{r}", f"{r:032x}", "/m.jpg", base[r])
+                                    for r in range(i, min(n, i + MODEL_BATCH))])
                 written = n
                 time.sleep(LITE_FLUSH_QUIET_S * 4)  # a pause in the writes: the flusher's cue
                 _ids, times = timed_searches(store_search(store), queries[:10])
@@ -626,10 +578,8 @@ def _release_lite(uri: str) -> None:
     server_manager_instance.release_server(uri)
 
 
-def vector_search(plan: PerfPlan, workdir: Path) -> dict[str, Any]:
+def vector_search(plan: PerfPlan, workdir: Path, settings: Settings) -> dict[str, Any]:
     """Item 4: the service's store.search at each size, per backend, against numpy exact search."""
-    from model.embedder import DIM  # noqa: PLC0415
-
     top = max(plan.vector_sizes)
     log.info("vector search: generating %d synthetic %d-d vectors", top, DIM)
     base = synthetic_vectors(top, DIM, seed=7)
@@ -648,22 +598,22 @@ def vector_search(plan: PerfPlan, workdir: Path) -> dict[str, Any]:
     for backend in plan.vector_backends:
         log.info("vector search: %s", backend)
         try:
-            result["backends"][backend] = _backend(backend, plan, workdir, base, queries, sweep_q, exact)
+            result["backends"][backend] = _backend(settings, backend, plan, workdir, base, queries, sweep_q, exact)
         except Exception as exc:  # noqa: BLE001 - one backend failing must not lose the other numbers
             log.exception("vector search on %s failed", backend)
             result["backends"][backend] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
     return result
 
 
-def _backend(backend: str, plan: PerfPlan, workdir: Path, base: np.ndarray, queries: np.ndarray,
-             sweep_q: np.ndarray, exact: dict[int, np.ndarray]) -> dict[str, Any]:
+def _backend(settings: Settings, backend: str, plan: PerfPlan, workdir: Path, base: np.ndarray,
+             queries: np.ndarray, sweep_q: np.ndarray, exact: dict[int, np.ndarray]) -> dict[str, Any]:
     """Load one backend to each size in turn and measure its search there; then the ef sweep."""
     bdir = workdir / f"vectors-{backend}"
     bdir.mkdir(parents=True, exist_ok=True)
-    with (milvus_server(bdir) if backend == "server" else _nullctx(str(bdir / "vectors.db"))) as uri:
-        store = _store(uri)
+    with (milvus_server_on_loopback(bdir) if backend == "server" else _nullctx(str(bdir / "vectors.db"))) as uri:
+        store = _store(settings, uri)
         entry: dict[str, Any] = {"index": store.vector_index, "server_version": store.server_version,
-                                 "hnsw_ef": store._settings.milvus_hnsw_ef, "sizes": {}}  # noqa: SLF001
+                                 "hnsw_ef": settings.milvus_hnsw_ef, "sizes": {}}
         loaded = 0
         try:
             for n in plan.vector_sizes:
@@ -685,18 +635,18 @@ def _backend(backend: str, plan: PerfPlan, workdir: Path, base: np.ndarray, quer
             if store.vector_index == "HNSW":
                 sweep = {}
                 for ef in plan.hnsw_ef_sweep:
-                    found, times = timed_searches(raw_search(store, ef, store._read_level), sweep_q)  # noqa: SLF001
+                    found, times = timed_searches(raw_search(store, ef, store.connection.read_level), sweep_q)
                     sweep[str(ef)] = {**ms_stats(times), "recall_at_10": round(recall_at(found, exact[loaded][
                         : len(sweep_q)]), 4)}
                 entry["ef_sweep"] = {"vectors": loaded, "queries": len(sweep_q),
-                                     "consistency": store._settings.milvus_consistency.value,  # noqa: SLF001
+                                     "consistency": settings.milvus_consistency.value,
                                      "by_ef": sweep}
         finally:
             store.close()
             if backend == "lite":
                 _release_lite(uri)
         if backend == "lite" and plan.write_probe:
-            entry["write_probe"] = _write_probe(bdir, base, queries, plan.write_probe)
+            entry["write_probe"] = _write_probe(settings, bdir, base, queries, plan.write_probe)
     return entry
 
 
@@ -709,30 +659,16 @@ def _nullctx(value: str) -> Iterator[str]:
 # The whole run
 # --------------------------------------------------------------------------------------------
 
-def _read_images(paths: Sequence[Path]) -> list[bytes]:
-    return [p.read_bytes() for p in paths]
-
-
-def _preprocessed(paths: Sequence[Path], settings: Any) -> np.ndarray:
-    from model.preprocess import to_model_input  # noqa: PLC0415
-    from service.images import decode_image  # noqa: PLC0415
-
-    return np.stack([to_model_input(decode_image(p.read_bytes(), max_bytes=10**9, max_pixels=10**9).image,
-                                    settings.image_resize) for p in paths])
-
-
-def run(corpus: Any, weights: str, plan: PerfPlan | None = None, embedder: Any = None,
+def run(corpus: Any, settings: Settings, plan: PerfPlan | None = None, embedder: Any = None,
         workdir: Path | None = None) -> dict[str, Any]:
     """Every performance measurement; returns the results dict (see bench/results/perf.json)."""
-    from conf.settings import load_settings  # noqa: PLC0415
-    from service.server import load_embedder  # noqa: PLC0415
+    from model.embedder import load_embedder  # noqa: PLC0415
 
     plan = plan or PerfPlan()
-    settings = load_settings(model_weights=weights)
     own_tmp = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="imgsim-perf-")) if workdir is None else workdir
     workdir.mkdir(parents=True, exist_ok=True)
-    out: dict[str, Any] = {"plan": asdict(plan), "machine": machine(), "weights": weights,
+    out: dict[str, Any] = {"plan": asdict(plan), "machine": machine(), "weights": settings.model_weights,
                            "settings": {k: (v.value if hasattr(v, "value") else v) for k, v in
                                         settings.model_dump(include={"image_resize", "model_pooling", "batch_max_size",
                                                                      "batch_window_ms", "tf_threads", "api_threads",
@@ -741,70 +677,80 @@ def run(corpus: Any, weights: str, plan: PerfPlan | None = None, embedder: Any =
     try:
         embedder = embedder or load_embedder(settings)
         out["tf_intra_op_threads"] = embedder.threads
-        gallery_paths = [g.file for g in corpus.gallery]
         query_paths = [q.file for q in corpus.queries]
-        pool = _preprocessed(query_paths[:32], settings)
-        queries = _read_images(query_paths)
+        pool = model_inputs(query_paths[:MODEL_BATCH], settings.image_resize)
+        queries = [p.read_bytes() for p in query_paths]
         out["query_images"] = {"count": len(queries), "median_kb": _r(float(np.median([len(b) for b in queries])) / 1024, 1)}
-
         # 1. raw model
         log.info("raw model")
         raw = [raw_model(embedder, pool, b, plan.raw_seconds) for b in plan.raw_batches]
         best = max(raw, key=lambda r: r["img_per_s"])
         out["raw_model"] = {"by_batch": raw, "best_batch": best["batch"], "best_img_per_s": best["img_per_s"]}
-
         # 5. bulk import (into the Milvus Lite file the service then serves)
-        log.info("bulk import")
-        import_dir = workdir / "import"
-        import_dir.mkdir(exist_ok=True)
-        for p in gallery_paths[:plan.import_files] if plan.import_files else gallery_paths:
-            target = import_dir / p.name
-            if target.exists():
-                continue
-            if _same_fs(p, import_dir):
-                os.link(p, target)
-            else:
-                shutil.copy2(p, target)
-        imp = bulk_import(import_dir, workdir, weights)
-        recheck1 = raw_model(embedder, pool, best["batch"], plan.recheck_seconds)
-        ref = (best["img_per_s"] + recheck1["img_per_s"]) / 2
-        imp["raw_batched_img_per_s_around"] = [best["img_per_s"], recheck1["img_per_s"]]
-        rate = imp["import_phase_img_per_s"] or imp["wall_img_per_s"]
-        imp["ratio_to_raw_batched"] = _r(rate / ref, 3)
-        out["bulk_import"] = imp
-
+        out["bulk_import"], recheck = _import_phase(corpus, settings, plan, workdir, embedder, pool, best)
         # 2, 3, 6. the service
-        log.info("service")
-        svc = Service(workdir, weights)
-        try:
-            svc.start()
-            out["service_start"] = {"seconds_to_ready": svc.seconds_to_ready, "records": svc.count()}
-            out["single_client"] = single_client(svc, embedder, pool, queries, plan)
-            levels = []
-            for c in plan.concurrency:
-                levels.append(load_test(svc, queries, c, plan.load_seconds, plan.load_warmup))
-                log.info("  %d clients: %s req/s, p50 %s ms", c, levels[-1]["throughput_rps"], levels[-1]["p50_ms"])
-            recheck2 = raw_model(embedder, pool, best["batch"], plan.recheck_seconds)
-            ref2 = (recheck1["img_per_s"] + recheck2["img_per_s"]) / 2
-            for lv in levels:
-                lv["ratio_to_raw_batched"] = _r(lv["throughput_rps"] / ref2, 3)
-            out["concurrency"] = {"levels": levels, "raw_batched_img_per_s_around": [recheck1["img_per_s"],
-                                                                                    recheck2["img_per_s"]],
-                                  "raw_batched_ref": _r(ref2)}
-            out["single_client"]["add_file"] = single_adds(svc, queries[::-1], plan.add_requests)
-            out["rss"] = svc.peak_rss()
-        finally:
-            svc.stop()
-        out["service_log_tail"] = svc.tail(1500) if svc.proc and svc.proc.returncode not in (0, -2, 130) else ""
-
+        out.update(_service_phase(settings, plan, workdir, embedder, pool, queries, recheck))
         # 4. vector search alone
-        out["vector_search"] = vector_search(plan, workdir)
+        out["vector_search"] = vector_search(plan, workdir, settings)
     finally:
         out["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
         out["elapsed_s"] = _r(time.perf_counter() - t_start, 1)
         if own_tmp:
             shutil.rmtree(workdir, ignore_errors=True)
     out["targets"] = targets(out)
+    return out
+
+
+def _import_phase(corpus: Any, settings: Settings, plan: PerfPlan, workdir: Path, embedder: Any, pool: np.ndarray,
+                  best: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`main.py import` of the gallery, against the raw model measured before and after; (results, recheck)."""
+    log.info("bulk import")
+    import_dir = workdir / "import"
+    import_dir.mkdir(exist_ok=True)
+    gallery_paths = [g.file for g in corpus.gallery]
+    for p in gallery_paths[:plan.import_files] if plan.import_files else gallery_paths:
+        target = import_dir / p.name
+        if target.exists():
+            continue
+        if _same_fs(p, import_dir):
+            os.link(p, target)
+        else:
+            shutil.copy2(p, target)
+    imp = bulk_import(import_dir, workdir, settings)
+    recheck = raw_model(embedder, pool, best["batch"], plan.recheck_seconds)
+    ref = (best["img_per_s"] + recheck["img_per_s"]) / 2
+    imp["raw_batched_img_per_s_around"] = [best["img_per_s"], recheck["img_per_s"]]
+    rate = imp["import_phase_img_per_s"] or imp["wall_img_per_s"]
+    imp["ratio_to_raw_batched"] = _r(rate / ref, 3)
+    return imp, recheck
+
+
+def _service_phase(settings: Settings, plan: PerfPlan, workdir: Path, embedder: Any, pool: np.ndarray,
+                   queries: list[bytes], recheck1: dict[str, Any]) -> dict[str, Any]:
+    """`main.py serve`: start-up, one client, each concurrency level (against the raw model), memory."""
+    log.info("service")
+    out: dict[str, Any] = {}
+    svc = Service(workdir, settings)
+    try:
+        svc.start()
+        out["service_start"] = {"seconds_to_ready": svc.seconds_to_ready, "records": svc.count()}
+        out["single_client"] = single_client(svc, embedder, pool, queries, plan)
+        levels = []
+        for c in plan.concurrency:
+            levels.append(load_test(svc, queries, c, plan.load_seconds, plan.load_warmup))
+            log.info("  %d clients: %s req/s, p50 %s ms", c, levels[-1]["throughput_rps"], levels[-1]["p50_ms"])
+        recheck2 = raw_model(embedder, pool, recheck1["batch"], plan.recheck_seconds)
+        ref2 = (recheck1["img_per_s"] + recheck2["img_per_s"]) / 2
+        for lv in levels:
+            lv["ratio_to_raw_batched"] = _r(lv["throughput_rps"] / ref2, 3)
+        out["concurrency"] = {"levels": levels, "raw_batched_img_per_s_around": [recheck1["img_per_s"],
+                                                                                recheck2["img_per_s"]],
+                              "raw_batched_ref": _r(ref2)}
+        out["single_client"]["add_file"] = single_adds(svc, queries[::-1], plan.add_requests)
+        out["rss"] = svc.peak_rss()
+    finally:
+        svc.stop()
+    out["service_log_tail"] = svc.tail(1500) if svc.proc.returncode not in (0, -2, 130) else ""
     return out
 
 
@@ -856,19 +802,14 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m bench.perf`: run and write the JSON."""
-    ap = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.splitlines()[0])
+    ap = bench_arguments("python -m bench.perf", __doc__, RESULTS / "perf.json")
     ap.add_argument("--smoke", action="store_true", help="a seconds-long run of every part")
-    ap.add_argument("--out", type=Path, default=RESULTS / "perf.json")
-    ap.add_argument("--weights", default=os.environ.get("MODEL_WEIGHTS", "imagenet"))
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+    args = parse_and_log(ap, argv)
     from bench.corpus import build_corpus  # noqa: PLC0415
 
     corpus = build_corpus(small=args.smoke)
-    result = run(corpus, args.weights, PerfPlan.smoke() if args.smoke else PerfPlan())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    result = run(corpus, bench_settings(args.weights), PerfPlan.smoke() if args.smoke else PerfPlan())
+    write_json(args.out, result)
     print(json.dumps(result["targets"], indent=1))
     return 0
 

@@ -24,10 +24,7 @@ and AP = E[1 / rank] over a uniformly random order of the tie.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -38,11 +35,13 @@ from typing import Any
 import imagehash
 import numpy as np
 
-from conf.settings import Pooling, ResizeMode, Settings
+from bench.cli import RESULTS, bench_arguments, bench_settings, parse_and_log, write_json
+from bench.features import decoded, feature_maps, model_inputs, pool
+from conf.settings import MODEL_BATCH, Pooling, ResizeMode, Settings
+from model.embedder import DIM
+from model.transforms import to_model_input
 
 log = logging.getLogger("bench.quality")
-RESULTS = Path(__file__).resolve().parent / "results"
-BATCH = 32
 BOOTSTRAP = 2000
 
 
@@ -57,10 +56,7 @@ def variant_name(mode: ResizeMode, pooling: Pooling) -> str:
 
 def _load(path: Path, modes: Sequence[ResizeMode]) -> tuple[dict[ResizeMode, np.ndarray], int]:
     """Decode like the service does, then one model input per resize mode, and the 64-bit pHash."""
-    from model.preprocess import to_model_input  # noqa: PLC0415
-    from service.images import decode_image  # noqa: PLC0415
-
-    img = decode_image(path.read_bytes(), max_bytes=1 << 30, max_pixels=1 << 31).image
+    img = decoded(path)
     arrays = {mode: to_model_input(img, mode) for mode in modes}
     bits = imagehash.phash(img).hash.flatten()
     return arrays, int(np.packbits(bits.astype(np.uint8)).view(">u8")[0])
@@ -69,13 +65,11 @@ def _load(path: Path, modes: Sequence[ResizeMode]) -> tuple[dict[ResizeMode, np.
 def embed_all(embedder: Any, paths: Sequence[Path], modes: Sequence[ResizeMode],
               poolings: Sequence[Pooling], label: str) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, float]]:
     """Vectors of every image for every variant, and the pHashes; decoding runs a batch ahead of the model."""
-    from model.embedder import pool  # noqa: PLC0415
-
-    vectors = {variant_name(m, p): np.empty((len(paths), 2048), dtype=np.float32) for m in modes for p in poolings}
+    vectors = {variant_name(m, p): np.empty((len(paths), DIM), dtype=np.float32) for m in modes for p in poolings}
     hashes = np.empty(len(paths), dtype=np.uint64)
     model_s = 0.0
     t0 = time.perf_counter()
-    chunks = [list(range(i, min(len(paths), i + BATCH))) for i in range(0, len(paths), BATCH)]
+    chunks = [list(range(i, min(len(paths), i + MODEL_BATCH))) for i in range(0, len(paths), MODEL_BATCH)]
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="quality-decode") as pool_ex:
         def submit(chunk: list[int]) -> list[Any]:
             return [pool_ex.submit(_load, paths[i], modes) for i in chunk]
@@ -88,7 +82,7 @@ def embed_all(embedder: Any, paths: Sequence[Path], modes: Sequence[ResizeMode],
                 hashes[j] = h
             for mode in modes:
                 t1 = time.perf_counter()
-                maps = embedder.feature_maps(np.stack([arrays[mode] for arrays, _ in loaded]))
+                maps = feature_maps(embedder, np.stack([arrays[mode] for arrays, _ in loaded]))
                 model_s += time.perf_counter() - t1
                 for pooling in poolings:
                     vectors[variant_name(mode, pooling)][chunk] = pool(maps, pooling)
@@ -159,36 +153,21 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, seed: int = 0) -> list[float]
 def run(corpus: Any, embedder: Any, settings: Settings, modes: Sequence[ResizeMode] | None = None,
         transforms: Sequence[str] | None = None) -> dict[str, Any]:
     """Rank the gallery for every query with every variant and pHash; returns the results dict."""
-    from model.embedder import pool  # noqa: PLC0415
-
     modes = list(modes or ResizeMode)
-    poolings = list(Pooling)
     queries = [q for q in corpus.queries if transforms is None or q.transform in transforms]
     names = [t for t in dict.fromkeys(q.transform for q in corpus.queries) if transforms is None or t in transforms]
-    gallery_ids = [g.id for g in corpus.gallery]
-    index = {gid: i for i, gid in enumerate(gallery_ids)}
+    index = {g.id: i for i, g in enumerate(corpus.gallery)}
     true_idx = np.array([index[q.match] for q in queries])
     q_transform = np.array([q.transform for q in queries])
     t0 = time.perf_counter()
-
-    # The bench pools feature maps itself; make sure that is exactly what the service computes.
-    from model.preprocess import to_model_input  # noqa: PLC0415
-    from service.images import decode_image  # noqa: PLC0415
-
-    probe = np.stack([to_model_input(decode_image(g.file.read_bytes(), max_bytes=1 << 30, max_pixels=1 << 31).image,
-                                     settings.image_resize) for g in corpus.gallery[:4]])
-    check = float(np.abs(pool(embedder.feature_maps(probe), embedder.pooling) - embedder.embed(probe)).max())
-    if check > 1e-4:
-        raise RuntimeError(f"bench pooling differs from the service's embedder by {check}")
-
-    g_vec, g_hash, g_time = embed_all(embedder, [g.file for g in corpus.gallery], modes, poolings, "gallery")
-    q_vec, q_hash, q_time = embed_all(embedder, [q.file for q in queries], modes, poolings, "queries")
+    check = _pooling_check(corpus, embedder, settings)
+    g_vec, g_hash, g_time = embed_all(embedder, [g.file for g in corpus.gallery], modes, list(Pooling), "gallery")
+    q_vec, q_hash, q_time = embed_all(embedder, [q.file for q in queries], modes, list(Pooling), "queries")
 
     variants: dict[str, Any] = {}
     per_query_ap: dict[str, np.ndarray] = {}
     for name in g_vec:
-        sim = q_vec[name] @ g_vec[name].T
-        stats = rank_stats(sim, true_idx)
+        stats = rank_stats(q_vec[name] @ g_vec[name].T, true_idx)
         per_query_ap[name] = stats["ap"]
         variants[name] = summarise(stats, q_transform, names)
     # pHash: similarity = 1 - Hamming distance / 64.
@@ -196,19 +175,6 @@ def run(corpus: Any, embedder: Any, settings: Settings, modes: Sequence[ResizeMo
     ph_stats = rank_stats(1.0 - dist / 64.0, true_idx)
     per_query_ap["phash"] = ph_stats["ap"]
     baseline = summarise(ph_stats, q_transform, names)
-
-    default = variant_name(settings.image_resize, settings.model_pooling)
-    best = max(variants, key=lambda v: (variants[v]["overall"]["map"], variants[v]["overall"]["recall_at_1"]))
-    pick: dict[str, Any] = {"best_by_map": best, "current_default": default}
-    if default in variants:
-        ci = paired_bootstrap(per_query_ap[best], per_query_ap[default])
-        pick.update({"map_gain_over_default": _r(variants[best]["overall"]["map"]
-                                                 - variants[default]["overall"]["map"]),
-                     "map_gain_ci95": ci, "gain_is_significant": bool(ci[0] > 0)})
-        # Every variant against the default, with a 95 % interval: is the default's lead real?
-        pick["default_vs"] = {name: {"map_delta": _r(variants[default]["overall"]["map"] - v["overall"]["map"]),
-                                     "ci95": paired_bootstrap(per_query_ap[default], per_query_ap[name])}
-                              for name, v in [*variants.items(), ("phash", baseline)] if name != default}
     model_images = (len(corpus.gallery) + len(queries)) * len(modes)
     return {
         "weights": embedder_weights(settings),
@@ -220,10 +186,36 @@ def run(corpus: Any, embedder: Any, settings: Settings, modes: Sequence[ResizeMo
         "pooling_check_max_abs_diff": check,
         "variants": variants,
         "phash": baseline,
-        "pick": pick,
+        "pick": _pick(variants, baseline, per_query_ap, variant_name(settings.image_resize, settings.model_pooling)),
         "timing": {"seconds": _r(time.perf_counter() - t0), "model_images": model_images,
                    "model_img_per_s": _r(model_images / (g_time["model_seconds"] + q_time["model_seconds"]))},
     }
+
+
+def _pooling_check(corpus: Any, embedder: Any, settings: Settings) -> float:
+    """The bench pools feature maps itself: make sure that is exactly what the service computes."""
+    probe = model_inputs([g.file for g in corpus.gallery[:4]], settings.image_resize)
+    check = float(np.abs(pool(feature_maps(embedder, probe), embedder.pooling) - embedder.embed(probe)).max())
+    if check > 1e-4:
+        raise RuntimeError(f"bench pooling differs from the service's embedder by {check}")
+    return check
+
+
+def _pick(variants: dict[str, Any], baseline: dict[str, Any], per_query_ap: dict[str, np.ndarray],
+          default: str) -> dict[str, Any]:
+    """The best variant by mAP, and every variant against the default, with 95 % intervals."""
+    best = max(variants, key=lambda v: (variants[v]["overall"]["map"], variants[v]["overall"]["recall_at_1"]))
+    pick: dict[str, Any] = {"best_by_map": best, "current_default": default}
+    if default in variants:
+        ci = paired_bootstrap(per_query_ap[best], per_query_ap[default])
+        pick.update({"map_gain_over_default": _r(variants[best]["overall"]["map"]
+                                                 - variants[default]["overall"]["map"]),
+                     "map_gain_ci95": ci, "gain_is_significant": bool(ci[0] > 0)})
+        # Every variant against the default, with a 95 % interval: is the default's lead real?
+        pick["default_vs"] = {name: {"map_delta": _r(variants[default]["overall"]["map"] - v["overall"]["map"]),
+                                     "ci95": paired_bootstrap(per_query_ap[default], per_query_ap[name])}
+                              for name, v in [*variants.items(), ("phash", baseline)] if name != default}
+    return pick
 
 
 def embedder_weights(settings: Settings) -> str:
@@ -241,21 +233,16 @@ def iter_table(result: dict[str, Any]) -> Iterator[tuple[str, dict[str, float]]]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m bench.quality`: build the corpus, run, write the JSON."""
-    ap = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__.splitlines()[0])
+    ap = bench_arguments("python -m bench.quality", __doc__, RESULTS / "quality.json")
     ap.add_argument("--small", action="store_true", help="the scikit-image corpus and one resize mode (seconds)")
-    ap.add_argument("--out", type=Path, default=RESULTS / "quality.json")
-    ap.add_argument("--weights", default=os.environ.get("MODEL_WEIGHTS", "imagenet"))
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_and_log(ap, argv)
     from bench.corpus import build_corpus  # noqa: PLC0415
-    from conf.settings import load_settings  # noqa: PLC0415
-    from service.server import load_embedder  # noqa: PLC0415
+    from model.embedder import load_embedder  # noqa: PLC0415
 
-    settings = load_settings(model_weights=args.weights)
+    settings = bench_settings(args.weights)
     corpus = build_corpus(small=args.small)
     result = run(corpus, load_embedder(settings), settings, modes=[settings.image_resize] if args.small else None)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.out, result)
     for name, overall in iter_table(result):
         print(f"{name:28s} R@1 {overall['recall_at_1']:.3f}  R@10 {overall['recall_at_10']:.3f}  "
               f"mAP {overall['map']:.3f}  gap {overall['gap_median']:+.3f}")

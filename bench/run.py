@@ -16,17 +16,16 @@ import argparse
 import datetime as dt
 import json
 import logging
-import os
-import re
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
-README = ROOT / "README.md"
+from bench.cli import RESULTS, bench_settings, parse_and_log, write_json
+from conf.settings import Settings
+
+README = Path(__file__).resolve().parent.parent / "README.md"
 CHART = "latency_vs_concurrency.png"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 log = logging.getLogger("bench.run")
@@ -36,23 +35,21 @@ log = logging.getLogger("bench.run")
 # Weights
 # --------------------------------------------------------------------------------------------
 
-def resolve_weights() -> tuple[str, Any, str]:
-    """(weights, embedder, note): MODEL_WEIGHTS if set, else imagenet, else random with a warning."""
-    from conf.settings import load_settings  # noqa: PLC0415
-    from service.errors import StartupError  # noqa: PLC0415
-    from service.server import load_embedder  # noqa: PLC0415
+def resolve_weights(settings: Settings) -> tuple[Settings, Any, str]:
+    """(settings, embedder, note): MODEL_WEIGHTS if set, else imagenet, else random with a warning."""
+    from conf.errors import StartupError  # noqa: PLC0415
+    from model.embedder import load_embedder  # noqa: PLC0415
 
-    explicit = os.environ.get("MODEL_WEIGHTS")
-    wanted = explicit or load_settings().model_weights
     try:
-        return wanted, load_embedder(load_settings(model_weights=wanted)), ""
+        return settings, load_embedder(settings), ""
     except StartupError as exc:
-        if explicit:
+        if "model_weights" in settings.model_fields_set:  # set on purpose: no silent fallback
             raise
         note = (f"MODEL_WEIGHTS was not set and the ImageNet weights could not be loaded ({str(exc)[:160]}...); "
                 "this run used MODEL_WEIGHTS=random")
         log.warning("%s", note)
-        return "random", load_embedder(load_settings(model_weights="random")), note
+        fallback = settings.model_copy(update={"model_weights": "random"})
+        return fallback, load_embedder(fallback), note
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,7 +179,13 @@ def _perf_tables(p: dict[str, Any]) -> list[str]:
     out += _load_findings(p)
     out += _import_findings(p)
     out += ["", f"![latency and throughput vs concurrency](bench/results/{CHART})"]
-    vs = p["vector_search"]
+    out += _vector_tables(p["vector_search"])
+    return out
+
+
+def _vector_tables(vs: dict[str, Any]) -> list[str]:
+    """Vector search alone: per backend and size, the ef sweep, and what the numbers mean."""
+    out: list[str] = []
     out += ["", f"Vector search alone (the service's `VectorStore.search`, top {vs['k']}, {vs['queries']} queries; "
             f"{vs['data']}; recall@10 against exact search):", "",
             "| backend | index | vectors | p50 (ms) | p95 (ms) | recall@10 |", "|---|---|---:|---:|---:|---:|"]
@@ -433,9 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="tiny corpus and seconds-long measurements (tests)")
     ap.add_argument("--results", type=Path, default=RESULTS, help="where the JSON and chart go")
     ap.add_argument("--readme", type=Path, default=README, help="the README whose bench section is rewritten")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)  # Milvus Lite's unimplemented-RPC noise
+    args = parse_and_log(ap, argv)
     args.results.mkdir(parents=True, exist_ok=True)
     if args.report_only:
         report(args.results, args.readme)
@@ -443,30 +444,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from bench import perf, quality  # noqa: PLC0415
     from bench.corpus import build_corpus  # noqa: PLC0415
-    from conf.settings import load_settings  # noqa: PLC0415
 
     t0 = time.perf_counter()
     corpus = build_corpus(small=args.smoke)
-    weights, embedder, note = resolve_weights()
-    settings = load_settings(model_weights=weights)
+    settings, embedder, note = resolve_weights(bench_settings())
     if args.only in (None, "quality"):
         log.info("quality benchmark (%d gallery images, %d queries)", len(corpus.gallery), len(corpus.queries))
         q = quality.run(corpus, embedder, settings, modes=[settings.image_resize] if args.smoke else None,
                         transforms=("scale_0.25", "center_crop_50", "pad_white_canvas") if args.smoke else None)
-        (args.results / "quality.json").write_text(json.dumps(q, indent=1) + "\n")
+        write_json(args.results / "quality.json", q)
     if args.only in (None, "perf"):
         log.info("performance benchmark")
-        p = perf.run(corpus, weights, perf.PerfPlan.smoke() if args.smoke else perf.PerfPlan(), embedder=embedder)
-        (args.results / "perf.json").write_text(json.dumps(p, indent=1) + "\n")
+        p = perf.run(corpus, settings, perf.PerfPlan.smoke() if args.smoke else perf.PerfPlan(), embedder=embedder)
+        write_json(args.results / "perf.json", p)
     elapsed = time.perf_counter() - t0
     meta = _load(args.results / "run.json") or {}
-    meta.update({"date": dt.date.today().isoformat(), "weights": weights, "weights_note": note,
+    meta.update({"date": dt.date.today().isoformat(), "weights": settings.model_weights, "weights_note": note,
                  "machine": perf.machine(),
                  "command": "make bench" if not args.smoke else "python -m bench.run --smoke"})
     if args.only is None:
         meta["elapsed_min"] = round(elapsed / 60, 1)
     meta[f"elapsed_min_{args.only or 'all'}"] = round(elapsed / 60, 1)
-    (args.results / "run.json").write_text(json.dumps(meta, indent=1) + "\n")
+    write_json(args.results / "run.json", meta)
     report(args.results, args.readme)
     log.info("done in %.1f min; results in %s", elapsed / 60, args.results)
     return 0

@@ -1,1 +1,4 @@
-"""The image embedder: Keras 3 ResNet50 features as L2-normalised 2048-d vectors."""
+"""Everything from image bytes to a unit vector: decoding, transforms, the embedder, the CPU budget.
+
+No Flask and no Milvus in here, and nothing from `service`: the service builds on this package.
+"""

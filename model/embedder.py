@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from conf.settings import Pooling
-from service.errors import StartupError
+from conf.errors import StartupError
+from conf.settings import Pooling, Settings
+from model.cpu import cpu_budget
+from model.transforms import INPUT_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,8 @@ IMAGENET_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 IMAGENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_FILE
 IMAGENET_MD5 = "4d473c1dd8becc155b73f8504c6f6626"
 GEM_POWER = 3.0
+# A batch of model inputs; the batch dimension is left open.
+INPUT_SHAPE = (None, INPUT_SIZE, INPUT_SIZE, 3)
 
 
 class Embedder:
@@ -39,11 +43,10 @@ class Embedder:
         # TF_THREADS=0 (the default) sizes the pools from the CPUs this process may use.
         self.threads = _set_tf_threads(tf, threads or cpu_budget())
         self._lock = threading.Lock()
-        self.is_random = weights == "random"
         self.pooling = pooling
         resolved = self._resolve_weights(weights, cache_dir, keras)
         try:
-            base = keras.applications.ResNet50(include_top=False, weights=resolved, input_shape=(224, 224, 3))
+            base = keras.applications.ResNet50(include_top=False, weights=resolved, input_shape=INPUT_SHAPE[1:])
         except (ValueError, OSError) as exc:
             raise StartupError(f"MODEL_WEIGHTS={weights}: cannot load these weights into ResNet50 "
                                f"(include_top=False): {exc}. Use the 'notop' file {IMAGENET_FILE}.") from exc
@@ -56,15 +59,14 @@ class Embedder:
                                      1.0 / GEM_POWER)
         else:
             pooled = keras.ops.mean(features, axis=(1, 2))
-        self._backbone = base
-        self._features = None  # the un-pooled backbone, traced on first use by feature_maps()
+        self.backbone = base  # un-pooled, for tools that pool its feature maps themselves (bench/features.py)
         self._model = keras.Model(base.input, pooled)
         # One graph for every batch size. Keras' predict_on_batch retraces the first time it
         # meets a new batch size (3+ s on a 2-core box: a stall the micro-batcher would hit at
         # random under load); an unknown batch dimension in the signature traces exactly once.
         self._forward = tf.function(lambda x: self._model(x, training=False), autograph=False,
-                                    input_signature=[tf.TensorSpec((None, 224, 224, 3), tf.float32)])
-        self.embed(np.zeros((1, 224, 224, 3), dtype=np.float32))  # build the graph now, not on the first request
+                                    input_signature=[tf.TensorSpec(INPUT_SHAPE, tf.float32)])
+        self.embed(np.zeros((1, *INPUT_SHAPE[1:]), dtype=np.float32))  # build the graph now, not on the first request
 
     @staticmethod
     def _resolve_weights(weights: str, cache_dir: Path, keras: object) -> str | None:
@@ -94,37 +96,11 @@ class Embedder:
         return str(path.resolve())
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
-        """Embed a (n, 224, 224, 3) preprocessed batch into (n, 2048) float32 unit vectors."""
+        """Embed a (n, INPUT_SIZE, INPUT_SIZE, 3) preprocessed batch into (n, 2048) float32 unit vectors."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         with self._lock:
             raw = self._forward(batch).numpy()
         return normalize(raw)
-
-    def feature_maps(self, batch: np.ndarray) -> np.ndarray:
-        """ResNet50's last feature map, (n, 7, 7, 2048), before any pooling.
-
-        Not used by the service: the quality benchmark pools one feature map
-        both ways (see `pool`) instead of running the model once per pooling.
-        """
-        import tensorflow as tf  # noqa: PLC0415
-
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        with self._lock:
-            if self._features is None:
-                backbone = self._backbone
-                self._features = tf.function(lambda x: backbone(x, training=False), autograph=False,
-                                             input_signature=[tf.TensorSpec((None, 224, 224, 3), tf.float32)])
-            return self._features(batch).numpy()
-
-
-def pool(maps: np.ndarray, pooling: Pooling) -> np.ndarray:
-    """Pool (n, 7, 7, 2048) feature maps into unit vectors exactly as the Embedder's graph does."""
-    maps = np.asarray(maps, dtype=np.float32)
-    if pooling is Pooling.GEM:
-        pooled = np.power(np.mean(np.power(np.maximum(maps, 1e-6), GEM_POWER), axis=(1, 2)), 1.0 / GEM_POWER)
-    else:
-        pooled = np.mean(maps, axis=(1, 2))
-    return normalize(pooled.astype(np.float32))
 
 
 def normalize(raw: np.ndarray) -> np.ndarray:
@@ -132,42 +108,6 @@ def normalize(raw: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(raw, axis=1, keepdims=True)
     # An all-zero feature vector (possible with random weights) would divide by zero.
     return raw / np.maximum(norms, 1e-12)
-
-
-def cpu_budget() -> int:
-    """CPUs this process may really use: its CPU affinity, capped by a cgroup CPU quota (containers).
-
-    TensorFlow would otherwise size its pool from the host's core count, and a
-    container limited to 2 CPUs on a 64-core host would run 64 threads on 2 CPUs.
-    """
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        cpus = os.cpu_count() or 1
-    quota = _cgroup_cpu_quota()
-    return max(1, min(cpus, quota) if quota else cpus)
-
-
-def _cgroup_cpu_quota() -> int | None:
-    """The cgroup v2 (cpu.max) or v1 (cfs_quota_us) CPU limit, rounded up; None when unlimited."""
-    candidates = (("/sys/fs/cgroup/cpu.max", None),
-                  ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"))
-    for first, second in candidates:
-        try:
-            text = Path(first).read_text().split()
-            if second is None:
-                quota, period = text[0], text[1]
-            else:
-                quota, period = text[0], Path(second).read_text().strip()
-        except (OSError, IndexError):
-            continue
-        if quota in ("max", "-1"):
-            return None
-        try:
-            return max(1, -(-int(quota) // int(period)))
-        except (ValueError, ZeroDivisionError):
-            return None
-    return None
 
 
 def _set_tf_threads(tf: object, threads: int) -> int:
@@ -186,3 +126,15 @@ def _set_tf_threads(tf: object, threads: int) -> int:
         # TensorFlow was initialised already (a second Embedder in the same process): its pools stay.
         log.debug("TensorFlow thread pools already initialised; keeping them")
     return int(config.get_intra_op_parallelism_threads()) or threads
+
+
+def load_embedder(settings: Settings) -> Embedder:
+    """The ResNet50 embedder as configured (raises StartupError with advice when weights are missing)."""
+    return Embedder(settings.model_weights, settings.model_cache_dir, settings.model_pooling, settings.tf_threads)
+
+
+def model_info(settings: Settings) -> dict[str, Any]:
+    """What /ready reports about the model."""
+    weights = settings.model_weights if settings.model_weights in ("imagenet", "random") else "local file"
+    return {"name": "ResNet50", "weights": weights, "dim": DIM, "resize": settings.image_resize.value,
+            "pooling": settings.model_pooling.value}

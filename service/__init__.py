@@ -1,1 +1,1 @@
-"""The imgsim web service: Flask app, routes, input loading, auth and the Milvus store."""
+"""The product around the model: inputs, use cases, the Milvus store, the HTTP layer, and the composition root."""

@@ -7,7 +7,6 @@ is reachable from CI; everything else is the production code path.
 from __future__ import annotations
 
 import io
-import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,10 +21,12 @@ import waitress
 from PIL import Image
 
 from conf.settings import Settings
-from model.embedder import Embedder
-from service.server import Runtime, build_runtime, load_embedder, waitress_options
+from model.embedder import Embedder, load_embedder
+from service.runtime import Runtime, build_runtime
+from service.server import waitress_options
+from tests.procs import ROOT, milvus_server_on_loopback
 
-ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["ROOT", "LiveService", "make_settings", "photo"]
 
 
 def make_settings(tmp: Path, **overrides: Any) -> Settings:
@@ -75,22 +76,8 @@ def embedder() -> Embedder:
 @pytest.fixture(scope="session")
 def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Milvus 2.3.5 standalone server (PyPI `milvus`) on loopback, started once per session."""
-    from milvus import MilvusServer
-
-    server = MilvusServer()
-    server.set_base_dir(str(tmp_path_factory.mktemp("milvus-server")))
-    server.listen_port = _free_port()
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{server.listen_port}"
-    finally:
-        server.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    with milvus_server_on_loopback(tmp_path_factory.mktemp("milvus-server")) as uri:
+        yield uri
 
 
 @dataclass

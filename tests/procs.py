@@ -1,9 +1,11 @@
-"""Real processes for the reliability tests: `python main.py serve|import` and a stoppable Milvus server.
+"""Real processes on loopback, and waiting for them: `python main.py serve|import` and Milvus servers.
 
-The fault and crash tests need things the in-process `start_service` fixture
-cannot give: a service process that can be SIGKILLed and restarted on the same
-data, its own resident memory to measure, and a Milvus server of its own that
-can be stopped and started again without disturbing the session's shared one.
+The one place that starts them, for the tests and for the benchmarks (bench/
+imports this module). The fault and crash tests need things the in-process
+`start_service` fixture cannot give: a service process that can be SIGKILLed
+and restarted on the same data, its own resident memory to measure, and a
+Milvus server of its own that can be stopped and started again without
+disturbing the session's shared one.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import requests
 
-from tests.conftest import ROOT
-
+ROOT = Path(__file__).resolve().parent.parent
 API = "api/image/sim"
 
 
@@ -124,12 +126,12 @@ class ServeProcess:
             self.proc.send_signal(sig)
         self.proc.wait(timeout=60)
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it lingers; close the log."""
+    def stop(self, sig: int = signal.SIGTERM, grace: float = 20.0) -> None:
+        """`sig` (SIGTERM; SIGINT is what Ctrl-C sends), then SIGKILL if it lingers past `grace`; close the log."""
         if self.proc.poll() is None:
-            self.proc.terminate()
+            self.proc.send_signal(sig)
             try:
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=20)
@@ -146,11 +148,15 @@ class ServeProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def run_import(tmp: Path, milvus_uri: str, folder: Path, *args: str) -> subprocess.Popen[bytes]:
-    """Start `python main.py import folder args...` (no progress bar); the caller waits or kills it."""
-    log = open(tmp / f"import-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115 - the child holds it
+def run_import(tmp: Path, milvus_uri: str, folder: Path, *args: str, log_path: Path | None = None,
+               **extra_env: str) -> subprocess.Popen[bytes]:
+    """Start `python main.py import folder args...` (no progress bar); the caller waits or kills it.
+
+    Its output goes to `log_path` (default: a new file in `tmp`).
+    """
+    log = open(log_path or tmp / f"import-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115 - the child holds it
     return subprocess.Popen([sys.executable, str(ROOT / "main.py"), "import", str(folder), *args, "--no-progress"],
-                            cwd=tmp, env=service_env(tmp, milvus_uri, free_port()), stdout=log,
+                            cwd=tmp, env=service_env(tmp, milvus_uri, free_port(), **extra_env), stdout=log,
                             stderr=subprocess.STDOUT)
 
 
@@ -225,32 +231,40 @@ class StoppableMilvus:
             self.server.wait_for_started = False
             self.server.start()
             health = f"http://127.0.0.1:{self.server.webservice_port}/healthz"
+
+            def healthy() -> bool:
+                proc = self.server.server_proc
+                if proc.poll() is not None:
+                    raise RuntimeError(f"Milvus exited with {proc.returncode} at start-up; see "
+                                       f"{self.server.config.base_data_dir}/logs")
+                return "OK" in requests.get(health, timeout=5).text
+
             try:
-                while True:
-                    proc = self.server.server_proc
-                    if proc.poll() is not None:
-                        raise RuntimeError(f"Milvus exited with {proc.returncode} at start-up; see "
-                                           f"{self.server.config.base_data_dir}/logs")
-                    try:
-                        if "OK" in requests.get(health, timeout=5).text:
-                            break
-                    except requests.RequestException:
-                        pass
-                    if time.monotonic() - t0 > timeout:
-                        raise TimeoutError(f"Milvus did not start in {timeout:.0f} s")
-                    time.sleep(0.2)
+                wait_until(healthy, timeout, what="the Milvus health check")
             except BaseException:
                 self.server.stop()
                 raise
             return time.monotonic() - t0
 
     def stop(self) -> None:
+        """Stop the server process (its data stays)."""
         with self._lock:
             self.server.stop()
 
     @property
     def running(self) -> bool:
         return self.server.server_proc is not None and self.server.server_proc.poll() is None
+
+
+@contextmanager
+def milvus_server_on_loopback(base_dir: Path) -> Iterator[str]:
+    """A Milvus standalone server on loopback ports of its own for the `with` block; yields its URI."""
+    server = StoppableMilvus(base_dir)
+    server.start()
+    try:
+        yield server.uri
+    finally:
+        server.stop()
 
 
 def rss_bytes(pid: int) -> tuple[int, int]:
@@ -276,3 +290,23 @@ def kill_group_safe(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
+
+
+def connected_ports(pid: int, remote_port: int) -> set[int]:
+    """Local ports of the process's established TCP connections to `remote_port` (from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+            if state == "01" and inode in inodes and int(remote.rsplit(":", 1)[1], 16) == remote_port:
+                ports.add(int(local.rsplit(":", 1)[1], 16))
+    return ports

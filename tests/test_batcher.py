@@ -1,4 +1,4 @@
-"""The micro-batching queue in front of the model and of Milvus searches (model/batcher.py)."""
+"""The micro-batching queue in front of the model and of Milvus searches (service/batcher.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from model.batcher import Batcher
-from service.errors import NotReady
+from conf.errors import NotReady
+from service.batcher import Batcher
 
 
 class SlowSquare:

@@ -35,7 +35,7 @@ def results(corpus: Corpus, embedder: Embedder, tmp_path_factory: pytest.TempPat
     """Both benchmarks, smoke-sized, on the session's model (random weights)."""
     settings = make_settings(tmp_path_factory.mktemp("quality"))
     q = quality.run(corpus, embedder, settings, modes=[settings.image_resize], transforms=TRANSFORMS)
-    p = perf.run(corpus, "random", perf.PerfPlan.smoke(), embedder=embedder,
+    p = perf.run(corpus, settings, perf.PerfPlan.smoke(), embedder=embedder,
                  workdir=tmp_path_factory.mktemp("perf"))
     return {"quality": q, "perf": p}
 

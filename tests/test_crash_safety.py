@@ -21,8 +21,8 @@ import pytest
 import requests
 
 from model.embedder import DIM, Embedder
-from service.importer import Importer
-from service.store import VectorStore
+from service.store.records import VectorStore
+from service.usecases.importer import Importer
 from tests.conftest import make_settings, photo
 from tests.procs import ServeProcess, kill_group_safe, run_import, wait_until
 from tests.reliability import Recorder, recorder  # noqa: F401 - the fixture

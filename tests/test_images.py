@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.errors import NotAnImage, TooLarge
-from service.images import decode_image
+from conf.errors import NotAnImage, TooLarge
+from model.images import decode_image
 
 LIMITS = {"max_bytes": 5_000_000, "max_pixels": 10_000_000}
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from service.store import VectorStore
+from service.store.records import VectorStore
 from tests.conftest import ROOT, LiveService, make_settings, photo
 
 
@@ -81,7 +81,7 @@ def test_import_with_filename_keys(tmp_path: Path) -> None:
 
 
 def test_startup_import_of_image_inc_path(start_service: Callable[..., LiveService], tmp_path: Path) -> None:
-    from service.server import start_background  # noqa: PLC0415
+    from service.runtime import start_background  # noqa: PLC0415
 
     inbox = tmp_path / "inc"
     inbox.mkdir()

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conf.errors import StartupError
 from conf.settings import Pooling, ResizeMode
 from model.embedder import IMAGENET_FILE, Embedder
-from model.preprocess import fit_square, to_model_input
-from service.errors import StartupError
-from service.images import decode_image
+from model.images import decode_image
+from model.transforms import fit_square, to_model_input
 from tests.conftest import ROOT, photo
 
 

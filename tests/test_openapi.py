@@ -1,4 +1,4 @@
-"""service/openapi.json: a valid OpenAPI 3.0 document served at /openapi.json that describes every
+"""service/api/openapi.json: a valid OpenAPI 3.0 document served at /openapi.json that describes every
 route exactly, checked against Flask's URL map, and a bounded schemathesis fuzz of the live service
 over HTTP (with the token): no 500s, and every answer's status code, content type and body conform
 to the document."""
@@ -22,8 +22,8 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
                                                status_code_conformance)
 
-from service import fetch
-from service.routes import OPENAPI_FILE
+from service.api.probes import OPENAPI_FILE
+from service.inputs import url as fetch
 from tests import hostile_counts
 from tests.conftest import LiveService
 

@@ -150,14 +150,16 @@ UNPRIVILEGED = r"""
 import json, os, sys
 sys.path.insert(0, sys.argv[1])
 from conf.settings import Settings
-from service.app import create_app
-from service.catalog import Catalog
-from service.store import VectorStore
+from service.api.app import create_app
+from service.store.records import VectorStore
+from service.usecases.deps import build_deps
 
 pool = sys.argv[2]
 settings = Settings(_env_file=None, image_pool_path=pool, path_roots=pool, model_weights="random", token=None,
                     milvus_uri=os.path.join(pool, "unused.db"))
-client = create_app(settings, Catalog(settings, VectorStore(settings, 2048), None, {})).test_client()
+def no_model(batch):
+    raise AssertionError("these requests never reach the model")
+client = create_app(settings, build_deps(settings, VectorStore(settings, 2048), no_model, {})).test_client()
 for warm_up in ("readable.txt", "missing.jpg"):  # load Flask's and Pillow's lazy imports while still root
     client.post("/api/image/sim/add/path", json={"path": warm_up})
 os.setgroups([])

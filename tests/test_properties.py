@@ -1,5 +1,5 @@
-"""Property-based tests (hypothesis) of request parsing (service/params.py) and of the id and key
-handling of the store (derive_id, quote), the latter through a real Milvus Lite filter."""
+"""Property-based tests (hypothesis) of request parsing (service/api/fields.py, service/inputs/base64.py)
+and of the id and key handling of the store (derive_id, quote), the latter through a real Milvus Lite filter."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from model.embedder import DIM
-from service.errors import BadInput, NotAnImage, TooLarge
-from service.images import decode_image
-from service.params import (base64_image, id_list, key_list, key_value, limit_value, min_score_value, optional_key,
-                            text_field)
-from service.store import JS_MAX_SAFE_INTEGER, Record, VectorStore, derive_id, quote
+from conf.errors import BadInput, NotAnImage, TooLarge
+from model.images import decode_image
+from service.api.fields import id_list, key_list, key_value, limit_value, min_score_value, optional_key, text_field
+from service.inputs.base64 import base64_image
+from service.store.filters import quote
+from service.store.ids import JS_MAX_SAFE_INTEGER, derive_id
+from service.store.records import Record, VectorStore
 from tests import hostile_counts
 from tests.conftest import make_settings, photo
 
@@ -67,7 +69,7 @@ def only_bad_input(fn: Any, *args: Any, **kwargs: Any) -> Any:
         return exc
 
 
-# --- params.py: total functions over any JSON ----------------------------------------------------
+# --- fields.py: total functions over any JSON ----------------------------------------------------
 @FAST
 @given(json_values)
 def test_every_parser_answers_any_json_value_with_a_value_or_bad_input(value: Any) -> None:

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 from pymilvus import DataType, MilvusClient
 
-from service import store as store_module
-from service.errors import StartupError
-from service.store import JS_MAX_SAFE_INTEGER, LiteFlusher, Record, VectorStore, derive_id
+from conf.errors import StartupError
+from service.store import ids as store_module
+from service.store.flusher import LiteFlusher
+from service.store.ids import JS_MAX_SAFE_INTEGER, derive_id
+from service.store.records import Record, VectorStore
 from tests.conftest import make_settings
 
 DIM = 2048

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 
-from service import app as app_module
-from service import auth
+from service.api import app as app_module
+from service.api import auth
 from tests import hostile_counts
 from tests.conftest import LiveService, photo
 from tests.test_hostile_input import expect, ok

@@ -20,8 +20,8 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import requests
 
-from service import fetch
-from service.errors import PathForbidden
+from conf.errors import Forbidden
+from service.inputs import url as fetch
 from tests import hostile_counts
 from tests.conftest import LiveService, photo
 from tests.test_hostile_input import expect, ok, still_serving
@@ -274,7 +274,7 @@ def test_deny_private_refuses_loopback_private_and_link_local(start_service: Cal
     timed(svc, "search/url", web.url("/image.jpg", "localhost"), 403, "resolves to 127.0.0.1")
     for host in PRIVATE_TARGETS:
         url = f"http://{host}/latest/meta-data/"
-        with pytest.raises(PathForbidden):
+        with pytest.raises(Forbidden):
             fetch._check_target(url, True)  # refused before any socket is opened
         timed(svc, "add/url", url, 403, "URL_DENY_PRIVATE")
     assert web.hits == []

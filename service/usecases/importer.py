@@ -18,7 +18,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,14 +26,23 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from conf.settings import Settings
+from conf.errors import ApiError
+from conf.settings import MODEL_BATCH, Settings
 from model.embedder import Embedder
-from model.preprocess import to_model_input
-from service.errors import ApiError
-from service.images import decode_image, md5_hex
-from service.store import Record, VectorStore
+from model.images import md5_hex
+from service.store.records import VectorStore
+from service.usecases.add import Embedded, embed_unstored, put_embedded
+from service.usecases.prepare import PreparedImage, model_input
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why one file was not imported: a reason code, and the message for a person."""
+
+    reason: str
+    message: str
 
 
 @dataclass
@@ -42,7 +51,7 @@ class ImportSummary:
 
     imported: int = 0
     duplicates: int = 0
-    failed: dict[str, str] = field(default_factory=dict)  # file -> reason
+    failed: dict[str, Failure] = field(default_factory=dict)  # file -> why
     files: int = 0
     seconds: float = 0.0  # the import itself: after the model loaded and the store connected
     model_seconds: float = 0.0  # of which the model was embedding (the rest: decoding, Milvus, moving)
@@ -53,20 +62,20 @@ class ImportSummary:
         out = [f"imported: {self.imported}", f"skipped as duplicates: {self.duplicates}",
                f"failed: {len(self.failed)}",
                f"took: {self.seconds:.2f} s for {self.files} files{rate}; model busy {self.model_seconds:.2f} s"]
-        for reason, n in Counter(self.failed.values()).most_common():
-            out.append(f"  {n} x {reason}")
+        example = {f.reason: f.message for f in reversed(list(self.failed.values()))}  # the first of each reason
+        for reason, n in Counter(f.reason for f in self.failed.values()).most_common():
+            out.append(f"  {n} x {reason} (e.g. {example[reason]})")
         return out
 
 
 @dataclass
 class _Item:
+    """One file of the folder: prepared for the model, or why it cannot be."""
+
     src: Path
-    key: str = ""
-    md5: str = ""
-    filepath: str = ""
+    image: PreparedImage | None = None
     dest: Path | None = None
-    array: np.ndarray | None = None
-    error: str = ""
+    failure: Failure | None = None
 
 
 def iter_images(folder: Path) -> list[Path]:
@@ -106,7 +115,8 @@ def _move(src: Path, dest: Path) -> None:
 class Importer:
     """Imports folders of images into the store, embedding them in batches."""
 
-    def __init__(self, settings: Settings, embedder: Embedder, store: VectorStore, batch_size: int = 32) -> None:
+    def __init__(self, settings: Settings, embedder: Embedder, store: VectorStore,
+                 batch_size: int = MODEL_BATCH) -> None:
         self._settings = settings
         self._embedder = embedder
         self._store = store
@@ -115,20 +125,16 @@ class Importer:
     def _load(self, src: Path, root: Path, key_mode: str, move_to: Path | None) -> _Item:
         item = _Item(src)
         try:
-            data = src.read_bytes()
-            decoded = decode_image(data, max_bytes=self._settings.max_image_bytes,
-                                   max_pixels=self._settings.max_image_pixels)
+            md5, array = model_input(src.read_bytes(), self._settings)
         except ApiError as exc:
-            item.error = exc.msg.split(";")[0].split(" (")[0]
+            item.failure = Failure(exc.reason, exc.msg)
             return item
         except OSError as exc:
-            item.error = f"cannot read file ({exc.strerror})"
+            item.failure = Failure("unreadable", f"cannot read file ({exc.strerror})")
             return item
-        item.md5 = decoded.md5
-        item.key = src.stem if key_mode == "filename" else decoded.md5
-        item.dest = _destination(src, root, move_to, item.md5) if move_to else None
-        item.filepath = str((item.dest or src).resolve())
-        item.array = to_model_input(decoded.image, self._settings.image_resize)
+        item.dest = _destination(src, root, move_to, md5) if move_to else None
+        filepath = str((item.dest or src).resolve())
+        item.image = PreparedImage(src.stem if key_mode == "filename" else md5, md5, filepath, array)
         return item
 
     def _batches(self, files: list[Path], root: Path, key_mode: str, move_to: Path | None,
@@ -158,45 +164,46 @@ class Importer:
                 tqdm(total=len(files), unit="img", disable=not progress, desc=f"import {root}") as bar:
             storing: Future[tuple[int, int, int]] | None = None
             for batch in self._batches(files, root, key_mode, move_to, pool):
-                todo = self._embed_batch(batch, summary)
+                embedded = self._embed_batch(batch, summary)
                 # One batch in the writer at a time: its failure stops the import before anything later
                 # is stored or moved, and this batch is stored only after the previous one.
                 if storing is not None:
                     bar.update(self._collect(storing, summary))
-                storing = writer.submit(self._store_batch, batch, todo)
+                storing = writer.submit(self._store_batch, batch, embedded)
             if storing is not None:
                 bar.update(self._collect(storing, summary))
         summary.seconds = time.perf_counter() - started
         return summary
 
-    def _embed_batch(self, batch: list[_Item], summary: ImportSummary) -> list[tuple[_Item, np.ndarray]]:
-        """Record the failures, skip what is stored already, and embed the rest: (item, vector) pairs."""
-        good = [it for it in batch if not it.error]
+    def _embed_batch(self, batch: list[_Item], summary: ImportSummary) -> list[Embedded]:
+        """Record the failures, skip what is stored already, and embed the rest."""
         for it in batch:
-            if it.error:
-                summary.failed[str(it.src)] = it.error
-        # On a rerun most images are already stored: skip the model for those.
-        stored = self._store.existing([(it.key, it.md5) for it in good])
-        fresh = [it for it in good if (it.key, it.md5) not in stored]
-        summary.duplicates += len(good) - len(fresh)
-        if not fresh:
-            return []
-        started = time.perf_counter()
-        vectors = self._embedder.embed(np.stack([it.array for it in fresh]))  # type: ignore[misc]
-        summary.model_seconds += time.perf_counter() - started
-        return list(zip(fresh, vectors, strict=True))
+            if it.failure is not None:
+                summary.failed[str(it.src)] = it.failure
+        good = [it.image for it in batch if it.image is not None]
+        # On a rerun most images are already stored: those skip the model. A stored image keeps the
+        # filepath it was recorded with.
+        embedded, _held = embed_unstored(self._store, lambda arrays: self._embed(arrays, summary), good,
+                                         refresh_filepath=False)
+        summary.duplicates += len(good) - len(embedded)
+        return embedded
 
-    def _store_batch(self, batch: list[_Item], todo: list[tuple[_Item, np.ndarray]]) -> tuple[int, int, int]:
-        """Store the embedded items, then move the batch's files; returns (imported, duplicates, files)."""
-        imported = duplicates = 0
-        if todo:
-            results = self._store.put_many([Record(it.key, it.md5, it.filepath, vec) for it, vec in todo])
-            imported = sum(1 for _rid, created in results if created)
-            duplicates = len(results) - imported
+    def _embed(self, arrays: Sequence[np.ndarray], summary: ImportSummary) -> np.ndarray:
+        started = time.perf_counter()
+        try:
+            return self._embedder.embed(np.stack(arrays))
+        finally:
+            summary.model_seconds += time.perf_counter() - started
+
+    def _store_batch(self, batch: list[_Item], embedded: list[Embedded]) -> tuple[int, int, int]:
+        """Store the embedded images, then move the batch's files; returns (imported, duplicates, files)."""
+        results = put_embedded(self._store, embedded)
+        imported = sum(1 for _rid, created in results if created)
+        duplicates = len(results) - imported
         # Move only after the records are safely stored: a crash before this line leaves
         # the files in place, and the rerun recognises them as already stored.
         for it in batch:
-            if not it.error and it.dest is not None and it.dest != it.src:
+            if it.image is not None and it.dest is not None and it.dest != it.src:
                 if it.dest.exists():
                     it.src.unlink()
                 else:

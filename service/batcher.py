@@ -18,10 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Generic, TypeVar
 
-import numpy as np
-
-from model.embedder import Embedder
-from service.errors import NotReady
+from conf.errors import NotReady
 
 log = logging.getLogger(__name__)
 
@@ -111,14 +108,3 @@ class Batcher(Generic[T, R]):
                 self._busy_seconds += time.perf_counter() - started
             for (_, fut), result in zip(live, results, strict=True):
                 fut.set_result(result)
-
-
-class MicroBatcher(Batcher[np.ndarray, np.ndarray]):
-    """The model behind a Batcher: concurrent requests share one forward pass."""
-
-    def __init__(self, embedder: Embedder, max_batch: int, window_ms: float) -> None:
-        super().__init__(lambda arrs: embedder.embed(np.stack(arrs)), max_batch, window_ms, "embed-batcher")
-
-    def embed_one(self, arr: np.ndarray, timeout: float | None = 300.0) -> np.ndarray:
-        """Embed one preprocessed (224, 224, 3) array; blocks until its batch has run."""
-        return self.submit(arr, timeout)

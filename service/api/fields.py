@@ -1,23 +1,69 @@
-"""Validate request fields. Pure functions: each returns a clean value or raises BadInput naming the field."""
+"""The request's fields: read from JSON or a form, each validated into a clean value or a BadInput naming it."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from typing import Any
 
-from service.errors import BadInput, TooLarge
-from service.store import JS_MAX_SAFE_INTEGER
+from flask import request
+
+from conf.errors import BadInput
+from conf.errors import json_type_name
+from service.inputs import ImageInput
+from service.inputs.base64 import Base64Image
+from service.inputs.path import SharedPath
+from service.inputs.upload import Upload
+from service.inputs.url import Url
+from service.store.ids import JS_MAX_SAFE_INTEGER
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_DATA_URL = re.compile(r"^data:[^,]{0,200};base64,", re.IGNORECASE)
-_WHITESPACE = re.compile(r"\s+")
 
 
-def _type_name(value: object) -> str:
-    return {dict: "an object", list: "an array", bool: "a boolean", type(None): "null", float: "a number",
-            int: "an integer", str: "a string"}.get(type(value), type(value).__name__)
+def request_fields() -> dict[str, Any]:
+    """The request's fields, from JSON, a urlencoded form or a multipart form."""
+    if request.mimetype == "multipart/form-data":
+        return request.form.to_dict()
+    raw = request.get_data(cache=True)
+    if not raw:
+        return {}
+    try:
+        body = request.get_json(force=True, silent=True)
+    except RecursionError:  # the json module recurses once per nesting level; silent=True does not cover this
+        raise BadInput("the request body is JSON nested too deeply; send a flat JSON object") from None
+    if body is None and request.mimetype == "application/x-www-form-urlencoded":
+        # `curl -d '{...}'` sends JSON labelled as a form: accept both real forms and that.
+        return request.form.to_dict()  # Werkzeug re-reads the cached body for this
+    if body is None:
+        raise BadInput("the request body is not valid JSON; send a JSON object with Content-Type: "
+                       "application/json (or multipart/form-data for file uploads)")
+    if not isinstance(body, dict):
+        raise BadInput("the request body must be a JSON object like {\"url\": \"...\"}")
+    return body
+
+
+def image_input(kind: str, body: dict[str, Any]) -> ImageInput:
+    """The image the request names, by input kind; read later, by the use case."""
+    if kind == "file":
+        return _upload()
+    if kind == "url":
+        return Url(text_field(body, "url", required=True, max_len=8192) or "")
+    if kind == "path":
+        return SharedPath(text_field(body, "path", required=True, max_len=4096) or "")
+    return Base64Image(body.get("base64"))
+
+
+def _upload() -> Upload:
+    upload = request.files.get("file")
+    if upload is None and request.mimetype == "multipart/form-data" and request.content_length \
+            and not request.form and not request.files:
+        # Werkzeug drops a multipart body it cannot parse without a word; say so rather than "missing".
+        raise BadInput("the multipart/form-data body could not be parsed (no or wrong boundary, or part "
+                       "headers that are not UTF-8, such as a Latin-1 file name); send the image as the "
+                       "field 'file' (curl -F file=@photo.jpg)")
+    if upload is None:
+        raise BadInput("multipart field 'file' is required: send the image as multipart/form-data "
+                       "with the field name 'file' (curl -F file=@photo.jpg)")
+    return Upload(upload, upload.filename or "")
 
 
 def text_field(body: dict[str, Any], name: str, *, required: bool = False, max_len: int = 2048) -> str | None:
@@ -28,7 +74,7 @@ def text_field(body: dict[str, Any], name: str, *, required: bool = False, max_l
             raise BadInput(f"field '{name}' is required")
         return None
     if not isinstance(value, str):
-        raise BadInput(f"field '{name}' must be a string, not {_type_name(value)}")
+        raise BadInput(f"field '{name}' must be a string, not {json_type_name(value)}")
     if len(value) > max_len:
         raise BadInput(f"field '{name}' is {len(value)} characters long; at most {max_len} are allowed")
     if "\x00" in value:
@@ -43,7 +89,7 @@ def text_field(body: dict[str, Any], name: str, *, required: bool = False, max_l
 def key_value(value: object, max_len: int, field: str = "key") -> str:
     """One record key: a non-empty string without control characters, at most max_len characters."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise BadInput(f"field '{field}' must be a string, not {_type_name(value)}")
+        raise BadInput(f"field '{field}' must be a string, not {json_type_name(value)}")
     key = str(value).strip() if isinstance(value, str) else str(value)
     if not key:
         raise BadInput(f"field '{field}' must not be empty")
@@ -78,7 +124,7 @@ def key_list(body: dict[str, Any], max_len: int, max_count: int) -> list[str]:
     elif isinstance(value, list):
         items = value
     else:
-        raise BadInput(f"field 'key' must be a string or an array of strings, not {_type_name(value)}")
+        raise BadInput(f"field 'key' must be a string or an array of strings, not {json_type_name(value)}")
     if len(items) > max_count:
         raise BadInput(f"field 'key' lists {len(items)} keys; at most {max_count} per request")
     keys = [key_value(item, max_len, field=f"key[{i}]" if isinstance(value, list) else "key")
@@ -100,7 +146,7 @@ def id_list(body: dict[str, Any], max_count: int) -> list[int]:
     elif isinstance(value, int) and not isinstance(value, bool):
         items = [value]
     else:
-        raise BadInput(f"field 'id' must be a string or an array of integers, not {_type_name(value)}")
+        raise BadInput(f"field 'id' must be a string or an array of integers, not {json_type_name(value)}")
     if len(items) > max_count:
         raise BadInput(f"field 'id' lists {len(items)} ids; at most {max_count} per request")
     ids = []
@@ -152,24 +198,3 @@ def min_score_value(body: dict[str, Any]) -> float | None:
     if not -1.0 <= number <= 1.0:  # also rejects NaN
         raise BadInput(f"field 'min_score' is {number}; it must be from -1 to 1")
     return number
-
-
-def base64_image(value: object, max_bytes: int) -> bytes:
-    """Decode the `base64` field (standard or URL-safe alphabet, optional data: URL prefix, padding optional)."""
-    if value is None or value == "":
-        raise BadInput("field 'base64' is required: the image bytes in base64, optionally as a "
-                       "data:image/...;base64, URL")
-    if not isinstance(value, str):
-        raise BadInput(f"field 'base64' must be a string, not {_type_name(value)}")
-    text = _WHITESPACE.sub("", _DATA_URL.sub("", value.strip(), count=1))
-    if len(text) * 3 // 4 > max_bytes + 3:
-        raise TooLarge(f"the base64 image decodes to about {len(text) * 3 // 4} bytes; the limit is {max_bytes} "
-                       "(MAX_IMAGE_BYTES)")
-    if "-" in text or "_" in text:
-        text = text.replace("-", "+").replace("_", "/")
-    text += "=" * (-len(text) % 4)
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise BadInput("field 'base64' is not valid base64 (only A-Z a-z 0-9 + / = are allowed, "
-                       "or the URL-safe - _)") from None

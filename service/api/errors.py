@@ -1,4 +1,4 @@
-"""The Flask application factory: blueprints, token check, and the one place errors become responses."""
+"""The one table mapping each error kind to its HTTP status, and the handlers that answer with it."""
 
 from __future__ import annotations
 
@@ -8,33 +8,34 @@ import uuid
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from conf.errors import ApiError, BadInput, Conflict, Forbidden, NotAnImage, NotFound, NotReady, TooLarge, Unauthorized
 from conf.settings import Settings
-from service.auth import check_token
-from service.catalog import Catalog
-from service.errors import ApiError, status_of
-from service.routes import api, envelope, probes
+from service.api.envelope import envelope
 
 log = logging.getLogger(__name__)
 
-OPEN_ENDPOINTS = frozenset({"probes.health", "probes.ready"})
+STATUS: dict[type[ApiError], int] = {
+    BadInput: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    TooLarge: 413,
+    NotAnImage: 415,
+    NotReady: 503,
+}
 
 
-def create_app(settings: Settings, catalog: Catalog) -> Flask:
-    """Build the WSGI app around a ready-made catalog (model and store are built by the caller)."""
-    app = Flask(__name__)
-    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, MAX_FORM_MEMORY_SIZE=settings.max_body_bytes,
-                      JSON_SORT_KEYS=False)
-    app.json.ensure_ascii = False  # type: ignore[attr-defined]
-    app.extensions["imgsim.catalog"] = catalog
-    app.register_blueprint(api)
-    app.register_blueprint(probes)
+def status_of(error: ApiError) -> int:
+    """The HTTP status for an ApiError (500 for a subclass nobody mapped: that is a bug)."""
+    for kind in type(error).__mro__:
+        if kind in STATUS:
+            return STATUS[kind]
+    return 500
 
-    token = settings.token.get_secret_value() if settings.token else None
-    if token:
-        @app.before_request
-        def require_token() -> None:
-            if request.endpoint not in OPEN_ENDPOINTS:
-                check_token(request, token)
+
+def register_error_handlers(app: Flask, settings: Settings) -> None:
+    """Every failure becomes the `{code, msg, data: null}` envelope with its status; a bug gets a log reference."""
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> tuple[Response, int]:
@@ -64,5 +65,3 @@ def create_app(settings: Settings, catalog: Catalog) -> Flask:
         ref = uuid.uuid4().hex[:12]
         log.exception("unhandled error ref=%s on %s %s", ref, request.method, request.path)
         return envelope(None, code=500, msg=f"internal error (reference {ref}); the server log has the details")
-
-    return app

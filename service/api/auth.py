@@ -6,7 +6,7 @@ import hmac
 
 from flask import Request
 
-from service.errors import Unauthorized
+from conf.errors import Unauthorized
 
 
 def presented_token(request: Request) -> str | None:

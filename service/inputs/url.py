@@ -1,4 +1,4 @@
-"""Fetch an image over http(s) with time, size and redirect bounds, and an optional SSRF guard."""
+"""The `url` input kind: fetch an image over http(s) with time, size and redirect bounds, and an optional SSRF guard."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import ipaddress
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -14,11 +15,23 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from conf.errors import BadInput, Forbidden, TooLarge
 from conf.settings import Settings
-from service.errors import BadInput, PathForbidden, TooLarge
+from service.inputs import Source
 
 CHUNK = 64 * 1024
 USER_AGENT = "imgsim/1.0 (+image similarity service)"
+
+
+@dataclass(frozen=True)
+class Url:
+    """An image to download; its recorded filepath defaults to the URL itself."""
+
+    url: str
+
+    def load(self, settings: Settings) -> Source:
+        """Download the image (see `fetch_image_bytes`)."""
+        return Source(fetch_image_bytes(self.url, settings), self.url)
 
 
 def _check_target(url: str, deny_private: bool) -> None:
@@ -42,7 +55,7 @@ def _check_target(url: str, deny_private: bool) -> None:
     for info in infos:
         addr = ipaddress.ip_address(info[4][0].split("%")[0])
         if not _is_public(addr):
-            raise PathForbidden(f"url host {parts.hostname!r} resolves to {addr}, a loopback, private or "
+            raise Forbidden(f"url host {parts.hostname!r} resolves to {addr}, a loopback, private or "
                                 "link-local address, and URL_DENY_PRIVATE is on")
 
 
@@ -81,7 +94,7 @@ class _Fetch:
             addr = ipaddress.ip_address(sock.getpeername()[0].split("%")[0])
             if not _is_public(addr):
                 sock.close()
-                raise PathForbidden(f"url host {host!r} connected to {addr}, a loopback, private or link-local "
+                raise Forbidden(f"url host {host!r} connected to {addr}, a loopback, private or link-local "
                                     "address, and URL_DENY_PRIVATE is on")
 
     def expire(self) -> None:
@@ -142,8 +155,8 @@ def fetch_image_bytes(url: str, settings: Settings, session: requests.Session | 
 
     Follows at most URL_MAX_REDIRECTS redirects (each hop re-checked by the
     SSRF guard), gives up after URL_TOTAL_TIMEOUT even on a slow drip, and
-    stops reading at MAX_IMAGE_BYTES. Failures are BadInput (400), TooLarge
-    (413) or PathForbidden (403, private target with URL_DENY_PRIVATE=1).
+    stops reading at MAX_IMAGE_BYTES. Failures are BadInput, TooLarge
+    or Forbidden (a private target with URL_DENY_PRIVATE=1).
     """
     http = session
     if http is None:
@@ -199,7 +212,8 @@ def _read_capped(resp: requests.Response, url: str, cap: int, deadline: float, t
                  fetch: _Fetch) -> bytes:
     declared = resp.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > cap:
-        raise TooLarge(f"url {url[:200]!r} declares {declared} bytes; the limit is {cap} (MAX_IMAGE_BYTES)")
+        raise TooLarge(f"url {url[:200]!r} declares {declared} bytes; the limit is {cap} (MAX_IMAGE_BYTES)",
+                       reason="too_many_bytes")
     body = bytearray()
     try:
         # read1 returns after a single socket read, so a server that drips a byte at a
@@ -207,7 +221,8 @@ def _read_capped(resp: requests.Response, url: str, cap: int, deadline: float, t
         while chunk := resp.raw.read1(CHUNK, decode_content=True):
             body += chunk
             if len(body) > cap:
-                raise TooLarge(f"url {url[:200]!r} sent more than {cap} bytes (MAX_IMAGE_BYTES)")
+                raise TooLarge(f"url {url[:200]!r} sent more than {cap} bytes (MAX_IMAGE_BYTES)",
+                               reason="too_many_bytes")
             if time.monotonic() > deadline:
                 raise BadInput(f"url {url[:200]!r} took longer than {total}s to download (URL_TOTAL_TIMEOUT)")
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:

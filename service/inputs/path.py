@@ -1,20 +1,35 @@
-"""Read image files from the shared volume, but only below PATH_ROOTS."""
+"""The `path` input kind: read an image file from the shared volume, but only below PATH_ROOTS."""
 
 from __future__ import annotations
 
 import errno
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
-from service.errors import BadInput, PathForbidden, TooLarge
+from conf.errors import BadInput, Forbidden, TooLarge
+from conf.settings import Settings
+from service.inputs import Source
+
+
+@dataclass(frozen=True)
+class SharedPath:
+    """An image file below PATH_ROOTS; its recorded filepath defaults to the path as the caller gave it."""
+
+    path: str
+
+    def load(self, settings: Settings) -> Source:
+        """Read the file (see `read_allowed`)."""
+        data, _real = read_allowed(self.path, settings.allowed_roots, settings.max_image_bytes)
+        return Source(data, self.path)
 
 
 def resolve_allowed(raw: str, roots: list[Path]) -> Path:
     """Resolve `raw` (symlinks and `..` included) and require it to lie below one of `roots`.
 
-    A relative path is taken relative to the first root. Raises PathForbidden
-    (403) outside the roots, BadInput for an empty path.
+    A relative path is taken relative to the first root. Raises Forbidden
+    outside the roots, BadInput for an empty path.
     """
     if not raw or not raw.strip():
         raise BadInput("field 'path' is empty; send the absolute path of an image on the shared volume")
@@ -28,7 +43,7 @@ def resolve_allowed(raw: str, roots: list[Path]) -> Path:
         if real == root or root in real.parents:
             return real
     allowed = ", ".join(str(r) for r in roots)
-    raise PathForbidden(f"path {raw!r} is outside the folders this service may read ({allowed}); "
+    raise Forbidden(f"path {raw!r} is outside the folders this service may read ({allowed}); "
                         "put the image below one of them or add its folder to PATH_ROOTS")
 
 
@@ -52,7 +67,7 @@ def read_allowed(raw: str, roots: list[Path], max_bytes: int) -> tuple[bytes, Pa
             except OSError:  # realpath left it unresolved: a symlink that loops back on itself
                 raise BadInput(f"path {raw!r} is a symlink loop; send the path of an image file") from None
             # The path was swapped for a symlink after we resolved it.
-            raise PathForbidden(f"path {raw!r} changed into a symlink while being opened") from None
+            raise Forbidden(f"path {raw!r} changed into a symlink while being opened") from None
         if exc.errno == errno.EISDIR:
             raise BadInput(f"path {raw!r} is a directory; send the path of an image file") from None
         raise BadInput(f"path {raw!r} cannot be opened ({exc.strerror})") from None
@@ -63,12 +78,14 @@ def read_allowed(raw: str, roots: list[Path], max_bytes: int) -> tuple[bytes, Pa
         if not stat.S_ISREG(info.st_mode):
             raise BadInput(f"path {raw!r} is not a regular file (a device, FIFO or socket)")
         if info.st_size > max_bytes:
-            raise TooLarge(f"file {raw!r} is {info.st_size} bytes; the limit is {max_bytes} (MAX_IMAGE_BYTES)")
+            raise TooLarge(f"file {raw!r} is {info.st_size} bytes; the limit is {max_bytes} (MAX_IMAGE_BYTES)",
+                           reason="too_many_bytes")
     except BaseException:
         os.close(fd)
         raise
     with os.fdopen(fd, "rb") as fh:
         data = fh.read(max_bytes + 1)
     if len(data) > max_bytes:  # the file grew after fstat
-        raise TooLarge(f"file {raw!r} is over the limit of {max_bytes} bytes (MAX_IMAGE_BYTES)")
+        raise TooLarge(f"file {raw!r} is over the limit of {max_bytes} bytes (MAX_IMAGE_BYTES)",
+                       reason="too_many_bytes")
     return data, real

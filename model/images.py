@@ -1,8 +1,8 @@
-"""Turn raw bytes into a validated RGB image.
+"""Turn raw bytes into a validated RGB image, within the byte and pixel caps.
 
 Images are recognised by decoding them with Pillow, never by file name, and
-every decoder failure becomes a NotAnImage (415) or TooLarge (413) with a
-message the caller can act on.
+every decoder failure becomes a NotAnImage or TooLarge with a message the
+caller can act on and a `reason` code says which failure it was.
 """
 
 from __future__ import annotations
@@ -15,14 +15,16 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from service.errors import NotAnImage, TooLarge
+from conf.errors import NotAnImage, TooLarge
+from model.transforms import INPUT_SIZE
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP", "TIFF"})
 SUPPORTED_TEXT = "JPEG, PNG, GIF, BMP, WEBP or TIFF"
 # JPEGs are decoded at the smallest libjpeg scale (1/2, 1/4, 1/8) that keeps the short side at
-# least this: the model sees 224 px in every resize mode, and the DCT-domain reduction is itself a
-# good low-pass filter. At 512 decoding and resizing cost ~6 ms of CPU per query image, at 224 ~3 ms.
-DECODE_MIN_SIDE = 224
+# least the model's input size: the model sees no more in any resize mode, and the DCT-domain
+# reduction is itself a good low-pass filter. At 512 px decoding and resizing cost ~6 ms of CPU per
+# query image, at 224 ~3 ms.
+DECODE_MIN_SIDE = INPUT_SIZE
 
 # We enforce our own pixel cap (MAX_IMAGE_PIXELS) before decoding, with a 413
 # the caller understands; Pillow's own bomb guard is turned off so it cannot
@@ -43,6 +45,39 @@ def md5_hex(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
+def _open_header(data: bytes, max_pixels: int) -> Image.Image:
+    """Open image bytes without decoding the pixels: format and pixel cap checked, JPEGs set to draft scale."""
+    img = Image.open(io.BytesIO(data))
+    if img.format not in SUPPORTED_FORMATS:
+        raise NotAnImage(f"image format {img.format} is not supported; send {SUPPORTED_TEXT}",
+                         reason="unsupported_format")
+    width, height = img.size
+    if width * height > max_pixels:
+        raise TooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is "
+                       f"{max_pixels} (MAX_IMAGE_PIXELS)", reason="too_many_pixels")
+    if img.format in ("JPEG", "MPO"):
+        # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the photo is far larger than
+        # what the model sees: several times faster and smaller in memory, same vector.
+        img.draft(None, (DECODE_MIN_SIDE, DECODE_MIN_SIDE))
+    return img
+
+
+def decoded_pixels(data: bytes, *, max_bytes: int, max_pixels: int) -> int:
+    """How many pixels `decode_image` will hold in memory for `data`, from its header alone.
+
+    0 when the image will be refused before its pixels are decoded.
+    """
+    if len(data) > max_bytes:
+        return 0
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = _open_header(data, max_pixels)
+            return img.width * img.height
+    except Exception:  # noqa: BLE001 - decode_image will say what is wrong with it
+        return 0
+
+
 def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImage:
     """Decode image bytes into an RGB Pillow image.
 
@@ -51,45 +86,40 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
     Raises TooLarge or NotAnImage with a message naming the problem.
     """
     if len(data) > max_bytes:
-        raise TooLarge(f"image is {len(data)} bytes; the limit is {max_bytes} (MAX_IMAGE_BYTES)")
+        raise TooLarge(f"image is {len(data)} bytes; the limit is {max_bytes} (MAX_IMAGE_BYTES)",
+                       reason="too_many_bytes")
     if not data:
-        raise NotAnImage(f"image is empty (0 bytes); send a {SUPPORTED_TEXT} file")
+        raise NotAnImage(f"image is empty (0 bytes); send a {SUPPORTED_TEXT} file", reason="empty")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow warns on odd-but-readable files; we judge by decoding
-            img = Image.open(io.BytesIO(data))
-            if img.format not in SUPPORTED_FORMATS:
-                raise NotAnImage(f"image format {img.format} is not supported; send {SUPPORTED_TEXT}")
-            width, height = img.size
-            if width * height > max_pixels:
-                raise TooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is "
-                               f"{max_pixels} (MAX_IMAGE_PIXELS)")
-            if img.format in ("JPEG", "MPO"):
-                # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the photo is far larger than
-                # what the model sees: several times faster and smaller in memory, same vector.
-                img.draft(None, (DECODE_MIN_SIDE, DECODE_MIN_SIDE))
+            img = _open_header(data, max_pixels)
             img.seek(0)  # first frame of a GIF/WEBP animation or multi-page TIFF
             img.load()
-            img = _apply_orientation(img)
-            rgb = _to_rgb(img)
+            rgb = _to_rgb(_apply_orientation(img))
     except (NotAnImage, TooLarge):
         raise
     except UnidentifiedImageError:
-        raise NotAnImage(f"the bytes are not a decodable image; send {SUPPORTED_TEXT}") from None
+        raise NotAnImage(f"the bytes are not a decodable image; send {SUPPORTED_TEXT}",
+                         reason="not_decodable") from None
     except Image.DecompressionBombError as exc:  # belt and braces: a frame larger than its header said
-        raise TooLarge(f"image is too large to decode safely: {exc}") from None
+        raise TooLarge(f"image is too large to decode safely: {exc}", reason="too_many_pixels") from None
     except ValueError as exc:
         if "Decompressed data too large" in str(exc) or "Too much memory used in text chunks" in str(exc):
             # A PNG whose compressed text or ICC profile chunks inflate past Pillow's safety limit.
             raise TooLarge(f"the image's metadata (text or ICC profile chunks) is too large to decode "
-                           f"safely ({exc})") from None
-        raise NotAnImage(f"the image is truncated or corrupt and cannot be decoded ({exc})") from None
-    except (OSError, SyntaxError, ValueError, TypeError, IndexError, EOFError, MemoryError) as exc:
+                           f"safely ({exc})", reason="metadata_too_large") from None
+        raise _corrupt(exc) from None
+    except (OSError, SyntaxError, TypeError, IndexError, EOFError, MemoryError) as exc:
         # Pillow signals truncated or corrupt data with any of these.
-        raise NotAnImage(f"the image is truncated or corrupt and cannot be decoded ({exc})") from None
+        raise _corrupt(exc) from None
     if rgb.width < 1 or rgb.height < 1:
-        raise NotAnImage("the image has no pixels")
+        raise NotAnImage("the image has no pixels", reason="no_pixels")
     return DecodedImage(image=rgb, md5=md5_hex(data))
+
+
+def _corrupt(exc: Exception) -> NotAnImage:
+    return NotAnImage(f"the image is truncated or corrupt and cannot be decoded ({exc})", reason="corrupt")
 
 
 def _apply_orientation(img: Image.Image) -> Image.Image:

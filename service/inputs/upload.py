@@ -1,0 +1,21 @@
+"""The `file` input kind: an image uploaded as a multipart/form-data part."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from conf.settings import Settings
+from service.inputs import Source
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An uploaded file; its recorded filepath defaults to the file name the client sent."""
+
+    stream: BinaryIO
+    filename: str
+
+    def load(self, settings: Settings) -> Source:
+        """Read the upload, one byte past MAX_IMAGE_BYTES at most (so decoding can say it is too large)."""
+        return Source(self.stream.read(settings.max_image_bytes + 1), self.filename)

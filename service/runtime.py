@@ -1,0 +1,111 @@
+"""The composition root: Settings -> model, store, use-case dependencies and app; background jobs; `serve`.
+
+The only module besides main.py that imports the HTTP layer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from flask import Flask
+
+from conf.errors import NotReady, StartupError
+from conf.settings import Settings
+from model.embedder import DIM, Embedder, load_embedder, model_info
+from service.api.app import create_app
+from service.server import create_http_server
+from service.store.records import VectorStore
+from service.usecases.deps import Deps, build_deps
+from service.usecases.importer import Importer
+
+log = logging.getLogger(__name__)
+
+RECONNECT_SECONDS = 5.0
+
+
+@dataclass
+class Runtime:
+    """Everything a running service holds; `close()` releases it."""
+
+    settings: Settings
+    embedder: Embedder
+    store: VectorStore
+    deps: Deps
+    app: Flask
+
+    def close(self) -> None:
+        """Stop the batchers and close the Milvus connection."""
+        self.deps.close()
+        self.store.close()
+
+
+def build_runtime(settings: Settings, embedder: Embedder | None = None) -> Runtime:
+    """Build the service. Milvus being down is not fatal (it is retried); an incompatible schema is."""
+    embedder = embedder or load_embedder(settings)
+    store = VectorStore(settings, DIM)
+    try:
+        store.connect()
+    except NotReady as exc:
+        log.warning("%s; the API starts anyway, answers 503 until Milvus is reachable, and keeps retrying", exc.msg)
+    deps = build_deps(settings, store, embedder.embed, model_info(settings))
+    return Runtime(settings, embedder, store, deps, create_app(settings, deps))
+
+
+def _keep_connecting(store: VectorStore, stop: threading.Event) -> None:
+    while not stop.wait(RECONNECT_SECONDS):
+        try:
+            store.connect()
+            return
+        except NotReady:
+            continue
+        except StartupError as exc:
+            log.critical("%s", exc)
+            return
+
+
+def _startup_import(runtime: Runtime, stop: threading.Event) -> None:
+    settings = runtime.settings
+    assert settings.image_inc_path is not None
+    while not stop.is_set():
+        try:
+            runtime.store.connect()
+            break
+        except NotReady:
+            stop.wait(RECONNECT_SECONDS)
+    if stop.is_set():
+        return
+    # The importer drives the model directly in big batches; the batcher keeps serving requests meanwhile.
+    summary = Importer(settings, runtime.embedder, runtime.store).run(
+        settings.image_inc_path, key_mode="md5", move_to=settings.image_pool_path, progress=False)
+    log.info("start-up import of %s: %s", settings.image_inc_path, "; ".join(summary.lines()))
+
+
+def start_background(runtime: Runtime) -> threading.Event:
+    """Start the reconnect loop and the start-up import (if IMAGE_INC_PATH is set); set the event to stop them."""
+    stop = threading.Event()
+    threading.Thread(target=_keep_connecting, args=(runtime.store, stop), daemon=True, name="milvus-connect").start()
+    if runtime.settings.image_inc_path is not None:
+        threading.Thread(target=_startup_import, args=(runtime, stop), daemon=True, name="startup-import").start()
+    return stop
+
+
+def serve(settings: Settings) -> None:
+    """Run the API until interrupted."""
+    if settings.token is None:
+        log.warning("TOKEN is not set: every endpoint is open to anyone who can reach port %d", settings.api_port)
+    else:
+        log.info("token check on: every endpoint but /health and /ready needs the token")
+    log.info("path endpoints may read below: %s", ", ".join(str(r) for r in settings.allowed_roots))
+    runtime = build_runtime(settings)
+    stop = start_background(runtime)
+    log.info("imgsim listening on http://%s:%d (%d threads)", settings.api_host, settings.api_port,
+             settings.api_threads)
+    try:
+        server = create_http_server(runtime.app, settings, settings.api_host, settings.api_port)
+        server.print_listen("Serving on http://{}:{}")
+        server.run()
+    finally:
+        stop.set()
+        runtime.close()
