@@ -8,11 +8,19 @@ message. The HTTP layer maps each kind to its status (service/api/errors.py).
 
 from __future__ import annotations
 
+import re
+
 
 class ApiError(Exception):
     """Base of every failure the caller is told about; `msg` is safe to show, `reason` is for code."""
 
     reason = "error"
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "reason" not in cls.__dict__:
+            # A kind's default reason is its name in snake_case: NotAnImage -> not_an_image.
+            cls.reason = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
 
     def __init__(self, msg: str, reason: str | None = None) -> None:
         super().__init__(msg)
@@ -24,49 +32,33 @@ class ApiError(Exception):
 class BadInput(ApiError):
     """A field is missing, has the wrong type, or is out of range; a URL or path cannot be read."""
 
-    reason = "bad_input"
-
 
 class Unauthorized(ApiError):
     """The token is missing or wrong."""
-
-    reason = "unauthorized"
 
 
 class Forbidden(ApiError):
     """The caller may not have this: a path outside PATH_ROOTS, a private URL target with URL_DENY_PRIVATE."""
 
-    reason = "forbidden"
-
 
 class NotFound(ApiError):
     """What the request names does not exist."""
-
-    reason = "not_found"
 
 
 class Conflict(ApiError):
     """The request contradicts what is stored."""
 
-    reason = "conflict"
-
 
 class TooLarge(ApiError):
     """The image is over MAX_IMAGE_BYTES or MAX_IMAGE_PIXELS."""
-
-    reason = "too_large"
 
 
 class NotAnImage(ApiError):
     """The bytes do not decode as a supported image format."""
 
-    reason = "not_an_image"
-
 
 class NotReady(ApiError):
     """Milvus is unreachable or the service is shutting down: try again later."""
-
-    reason = "not_ready"
 
 
 class StartupError(Exception):

@@ -39,6 +39,7 @@ def register_error_handlers(app: Flask, settings: Settings) -> None:
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> tuple[Response, int]:
+        """An error kind: its status, and its message for the caller."""
         code = status_of(exc)
         if code >= 500:
             log.warning("%s %s -> %d: %s", request.method, request.path, code, exc.msg)
@@ -46,6 +47,7 @@ def register_error_handlers(app: Flask, settings: Settings) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_exc: RequestEntityTooLarge) -> tuple[Response, int]:
+        """A body over the limit, or a form with too many parts: 413 saying which."""
         if request.content_length is not None and request.content_length <= settings.max_body_bytes:
             # Werkzeug also raises this for a form with too many parts: the body itself was not too big.
             return envelope(None, code=413, msg=f"the form has more than {app.config['MAX_FORM_PARTS']} fields; "
@@ -55,6 +57,7 @@ def register_error_handlers(app: Flask, settings: Settings) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:
+        """Werkzeug's own errors (404, 405...) in the envelope."""
         code = exc.code or 500
         msg = {404: f"no such endpoint: {request.method} {request.path}",
                405: f"{request.method} is not allowed on {request.path}"}.get(code, exc.description or exc.name)
@@ -62,6 +65,7 @@ def register_error_handlers(app: Flask, settings: Settings) -> None:
 
     @app.errorhandler(Exception)
     def bug(exc: Exception) -> tuple[Response, int]:
+        """Anything else is a bug: 500 with a reference to the log, never a stack trace."""
         ref = uuid.uuid4().hex[:12]
         log.exception("unhandled error ref=%s on %s %s", ref, request.method, request.path)
         return envelope(None, code=500, msg=f"internal error (reference {ref}); the server log has the details")

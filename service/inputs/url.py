@@ -85,6 +85,7 @@ class _Fetch:
         self._lock = threading.Lock()
 
     def opened(self, sock: socket.socket, host: str, via_proxy: bool) -> None:
+        """Track a socket this download opened; refuse it when it reached a private address (SSRF guard)."""
         with self._lock:
             if self.expired:
                 sock.close()
@@ -98,6 +99,7 @@ class _Fetch:
                                     "address, and URL_DENY_PRIVATE is on")
 
     def expire(self) -> None:
+        """URL_TOTAL_TIMEOUT passed: cut every socket of this download."""
         with self._lock:
             self.expired = True
             for sock in self._sockets:
