@@ -85,9 +85,11 @@ class ServeProcess:
 
     @property
     def pid(self) -> int:
+        """The process id of `main.py serve`."""
         return self.proc.pid
 
     def url(self, path: str) -> str:
+        """The full URL of a path on this service."""
         return f"{self.base_url}/{path.lstrip('/')}"
 
     def post(self, path: str, timeout: float = 120, **kwargs: Any) -> requests.Response:
@@ -95,6 +97,7 @@ class ServeProcess:
         return self.http.post(self.url(f"{API}/{path}"), timeout=timeout, **kwargs)
 
     def get(self, path: str, timeout: float = 30, **kwargs: Any) -> requests.Response:
+        """GET a path relative to the server root."""
         return self.http.get(self.url(path), timeout=timeout, **kwargs)
 
     def status(self, path: str) -> int:
@@ -106,19 +109,18 @@ class ServeProcess:
 
     def wait_healthy(self, timeout: float = 180) -> float:
         """Wait until /health answers 200 (the model is built and waitress listens)."""
-        def up() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"main.py serve exited with {self.proc.returncode}:\n{self.log_tail()}")
-            return self.status("health") == 200
-        return wait_until(up, timeout, interval=0.3, what=f"/health of main.py serve on port {self.port}")
+        return self._wait_for("health", timeout, interval=0.3)
 
     def wait_ready(self, timeout: float = 180) -> float:
         """Wait until /ready answers 200."""
-        def ready() -> bool:
+        return self._wait_for("ready", timeout, interval=0.5)
+
+    def _wait_for(self, probe: str, timeout: float, interval: float) -> float:
+        def answers() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"main.py serve exited with {self.proc.returncode}:\n{self.log_tail()}")
-            return self.status("ready") == 200
-        return wait_until(ready, timeout, interval=0.5, what=f"/ready of main.py serve on port {self.port}")
+            return self.status(probe) == 200
+        return wait_until(answers, timeout, interval=interval, what=f"/{probe} of main.py serve on port {self.port}")
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Send `sig` and reap the process."""
@@ -140,10 +142,12 @@ class ServeProcess:
             self._log.close()
 
     def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the service's log."""
         self._log.flush()
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def log_text(self) -> str:
+        """The service's whole log so far."""
         self._log.flush()
         return self.log_path.read_text(errors="replace")
 
@@ -253,6 +257,7 @@ class StoppableMilvus:
 
     @property
     def running(self) -> bool:
+        """True while the server process is alive."""
         return self.server.server_proc is not None and self.server.server_proc.poll() is None
 
 
