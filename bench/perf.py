@@ -115,7 +115,7 @@ def machine() -> dict[str, Any]:
             "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
 
 
-def service_env(settings: Settings) -> dict[str, str]:
+def child_env(settings: Settings) -> dict[str, str]:
     """What a `main.py` subprocess must run with, on top of tests.procs' loopback environment: the
     benchmark's settings, as this process read them (its environment and .env)."""
     weights = settings.model_weights
@@ -163,7 +163,7 @@ def bulk_import(folder: Path, workdir: Path, settings: Settings) -> dict[str, An
     n_files = sum(1 for p in folder.rglob("*") if p.is_file())
     log_path = workdir / "import.log"
     t0 = time.perf_counter()
-    proc = run_import(workdir, str(workdir / "milvus.db"), folder, log_path=log_path, **service_env(settings))
+    proc = run_import(workdir, str(workdir / "milvus.db"), folder, log_path=log_path, **child_env(settings))
     returncode = proc.wait(timeout=3600)
     wall = time.perf_counter() - t0
     output = log_path.read_text(errors="replace")
@@ -191,7 +191,7 @@ class Service(ServeProcess):
     def __init__(self, workdir: Path, settings: Settings) -> None:
         self._started = time.perf_counter()
         self.token = secrets.token_hex(16)
-        super().__init__(workdir, str(workdir / "milvus.db"), "service", TOKEN=self.token, **service_env(settings))
+        super().__init__(workdir, str(workdir / "milvus.db"), "service", TOKEN=self.token, **child_env(settings))
         self.seconds_to_ready: float | None = None
         self.rss_idle_mb: float | None = None
         self._peak_sampled = 0
