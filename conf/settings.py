@@ -36,6 +36,13 @@ class Pooling(str, Enum):
     GEM = "gem"
 
 
+class LogFormat(str, Enum):
+    """How log lines are written to stderr."""
+
+    TEXT = "text"  # one human-readable line per record
+    JSON = "json"  # one JSON object per line, for log shippers (Loki, Elasticsearch, CloudWatch...)
+
+
 class Consistency(str, Enum):
     """Which writes a Milvus read is guaranteed to see."""
 
@@ -59,6 +66,10 @@ class Settings(BaseSettings):
     api_threads: int = Field(16, ge=1, le=256)
     token: SecretStr | None = None
     log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.TEXT
+    # /metrics normally wants the token like the API; a Prometheus inside the trusted network may be
+    # spared it (its scrape config then needs no secret).
+    metrics_public: bool = False
 
     # Milvus
     milvus_uri: str = "./data/milvus.db"
@@ -85,6 +96,8 @@ class Settings(BaseSettings):
     image_pool_path: Path = Path("./img-pool")
     image_inc_path: Path | None = None
     path_roots: str | None = None
+    # 256 px WEBP thumbnails for the console, one file per distinct image (content-addressed by MD5).
+    thumb_dir: Path = Path("./data/thumbs")
 
     # Limits
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1024)
@@ -115,10 +128,10 @@ class Settings(BaseSettings):
             raise ValueError("TOKEN must be printable ASCII without spaces (it travels in an HTTP header)")
         return value
 
-    @field_validator("milvus_consistency", mode="before")
+    @field_validator("milvus_consistency", "log_format", mode="before")
     @classmethod
-    def _lower_level(cls, value: object) -> object:
-        # Milvus spells the levels "Session" and "Strong"; accept either case.
+    def _any_case(cls, value: object) -> object:
+        # Milvus spells the levels "Session" and "Strong"; accept either case (and JSON as well as json).
         return value.lower() if isinstance(value, str) else value
 
     @field_validator("log_level")

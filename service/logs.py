@@ -1,4 +1,4 @@
-"""Structured logs and request ids.
+"""Structured logs and request ids, framework-free (the Flask hooks that feed them are service/api/telemetry.py).
 
 `LOG_FORMAT=json` turns every log line into one JSON object (time, level, logger, message and, inside a
 request, the request's id, method, path, status, duration, namespace and key count). The formatter only
@@ -6,7 +6,10 @@ ever writes the fields listed here, so a token or an image can reach a log line 
 text, and messages are scrubbed of token-looking and base64-looking runs as a second line of defence.
 
 Every request gets an id: the caller's `X-Request-Id` when it is short and plain, else a new one. It is
-echoed in the response header so a client can quote it, and the 500 handler can use it as its reference.
+echoed in the response header so a client can quote it, and the 500 handler uses it as its reference.
+The request being handled is kept in a context variable (one per waitress thread), so any code that
+logs while it runs -- a use case, the store -- gets the request's fields on its lines without knowing
+about HTTP, and use cases can add notes (namespace, key count) for the access line.
 """
 
 from __future__ import annotations
@@ -15,12 +18,10 @@ import json
 import logging
 import re
 import sys
-import time
 import uuid
+from contextvars import ContextVar, Token
 from datetime import datetime, timezone
 from typing import Any
-
-from flask import Flask, Response, g, has_request_context, request
 
 REQUEST_ID_HEADER = "X-Request-Id"
 # Letters, digits and a few separators, up to 64 characters: enough for UUIDs, trace ids and
@@ -28,7 +29,6 @@ REQUEST_ID_HEADER = "X-Request-Id"
 _SANE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 # The request fields a JSON log line may carry; anything else on a record is ignored.
 REQUEST_FIELDS = ("request_id", "method", "path", "status", "duration_ms", "namespace", "key_count")
-_NOTE_FIELDS = frozenset({"namespace", "key_count"})
 _MAX_MESSAGE = 4000
 # "token: x", "token=x", "Bearer x" (any case): the value is replaced, the word kept for context. Values
 # under 6 characters are left alone, so prose such as "missing token: send it ..." stays readable.
@@ -45,22 +45,40 @@ def request_id_from(value: str | None) -> str:
     return uuid.uuid4().hex
 
 
+# The fields of the request this thread is handling (None between requests).
+_CURRENT: ContextVar[dict[str, Any] | None] = ContextVar("imgsim_request", default=None)
+
+
+def bind_request(request_id: str, method: str, path: str) -> Token[dict[str, Any] | None]:
+    """Mark the start of a request in this context; pass the returned token to `unbind_request`."""
+    return _CURRENT.set({"request_id": request_id, "method": method, "path": path})
+
+
+def unbind_request(token: Token[dict[str, Any] | None]) -> None:
+    """The request of `bind_request` is over: its fields leave this context."""
+    _CURRENT.reset(token)
+
+
+def current_request() -> dict[str, Any]:
+    """The fields of the request being handled (request_id, method, path and any notes); {} outside one."""
+    return dict(_CURRENT.get() or {})
+
+
 def current_request_id() -> str | None:
-    """The id of the request being handled (None outside a request, or before the hooks ran)."""
-    if not has_request_context():
-        return None
-    return g.get("imgsim_request_id")
+    """The id of the request being handled (None outside a request)."""
+    fields = _CURRENT.get()
+    return fields["request_id"] if fields else None
 
 
 def note_request(namespace: str | None = None, key_count: int | None = None) -> None:
     """Add what the access log line should say about this request (its namespace, how many keys it named)."""
-    if not has_request_context():
+    fields = _CURRENT.get()
+    if fields is None:
         return
-    notes = g.setdefault("imgsim_log_notes", {})
     if namespace is not None:
-        notes["namespace"] = namespace
+        fields["namespace"] = namespace
     if key_count is not None:
-        notes["key_count"] = int(key_count)
+        fields["key_count"] = int(key_count)
 
 
 def scrub(text: str) -> str:
@@ -73,15 +91,13 @@ def scrub(text: str) -> str:
 
 
 class RequestContextFilter(logging.Filter):
-    """Stamps the current request's id, method and path on every record logged while a request runs."""
+    """Stamps the current request's fields (id, method, path, notes) on every record logged while it runs."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Add request fields the record does not already carry; never drops a record."""
-        if has_request_context():
-            for name, value in (("request_id", current_request_id()), ("method", request.method),
-                                ("path", request.path)):
-                if value is not None and not hasattr(record, name):
-                    setattr(record, name, value)
+        for name, value in current_request().items():
+            if value is not None and not hasattr(record, name):
+                setattr(record, name, value)
         return True
 
 
@@ -121,29 +137,3 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> logging.Handler
     root.addHandler(handler)
     root.setLevel(level)
     return handler
-
-
-def install_request_logging(app: Flask, access_log: bool = True) -> None:
-    """Give every request of `app` an id (echoed as X-Request-Id) and, if `access_log`, one log line at the end."""
-    access = logging.getLogger(ACCESS_LOGGER)
-
-    def start() -> None:
-        g.imgsim_request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
-        g.imgsim_started = time.perf_counter()
-
-    def finish(response: Response) -> Response:
-        request_id = current_request_id() or request_id_from(None)
-        response.headers[REQUEST_ID_HEADER] = request_id
-        if access_log:
-            started = g.get("imgsim_started", time.perf_counter())
-            fields: dict[str, Any] = {"request_id": request_id, "method": request.method, "path": request.path,
-                                      "status": response.status_code,
-                                      "duration_ms": round((time.perf_counter() - started) * 1000, 1)}
-            fields.update({k: v for k, v in g.get("imgsim_log_notes", {}).items() if k in _NOTE_FIELDS})
-            access.info("%s %s -> %d in %.1f ms", request.method, request.path, response.status_code,
-                        fields["duration_ms"], extra=fields)
-        return response
-
-    # First in line, so the id and the clock exist even when the token check (registered earlier) refuses.
-    app.before_request_funcs.setdefault(None, []).insert(0, start)
-    app.after_request(finish)

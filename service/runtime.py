@@ -15,10 +15,11 @@ from conf.errors import NotReady, StartupError
 from conf.settings import Settings
 from model.embedder import DIM, Embedder, load_embedder, model_info
 from service.api.app import create_app
+from service.metrics import Metrics
 from service.server import create_http_server
 from service.store.records import VectorStore
 from service.usecases.deps import Deps, build_deps
-from service.usecases.importer import Importer
+from service.usecases.importer import Importer, ImportHooks
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class Runtime:
     store: VectorStore
     deps: Deps
     app: Flask
+    metrics: Metrics
 
     def close(self) -> None:
         """Stop the batchers and close the Milvus connection."""
@@ -44,13 +46,29 @@ class Runtime:
 def build_runtime(settings: Settings, embedder: Embedder | None = None) -> Runtime:
     """Build the service. Milvus being down is not fatal (it is retried); an incompatible schema is."""
     embedder = embedder or load_embedder(settings)
-    store = VectorStore(settings, DIM)
+    metrics = Metrics()
+    # The store and the batchers know nothing of Prometheus: they call back, and metrics listens.
+    store = VectorStore(settings, DIM, on_call=metrics.observe_milvus)
+    metrics.track_records(lambda: _quick_count(store))
     try:
         store.connect()
     except NotReady as exc:
         log.warning("%s; the API starts anyway, answers 503 until Milvus is reachable, and keeps retrying", exc.msg)
-    deps = build_deps(settings, store, embedder.embed, model_info(settings))
-    return Runtime(settings, embedder, store, deps, create_app(settings, deps))
+    deps = build_deps(settings, store, embedder.embed, model_info(settings), on_batch=metrics.observe_batch)
+    return Runtime(settings, embedder, store, deps, create_app(settings, deps, metrics), metrics)
+
+
+def _quick_count(store: VectorStore) -> int | None:
+    """The record count for a metrics scrape: None (reported as NaN) rather than waiting on a Milvus that is away."""
+    if not store.connected:
+        return None
+    return store.count(retry=False)
+
+
+def import_hooks(metrics: Metrics) -> ImportHooks:
+    """An import's hooks feeding `metrics`: imports in progress, and the model's batches labelled "import"."""
+    return ImportHooks(started=metrics.import_started, finished=metrics.import_finished,
+                       batch=lambda size, seconds: metrics.observe_batch("import", size, seconds))
 
 
 def _keep_connecting(store: VectorStore, stop: threading.Event) -> None:
@@ -77,8 +95,9 @@ def _startup_import(runtime: Runtime, stop: threading.Event) -> None:
     if stop.is_set():
         return
     # The importer drives the model directly in big batches; the batcher keeps serving requests meanwhile.
-    summary = Importer(settings, runtime.embedder, runtime.store).run(
-        settings.image_inc_path, key_mode="md5", move_to=settings.image_pool_path, progress=False)
+    importer = Importer(settings, runtime.embedder, runtime.store, hooks=import_hooks(runtime.metrics),
+                        thumbs=runtime.deps.thumbs)  # the service's own: one lock against its deletes
+    summary = importer.run(settings.image_inc_path, key_mode="md5", move_to=settings.image_pool_path, progress=False)
     log.info("start-up import of %s: %s", settings.image_inc_path, "; ".join(summary.lines()))
 
 
@@ -96,7 +115,8 @@ def serve(settings: Settings) -> None:
     if settings.token is None:
         log.warning("TOKEN is not set: every endpoint is open to anyone who can reach port %d", settings.api_port)
     else:
-        log.info("token check on: every endpoint but /health and /ready needs the token")
+        log.info("token check on: every endpoint but /health, /ready, the console and docs pages%s needs the token",
+                 " and /metrics (METRICS_PUBLIC)" if settings.metrics_public else "")
     log.info("path endpoints may read below: %s", ", ".join(str(r) for r in settings.allowed_roots))
     runtime = build_runtime(settings)
     stop = start_background(runtime)

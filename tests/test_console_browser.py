@@ -1,42 +1,38 @@
-"""The ops console and the API docs page in a real browser (Debian's headless Chromium, driven by Playwright).
+"""The ops console and the API docs page in a real browser (Debian's headless Chromium, driven by Playwright),
+against the real app as the factory wires it: its token check, thumbnails, count and /ready.
 
 Flow of issue 13: log in with the token, add images through the API, find one by upload in the console
-(its card, thumbnail and score), browse its key, delete one image and then the whole key, and see the
+(its card, real thumbnail and score), browse its key, delete one image and then the whole key, and see the
 count fall; a wrong token, at the prompt or mid-session, brings the prompt back. Along the way: nothing is
 requested from another origin, the token never appears in a URL, and no Content-Security-Policy violation
-is reported. Screenshots of the main views go to tests/artifacts/ (and the search view to img/console.png).
+is reported. Screenshots of the main views go to tests/artifacts/ (and the search view to img/console.png
+when that is missing or IMGSIM_README_SHOT=1).
 
-Until the coordinator wires the console into the app factory, the test serves the console and docs
-blueprints in front of the live service (a small WSGI dispatcher), with a stand-in for the thumbnail
-endpoint that serves the added images and, like the real one, wants the token header.
+The only thing the test adds to the app is a recorder (a before_request hook) of what the page sent:
+Chromium does not report multipart bodies to Playwright, and the thumbnail requests' headers are checked.
 """
 
 from __future__ import annotations
 
 import base64
-import io
 import os
 import re
 import shutil
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-import waitress
-from flask import Flask, Response, jsonify, request
-from PIL import Image
+from flask import request
 from playwright.sync_api import expect, sync_playwright
 
-from service.api.console import console_blueprint
-from service.api.docs import docs_blueprint
 from tests.conftest import ROOT, LiveService, photo
 
 CHROMIUM = Path("/usr/bin/chromium")
 needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
-                                                                   "(apt-get install chromium); none is installed here")
+                                                                   "(apt-get install chromium; `make test` installs "
+                                                                   "it where apt-get can); none is installed here")
 
 TOKEN = "console-T0ken_42.x"
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -48,76 +44,32 @@ TIMEOUT_MS = 30_000
 
 @dataclass
 class Site:
-    """The live service with the console in front of it, and what the thumbnail stand-in saw."""
+    """The live service (console included) and what the page sent it."""
 
     live: LiveService
     url: str
-    thumbs: dict[int, bytes] = field(default_factory=dict)
     thumb_requests: list[tuple[str, str | None]] = field(default_factory=list)
-    revoked: bool = False  # answer 401 to every API call, as a token revoked mid-session would get
     search_bodies: list[bytes] = field(default_factory=list)  # what the page sent to search endpoints
 
 
-def _thumbnail(data: bytes) -> bytes:
-    """A 256 px WEBP of `data`, as the real thumbnail store keeps."""
-    img = Image.open(io.BytesIO(data)).convert("RGB")
-    img.thumbnail((256, 256))
-    buf = io.BytesIO()
-    img.save(buf, "WEBP", quality=80)
-    return buf.getvalue()
+def _record(site: Site) -> Callable[[], None]:
+    """A before_request hook keeping search bodies and thumbnail requests (the app still answers them)."""
+    def record() -> None:
+        if request.path.startswith("/api/image/sim/search/"):
+            site.search_bodies.append(request.get_data(cache=True))  # cached: the form is parsed from it later
+        if request.path.startswith("/api/image/sim/thumb/"):
+            site.thumb_requests.append((request.full_path, request.headers.get("token")))
 
-
-def _front_app(site: Site) -> Flask:
-    """Console, docs and a thumbnail stand-in (GET /api/image/sim/thumb/<id>, token header required)."""
-    front = Flask("console_front")
-    front.register_blueprint(console_blueprint())
-    front.register_blueprint(docs_blueprint())
-
-    @front.get("/api/image/sim/thumb/<int:record_id>")
-    def thumb(record_id: int) -> Any:
-        site.thumb_requests.append((request.full_path, request.headers.get("token")))
-        if request.headers.get("token") != TOKEN:
-            return jsonify({"code": 401, "msg": "invalid token", "data": None}), 401
-        if record_id not in site.thumbs:
-            return jsonify({"code": 404, "msg": f"no thumbnail for id {record_id}", "data": None}), 404
-        return Response(site.thumbs[record_id], content_type="image/webp")
-
-    return front
-
-
-def _dispatch(site: Site, front: Flask, api: Any) -> Callable[..., Any]:
-    """Send console, docs and thumbnail paths to `front`, everything else to the service's own app."""
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        path = environ.get("PATH_INFO", "")
-        if site.revoked and path.startswith("/api/"):
-            start_response("401 UNAUTHORIZED", [("Content-Type", "application/json")])
-            return [b'{"code": 401, "msg": "invalid token", "data": null}']
-        if path.startswith("/api/image/sim/search/"):
-            # Keep a copy of the body (Chromium does not report multipart uploads to the test) and replay it.
-            body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-            site.search_bodies.append(body)
-            environ["wsgi.input"] = io.BytesIO(body)
-        if path.startswith(("/console", "/docs", "/api/image/sim/thumb/")):
-            return front(environ, start_response)
-        return api(environ, start_response)
-
-    return app
+    return record
 
 
 @pytest.fixture
-def site(start_service: Callable[..., LiveService]) -> Iterator[Site]:
-    """A token-protected service on Milvus Lite, served with the console on a loopback port."""
+def site(start_service: Callable[..., LiveService]) -> Site:
+    """A token-protected service on Milvus Lite over real HTTP, console and docs served by the app itself."""
     live = start_service(token=TOKEN)
-    holder = Site(live, "")
-    server = waitress.create_server(_dispatch(holder, _front_app(holder), live.runtime.app), host="127.0.0.1", port=0,
-                                    threads=4)
-    holder.url = f"http://127.0.0.1:{server.effective_port}"
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        yield holder
-    finally:
-        server.close()
+    holder = Site(live, live.base_url)
+    live.runtime.app.before_request(_record(holder))  # before its first request, as Flask requires
+    return holder
 
 
 @pytest.fixture(scope="module")
@@ -167,14 +119,13 @@ def shot(page: Any, name: str) -> Path:
 
 
 def add(site: Site, seed: int, key: str) -> tuple[int, bytes]:
-    """Add a photo through the API; return its id (from get/key) and bytes, and give it a thumbnail."""
+    """Add a photo through the API (which keeps its thumbnail); return its id (from get/key) and bytes."""
     data = photo(seed)
     before = {r["id"] for r in site.live.post("get/key", json={"key": [key]}).json()["data"]}
     answer = site.live.post("add/file", files={"file": (f"photo-{seed}.jpg", data)}, data={"key": key})
     assert answer.status_code == 200, answer.text
     after = {r["id"] for r in site.live.post("get/key", json={"key": [key]}).json()["data"]}
     (record_id,) = after - before
-    site.thumbs[record_id] = _thumbnail(data)
     return record_id, data
 
 
@@ -224,9 +175,12 @@ def find_by_upload(page: Any, query: bytes, expected_id: int) -> None:
     assert best.get_by_test_id("result-key").inner_text() == "SKU-1001"
     assert best.get_by_test_id("result-filepath").inner_text() == "photo-11.jpg"
     assert float(best.get_by_test_id("result-score").inner_text()) > 0.999
-    best.get_by_test_id("thumb-img").wait_for()
     assert page.get_by_test_id("result-card").count() == 3
     expect(page.locator("[data-testid=thumb].loading")).to_have_count(0)
+    # Every card shows its real thumbnail (a decoded 256 px picture), none the placeholder.
+    expect(page.get_by_test_id("thumb-img")).to_have_count(3)
+    expect(page.get_by_test_id("thumb-placeholder")).to_have_count(0)
+    assert best.get_by_test_id("thumb-img").evaluate("img => [img.complete, img.naturalWidth]") == [True, 256]
     search_shot = shot(page, "console-search")
     if not README_SHOT.exists() or os.environ.get("IMGSIM_README_SHOT") == "1":
         shutil.copyfile(search_shot, README_SHOT)  # a tracked file: rewritten only when asked (or missing)
@@ -294,6 +248,15 @@ def test_console_find_browse_delete(site: Site, browser: Any) -> None:
         context.close()
 
 
+def revoke(page: Any) -> None:
+    """From now on the page's API calls reach the app with another token, as after a revocation: the real
+    token check answers them 401. (A single TOKEN cannot be changed while the service runs.)"""
+    def swap(route: Any) -> None:
+        route.continue_(headers={**route.request.headers, "token": "revoked-" + TOKEN})
+
+    page.route("**/api/image/sim/**", swap)
+
+
 @needs_chromium
 def test_console_wrong_token_shows_prompt(site: Site, browser: Any) -> None:
     """A wrong token is refused at the prompt with the API's message; a 401 mid-session brings the prompt back."""
@@ -315,13 +278,13 @@ def test_console_wrong_token_shows_prompt(site: Site, browser: Any) -> None:
             "Object.keys(localStorage).every(k => k === 'imgsim.lang')")
 
         expect(error).to_be_hidden()
-        site.revoked = True  # the token is revoked while the console is open: the next call gets a 401
+        revoke(page)  # the token stops being valid while the console is open: the next call gets a 401
         page.get_by_test_id("nav-catalog").click()
         expect(error).to_be_visible()
         assert "invalid token" in error.inner_text()
         assert page.locator("#app").is_hidden()
         assert page.evaluate("sessionStorage.getItem('imgsim.token')") is None
-        site.revoked = False
+        page.unroute("**/api/image/sim/**")
 
         page.evaluate("sessionStorage.setItem('imgsim.token', 'stale-token')")  # a stale token from earlier
         page.reload()
@@ -373,6 +336,31 @@ def test_console_search_errors_and_options(site: Site, browser: Any) -> None:
         expect(message).to_contain_text("HTTP 4")
         answer = site.live.post("search/id", json={"id": 12345})
         assert message.inner_text().startswith(answer.json()["msg"])  # whatever the service says, verbatim
+        assert_clean(site, watch)
+    finally:
+        context.close()
+
+
+@needs_chromium
+def test_console_search_by_url_and_path(site: Site, browser: Any, image_host: Callable[[bytes], str]) -> None:
+    """Search by an image URL and by a path on the shared volume: the stored image comes first, with its thumbnail."""
+    record_id, data = add(site, 31, "SKU-4004")
+    add(site, 32, "SKU-5005")
+    shared = site.live.runtime.settings.image_pool_path / "query.jpg"
+    shared.write_bytes(data)
+    context, page, watch = open_page(browser)
+    try:
+        page.goto(f"{site.url}/console")
+        log_in(page, TOKEN)
+        for kind, value in (("url", image_host(data)), ("path", str(shared))):
+            page.get_by_test_id(f"kind-{kind}").check()
+            page.get_by_test_id(f"search-{kind}").fill(value)
+            page.get_by_test_id("search-submit").click()
+            expect(page.get_by_test_id("search-message")).to_contain_text("2 results in")
+            best = page.get_by_test_id("result-card").first
+            assert best.get_attribute("data-id") == str(record_id), kind
+            assert float(best.get_by_test_id("result-score").inner_text()) > 0.999
+            best.get_by_test_id("thumb-img").wait_for()
         assert_clean(site, watch)
     finally:
         context.close()
@@ -438,5 +426,8 @@ def test_console_and_docs_headers(site: Site) -> None:
             assert cached.status_code == 200 and "immutable" in cached.headers["Cache-Control"], asset
             stale = http.get(site.url + asset.split("?")[0] + "?v=000000000000")
             assert stale.headers["Cache-Control"] == "no-cache"
-    assert http.get(site.url + "/console/static/nothing.js").status_code == 404
-    assert http.get(site.url + "/docs/assets/../docs.py").status_code == 404
+    assert http.get(site.url + "/console/static/nothing.js").status_code == 404  # open, but only its own files
+    for sneaky in ("/docs/assets/../docs.py", "/docs/assets/%2e%2e%2fdocs.py", "/console/static/..%2fconsole.py"):
+        answer = http.get(site.url + sneaky, headers={"token": TOKEN})
+        assert answer.status_code == 404 and "import" not in answer.text, sneaky
+    assert http.get(site.url + "/docs/docs.py").status_code == 401  # no page there: the token check applies

@@ -69,24 +69,35 @@ def render_page(template: str, prefix: str, assets: dict[str, Asset]) -> bytes:
     return template.encode("utf-8")
 
 
-def console_blueprint(static_dir: Path = STATIC_DIR) -> Blueprint:
-    """`GET /console` (the page, never cached) and `GET /console/static/<name>` (its script and styles)."""
-    bp = Blueprint("console", __name__)
-    assets = {name: load_asset(static_dir / name) for name in ASSETS}
-    page = render_page((static_dir / PAGE).read_text("utf-8"), "/console/static", assets)
+def page_blueprint(name: str, url: str, asset_url: str, page: bytes, assets: dict[str, Asset],
+                   csp: str) -> Blueprint:
+    """A blueprint `name` serving `page` at `url` (never cached) and `assets` at `asset_url/<name>`.
 
-    @bp.get("/console", endpoint="page")
-    @bp.get("/console/", endpoint="page")
+    Its endpoints are `<name>.page` and `<name>.asset` (the app's token check lets both through).
+    """
+    bp = Blueprint(name, __name__)
+
+    @bp.get(url, endpoint="page")
+    @bp.get(url + "/", endpoint="page")
     def show_page() -> Response:
+        """The page, revalidated on every visit so an upgrade shows at once."""
         response = Response(page, content_type="text/html; charset=utf-8")
         response.headers["Cache-Control"] = "no-cache"
-        return secure_headers(response, CONSOLE_CSP)
+        return secure_headers(response, csp)
 
-    @bp.get("/console/static/<name>", endpoint="asset")
+    @bp.get(asset_url + "/<name>", endpoint="asset")
     def show_asset(name: str) -> Response:
+        """One of the page's own files (any other name: 404)."""
         asset = assets.get(name)
         if asset is None:
             abort(404)
-        return asset_response(asset, request.args.get("v"), CONSOLE_CSP)
+        return asset_response(asset, request.args.get("v"), csp)
 
     return bp
+
+
+def console_blueprint(static_dir: Path = STATIC_DIR) -> Blueprint:
+    """`GET /console` (the page, never cached) and `GET /console/static/<name>` (its script and styles)."""
+    assets = {name: load_asset(static_dir / name) for name in ASSETS}
+    page = render_page((static_dir / PAGE).read_text("utf-8"), "/console/static", assets)
+    return page_blueprint("console", "/console", "/console/static", page, assets, CONSOLE_CSP)

@@ -13,9 +13,9 @@ from importlib.metadata import version
 from pathlib import Path
 
 import flask_swagger_ui
-from flask import Blueprint, Response, abort, request
+from flask import Blueprint
 
-from service.api.console import STATIC_DIR, Asset, asset_response, load_asset, render_page, secure_headers
+from service.api.console import STATIC_DIR, Asset, load_asset, page_blueprint, render_page
 
 SWAGGER_DIST = Path(flask_swagger_ui.__file__).with_name("dist")
 SWAGGER_FILES = ("swagger-ui.css", "swagger-ui-bundle.js")
@@ -35,24 +35,8 @@ def swagger_ui_version() -> str:
 
 def docs_blueprint(openapi_url: str = "/openapi.json", static_dir: Path = STATIC_DIR) -> Blueprint:
     """`GET /docs` (the page) and `GET /docs/assets/<name>` (Swagger UI's files and ours)."""
-    bp = Blueprint("docs", __name__)
     assets: dict[str, Asset] = {name: load_asset(SWAGGER_DIST / name) for name in SWAGGER_FILES}
     assets.update({name: load_asset(static_dir / name) for name in OWN_FILES})
     page = render_page((static_dir / PAGE).read_text("utf-8").replace("{{openapi_url}}", openapi_url),
                        "/docs/assets", assets)
-
-    @bp.get("/docs", endpoint="page")
-    @bp.get("/docs/", endpoint="page")
-    def show_page() -> Response:
-        response = Response(page, content_type="text/html; charset=utf-8")
-        response.headers["Cache-Control"] = "no-cache"
-        return secure_headers(response, DOCS_CSP)
-
-    @bp.get("/docs/assets/<name>", endpoint="asset")
-    def show_asset(name: str) -> Response:
-        asset = assets.get(name)
-        if asset is None:
-            abort(404)
-        return asset_response(asset, request.args.get("v"), DOCS_CSP)
-
-    return bp
+    return page_blueprint("docs", "/docs", "/docs/assets", page, assets, DOCS_CSP)

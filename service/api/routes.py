@@ -5,13 +5,15 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app
 
 from service.api.envelope import envelope
-from service.api.fields import (id_list, image_input, key_list, limit_value, min_score_value, optional_key,
-                                request_fields, text_field)
+from service.api.fields import (id_list, id_value, image_input, key_list, limit_value, min_score_value,
+                                optional_key, request_fields, text_field)
+from service.logs import note_request
 from service.usecases.add import add_image
 from service.usecases.delete import delete_by_ids, delete_by_keys
 from service.usecases.deps import Deps
 from service.usecases.lookup import count_records, get_by_keys
 from service.usecases.search import search_image
+from service.usecases.thumbnail import thumbnail
 
 api = Blueprint("api", __name__, url_prefix="/api/image/sim")
 
@@ -49,23 +51,39 @@ def delete_ids() -> tuple[Response, int]:
     return envelope(delete_by_ids(deps(), ids))
 
 
+def requested_keys() -> list[str]:
+    """The request's `key` list, validated; how many it names goes on the access log line."""
+    settings = deps().settings
+    keys = key_list(request_fields(), settings.max_key_length, settings.max_batch_keys)
+    note_request(key_count=len(keys))
+    return keys
+
+
 @api.post("/del/key")
 def delete_keys() -> tuple[Response, int]:
     """Delete every record of the given keys; data is how many were deleted."""
-    settings = deps().settings
-    keys = key_list(request_fields(), settings.max_key_length, settings.max_batch_keys)
-    return envelope(delete_by_keys(deps(), keys))
+    return envelope(delete_by_keys(deps(), requested_keys()))
 
 
 @api.post("/get/key")
 def get_keys() -> tuple[Response, int]:
     """The records (id, key, filepath, md5) stored under the given keys."""
-    settings = deps().settings
-    keys = key_list(request_fields(), settings.max_key_length, settings.max_batch_keys)
-    return envelope(get_by_keys(deps(), keys))
+    return envelope(get_by_keys(deps(), requested_keys()))
 
 
 @api.route("/count", methods=["GET", "POST"])
 def count() -> tuple[Response, int]:
     """How many records are stored."""
     return envelope(count_records(deps()))
+
+
+@api.get("/thumb/<record_id>")
+def thumb(record_id: str) -> Response:
+    """A stored record's thumbnail: WEBP, at most 256 px a side (404 when it has none: show a placeholder)."""
+    data = thumbnail(deps(), id_value(record_id))
+    response = current_app.response_class(data, mimetype="image/webp")
+    # An id always names the same image (ids derive from key and MD5), so the browser may keep it a while;
+    # `private`: it was fetched with the token, no shared cache may keep it.
+    response.headers["Cache-Control"] = "private, max-age=86400"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response

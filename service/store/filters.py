@@ -12,5 +12,14 @@ def quote(value: str) -> str:
 
 def key_in(keys: Iterable[str]) -> str | None:
     """The expression matching every record of these keys; None for no keys."""
-    unique = sorted(set(keys))
-    return f"key in [{', '.join(quote(k) for k in unique)}]" if unique else None
+    return _text_in("key", keys)
+
+
+def md5_in(md5s: Iterable[str]) -> str | None:
+    """The expression matching every record of these image MD5s; None for none."""
+    return _text_in("md5", md5s)
+
+
+def _text_in(field: str, values: Iterable[str]) -> str | None:
+    unique = sorted(set(values))
+    return f"{field} in [{', '.join(quote(v) for v in unique)}]" if unique else None

@@ -17,8 +17,8 @@ import numpy as np
 
 from conf.settings import Settings
 from service.store.client import MilvusClient, short
-from service.store.connection import Connection
-from service.store.filters import key_in
+from service.store.connection import CallObserver, Connection
+from service.store.filters import key_in, md5_in
 from service.store.flusher import LiteFlusher
 from service.store.ids import Slot, allocate_ids
 
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+RECORD_FIELDS = ("id", "key", "filepath", "md5")  # what lookups return of a record (not its vector)
 SEARCH_PARAMS = {"metric_type": "IP"}  # cosine similarity: the stored vectors have unit length
 
 
@@ -61,9 +62,10 @@ class Query:
 class VectorStore:
     """The image records in one Milvus collection."""
 
-    def __init__(self, settings: Settings, dim: int) -> None:
+    def __init__(self, settings: Settings, dim: int, on_call: CallObserver | None = None) -> None:
+        """`on_call(operation, seconds, failed)` is told of every Milvus call (service.runtime feeds metrics)."""
         self._settings = settings
-        self.connection = Connection(settings, dim)
+        self.connection = Connection(settings, dim, on_call)
         # Check-then-write sequences (id probing, counted deletes) run one at a time
         # so that identical concurrent adds cannot both insert.
         self._write_lock = threading.Lock()
@@ -90,6 +92,11 @@ class VectorStore:
         """The scalar index type on `key` ('' when the server accepted none)."""
         return self.connection.indexes.key
 
+    @property
+    def connected(self) -> bool:
+        """Whether a Milvus client is open now (it may still fail its next call)."""
+        return self.connection.client is not None
+
     def connect(self) -> None:
         """Connect, create or verify the collection, and load it (see Connection.connect)."""
         self.connection.connect()
@@ -105,8 +112,8 @@ class VectorStore:
             self._flusher = None
         self.connection.close()
 
-    def _call(self, fn: Callable[[MilvusClient], T]) -> T:
-        return self.connection.call(fn)
+    def _call(self, fn: Callable[[MilvusClient], T], operation: str = "other", retry: bool = True) -> T:
+        return self.connection.call(fn, retry=retry, operation=operation)
 
     def _wrote(self, rows: int) -> None:
         if self._flusher is not None:
@@ -124,7 +131,7 @@ class VectorStore:
         unique = list(dict.fromkeys(pairs))
         if not unique:
             return {}
-        slots = self._call(lambda c: self._slots(c, unique))
+        slots = self._call(lambda c: self._slots(c, unique), "lookup")
         return {pair: slot.stored for pair, slot in zip(unique, slots, strict=True) if slot.stored is not None}
 
     def existing(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -145,7 +152,7 @@ class VectorStore:
         if not records:
             return []
         with self._write_lock:
-            return self._call(lambda c: self._put_locked(c, records))
+            return self._call(lambda c: self._put_locked(c, records), "upsert")
 
     def _put_locked(self, client: MilvusClient, records: Sequence[Record]) -> list[tuple[int, bool]]:
         slots = self._slots(client, [(r.key, r.md5) for r in records])
@@ -178,7 +185,7 @@ class VectorStore:
                     c.delete(self.connection.collection, ids=found, timeout=self._settings.milvus_timeout)
                     self._deleted(c, len(found))
                 return len(found)
-            return self._call(run)
+            return self._call(run, "delete")
 
     def delete_keys(self, keys: Iterable[str]) -> int:
         """Delete every record of these keys; returns how many records were deleted."""
@@ -192,7 +199,7 @@ class VectorStore:
                     c.delete(self.connection.collection, filter=expr, timeout=self._settings.milvus_timeout)
                     self._deleted(c, count)
                 return count
-            return self._call(run)
+            return self._call(run, "delete")
 
     def _deleted(self, client: MilvusClient, rows: int) -> None:
         """After a delete: make sure the next Session-level reads cannot still see the deleted rows."""
@@ -223,7 +230,7 @@ class VectorStore:
         result = self._call(lambda c: c.search(
             self.connection.collection, data=data, anns_field="vector", limit=widest,
             output_fields=["key", "filepath"], search_params=params, consistency_level=self.connection.read_level,
-            timeout=self._settings.milvus_timeout))
+            timeout=self._settings.milvus_timeout), "search")
         return [[hit for hit in (_hit(h) for h in hits[:q.limit]) if q.min_score is None or hit.score >= q.min_score]
                 for hits, q in zip(result, queries, strict=True)]
 
@@ -232,13 +239,27 @@ class VectorStore:
         expr = key_in(keys)
         if expr is None:
             return []
-        rows = self._call(lambda c: self.connection.query(c, expr, ("id", "key", "filepath", "md5")))
-        return sorted(({f: r[f] for f in ("id", "key", "filepath", "md5")} for r in rows),
-                      key=lambda r: (r["key"], r["id"]))
+        return self._records(expr)
 
-    def count(self) -> int:
-        """How many records are stored."""
-        return self._call(lambda c: self._count(c, ""))
+    def get_ids(self, ids: Iterable[int]) -> list[dict[str, Any]]:
+        """The records (id, key, filepath, md5) of these ids that exist, ordered by key then id."""
+        wanted = sorted(set(ids))
+        return self._records(f"id in {wanted}") if wanted else []
+
+    def _records(self, expr: str) -> list[dict[str, Any]]:
+        rows = self._call(lambda c: self.connection.query(c, expr, RECORD_FIELDS), "query")
+        return sorted(({f: r[f] for f in RECORD_FIELDS} for r in rows), key=lambda r: (r["key"], r["id"]))
+
+    def md5s_in_use(self, md5s: Iterable[str]) -> set[str]:
+        """Which of these image MD5s some record (under any key) still has."""
+        expr = md5_in(md5s)
+        if expr is None:
+            return set()
+        return {r["md5"] for r in self._call(lambda c: self.connection.query(c, expr, ("md5",)), "query")}
+
+    def count(self, retry: bool = True) -> int:
+        """How many records are stored; `retry=False` gives up at the first failure (a metrics scrape)."""
+        return self._call(lambda c: self._count(c, ""), "count", retry=retry)
 
     def _count(self, client: MilvusClient, expr: str) -> int:
         rows = client.query(self.connection.collection, filter=expr, output_fields=["count(*)"],

@@ -1,4 +1,8 @@
-"""Add one image; and the embed-and-store steps every way of adding shares (add, bulk and start-up import)."""
+"""Add one image; and the embed-and-store steps every way of adding shares (add, bulk and start-up import).
+
+Storing an image also keeps its thumbnail (service/thumbs.py), written right after the record, so the
+console can show every stored image.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,9 @@ import numpy as np
 
 from service.inputs import ImageInput
 from service.store.records import Record, VectorStore
+from service.thumbs import Thumbnails
 from service.usecases.deps import Deps
-from service.usecases.prepare import PreparedImage, checked_filepath, model_input
+from service.usecases.prepare import PreparedImage, checked_filepath, stored_input
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +52,17 @@ def embed_unstored(store: VectorStore, embed_many: EmbedMany, images: Sequence[P
     return [Embedded(im, vec) for im, vec in zip(fresh, vectors, strict=True)], held
 
 
-def put_embedded(store: VectorStore, embedded: Sequence[Embedded]) -> list[tuple[int, bool]]:
-    """Store embedded images in one write; (id, created) for each."""
-    return store.put_many([Record(e.image.key, e.image.md5, e.image.filepath, e.vector) for e in embedded])
+def put_embedded(store: VectorStore, thumbs: Thumbnails, embedded: Sequence[Embedded]) -> list[tuple[int, bool]]:
+    """Store embedded images in one write, then their missing thumbnails; (id, created) for each."""
+    results = store.put_many([Record(e.image.key, e.image.md5, e.image.filepath, e.vector) for e in embedded])
+    # After the write: a thumbnail exists only for an image that has a record (a failed write leaves none).
+    keep_thumbnails(thumbs, [e.image for e in embedded])
+    return results
+
+
+def keep_thumbnails(thumbs: Thumbnails, images: Sequence[PreparedImage]) -> None:
+    """Write the thumbnails these stored images do not have yet (those of records stored before thumbnails)."""
+    thumbs.write_many((im.md5, im.thumb) for im in images)
 
 
 def add_image(deps: Deps, image: ImageInput, key: str | None, img_path: str | None) -> tuple[int, bool]:
@@ -59,12 +72,13 @@ def add_image(deps: Deps, image: ImageInput, key: str | None, img_path: str | No
     imgPath it updates the recorded filepath.
     """
     source = image.load(deps.settings)
-    md5, array = model_input(source.data, deps.settings, deps.decode_budget)
+    md5, array, thumb = stored_input(source.data, deps.settings, deps.decode_budget)
     filepath = checked_filepath(img_path if img_path is not None else source.default_filepath)
-    prepared = PreparedImage(key or md5, md5, filepath, array)
+    prepared = PreparedImage(key or md5, md5, filepath, array, thumb)
     embedded, held = embed_unstored(deps.store, deps.embed_each, [prepared], refresh_filepath=True)
     if not embedded:
+        keep_thumbnails(deps.thumbs, [prepared])
         return held[(prepared.key, md5)], False  # already there: the model did not run
-    [(rid, created)] = put_embedded(deps.store, embedded)
+    [(rid, created)] = put_embedded(deps.store, deps.thumbs, embedded)
     log.info("add key=%r md5=%s id=%d %s", prepared.key[:80], md5, rid, "stored" if created else "exists")
     return rid, created
