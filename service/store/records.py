@@ -17,7 +17,7 @@ import numpy as np
 
 from conf.settings import Settings
 from service.store.client import MilvusClient, short
-from service.store.connection import CallObserver, Connection
+from service.store.connection import QUERY_PAGE, CallObserver, Connection
 from service.store.filters import key_in, md5_in
 from service.store.flusher import LiteFlusher
 from service.store.ids import Slot, allocate_ids
@@ -252,10 +252,14 @@ class VectorStore:
 
     def md5s_in_use(self, md5s: Iterable[str]) -> set[str]:
         """Which of these image MD5s some record (under any key) still has."""
-        expr = md5_in(md5s)
+        wanted = set(md5s)
+        expr = md5_in(wanted)
         if expr is None:
             return set()
-        return {r["md5"] for r in self._call(lambda c: self.connection.query(c, expr, ("md5",)), "query")}
+        rows = self._call(lambda c: self.connection.query(c, expr, ("md5",)), "query")
+        if len(rows) >= QUERY_PAGE:  # a page full of copies may hide the others: say all are used (keep files)
+            return wanted
+        return {r["md5"] for r in rows}
 
     def count(self, retry: bool = True) -> int:
         """How many records are stored; `retry=False` gives up at the first failure (a metrics scrape)."""
