@@ -13,10 +13,12 @@ from flask import Flask
 
 from conf.errors import NotReady, StartupError
 from conf.settings import Settings
-from model.embedder import DIM, Embedder, load_embedder, model_info
+from model.embedder import Embedder, load_embedder
 from service.api.app import create_app
 from service.metrics import Metrics
 from service.server import create_http_server
+from service.store.connection import CallObserver
+from service.store.meta import SpaceTag
 from service.store.records import VectorStore
 from service.usecases.deps import Deps, build_deps
 from service.usecases.importer import Importer, ImportHooks
@@ -48,13 +50,13 @@ def build_runtime(settings: Settings, embedder: Embedder | None = None) -> Runti
     embedder = embedder or load_embedder(settings)
     metrics = Metrics()
     # The store and the batchers know nothing of Prometheus: they call back, and metrics listens.
-    store = VectorStore(settings, DIM, on_call=metrics.observe_milvus)
+    store = open_store(settings, embedder, on_call=metrics.observe_milvus)
     metrics.track_records(lambda: _quick_count(store))
     try:
         store.connect()
     except NotReady as exc:
         log.warning("%s; the API starts anyway, answers 503 until Milvus is reachable, and keeps retrying", exc.msg)
-    deps = build_deps(settings, store, embedder.embed, model_info(settings), on_batch=metrics.observe_batch)
+    deps = build_deps(settings, store, embedder, on_batch=metrics.observe_batch)
     return Runtime(settings, embedder, store, deps, create_app(settings, deps, metrics), metrics)
 
 
@@ -69,6 +71,13 @@ def import_hooks(metrics: Metrics) -> ImportHooks:
     """An import's hooks feeding `metrics`: imports in progress, and the model's batches labelled "import"."""
     return ImportHooks(started=metrics.import_started, finished=metrics.import_finished,
                        batch=lambda size, seconds: metrics.observe_batch("import", size, seconds))
+
+
+def open_store(settings: Settings, embedder: Embedder,
+               on_call: CallObserver | None = None) -> VectorStore:
+    """The store for this embedder's vectors: its width, and its embedding space checked on the collection."""
+    return VectorStore(settings, embedder.dim, SpaceTag(embedder.fingerprint.digest, embedder.fingerprint.summary),
+                       on_call)
 
 
 def _keep_connecting(store: VectorStore, stop: threading.Event) -> None:

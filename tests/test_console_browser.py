@@ -214,7 +214,7 @@ def check_catalog(page: Any) -> None:
     page.get_by_test_id("nav-catalog").click()
     expect(page.get_by_test_id("count-value")).to_have_text("1")
     page.get_by_test_id("ready-name").first.wait_for()
-    assert page.get_by_test_id("ready-model").get_by_test_id("ready-name").inner_text() == "ResNet50"
+    assert page.get_by_test_id("ready-model").get_by_test_id("ready-name").inner_text() == "resnet50"
     assert page.get_by_test_id("ready-milvus").get_by_test_id("ready-target").inner_text()
     page.get_by_test_id("batching-embed").wait_for()
     assert page.get_by_test_id("ready-status").inner_text() == "Ready"

@@ -21,6 +21,7 @@ from service.store.connection import QUERY_PAGE, CallObserver, Connection
 from service.store.filters import key_in, md5_in
 from service.store.flusher import LiteFlusher
 from service.store.ids import Slot, allocate_ids
+from service.store.meta import DuplicateThreshold, SpaceTag
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class Hit:
     key: str
     filepath: str
     score: float
+    md5: str = ""  # of the stored image's bytes: tells an exact copy of the query from a near one
 
 
 @dataclass(frozen=True)
@@ -62,10 +64,14 @@ class Query:
 class VectorStore:
     """The image records in one Milvus collection."""
 
-    def __init__(self, settings: Settings, dim: int, on_call: CallObserver | None = None) -> None:
-        """`on_call(operation, seconds, failed)` is told of every Milvus call (service.runtime feeds metrics)."""
+    def __init__(self, settings: Settings, dim: int, space: SpaceTag | None = None,
+                 on_call: CallObserver | None = None) -> None:
+        """A store of `dim`-d vectors; with `space`, the collection must belong to that embedding space.
+
+        `on_call(operation, seconds, failed)` is told of every Milvus call (service.runtime feeds metrics).
+        """
         self._settings = settings
-        self.connection = Connection(settings, dim, on_call)
+        self.connection = Connection(settings, dim, space, on_call)
         # Check-then-write sequences (id probing, counted deletes) run one at a time
         # so that identical concurrent adds cannot both insert.
         self._write_lock = threading.Lock()
@@ -96,6 +102,15 @@ class VectorStore:
     def connected(self) -> bool:
         """Whether a Milvus client is open now (it may still fail its next call)."""
         return self.connection.client is not None
+
+    @property
+    def duplicate_threshold(self) -> DuplicateThreshold | None:
+        """The duplicate score calibrated for this collection and space (None before connecting or if none)."""
+        return self.connection.threshold
+
+    def save_duplicate_threshold(self, threshold: DuplicateThreshold) -> str:
+        """Store a calibrated duplicate threshold with the collection; returns where it went."""
+        return self.connection.save_threshold(threshold)
 
     def connect(self) -> None:
         """Connect, create or verify the collection, and load it (see Connection.connect)."""
@@ -229,8 +244,8 @@ class VectorStore:
         data = [np.asarray(q.vector, dtype=np.float32).tolist() for q in queries]
         result = self._call(lambda c: c.search(
             self.connection.collection, data=data, anns_field="vector", limit=widest,
-            output_fields=["key", "filepath"], search_params=params, consistency_level=self.connection.read_level,
-            timeout=self._settings.milvus_timeout), "search")
+            output_fields=["key", "filepath", "md5"], search_params=params,
+            consistency_level=self.connection.read_level, timeout=self._settings.milvus_timeout), "search")
         return [[hit for hit in (_hit(h) for h in hits[:q.limit]) if q.min_score is None or hit.score >= q.min_score]
                 for hits, q in zip(result, queries, strict=True)]
 
@@ -277,6 +292,7 @@ def _row(rid: int, rec: Record) -> dict[str, Any]:
 
 
 def _hit(raw: dict[str, Any]) -> Hit:
-    return Hit(id=int(raw["id"]), key=raw["entity"]["key"], filepath=raw["entity"]["filepath"],
-               score=round(float(raw["distance"]), 6))
+    entity = raw["entity"]
+    return Hit(id=int(raw["id"]), key=entity["key"], filepath=entity["filepath"],
+               score=round(float(raw["distance"]), 6), md5=entity.get("md5", ""))
 
