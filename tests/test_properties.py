@@ -20,7 +20,7 @@ from conf.errors import BadInput, NotAnImage, TooLarge
 from model.images import decode_image
 from service.api.fields import id_list, key_list, key_value, limit_value, min_score_value, optional_key, text_field
 from service.inputs.base64 import base64_image
-from service.store.filters import quote
+from service.store.filters import quote_literal
 from service.store.ids import JS_MAX_SAFE_INTEGER, derive_id
 from service.store.records import Record, VectorStore
 from tests import hostile_counts
@@ -239,11 +239,13 @@ def test_derive_id_is_a_deterministic_js_safe_positive_integer(key: str, md5: st
 @FAST
 @given(keys)
 def test_quote_is_one_string_literal(key: str) -> None:
-    literal = counted(quote(key))
+    literal = counted(quote_literal(key))
     assert literal.startswith('"') and literal.endswith('"')
     body = literal[1:-1]
-    unescaped = re.sub(r"\\(.)", r"\1", body, flags=re.S)
-    assert unescaped == key  # every quote and backslash in the key is escaped, nothing else changes
+    assert not re.search(r"[\n\r\t]", body)  # line breaks and tabs are escaped, so a literal is one line
+    named = {"n": "\n", "r": "\r", "t": "\t"}
+    unescaped = re.sub(r"\\(.)", lambda m: named.get(m.group(1), m.group(1)), body, flags=re.S)
+    assert unescaped == key  # every quote, backslash and line break is escaped, nothing else changes
     assert not re.search(r'(?<!\\)(\\\\)*"', body)  # no unescaped quote can end the literal early
 
 
@@ -279,7 +281,7 @@ def test_quote_round_trips_through_a_real_milvus_lite_filter(lite_store: VectorS
         assert [(r["key"], r["id"]) for r in found] == [(key, rid)], (key, found)
         assert lite_store.find(key, md5) is not None
         assert lite_store._call(lambda c, k=key: c.query(lite_store._settings.milvus_collection,
-                                                         filter=f"key == {quote(k)}", output_fields=["key"]))[0]["key"] == key
+                                                         filter=f"key == {quote_literal(k)}", output_fields=["key"]))[0]["key"] == key
     assert sorted(r["key"] for r in lite_store.get_keys(batch)) == sorted(batch)
     victim = data.draw(st.sampled_from(batch))
     assert lite_store.delete_keys([victim]) == 1
