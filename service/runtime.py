@@ -93,10 +93,13 @@ def start_background(runtime: Runtime) -> threading.Event:
 
 def serve(settings: Settings) -> None:
     """Run the API until interrupted."""
-    if settings.token is None:
-        log.warning("TOKEN is not set: every endpoint is open to anyone who can reach port %d", settings.api_port)
+    if settings.tokens_file is not None:
+        log.info("token check on: tokens, their namespaces and rights from TOKENS_FILE %s", settings.tokens_file)
+    elif settings.token is None:
+        log.warning("neither TOKEN nor TOKENS_FILE is set: every endpoint and every namespace is open to anyone who "
+                    "can reach port %d", settings.api_port)
     else:
-        log.info("token check on: every endpoint but /health and /ready needs the token")
+        log.info("token check on: every endpoint but /health and /ready needs the token (an admin token)")
     log.info("path endpoints may read below: %s", ", ".join(str(r) for r in settings.allowed_roots))
     runtime = build_runtime(settings)
     stop = start_background(runtime)

@@ -114,6 +114,14 @@ def optional_key(body: dict[str, Any], max_len: int) -> str | None:
     return key_value(value, max_len)
 
 
+def required_key(body: dict[str, Any], max_len: int) -> str:
+    """A required single `key` (set/key)."""
+    value = body.get("key")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise BadInput("field 'key' is required: the key whose images the request sets")
+    return key_value(value, max_len)
+
+
 def key_list(body: dict[str, Any], max_len: int, max_count: int) -> list[str]:
     """`key` as "a,b,c" or ["a", "b"]: the distinct keys, in order. Use the array form for keys with commas."""
     value = body.get("key")
@@ -151,7 +159,7 @@ def id_list(body: dict[str, Any], max_count: int) -> list[int]:
         raise BadInput(f"field 'id' lists {len(items)} ids; at most {max_count} per request")
     ids = []
     for item in items:
-        number = _as_int(item)
+        number = as_int(item)
         if number is None or not 1 <= number <= JS_MAX_SAFE_INTEGER:
             raise BadInput(f"field 'id' contains {str(item)[:50]!r}, which is not an id (ids are integers "
                            f"from 1 to {JS_MAX_SAFE_INTEGER})")
@@ -161,7 +169,8 @@ def id_list(body: dict[str, Any], max_count: int) -> list[int]:
     return list(dict.fromkeys(ids))
 
 
-def _as_int(item: object) -> int | None:
+def as_int(item: object) -> int | None:
+    """An integer from a JSON integer or a string of up to 16 digits (forms send text); None for anything else."""
     if isinstance(item, bool):
         return None
     if isinstance(item, int):
@@ -176,7 +185,7 @@ def limit_value(body: dict[str, Any], max_limit: int, default: int = 10) -> int:
     value = body.get("limit")
     if value is None or value == "":
         return default
-    number = _as_int(value)
+    number = as_int(value)
     if number is None:
         raise BadInput(f"field 'limit' must be a whole number from 1 to {max_limit}, not {str(value)[:50]!r}")
     if not 1 <= number <= max_limit:

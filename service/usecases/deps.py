@@ -13,6 +13,11 @@ from service.batcher import Batcher
 from service.store.records import Hit, Query, VectorStore
 from service.usecases.prepare import PixelBudget
 
+# The score at or above which an image counts as a near-duplicate of a stored one (on_duplicate), unless
+# DUPLICATE_SCORE says otherwise: with ImageNet weights, re-encodings, resizes and small crops of one
+# picture score above it while different products rarely do.
+DEFAULT_DUPLICATE_SCORE = 0.95
+
 
 @dataclass
 class Deps:
@@ -26,9 +31,15 @@ class Deps:
     decode_budget: PixelBudget
     model_info: dict[str, Any]
 
+    @property
+    def duplicate_score(self) -> float:
+        """The score at or above which two images count as the same picture."""
+        score = self.settings.duplicate_score
+        return DEFAULT_DUPLICATE_SCORE if score is None else score
+
     def embed_each(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Vectors of preprocessed images, each through the model's micro-batching queue."""
-        return [self.embeds.submit(arr) for arr in arrays]
+        """Vectors of preprocessed images through the model's micro-batching queue, queued together."""
+        return self.embeds.submit_many(list(arrays))
 
     def close(self) -> None:
         """Stop both queues after the work already queued (the store is closed by its owner)."""

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +35,7 @@ class PreparedImage:
     md5: str
     filepath: str
     array: np.ndarray
+    attrs: dict[str, Any] | None = None  # None: keep what is stored (nothing, for a new record)
 
 
 class PixelBudget:

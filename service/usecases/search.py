@@ -1,18 +1,61 @@
-"""Search: the stored images most similar to one image."""
+"""Search: the stored images of a namespace most similar to an image, or to a stored record."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from conf.errors import BadInput, NotFound
 from service.inputs import ImageInput
+from service.store.filters import FilterError, compile_filter
 from service.store.records import Hit, Query
 from service.usecases.deps import Deps
 from service.usecases.prepare import model_input
 
 
-def search_image(deps: Deps, image: ImageInput, limit: int, min_score: float | None) -> list[Hit]:
-    """The `limit` stored images most similar to this one, best first, only those scoring at least min_score."""
+@dataclass(frozen=True)
+class SearchOptions:
+    """How to search: how many hits, the lowest score, the caller's filter object, one hit per key."""
+
+    limit: int
+    min_score: float | None = None
+    filter: Any = None  # the parsed JSON object of the request's `filter` field (None: no filter)
+    group_by_key: bool = False
+
+
+def checked_filter(deps: Deps, namespace: str, options: SearchOptions) -> str:
+    """The filter as a Milvus expression; refused (400, or 409 on a collection without attrs) before any work."""
+    try:
+        expr = compile_filter(options.filter)
+    except FilterError as exc:
+        raise BadInput(f"field 'filter': {exc}", reason="bad_filter") from None
+    deps.store.require(namespace, filtered=bool(expr))
+    return expr
+
+
+def _query(vector: np.ndarray, namespace: str, options: SearchOptions, expr: str,
+           exclude_id: int | None = None) -> Query:
+    return Query(vector, options.limit, options.min_score, namespace, expr, exclude_id, options.group_by_key)
+
+
+def search_image(deps: Deps, namespace: str, image: ImageInput, options: SearchOptions) -> list[Hit]:
+    """The namespace's images most similar to this one, best first, as the options say."""
+    expr = checked_filter(deps, namespace, options)
     source = image.load(deps.settings)
     _md5, array = model_input(source.data, deps.settings, deps.decode_budget)
     deps.store.connect()  # fail fast with 503 before spending model time when Milvus is away
     [vector] = deps.embed_each([array])
     # Searches that arrive together (a model batch finishing) go to Milvus as one multi-vector search.
-    return deps.searches.submit(Query(vector, limit, min_score))
+    return deps.searches.submit(_query(vector, namespace, options, expr))
+
+
+def search_by_id(deps: Deps, namespace: str, record_id: int, options: SearchOptions,
+                 include_self: bool = False) -> list[Hit]:
+    """The namespace's images most similar to its stored record `record_id` (left out unless include_self)."""
+    expr = checked_filter(deps, namespace, options)
+    vector = deps.store.vector_of(record_id, namespace)
+    if vector is None:
+        raise NotFound(f"no record with id {record_id} in this namespace", reason="no_such_record")
+    return deps.searches.submit(_query(vector, namespace, options, expr, None if include_self else record_id))
