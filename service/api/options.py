@@ -21,7 +21,8 @@ FILTER_EXAMPLE = '{"category": "shoes", "shop": [3, 7], "price": {"gte": 10, "lt
 ATTRS_EXAMPLE = '{"category": "shoes", "price": 49.9, "in_stock": true, "tags": ["red", "sale"]}'
 
 
-def json_object_text(body: dict[str, Any], name: str, example: str, what: str = "a JSON object") -> Any:
+def json_object_text(body: dict[str, Any], name: str, example: str, what: str = "a JSON object",
+                     hint: str = "") -> Any:
     """The field's value, with JSON text parsed (forms); None when absent or empty."""
     value = body.get(name)
     if value is None or value == "":
@@ -31,7 +32,7 @@ def json_object_text(body: dict[str, Any], name: str, example: str, what: str = 
             return json.loads(value)
         except (ValueError, RecursionError):
             raise BadInput(f"field '{name}' must be {what} such as {example} (in a form: that value as JSON text); "
-                           "the text sent is not JSON", reason=f"bad_{name}") from None
+                           f"the text sent is not JSON{hint}", reason=f"bad_{name}") from None
     return value
 
 
@@ -48,7 +49,7 @@ def attrs_value(body: dict[str, Any]) -> dict[str, Any] | None:
 
 def filter_value(body: dict[str, Any]) -> Any:
     """`filter`: the parsed JSON object of attribute conditions (checked and compiled by the search use case)."""
-    value = json_object_text(body, "filter", FILTER_EXAMPLE)
+    value = json_object_text(body, "filter", FILTER_EXAMPLE, hint=" (Milvus expressions are not accepted)")
     if value is not None and not isinstance(value, dict):
         raise BadInput(f"field 'filter' must be a JSON object of attribute conditions such as {FILTER_EXAMPLE}, "
                        f"not {json_type_name(value)} (Milvus expressions are not accepted)", reason="bad_filter")
