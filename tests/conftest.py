@@ -6,7 +6,11 @@ is reachable from CI; everything else is the production code path.
 
 from __future__ import annotations
 
+import http.server
 import io
+import os
+import shutil
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,7 +28,11 @@ from conf.settings import Settings
 from model.embedder import Embedder, load_embedder
 from service.runtime import Runtime, build_runtime
 from service.server import waitress_options
-from tests.procs import ROOT, milvus_server_on_loopback
+from tests.procs import MODEL_CACHE_ENV, ROOT, milvus_server_on_loopback, model_cache_dir
+
+# One model cache for the whole session (this process and the services it starts): the default
+# engine converts the test model once. Made at import so that make_settings can use it anywhere.
+os.environ.setdefault(MODEL_CACHE_ENV, tempfile.mkdtemp(prefix="imgsim-model-cache-"))
 
 __all__ = ["ROOT", "LiveService", "make_settings", "photo"]
 
@@ -35,9 +43,11 @@ def make_settings(tmp: Path, **overrides: Any) -> Settings:
     pool.mkdir(parents=True, exist_ok=True)
     values: dict[str, Any] = {
         "model_weights": "random",
+        "model_cache_dir": model_cache_dir(tmp / "keras"),
         "milvus_uri": str(tmp / "milvus.db"),
         "milvus_collection": f"t_{uuid.uuid4().hex[:12]}",
         "image_pool_path": pool,
+        "thumb_dir": tmp / "thumbs",
         "token": None,
         "milvus_timeout": 10.0,
         "batch_window_ms": 2.0,
@@ -67,10 +77,18 @@ def photo(seed: int, size: tuple[int, int] = (320, 240), fmt: str = "JPEG", mode
     return buf.getvalue()
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the session's model cache (only the one this session made)."""
+    del session, exitstatus
+    cache = os.environ.get(MODEL_CACHE_ENV, "")
+    if Path(cache).name.startswith("imgsim-model-cache-"):
+        shutil.rmtree(cache, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def embedder() -> Embedder:
-    """One real ResNet50 for the whole run (building it takes seconds)."""
-    return load_embedder(make_settings(Path("/tmp")))
+def embedder(tmp_path_factory: pytest.TempPathFactory) -> Embedder:
+    """One real ResNet50 (random weights) on the default engine (OpenVINO FP32) for the whole run."""
+    return load_embedder(make_settings(tmp_path_factory.mktemp("embedder")))
 
 
 @pytest.fixture(scope="session")
@@ -120,9 +138,10 @@ def start_service(embedder: Embedder, tmp_path: Path) -> Iterator[Callable[..., 
     """Start imgsim over real HTTP (waitress on 127.0.0.1); stopped after the test."""
     started: list[tuple[Any, LiveService]] = []
 
-    def start(**overrides: Any) -> LiveService:
+    def start(model: Embedder | None = None, **overrides: Any) -> LiveService:
+        """Start a service with these settings; `model` replaces the session's ResNet50 (its settings must match)."""
         settings = make_settings(tmp_path, **overrides)
-        runtime = build_runtime(settings, embedder=embedder)
+        runtime = build_runtime(settings, embedder=model or embedder)
         server = waitress.create_server(runtime.app, host="127.0.0.1", port=0, **waitress_options(settings))
         thread = threading.Thread(target=_run_quietly, args=(server,), daemon=True)
         thread.start()
@@ -153,3 +172,31 @@ def service(request: pytest.FixtureRequest, start_service: Callable[..., LiveSer
 def lite_service(start_service: Callable[..., LiveService]) -> LiveService:
     """The service on embedded Milvus Lite only (for tests about HTTP, inputs and errors)."""
     return start_service()
+
+
+@pytest.fixture
+def image_host() -> Iterator[Callable[[bytes], str]]:
+    """Stands in for a shop's image host (no internet here): `serve(data)` returns a loopback URL of `data`."""
+    served: dict[str, bytes] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            body = served.get(self.path, b"")
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def serve(data: bytes) -> str:
+        served[f"/img/{len(served)}.jpg"] = data
+        return f"http://127.0.0.1:{server.server_port}/img/{len(served) - 1}.jpg"
+
+    yield serve
+    server.shutdown()

@@ -43,7 +43,7 @@ def test_attrs_are_stored_returned_and_filtered(service: LiveService) -> None:
     assert records["shoe"]["attrs"] == SHOES and records["tricky"]["attrs"] == TRICKY
     assert "attrs" not in records["plain"]  # a record without attributes keeps bogv's shape
     hits = {h["key"]: h for h in search(svc, 1)}
-    assert hits["shirt"]["attrs"] == SHIRTS and set(hits["plain"]) == {"id", "key", "filepath", "score"}
+    assert hits["shirt"]["attrs"] == SHIRTS and set(hits["plain"]) == {"id", "key", "filepath", "score", "match"}
     cases = [({"category": "shoes"}, {"shoe"}), ({"price": {"gte": 10, "lt": 100}}, {"shoe"}),
              ({"tags": "red"}, {"shoe"}), ({"category": ["shoes", "shirts"]}, {"shoe", "shirt"}),
              ({"in_stock": True}, {"shoe"}), ({"in_stock": False}, {"shirt"}), ({"price": {"lte": 5}}, {"tricky"}),

@@ -200,6 +200,11 @@ def test_sixteen_clients_mixing_writes_end_as_the_sequential_model_predicts(
     assert dup == 0, f"{dup} records stored twice"
     assert set(got_all) == want_all, (sorted(set(got_all) - want_all)[:5], sorted(want_all - set(got_all))[:5])
     want, got = want_all, got_all
+    # Thumbnails: one file for each distinct image still stored (in any namespace) and none for a deleted one,
+    # although adds and deletes of the same images raced (a thumbnail goes only with the last record of its MD5).
+    thumbs = svc.runtime.deps.thumbs
+    assert {p.stem for p in thumbs.root.rglob("*.webp")} == {m for _ns, _k, m, _p in want}
+    assert not [p for p in thumbs.root.rglob("*.tmp")]
 
     ops = sum((c.ops for c in run.clients), Counter())
     recorder.record(f"concurrency.{backend}", operations_checked=sum(ops.values()) + len(keys) * (len(TENANTS) + 1),

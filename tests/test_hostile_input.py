@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import resource
+import socket
 import struct
 import time
 import zlib
@@ -594,7 +596,67 @@ def test_filter_injection_keys_are_plain_strings(service: LiveService) -> None:
     still_serving(svc, 114)
 
 
-# --- 9. namespaces, attributes, filters and the batch endpoints -----------------------------------
+# --- 9. thumbnails and request ids --------------------------------------------------------------
+# Path segments that are not record ids: 400 naming the value; nothing is looked up.
+NOT_IDS = ["0", "-1", "abc", "1.5", "1e3", "9" * 17, str(2**53), "0x10", "%00", "%0a1", "1%00", "%C3%BF",
+           "NaN", "true", "null", "[1]", "1,2", "%2e%2e", "'1'", "1;drop"]
+
+
+def test_thumb_endpoint_refuses_what_is_not_an_id(start_service: Callable[..., LiveService]) -> None:
+    svc = start_service(token="hostile-thumb-token")
+    ok(svc.post("add/file", files={"file": ("a.jpg", photo(18, size=(64, 48)))}, data={"key": "k"}))
+    [record] = ok(svc.post("get/key", json={"key": ["k"]}))["data"]
+    for raw in NOT_IDS:
+        expect(svc.get(f"api/image/sim/thumb/{raw}"), 400, "not an id")
+        hostile_counts.tried("thumb_ids")
+    for missing in ("1", str(2**53 - 1), str(record["id"] + 1)):  # ids, but of no record: 404, the same message
+        expect(svc.get(f"api/image/sim/thumb/{missing}"), 404, f"no record with id {int(missing)}")
+        hostile_counts.tried("thumb_ids")
+    for sneaky in ("..%2f..%2fetc%2fpasswd", "1/..", "%2fetc%2fpasswd", ""):  # a slash is no id: no route
+        expect(svc.get(f"api/image/sim/thumb/{sneaky}"), 404, "no such endpoint")
+        hostile_counts.tried("thumb_ids")
+    for headers in ({}, {"token": "wrong"}, {"Authorization": "Bearer hostile-thumb-token-but-longer"}):
+        expect(svc.get(f"api/image/sim/thumb/{record['id']}", headers=headers), 401, "token")
+        hostile_counts.tried("thumb_ids")
+    assert svc.get(f"api/image/sim/thumb/{record['id']}").headers["Content-Type"] == "image/webp"
+    expect(svc.post(f"api/image/sim/thumb/{record['id']}".removeprefix("api/image/sim/")), 405, "not allowed")
+    still_serving(svc, 118)
+
+
+def raw_get(svc: LiveService, header_value: bytes) -> tuple[bytes, dict[bytes, bytes]]:
+    """GET /health with an X-Request-Id header of these exact bytes; the status line and the headers of the answer."""
+    port = int(svc.base_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Request-Id: " + header_value
+                     + b"\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head = answer.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    return head[0], {k.strip().lower(): v.strip() for k, _, v in (line.partition(b":") for line in head[1:])}
+
+
+def test_request_ids_overlong_or_with_control_characters_are_replaced(lite_service: LiveService) -> None:
+    """The caller's X-Request-Id is echoed only when short and plain; anything else gets a fresh id, and a header
+    that smuggles a line break cannot add a header to the answer."""
+    fresh = re.compile(rb"[0-9a-f]{32}")
+    for value in (b"a" * 65, b"a" * 8000, b"tab\there", b"\xff\xfe", "ünï".encode(), b"sp ace", b"-lead",
+                  b"a/b", b"<script>", b"id%0d%0aX-Evil:1", b"{\"json\":1}"):
+        status, headers = raw_get(lite_service, value)
+        assert status.endswith(b"200 OK") and fresh.fullmatch(headers[b"x-request-id"]), (value, headers)
+        hostile_counts.tried("request_ids")
+    status, headers = raw_get(lite_service, b"ok-1\r\nX-Evil: 1")  # a second header line, not part of the id
+    assert headers[b"x-request-id"] == b"ok-1" and b"x-evil" not in headers
+    for value in (b"abc\x01def", b"x\x00y", b"abc\x7f", b"a\x1b[31m"):  # waitress refuses these before the app
+        status, headers = raw_get(lite_service, value)
+        assert b" 400 " in status and b"x-evil" not in headers, (value, status)
+        hostile_counts.tried("request_ids")
+    status, headers = raw_get(lite_service, b"A" * 64)
+    assert headers[b"x-request-id"] == b"A" * 64  # the longest id that is kept
+    still_serving(lite_service, 119)
+
+
+# --- 10. namespaces, attributes, filters and the batch endpoints ----------------------------------
 DEEP = "[" * 50_000 + "]" * 50_000
 
 

@@ -23,6 +23,7 @@ from service.store.filters import NamespaceError
 # unknown paths) need a known token but no particular right.
 ENDPOINT_RIGHTS = {
     "api.search": READ, "api.search_id": READ, "api.get_keys": READ, "api.count": READ, "api.list_records": READ,
+    "api.thumb": READ,
     "api.add": WRITE, "api.delete_ids": WRITE, "api.delete_keys": WRITE,
     "bulk.add_batch": WRITE, "bulk.set_key": WRITE,
 }

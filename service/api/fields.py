@@ -157,16 +157,23 @@ def id_list(body: dict[str, Any], max_count: int) -> list[int]:
         raise BadInput(f"field 'id' must be a string or an array of integers, not {json_type_name(value)}")
     if len(items) > max_count:
         raise BadInput(f"field 'id' lists {len(items)} ids; at most {max_count} per request")
-    ids = []
-    for item in items:
-        number = as_int(item)
-        if number is None or not 1 <= number <= JS_MAX_SAFE_INTEGER:
-            raise BadInput(f"field 'id' contains {str(item)[:50]!r}, which is not an id (ids are integers "
-                           f"from 1 to {JS_MAX_SAFE_INTEGER})")
-        ids.append(number)
+    ids = [id_value(item, "field 'id' contains", strict=False) for item in items]
     if not ids:
         raise BadInput("field 'id' lists no ids")
     return list(dict.fromkeys(ids))
+
+
+def id_value(item: object, where: str = "the path has", strict: bool = True) -> int:
+    """One record id (an integer from 1 to 2^53-1, or its digits); BadInput saying `where` it was otherwise.
+
+    `strict` (a URL path segment): ASCII digits only, no surrounding white space, which a form value may have.
+    """
+    plain = isinstance(item, str) and re.fullmatch(r"[0-9]{1,16}", item) is not None
+    number = None if strict and not plain else as_int(item)
+    if number is None or not 1 <= number <= JS_MAX_SAFE_INTEGER:
+        raise BadInput(f"{where} {str(item)[:50]!r}, which is not an id (ids are integers from 1 to "
+                       f"{JS_MAX_SAFE_INTEGER})")
+    return number
 
 
 def as_int(item: object) -> int | None:

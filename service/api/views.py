@@ -7,13 +7,15 @@ from typing import Any
 
 from conf.errors import ApiError
 from service.api.errors import status_of
-from service.store.records import Hit
 from service.usecases.add import Added
+from service.usecases.search import Found
 
 
-def hit_view(hit: Hit) -> dict[str, Any]:
-    """A search hit: id, key, filepath, score (and attrs when the record has some)."""
-    view: dict[str, Any] = {"id": hit.id, "key": hit.key, "filepath": hit.filepath, "score": hit.score}
+def found_view(found: Found) -> dict[str, Any]:
+    """A search hit: id, key, filepath, score, match (and attrs when the record has some)."""
+    hit = found.hit
+    view: dict[str, Any] = {"id": hit.id, "key": hit.key, "filepath": hit.filepath, "score": hit.score,
+                            "match": found.match}
     if hit.attrs:
         view["attrs"] = hit.attrs
     return view

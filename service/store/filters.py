@@ -112,8 +112,17 @@ def quote_literal(text: str) -> str:
 
 def key_in(keys: Iterable[str]) -> str | None:
     """The expression matching every record of these keys; None for no keys."""
-    unique = sorted(set(keys))
-    return f"key in [{', '.join(quote_literal(k) for k in unique)}]" if unique else None
+    return _text_in("key", keys)
+
+
+def md5_in(md5s: Iterable[str]) -> str | None:
+    """The expression matching every record of these image MD5s; None for none."""
+    return _text_in("md5", md5s)
+
+
+def _text_in(field: str, values: Iterable[str]) -> str | None:
+    unique = sorted(set(values))
+    return f"{field} in [{', '.join(quote_literal(v) for v in unique)}]" if unique else None
 
 
 def _number_literal(value: int | float) -> str:

@@ -21,11 +21,12 @@ import numpy as np
 
 from conf.settings import Settings
 from service.store.client import MilvusClient, short
-from service.store.connection import QUERY_PAGE, Connection
+from service.store.connection import QUERY_PAGE, CallObserver, Connection
 from service.store.duplicates import find_duplicate
-from service.store.filters import DEFAULT_NAMESPACE, key_in, quote_literal
+from service.store.filters import DEFAULT_NAMESPACE, key_in, md5_in, quote_literal
 from service.store.flusher import LiteFlusher
 from service.store.ids import Ref, Slot, allocate_ids
+from service.store.meta import DuplicateThreshold, SpaceTag
 from service.store.paging import Page, list_page
 from service.store.rows import RECORD_FIELDS, Hit, Query, Record, public_record
 from service.store.schema import Layout
@@ -42,9 +43,14 @@ T = TypeVar("T")
 class VectorStore:
     """The image records in one Milvus collection."""
 
-    def __init__(self, settings: Settings, dim: int) -> None:
+    def __init__(self, settings: Settings, dim: int, space: SpaceTag | None = None,
+                 on_call: CallObserver | None = None) -> None:
+        """A store of `dim`-d vectors; with `space`, the collection must belong to that embedding space.
+
+        `on_call(operation, seconds, failed)` is told of every Milvus call (service.runtime feeds metrics).
+        """
         self._settings = settings
-        self.connection = Connection(settings, dim)
+        self.connection = Connection(settings, dim, space, on_call)
         # Check-then-write sequences (id probing, counted deletes) run one at a time
         # so that identical concurrent adds cannot both insert.
         self._write_lock = threading.Lock()
@@ -77,6 +83,20 @@ class VectorStore:
         """Whether the collection has namespaces and attributes, and a partition key (after connecting)."""
         return self.connection.layout
 
+    @property
+    def connected(self) -> bool:
+        """Whether a Milvus client is open now (it may still fail its next call)."""
+        return self.connection.client is not None
+
+    @property
+    def duplicate_threshold(self) -> DuplicateThreshold | None:
+        """The duplicate score calibrated for this collection and space (None before connecting or if none)."""
+        return self.connection.threshold
+
+    def save_duplicate_threshold(self, threshold: DuplicateThreshold) -> str:
+        """Store a calibrated duplicate threshold with the collection; returns where it went."""
+        return self.connection.save_threshold(threshold)
+
     def connect(self) -> None:
         """Connect, create or verify the collection, and load it (see Connection.connect)."""
         self.connection.connect()
@@ -84,6 +104,11 @@ class VectorStore:
     def scope(self) -> Scope:
         """The namespace expressions of this collection (connects first: they depend on its schema)."""
         self.connection.connect()
+        return self._scope()
+
+    def _scope(self) -> Scope:
+        # Inside a Milvus call (connected): every store method builds its expressions here, so that a
+        # Milvus that is away fails the call itself, which the connection reports to its observer.
         return Scope(self.connection.layout, self.connection.collection)
 
     def require(self, namespace: str, attrs: bool = False, filtered: bool = False) -> None:
@@ -104,15 +129,15 @@ class VectorStore:
             self._flusher = None
         self.connection.close()
 
-    def _call(self, fn: Callable[[MilvusClient], T]) -> T:
-        return self.connection.call(fn)
+    def _call(self, fn: Callable[[MilvusClient], T], operation: str = "other", retry: bool = True) -> T:
+        return self.connection.call(fn, retry=retry, operation=operation)
 
     def _wrote(self, rows: int) -> None:
         if self._flusher is not None:
             self._flusher.wrote(rows)
 
     def _query(self, client: MilvusClient, expr: str, limit: int = QUERY_PAGE) -> list[dict[str, Any]]:
-        return self.connection.query(client, expr, self.scope().fields(RECORD_FIELDS), limit=limit)
+        return self.connection.query(client, expr, self._scope().fields(RECORD_FIELDS), limit=limit)
 
     # --- ids --------------------------------------------------------------------------
     def _slots(self, client: MilvusClient, refs: Sequence[Ref]) -> list[Slot]:
@@ -126,8 +151,10 @@ class VectorStore:
         unique = list(dict.fromkeys(pairs))
         if not unique:
             return {}
-        self.require(namespace)
-        slots = self._call(lambda c: self._slots(c, [(namespace, key, md5) for key, md5 in unique]))
+        def run(c: MilvusClient) -> list[Slot]:
+            self._scope().require(namespace)
+            return self._slots(c, [(namespace, key, md5) for key, md5 in unique])
+        slots = self._call(run, "lookup")
         return {pair: slot.stored for pair, slot in zip(unique, slots, strict=True) if slot.stored is not None}
 
     def existing(self, pairs: Sequence[tuple[str, str]], namespace: str = DEFAULT_NAMESPACE) -> set[tuple[str, str]]:
@@ -147,11 +174,13 @@ class VectorStore:
         """
         if not records:
             return []
-        scope = self.scope()
-        for rec in records:
-            scope.require(rec.namespace, attrs=bool(rec.attrs))
+        def run(c: MilvusClient) -> list[tuple[int, bool]]:
+            scope = self._scope()
+            for rec in records:
+                scope.require(rec.namespace, attrs=bool(rec.attrs))
+            return self._put_locked(c, scope, records)
         with self._write_lock:
-            return self._call(lambda c: self._put_locked(c, scope, records))
+            return self._call(run, "upsert")
 
     def put_unless_duplicate(self, record: Record, min_score: float) -> tuple[int, bool, dict[str, Any] | None]:
         """Store the record unless its namespace holds the same image under another key.
@@ -160,10 +189,10 @@ class VectorStore:
         (id, False, the other record) for a duplicate: the same MD5, or a score >= min_score.
         Check and write run under the write lock, so identical concurrent adds cannot both pass.
         """
-        scope = self.scope()
-        scope.require(record.namespace, attrs=bool(record.attrs))
         with self._write_lock:
             def run(client: MilvusClient) -> tuple[int, bool, dict[str, Any] | None]:
+                scope = self._scope()
+                scope.require(record.namespace, attrs=bool(record.attrs))
                 [own] = self._slots(client, [(record.namespace, record.key, record.md5)])
                 if own.stored is None:
                     other = find_duplicate(self.connection, self._searcher, client, scope, record, min_score)
@@ -171,7 +200,7 @@ class VectorStore:
                         return int(other["id"]), False, public_record(other)
                 [(rid, created)] = self._put_locked(client, scope, [record])
                 return rid, created, None
-            return self._call(run)
+            return self._call(run, "upsert")
 
     def _put_locked(self, client: MilvusClient, scope: Scope, records: Sequence[Record]) -> list[tuple[int, bool]]:
         slots = self._slots(client, [(r.namespace, r.key, r.md5) for r in records])
@@ -198,37 +227,42 @@ class VectorStore:
         wanted = sorted(set(ids))
         if not wanted:
             return 0
-        expr = self.scope().expr(namespace, f"id in {wanted}")
-        return self._delete_found(lambda c: [int(r["id"]) for r in self.connection.query(c, expr, ("id",))])
+        return self._delete_found(lambda c: [int(r["id"]) for r in self.connection.query(
+            c, self._scope().expr(namespace, f"id in {wanted}"), ("id",))])
 
     def delete_keys(self, keys: Iterable[str], namespace: str = DEFAULT_NAMESPACE) -> int:
         """Delete every record of these keys in the namespace; returns how many records were deleted."""
         match = key_in(keys)
         if match is None:
             return 0
-        expr = self.scope().expr(namespace, match)
-        return self._delete_found(lambda c: [int(r["id"]) for r in self.connection.query(c, expr, ("id",))])
+        with self._write_lock:
+            def run(c: MilvusClient) -> int:
+                # One delete by the expression, as counted: Milvus applies it to every matching row at once
+                # (a query for ids first could miss rows Milvus Lite is moving in a background flush).
+                expr = self._scope().expr(namespace, match)
+                count = self._count(c, expr)
+                if count:
+                    c.delete(self.connection.collection, filter=expr, timeout=self._settings.milvus_timeout)
+                    self._deleted(c, count)
+                return count
+            return self._call(run, "delete")
 
     def delete_key_except(self, key: str, keep_md5s: Iterable[str], namespace: str = DEFAULT_NAMESPACE) -> int:
         """Delete the records of `key` in the namespace whose image is not one of `keep_md5s`; returns how many."""
         keep = set(keep_md5s)
-        expr = self.scope().expr(namespace, f"key == {quote_literal(key)}")
-        return self._delete_found(lambda c: [int(r["id"]) for r in self.connection.query(c, expr, ("id", "md5"))
-                                             if r["md5"] not in keep])
+        return self._delete_found(lambda c: [int(r["id"]) for r in self.connection.query(
+            c, self._scope().expr(namespace, f"key == {quote_literal(key)}"), ("id", "md5")) if r["md5"] not in keep])
 
     def _delete_found(self, find: Callable[[MilvusClient], list[int]]) -> int:
-        """Delete the rows `find` names, found and deleted under the write lock; returns how many."""
+        """Delete the rows `find` names (ids, at most a query page), found and deleted under the write lock."""
         with self._write_lock:
             def run(c: MilvusClient) -> int:
-                deleted = 0
-                while found := find(c):  # a query returns at most QUERY_PAGE rows: repeat until none is left
+                found = find(c)
+                if found:
                     c.delete(self.connection.collection, ids=found, timeout=self._settings.milvus_timeout)
                     self._deleted(c, len(found))
-                    deleted += len(found)
-                    if len(found) < QUERY_PAGE:
-                        break
-                return deleted
-            return self._call(run)
+                return len(found)
+            return self._call(run, "delete")
 
     def _deleted(self, client: MilvusClient, rows: int) -> None:
         """After a delete: make sure the next Session-level reads cannot still see the deleted rows."""
@@ -252,41 +286,65 @@ class VectorStore:
 
     def search_many(self, queries: Sequence[Query]) -> list[list[Hit]]:
         """The hits of each query, each within its namespace; queries alike share one Milvus call."""
-        scope = self.scope()
-        for q in queries:
-            scope.require(q.namespace, filtered=bool(q.filter))
-        return self._call(lambda c: self._searcher.search_many(c, scope, queries))
+        def run(c: MilvusClient) -> list[list[Hit]]:
+            scope = self._scope()
+            for q in queries:
+                scope.require(q.namespace, filtered=bool(q.filter))
+            return self._searcher.search_many(c, scope, queries)
+        return self._call(run, "search")
 
-    def vector_of(self, record_id: int, namespace: str = DEFAULT_NAMESPACE) -> np.ndarray | None:
-        """The stored vector of one of the namespace's records; None when it holds no such id."""
-        expr = self.scope().expr(namespace, f"id == {int(record_id)}")
-        rows = self._call(lambda c: self.connection.query(c, expr, ("id", "vector"), limit=1))
-        return np.asarray(rows[0]["vector"], dtype=np.float32) if rows else None
+    def vector_of(self, record_id: int, namespace: str = DEFAULT_NAMESPACE) -> tuple[np.ndarray, str] | None:
+        """The stored vector and image MD5 of one of the namespace's records; None when it holds no such id."""
+        rows = self._call(lambda c: self.connection.query(c, self._scope().expr(namespace, f"id == {int(record_id)}"),
+                                                          ("id", "md5", "vector"), limit=1), "query")
+        return (np.asarray(rows[0]["vector"], dtype=np.float32), rows[0]["md5"]) if rows else None
 
     def get_keys(self, keys: Iterable[str], namespace: str = DEFAULT_NAMESPACE) -> list[dict[str, Any]]:
         """The records (id, key, filepath, md5, attrs) of these keys in the namespace, ordered by key then id."""
         match = key_in(keys)
-        if match is None:
-            return []
-        expr = self.scope().expr(namespace, match)
-        rows = self._call(lambda c: self._query(c, expr))
+        return self._records(namespace, match) if match is not None else []
+
+    def get_ids(self, ids: Iterable[int], namespace: str = DEFAULT_NAMESPACE) -> list[dict[str, Any]]:
+        """The namespace's records (id, key, filepath, md5, attrs) with these ids, ordered by key then id."""
+        wanted = sorted(set(ids))
+        return self._records(namespace, f"id in {wanted}") if wanted else []
+
+    def _records(self, namespace: str, match: str) -> list[dict[str, Any]]:
+        rows = self._call(lambda c: self._query(c, self._scope().expr(namespace, match)), "query")
         return sorted((public_record(r) for r in rows), key=lambda r: (r["key"], r["id"]))
 
-    def count(self, namespace: str = DEFAULT_NAMESPACE) -> int:
-        """How many records the namespace holds."""
-        expr = self.scope().expr(namespace)
-        return self._call(lambda c: self._count(c, expr))
+    def md5s_in_use(self, md5s: Iterable[str]) -> set[str]:
+        """Which of these image MD5s some record still has, in any namespace.
+
+        For the thumbnail files only, which all namespaces share (one file per image): it answers
+        yes or no about files, never a record, so it looks past the namespaces on purpose.
+        """
+        wanted = set(md5s)
+        expr = md5_in(wanted)
+        if expr is None:
+            return set()
+        rows = self._call(lambda c: self.connection.query(c, expr, ("md5",)), "query")
+        if len(rows) >= QUERY_PAGE:  # a page full of copies may hide the others: say all are used (keep files)
+            return wanted
+        return {r["md5"] for r in rows}
+
+    def count(self, namespace: str = DEFAULT_NAMESPACE, retry: bool = True) -> int:
+        """How many records the namespace holds; `retry=False` gives up at the first failure."""
+        return self._call(lambda c: self._count(c, self._scope().expr(namespace)), "count", retry=retry)
+
+    def count_all(self, retry: bool = True) -> int:
+        """How many records the collection holds in all namespaces: for the operator's metrics, not for callers."""
+        return self._call(lambda c: self._count(c, ""), "count", retry=retry)
 
     def list_records(self, after_id: int, limit: int, namespace: str = DEFAULT_NAMESPACE) -> Page:
         """The namespace's records with an id above `after_id`, `limit` at most, in id order (see paging)."""
-        scope = self.scope()
-
         def run(c: MilvusClient) -> Page:
+            scope = self._scope()
             remaining = self._count(c, scope.expr(namespace, f"id > {int(after_id)}"))
             page = list_page(lambda window, cap: self._query(c, scope.expr(namespace, window), cap),
                              remaining, after_id, limit, QUERY_PAGE)
             return Page([public_record(r) for r in page.rows], page.next_after_id)
-        return self._call(run)
+        return self._call(run, "query")
 
     def _count(self, client: MilvusClient, expr: str) -> int:
         rows = client.query(self.connection.collection, filter=expr, output_fields=["count(*)"],

@@ -11,7 +11,7 @@ from service.store.filters import DEFAULT_NAMESPACE
 
 # The scalar fields of a stored record, in the order answers list them.
 RECORD_FIELDS = ("id", "namespace", "key", "md5", "filepath", "attrs")
-HIT_FIELDS = ("key", "filepath", "attrs")
+HIT_FIELDS = ("key", "filepath", "md5", "attrs")
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class Hit:
     key: str
     filepath: str
     score: float
+    md5: str = ""  # of the stored image's bytes: tells an exact copy of the query from a near one
     attrs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -69,4 +70,4 @@ def hit_of(raw: dict[str, Any]) -> Hit:
     """A Milvus search hit as a Hit."""
     entity = raw["entity"]
     return Hit(id=int(raw["id"]), key=entity["key"], filepath=entity["filepath"],
-               score=round(float(raw["distance"]), 6), attrs=entity.get("attrs") or {})
+               score=round(float(raw["distance"]), 6), md5=entity.get("md5", ""), attrs=entity.get("attrs") or {})

@@ -21,6 +21,7 @@ from conf.errors import StartupError
 from conf.settings import Settings
 from service.store.capabilities import partition_key_works
 from service.store.client import DataType, MilvusClient, MilvusException, describe_target, short
+from service.store.meta import SpaceTag, check_space, new_collection_description
 
 log = logging.getLogger(__name__)
 
@@ -59,23 +60,30 @@ class Layout:
     partition_key: bool
 
 
-def prepare_collection(client: MilvusClient, settings: Settings, dim: int,
-                       server_version: str) -> tuple[Indexes, Layout]:
+def prepare_collection(client: MilvusClient, settings: Settings, dim: int, space: SpaceTag | None = None,
+                       server_version: str = "") -> tuple[Indexes, Layout]:
     """Create the collection and its indexes if missing (or check an existing one), then load it.
 
-    Raises StartupError when an existing collection has an incompatible schema
-    or vector metric, or when the server accepts none of the vector index types.
+    With `space`, a new collection records it and an existing one must carry it
+    (service.store.meta); `server_version` keys the partition-key probe
+    (service.store.capabilities). Raises StartupError when an existing collection has an
+    incompatible schema, vector metric or embedding space, or when the server
+    accepts none of the vector index types.
     """
     name, t = settings.milvus_collection, settings.milvus_timeout
-    if client.has_collection(name, timeout=t):
-        layout = _check_schema(client.describe_collection(name, timeout=t), settings, dim)
-    else:
+    created = not client.has_collection(name, timeout=t)
+    if created:
         layout = Layout(tenancy=True, partition_key=partition_key_works(client, settings, server_version))
         # Strong consistency: a search right after an add or delete sees it (read-after-write).
-        client.create_collection(name, schema=_schema(settings, dim, layout.partition_key),
+        client.create_collection(name, schema=collection_schema(settings, dim, new_collection_description(space),
+                                                                layout.partition_key),
                                  consistency_level="Strong", timeout=t)
         log.info("created collection %r in %s (namespace %s)", name, describe_target(settings),
                  "partition key" if layout.partition_key else "filtered")
+    else:
+        layout = _check_schema(client.describe_collection(name, timeout=t), settings, dim)
+    if space is not None:
+        check_space(client, settings, space, created)
     existing = set(client.list_indexes(name, timeout=t))
     if "vector" not in existing:
         _create_first_accepted(client, settings, "vector", [(n, p, "IP") for n, p in VECTOR_INDEXES], required=True)
@@ -93,8 +101,9 @@ def prepare_collection(client: MilvusClient, settings: Settings, dim: int,
     return Indexes(vector=str(vec.get("index_type", "?")), key=str(key.get("index_type", ""))), layout
 
 
-def _schema(settings: Settings, dim: int, partition_key: bool) -> Any:
-    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+def collection_schema(settings: Settings, dim: int, description: str, partition_key: bool = False) -> Any:
+    """The fields imgsim writes, with `description` on the collection (and `namespace` as its partition key)."""
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=description)
     schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field("namespace", DataType.VARCHAR, max_length=NAMESPACE_MAX_CHARS, is_partition_key=partition_key)
     schema.add_field("key", DataType.VARCHAR, max_length=settings.max_key_length * _UTF8_MAX)

@@ -1,4 +1,8 @@
-"""Add one image; and the embed-and-store steps every way of adding shares (add, batch, sync and the import)."""
+"""Add one image; and the embed-and-store steps every way of adding shares (add, batch, sync and the import).
+
+Storing an image also keeps its thumbnail (service/thumbs.py), written right after the record, so the
+console can show every stored image.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +18,9 @@ from conf.errors import Conflict
 from service.inputs import ImageInput
 from service.store.filters import DEFAULT_NAMESPACE
 from service.store.records import Record, VectorStore
+from service.thumbs import Thumbnails
 from service.usecases.deps import Deps
-from service.usecases.prepare import PreparedImage, checked_filepath, model_input
+from service.usecases.prepare import PreparedImage, checked_filepath, stored_input
 
 log = logging.getLogger(__name__)
 
@@ -96,16 +101,25 @@ def record_of(embedded: Embedded, namespace: str) -> Record:
     return Record(im.key, im.md5, im.filepath, embedded.vector, namespace, im.attrs)
 
 
-def put_embedded(store: VectorStore, embedded: Sequence[Embedded],
+def put_embedded(store: VectorStore, thumbs: Thumbnails, embedded: Sequence[Embedded],
                  namespace: str = DEFAULT_NAMESPACE) -> list[tuple[int, bool]]:
-    """Store embedded images in one write; (id, created) for each."""
-    return store.put_many([record_of(e, namespace) for e in embedded])
+    """Store embedded images in one write, then their missing thumbnails; (id, created) for each."""
+    results = store.put_many([record_of(e, namespace) for e in embedded])
+    # After the write: a thumbnail exists only for an image that has a record (a failed write leaves none).
+    keep_thumbnails(thumbs, [e.image for e in embedded])
+    return results
+
+
+def keep_thumbnails(thumbs: Thumbnails, images: Sequence[PreparedImage]) -> None:
+    """Write the thumbnails these stored images do not have yet (those of records stored before thumbnails)."""
+    thumbs.write_many((im.md5, im.thumb) for im in images)
 
 
 def put_guarded(deps: Deps, embedded: Embedded, namespace: str, policy: OnDuplicate) -> Added:
     """Store one embedded image under the duplicate policy (skip or reject); a rejected one raises Conflict."""
     rid, created, other = deps.store.put_unless_duplicate(record_of(embedded, namespace), deps.duplicate_score)
     if other is None:
+        keep_thumbnails(deps.thumbs, [embedded.image])
         return Added(rid, created, embedded.image.md5)
     if policy is OnDuplicate.REJECT:
         raise Conflict(f"this image is already stored under key {other['key']!r} (id {other['id']}); nothing was "
@@ -116,9 +130,9 @@ def put_guarded(deps: Deps, embedded: Embedded, namespace: str, policy: OnDuplic
 def prepare(deps: Deps, request: AddRequest) -> PreparedImage:
     """Read and decode the request's image into a model input and the record it is to become."""
     source = request.image.load(deps.settings)
-    md5, array = model_input(source.data, deps.settings, deps.decode_budget)
+    md5, array, thumb = stored_input(source.data, deps.settings, deps.preprocess, deps.decode_budget)
     filepath = checked_filepath(request.img_path if request.img_path is not None else source.default_filepath)
-    return PreparedImage(request.key or md5, md5, filepath, array, request.attrs)
+    return PreparedImage(request.key or md5, md5, filepath, array, thumb, request.attrs)
 
 
 def add_image(deps: Deps, namespace: str, request: AddRequest) -> Added:
@@ -133,9 +147,10 @@ def add_image(deps: Deps, namespace: str, request: AddRequest) -> Added:
     embedded, held = embed_unstored(deps.store, deps.embed_each, [prepared], refresh_filepath=True,
                                     namespace=namespace)
     if not embedded:
+        keep_thumbnails(deps.thumbs, [prepared])
         return Added(held[(prepared.key, prepared.md5)], False, prepared.md5)  # already there: the model did not run
     if request.on_duplicate is OnDuplicate.ALLOW:
-        [(rid, created)] = put_embedded(deps.store, embedded, namespace)
+        [(rid, created)] = put_embedded(deps.store, deps.thumbs, embedded, namespace)
         added = Added(rid, created, prepared.md5)
     else:
         added = put_guarded(deps, embedded[0], namespace, request.on_duplicate)

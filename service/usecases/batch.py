@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from conf.errors import ApiError, Conflict
-from service.usecases.add import AddRequest, Added, Embedded, OnDuplicate, embed_unstored, prepare, put_embedded, \
-    put_guarded
+from service.usecases.add import (AddRequest, Added, Embedded, OnDuplicate, embed_unstored, keep_thumbnails, prepare,
+                                  put_embedded, put_guarded)
 from service.usecases.deps import Deps
 from service.usecases.prepare import PreparedImage
 
@@ -31,6 +31,7 @@ def add_batch(deps: Deps, namespace: str, items: Sequence[AddRequest | ApiError]
     prepared = _prepare_all(deps, items)
     good = [p for p in prepared if isinstance(p, PreparedImage)]
     embedded, held = embed_unstored(deps.store, deps.embed_each, good, refresh_filepath=True, namespace=namespace)
+    keep_thumbnails(deps.thumbs, [p for p in good if (p.key, p.md5) in held])
     written = _write(deps, namespace, embedded, on_duplicate)
     return _outcomes(prepared, held, written)
 
@@ -53,7 +54,7 @@ def _write(deps: Deps, namespace: str, embedded: list[Embedded], policy: OnDupli
     """Store the embedded images: all in one write, or (skip/reject) one at a time, each checked for duplicates."""
     out: dict[Pair, Outcome] = {}
     if policy is OnDuplicate.ALLOW:
-        for e, (rid, created) in zip(embedded, put_embedded(deps.store, embedded, namespace), strict=True):
+        for e, (rid, created) in zip(embedded, put_embedded(deps.store, deps.thumbs, embedded, namespace), strict=True):
             out.setdefault((e.image.key, e.image.md5), Added(rid, created, e.image.md5))
         return out
     for e in embedded:

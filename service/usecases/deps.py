@@ -4,19 +4,34 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+from PIL import Image
 
 from conf.settings import Settings
 from service.batcher import Batcher
 from service.store.records import Hit, Query, VectorStore
-from service.usecases.prepare import PixelBudget
+from service.thumbs import Thumbnails
+from service.usecases.prepare import PixelBudget, Preprocess
 
-# The score at or above which an image counts as a near-duplicate of a stored one (on_duplicate), unless
-# DUPLICATE_SCORE says otherwise: with ImageNet weights, re-encodings, resizes and small crops of one
-# picture score above it while different products rarely do.
-DEFAULT_DUPLICATE_SCORE = 0.95
+
+class Model(Protocol):
+    """What the use cases need of the model (model.embedder.Embedder is one)."""
+
+    info: dict[str, Any]
+    duplicate_default: float  # the backbone's default duplicate score
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """(n, ...) preprocessed inputs -> (n, dim) unit vectors."""
+        ...
+
+    def preprocess(self, img: Image.Image) -> np.ndarray:
+        """A decoded RGB image -> one model input."""
+        ...
+
+# Told of every batch a batcher runs: (batcher name, batch size, seconds it ran). Metrics are fed through it.
+BatchObserver = Callable[[str, int, float], None]
 
 
 @dataclass
@@ -30,12 +45,29 @@ class Deps:
     searches: Batcher[Query, list[Hit]]
     decode_budget: PixelBudget
     model_info: dict[str, Any]
+    thumbs: Thumbnails
+    preprocess: Preprocess
+    duplicate_default: float
 
     @property
     def duplicate_score(self) -> float:
-        """The score at or above which two images count as the same picture."""
-        score = self.settings.duplicate_score
-        return DEFAULT_DUPLICATE_SCORE if score is None else score
+        """The score at or above which a hit is a duplicate: DUPLICATE_SCORE, else calibrated, else the default."""
+        return self._duplicate()[0]
+
+    @property
+    def duplicate_source(self) -> str:
+        """Where `duplicate_score` comes from, for /ready."""
+        return self._duplicate()[1]
+
+    def _duplicate(self) -> tuple[float, str]:
+        if self.settings.duplicate_score is not None:
+            return self.settings.duplicate_score, "DUPLICATE_SCORE"
+        calibrated = self.store.duplicate_threshold  # read from the collection when the store connected
+        if calibrated is not None:
+            return calibrated.score, (f"calibrated on {calibrated.images} images at {calibrated.created} "
+                                      f"(keeps {calibrated.copies_kept:.0%} of copies)")
+        return self.duplicate_default, (f"default for {self.model_info.get('name', 'this model')} "
+                                        "(placeholder until the benchmark measures it)")
 
     def embed_each(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Vectors of preprocessed images through the model's micro-batching queue, queued together."""
@@ -47,12 +79,19 @@ class Deps:
         self.embeds.close()
 
 
-def build_deps(settings: Settings, store: VectorStore, embed_batch: Callable[[np.ndarray], np.ndarray],
-               model_info: dict[str, Any]) -> Deps:
-    """Deps around a store and a batch embedding function ((n, ...) inputs -> (n, dim) unit vectors)."""
+def build_deps(settings: Settings, store: VectorStore, model: Model, on_batch: BatchObserver | None = None) -> Deps:
+    """Deps around a store and a model.
+
+    `on_batch` is told of every batch of the model ("embed") and Milvus search ("search") queues.
+    """
+    def observer(name: str) -> Callable[[int, float], None] | None:
+        """The batcher `name`'s own callback: on_batch with its name filled in."""
+        return None if on_batch is None else lambda size, seconds: on_batch(name, size, seconds)
+
     embeds: Batcher[np.ndarray, np.ndarray] = Batcher(
-        lambda arrays: embed_batch(np.stack(arrays)), settings.batch_max_size, settings.batch_window_ms,
-        "embed-batcher")
+        lambda arrays: model.embed(np.stack(arrays)), settings.batch_max_size, settings.batch_window_ms,
+        "embed-batcher", observer("embed"))
     searches: Batcher[Query, list[Hit]] = Batcher(
-        store.search_many, settings.batch_max_size, settings.batch_window_ms, "search-batcher")
-    return Deps(settings, store, embeds, searches, PixelBudget.for_settings(settings), model_info)
+        store.search_many, settings.batch_max_size, settings.batch_window_ms, "search-batcher", observer("search"))
+    return Deps(settings, store, embeds, searches, PixelBudget.for_settings(settings), model.info,
+                Thumbnails(settings.thumb_dir), model.preprocess, model.duplicate_default)

@@ -1,4 +1,5 @@
-"""Search: the stored images of a namespace most similar to an image, or to a stored record."""
+"""Search: the stored images of a namespace most similar to an image, or to a stored record, each with a
+verdict (exact, duplicate, similar)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from service.store.records import Hit, Query
 from service.usecases.deps import Deps
 from service.usecases.prepare import model_input
 
+EXACT, DUPLICATE, SIMILAR = "exact", "duplicate", "similar"
+
 
 @dataclass(frozen=True)
 class SearchOptions:
@@ -23,6 +26,21 @@ class SearchOptions:
     min_score: float | None = None
     filter: Any = None  # the parsed JSON object of the request's `filter` field (None: no filter)
     group_by_key: bool = False
+
+
+@dataclass(frozen=True)
+class Found:
+    """One search hit and its verdict: `exact` (the same bytes), `duplicate` (at or above the threshold), `similar`."""
+
+    hit: Hit
+    match: str
+
+
+def verdict(hit: Hit, query_md5: str, duplicate_score: float) -> str:
+    """How a hit relates to the query image."""
+    if hit.md5 and hit.md5 == query_md5:
+        return EXACT
+    return DUPLICATE if hit.score >= duplicate_score else SIMILAR
 
 
 def checked_filter(deps: Deps, namespace: str, options: SearchOptions) -> str:
@@ -35,27 +53,31 @@ def checked_filter(deps: Deps, namespace: str, options: SearchOptions) -> str:
     return expr
 
 
-def _query(vector: np.ndarray, namespace: str, options: SearchOptions, expr: str,
-           exclude_id: int | None = None) -> Query:
-    return Query(vector, options.limit, options.min_score, namespace, expr, exclude_id, options.group_by_key)
+def _found(deps: Deps, vector: np.ndarray, md5: str, namespace: str, options: SearchOptions, expr: str,
+           exclude_id: int | None = None) -> list[Found]:
+    query = Query(vector, options.limit, options.min_score, namespace, expr, exclude_id, options.group_by_key)
+    # Searches that arrive together (a model batch finishing) go to Milvus as one multi-vector search.
+    hits = deps.searches.submit(query)
+    threshold = deps.duplicate_score
+    return [Found(hit, verdict(hit, md5, threshold)) for hit in hits]
 
 
-def search_image(deps: Deps, namespace: str, image: ImageInput, options: SearchOptions) -> list[Hit]:
+def search_image(deps: Deps, namespace: str, image: ImageInput, options: SearchOptions) -> list[Found]:
     """The namespace's images most similar to this one, best first, as the options say."""
     expr = checked_filter(deps, namespace, options)
     source = image.load(deps.settings)
-    _md5, array = model_input(source.data, deps.settings, deps.decode_budget)
+    md5, array = model_input(source.data, deps.settings, deps.preprocess, deps.decode_budget)
     deps.store.connect()  # fail fast with 503 before spending model time when Milvus is away
     [vector] = deps.embed_each([array])
-    # Searches that arrive together (a model batch finishing) go to Milvus as one multi-vector search.
-    return deps.searches.submit(_query(vector, namespace, options, expr))
+    return _found(deps, vector, md5, namespace, options, expr)
 
 
 def search_by_id(deps: Deps, namespace: str, record_id: int, options: SearchOptions,
-                 include_self: bool = False) -> list[Hit]:
+                 include_self: bool = False) -> list[Found]:
     """The namespace's images most similar to its stored record `record_id` (left out unless include_self)."""
     expr = checked_filter(deps, namespace, options)
-    vector = deps.store.vector_of(record_id, namespace)
-    if vector is None:
+    stored = deps.store.vector_of(record_id, namespace)
+    if stored is None:
         raise NotFound(f"no record with id {record_id} in this namespace", reason="no_such_record")
-    return deps.searches.submit(_query(vector, namespace, options, expr, None if include_self else record_id))
+    vector, md5 = stored
+    return _found(deps, vector, md5, namespace, options, expr, None if include_self else record_id)

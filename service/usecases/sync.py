@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from conf.errors import ApiError
 from service.usecases.add import AddRequest, Added
 from service.usecases.batch import Outcome, add_batch
+from service.usecases.delete import forget_thumbnails
 from service.usecases.deps import Deps
 
 
@@ -34,5 +35,8 @@ def set_key(deps: Deps, namespace: str, key: str, items: Sequence[AddRequest | A
     kept = {o.md5 for o in done} - created
     deleted = 0
     if len(done) == len(outcomes):
-        deleted = deps.store.delete_key_except(key, {o.md5 for o in done}, namespace)
+        keep = {o.md5 for o in done}
+        going = {r["md5"] for r in deps.store.get_keys([key], namespace)} - keep
+        deleted = deps.store.delete_key_except(key, keep, namespace)
+        forget_thumbnails(deps, going, deleted)
     return Synced(len(created), len(kept), deleted, outcomes)

@@ -1,0 +1,485 @@
+"""The Keras network run by OpenVINO's CPU runtime, with an on-disk cache of the converted model.
+
+Converting the Keras model takes seconds, so the converted model (OpenVINO IR:
+an .xml graph and a .bin of weights) is kept in a cache directory, one slot per
+model and stored precision:
+
+    <cache_dir>/openvino/<model>-fp32/   model.xml, model.bin, manifest.json
+    <cache_dir>/openvino/<model>-int8/   the same, written only by `calibrate_int8`
+
+The manifest records the full key (the caller's mapping plus stored precision,
+input size, OpenVINO version and cache format) and the sha256 of both files. A
+slot is used only when its key equals the running one and both hashes match;
+otherwise it is stale or corrupt and is rebuilt (FP32) or refused (INT8, which
+needs the user's images). Slots are written to a temporary directory and
+renamed into place, so a crash or a concurrent reader never sees half a model.
+
+Precision: "fp32" and "bf16" run the same FP32 IR (bf16 is a compile-time hint);
+"int8" runs a model quantized by NNCF on images the caller supplies. The hint is
+always passed explicitly because on CPUs with AVX512_BF16 or AMX OpenVINO would
+otherwise run a model "compiled as FP32" in bf16.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openvino as ov
+
+from model.engines import check_batch
+
+log = logging.getLogger(__name__)
+
+# Requested precision -> INFERENCE_PRECISION_HINT. INT8 models keep a few layers in floating
+# point (the first input conversion, pooling); f32 there keeps INT8 as the only source of drift.
+PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+CALIBRATE_COMMAND = "python main.py calibrate DIR"
+CACHE_FORMAT = 1
+MIN_CALIBRATION_IMAGES = 16
+RECOMMENDED_CALIBRATION_IMAGES = 200
+XML, BIN, MANIFEST = "model.xml", "model.bin", "manifest.json"
+_RESERVED_KEYS = frozenset({"precision", "input_size", "openvino", "format"})
+_LEFTOVER_AGE_S = 3600.0  # temp/old slot directories older than this are debris of a crashed writer
+_OV_TO_LABEL = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
+
+KerasFactory = Callable[[], Any]
+CacheKey = Mapping[str, str | int | float | bool]
+
+
+class OpenVinoEngineError(Exception):
+    """Base class of this module's errors."""
+
+
+class NotCalibrated(OpenVinoEngineError):
+    """INT8 was requested but no usable calibrated model is cached for this configuration."""
+
+
+@dataclass(frozen=True)
+class CalibrationReport:
+    """How close the INT8 model is to FP32 on the calibration images themselves (an optimistic, in-sample view).
+
+    `top10_same_share`: share of images whose `neighbours` nearest neighbours among
+    the calibration images are the same set under INT8 as under FP32;
+    `top10_overlap`: mean share of those neighbours kept.
+    """
+
+    images: int
+    cosine_min: float
+    cosine_p1: float
+    cosine_median: float
+    top10_same_share: float
+    top10_overlap: float
+    neighbours: int
+    seconds: float
+    cache_path: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as plain JSON-serialisable values."""
+        return asdict(self)
+
+
+@dataclass
+class _Lookup:
+    """Outcome of looking in a cache slot: a model when status == "hit", else why not."""
+
+    status: str  # "hit" | "missing" | "stale" | "corrupt"
+    detail: str = ""
+    model: ov.Model | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Prepared:
+    """An uncompiled model ready for the CPU plugin, and where it came from."""
+
+    model: ov.Model
+    slot: Path
+    converted: bool
+    cache_status: str
+    manifest: dict[str, Any]
+
+
+class OpenVinoEngine:
+    """The network compiled for OpenVINO's CPU plugin; one batch at a time through one infer request.
+
+    Attributes after construction: `precision` (really in force: "fp32", "bf16",
+    "int8", or e.g. "int8+bf16"), `requested_precision`, `threads`, `width`
+    (feature size), `converted` (True when this construction converted the Keras
+    model, False when it reused the cache), `cache_status` ("hit", "missing",
+    "stale", "corrupt"), `cache_path`, `manifest`, `prepare_seconds`, `compile_seconds`.
+    """
+
+    name = "openvino"
+
+    def __init__(self, model_factory: KerasFactory | None, *, cache_dir: Path, cache_key: CacheKey,
+                 threads: int, precision: str = "fp32", input_size: int = 224) -> None:
+        """Load the cached model (converting `model_factory()` on a miss) and compile it for the CPU.
+
+        `model_factory` is called only when the FP32 cache misses, so a warm start
+        never builds the Keras model; it may be None for precision "int8", which
+        never converts. `cache_key`: everything that changes the network's output
+        (see `full_cache_key`). Raises NotCalibrated for "int8" without a usable
+        calibrated model.
+        """
+        if precision not in PRECISION_HINTS:
+            raise ValueError(f"precision must be one of {sorted(PRECISION_HINTS)}, got {precision!r}")
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.requested_precision = precision
+        self.input_size = input_size
+        core = ov.Core()
+        started = time.perf_counter()
+        if precision == "int8":
+            prepared = _load_int8(core, Path(cache_dir), cache_key, input_size)
+        else:
+            prepared = _fp32_model(core, model_factory, Path(cache_dir), cache_key, input_size)
+        self.prepare_seconds = time.perf_counter() - started
+        self.converted, self.cache_status, self.cache_path = prepared.converted, prepared.cache_status, prepared.slot
+        # The cached slot's manifest (its files' sha256 name an INT8 model's embedding space); {} when just converted.
+        self.manifest = prepared.manifest
+        started = time.perf_counter()
+        self._compiled = _compile(core, prepared.model, threads, PRECISION_HINTS[precision])
+        self.compile_seconds = time.perf_counter() - started
+        self.precision = _precision_in_force(self._compiled, precision)
+        self.threads = int(self._compiled.get_property("INFERENCE_NUM_THREADS"))
+        self.width = int(prepared.model.output(0).get_partial_shape()[1].get_length())
+        self._request = self._compiled.create_infer_request()
+        self._lock = threading.Lock()
+        self._log_ready(prepared)
+
+    def _log_ready(self, prepared: _Prepared) -> None:
+        """One INFO line saying whether the model was converted or reused, and how long it took."""
+        how = (f"converted the Keras model in {self.prepare_seconds:.1f} s (cache {self.cache_status})"
+               if self.converted else f"reused the cached model in {self.prepare_seconds:.1f} s")
+        log.info("OpenVINO %s: %s [%s]; compiled in %.1f s; precision in force %s, %d threads",
+                 self.requested_precision, how, self.cache_path, self.compile_seconds, self.precision, self.threads)
+        calibration = prepared.manifest.get("calibration")
+        if calibration:
+            log.info("INT8 model calibrated on %s images at %s: cosine to FP32 median %.5f, 1st pct %.5f, min %.5f",
+                     calibration.get("images"), prepared.manifest.get("created"), calibration.get("cosine_median"),
+                     calibration.get("cosine_p1"), calibration.get("cosine_min"))
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Features of a (n, size, size, 3) float32 batch as an (n, width) float32 array."""
+        array = check_batch(batch, self.input_size)
+        if not len(array):
+            return np.zeros((0, self.width), np.float32)
+        # One infer request behind a lock: the compiled model has one stream using every thread,
+        # so a second concurrent batch would only queue; reusing the request avoids re-allocating
+        # its buffers. share_inputs reads the caller's array in place; outputs come back as copies.
+        with self._lock:
+            return np.asarray(self._request.infer({0: array}, share_inputs=True)[0], dtype=np.float32)
+
+
+def full_cache_key(cache_key: CacheKey, stored_precision: str, input_size: int) -> dict[str, Any]:
+    """The key a cache slot must carry: the caller's mapping plus what this module adds.
+
+    The caller's mapping names everything that changes the network's output
+    (model name under "model", weights file hash, resize mode, pooling, ...);
+    values must be JSON scalars. Added here: stored precision, input size,
+    OpenVINO version and the cache format.
+    """
+    clash = _RESERVED_KEYS & set(cache_key)
+    if clash:
+        raise ValueError(f"cache_key may not use the reserved names {sorted(clash)}")
+    for name, value in cache_key.items():
+        if not isinstance(value, (str, int, float, bool)):
+            raise TypeError(f"cache_key[{name!r}] must be a str, int, float or bool, not {type(value).__name__}")
+    key = {**cache_key, "precision": stored_precision, "input_size": input_size,
+           "openvino": ov.get_version(), "format": CACHE_FORMAT}
+    return json.loads(json.dumps(key))  # exactly what a manifest round trip gives back
+
+
+def cache_slot(cache_dir: Path, key: Mapping[str, Any]) -> Path:
+    """The slot directory of a full key: one per model name and stored precision."""
+    model = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(key.get("model", "model"))).strip(".") or "model"
+    return Path(cache_dir) / "openvino" / f"{model}-{key['precision']}"
+
+
+def _fp32_model(core: ov.Core, model_factory: KerasFactory | None, cache_dir: Path, cache_key: CacheKey,
+                input_size: int) -> _Prepared:
+    """The FP32 IR from the cache if it is valid, else converted from Keras and cached."""
+    key = full_cache_key(cache_key, "fp32", input_size)
+    slot = cache_slot(cache_dir, key)
+    found = _load_cached(core, slot, key)
+    if found.model is not None:
+        return _Prepared(found.model, slot, False, found.status, found.manifest)
+    if found.status != "missing":
+        log.warning("OpenVINO cache %s is %s (%s): converting the model again", slot, found.status, found.detail)
+    if model_factory is None:
+        raise ValueError("no usable cached FP32 model and no model_factory to convert one from")
+    started = time.perf_counter()
+    model = _convert(model_factory, input_size)
+    seconds = time.perf_counter() - started
+    try:
+        _publish(slot, model, key, {"convert_seconds": round(seconds, 2)})
+    except OSError as exc:
+        # A read-only or full disk costs a conversion at the next start, not the service.
+        log.warning("could not write the OpenVINO cache %s (%s); the next start will convert again", slot, exc)
+    return _Prepared(model, slot, True, found.status, {})
+
+
+def _load_int8(core: ov.Core, cache_dir: Path, cache_key: CacheKey, input_size: int) -> _Prepared:
+    """The calibrated INT8 IR from the cache, or NotCalibrated saying how to make one."""
+    key = full_cache_key(cache_key, "int8", input_size)
+    slot = cache_slot(cache_dir, key)
+    found = _load_cached(core, slot, key)
+    if found.model is not None:
+        return _Prepared(found.model, slot, False, found.status, found.manifest)
+    if found.status == "missing":
+        why = f"there is no calibrated INT8 model in {slot}"
+    else:
+        why = f"the calibrated INT8 model in {slot} is {found.status} ({found.detail})"
+        log.warning("OpenVINO INT8 cache %s is %s (%s); not using it", slot, found.status, found.detail)
+    raise NotCalibrated(
+        f"MODEL_PRECISION=int8 needs a calibrated INT8 model, but {why}. Run `{CALIBRATE_COMMAND}` "
+        f"with DIR a folder of a few hundred of your own images (same MODEL_* and cache settings), "
+        f"or use MODEL_PRECISION=fp32.")
+
+
+def _convert(model_factory: KerasFactory, input_size: int) -> ov.Model:
+    """Convert the Keras model to OpenVINO IR with a dynamic batch and fixed image dimensions."""
+    import tensorflow as tf  # noqa: PLC0415 - only a cache miss needs TensorFlow
+
+    keras_model = model_factory()
+    # Converting a tf.function with an explicit signature (rather than the Keras object)
+    # gives the input a stable name and a batch dimension that is unknown, not guessed.
+    spec = tf.TensorSpec((None, input_size, input_size, 3), tf.float32, name="images")
+    forward = tf.function(lambda x: keras_model(x, training=False), autograph=False, input_signature=[spec])
+    model = ov.convert_model(forward)
+    # Some conversion paths leave every dimension dynamic; pin the image ones so the CPU
+    # plugin can pick static-shape kernels for everything but the batch.
+    model.reshape({model.input(0): ov.PartialShape([-1, input_size, input_size, 3])})
+    return model
+
+
+def _load_cached(core: ov.Core, slot: Path, key: Mapping[str, Any]) -> _Lookup:
+    """Read a slot, trusting it only when its key matches and both files hash as recorded."""
+    if not slot.exists():
+        return _Lookup("missing")
+    try:
+        manifest = json.loads((slot / MANIFEST).read_text())
+        stored_key, files = manifest["key"], dict(manifest["files"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return _Lookup("corrupt", f"unreadable manifest: {exc}")
+    if stored_key != key:
+        differ = sorted(name for name in set(stored_key) | set(key) if stored_key.get(name) != key.get(name))
+        return _Lookup("stale", "key differs in " + ", ".join(differ))
+    for name in (XML, BIN):
+        try:
+            digest = _sha256(slot / name)
+        except OSError as exc:
+            return _Lookup("corrupt", f"cannot read {name}: {exc}")
+        if digest != files.get(name):
+            return _Lookup("corrupt", f"sha256 of {name} does not match the manifest")
+    try:
+        model = core.read_model(str(slot / XML), str(slot / BIN))
+    except RuntimeError as exc:
+        return _Lookup("corrupt", f"OpenVINO cannot read it: {exc}")
+    return _Lookup("hit", model=model, manifest=manifest)
+
+
+def _publish(slot: Path, model: ov.Model, key: Mapping[str, Any], extra: Mapping[str, Any]) -> None:
+    """Write the model and its manifest to a temporary directory, then rename it into the slot."""
+    slot.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_leftovers(slot.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{slot.name}.tmp-", dir=slot.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp's 0700 would hide the cache from a service running as another user
+        # compress_to_fp16=False: save_model's default would store FP16 weights, and an
+        # "FP32" model would then drift from Keras by FP16 rounding.
+        ov.save_model(model, str(tmp / XML), compress_to_fp16=False)
+        manifest = {"key": dict(key), "files": {name: _sha256(tmp / name) for name in (XML, BIN)},
+                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        for name in (XML, BIN, MANIFEST):  # on disk before the rename makes them visible
+            _fsync(tmp / name)
+        _swap_in(tmp, slot)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _swap_in(tmp: Path, slot: Path) -> None:
+    """Replace `slot` by `tmp`: move the old slot aside, rename the new one in, delete the old one."""
+    # A directory cannot be renamed over a non-empty one, hence the two steps; a reader
+    # that falls between them sees "missing" and converts, which is slow but correct.
+    old: Path | None = slot.with_name(f".{slot.name}.old-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        os.rename(slot, old)
+    except FileNotFoundError:
+        old = None
+    try:
+        os.rename(tmp, slot)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        # Another process published the same slot between our two renames; theirs is as good.
+        shutil.rmtree(tmp, ignore_errors=True)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _sweep_leftovers(parent: Path) -> None:
+    """Delete temporary and replaced slot directories left by a writer that crashed an hour or more ago."""
+    cutoff = time.time() - _LEFTOVER_AGE_S
+    for entry in parent.iterdir():
+        if entry.name.startswith(".") and (".tmp-" in entry.name or ".old-" in entry.name):
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    shutil.rmtree(entry, ignore_errors=True)
+            except OSError:
+                continue
+
+
+def _sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's data to disk."""
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _compile(core: ov.Core, model: ov.Model, threads: int, hint: str) -> ov.CompiledModel:
+    """Compile for the CPU: `threads` threads in one stream, with an explicit precision hint."""
+    # LATENCY = one stream using every thread: batches arrive one at a time, and the
+    # THROUGHPUT hint would split the cores into streams that only pay off for concurrent calls.
+    config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": hint,
+              "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+    return core.compile_model(model, "CPU", config)
+
+
+def _precision_in_force(compiled: ov.CompiledModel, requested: str) -> str:
+    """The precision the compiled model really runs at, warning when it is not the one requested."""
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    floating = _OV_TO_LABEL.get(hint, hint)
+    if requested == "int8":
+        if not _int8_op_count(compiled):
+            log.warning("the INT8 model runs no INT8 kernels on this CPU; it runs at %s", floating)
+            return floating
+        return "int8" if floating == "fp32" else f"int8+{floating}"
+    if floating != requested:
+        # e.g. bf16 asked for on a CPU without bf16 support: OpenVINO falls back to f32.
+        log.warning("OpenVINO precision %s was requested but this CPU runs the model at %s", requested, floating)
+    return floating
+
+
+def _int8_op_count(compiled: ov.CompiledModel) -> int:
+    """How many operations of the compiled graph the CPU plugin runs on 8-bit integers."""
+    count = 0
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if "runtimePrecision" in info and info["runtimePrecision"].astype(str) in ("u8", "i8"):
+            count += 1
+    return count
+
+
+def calibrate_int8(model_factory: KerasFactory | None, images: np.ndarray, *, cache_dir: Path, cache_key: CacheKey,
+                   threads: int, input_size: int = 224) -> CalibrationReport:
+    """Quantize the FP32 model to INT8 with NNCF on the caller's real, preprocessed images and cache it.
+
+    `images`: (n, size, size, 3) float32, preprocessed exactly as the service
+    preprocesses its inputs, n >= 16 (a few hundred is better; all are used).
+    Refuses inputs that look like random noise: calibrating on noise breaks
+    retrieval. Returns how close INT8 is to FP32 on these same images.
+    """
+    array = check_batch(images, input_size)
+    _check_calibration_set(array)
+    started = time.perf_counter()
+    core = ov.Core()
+    prepared = _fp32_model(core, model_factory, Path(cache_dir), cache_key, input_size)
+    reference = _embed_all(_compile(core, prepared.model, threads, "f32"), array)
+    quantized = _quantize(prepared.model, array)
+    candidate = _embed_all(_compile(core, quantized, threads, "f32"), array)
+    key = full_cache_key(cache_key, "int8", input_size)
+    slot = cache_slot(Path(cache_dir), key)
+    report = _compare(reference, candidate, time.perf_counter() - started, slot)
+    import nncf  # noqa: PLC0415 - loaded already by _quantize; only for its version
+
+    _publish(slot, quantized, key, {"calibration": report.as_dict(), "nncf": nncf.__version__})
+    log.info("INT8 model calibrated on %d images in %.1f s -> %s: cosine to FP32 median %.5f, 1st pct %.5f, "
+             "min %.5f; top-%d neighbours unchanged for %.1f%% of images", report.images, report.seconds, slot,
+             report.cosine_median, report.cosine_p1, report.cosine_min, report.neighbours,
+             100 * report.top10_same_share)
+    return report
+
+
+def _check_calibration_set(array: np.ndarray) -> None:
+    """Refuse too few images or images that look like noise; warn about a small set."""
+    if len(array) < MIN_CALIBRATION_IMAGES:
+        raise ValueError(f"INT8 calibration needs at least {MIN_CALIBRATION_IMAGES} images "
+                         f"(a few hundred is better), got {len(array)}")
+    if len(array) < RECOMMENDED_CALIBRATION_IMAGES:
+        log.warning("calibrating INT8 on only %d images; %d or more give a model closer to FP32",
+                    len(array), RECOMMENDED_CALIBRATION_IMAGES)
+    # Photos are smooth almost everywhere: horizontally adjacent pixels correlate strongly
+    # (typically > 0.8). Random noise does not, and quantization ranges taken from it are wrong.
+    left, right = array[:, :, :-1, :].reshape(len(array), -1), array[:, :, 1:, :].reshape(len(array), -1)
+    left, right = left - left.mean(axis=1, keepdims=True), right - right.mean(axis=1, keepdims=True)
+    denominator = np.linalg.norm(left, axis=1) * np.linalg.norm(right, axis=1)
+    correlation = np.where(denominator > 0, (left * right).sum(axis=1) / np.maximum(denominator, 1e-12), 1.0)
+    if float(np.median(correlation)) < 0.5:
+        raise ValueError("the calibration images look like random noise (neighbouring pixels are uncorrelated); "
+                         "calibrate on real images of the catalog")
+
+
+def _quantize(model: ov.Model, array: np.ndarray) -> ov.Model:
+    """NNCF post-training quantization of `model` with activation ranges from `array`."""
+    import nncf  # noqa: PLC0415 - heavy, and only calibration needs it
+
+    # One image per item, matching the model's (batch, h, w, c) input; views, not copies.
+    dataset = nncf.Dataset([array[i:i + 1] for i in range(len(array))])
+    # subset_size = all images: NNCF's default (300) would silently ignore the rest.
+    return nncf.quantize(model, dataset, subset_size=len(array), preset=nncf.QuantizationPreset.PERFORMANCE,
+                         target_device=nncf.TargetDevice.CPU)
+
+
+def _embed_all(compiled: ov.CompiledModel, array: np.ndarray, batch: int = 16) -> np.ndarray:
+    """Features of every image, `batch` at a time."""
+    request = compiled.create_infer_request()
+    parts = [request.infer({0: array[i:i + batch]})[0] for i in range(0, len(array), batch)]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def _compare(reference: np.ndarray, candidate: np.ndarray, seconds: float, slot: Path) -> CalibrationReport:
+    """Cosine per image and top-k neighbour stability of INT8 (`candidate`) against FP32 (`reference`)."""
+    ref, cand = _unit(reference), _unit(candidate)
+    cosine = (ref * cand).sum(axis=1)
+    k = min(10, len(ref) - 1)
+    ref_top, cand_top = _top_k(ref, k), _top_k(cand, k)
+    overlap = np.array([len(set(a) & set(b)) / k for a, b in zip(ref_top.tolist(), cand_top.tolist())])
+    return CalibrationReport(
+        images=len(ref), cosine_min=float(cosine.min()), cosine_p1=float(np.percentile(cosine, 1)),
+        cosine_median=float(np.median(cosine)), top10_same_share=float(np.mean(overlap == 1.0)),
+        top10_overlap=float(overlap.mean()), neighbours=k, seconds=round(seconds, 2), cache_path=str(slot))
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (an all-zero row stays zero)."""
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def _top_k(unit: np.ndarray, k: int) -> np.ndarray:
+    """Indices of each row's k most similar other rows (order within the k not defined)."""
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)  # an image is not its own neighbour
+    return np.argpartition(-similarity, k - 1, axis=1)[:, :k]
