@@ -29,8 +29,8 @@ DESCRIPTIONS = {
     "crash.import_kill9": "`main.py import --move-to` killed with SIGKILL twice, then rerun",
     "crash.import_killed_mid_copy": "import killed mid-copy into a pool on another filesystem, then rerun",
     "crash.serve_kill9": "`main.py serve` killed with SIGKILL twice during bursts of adds and deletes (Lite)",
-    "concurrency.lite": "16 clients mixing adds (identical ones racing), searches, lookups, deletes by key "
-                        "and id (Lite)",
+    "concurrency.lite": "16 clients in two tenants' namespaces mixing adds (identical ones racing), searches, "
+                        "lookups, deletes by key and id, and deletes of their ids in the other namespace (Lite)",
     "concurrency.server": "the same against the Milvus 2.3 server",
     "resources.max_size_uploads": "200 concurrent uploads of the maximum size, twice",
     "resources.slow_clients": "slow-body and slow-header clients beside normal requests",

@@ -73,6 +73,10 @@ def test_tenant_isolation_on_every_endpoint(tenants: LiveService) -> None:
     assert [h["id"] for h in hits] == [b_rec["id"]]
     for rid in a_ids.values():
         expect(as_(svc, SHOP_B, "search/id", json={"id": rid}), 404, "no record with id")
+        expect(svc.get(f"api/image/sim/thumb/{rid}", headers={"token": SHOP_B}), 404, "no record with id")
+        assert svc.get(f"api/image/sim/thumb/{rid}", headers={"token": READER_A}).status_code == 200
+        assert svc.get(f"api/image/sim/thumb/{rid}?namespace=shop-a", headers={"token": ADMIN}).status_code == 200
+        expect(svc.get(f"api/image/sim/thumb/{rid}", headers={"token": ADMIN}), 404, "no record with id")
     assert [h["id"] for h in ok(as_(svc, READER_A, "search/id", json={"id": a_ids["k1"]}))["data"]] == [a_ids["k2"]]
 
     # Writes: B deleting or overwriting A's ids and keys changes nothing of A's.
