@@ -124,6 +124,14 @@ def render() -> str:
             "connections). Now 1000, and a request still arriving after 30 s at under 1 KB/s is cut off.",
             "- An import killed while copying into a pool on another filesystem left a half-written image that "
             "its record named. Copies now go to a hidden `.part` file that is renamed into place.",
+            "- The Milvus 2.3.5 server accepts a partition key on `namespace` but loses track of rows written by "
+            "upsert into such a collection (a namespace filter found 1 of 10). New collections get the partition "
+            "key only where an upsert probe into a scratch collection finds every row again (Milvus Lite); "
+            "elsewhere the namespace is a filtered, indexed field.",
+            "- Milvus Lite's filtered search over many identical vectors (the same picture under many keys) can "
+            "miss matching records that a query finds: a recall limit of its HNSW graph, not of the quoting. "
+            "The injection test stores distinct pictures; a catalog of one picture under many keys should "
+            "filter with `get/key` or `list` rather than search.",
             "",
             "Milvus Lite (milvus-lite 3.2, pure Python) writes every insert and delete to its write-ahead log and "
             "hands it to the OS before answering, so `kill -9` loses nothing acknowledged; it does not fsync each "
