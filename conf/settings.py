@@ -89,6 +89,7 @@ class Settings(BaseSettings):
     api_port: int = Field(7000, ge=1, le=65535)
     api_threads: int = Field(16, ge=1, le=256)
     token: SecretStr | None = None
+    tokens_file: Path | None = None
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.TEXT
     # /metrics normally wants the token like the API; a Prometheus inside the trusted network may be
@@ -137,6 +138,7 @@ class Settings(BaseSettings):
     max_limit: int = Field(100, ge=1, le=16384)
     max_key_length: int = Field(512, ge=1, le=4096)
     max_batch_keys: int = Field(1000, ge=1, le=16384)
+    max_batch_items: int = Field(100, ge=1, le=1000)
 
     # URL fetching
     url_connect_timeout: float = Field(5.0, gt=0)
@@ -145,7 +147,7 @@ class Settings(BaseSettings):
     url_max_redirects: int = Field(3, ge=0, le=20)
     url_deny_private: bool = False
 
-    @field_validator("token", "milvus_token", "milvus_password", "image_inc_path", "milvus_db",
+    @field_validator("token", "tokens_file", "milvus_token", "milvus_password", "image_inc_path", "milvus_db",
                      "milvus_user", "path_roots", "duplicate_score", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
@@ -179,6 +181,10 @@ class Settings(BaseSettings):
     def _consistent(self) -> "Settings":
         if self.url_total_timeout < self.url_connect_timeout:
             raise ValueError("URL_TOTAL_TIMEOUT must be at least URL_CONNECT_TIMEOUT")
+        if self.token is not None and self.tokens_file is not None:
+            # Two sources of admin rights would make revoking one (editing the file) silently incomplete.
+            raise ValueError("set TOKEN or TOKENS_FILE, not both: put the admin token into TOKENS_FILE as a line "
+                             "'<token> * admin'")
         return self
 
     @property

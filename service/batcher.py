@@ -58,6 +58,17 @@ class Batcher(Generic[T, R]):
         self._queue.put((item, future))
         return future.result(timeout=timeout)
 
+    def submit_many(self, items: Sequence[T], timeout: float | None = 300.0) -> list[R]:
+        """Queue every item at once (so they can share batches) and wait for all; results in order."""
+        if self._stopped.is_set():
+            raise NotReady("the service is shutting down; retry shortly")
+        futures: list[Future[R]] = []
+        for item in items:
+            future: Future[R] = Future()
+            self._queue.put((item, future))
+            futures.append(future)
+        return [f.result(timeout=timeout) for f in futures]
+
     def stats(self) -> dict[str, float]:
         """Since start: batches run, requests in them, and seconds the worker spent running them."""
         return {"batches": self._batches, "requests": self._items, "busy_seconds": round(self._busy_seconds, 3)}

@@ -64,7 +64,7 @@ def _quick_count(store: VectorStore) -> int | None:
     """The record count for a metrics scrape: None (reported as NaN) rather than waiting on a Milvus that is away."""
     if not store.connected:
         return None
-    return store.count(retry=False)
+    return store.count_all(retry=False)
 
 
 def import_hooks(metrics: Metrics) -> ImportHooks:
@@ -121,11 +121,14 @@ def start_background(runtime: Runtime) -> threading.Event:
 
 def serve(settings: Settings) -> None:
     """Run the API until interrupted."""
-    if settings.token is None:
-        log.warning("TOKEN is not set: every endpoint is open to anyone who can reach port %d", settings.api_port)
+    if settings.tokens_file is not None:
+        log.info("token check on: tokens, their namespaces and rights from TOKENS_FILE %s", settings.tokens_file)
+    elif settings.token is None:
+        log.warning("neither TOKEN nor TOKENS_FILE is set: every endpoint and every namespace is open to anyone who "
+                    "can reach port %d", settings.api_port)
     else:
-        log.info("token check on: every endpoint but /health, /ready, the console and docs pages%s needs the token",
-                 " and /metrics (METRICS_PUBLIC)" if settings.metrics_public else "")
+        log.info("token check on: every endpoint but /health, /ready, the console and docs pages%s needs the token "
+                 "(an admin token)", " and /metrics (METRICS_PUBLIC)" if settings.metrics_public else "")
     log.info("path endpoints may read below: %s", ", ".join(str(r) for r in settings.allowed_roots))
     runtime = build_runtime(settings)
     stop = start_background(runtime)

@@ -654,3 +654,90 @@ def test_request_ids_overlong_or_with_control_characters_are_replaced(lite_servi
     status, headers = raw_get(lite_service, b"A" * 64)
     assert headers[b"x-request-id"] == b"A" * 64  # the longest id that is kept
     still_serving(lite_service, 119)
+
+
+# --- 10. namespaces, attributes, filters and the batch endpoints ----------------------------------
+DEEP = "[" * 50_000 + "]" * 50_000
+
+
+def test_hostile_values_of_the_tenancy_fields_are_400_naming_the_field(lite_service: LiveService) -> None:
+    svc = lite_service
+    image = b64(photo(18, size=(64, 48)))
+    ok(svc.post("add/base64", json={"base64": image, "key": "target", "attrs": {"a": 1}}))
+    [target] = ok(svc.post("get/key", json={"key": "target"}))["data"]
+    cases: list[tuple[str, dict, str]] = []
+    for ns in ("-x", ".x", "a b", "a/b", "../etc", "*", "x" * 65, "ns\x00", "é", 5, True, ["a"], {"a": 1}, "a\nb"):
+        cases.append(("count", {"namespace": ns}, "'namespace'"))
+        cases.append(("add/base64", {"base64": image, "namespace": ns}, "'namespace'"))
+    for attrs in ("a=1", "{", DEEP, "[1]", '{"a": NaN}', [1], 5, {"a": {"b": 1}}, {"": 1}, {"1a": 1}, {"a]": 1},
+                  {"a": [1]}, {"a": 2**60}, {"a": "x" * 2000}, {f"k{i}": i for i in range(33)},
+                  {"a": ["x"] * 65}, {"a": "\ud800"}, {"a": None}):
+        cases.append(("add/base64", {"base64": image, "attrs": attrs}, "'attrs'"))
+    for bad in ('category == "shoes"', 'key != ""', "id > 0", "{", DEEP, "[]", "5", ["a"], 7, True,
+                {"a": []}, {"a": {}}, {"a": {"ne": 1}}, {"a": {"gt": [1]}}, {"a": {"gt": 1, "lt": "z"}},
+                {"a": [[1]]}, {"a": [{"b": 1}]}, {"a": None}, {"a b": 1}, {'a"]': 1},
+                {"a": 10**30}, {"a": list(range(65))}, {f"k{i}": 1 for i in range(17)}, {"a": "\ud800"},
+                {f"k{i}": list(range(60)) for i in range(5)}):
+        cases.append(("search/base64", {"base64": image, "filter": bad}, "'filter'"))
+    for field, endpoint, values in (
+            ("group_by_key", "search/base64", ("yes", 1, 0, [], "TRUE1")),
+            ("on_duplicate", "add/base64", ("ignore", "", 1, ["skip"], "SKIP ")),
+            ("after_id", "list", (-1, "x", 1.5, 2**53, [1])),
+            ("limit", "list", (0, 1001, "x")),
+            ("id", "search/id", (None, "", "x", 0, -1, 2**53, [1], 1.5, True)),
+            ("include_self", "search/id", ("no", 2))):
+        for value in values:
+            body = {"base64": image} if endpoint.endswith("base64") else {}
+            if endpoint == "search/id" and field != "id":
+                body["id"] = target["id"]
+            body[field] = value
+            if value == "" and field == "on_duplicate":
+                continue  # empty means "absent": the default applies
+            cases.append((endpoint, body, f"'{field}'"))
+    for items in (None, [], "x", "[", DEEP, 5, {"url": "x"}, [{"base64": image}] * 101):
+        cases.append(("add/batch", {"items": items}, "'items'"))
+        cases.append(("set/key", {"key": "k", "items": items}, "'items'"))
+    for key in (None, "", [1], {"a": 1}, "a\x00", "x" * 513):
+        cases.append(("set/key", {"key": key, "items": [{"base64": image}]}, "'key'"))
+    for endpoint, body, field in cases:
+        expect(svc.post(endpoint, json=body), 400, field)
+        hostile_counts.tried("tenancy_fields")
+    for raw, field in (('"attrs": {"a": Infinity}', "'attrs'"), ('"attrs": {"a": NaN}', "'attrs'"),
+                       ('"filter": {"a": NaN}', "'filter'"), ('"filter": {"a": {"gt": -Infinity}}', "'filter'")):
+        endpoint = "add/base64" if "attrs" in raw else "search/base64"
+        expect(post_raw(svc, endpoint, '{"base64": "%s", %s}' % (image, raw)), 400, field, "finite")
+        hostile_counts.tried("tenancy_fields")
+    # In forms the same fields are text: JSON text for attrs and filter, true/false for booleans.
+    for data, field in (({"attrs": "{bad"}, "'attrs'"), ({"attrs": '"text"'}, "'attrs'"),
+                        ({"filter": "key == 'x'"}, "'filter'"), ({"group_by_key": "maybe"}, "'group_by_key'")):
+        endpoint = "add/file" if "attrs" in data else "search/file"
+        expect(svc.post(endpoint, files={"file": ("a.jpg", photo(18, size=(64, 48)))}, data=data), 400, field)
+        hostile_counts.tried("tenancy_fields")
+    # Items that are wrong one by one: the request is fine (200), each item answers as a single add would.
+    weird = [None, 5, "x", [], {}, {"base64": image, "url": "http://127.0.0.1/"}, {"base64": image, "attrs": "{"},
+             {"base64": image, "key": "\x00"}, {"path": 5}, {"url": ["x"]}, {"base64": image, "imgPath": 7}]
+    results = ok(svc.post("add/batch", json={"items": weird}))["data"]
+    assert [r["code"] for r in results] == [400] * len(weird) and all(r["msg"] for r in results)
+    hostile_counts.tried("tenancy_fields", len(weird))
+    assert svc.count() == 1
+    still_serving(svc, 115)
+
+
+def test_filter_values_that_look_like_milvus_syntax_stay_values(service: LiveService) -> None:
+    """Every injection string of section 8 as an attribute value: the filter on it finds exactly its record."""
+    svc = service
+    # Distinct pictures: Milvus Lite's HNSW graph over many identical vectors can leave some of them
+    # unreachable to a filtered search (a recall matter, not a quoting one).
+    items = [{"base64": b64(photo(1900 + i, size=(64, 48))), "key": f"inj-{i}",
+              "attrs": {"v": value, "tags": [value, "x"]}} for i, value in enumerate(INJECTION_KEYS)]
+    results = ok(svc.post("add/batch", json={"items": items}))["data"]
+    assert all(r["code"] == 200 and r["created"] for r in results), results
+    anchor = results[0]["id"]
+    for i, value in enumerate(INJECTION_KEYS):
+        for condition in ({"v": value}, {"tags": value}, {"v": [value, "never"]}, {"v": {"gte": value, "lte": value}}):
+            hits = ok(svc.post("search/id", json={"id": anchor, "include_self": True, "limit": 100,
+                                                   "filter": condition}))["data"]
+            assert [h["key"] for h in hits] == [f"inj-{i}"], (value, condition, hits)
+            hostile_counts.tried("filter_injection_values")
+    assert ok(svc.post("search/id", json={"id": anchor, "filter": {"v": '" or 1==1 or "x'}}))["data"] == []
+    still_serving(svc, 116)

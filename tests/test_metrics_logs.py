@@ -257,7 +257,7 @@ def test_500_reference_is_the_request_id(start_service: Callable[..., LiveServic
     """A bug answers 500 whose reference is the request id; the log line with the traceback has the same id."""
     live = start_service(token=TOKEN)
 
-    def broken(_deps: object) -> int:
+    def broken(*_args: object) -> int:
         raise RuntimeError("a bug")
 
     monkeypatch.setattr("service.api.routes.count_records", broken)

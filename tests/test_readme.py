@@ -40,7 +40,7 @@ def test_every_curl_example_works_as_written(shoe: Path, image_server: str, tmp_
                                              start_service: Callable[..., LiveService]) -> None:
     svc = start_service(token="readme-token", path_roots=str(shoe.parent))
     lines = curl_lines()
-    assert len(lines) >= 14  # every endpoint has its example
+    assert len(lines) >= 25  # every endpoint and field has its example
     answers = []
     for line in lines:
         command = line.replace("http://localhost:7000", svc.base_url).replace(EXAMPLE_URL, image_server)
@@ -57,7 +57,18 @@ def test_every_curl_example_works_as_written(shoe: Path, image_server: str, tmp_
     hits = next(a["data"] for a, line in zip(answers, lines) if "search/file" in line)
     assert hits[0]["score"] > 0.999 and {h["key"] for h in hits} == {"SKU-1001", "SKU-1002"}
     deleted_by_key = next(a["data"] for a, line in zip(answers, lines) if "del/key" in line)
-    assert deleted_by_key == 2 and svc.count() == 0
+    assert deleted_by_key == 2 and svc.count() == 0  # the namespace examples all act in shop-1
+
+    def answer(*words: str) -> object:
+        return next(a["data"] for a, line in zip(answers, lines) if all(w in line for w in words))
+    assert {h["key"] for h in answer("search/base64", "filter")} == {"SKU-2001", "SKU-2002"}
+    grouped = [h["key"] for h in answer("group_by_key")]
+    assert len(grouped) == len(set(grouped)) == 2
+    assert answer("search/id")[0]["score"] > 0.999
+    assert [r["code"] for r in answer("add/batch")] == [200, 200]
+    assert answer("set/key")["deleted"] == 0 and answer("set/key")["kept"] == 1
+    assert answer("on_duplicate")["key"] == "SKU-2001"  # skipped: the same picture is stored under SKU-2001
+    assert {r["key"] for r in answer("/list", "after_id")["records"]} == {"SKU-2001", "SKU-2002", "SKU-2003", "SKU-2004"}
 
 
 def test_config_table_lists_every_setting_with_its_default() -> None:

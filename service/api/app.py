@@ -6,7 +6,8 @@ from flask import Flask, request
 
 from conf.settings import Settings
 from service.api import console, docs
-from service.api.auth import check_token
+from service.api.auth import admit, token_table
+from service.api.bulk import bulk
 from service.api.errors import register_error_handlers
 from service.api.probes import probes
 from service.api.routes import api
@@ -25,7 +26,10 @@ def open_endpoints(settings: Settings) -> frozenset[str]:
 
 
 def create_app(settings: Settings, deps: Deps, metrics: Metrics | None = None) -> Flask:
-    """Build the WSGI app around ready-made dependencies (model, store and metrics are built by service.runtime)."""
+    """Build the WSGI app around ready-made dependencies (model, store and metrics are built by service.runtime).
+
+    Raises StartupError when TOKENS_FILE cannot be used.
+    """
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, MAX_FORM_MEMORY_SIZE=settings.max_body_bytes,
                       JSON_SORT_KEYS=False)
@@ -34,18 +38,19 @@ def create_app(settings: Settings, deps: Deps, metrics: Metrics | None = None) -
     metrics = metrics or Metrics(process=False)
     # First, so that every request -- the ones the token check refuses too -- has an id, a log line and metrics.
     install_request_hooks(app, metrics)
-    for blueprint in (api, probes, console.console_blueprint(), docs.docs_blueprint(), metrics_blueprint(metrics)):
+    for blueprint in (api, bulk, probes, console.console_blueprint(), docs.docs_blueprint(),
+                      metrics_blueprint(metrics)):
         app.register_blueprint(blueprint)
 
-    token = settings.token.get_secret_value() if settings.token else None
-    if token:
-        unchecked = open_endpoints(settings)
+    # Registered without any token too: open mode admits every request as an admin (service.api.auth).
+    table = token_table(settings)
+    unchecked = open_endpoints(settings)
 
-        @app.before_request
-        def require_token() -> None:
-            """Refuse (401) a request without the token, unless its endpoint is open."""
-            if request.endpoint not in unchecked:
-                check_token(request, token)
+    @app.before_request
+    def require_token() -> None:
+        """Refuse (401/403) a request without a token or right its endpoint needs, unless the endpoint is open."""
+        if request.endpoint not in unchecked:
+            admit(request, table)
 
     register_error_handlers(app, settings)
     return app

@@ -43,7 +43,7 @@ def register_error_handlers(app: Flask, settings: Settings) -> None:
         code = status_of(exc)
         if code >= 500:
             log.warning("%s %s -> %d: %s", request.method, request.path, code, exc.msg)
-        return envelope(None, msg=exc.msg, code=code)
+        return envelope(exc.data, msg=exc.msg, code=code)
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_exc: RequestEntityTooLarge) -> tuple[Response, int]:

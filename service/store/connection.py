@@ -15,8 +15,9 @@ from conf.errors import NotReady, StartupError
 from conf.settings import Consistency, Settings
 from service.store.client import (MilvusClient, MilvusException, describe_target, is_transient, not_loaded,
                                   open_client, short)
+from service.store.capabilities import grouping_supported
 from service.store.meta import DuplicateThreshold, SpaceTag, read_threshold, write_threshold
-from service.store.schema import Indexes, prepare_collection
+from service.store.schema import Indexes, Layout, prepare_collection
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ class Connection:
         self.client: MilvusClient | None = None
         self.server_version = ""
         self.indexes = Indexes("", "")
+        self.layout = Layout(tenancy=False, partition_key=False)
+        self.native_grouping = False
         self._dim = dim
         self.space = space
         # The duplicate score calibrated for this collection and space, read at connection.
@@ -60,7 +63,9 @@ class Connection:
             try:
                 client = open_client(self.settings)
                 self.server_version = str(client.get_server_version(timeout=self.settings.milvus_timeout))
-                self.indexes = prepare_collection(client, self.settings, self._dim, self.space)
+                self.indexes, self.layout = prepare_collection(client, self.settings, self._dim, self.space,
+                                                               self.server_version)
+                self.native_grouping = grouping_supported(self.server_version)
                 if self.space is not None:
                     self.threshold = read_threshold(client, self.settings, self.space)
             except (StartupError, NotReady):
@@ -68,9 +73,9 @@ class Connection:
             except Exception as exc:  # noqa: BLE001 - any connection failure means "not ready yet"
                 raise NotReady(f"{self.target} is unreachable ({short(exc)}); retry later") from exc
             self.client = client
-            log.info("connected to %s (server %s), collection %r, vector index %s, key index %s",
+            log.info("connected to %s (server %s), collection %r, vector index %s, key index %s, namespaces %s",
                      self.target, self.server_version, self.collection, self.indexes.vector,
-                     self.indexes.key or "none")
+                     self.indexes.key or "none", _namespaces(self.layout))
 
     def save_threshold(self, threshold: DuplicateThreshold) -> str:
         """Store a calibrated duplicate threshold with the collection; returns where it went."""
@@ -172,6 +177,12 @@ class Connection:
             if self.client is not None:
                 self.client.close()
                 self.client = None
+
+
+def _namespaces(layout: Layout) -> str:
+    if not layout.tenancy:
+        return "unavailable (a collection of an earlier imgsim: default namespace only)"
+    return "by partition key" if layout.partition_key else "by filter"
 
 
 def _log_retry(state: Any) -> None:

@@ -70,8 +70,8 @@ class Deps:
                                         "(placeholder until the benchmark measures it)")
 
     def embed_each(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Vectors of preprocessed images, each through the model's micro-batching queue."""
-        return [self.embeds.submit(arr) for arr in arrays]
+        """Vectors of preprocessed images through the model's micro-batching queue, queued together."""
+        return self.embeds.submit_many(list(arrays))
 
     def close(self) -> None:
         """Stop both queues after the work already queued (the store is closed by its owner)."""

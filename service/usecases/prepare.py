@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -39,6 +40,7 @@ class PreparedImage:
     filepath: str
     array: np.ndarray
     thumb: Image.Image | None = None  # for the thumbnail store, made while the image was decoded anyway
+    attrs: dict[str, Any] | None = None  # None: keep what is stored (nothing, for a new record)
 
 
 class PixelBudget:
