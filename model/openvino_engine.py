@@ -121,7 +121,7 @@ class OpenVinoEngine:
     "int8", or e.g. "int8+bf16"), `requested_precision`, `threads`, `width`
     (feature size), `converted` (True when this construction converted the Keras
     model, False when it reused the cache), `cache_status` ("hit", "missing",
-    "stale", "corrupt"), `cache_path`, `prepare_seconds`, `compile_seconds`.
+    "stale", "corrupt"), `cache_path`, `manifest`, `prepare_seconds`, `compile_seconds`.
     """
 
     name = "openvino"
@@ -150,6 +150,8 @@ class OpenVinoEngine:
             prepared = _fp32_model(core, model_factory, Path(cache_dir), cache_key, input_size)
         self.prepare_seconds = time.perf_counter() - started
         self.converted, self.cache_status, self.cache_path = prepared.converted, prepared.cache_status, prepared.slot
+        # The cached slot's manifest (its files' sha256 name an INT8 model's embedding space); {} when just converted.
+        self.manifest = prepared.manifest
         started = time.perf_counter()
         self._compiled = _compile(core, prepared.model, threads, PRECISION_HINTS[precision])
         self.compile_seconds = time.perf_counter() - started

@@ -13,9 +13,10 @@ from flask import Flask
 
 from conf.errors import NotReady, StartupError
 from conf.settings import Settings
-from model.embedder import DIM, Embedder, load_embedder, model_info
+from model.embedder import Embedder, load_embedder
 from service.api.app import create_app
 from service.server import create_http_server
+from service.store.meta import SpaceTag
 from service.store.records import VectorStore
 from service.usecases.deps import Deps, build_deps
 from service.usecases.importer import Importer
@@ -44,13 +45,18 @@ class Runtime:
 def build_runtime(settings: Settings, embedder: Embedder | None = None) -> Runtime:
     """Build the service. Milvus being down is not fatal (it is retried); an incompatible schema is."""
     embedder = embedder or load_embedder(settings)
-    store = VectorStore(settings, DIM)
+    store = open_store(settings, embedder)
     try:
         store.connect()
     except NotReady as exc:
         log.warning("%s; the API starts anyway, answers 503 until Milvus is reachable, and keeps retrying", exc.msg)
-    deps = build_deps(settings, store, embedder.embed, model_info(settings))
+    deps = build_deps(settings, store, embedder)
     return Runtime(settings, embedder, store, deps, create_app(settings, deps))
+
+
+def open_store(settings: Settings, embedder: Embedder) -> VectorStore:
+    """The store for this embedder's vectors: its width, and its embedding space checked on the collection."""
+    return VectorStore(settings, embedder.dim, SpaceTag(embedder.fingerprint.digest, embedder.fingerprint.summary))
 
 
 def _keep_connecting(store: VectorStore, stop: threading.Event) -> None:

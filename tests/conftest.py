@@ -7,6 +7,9 @@ is reachable from CI; everything else is the production code path.
 from __future__ import annotations
 
 import io
+import os
+import shutil
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,7 +27,11 @@ from conf.settings import Settings
 from model.embedder import Embedder, load_embedder
 from service.runtime import Runtime, build_runtime
 from service.server import waitress_options
-from tests.procs import ROOT, milvus_server_on_loopback
+from tests.procs import MODEL_CACHE_ENV, ROOT, milvus_server_on_loopback, model_cache_dir
+
+# One model cache for the whole session (this process and the services it starts): the default
+# engine converts the test model once. Made at import so that make_settings can use it anywhere.
+os.environ.setdefault(MODEL_CACHE_ENV, tempfile.mkdtemp(prefix="imgsim-model-cache-"))
 
 __all__ = ["ROOT", "LiveService", "make_settings", "photo"]
 
@@ -35,6 +42,7 @@ def make_settings(tmp: Path, **overrides: Any) -> Settings:
     pool.mkdir(parents=True, exist_ok=True)
     values: dict[str, Any] = {
         "model_weights": "random",
+        "model_cache_dir": model_cache_dir(tmp / "keras"),
         "milvus_uri": str(tmp / "milvus.db"),
         "milvus_collection": f"t_{uuid.uuid4().hex[:12]}",
         "image_pool_path": pool,
@@ -67,10 +75,18 @@ def photo(seed: int, size: tuple[int, int] = (320, 240), fmt: str = "JPEG", mode
     return buf.getvalue()
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the session's model cache (only the one this session made)."""
+    del session, exitstatus
+    cache = os.environ.get(MODEL_CACHE_ENV, "")
+    if Path(cache).name.startswith("imgsim-model-cache-"):
+        shutil.rmtree(cache, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def embedder() -> Embedder:
-    """One real ResNet50 for the whole run (building it takes seconds)."""
-    return load_embedder(make_settings(Path("/tmp")))
+def embedder(tmp_path_factory: pytest.TempPathFactory) -> Embedder:
+    """One real ResNet50 (random weights) on the default engine (OpenVINO FP32) for the whole run."""
+    return load_embedder(make_settings(tmp_path_factory.mktemp("embedder")))
 
 
 @pytest.fixture(scope="session")

@@ -49,6 +49,17 @@ def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.2,
         time.sleep(interval)
 
 
+# The model cache every test process shares (set once per pytest session by tests/conftest.py), so the
+# OpenVINO conversion of the test model happens once per session, not once per started service.
+MODEL_CACHE_ENV = "IMGSIM_TEST_MODEL_CACHE"
+
+
+def model_cache_dir(fallback: Path) -> Path:
+    """The session's shared model cache, or `fallback` outside a test session (the benchmarks)."""
+    shared = os.environ.get(MODEL_CACHE_ENV)
+    return Path(shared) if shared else fallback
+
+
 def service_env(tmp: Path, milvus_uri: str, port: int, **extra: str) -> dict[str, str]:
     """Environment for a `main.py` subprocess: random weights, its own data, loopback, no token."""
     env = {k: v for k, v in os.environ.items() if k not in ("TOKEN", "PATH_ROOTS", "IMAGE_INC_PATH")}
@@ -59,7 +70,7 @@ def service_env(tmp: Path, milvus_uri: str, port: int, **extra: str) -> dict[str
         "API_HOST": "127.0.0.1",
         "API_PORT": str(port),
         "IMAGE_POOL_PATH": str(tmp / "pool"),
-        "MODEL_CACHE_DIR": str(tmp / "keras"),
+        "MODEL_CACHE_DIR": str(model_cache_dir(tmp / "keras")),
         "LOG_LEVEL": "INFO",
         "TF_CPP_MIN_LOG_LEVEL": "2",
     })

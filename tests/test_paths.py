@@ -157,9 +157,12 @@ from service.usecases.deps import build_deps
 pool = sys.argv[2]
 settings = Settings(_env_file=None, image_pool_path=pool, path_roots=pool, model_weights="random", token=None,
                     milvus_uri=os.path.join(pool, "unused.db"))
-def no_model(batch):
-    raise AssertionError("these requests never reach the model")
-client = create_app(settings, build_deps(settings, VectorStore(settings, 2048), no_model, {})).test_client()
+class NoModel:
+    info, duplicate_default = {}, 0.9
+    def embed(self, batch):
+        raise AssertionError("these requests never reach the model")
+    preprocess = embed
+client = create_app(settings, build_deps(settings, VectorStore(settings, 2048), NoModel())).test_client()
 for warm_up in ("readable.txt", "missing.jpg"):  # load Flask's and Pillow's lazy imports while still root
     client.post("/api/image/sim/add/path", json={"path": warm_up})
 os.setgroups([])

@@ -34,12 +34,13 @@ def add(kind: str) -> tuple[Response, int]:
 
 @api.post("/search/<any(file, url, path, base64):kind>")
 def search(kind: str) -> tuple[Response, int]:
-    """The most similar stored images, best first, each with its cosine `score`."""
+    """The most similar stored images, best first, each with its cosine `score` and `match` verdict."""
     body = request_fields()
     limit = limit_value(body, deps().settings.max_limit)
     min_score = min_score_value(body)
-    hits = search_image(deps(), image_input(kind, body), limit, min_score)
-    return envelope([{"id": h.id, "key": h.key, "filepath": h.filepath, "score": h.score} for h in hits])
+    found = search_image(deps(), image_input(kind, body), limit, min_score)
+    return envelope([{"id": f.hit.id, "key": f.hit.key, "filepath": f.hit.filepath, "score": f.hit.score,
+                      "match": f.match} for f in found])
 
 
 @api.post("/del/id")

@@ -13,6 +13,7 @@ from conf.errors import NotReady, StartupError
 from conf.settings import Consistency, Settings
 from service.store.client import (MilvusClient, MilvusException, describe_target, is_transient, not_loaded,
                                   open_client, short)
+from service.store.meta import DuplicateThreshold, SpaceTag, read_threshold, write_threshold
 from service.store.schema import Indexes, prepare_collection
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ MILVUS_LEVELS = {Consistency.SESSION: "Session", Consistency.STRONG: "Strong"}
 class Connection:
     """The Milvus client of one collection, and the one way to call it (`call`)."""
 
-    def __init__(self, settings: Settings, dim: int) -> None:
+    def __init__(self, settings: Settings, dim: int, space: SpaceTag | None = None) -> None:
         self.settings = settings
         self.collection = settings.milvus_collection
         self.target = describe_target(settings)
@@ -35,6 +36,9 @@ class Connection:
         self.server_version = ""
         self.indexes = Indexes("", "")
         self._dim = dim
+        self.space = space
+        # The duplicate score calibrated for this collection and space, read at connection.
+        self.threshold: DuplicateThreshold | None = None
         self._connect_lock = threading.Lock()
         self._load_lock = threading.Lock()
 
@@ -50,7 +54,9 @@ class Connection:
             try:
                 client = open_client(self.settings)
                 self.server_version = str(client.get_server_version(timeout=self.settings.milvus_timeout))
-                self.indexes = prepare_collection(client, self.settings, self._dim)
+                self.indexes = prepare_collection(client, self.settings, self._dim, self.space)
+                if self.space is not None:
+                    self.threshold = read_threshold(client, self.settings, self.space)
             except (StartupError, NotReady):
                 raise
             except Exception as exc:  # noqa: BLE001 - any connection failure means "not ready yet"
@@ -59,6 +65,12 @@ class Connection:
             log.info("connected to %s (server %s), collection %r, vector index %s, key index %s",
                      self.target, self.server_version, self.collection, self.indexes.vector,
                      self.indexes.key or "none")
+
+    def save_threshold(self, threshold: DuplicateThreshold) -> str:
+        """Store a calibrated duplicate threshold with the collection; returns where it went."""
+        where = self.call(lambda client: write_threshold(client, self.settings, threshold))
+        self.threshold = threshold
+        return where
 
     def ping(self) -> None:
         """Raise NotReady unless Milvus serves the collection now: loaded, and a read answers in time."""

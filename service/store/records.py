@@ -21,6 +21,7 @@ from service.store.connection import Connection
 from service.store.filters import key_in
 from service.store.flusher import LiteFlusher
 from service.store.ids import Slot, allocate_ids
+from service.store.meta import DuplicateThreshold, SpaceTag
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class Hit:
     key: str
     filepath: str
     score: float
+    md5: str = ""  # of the stored image's bytes: tells an exact copy of the query from a near one
 
 
 @dataclass(frozen=True)
@@ -61,9 +63,10 @@ class Query:
 class VectorStore:
     """The image records in one Milvus collection."""
 
-    def __init__(self, settings: Settings, dim: int) -> None:
+    def __init__(self, settings: Settings, dim: int, space: SpaceTag | None = None) -> None:
+        """A store of `dim`-d vectors; with `space`, the collection must belong to that embedding space."""
         self._settings = settings
-        self.connection = Connection(settings, dim)
+        self.connection = Connection(settings, dim, space)
         # Check-then-write sequences (id probing, counted deletes) run one at a time
         # so that identical concurrent adds cannot both insert.
         self._write_lock = threading.Lock()
@@ -89,6 +92,15 @@ class VectorStore:
     def key_index(self) -> str:
         """The scalar index type on `key` ('' when the server accepted none)."""
         return self.connection.indexes.key
+
+    @property
+    def duplicate_threshold(self) -> DuplicateThreshold | None:
+        """The duplicate score calibrated for this collection and space (None before connecting or if none)."""
+        return self.connection.threshold
+
+    def save_duplicate_threshold(self, threshold: DuplicateThreshold) -> str:
+        """Store a calibrated duplicate threshold with the collection; returns where it went."""
+        return self.connection.save_threshold(threshold)
 
     def connect(self) -> None:
         """Connect, create or verify the collection, and load it (see Connection.connect)."""
@@ -222,7 +234,7 @@ class VectorStore:
         data = [np.asarray(q.vector, dtype=np.float32).tolist() for q in queries]
         result = self._call(lambda c: c.search(
             self.connection.collection, data=data, anns_field="vector", limit=widest,
-            output_fields=["key", "filepath"], search_params=params, consistency_level=self.connection.read_level,
+            output_fields=["key", "filepath", "md5"], search_params=params, consistency_level=self.connection.read_level,
             timeout=self._settings.milvus_timeout))
         return [[hit for hit in (_hit(h) for h in hits[:q.limit]) if q.min_score is None or hit.score >= q.min_score]
                 for hits, q in zip(result, queries, strict=True)]
@@ -252,6 +264,7 @@ def _row(rid: int, rec: Record) -> dict[str, Any]:
 
 
 def _hit(raw: dict[str, Any]) -> Hit:
-    return Hit(id=int(raw["id"]), key=raw["entity"]["key"], filepath=raw["entity"]["filepath"],
-               score=round(float(raw["distance"]), 6))
+    entity = raw["entity"]
+    return Hit(id=int(raw["id"]), key=entity["key"], filepath=entity["filepath"],
+               score=round(float(raw["distance"]), 6), md5=entity.get("md5", ""))
 

@@ -15,6 +15,7 @@ from typing import Any
 from conf.errors import StartupError
 from conf.settings import Settings
 from service.store.client import DataType, MilvusClient, MilvusException, describe_target, short
+from service.store.meta import SpaceTag, check_space, new_collection_description
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +43,25 @@ class Indexes:
     key: str
 
 
-def prepare_collection(client: MilvusClient, settings: Settings, dim: int) -> Indexes:
+def prepare_collection(client: MilvusClient, settings: Settings, dim: int, space: SpaceTag | None = None) -> Indexes:
     """Create the collection and its indexes if missing (or check an existing one), then load it.
 
-    Raises StartupError when an existing collection has an incompatible schema
-    or vector metric, or when the server accepts none of the vector index types.
+    With `space`, a new collection records it and an existing one must carry it
+    (service.store.meta). Raises StartupError when an existing collection has an
+    incompatible schema, vector metric or embedding space, or when the server
+    accepts none of the vector index types.
     """
     name, t = settings.milvus_collection, settings.milvus_timeout
-    if client.has_collection(name, timeout=t):
-        _check_schema(client.describe_collection(name, timeout=t), settings, dim)
-    else:
+    created = not client.has_collection(name, timeout=t)
+    if created:
         # Strong consistency: a search right after an add or delete sees it (read-after-write).
-        client.create_collection(name, schema=_schema(settings, dim), consistency_level="Strong", timeout=t)
+        client.create_collection(name, schema=_schema(settings, dim, new_collection_description(space)),
+                                 consistency_level="Strong", timeout=t)
         log.info("created collection %r in %s", name, describe_target(settings))
+    else:
+        _check_schema(client.describe_collection(name, timeout=t), settings, dim)
+    if space is not None:
+        check_space(client, settings, space, created)
     existing = set(client.list_indexes(name, timeout=t))
     if "vector" not in existing:
         _create_first_accepted(client, settings, "vector", [(n, p, "IP") for n, p in VECTOR_INDEXES], required=True)
@@ -69,8 +76,8 @@ def prepare_collection(client: MilvusClient, settings: Settings, dim: int) -> In
     return Indexes(vector=str(vec.get("index_type", "?")), key=str(key.get("index_type", "")))
 
 
-def _schema(settings: Settings, dim: int) -> Any:
-    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+def _schema(settings: Settings, dim: int, description: str) -> Any:
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=description)
     schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field("key", DataType.VARCHAR, max_length=settings.max_key_length * _UTF8_MAX)
     schema.add_field("md5", DataType.VARCHAR, max_length=MD5_LEN)

@@ -59,7 +59,7 @@ def add_image(deps: Deps, image: ImageInput, key: str | None, img_path: str | No
     imgPath it updates the recorded filepath.
     """
     source = image.load(deps.settings)
-    md5, array = model_input(source.data, deps.settings, deps.decode_budget)
+    md5, array = model_input(source.data, deps.settings, deps.preprocess, deps.decode_budget)
     filepath = checked_filepath(img_path if img_path is not None else source.default_filepath)
     prepared = PreparedImage(key or md5, md5, filepath, array)
     embedded, held = embed_unstored(deps.store, deps.embed_each, [prepared], refresh_filepath=True)

@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+from PIL import Image
 
 from conf.settings import Settings
 from service.batcher import Batcher
 from service.store.records import Hit, Query, VectorStore
-from service.usecases.prepare import PixelBudget
+from service.usecases.prepare import PixelBudget, Preprocess
+
+
+class Model(Protocol):
+    """What the use cases need of the model (model.embedder.Embedder is one)."""
+
+    info: dict[str, Any]
+    duplicate_default: float  # the backbone's default duplicate score
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """(n, ...) preprocessed inputs -> (n, dim) unit vectors."""
+        ...
+
+    def preprocess(self, img: Image.Image) -> np.ndarray:
+        """A decoded RGB image -> one model input."""
+        ...
 
 
 @dataclass
@@ -25,6 +41,28 @@ class Deps:
     searches: Batcher[Query, list[Hit]]
     decode_budget: PixelBudget
     model_info: dict[str, Any]
+    preprocess: Preprocess
+    duplicate_default: float
+
+    @property
+    def duplicate_score(self) -> float:
+        """The score at or above which a hit is a duplicate: DUPLICATE_SCORE, else calibrated, else the default."""
+        return self._duplicate()[0]
+
+    @property
+    def duplicate_source(self) -> str:
+        """Where `duplicate_score` comes from, for /ready."""
+        return self._duplicate()[1]
+
+    def _duplicate(self) -> tuple[float, str]:
+        if self.settings.duplicate_score is not None:
+            return self.settings.duplicate_score, "DUPLICATE_SCORE"
+        calibrated = self.store.duplicate_threshold  # read from the collection when the store connected
+        if calibrated is not None:
+            return calibrated.score, (f"calibrated on {calibrated.images} images at {calibrated.created} "
+                                      f"(keeps {calibrated.copies_kept:.0%} of copies)")
+        return self.duplicate_default, (f"default for {self.model_info.get('name', 'this model')} "
+                                        "(placeholder until the benchmark measures it)")
 
     def embed_each(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Vectors of preprocessed images, each through the model's micro-batching queue."""
@@ -36,12 +74,12 @@ class Deps:
         self.embeds.close()
 
 
-def build_deps(settings: Settings, store: VectorStore, embed_batch: Callable[[np.ndarray], np.ndarray],
-               model_info: dict[str, Any]) -> Deps:
-    """Deps around a store and a batch embedding function ((n, ...) inputs -> (n, dim) unit vectors)."""
+def build_deps(settings: Settings, store: VectorStore, model: Model) -> Deps:
+    """Deps around a store and a model."""
     embeds: Batcher[np.ndarray, np.ndarray] = Batcher(
-        lambda arrays: embed_batch(np.stack(arrays)), settings.batch_max_size, settings.batch_window_ms,
+        lambda arrays: model.embed(np.stack(arrays)), settings.batch_max_size, settings.batch_window_ms,
         "embed-batcher")
     searches: Batcher[Query, list[Hit]] = Batcher(
         store.search_many, settings.batch_max_size, settings.batch_window_ms, "search-batcher")
-    return Deps(settings, store, embeds, searches, PixelBudget.for_settings(settings), model_info)
+    return Deps(settings, store, embeds, searches, PixelBudget.for_settings(settings), model.info,
+                model.preprocess, model.duplicate_default)

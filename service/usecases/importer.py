@@ -125,7 +125,7 @@ class Importer:
     def _load(self, src: Path, root: Path, key_mode: str, move_to: Path | None) -> _Item:
         item = _Item(src)
         try:
-            md5, array = model_input(src.read_bytes(), self._settings)
+            md5, array = model_input(src.read_bytes(), self._settings, self._embedder.preprocess)
         except ApiError as exc:
             item.failure = Failure(exc.reason, exc.msg)
             return item

@@ -7,16 +7,16 @@ and the start-up import), so they decode and preprocess exactly alike.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from conf.errors import BadInput
 from conf.settings import Settings
 from model.images import decode_image, decoded_pixels
-from model.transforms import to_model_input
 from service.store.schema import FILEPATH_MAX_CHARS
 
 # Decoded pixels that may be in memory at once across all requests, in units of MAX_IMAGE_PIXELS.
@@ -24,6 +24,9 @@ from service.store.schema import FILEPATH_MAX_CHARS
 # maximum-size uploads at once need API_THREADS times that (16 x 50 MP: several GB). With it, two
 # maximum-size images decode at a time while ordinary photos flow as before.
 DECODE_BUDGET_IMAGES = 2
+
+# The model's own preprocessing (Embedder.preprocess): decoded RGB image -> model input array.
+Preprocess = Callable[[Image.Image], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,8 @@ class PixelBudget:
                 self._cond.notify_all()
 
 
-def model_input(data: bytes, settings: Settings, budget: PixelBudget | None = None) -> tuple[str, np.ndarray]:
+def model_input(data: bytes, settings: Settings, preprocess: Preprocess,
+                budget: PixelBudget | None = None) -> tuple[str, np.ndarray]:
     """(MD5 of the bytes, model input array); raises NotAnImage or TooLarge.
 
     With a budget, decoding waits until the pixels it will hold fit in it; the
@@ -73,7 +77,7 @@ def model_input(data: bytes, settings: Settings, budget: PixelBudget | None = No
     limits = {"max_bytes": settings.max_image_bytes, "max_pixels": settings.max_image_pixels}
     with budget.hold(decoded_pixels(data, **limits)) if budget is not None else nullcontext():
         decoded = decode_image(data, **limits)
-        return decoded.md5, to_model_input(decoded.image, settings.image_resize)
+        return decoded.md5, preprocess(decoded.image)
 
 
 def checked_filepath(filepath: str) -> str:
