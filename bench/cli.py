@@ -46,13 +46,13 @@ def write_json(path: Path, result: dict[str, Any]) -> None:
     path.write_text(json.dumps(result, indent=1) + "\n")
 
 
-def model_settings(settings: Settings) -> Settings:
-    """`settings` with MODEL_CACHE_DIR moved into the bench's cache.
+def model_settings(settings: Settings, folder: str = "models") -> Settings:
+    """`settings` with MODEL_CACHE_DIR moved into the bench's cache (`folder` of it).
 
     The bench calibrates INT8 models on its own corpus; in the user's cache they
     would replace the model `main.py calibrate` made from the user's catalog.
     """
-    return settings.model_copy(update={"model_cache_dir": BENCH_CACHE / "models"})
+    return settings.model_copy(update={"model_cache_dir": BENCH_CACHE / folder})
 
 
 def resnet50_imagenet_file(settings: Settings) -> Path | None:

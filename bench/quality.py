@@ -13,10 +13,10 @@ preprocessing does to random features); ResNet50 with ImageNet weights runs
 wherever its weights file is present. The 64-bit pHash is the classical baseline.
 
 The photos are split in two, by a hash of their id: the **tune** split (one in
-three photos) is where decisions are taken (the variant to recommend, the
-duplicate threshold, the INT8 calibration images); every reported figure comes
-from the **eval** split, whose queries nothing was tuned on. Both splits are
-searched against the whole gallery.
+three photos) is where every decision is taken (the variant to recommend, border
+trim, the duplicate threshold, the INT8 calibration images); every reported
+figure comes from the **eval** split, whose queries nothing was tuned on. Both
+splits are searched against the whole gallery.
 
     python -m bench.quality [--small]          # writes bench/results/quality.json
 """
@@ -153,9 +153,9 @@ def thresholds(scored: dict[str, dict[str, np.ndarray]], lay: Layout) -> dict[st
     return tuned
 
 
-def paired(a: np.ndarray, b: np.ndarray, lay: Layout) -> dict[str, Any]:
-    """mean(a - b) over the eval split's queries, with a 95% interval over photos."""
-    photos = lay.photo[lay.rows("eval")]
+def paired(a: np.ndarray, b: np.ndarray, lay: Layout, split: str = "eval") -> dict[str, Any]:
+    """mean(a - b) over one split's queries, with a 95% interval over its photos."""
+    photos = lay.photo[lay.rows(split)]
     return {"delta": round(float((a - b).mean()), 4), "ci95": cluster_ci(a - b, photos)}
 
 
@@ -163,36 +163,48 @@ def paired(a: np.ndarray, b: np.ndarray, lay: Layout) -> dict[str, Any]:
 # Choosing the defaults
 # --------------------------------------------------------------------------------------------
 
-def pick(variants: dict[str, Any], ap: dict[str, np.ndarray], current: str, lay: Layout) -> dict[str, Any]:
-    """The variant to recommend: the best on the tune split, adopted only if the eval split confirms
-    it beats the current default (95% interval of the mAP difference above zero)."""
+Scored = dict[str, dict[str, dict[str, np.ndarray]]]  # variant -> split -> per-query statistics
+
+
+def settings_changed(variant: str, reference: str) -> int:
+    """How many of IMAGE_RESIZE, MODEL_POOLING, IMAGE_TRIM differ between two variant names."""
+    def parts(name: str) -> tuple[str, str, bool]:
+        bits = name.split("+")
+        return bits[0], bits[1], bits[-1] == "trim"
+    return sum(x != y for x, y in zip(parts(variant), parts(reference), strict=True))
+
+
+def pick(variants: dict[str, Any], scored: Scored, current: str, lay: Layout) -> dict[str, Any]:
+    """The variant to recommend, decided on the tune split alone.
+
+    The best variant by tune mAP, and every variant the tune split cannot tell from it
+    (95% interval of the paired mAP difference reaching zero); of those, the one that
+    changes the fewest settings from the current default: a setting changes only where
+    the data says it matters. The eval split then reports how the choice does.
+    """
+    def ap(name: str, split: str) -> np.ndarray:
+        return scored[name][split]["ap"]
+
     best_tune = max(variants, key=lambda v: (variants[v]["tune_map"], variants[v]["overall"]["recall_at_1"]))
-    best_eval = max(variants, key=lambda v: variants[v]["overall"]["map"])
-    out: dict[str, Any] = {"current_default": current, "best_on_tune": best_tune, "best_on_eval": best_eval}
-    if current not in variants:
-        out["recommended"] = best_tune
-        return out
-    versus = paired(ap[best_tune], ap[current], lay)
-    out["best_vs_current"] = versus
-    out["recommended"] = best_tune if versus["ci95"][0] > 0 else current
-    rec = out["recommended"]
-    out["recommended_vs"] = {name: paired(ap[rec], ap[name], lay) for name in variants if name != rec}
-    return out
+    close = [n for n in variants if paired(ap(best_tune, "tune"), ap(n, "tune"), lay, "tune")["ci95"][0] <= 0]
+    rec = min(close, key=lambda n: (settings_changed(n, current), -variants[n]["tune_map"]))
+    return {"current_default": current, "best_on_tune": best_tune, "equivalent_on_tune": close, "recommended": rec,
+            "best_on_eval": max(variants, key=lambda v: variants[v]["overall"]["map"]),
+            "recommended_vs": {n: paired(ap(rec, "eval"), ap(n, "eval"), lay) for n in variants if n != rec}}
 
 
-def trim_verdict(variants: dict[str, Any], ap: dict[str, np.ndarray], recommended: str,
-                 lay: Layout) -> dict[str, Any] | None:
-    """Border trim on against off, all else as recommended: overall and on the bordered transforms."""
+def trim_verdict(variants: dict[str, Any], scored: Scored, recommended: str, lay: Layout) -> dict[str, Any] | None:
+    """Border trim on against off, all else as recommended: on the tune split (the decision) and the eval split."""
     on = recommended if recommended.endswith("+trim") else recommended + "+trim"
     off = on.removesuffix("+trim")
     if on not in variants or off not in variants:
         return None
-    versus = paired(ap[on], ap[off], lay)
-    per = {t: {"trim_on": variants[on]["per_transform"][t], "trim_off": variants[off]["per_transform"][t]}
-           for t in lay.names}
-    deltas = {t: round(p["trim_on"]["map"] - p["trim_off"]["map"], 4) for t, p in per.items()}
-    return {"on": on, "off": off, "map_delta": versus, "wins_overall": versus["ci95"][0] > 0,
-            "loses_overall": versus["ci95"][1] < 0, "per_transform_map_delta": deltas}
+    tune = paired(scored[on]["tune"]["ap"], scored[off]["tune"]["ap"], lay, "tune")
+    versus = paired(scored[on]["eval"]["ap"], scored[off]["eval"]["ap"], lay)
+    deltas = {t: round(variants[on]["per_transform"][t]["map"] - variants[off]["per_transform"][t]["map"], 4)
+              for t in lay.names}
+    return {"on": on, "off": off, "map_delta": versus, "map_delta_tune": tune, "wins_overall": tune["ci95"][0] > 0,
+            "confirmed_on_eval": versus["ci95"][0] > 0, "per_transform_map_delta": deltas}
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,16 +245,13 @@ def run_row(row: Row, settings: Settings, lay: Layout, modes: Sequence[ResizeMod
     q_vec, q_hash, s2 = embed_all(features, lay.queries, variants, f"{row.key} queries", need_hash)
     if need_hash:
         hashes.update(gallery=g_hash, queries=q_hash)
-    results, ap, scored = {}, {}, {}
-    for name in g_vec:
-        scored[name] = score(q_vec[name], g_vec[name], lay)
-        results[name] = report(scored[name], lay)
-        ap[name] = scored[name]["eval"]["ap"]
-    choice = pick(results, ap, settings_variant(rs), lay)
+    scored = {name: score(q_vec[name], g_vec[name], lay) for name in g_vec}
+    results = {name: report(scored[name], lay) for name in g_vec}
+    choice = pick(results, scored, settings_variant(rs), lay)
     rec = choice["recommended"]
     out = {"label": row.label, "model": row.model.value, "weights": row.weights if row.weights in
            ("imagenet", "random") else "local file", "check_against_service": check, "variants": results,
-           "pick": choice, "trim": trim_verdict(results, ap, rec, lay),
+           "pick": choice, "trim": trim_verdict(results, scored, rec, lay),
            "thresholds": {name: thresholds(scored[name], lay)
                           for name in dict.fromkeys([rec, choice["current_default"]]) if name in scored},
            "timing": {"seconds": round(time.perf_counter() - t0, 1), "model_seconds": round(s1 + s2, 1),

@@ -76,43 +76,54 @@ def variants_table(row: dict[str, Any]) -> list[str]:
     return out
 
 
+def changes(variant: str, reference: str) -> str:
+    """'IMAGE_RESIZE center-crop -> squash, IMAGE_TRIM off -> on': the settings a variant changes."""
+    def parts(name: str) -> list[str]:
+        bits = name.split("+")
+        return [bits[0], bits[1], "on" if bits[-1] == "trim" else "off"]
+    return ", ".join(f"{k} {a} -> {b}" for k, a, b in zip(("IMAGE_RESIZE", "MODEL_POOLING", "IMAGE_TRIM"),
+                                                            parts(reference), parts(variant), strict=True) if a != b)
+
+
 def choice_text(row: dict[str, Any]) -> list[str]:
     """What was chosen for this backbone and why, from the numbers."""
     pick, rec, cur = row["pick"], row["pick"]["recommended"], row["pick"]["current_default"]
-    vs = pick.get("recommended_vs", {})
-    text = (f"**Defaults for {row['label'].split(',')[0]}.** Best on the tune split: {pick['best_on_tune']}; best on "
-            f"the eval split: {pick['best_on_eval']}. ")
+    vs, short = pick["recommended_vs"], row["label"].split(",")[0]
+    close = [n for n in pick["equivalent_on_tune"] if n != pick["best_on_tune"]]
+    text = (f"**Defaults for {short}, decided on the tune split.** Best there: {pick['best_on_tune']}; "
+            + (f"not distinguishable from it there (95% interval of the mAP difference reaching zero): "
+               f"{', '.join(close)}. " if close else "every other variant is worse there beyond noise. ")
+            + "Of these, the one that changes the fewest settings from the current default is recommended, so that "
+            "a setting changes only where the data says it matters: ")
     if rec == cur:
-        text += f"The current default {cur} stays"
-        if "best_vs_current" in pick and pick["best_on_tune"] != cur:
-            text += (f": {pick['best_on_tune']} is {delta(pick['best_vs_current'])} mAP on the eval split, not a "
-                     "difference the interval can tell from zero")
-        text += "."
+        text += f"**{cur} stays**."
     else:
-        text += (f"Recommended: **{rec}** instead of {cur}: {delta(vs[cur])} mAP on the eval split (a change is "
-                 "recommended only when the eval interval is above zero).")
+        text += (f"**{rec}** ({changes(rec, cur)}). On the eval split it is {delta(vs[cur])} mAP against the "
+                 f"current default {cur}.")
+    if pick["best_on_eval"] != rec:
+        text += f" The best on the eval split, {pick['best_on_eval']}, is {delta(vs[pick['best_on_eval']])} from it."
     mode, pooling = rec.split("+")[:2]
     twin = rec.replace(f"+{pooling}", "+" + ("gem" if pooling == "avg" else "avg"))
     if twin in vs:
-        text += f" {pooling} against {twin.split('+')[1]} pooling: {delta(vs[twin])} mAP."
+        text += f" {pooling} against {twin.split('+')[1]} pooling (eval): {delta(vs[twin])} mAP."
     others = [n for n in vs if not n.startswith(mode + "+") and n.split("+")[1:] == rec.split("+")[1:]]
     text += "".join(f" Against {n}: {delta(vs[n])}." for n in others)
     return ["", text]
 
 
 def trim_text(row: dict[str, Any]) -> list[str]:
-    """Border trim on against off, overall and where it matters."""
+    """Border trim on against off, on the tune split (the decision) and the eval split, and where it matters."""
     t = row.get("trim")
     if not t:
         return []
     d = t["per_transform_map_delta"]
     gains = ", ".join(f"{k} {v:+.2f}" for k, v in sorted(d.items(), key=lambda kv: -kv[1]) if v >= 0.01)
     losses = ", ".join(f"{k} {v:+.2f}" for k, v in sorted(d.items(), key=lambda kv: kv[1]) if v <= -0.01)
-    verdict = ("it wins overall, so IMAGE_TRIM=on is recommended" if t["wins_overall"] else
-               "it does not win overall (the interval includes zero or is below it), so IMAGE_TRIM stays off")
+    verdict = ("it wins overall on the tune split, so IMAGE_TRIM=on is recommended" if t["wins_overall"] else
+               "it does not win overall on the tune split, so IMAGE_TRIM stays off")
     return ["", f"**Border trim ({row['label'].split(',')[0]}).** {t['on']} against {t['off']}: "
-            f"{delta(t['map_delta'])} mAP overall; {verdict}. Per transform (mAP): gains {gains or 'none'}; "
-            f"losses {losses or 'none'}. "
+            f"{delta(t['map_delta_tune'])} mAP on the tune split, {delta(t['map_delta'])} on the eval split; "
+            f"{verdict}. Per transform (eval mAP): gains {gains or 'none'}; losses {losses or 'none'}. "
             f"pad_white_canvas: {_cell(row, t['off'], 'pad_white_canvas')} without trim, "
             f"{_cell(row, t['on'], 'pad_white_canvas')} with; screenshot_border: "
             f"{_cell(row, t['off'], 'screenshot_border')} without, {_cell(row, t['on'], 'screenshot_border')} with "
@@ -162,15 +173,36 @@ def precision_text(q: dict[str, Any]) -> list[str]:
         out.append(f"| {precision} ({p['precision_in_force']}) | {c['min']:.4f} / {c['p1']:.4f} / {c['median']:.4f} | "
                    f"{delta(p['vs_fp32']['recall_at_1'])} | {delta(p['vs_fp32']['map'])} | "
                    f"{p['threshold']['threshold']:.3f} |")
-    i8 = main["precisions"].get("int8")
-    if i8:
-        cal = i8["calibration"]
-        out += ["", f"INT8 was calibrated on {cal['images']} gallery images of the tune split (cosine to FP32 on "
-                f"them: median {cal['cosine_median']:.4f}, min {cal['cosine_min']:.4f}). INT8 vectors are not "
-                "interchangeable with FP32 ones (the cosine above), which is why INT8 is an embedding space of its "
-                "own with its own duplicate threshold; whether it is within noise of FP32 for retrieval is the "
-                "recall@1 / mAP difference and its interval."]
+    for name, p in main["precisions"].items():
+        out += ["", precision_verdict(p, name)]
     return out
+
+
+def not_worse(p: dict[str, Any], limit: float = 0.01) -> bool:
+    """Whether recall@1 and mAP are at most `limit` below FP32's at 95% confidence (lower interval ends)."""
+    return all(d["ci95"][0] >= -limit for d in p["vs_fp32"].values())
+
+
+def precision_verdict(p: dict[str, Any], precision: str) -> str:
+    """One paragraph: is this precision within noise of FP32 for retrieval, and does it share FP32's space?"""
+    from model.fingerprint import BF16_MIN, BF16_P1  # noqa: PLC0415 - the gate the service uses for bf16
+
+    c = p["cosine_to_fp32"]
+    noise = ("not measurably worse than FP32 for retrieval (the 95% intervals of its recall@1 and mAP differences "
+             "end above -0.01)" if not_worse(p) else
+             "possibly worse than FP32 for retrieval (an interval of its recall@1 or mAP difference reaches below "
+             "-0.01)")
+    if precision == "int8":
+        cal = p["calibration"]
+        return (f"**INT8** (calibrated on {cal['images']} gallery images of the tune split, never on eval photos) is "
+                f"{noise}" + ("; it is recommended where speed matters. " if not_worse(p) else ". ")
+                + f"Its vectors are not interchangeable with FP32 ones (same-image cosine min {c['min']:.3f}, 1st "
+                f"percentile {c['p1']:.3f}): an INT8 model is an embedding space of its own, with its own duplicate "
+                f"threshold ({p['threshold']['threshold']:.3f}).")
+    gate = c["p1"] >= BF16_P1 and c["min"] >= BF16_MIN
+    return (f"**{precision}** is {noise}. Same-image cosine to FP32: 1st percentile {c['p1']:.4f}, min {c['min']:.4f}, "
+            f"against the gate that lets bf16 share FP32's embedding space (1st percentile >= {BF16_P1}, min >= "
+            f"{BF16_MIN}): {'met' if gate else '**not met** in this configuration'}.")
 
 
 def thresholds_text(q: dict[str, Any]) -> list[str]:

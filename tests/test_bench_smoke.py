@@ -35,8 +35,9 @@ def corpus() -> Corpus:
 
 @pytest.fixture(scope="module")
 def results(corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Both benchmarks, smoke-sized. The INT8 models go to the bench's own model cache, never the session's."""
-    settings = model_settings(make_settings(tmp_path_factory.mktemp("bench")))
+    """Both benchmarks, smoke-sized. The INT8 models this calibrates go to a model cache of the smoke test's own
+    (kept between runs), never the session's nor the one a `make bench` running meanwhile uses."""
+    settings = model_settings(make_settings(tmp_path_factory.mktemp("bench")), "models-smoke")
     rows = quality.default_rows(settings, None, ("int8",))
     q = quality.run(corpus, settings, rows, modes=[settings.image_resize], transforms=TRANSFORMS)
     plan = perf.PerfPlan.smoke()
