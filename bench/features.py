@@ -45,6 +45,12 @@ def variant_name(mode: ResizeMode, pooling: Pooling, trim: bool) -> str:
     return Variant(mode, trim).name(pooling)
 
 
+def variant_parts(name: str) -> tuple[str, str, str]:
+    """('squash', 'gem', 'on') for 'squash+gem+trim': IMAGE_RESIZE, MODEL_POOLING and IMAGE_TRIM of a variant."""
+    bits = name.split("+")
+    return bits[0], bits[1], "on" if bits[-1] == "trim" else "off"
+
+
 def settings_variant(settings: Settings) -> str:
     """The variant name of the configuration `settings` describe."""
     return variant_name(settings.image_resize, settings.model_pooling, settings.image_trim)

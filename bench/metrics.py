@@ -95,4 +95,5 @@ def check_threshold(stats: dict[str, np.ndarray], transforms: np.ndarray, copies
 
 
 def _r(value: float) -> float:
+    """Rounded for the results JSON."""
     return round(float(value), 4)

@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 
 from bench.cli import RESULTS, bench_arguments, bench_settings, model_settings, parse_and_log, write_json
-from bench.features import PooledFeatures, Variant, check_against_service, embed_all, embed_with, settings_variant
+from bench.features import (PooledFeatures, Variant, check_against_service, embed_all, embed_with, settings_variant,
+                            variant_parts)
 from bench.metrics import check_threshold, cluster_ci, duplicate_threshold, rank_stats, summarise
 from conf.settings import ModelName, Pooling, Precision, ResizeMode, Settings
 from model.cpu import cpu_budget
@@ -168,10 +169,7 @@ Scored = dict[str, dict[str, dict[str, np.ndarray]]]  # variant -> split -> per-
 
 def settings_changed(variant: str, reference: str) -> int:
     """How many of IMAGE_RESIZE, MODEL_POOLING, IMAGE_TRIM differ between two variant names."""
-    def parts(name: str) -> tuple[str, str, bool]:
-        bits = name.split("+")
-        return bits[0], bits[1], bits[-1] == "trim"
-    return sum(x != y for x, y in zip(parts(variant), parts(reference), strict=True))
+    return sum(x != y for x, y in zip(variant_parts(variant), variant_parts(reference), strict=True))
 
 
 def pick(variants: dict[str, Any], scored: Scored, current: str, lay: Layout) -> dict[str, Any]:
@@ -268,9 +266,9 @@ def run_row(row: Row, settings: Settings, lay: Layout, modes: Sequence[ResizeMod
 
 def with_variant(settings: Settings, variant: str) -> Settings:
     """`settings` configured as the named variant ('pad+gem+trim' -> IMAGE_RESIZE, MODEL_POOLING, IMAGE_TRIM)."""
-    parts = variant.split("+")
-    return settings.model_copy(update={"image_resize": ResizeMode(parts[0]), "model_pooling": Pooling(parts[1]),
-                                       "image_trim": parts[-1] == "trim"})
+    resize, pooling, trim = variant_parts(variant)
+    return settings.model_copy(update={"image_resize": ResizeMode(resize), "model_pooling": Pooling(pooling),
+                                       "image_trim": trim == "on"})
 
 
 def compare_precision(settings: Settings, variant: str, precision: str, ref: dict[str, Any],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.features import variant_parts
 from bench.report import pct
 
 
@@ -78,11 +79,9 @@ def variants_table(row: dict[str, Any]) -> list[str]:
 
 def changes(variant: str, reference: str) -> str:
     """'IMAGE_RESIZE center-crop -> squash, IMAGE_TRIM off -> on': the settings a variant changes."""
-    def parts(name: str) -> list[str]:
-        bits = name.split("+")
-        return [bits[0], bits[1], "on" if bits[-1] == "trim" else "off"]
     return ", ".join(f"{k} {a} -> {b}" for k, a, b in zip(("IMAGE_RESIZE", "MODEL_POOLING", "IMAGE_TRIM"),
-                                                            parts(reference), parts(variant), strict=True) if a != b)
+                                                            variant_parts(reference), variant_parts(variant),
+                                                            strict=True) if a != b)
 
 
 def choice_text(row: dict[str, Any]) -> list[str]:
@@ -131,6 +130,7 @@ def trim_text(row: dict[str, Any]) -> list[str]:
 
 
 def _cell(row: dict[str, Any], variant: str, transform: str) -> str:
+    """'recall@1 / mAP' of one variant on one transform."""
     x = row["variants"][variant]["per_transform"].get(transform)
     return "n/a" if x is None else f"{x['recall_at_1']:.2f} / {x['map']:.2f}"
 

@@ -78,6 +78,7 @@ def report(results: Path, readme: Path) -> None:
 
 
 def _load(path: Path) -> dict[str, Any] | None:
+    """A results JSON, or None when that part has not run."""
     return json.loads(path.read_text()) if path.exists() else None
 
 

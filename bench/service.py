@@ -91,6 +91,7 @@ class Service(ServeProcess):
         threading.Thread(target=self._sample, daemon=True, name="rss-sampler").start()
 
     def _rss(self) -> int:
+        """Resident bytes of the service and its children (0 once it is gone)."""
         try:
             p = psutil.Process(self.pid)
             return p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))
@@ -98,6 +99,7 @@ class Service(ServeProcess):
             return 0
 
     def _sample(self) -> None:
+        """Keep the largest RSS seen, five times a second, until stopped."""
         while not self._stop.wait(0.2):
             self._peak_sampled = max(self._peak_sampled, self._rss())
 

@@ -25,6 +25,7 @@ def target(issue: str, text: str, measured: str, met: bool, why: str | None = No
 
 
 def _level(entry: dict[str, Any], clients: int) -> dict[str, Any] | None:
+    """An engine's load level with this many clients, if it was measured."""
     return next((lv for lv in entry["levels"] if lv["clients"] == clients), None)
 
 
@@ -109,11 +110,13 @@ def latency_import_memory(perf: dict[str, Any]) -> list[Row]:
 
 
 def _peak(entry: dict[str, Any]) -> float:
+    """Peak RSS in MB: the kernel's high-water mark, else the sampled peak."""
     rss = entry["rss"]
     return float(rss["peak_vmhwm_mb"] or rss["peak_sampled_mb"])
 
 
 def _busy(imp: dict[str, Any]) -> str:
+    """The share of an import the model was busy, as text."""
     if not imp.get("model_busy_s") or not imp.get("import_phase_s"):
         return "an unknown share"
     return f"{imp['model_busy_s'] / imp['import_phase_s']:.0%}"
@@ -189,6 +192,7 @@ def earlier_targets(perf: dict[str, Any]) -> list[Row]:
 
 
 def _cost_why(entry: dict[str, Any], raw: dict[str, Any], level: dict[str, Any]) -> str:
+    """Why a load level reached the share of raw throughput it did: batch size and CPU per request."""
     cost = service_cost(entry, raw, level)
     return (f"batches held {level.get('model_mean_batch')} requests on average; each request cost "
             f"{cost['model_ms']:.1f} ms of model CPU and {cost['other_ms']:.1f} ms of CPU outside the model")
