@@ -1,4 +1,5 @@
-"""imgsim entry point: `python main.py [serve]` runs the API; `python main.py import DIR` bulk-imports a folder."""
+"""imgsim entry point: `python main.py [serve]` runs the API; `python main.py import DIR` bulk-imports a folder;
+`python main.py calibrate DIR [--int8]` calibrates the duplicate threshold (and the INT8 model) on your images."""
 
 from __future__ import annotations
 
@@ -8,12 +9,19 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from conf import Settings, load_settings
 from conf.errors import NotReady, StartupError
-from conf.settings import MODEL_BATCH
+from conf.settings import MODEL_BATCH, Precision
+
+if TYPE_CHECKING:  # the real imports are deferred: `--help` must not load the model
+    from model.embedder import Embedder
+    from service.store.meta import DuplicateThreshold
+
+CALIBRATION_IMAGES = 300
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,6 +37,13 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--batch-size", type=int, default=MODEL_BATCH,
                      help=f"images per model call (default {MODEL_BATCH})")
     imp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cal = sub.add_parser("calibrate", help="derive the duplicate threshold on your images (and with --int8 or "
+                                           "MODEL_PRECISION=int8, quantize the model to INT8 on them)")
+    cal.add_argument("folder", type=Path, help="folder of your own images (searched recursively)")
+    cal.add_argument("--int8", action="store_true", help="also quantize to INT8 (as MODEL_PRECISION=int8 does)")
+    cal.add_argument("--limit", type=int, default=CALIBRATION_IMAGES,
+                     help=f"images to read, spread over the folder (default {CALIBRATION_IMAGES})")
+    cal.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -50,6 +65,57 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
         store.close()
     print("\n".join(summary.lines()))
     return 0 if not summary.failed else 1
+
+
+def _calibrate(settings: Settings, args: argparse.Namespace) -> int:
+    from dataclasses import replace  # noqa: PLC0415
+
+    from model.embedder import load_embedder, model_spec, quantize_int8  # noqa: PLC0415 - keep `--help` fast
+    from service.usecases import calibrate  # noqa: PLC0415
+
+    if not args.folder.is_dir():
+        print(f"error: {args.folder} is not a folder", file=sys.stderr)
+        return 2
+    if args.int8:
+        settings = settings.model_copy(update={"model_precision": Precision.INT8})
+    images = calibrate.read_images(args.folder, settings, args.limit, progress=not args.no_progress)
+    if settings.model_precision is Precision.INT8:
+        try:
+            found = quantize_int8(settings, calibrate.preprocessed(model_spec(settings), images))
+        except ValueError as exc:  # too few images, or images that look like noise
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"INT8 model calibrated on {found.images} images in {found.seconds:.0f} s ({found.cache_path}): "
+              f"cosine to FP32 min {found.cosine_min:.4f}, 1st percentile {found.cosine_p1:.4f}, median "
+              f"{found.cosine_median:.4f}; top-{found.neighbours} neighbours among them unchanged for "
+              f"{found.top10_same_share:.1%} of images (mean overlap {found.top10_overlap:.1%}). These are the "
+              "calibration images themselves: an optimistic view. A new INT8 model is a new embedding space: "
+              "collections filled by a previous one must be re-imported.")
+    embedder = load_embedder(settings)
+    scores = calibrate.score(embedder, images, progress=not args.no_progress)
+    threshold = scores.threshold()
+    print("\n".join(calibrate.report(scores, threshold)))
+    result = replace(scores.summary(threshold, len(images)), space=embedder.fingerprint.digest)
+    return _store_threshold(settings, embedder, result)
+
+
+def _store_threshold(settings: Settings, embedder: Embedder, result: DuplicateThreshold) -> int:
+    """Store a calibrated threshold with the collection; on failure say how to apply it by hand."""
+    from service.runtime import open_store  # noqa: PLC0415
+
+    store = open_store(settings, embedder)
+    try:
+        store.connect()
+        where = store.save_duplicate_threshold(result)
+    except (StartupError, NotReady) as exc:
+        print(f"error: the threshold was not stored ({exc}). Set DUPLICATE_SCORE={result.score} to use it "
+              "anyway.", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(f"stored in {where} for embedding space {embedder.fingerprint}; a running service uses it from its "
+          "next start (DUPLICATE_SCORE, if set, still wins)")
+    return 0
 
 
 def _cap_malloc_arenas(arenas: int = 2) -> None:
@@ -88,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "import":
             return _import(settings, args)
+        if args.command == "calibrate":
+            return _calibrate(settings, args)
         from service.runtime import serve  # noqa: PLC0415
 
         serve(settings)

@@ -48,14 +48,14 @@ class ModelName(str, Enum):
 class ModelEngine(str, Enum):
     """Which runtime runs the network."""
 
-    OPENVINO = "openvino"
-    TENSORFLOW = "tensorflow"
+    OPENVINO = "openvino"  # the Keras model converted once and cached: about 2x TensorFlow's FP32 on a CPU
+    TENSORFLOW = "tensorflow"  # the Keras model as built: FP32 only, for platforms without OpenVINO
 
 
 class Precision(str, Enum):
     """The arithmetic the network runs at."""
 
-    FP32 = "fp32"
+    FP32 = "fp32"  # the reference: TensorFlow and OpenVINO FP32 vectors are one embedding space
     BF16 = "bf16"  # OpenVINO only; falls back to fp32 on CPUs without bf16 (reported in /ready)
     INT8 = "int8"  # OpenVINO only; needs `python main.py calibrate DIR` first
 

@@ -55,6 +55,12 @@ class ModelSpec:
         return {"model": self.backbone.name.value, "weights": self.weights.identity, "resize": self.resize.value,
                 "pooling": self.pooling.value, "trim": "on" if self.trim else "off"}
 
+    def preprocess(self, img: Image.Image) -> np.ndarray:
+        """A decoded RGB image -> the (224, 224, 3) float32 model input: trim (IMAGE_TRIM), resize, normalise."""
+        if self.trim:
+            img = trim_border(img)
+        return self.backbone.normalise(np.asarray(fit_square(img, self.resize)))
+
     def feature_model(self) -> Any:
         """The backbone as a Keras model: (n, 224, 224, 3) input -> (n, 7, 7, dim) feature map."""
         if self.weights.path is None:
@@ -97,7 +103,6 @@ class Embedder:
         self.pooling = spec.pooling
         self.threads = engine.threads
         self.duplicate_default = spec.backbone.duplicate_default
-        self._normalise = spec.backbone.normalise
         self._backbone: Any = None
         self._backbone_lock = threading.Lock()
 
@@ -112,9 +117,7 @@ class Embedder:
 
     def preprocess(self, img: Image.Image) -> np.ndarray:
         """A decoded RGB image -> the (224, 224, 3) float32 model input (trim, resize, normalise)."""
-        if self.spec.trim:
-            img = trim_border(img)
-        return self._normalise(np.asarray(fit_square(img, self.spec.resize)))
+        return self.spec.preprocess(img)
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """Embed a (n, 224, 224, 3) preprocessed batch into (n, dim) float32 unit vectors."""
@@ -152,14 +155,19 @@ def load_embedder(settings: Settings) -> Embedder:
     """The embedder as configured; raises StartupError saying what to do when it cannot be built."""
     spec = model_spec(settings)
     engine = _build_engine(spec, settings)
-    fingerprint = Fingerprint(
-        model=spec.backbone.name.value, weights=spec.weights.identity, input_size=INPUT_SIZE,
-        resize=spec.resize.value, pooling=spec.pooling.value, trim="on" if spec.trim else "off",
-        numeric=numeric_space(engine.precision, _int8_model_sha256(engine)))
+    fingerprint = space_of(spec, numeric_space(_space_precision(settings.model_precision, engine),
+                                               _int8_model_sha256(engine)))
     embedder = Embedder(spec, engine, fingerprint)
     log.info("model %s (%s weights) on %s at %s, %d threads; embedding space %s", spec.backbone.label,
              spec.weights.label, engine.name, engine.precision, engine.threads, fingerprint)
     return embedder
+
+
+def space_of(spec: ModelSpec, numeric: str) -> Fingerprint:
+    """The embedding space of vectors from this network and preprocessing in this numeric space."""
+    return Fingerprint(model=spec.backbone.name.value, weights=spec.weights.identity, input_size=INPUT_SIZE,
+                       resize=spec.resize.value, pooling=spec.pooling.value, trim="on" if spec.trim else "off",
+                       numeric=numeric)
 
 
 def _build_engine(spec: ModelSpec, settings: Settings) -> Engine:
@@ -180,6 +188,12 @@ def _build_engine(spec: ModelSpec, settings: Settings) -> Engine:
                               threads=engine_threads(settings), precision=precision.value, input_size=INPUT_SIZE)
     except NotCalibrated as exc:
         raise StartupError(str(exc)) from exc
+
+
+def _space_precision(requested: Precision, engine: Engine) -> str:
+    """The precision that decides the vectors' space: an INT8 model's vectors are its own even where the
+    CPU runs it without INT8 kernels; a float precision counts as really in force (bf16 may fall back)."""
+    return "int8" if requested is Precision.INT8 else engine.precision
 
 
 def _int8_model_sha256(engine: Engine) -> str | None:

@@ -6,13 +6,18 @@ combination: a short stable hash for machines (stored on the Milvus collection
 and compared at start-up) and a readable summary for the people who read the
 refusal message.
 
-Numeric spaces (decided from measurements, see the README's model section):
-- TensorFlow FP32 and OpenVINO FP32 are one space (cosine to each other > 0.9999).
-- bf16 joins FP32's space: on EfficientNet-Lite0 with its real weights, cosine to FP32 has
-  1st percentile >= BF16_P1 and minimum >= BF16_MIN (measured; see the README), the gate used here.
-- INT8 is a space of its own, one per calibrated model: on real weights INT8 vectors drift from
-  FP32 by up to 0.12 of cosine (1st percentile 0.90), so neither FP32 vectors nor the vectors of
-  another calibration may share its collection.
+Numeric spaces, decided from measurements (README, "Embedding spaces"). Two precisions share a
+space only when, on real weights and real photos, the cosine between their vectors of the same
+image has 1st percentile >= SHARED_P1 and minimum >= SHARED_MIN:
+- TensorFlow FP32 and OpenVINO FP32 are one space, "fp32" (EfficientNet-Lite0, 600 photos:
+  cosine min 0.9999998).
+- bf16 is a space of its own, "bf16": EfficientNet-Lite0, 600 photos of the benchmark corpus,
+  cosine to FP32 min 0.959, 1st percentile 0.985, median 0.999: under the gate.
+- INT8 is a space of its own, one per calibrated model ("int8:<model hash>"): on real weights
+  INT8 drifts from FP32 by up to 0.12 of cosine (1st percentile 0.90), and another calibration
+  drifts differently, so neither FP32 vectors nor another calibration's may share its collection.
+The precision that counts is the one really in force (bf16 asked for on a CPU without bf16 runs,
+and embeds, as fp32).
 """
 
 from __future__ import annotations
@@ -22,10 +27,9 @@ import json
 from dataclasses import asdict, dataclass
 
 FORMAT = 1
-FLOAT_SPACE = "float"
-# The gate that made bf16 part of the float space: cosine(bf16, fp32) on real images.
-BF16_P1 = 0.995
-BF16_MIN = 0.99
+# The gate for two precisions to share a space: cosine between their vectors of one image, on real images.
+SHARED_P1 = 0.995
+SHARED_MIN = 0.99
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class Fingerprint:
     resize: str
     pooling: str
     trim: str  # "on" | "off"
-    numeric: str  # FLOAT_SPACE, or "int8:<first 12 hex of the INT8 model's sha256>"
+    numeric: str  # "fp32", "bf16", or "int8:<first 12 hex of the INT8 model's sha256>"
 
     @property
     def digest(self) -> str:
@@ -58,9 +62,11 @@ class Fingerprint:
 
 
 def numeric_space(precision_in_force: str, int8_model_sha256: str | None) -> str:
-    """The numeric space of a precision really in force: FP32 and bf16 share one, each INT8 model has its own."""
+    """The numeric space of a precision really in force: "fp32", "bf16", or one per INT8 model."""
     if precision_in_force.startswith("int8"):
         if not int8_model_sha256:
             raise ValueError("an INT8 space needs the INT8 model's sha256")
         return f"int8:{int8_model_sha256[:12]}"
-    return FLOAT_SPACE
+    if precision_in_force not in ("fp32", "bf16"):
+        raise ValueError(f"no embedding space is defined for precision {precision_in_force!r}")
+    return precision_in_force

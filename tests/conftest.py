@@ -136,9 +136,10 @@ def start_service(embedder: Embedder, tmp_path: Path) -> Iterator[Callable[..., 
     """Start imgsim over real HTTP (waitress on 127.0.0.1); stopped after the test."""
     started: list[tuple[Any, LiveService]] = []
 
-    def start(**overrides: Any) -> LiveService:
+    def start(model: Embedder | None = None, **overrides: Any) -> LiveService:
+        """Start a service with these settings; `model` replaces the session's ResNet50 (its settings must match)."""
         settings = make_settings(tmp_path, **overrides)
-        runtime = build_runtime(settings, embedder=embedder)
+        runtime = build_runtime(settings, embedder=model or embedder)
         server = waitress.create_server(runtime.app, host="127.0.0.1", port=0, **waitress_options(settings))
         thread = threading.Thread(target=_run_quietly, args=(server,), daemon=True)
         thread.start()

@@ -1,4 +1,4 @@
-"""The real Keras ResNet50 embedder: vector shape and norm, resize modes, pooling, and weight loading."""
+"""The real ResNet50 embedder (default engine): vector shape and norm, resize modes, pooling, weight loading."""
 
 from __future__ import annotations
 
@@ -13,15 +13,26 @@ from PIL import Image
 
 from conf.errors import StartupError
 from conf.settings import Pooling, ResizeMode
-from model.embedder import IMAGENET_FILE, Embedder
+from model.embedder import Embedder, load_embedder
 from model.images import decode_image
+from model.resnet50 import IMAGENET_FILE
 from model.transforms import fit_square, to_model_input
-from tests.conftest import ROOT, photo
+from tests.conftest import ROOT, make_settings, photo
 
 
 def batch(*seeds: int) -> np.ndarray:
     images = [decode_image(photo(s), max_bytes=10**7, max_pixels=10**8).image for s in seeds]
     return np.stack([to_model_input(img, ResizeMode.SQUASH) for img in images])
+
+
+def test_numpy_preprocessing_matches_keras(embedder: Embedder) -> None:
+    from keras.applications.resnet50 import preprocess_input
+
+    img = decode_image(photo(7), max_bytes=10**7, max_pixels=10**8).image
+    ours = embedder.preprocess(img)
+    theirs = preprocess_input(np.asarray(fit_square(img, embedder.spec.resize), dtype=np.float32))
+    assert ours.dtype == np.float32 and ours.shape == (224, 224, 3)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4)
 
 
 def test_vectors_are_2048_d_unit_length_and_deterministic(embedder: Embedder) -> None:
@@ -50,20 +61,25 @@ def test_gem_pooling_and_a_local_weights_file(tmp_path: Path, embedder: Embedder
     donor = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(224, 224, 3))
     path = tmp_path / "resnet50_notop.weights.h5"
     donor.save_weights(path)
-    first = Embedder(str(path), tmp_path, Pooling.GEM)
-    second = Embedder(str(path), tmp_path, Pooling.GEM)
+    settings = make_settings(tmp_path, model_weights=str(path), model_pooling=Pooling.GEM,
+                             model_cache_dir=tmp_path / "cache")
+    first, second = load_embedder(settings), load_embedder(settings)  # the second reuses the converted model
     x = batch(5, 6)
     a, b = first.embed(x), second.embed(x)
     assert np.allclose(a, b, atol=1e-5) and np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
     assert not np.allclose(a, embedder.embed(x), atol=1e-3)  # different weights, different vectors
+    assert first.info["weights"] == "local file" and first.info["pooling"] == "gem"
+    assert first.fingerprint.digest != embedder.fingerprint.digest
 
 
 def test_missing_weights_fail_with_advice(tmp_path: Path) -> None:
     with pytest.raises(StartupError, match="no such file"):
-        Embedder(str(tmp_path / "nope.h5"), tmp_path, Pooling.AVG)
-    # No model hub is reachable from here, which is exactly the air-gapped case users meet.
-    with pytest.raises(StartupError, match=f"MODEL_WEIGHTS=/path/to/{IMAGENET_FILE}"):
-        Embedder("imagenet", tmp_path / "cache", Pooling.AVG)
+        load_embedder(make_settings(tmp_path, model_weights=str(tmp_path / "nope.h5")))
+    # No model hub is reachable from here, which is exactly the air-gapped case users meet: the message
+    # names the model that works at once, and the manual download.
+    with pytest.raises(StartupError, match=f"MODEL_WEIGHTS=/path/to/{IMAGENET_FILE}") as caught:
+        load_embedder(make_settings(tmp_path, model_weights="imagenet", model_cache_dir=tmp_path / "cache"))
+    assert "MODEL_NAME=efficientnet-lite0" in str(caught.value)
 
 
 def test_service_refuses_to_start_without_weights_and_says_how(tmp_path: Path) -> None:

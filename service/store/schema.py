@@ -55,7 +55,7 @@ def prepare_collection(client: MilvusClient, settings: Settings, dim: int, space
     created = not client.has_collection(name, timeout=t)
     if created:
         # Strong consistency: a search right after an add or delete sees it (read-after-write).
-        client.create_collection(name, schema=_schema(settings, dim, new_collection_description(space)),
+        client.create_collection(name, schema=collection_schema(settings, dim, new_collection_description(space)),
                                  consistency_level="Strong", timeout=t)
         log.info("created collection %r in %s", name, describe_target(settings))
     else:
@@ -76,7 +76,8 @@ def prepare_collection(client: MilvusClient, settings: Settings, dim: int, space
     return Indexes(vector=str(vec.get("index_type", "?")), key=str(key.get("index_type", "")))
 
 
-def _schema(settings: Settings, dim: int, description: str) -> Any:
+def collection_schema(settings: Settings, dim: int, description: str) -> Any:
+    """The fields imgsim writes, with `description` on the collection."""
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=description)
     schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field("key", DataType.VARCHAR, max_length=settings.max_key_length * _UTF8_MAX)
