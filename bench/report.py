@@ -159,7 +159,7 @@ def perf_section(perf: dict[str, Any]) -> list[str]:
 
     out = ["", "### Speed: every engine side by side", "",
            "TensorFlow FP32 is the service as it was before OpenVINO (\"today's service\" in issue 10); OpenVINO "
-           "FP32 is the default; INT8 needs `python main.py calibrate DIR` first. All engines run the same "
+           "FP32 is the default; INT8 needs `python main.py calibrate DIR --int8` first. All engines run the same "
            f"{perf['model']} ({perf['weights']} weights: speed does not depend on the weights' values)."]
     out += raw_table(perf) + service_table(perf) + single_table(perf)
     return out + vector_tables(perf["vector_search"])

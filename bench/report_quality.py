@@ -185,7 +185,7 @@ def not_worse(p: dict[str, Any], limit: float = 0.01) -> bool:
 
 def precision_verdict(p: dict[str, Any], precision: str) -> str:
     """One paragraph: is this precision within noise of FP32 for retrieval, and does it share FP32's space?"""
-    from model.fingerprint import BF16_MIN, BF16_P1  # noqa: PLC0415 - the gate the service uses for bf16
+    from model.fingerprint import SHARED_MIN, SHARED_P1  # noqa: PLC0415 - the service's gate for sharing a space
 
     c = p["cosine_to_fp32"]
     noise = ("not measurably worse than FP32 for retrieval (the 95% intervals of its recall@1 and mAP differences "
@@ -199,10 +199,10 @@ def precision_verdict(p: dict[str, Any], precision: str) -> str:
                 + f"Its vectors are not interchangeable with FP32 ones (same-image cosine min {c['min']:.3f}, 1st "
                 f"percentile {c['p1']:.3f}): an INT8 model is an embedding space of its own, with its own duplicate "
                 f"threshold ({p['threshold']['threshold']:.3f}).")
-    gate = c["p1"] >= BF16_P1 and c["min"] >= BF16_MIN
+    gate = c["p1"] >= SHARED_P1 and c["min"] >= SHARED_MIN
     return (f"**{precision}** is {noise}. Same-image cosine to FP32: 1st percentile {c['p1']:.4f}, min {c['min']:.4f}, "
-            f"against the gate that lets bf16 share FP32's embedding space (1st percentile >= {BF16_P1}, min >= "
-            f"{BF16_MIN}): {'met' if gate else '**not met** in this configuration'}.")
+            f"against the gate for sharing FP32's embedding space (1st percentile >= {SHARED_P1}, min >= "
+            f"{SHARED_MIN}): {'met' if gate else 'not met, so its vectors need a collection of their own'}.")
 
 
 def thresholds_text(q: dict[str, Any]) -> list[str]:
