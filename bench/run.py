@@ -74,7 +74,22 @@ def report(results: Path, readme: Path) -> None:
     if perf and perf.get("engines"):
         chart(perf, results / CHART)
     write_json(results / "targets.json", {"targets": all_targets(perf, quality)})
+    if quality:
+        write_json(results / "thresholds.json", duplicate_defaults(quality))
     write_readme(readme_section(quality, perf, meta), readme)
+
+
+def duplicate_defaults(quality: dict[str, Any]) -> dict[str, Any]:
+    """The duplicate thresholds the benchmark measured, per backbone, configuration and precision: what the
+    service's per-backbone defaults are set from (tune split only; how they hold on the eval split alongside)."""
+    out: dict[str, Any] = {"keep": "95% of true copies", "copies": quality["copy_transforms"], "backbones": {}}
+    for key, row in quality["rows"].items():
+        entries = [{"configuration": name, "precision": "fp32", **th} for name, th in row["thresholds"].items()]
+        entries += [{"configuration": row["pick"]["recommended"], "precision": p, **v["threshold"]}
+                    for p, v in row.get("precisions", {}).items()]
+        out["backbones"][key] = {"model": row["model"], "weights": row["weights"],
+                                 "recommended_configuration": row["pick"]["recommended"], "thresholds": entries}
+    return out
 
 
 def _load(path: Path) -> dict[str, Any] | None:
