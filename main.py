@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from conf import Settings, load_settings
 from conf.errors import NotReady, StartupError
 from conf.settings import MODEL_BATCH, Precision
+from service.logs import configure_logging
 
 if TYPE_CHECKING:  # the real imports are deferred: `--help` must not load the model
     from model.embedder import Embedder
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"error: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format.value)
     # Milvus Lite's in-process gRPC server logs a traceback for every RPC it does not
     # implement (pymilvus probes AllocTimestamp after create_index); that is noise, not failure.
     logging.getLogger("grpc._server").setLevel(logging.CRITICAL)

@@ -12,7 +12,11 @@ import re
 
 
 class ApiError(Exception):
-    """Base of every failure the caller is told about; `msg` is safe to show, `reason` is for code."""
+    """Base of every failure the caller is told about; `msg` is safe to show, `reason` is for code.
+
+    `data` is what the answer's `data` carries (None for most failures; a 409 for a duplicate image
+    carries the record it duplicates, so the caller need not look it up).
+    """
 
     reason = "error"
 
@@ -22,9 +26,10 @@ class ApiError(Exception):
             # A kind's default reason is its name in snake_case: NotAnImage -> not_an_image.
             cls.reason = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
 
-    def __init__(self, msg: str, reason: str | None = None) -> None:
+    def __init__(self, msg: str, reason: str | None = None, data: object = None) -> None:
         super().__init__(msg)
         self.msg = msg
+        self.data = data
         if reason is not None:
             self.reason = reason
 
@@ -46,7 +51,8 @@ class NotFound(ApiError):
 
 
 class Conflict(ApiError):
-    """The request contradicts what is stored."""
+    """The request contradicts what is stored: a duplicate image under on_duplicate=reject, or namespaces and
+    attributes asked of a collection created before they existed."""
 
 
 class TooLarge(ApiError):

@@ -36,6 +36,13 @@ class Pooling(str, Enum):
     GEM = "gem"
 
 
+class LogFormat(str, Enum):
+    """How log lines are written to stderr."""
+
+    TEXT = "text"  # one human-readable line per record
+    JSON = "json"  # one JSON object per line, for log shippers (Loki, Elasticsearch, CloudWatch...)
+
+
 class ModelName(str, Enum):
     """Which backbone network turns an image into a vector."""
 
@@ -82,7 +89,12 @@ class Settings(BaseSettings):
     api_port: int = Field(7000, ge=1, le=65535)
     api_threads: int = Field(16, ge=1, le=256)
     token: SecretStr | None = None
+    tokens_file: Path | None = None
     log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.TEXT
+    # /metrics normally wants the token like the API; a Prometheus inside the trusted network may be
+    # spared it (its scrape config then needs no secret).
+    metrics_public: bool = False
 
     # Milvus
     milvus_uri: str = "./data/milvus.db"
@@ -117,6 +129,8 @@ class Settings(BaseSettings):
     image_pool_path: Path = Path("./img-pool")
     image_inc_path: Path | None = None
     path_roots: str | None = None
+    # 256 px WEBP thumbnails for the console, one file per distinct image (content-addressed by MD5).
+    thumb_dir: Path = Path("./data/thumbs")
 
     # Limits
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1024)
@@ -124,6 +138,7 @@ class Settings(BaseSettings):
     max_limit: int = Field(100, ge=1, le=16384)
     max_key_length: int = Field(512, ge=1, le=4096)
     max_batch_keys: int = Field(1000, ge=1, le=16384)
+    max_batch_items: int = Field(100, ge=1, le=1000)
 
     # URL fetching
     url_connect_timeout: float = Field(5.0, gt=0)
@@ -132,7 +147,7 @@ class Settings(BaseSettings):
     url_max_redirects: int = Field(3, ge=0, le=20)
     url_deny_private: bool = False
 
-    @field_validator("token", "milvus_token", "milvus_password", "image_inc_path", "milvus_db",
+    @field_validator("token", "tokens_file", "milvus_token", "milvus_password", "image_inc_path", "milvus_db",
                      "milvus_user", "path_roots", "duplicate_score", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
@@ -147,10 +162,11 @@ class Settings(BaseSettings):
             raise ValueError("TOKEN must be printable ASCII without spaces (it travels in an HTTP header)")
         return value
 
-    @field_validator("milvus_consistency", "model_name", "model_engine", "model_precision", mode="before")
+    @field_validator("milvus_consistency", "log_format", "model_name", "model_engine", "model_precision",
+                     mode="before")
     @classmethod
-    def _lower_case(cls, value: object) -> object:
-        # Milvus spells the levels "Session" and "Strong"; accept either case (also FP32, OpenVINO...).
+    def _any_case(cls, value: object) -> object:
+        # Milvus spells the levels "Session" and "Strong"; accept either case (also JSON, FP32, OpenVINO...).
         return value.lower() if isinstance(value, str) else value
 
     @field_validator("log_level")
@@ -165,6 +181,10 @@ class Settings(BaseSettings):
     def _consistent(self) -> "Settings":
         if self.url_total_timeout < self.url_connect_timeout:
             raise ValueError("URL_TOTAL_TIMEOUT must be at least URL_CONNECT_TIMEOUT")
+        if self.token is not None and self.tokens_file is not None:
+            # Two sources of admin rights would make revoking one (editing the file) silently incomplete.
+            raise ValueError("set TOKEN or TOKENS_FILE, not both: put the admin token into TOKENS_FILE as a line "
+                             "'<token> * admin'")
         return self
 
     @property

@@ -30,8 +30,10 @@ class Batcher(Generic[T, R]):
     """A queue in front of `run_batch` (items -> one result per item), drained by one worker thread."""
 
     def __init__(self, run_batch: Callable[[Sequence[T]], Sequence[R]], max_batch: int, window_ms: float,
-                 name: str) -> None:
+                 name: str, on_batch: Callable[[int, float], None] | None = None) -> None:
+        """`on_batch(size, busy_seconds)` is told of every batch run (the composition root feeds metrics with it)."""
         self._run_batch = run_batch
+        self._on_batch = on_batch
         self._max_batch = max_batch
         self._window = window_ms / 1000.0
         self._name = name
@@ -56,6 +58,17 @@ class Batcher(Generic[T, R]):
         self._queue.put((item, future))
         return future.result(timeout=timeout)
 
+    def submit_many(self, items: Sequence[T], timeout: float | None = 300.0) -> list[R]:
+        """Queue every item at once (so they can share batches) and wait for all; results in order."""
+        if self._stopped.is_set():
+            raise NotReady("the service is shutting down; retry shortly")
+        futures: list[Future[R]] = []
+        for item in items:
+            future: Future[R] = Future()
+            self._queue.put((item, future))
+            futures.append(future)
+        return [f.result(timeout=timeout) for f in futures]
+
     def stats(self) -> dict[str, float]:
         """Since start: batches run, requests in them, and seconds the worker spent running them."""
         return {"batches": self._batches, "requests": self._items, "busy_seconds": round(self._busy_seconds, 3)}
@@ -65,6 +78,14 @@ class Batcher(Generic[T, R]):
         self._stopped.set()
         self._queue.put(None)
         self._worker.join(timeout=30)
+
+    def _report(self, size: int, busy: float) -> None:
+        if self._on_batch is None:
+            return
+        try:
+            self._on_batch(size, busy)
+        except Exception:  # noqa: BLE001 - a broken observer must never stop the queue every request waits on
+            log.exception("%s: the batch observer failed", self._name)
 
     def _collect(self, first: tuple[T, Future[R]]) -> tuple[list[tuple[T, Future[R]]], bool]:
         batch = [first]
@@ -103,8 +124,10 @@ class Batcher(Generic[T, R]):
                 continue
             finally:
                 self._overlapping = len(live) > 1 or not self._queue.empty()
+                busy = time.perf_counter() - started
                 self._batches += 1
                 self._items += len(live)
-                self._busy_seconds += time.perf_counter() - started
+                self._busy_seconds += busy
+                self._report(len(live), busy)
             for (_, fut), result in zip(live, results, strict=True):
                 fut.set_result(result)

@@ -15,11 +15,13 @@ from conf.errors import NotReady, StartupError
 from conf.settings import Settings
 from model.embedder import Embedder, load_embedder
 from service.api.app import create_app
+from service.metrics import Metrics
 from service.server import create_http_server
+from service.store.connection import CallObserver
 from service.store.meta import SpaceTag
 from service.store.records import VectorStore
 from service.usecases.deps import Deps, build_deps
-from service.usecases.importer import Importer
+from service.usecases.importer import Importer, ImportHooks
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ class Runtime:
     store: VectorStore
     deps: Deps
     app: Flask
+    metrics: Metrics
 
     def close(self) -> None:
         """Stop the batchers and close the Milvus connection."""
@@ -45,18 +48,36 @@ class Runtime:
 def build_runtime(settings: Settings, embedder: Embedder | None = None) -> Runtime:
     """Build the service. Milvus being down is not fatal (it is retried); an incompatible schema is."""
     embedder = embedder or load_embedder(settings)
-    store = open_store(settings, embedder)
+    metrics = Metrics()
+    # The store and the batchers know nothing of Prometheus: they call back, and metrics listens.
+    store = open_store(settings, embedder, on_call=metrics.observe_milvus)
+    metrics.track_records(lambda: _quick_count(store))
     try:
         store.connect()
     except NotReady as exc:
         log.warning("%s; the API starts anyway, answers 503 until Milvus is reachable, and keeps retrying", exc.msg)
-    deps = build_deps(settings, store, embedder)
-    return Runtime(settings, embedder, store, deps, create_app(settings, deps))
+    deps = build_deps(settings, store, embedder, on_batch=metrics.observe_batch)
+    return Runtime(settings, embedder, store, deps, create_app(settings, deps, metrics), metrics)
 
 
-def open_store(settings: Settings, embedder: Embedder) -> VectorStore:
+def _quick_count(store: VectorStore) -> int | None:
+    """The record count for a metrics scrape: None (reported as NaN) rather than waiting on a Milvus that is away."""
+    if not store.connected:
+        return None
+    return store.count_all(retry=False)
+
+
+def import_hooks(metrics: Metrics) -> ImportHooks:
+    """An import's hooks feeding `metrics`: imports in progress, and the model's batches labelled "import"."""
+    return ImportHooks(started=metrics.import_started, finished=metrics.import_finished,
+                       batch=lambda size, seconds: metrics.observe_batch("import", size, seconds))
+
+
+def open_store(settings: Settings, embedder: Embedder,
+               on_call: CallObserver | None = None) -> VectorStore:
     """The store for this embedder's vectors: its width, and its embedding space checked on the collection."""
-    return VectorStore(settings, embedder.dim, SpaceTag(embedder.fingerprint.digest, embedder.fingerprint.summary))
+    return VectorStore(settings, embedder.dim, SpaceTag(embedder.fingerprint.digest, embedder.fingerprint.summary),
+                       on_call)
 
 
 def _keep_connecting(store: VectorStore, stop: threading.Event) -> None:
@@ -83,8 +104,9 @@ def _startup_import(runtime: Runtime, stop: threading.Event) -> None:
     if stop.is_set():
         return
     # The importer drives the model directly in big batches; the batcher keeps serving requests meanwhile.
-    summary = Importer(settings, runtime.embedder, runtime.store).run(
-        settings.image_inc_path, key_mode="md5", move_to=settings.image_pool_path, progress=False)
+    importer = Importer(settings, runtime.embedder, runtime.store, hooks=import_hooks(runtime.metrics),
+                        thumbs=runtime.deps.thumbs)  # the service's own: one lock against its deletes
+    summary = importer.run(settings.image_inc_path, key_mode="md5", move_to=settings.image_pool_path, progress=False)
     log.info("start-up import of %s: %s", settings.image_inc_path, "; ".join(summary.lines()))
 
 
@@ -99,10 +121,14 @@ def start_background(runtime: Runtime) -> threading.Event:
 
 def serve(settings: Settings) -> None:
     """Run the API until interrupted."""
-    if settings.token is None:
-        log.warning("TOKEN is not set: every endpoint is open to anyone who can reach port %d", settings.api_port)
+    if settings.tokens_file is not None:
+        log.info("token check on: tokens, their namespaces and rights from TOKENS_FILE %s", settings.tokens_file)
+    elif settings.token is None:
+        log.warning("neither TOKEN nor TOKENS_FILE is set: every endpoint and every namespace is open to anyone who "
+                    "can reach port %d", settings.api_port)
     else:
-        log.info("token check on: every endpoint but /health and /ready needs the token")
+        log.info("token check on: every endpoint but /health, /ready, the console and docs pages%s needs the token "
+                 "(an admin token)", " and /metrics (METRICS_PUBLIC)" if settings.metrics_public else "")
     log.info("path endpoints may read below: %s", ", ".join(str(r) for r in settings.allowed_roots))
     runtime = build_runtime(settings)
     stop = start_background(runtime)

@@ -6,6 +6,7 @@ is reachable from CI; everything else is the production code path.
 
 from __future__ import annotations
 
+import http.server
 import io
 import os
 import shutil
@@ -46,6 +47,7 @@ def make_settings(tmp: Path, **overrides: Any) -> Settings:
         "milvus_uri": str(tmp / "milvus.db"),
         "milvus_collection": f"t_{uuid.uuid4().hex[:12]}",
         "image_pool_path": pool,
+        "thumb_dir": tmp / "thumbs",
         "token": None,
         "milvus_timeout": 10.0,
         "batch_window_ms": 2.0,
@@ -170,3 +172,31 @@ def service(request: pytest.FixtureRequest, start_service: Callable[..., LiveSer
 def lite_service(start_service: Callable[..., LiveService]) -> LiveService:
     """The service on embedded Milvus Lite only (for tests about HTTP, inputs and errors)."""
     return start_service()
+
+
+@pytest.fixture
+def image_host() -> Iterator[Callable[[bytes], str]]:
+    """Stands in for a shop's image host (no internet here): `serve(data)` returns a loopback URL of `data`."""
+    served: dict[str, bytes] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            body = served.get(self.path, b"")
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def serve(data: bytes) -> str:
+        served[f"/img/{len(served)}.jpg"] = data
+        return f"http://127.0.0.1:{server.server_port}/img/{len(served) - 1}.jpg"
+
+    yield serve
+    server.shutdown()

@@ -1,11 +1,15 @@
-"""16 clients at once mixing adds (identical ones racing), searches, lookups and deletes by key and id.
+"""16 clients at once mixing adds (identical ones racing), searches, lookups and deletes by key and id, in two
+tenants' namespaces.
 
-Each client owns a key space no other client touches, so a sequential model of
-its own acknowledged operations predicts exactly what its keys hold at any
-moment, whatever the interleaving; every lookup is checked against it while the
-load runs. Shared keys are only ever added, with identical content by every
-client: each must end up stored exactly once. At the end the whole store must
-equal the union of the models.
+Each client owns a key space no other client of its namespace touches, so a
+sequential model of its own acknowledged operations predicts exactly what its
+keys hold at any moment, whatever the interleaving; every lookup is checked
+against it while the load runs. The two tenants mirror each other: client t of
+tenant-a and client t of tenant-b use the same keys and images at the same time,
+and also try to delete their ids in the other namespace, which must delete
+nothing. Shared keys (default namespace) are only ever added, with identical
+content by every client: each must end up stored exactly once. At the end each
+namespace must equal the union of its clients' models.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from tests.reliability import Recorder, recorder  # noqa: F401 - the fixture
 pytestmark = pytest.mark.slow
 
 CLIENTS = 16
+TENANTS = ("tenant-a", "tenant-b")  # clients t and t + 8 mirror each other, one in each
 SECONDS = 20.0
 RACE_ROUNDS = 4
 SIZE = (128, 96)
@@ -46,6 +51,7 @@ class Client:
     """One client thread's key space, its model of that space, and what it saw."""
 
     t: int
+    ns: str
     keys: list[str]
     seeds: list[int]
     model: dict[str, dict[str, str]] = field(default_factory=dict)  # key -> {md5: filepath}
@@ -65,8 +71,9 @@ class Run:
         self.statuses: Counter = Counter()
         self.lock = threading.Lock()
         self.barrier = threading.Barrier(CLIENTS, timeout=120)
-        self.clients = [Client(t, [f"t{t}-k{j}" for j in range(4)], [100 * (t + 1) + j for j in range(3)])
-                        for t in range(CLIENTS)]
+        half = CLIENTS // len(TENANTS)
+        self.clients = [Client(t, TENANTS[t // half], [f"t{t % half}-k{j}" for j in range(4)],
+                               [100 * (t % half + 1) + j for j in range(3)]) for t in range(CLIENTS)]
         self.md5 = {s: _md5(s) for c in self.clients for s in c.seeds} | {s: _md5(s) for s in SHARED.values()}
         self.md5 |= {s: _md5(s) for s in range(8000, 8000 + RACE_ROUNDS)}
 
@@ -80,8 +87,9 @@ class Run:
             raise AssertionError(c.errors[-1])
         return resp.json()["data"]
 
-    def add(self, http: requests.Session, c: Client, op: str, key: str, seed: int, path: str) -> None:
-        self.post(http, c, op, "add/file", files={"file": ("x.jpg", _img(seed))}, data={"key": key, "imgPath": path})
+    def add(self, http: requests.Session, c: Client, op: str, key: str, seed: int, path: str, ns: str = "") -> None:
+        self.post(http, c, op, "add/file", files={"file": ("x.jpg", _img(seed))},
+                  data={"key": key, "imgPath": path, "namespace": ns})
 
     def client(self, c: Client, deadline: float) -> None:
         http = requests.Session()
@@ -103,7 +111,7 @@ class Run:
         roll = rng.random()
         if roll < 0.30:
             key, seed = rng.choice(c.keys), rng.choice(c.seeds)
-            self.add(http, c, "add", key, seed, c.path(key, seed))
+            self.add(http, c, "add", key, seed, c.path(key, seed), c.ns)
             c.model.setdefault(key, {})[self.md5[seed]] = c.path(key, seed)
         elif roll < 0.42:
             key = rng.choice(list(SHARED))
@@ -112,19 +120,23 @@ class Run:
         elif roll < 0.52:
             keys = rng.sample(c.keys, rng.choice((1, 2)))
             want = sum(len(c.model.get(k, {})) for k in keys)
-            got = self.post(http, c, "del_key", "del/key", json={"key": ",".join(keys)})
+            got = self.post(http, c, "del_key", "del/key", json={"key": ",".join(keys), "namespace": c.ns})
             self.expect(c, "del_key", got, want)
             for k in keys:
                 c.model.pop(k, None)
         elif roll < 0.62 and c.ids:
             rid = rng.choice(list(c.ids))
+            # The mirror tenant holds the same keys and images under other ids: deleting this id there is a no-op.
+            other = next(ns for ns in TENANTS if ns != c.ns)
+            self.expect(c, "del_id_other", self.post(http, c, "del_id_other", "del/id",
+                                                     json={"id": [rid], "namespace": other}), 0)
             key, md5 = c.ids.pop(rid)
             stored = md5 in c.model.get(key, {})
-            got = self.post(http, c, "del_id", "del/id", json={"id": [rid]})
+            got = self.post(http, c, "del_id", "del/id", json={"id": [rid], "namespace": c.ns})
             self.expect(c, "del_id", got, int(stored))
             c.model.get(key, {}).pop(md5, None)
         elif roll < 0.80:
-            rows = self.post(http, c, "get_key", "get/key", json={"key": ",".join(c.keys)})
+            rows = self.post(http, c, "get_key", "get/key", json={"key": ",".join(c.keys), "namespace": c.ns})
             seen = {(r["key"], r["md5"], r["filepath"]) for r in rows}
             want = {(k, m, p) for k, files in c.model.items() for m, p in files.items()}
             self.expect(c, "get_key", seen, want)
@@ -132,7 +144,7 @@ class Run:
         else:
             seed = rng.choice(c.seeds)
             hits = self.post(http, c, "search", "search/file", files={"file": ("q.jpg", _img(seed))},
-                             data={"limit": "5"})
+                             data={"limit": "5", "namespace": c.ns})
             scores = [h["score"] for h in hits]
             self.expect(c, "search_sorted", scores, sorted(scores, reverse=True))
             holders = {k for k, files in c.model.items() if self.md5[seed] in files}
@@ -166,20 +178,36 @@ def test_sixteen_clients_mixing_writes_end_as_the_sequential_model_predicts(
     assert not errors, errors[:5]
     assert set(run.statuses) == {200}, run.statuses
 
-    # The whole store equals the union of the models: the clients' keys, the shared keys and the race keys.
-    want = {(k, m, p) for c in run.clients for k, files in c.model.items() for m, p in files.items()}
-    want |= {(k, _md5(s), f"/shared/{k}.jpg") for k, s in SHARED.items() if any(k in c.shared for c in run.clients)}
-    want |= {(f"race-{r}", _md5(8000 + r), f"/race/{r}.jpg") for r in range(RACE_ROUNDS)}
-    keys = sorted({k for c in run.clients for k in c.keys} | set(SHARED) | {f"race-{r}" for r in range(RACE_ROUNDS)})
-    rows = svc.post("get/key", json={"key": ",".join(keys)}).json()["data"]
-    got = [(r["key"], r["md5"], r["filepath"]) for r in rows]
-    dup = len(got) - len(set(got))
+    # Each namespace equals the union of its clients' models; the default one holds the shared and race keys.
+    got_all: list[tuple[str, str, str, str]] = []
+    want_all: set[tuple[str, str, str, str]] = set()
+    for ns in TENANTS:
+        want = {(ns, k, m, p) for c in run.clients if c.ns == ns
+                for k, files in c.model.items() for m, p in files.items()}
+        keys = sorted({k for c in run.clients if c.ns == ns for k in c.keys})
+        rows = svc.post("get/key", json={"key": keys, "namespace": ns}).json()["data"]
+        got_all += [(ns, r["key"], r["md5"], r["filepath"]) for r in rows]
+        want_all |= want
+        assert int(svc.post("count", json={"namespace": ns}).json()["data"]) == len(want), ns
+    want = {("", k, _md5(s), f"/shared/{k}.jpg") for k, s in SHARED.items() if any(k in c.shared for c in run.clients)}
+    want |= {("", f"race-{r}", _md5(8000 + r), f"/race/{r}.jpg") for r in range(RACE_ROUNDS)}
+    keys = sorted(set(SHARED) | {f"race-{r}" for r in range(RACE_ROUNDS)} | {k for c in run.clients for k in c.keys})
+    rows = svc.post("get/key", json={"key": keys}).json()["data"]
+    got_all += [("", r["key"], r["md5"], r["filepath"]) for r in rows]
+    want_all |= want
+    assert svc.count() == len(want)  # the tenants' keys never reached the default namespace
+    dup = len(got_all) - len(set(got_all))
     assert dup == 0, f"{dup} records stored twice"
-    assert set(got) == want, (sorted(set(got) - want)[:5], sorted(want - set(got))[:5])
-    assert svc.count() == len(want)
+    assert set(got_all) == want_all, (sorted(set(got_all) - want_all)[:5], sorted(want_all - set(got_all))[:5])
+    want, got = want_all, got_all
+    # Thumbnails: one file for each distinct image still stored (in any namespace) and none for a deleted one,
+    # although adds and deletes of the same images raced (a thumbnail goes only with the last record of its MD5).
+    thumbs = svc.runtime.deps.thumbs
+    assert {p.stem for p in thumbs.root.rglob("*.webp")} == {m for _ns, _k, m, _p in want}
+    assert not [p for p in thumbs.root.rglob("*.tmp")]
 
     ops = sum((c.ops for c in run.clients), Counter())
-    recorder.record(f"concurrency.{backend}", operations_checked=sum(ops.values()) + len(keys),
+    recorder.record(f"concurrency.{backend}", operations_checked=sum(ops.values()) + len(keys) * (len(TENANTS) + 1),
                     records_checked=len(want), records_lost=len(want - set(got)), records_duplicated=dup,
                     unexpected_5xx=sum(n for s, n in run.statuses.items() if s >= 500), clients=CLIENTS,
                     seconds=round(elapsed, 1), ops=dict(sorted(ops.items())))

@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import resource
+import socket
 import struct
 import time
 import zlib
@@ -592,3 +594,150 @@ def test_filter_injection_keys_are_plain_strings(service: LiveService) -> None:
     survivors = ok(svc.post("get/key", json={"key": bystanders}))["data"]
     assert sorted(r["key"] for r in survivors) == sorted(bystanders)
     still_serving(svc, 114)
+
+
+# --- 9. thumbnails and request ids --------------------------------------------------------------
+# Path segments that are not record ids: 400 naming the value; nothing is looked up.
+NOT_IDS = ["0", "-1", "abc", "1.5", "1e3", "9" * 17, str(2**53), "0x10", "%00", "%0a1", "1%00", "%C3%BF",
+           "NaN", "true", "null", "[1]", "1,2", "%2e%2e", "'1'", "1;drop"]
+
+
+def test_thumb_endpoint_refuses_what_is_not_an_id(start_service: Callable[..., LiveService]) -> None:
+    svc = start_service(token="hostile-thumb-token")
+    ok(svc.post("add/file", files={"file": ("a.jpg", photo(18, size=(64, 48)))}, data={"key": "k"}))
+    [record] = ok(svc.post("get/key", json={"key": ["k"]}))["data"]
+    for raw in NOT_IDS:
+        expect(svc.get(f"api/image/sim/thumb/{raw}"), 400, "not an id")
+        hostile_counts.tried("thumb_ids")
+    for missing in ("1", str(2**53 - 1), str(record["id"] + 1)):  # ids, but of no record: 404, the same message
+        expect(svc.get(f"api/image/sim/thumb/{missing}"), 404, f"no record with id {int(missing)}")
+        hostile_counts.tried("thumb_ids")
+    for sneaky in ("..%2f..%2fetc%2fpasswd", "1/..", "%2fetc%2fpasswd", ""):  # a slash is no id: no route
+        expect(svc.get(f"api/image/sim/thumb/{sneaky}"), 404, "no such endpoint")
+        hostile_counts.tried("thumb_ids")
+    for headers in ({}, {"token": "wrong"}, {"Authorization": "Bearer hostile-thumb-token-but-longer"}):
+        expect(svc.get(f"api/image/sim/thumb/{record['id']}", headers=headers), 401, "token")
+        hostile_counts.tried("thumb_ids")
+    assert svc.get(f"api/image/sim/thumb/{record['id']}").headers["Content-Type"] == "image/webp"
+    expect(svc.post(f"api/image/sim/thumb/{record['id']}".removeprefix("api/image/sim/")), 405, "not allowed")
+    still_serving(svc, 118)
+
+
+def raw_get(svc: LiveService, header_value: bytes) -> tuple[bytes, dict[bytes, bytes]]:
+    """GET /health with an X-Request-Id header of these exact bytes; the status line and the headers of the answer."""
+    port = int(svc.base_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Request-Id: " + header_value
+                     + b"\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head = answer.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    return head[0], {k.strip().lower(): v.strip() for k, _, v in (line.partition(b":") for line in head[1:])}
+
+
+def test_request_ids_overlong_or_with_control_characters_are_replaced(lite_service: LiveService) -> None:
+    """The caller's X-Request-Id is echoed only when short and plain; anything else gets a fresh id, and a header
+    that smuggles a line break cannot add a header to the answer."""
+    fresh = re.compile(rb"[0-9a-f]{32}")
+    for value in (b"a" * 65, b"a" * 8000, b"tab\there", b"\xff\xfe", "ünï".encode(), b"sp ace", b"-lead",
+                  b"a/b", b"<script>", b"id%0d%0aX-Evil:1", b"{\"json\":1}"):
+        status, headers = raw_get(lite_service, value)
+        assert status.endswith(b"200 OK") and fresh.fullmatch(headers[b"x-request-id"]), (value, headers)
+        hostile_counts.tried("request_ids")
+    status, headers = raw_get(lite_service, b"ok-1\r\nX-Evil: 1")  # a second header line, not part of the id
+    assert headers[b"x-request-id"] == b"ok-1" and b"x-evil" not in headers
+    for value in (b"abc\x01def", b"x\x00y", b"abc\x7f", b"a\x1b[31m"):  # waitress refuses these before the app
+        status, headers = raw_get(lite_service, value)
+        assert b" 400 " in status and b"x-evil" not in headers, (value, status)
+        hostile_counts.tried("request_ids")
+    status, headers = raw_get(lite_service, b"A" * 64)
+    assert headers[b"x-request-id"] == b"A" * 64  # the longest id that is kept
+    still_serving(lite_service, 119)
+
+
+# --- 10. namespaces, attributes, filters and the batch endpoints ----------------------------------
+DEEP = "[" * 50_000 + "]" * 50_000
+
+
+def test_hostile_values_of_the_tenancy_fields_are_400_naming_the_field(lite_service: LiveService) -> None:
+    svc = lite_service
+    image = b64(photo(18, size=(64, 48)))
+    ok(svc.post("add/base64", json={"base64": image, "key": "target", "attrs": {"a": 1}}))
+    [target] = ok(svc.post("get/key", json={"key": "target"}))["data"]
+    cases: list[tuple[str, dict, str]] = []
+    for ns in ("-x", ".x", "a b", "a/b", "../etc", "*", "x" * 65, "ns\x00", "é", 5, True, ["a"], {"a": 1}, "a\nb"):
+        cases.append(("count", {"namespace": ns}, "'namespace'"))
+        cases.append(("add/base64", {"base64": image, "namespace": ns}, "'namespace'"))
+    for attrs in ("a=1", "{", DEEP, "[1]", '{"a": NaN}', [1], 5, {"a": {"b": 1}}, {"": 1}, {"1a": 1}, {"a]": 1},
+                  {"a": [1]}, {"a": 2**60}, {"a": "x" * 2000}, {f"k{i}": i for i in range(33)},
+                  {"a": ["x"] * 65}, {"a": "\ud800"}, {"a": None}):
+        cases.append(("add/base64", {"base64": image, "attrs": attrs}, "'attrs'"))
+    for bad in ('category == "shoes"', 'key != ""', "id > 0", "{", DEEP, "[]", "5", ["a"], 7, True,
+                {"a": []}, {"a": {}}, {"a": {"ne": 1}}, {"a": {"gt": [1]}}, {"a": {"gt": 1, "lt": "z"}},
+                {"a": [[1]]}, {"a": [{"b": 1}]}, {"a": None}, {"a b": 1}, {'a"]': 1},
+                {"a": 10**30}, {"a": list(range(65))}, {f"k{i}": 1 for i in range(17)}, {"a": "\ud800"},
+                {f"k{i}": list(range(60)) for i in range(5)}):
+        cases.append(("search/base64", {"base64": image, "filter": bad}, "'filter'"))
+    for field, endpoint, values in (
+            ("group_by_key", "search/base64", ("yes", 1, 0, [], "TRUE1")),
+            ("on_duplicate", "add/base64", ("ignore", "", 1, ["skip"], "SKIP ")),
+            ("after_id", "list", (-1, "x", 1.5, 2**53, [1])),
+            ("limit", "list", (0, 1001, "x")),
+            ("id", "search/id", (None, "", "x", 0, -1, 2**53, [1], 1.5, True)),
+            ("include_self", "search/id", ("no", 2))):
+        for value in values:
+            body = {"base64": image} if endpoint.endswith("base64") else {}
+            if endpoint == "search/id" and field != "id":
+                body["id"] = target["id"]
+            body[field] = value
+            if value == "" and field == "on_duplicate":
+                continue  # empty means "absent": the default applies
+            cases.append((endpoint, body, f"'{field}'"))
+    for items in (None, [], "x", "[", DEEP, 5, {"url": "x"}, [{"base64": image}] * 101):
+        cases.append(("add/batch", {"items": items}, "'items'"))
+        cases.append(("set/key", {"key": "k", "items": items}, "'items'"))
+    for key in (None, "", [1], {"a": 1}, "a\x00", "x" * 513):
+        cases.append(("set/key", {"key": key, "items": [{"base64": image}]}, "'key'"))
+    for endpoint, body, field in cases:
+        expect(svc.post(endpoint, json=body), 400, field)
+        hostile_counts.tried("tenancy_fields")
+    for raw, field in (('"attrs": {"a": Infinity}', "'attrs'"), ('"attrs": {"a": NaN}', "'attrs'"),
+                       ('"filter": {"a": NaN}', "'filter'"), ('"filter": {"a": {"gt": -Infinity}}', "'filter'")):
+        endpoint = "add/base64" if "attrs" in raw else "search/base64"
+        expect(post_raw(svc, endpoint, '{"base64": "%s", %s}' % (image, raw)), 400, field, "finite")
+        hostile_counts.tried("tenancy_fields")
+    # In forms the same fields are text: JSON text for attrs and filter, true/false for booleans.
+    for data, field in (({"attrs": "{bad"}, "'attrs'"), ({"attrs": '"text"'}, "'attrs'"),
+                        ({"filter": "key == 'x'"}, "'filter'"), ({"group_by_key": "maybe"}, "'group_by_key'")):
+        endpoint = "add/file" if "attrs" in data else "search/file"
+        expect(svc.post(endpoint, files={"file": ("a.jpg", photo(18, size=(64, 48)))}, data=data), 400, field)
+        hostile_counts.tried("tenancy_fields")
+    # Items that are wrong one by one: the request is fine (200), each item answers as a single add would.
+    weird = [None, 5, "x", [], {}, {"base64": image, "url": "http://127.0.0.1/"}, {"base64": image, "attrs": "{"},
+             {"base64": image, "key": "\x00"}, {"path": 5}, {"url": ["x"]}, {"base64": image, "imgPath": 7}]
+    results = ok(svc.post("add/batch", json={"items": weird}))["data"]
+    assert [r["code"] for r in results] == [400] * len(weird) and all(r["msg"] for r in results)
+    hostile_counts.tried("tenancy_fields", len(weird))
+    assert svc.count() == 1
+    still_serving(svc, 115)
+
+
+def test_filter_values_that_look_like_milvus_syntax_stay_values(service: LiveService) -> None:
+    """Every injection string of section 8 as an attribute value: the filter on it finds exactly its record."""
+    svc = service
+    # Distinct pictures: Milvus Lite's HNSW graph over many identical vectors can leave some of them
+    # unreachable to a filtered search (a recall matter, not a quoting one).
+    items = [{"base64": b64(photo(1900 + i, size=(64, 48))), "key": f"inj-{i}",
+              "attrs": {"v": value, "tags": [value, "x"]}} for i, value in enumerate(INJECTION_KEYS)]
+    results = ok(svc.post("add/batch", json={"items": items}))["data"]
+    assert all(r["code"] == 200 and r["created"] for r in results), results
+    anchor = results[0]["id"]
+    for i, value in enumerate(INJECTION_KEYS):
+        for condition in ({"v": value}, {"tags": value}, {"v": [value, "never"]}, {"v": {"gte": value, "lte": value}}):
+            hits = ok(svc.post("search/id", json={"id": anchor, "include_self": True, "limit": 100,
+                                                   "filter": condition}))["data"]
+            assert [h["key"] for h in hits] == [f"inj-{i}"], (value, condition, hits)
+            hostile_counts.tried("filter_injection_values")
+    assert ok(svc.post("search/id", json={"id": anchor, "filter": {"v": '" or 1==1 or "x'}}))["data"] == []
+    still_serving(svc, 116)

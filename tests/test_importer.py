@@ -16,7 +16,7 @@ from tests.conftest import ROOT, LiveService, make_settings, photo
 
 def run_import(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MODEL_WEIGHTS": "random", "MILVUS_URI": str(tmp / "milvus.db"),
-           "MILVUS_COLLECTION": "imported"}
+           "MILVUS_COLLECTION": "imported", "THUMB_DIR": str(tmp / "thumbs")}
     return subprocess.run([sys.executable, "main.py", "import", *args, "--no-progress"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
 
@@ -48,6 +48,8 @@ def test_import_moves_stores_and_reruns_without_duplicates(tmp_path: Path) -> No
     assert {r["md5"] for r in records} == md5s and len(records) == 5
     assert {r["filepath"] for r in records} == {str(pool / n) for n in images}
     store.close()
+    # Each imported image has its thumbnail, named by its MD5 (the same store path as add).
+    assert {p.stem for p in (tmp_path / "thumbs").rglob("*.webp")} == md5s
 
 
 def test_same_image_in_consecutive_batches_is_stored_once(tmp_path: Path) -> None:
@@ -102,5 +104,9 @@ def test_startup_import_of_image_inc_path(start_service: Callable[..., LiveServi
         hits = svc.post("search/file", files={"file": ("q.jpg", photo(201))}).json()["data"]
         assert hits[0]["filepath"] == str(pool / "new1.jpg")
         assert hits[0]["key"] == hashlib.md5(photo(201)).hexdigest()
+        thumb = svc.get(f"api/image/sim/thumb/{hits[0]['id']}")  # the start-up import kept thumbnails too
+        assert thumb.status_code == 200 and thumb.headers["Content-Type"] == "image/webp"
+        metrics = svc.get("metrics").text
+        assert 'imgsim_batch_size_count{batcher="import"}' in metrics and "imgsim_imports_in_progress 0.0" in metrics
     finally:
         stop.set()

@@ -4,6 +4,7 @@ and of the id and key handling of the store (derive_id, quote), the latter throu
 from __future__ import annotations
 
 import base64
+import json
 import math
 import re
 from collections.abc import Iterator
@@ -18,9 +19,15 @@ from hypothesis import strategies as st
 from model.embedder import DIM
 from conf.errors import BadInput, NotAnImage, TooLarge
 from model.images import decode_image
+from conf.errors import ApiError
+from conf.settings import Settings
 from service.api.fields import id_list, key_list, key_value, limit_value, min_score_value, optional_key, text_field
+from service.api.items import add_requests, items_value
+from service.api.options import after_id_value, attrs_value, bool_value, filter_value, on_duplicate_value, record_id
+from service.store.filters import DEFAULT_NAMESPACE, FilterError, NamespaceError, check_namespace, compile_filter
+from service.usecases.add import AddRequest
 from service.inputs.base64 import base64_image
-from service.store.filters import quote
+from service.store.filters import quote_literal
 from service.store.ids import JS_MAX_SAFE_INTEGER, derive_id
 from service.store.records import Record, VectorStore
 from tests import hostile_counts
@@ -239,11 +246,13 @@ def test_derive_id_is_a_deterministic_js_safe_positive_integer(key: str, md5: st
 @FAST
 @given(keys)
 def test_quote_is_one_string_literal(key: str) -> None:
-    literal = counted(quote(key))
+    literal = counted(quote_literal(key))
     assert literal.startswith('"') and literal.endswith('"')
     body = literal[1:-1]
-    unescaped = re.sub(r"\\(.)", r"\1", body, flags=re.S)
-    assert unescaped == key  # every quote and backslash in the key is escaped, nothing else changes
+    assert not re.search(r"[\n\r\t]", body)  # line breaks and tabs are escaped, so a literal is one line
+    named = {"n": "\n", "r": "\r", "t": "\t"}
+    unescaped = re.sub(r"\\(.)", lambda m: named.get(m.group(1), m.group(1)), body, flags=re.S)
+    assert unescaped == key  # every quote, backslash and line break is escaped, nothing else changes
     assert not re.search(r'(?<!\\)(\\\\)*"', body)  # no unescaped quote can end the literal early
 
 
@@ -279,7 +288,7 @@ def test_quote_round_trips_through_a_real_milvus_lite_filter(lite_store: VectorS
         assert [(r["key"], r["id"]) for r in found] == [(key, rid)], (key, found)
         assert lite_store.find(key, md5) is not None
         assert lite_store._call(lambda c, k=key: c.query(lite_store._settings.milvus_collection,
-                                                         filter=f"key == {quote(k)}", output_fields=["key"]))[0]["key"] == key
+                                                         filter=f"key == {quote_literal(k)}", output_fields=["key"]))[0]["key"] == key
     assert sorted(r["key"] for r in lite_store.get_keys(batch)) == sorted(batch)
     victim = data.draw(st.sampled_from(batch))
     assert lite_store.delete_keys([victim]) == 1
@@ -288,3 +297,51 @@ def test_quote_round_trips_through_a_real_milvus_lite_filter(lite_store: VectorS
     assert len(lite_store.get_keys([bystander.key])) == 1
     lite_store.delete_keys(batch + [bystander.key])  # leave the collection empty for the next example
     assert lite_store.get_keys(batch + [bystander.key]) == []
+
+
+# --- api/options.py and api/items.py: the tenancy fields are total functions too --------------------
+json_texts = json_values.map(lambda v: json.dumps(v, allow_nan=True)) | st.text(max_size=40)
+
+
+@FAST
+@given(json_values | json_texts)
+def test_every_tenancy_field_answers_any_value_with_a_value_or_bad_input(value: Any) -> None:
+    body = {name: value for name in ("attrs", "filter", "group_by_key", "include_self", "on_duplicate", "id",
+                                     "after_id", "items")}
+    attrs = only_bad_input(attrs_value, body)
+    if isinstance(attrs, dict):
+        json.dumps(attrs, allow_nan=False)  # storable: finite, JSON-serialisable, flat
+        assert all(not isinstance(v, dict) for v in attrs.values())
+    parsed = only_bad_input(filter_value, body)
+    if isinstance(parsed, dict):
+        try:
+            expr = compile_filter(parsed)
+        except FilterError as exc:
+            assert str(exc)
+        else:
+            assert expr == "" or expr.startswith("(")
+    for name in ("group_by_key", "include_self"):
+        flag = only_bad_input(bool_value, body, name)
+        assert isinstance(flag, (bool, BadInput))
+    only_bad_input(on_duplicate_value, body)
+    rid = only_bad_input(record_id, body)
+    assert isinstance(rid, BadInput) or 1 <= rid <= JS_MAX_SAFE_INTEGER
+    after = only_bad_input(after_id_value, body)
+    assert isinstance(after, BadInput) or 0 <= after <= JS_MAX_SAFE_INTEGER
+    raw_items = only_bad_input(items_value, body, 5)
+    if isinstance(raw_items, list):
+        settings_ = Settings(_env_file=None)  # type: ignore[call-arg]
+        for item in add_requests(raw_items, settings_, on_duplicate_value({})):
+            assert isinstance(item, (AddRequest, ApiError))
+
+
+@FAST
+@given(st.text(max_size=70) | json_values)
+def test_namespaces_are_exactly_the_documented_names(name: Any) -> None:
+    counted(name)
+    valid = name == DEFAULT_NAMESPACE or (isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}",
+                                                                                  name) is not None)
+    try:
+        assert check_namespace(name) == name and valid
+    except NamespaceError:
+        assert not valid

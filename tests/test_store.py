@@ -84,8 +84,8 @@ def test_ids_fit_in_a_javascript_number() -> None:
 def test_a_colliding_id_never_overwrites_another_record(settings, monkeypatch: pytest.MonkeyPatch) -> None:
     # A real 53-bit collision is astronomically rare, so force one: the only stand-in in this file.
     real = store_module.derive_id
-    monkeypatch.setattr(store_module, "derive_id", lambda key, md5, attempt=0: 777 if attempt == 0
-                        else real(key, md5, attempt))
+    monkeypatch.setattr(store_module, "derive_id", lambda key, md5, attempt=0, namespace="": 777 if attempt == 0
+                        else real(key, md5, attempt, namespace))
     store = VectorStore(settings, DIM)
     [(first_id, created_a)] = store.put_many([Record("a", "1" * 32, "a.jpg", unit(1))])
     [(second_id, created_b)] = store.put_many([Record("b", "2" * 32, "b.jpg", unit(2))])

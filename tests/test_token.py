@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import hashlib
 import hmac
 import inspect
 import logging
@@ -15,7 +16,7 @@ import pytest
 import requests
 
 from service.api import app as app_module
-from service.api import auth
+from service.api import tokens
 from tests import hostile_counts
 from tests.conftest import LiveService, photo
 from tests.test_hostile_input import expect, ok
@@ -119,6 +120,8 @@ def test_the_token_never_reaches_the_logs(start_service: Callable[..., LiveServi
 
 def test_the_comparison_is_hmac_compare_digest(start_service: Callable[..., LiveService],
                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # The single TOKEN is one admin entry of the token table: presented tokens are hashed and every
+    # entry's SHA-256 is compared with hmac.compare_digest (service.api.tokens.TokenTable.lookup).
     calls: list[tuple[bytes, bytes]] = []
     real = hmac.compare_digest
 
@@ -126,22 +129,23 @@ def test_the_comparison_is_hmac_compare_digest(start_service: Callable[..., Live
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
+    monkeypatch.setattr(tokens.hmac, "compare_digest", spy)
     svc = start_service(token=TOKEN)
     expect(call(svc, "GET", "api/image/sim/count", {"token": "guess"}, {}), 401)
     assert ok(call(svc, "GET", "api/image/sim/count", {"Authorization": f"Bearer {TOKEN}"}, {}))["data"] == 0
-    assert calls == [(b"guess", TOKEN.encode()), (TOKEN.encode(), TOKEN.encode())]
+    digest = hashlib.sha256(TOKEN.encode()).digest()
+    assert calls == [(digest, hashlib.sha256(b"guess").digest()), (digest, digest)]
     hostile_counts.tried("token", 2)
 
-    # And nothing else decides: check_token has no ==, !=, in or startswith on the token, and the app
-    # calls check_token for every guarded request.
-    tree = ast.parse(textwrap.dedent(inspect.getsource(auth.check_token)))
+    # And nothing else decides: lookup has no ==, !=, in or startswith on the token or its digest, and the
+    # app admits every guarded request through the table.
+    tree = ast.parse(textwrap.dedent(inspect.getsource(tokens.TokenTable.lookup)))
     for node in ast.walk(tree):
         if isinstance(node, ast.Compare):
             names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
-            assert not names & {"given", "expected"} or all(isinstance(op, (ast.Is, ast.IsNot)) for op in node.ops), \
+            assert not names & {"presented", "digest"} or all(isinstance(op, (ast.Is, ast.IsNot)) for op in node.ops), \
                 ast.unparse(node)
         if isinstance(node, ast.Attribute) and node.attr in {"startswith", "endswith", "find", "index"}:
-            raise AssertionError(f"check_token uses {node.attr}")
+            raise AssertionError(f"lookup uses {node.attr}")
     assert "hmac.compare_digest" in ast.unparse(tree)
-    assert "check_token(request, token)" in inspect.getsource(app_module.create_app)
+    assert "admit(request, table)" in inspect.getsource(app_module.create_app)

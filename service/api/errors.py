@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -11,6 +10,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from conf.errors import ApiError, BadInput, Conflict, Forbidden, NotAnImage, NotFound, NotReady, TooLarge, Unauthorized
 from conf.settings import Settings
 from service.api.envelope import envelope
+from service.logs import current_request_id, request_id_from
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def register_error_handlers(app: Flask, settings: Settings) -> None:
         code = status_of(exc)
         if code >= 500:
             log.warning("%s %s -> %d: %s", request.method, request.path, code, exc.msg)
-        return envelope(None, msg=exc.msg, code=code)
+        return envelope(exc.data, msg=exc.msg, code=code)
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_exc: RequestEntityTooLarge) -> tuple[Response, int]:
@@ -65,7 +65,11 @@ def register_error_handlers(app: Flask, settings: Settings) -> None:
 
     @app.errorhandler(Exception)
     def bug(exc: Exception) -> tuple[Response, int]:
-        """Anything else is a bug: 500 with a reference to the log, never a stack trace."""
-        ref = uuid.uuid4().hex[:12]
+        """Anything else is a bug: 500 with a reference to the log, never a stack trace.
+
+        The reference is the request id (the X-Request-Id header of the answer), so a caller's own id
+        finds the log lines of its request.
+        """
+        ref = current_request_id() or request_id_from(None)
         log.exception("unhandled error ref=%s on %s %s", ref, request.method, request.path)
         return envelope(None, code=500, msg=f"internal error (reference {ref}); the server log has the details")

@@ -114,6 +114,14 @@ def optional_key(body: dict[str, Any], max_len: int) -> str | None:
     return key_value(value, max_len)
 
 
+def required_key(body: dict[str, Any], max_len: int) -> str:
+    """A required single `key` (set/key)."""
+    value = body.get("key")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise BadInput("field 'key' is required: the key whose images the request sets")
+    return key_value(value, max_len)
+
+
 def key_list(body: dict[str, Any], max_len: int, max_count: int) -> list[str]:
     """`key` as "a,b,c" or ["a", "b"]: the distinct keys, in order. Use the array form for keys with commas."""
     value = body.get("key")
@@ -149,19 +157,27 @@ def id_list(body: dict[str, Any], max_count: int) -> list[int]:
         raise BadInput(f"field 'id' must be a string or an array of integers, not {json_type_name(value)}")
     if len(items) > max_count:
         raise BadInput(f"field 'id' lists {len(items)} ids; at most {max_count} per request")
-    ids = []
-    for item in items:
-        number = _as_int(item)
-        if number is None or not 1 <= number <= JS_MAX_SAFE_INTEGER:
-            raise BadInput(f"field 'id' contains {str(item)[:50]!r}, which is not an id (ids are integers "
-                           f"from 1 to {JS_MAX_SAFE_INTEGER})")
-        ids.append(number)
+    ids = [id_value(item, "field 'id' contains", strict=False) for item in items]
     if not ids:
         raise BadInput("field 'id' lists no ids")
     return list(dict.fromkeys(ids))
 
 
-def _as_int(item: object) -> int | None:
+def id_value(item: object, where: str = "the path has", strict: bool = True) -> int:
+    """One record id (an integer from 1 to 2^53-1, or its digits); BadInput saying `where` it was otherwise.
+
+    `strict` (a URL path segment): ASCII digits only, no surrounding white space, which a form value may have.
+    """
+    plain = isinstance(item, str) and re.fullmatch(r"[0-9]{1,16}", item) is not None
+    number = None if strict and not plain else as_int(item)
+    if number is None or not 1 <= number <= JS_MAX_SAFE_INTEGER:
+        raise BadInput(f"{where} {str(item)[:50]!r}, which is not an id (ids are integers from 1 to "
+                       f"{JS_MAX_SAFE_INTEGER})")
+    return number
+
+
+def as_int(item: object) -> int | None:
+    """An integer from a JSON integer or a string of up to 16 digits (forms send text); None for anything else."""
     if isinstance(item, bool):
         return None
     if isinstance(item, int):
@@ -176,7 +192,7 @@ def limit_value(body: dict[str, Any], max_limit: int, default: int = 10) -> int:
     value = body.get("limit")
     if value is None or value == "":
         return default
-    number = _as_int(value)
+    number = as_int(value)
     if number is None:
         raise BadInput(f"field 'limit' must be a whole number from 1 to {max_limit}, not {str(value)[:50]!r}")
     if not 1 <= number <= max_limit:

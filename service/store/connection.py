@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
@@ -13,12 +15,15 @@ from conf.errors import NotReady, StartupError
 from conf.settings import Consistency, Settings
 from service.store.client import (MilvusClient, MilvusException, describe_target, is_transient, not_loaded,
                                   open_client, short)
+from service.store.capabilities import grouping_supported
 from service.store.meta import DuplicateThreshold, SpaceTag, read_threshold, write_threshold
-from service.store.schema import Indexes, prepare_collection
+from service.store.schema import Indexes, Layout, prepare_collection
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# Told of every Milvus call: (operation, seconds including retries, failed). Metrics are fed through it.
+CallObserver = Callable[[str, float, bool], None]
 
 QUERY_PAGE = 16384  # the largest `limit` a Milvus query accepts
 MILVUS_LEVELS = {Consistency.SESSION: "Session", Consistency.STRONG: "Strong"}
@@ -27,14 +32,18 @@ MILVUS_LEVELS = {Consistency.SESSION: "Session", Consistency.STRONG: "Strong"}
 class Connection:
     """The Milvus client of one collection, and the one way to call it (`call`)."""
 
-    def __init__(self, settings: Settings, dim: int, space: SpaceTag | None = None) -> None:
+    def __init__(self, settings: Settings, dim: int, space: SpaceTag | None = None,
+                 on_call: CallObserver | None = None) -> None:
         self.settings = settings
+        self._on_call = on_call
         self.collection = settings.milvus_collection
         self.target = describe_target(settings)
         self.read_level = MILVUS_LEVELS[settings.milvus_consistency]
         self.client: MilvusClient | None = None
         self.server_version = ""
         self.indexes = Indexes("", "")
+        self.layout = Layout(tenancy=False, partition_key=False)
+        self.native_grouping = False
         self._dim = dim
         self.space = space
         # The duplicate score calibrated for this collection and space, read at connection.
@@ -54,7 +63,9 @@ class Connection:
             try:
                 client = open_client(self.settings)
                 self.server_version = str(client.get_server_version(timeout=self.settings.milvus_timeout))
-                self.indexes = prepare_collection(client, self.settings, self._dim, self.space)
+                self.indexes, self.layout = prepare_collection(client, self.settings, self._dim, self.space,
+                                                               self.server_version)
+                self.native_grouping = grouping_supported(self.server_version)
                 if self.space is not None:
                     self.threshold = read_threshold(client, self.settings, self.space)
             except (StartupError, NotReady):
@@ -62,9 +73,9 @@ class Connection:
             except Exception as exc:  # noqa: BLE001 - any connection failure means "not ready yet"
                 raise NotReady(f"{self.target} is unreachable ({short(exc)}); retry later") from exc
             self.client = client
-            log.info("connected to %s (server %s), collection %r, vector index %s, key index %s",
+            log.info("connected to %s (server %s), collection %r, vector index %s, key index %s, namespaces %s",
                      self.target, self.server_version, self.collection, self.indexes.vector,
-                     self.indexes.key or "none")
+                     self.indexes.key or "none", _namespaces(self.layout))
 
     def save_threshold(self, threshold: DuplicateThreshold) -> str:
         """Store a calibrated duplicate threshold with the collection; returns where it went."""
@@ -75,7 +86,7 @@ class Connection:
     def ping(self) -> None:
         """Raise NotReady unless Milvus serves the collection now: loaded, and a read answers in time."""
         self.connect()
-        self.call(self._probe, retry=False)
+        self.call(self._probe, retry=False, operation="ping")
 
     def _probe(self, client: MilvusClient) -> None:
         self.ensure_loaded(client)
@@ -103,8 +114,27 @@ class Connection:
                 log.warning("collection %r in %s is not loaded (%s); loading it", self.collection, self.target, name)
                 client.load_collection(self.collection, timeout=max(t, 60))
 
-    def call(self, fn: Callable[[MilvusClient], T], retry: bool = True) -> T:
-        """Run one Milvus call, retrying transient failures with backoff; NotReady if Milvus stays away."""
+    def call(self, fn: Callable[[MilvusClient], T], retry: bool = True, operation: str = "other") -> T:
+        """Run one Milvus call, retrying transient failures with backoff; NotReady if Milvus stays away.
+
+        The call's time (retries included) and outcome are reported to `on_call` under `operation`.
+        """
+        with self._observed(operation):
+            return self._call(fn, retry)
+
+    @contextmanager
+    def _observed(self, operation: str) -> Iterator[None]:
+        """Report the block to `on_call` as one Milvus call: its duration, and whether it raised."""
+        started = time.perf_counter()
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            if self._on_call is not None:
+                self._on_call(operation, time.perf_counter() - started, failed)
+
+    def _call(self, fn: Callable[[MilvusClient], T], retry: bool) -> T:
         self.connect()
         client = self.client
         assert client is not None
@@ -138,7 +168,8 @@ class Connection:
         """Seal what was written (Milvus Lite: move it out of the in-memory table); nothing before connecting."""
         client = self.client
         if client is not None:
-            client.flush(self.collection, timeout=max(self.settings.milvus_timeout, 60))
+            with self._observed("flush"):
+                client.flush(self.collection, timeout=max(self.settings.milvus_timeout, 60))
 
     def close(self) -> None:
         """Drop the connection (Milvus Lite flushes its file)."""
@@ -146,6 +177,12 @@ class Connection:
             if self.client is not None:
                 self.client.close()
                 self.client = None
+
+
+def _namespaces(layout: Layout) -> str:
+    if not layout.tenancy:
+        return "unavailable (a collection of an earlier imgsim: default namespace only)"
+    return "by partition key" if layout.partition_key else "by filter"
 
 
 def _log_retry(state: Any) -> None:

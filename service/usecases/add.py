@@ -1,21 +1,59 @@
-"""Add one image; and the embed-and-store steps every way of adding shares (add, bulk and start-up import)."""
+"""Add one image; and the embed-and-store steps every way of adding shares (add, batch, sync and the import).
+
+Storing an image also keeps its thumbnail (service/thumbs.py), written right after the record, so the
+console can show every stored image.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import Enum
+from typing import Any
 
 import numpy as np
 
+from conf.errors import Conflict
 from service.inputs import ImageInput
+from service.store.filters import DEFAULT_NAMESPACE
 from service.store.records import Record, VectorStore
+from service.thumbs import Thumbnails
 from service.usecases.deps import Deps
-from service.usecases.prepare import PreparedImage, checked_filepath, model_input
+from service.usecases.prepare import PreparedImage, checked_filepath, stored_input
 
 log = logging.getLogger(__name__)
 
 EmbedMany = Callable[[Sequence[np.ndarray]], Sequence[np.ndarray]]
+
+
+class OnDuplicate(str, Enum):
+    """What an add does when the namespace holds the same picture under another key."""
+
+    ALLOW = "allow"  # store it anyway (bogv's behaviour)
+    SKIP = "skip"  # store nothing, answer with the record already there
+    REJECT = "reject"  # store nothing, answer 409 with the record already there
+
+
+@dataclass(frozen=True)
+class AddRequest:
+    """One image to add and how: key (default: its MD5), recorded filepath, attributes, duplicate policy."""
+
+    image: ImageInput
+    key: str | None = None
+    img_path: str | None = None
+    attrs: dict[str, Any] | None = None
+    on_duplicate: OnDuplicate = OnDuplicate.ALLOW
+
+
+@dataclass(frozen=True)
+class Added:
+    """What an add did: the record's id, whether it is new, and the other record it duplicates (if skipped)."""
+
+    id: int
+    created: bool
+    md5: str = ""
+    duplicate_of: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -26,20 +64,30 @@ class Embedded:
     vector: np.ndarray
 
 
+def _held(row: dict[str, Any] | None, im: PreparedImage, refresh: bool) -> bool:
+    """Whether a stored row already says all `im` would write (so the image need not be embedded again)."""
+    if row is None:
+        return False
+    if not refresh:
+        return True
+    return row["filepath"] == im.filepath and (im.attrs is None or (row.get("attrs") or {}) == im.attrs)
+
+
 def embed_unstored(store: VectorStore, embed_many: EmbedMany, images: Sequence[PreparedImage], *,
-                   refresh_filepath: bool) -> tuple[list[Embedded], dict[tuple[str, str], int]]:
-    """Embed, in one model call, the images the store does not hold; returns them and the ids of the others.
+                   refresh_filepath: bool, namespace: str = DEFAULT_NAMESPACE,
+                   ) -> tuple[list[Embedded], dict[tuple[str, str], int]]:
+    """Embed, in one model call, the images the namespace does not hold; returns them and the ids of the others.
 
     An image is held when its (key, MD5) is stored, and with `refresh_filepath`
-    only when it is stored under the same filepath (so that storing it again
-    updates the filepath). Held images skip the model.
+    only when it is stored with the same filepath and attributes (so that storing
+    it again updates them). Held images skip the model.
     """
-    stored = store.stored([(im.key, im.md5) for im in images])
+    stored = store.stored([(im.key, im.md5) for im in images], namespace)
     fresh: list[PreparedImage] = []
     held: dict[tuple[str, str], int] = {}
     for im in images:
         row = stored.get((im.key, im.md5))
-        if row is not None and (not refresh_filepath or row["filepath"] == im.filepath):
+        if row is not None and _held(row, im, refresh_filepath):
             held[(im.key, im.md5)] = int(row["id"])
         else:
             fresh.append(im)
@@ -47,24 +95,65 @@ def embed_unstored(store: VectorStore, embed_many: EmbedMany, images: Sequence[P
     return [Embedded(im, vec) for im, vec in zip(fresh, vectors, strict=True)], held
 
 
-def put_embedded(store: VectorStore, embedded: Sequence[Embedded]) -> list[tuple[int, bool]]:
-    """Store embedded images in one write; (id, created) for each."""
-    return store.put_many([Record(e.image.key, e.image.md5, e.image.filepath, e.vector) for e in embedded])
+def record_of(embedded: Embedded, namespace: str) -> Record:
+    """The store record for an embedded image of `namespace`."""
+    im = embedded.image
+    return Record(im.key, im.md5, im.filepath, embedded.vector, namespace, im.attrs)
 
 
-def add_image(deps: Deps, image: ImageInput, key: str | None, img_path: str | None) -> tuple[int, bool]:
-    """Store an image under `key` (default: its MD5); returns (id, created).
+def put_embedded(store: VectorStore, thumbs: Thumbnails, embedded: Sequence[Embedded],
+                 namespace: str = DEFAULT_NAMESPACE) -> list[tuple[int, bool]]:
+    """Store embedded images in one write, then their missing thumbnails; (id, created) for each."""
+    results = store.put_many([record_of(e, namespace) for e in embedded])
+    # After the write: a thumbnail exists only for an image that has a record (a failed write leaves none).
+    keep_thumbnails(thumbs, [e.image for e in embedded])
+    return results
+
+
+def keep_thumbnails(thumbs: Thumbnails, images: Sequence[PreparedImage]) -> None:
+    """Write the thumbnails these stored images do not have yet (those of records stored before thumbnails)."""
+    thumbs.write_many((im.md5, im.thumb) for im in images)
+
+
+def put_guarded(deps: Deps, embedded: Embedded, namespace: str, policy: OnDuplicate) -> Added:
+    """Store one embedded image under the duplicate policy (skip or reject); a rejected one raises Conflict."""
+    rid, created, other = deps.store.put_unless_duplicate(record_of(embedded, namespace), deps.duplicate_score)
+    if other is None:
+        keep_thumbnails(deps.thumbs, [embedded.image])
+        return Added(rid, created, embedded.image.md5)
+    if policy is OnDuplicate.REJECT:
+        raise Conflict(f"this image is already stored under key {other['key']!r} (id {other['id']}); nothing was "
+                       "stored (on_duplicate=reject). data holds that record.", reason="duplicate", data=other)
+    return Added(rid, False, embedded.image.md5, duplicate_of=other)
+
+
+def prepare(deps: Deps, request: AddRequest) -> PreparedImage:
+    """Read and decode the request's image into a model input and the record it is to become."""
+    source = request.image.load(deps.settings)
+    md5, array, thumb = stored_input(source.data, deps.settings, deps.preprocess, deps.decode_budget)
+    filepath = checked_filepath(request.img_path if request.img_path is not None else source.default_filepath)
+    return PreparedImage(request.key or md5, md5, filepath, array, thumb, request.attrs)
+
+
+def add_image(deps: Deps, namespace: str, request: AddRequest) -> Added:
+    """Store an image of `namespace` under its key (default: its MD5).
 
     Re-adding the same bytes under the same key creates nothing; with another
-    imgPath it updates the recorded filepath.
+    imgPath or attrs it updates them. With on_duplicate skip or reject, the same
+    picture under another key of the namespace stops the add (see OnDuplicate).
     """
-    source = image.load(deps.settings)
-    md5, array = model_input(source.data, deps.settings, deps.preprocess, deps.decode_budget)
-    filepath = checked_filepath(img_path if img_path is not None else source.default_filepath)
-    prepared = PreparedImage(key or md5, md5, filepath, array)
-    embedded, held = embed_unstored(deps.store, deps.embed_each, [prepared], refresh_filepath=True)
+    deps.store.require(namespace, attrs=bool(request.attrs))
+    prepared = prepare(deps, request)
+    embedded, held = embed_unstored(deps.store, deps.embed_each, [prepared], refresh_filepath=True,
+                                    namespace=namespace)
     if not embedded:
-        return held[(prepared.key, md5)], False  # already there: the model did not run
-    [(rid, created)] = put_embedded(deps.store, embedded)
-    log.info("add key=%r md5=%s id=%d %s", prepared.key[:80], md5, rid, "stored" if created else "exists")
-    return rid, created
+        keep_thumbnails(deps.thumbs, [prepared])
+        return Added(held[(prepared.key, prepared.md5)], False, prepared.md5)  # already there: the model did not run
+    if request.on_duplicate is OnDuplicate.ALLOW:
+        [(rid, created)] = put_embedded(deps.store, deps.thumbs, embedded, namespace)
+        added = Added(rid, created, prepared.md5)
+    else:
+        added = put_guarded(deps, embedded[0], namespace, request.on_duplicate)
+    log.info("add key=%r namespace=%r md5=%s id=%d %s", prepared.key[:80], namespace, prepared.md5, added.id,
+             "stored" if added.created else "exists" if added.duplicate_of is None else "duplicate")
+    return added

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -12,6 +12,7 @@ from PIL import Image
 from conf.settings import Settings
 from service.batcher import Batcher
 from service.store.records import Hit, Query, VectorStore
+from service.thumbs import Thumbnails
 from service.usecases.prepare import PixelBudget, Preprocess
 
 
@@ -29,6 +30,9 @@ class Model(Protocol):
         """A decoded RGB image -> one model input."""
         ...
 
+# Told of every batch a batcher runs: (batcher name, batch size, seconds it ran). Metrics are fed through it.
+BatchObserver = Callable[[str, int, float], None]
+
 
 @dataclass
 class Deps:
@@ -41,6 +45,7 @@ class Deps:
     searches: Batcher[Query, list[Hit]]
     decode_budget: PixelBudget
     model_info: dict[str, Any]
+    thumbs: Thumbnails
     preprocess: Preprocess
     duplicate_default: float
 
@@ -65,8 +70,8 @@ class Deps:
                                         "(placeholder until the benchmark measures it)")
 
     def embed_each(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Vectors of preprocessed images, each through the model's micro-batching queue."""
-        return [self.embeds.submit(arr) for arr in arrays]
+        """Vectors of preprocessed images through the model's micro-batching queue, queued together."""
+        return self.embeds.submit_many(list(arrays))
 
     def close(self) -> None:
         """Stop both queues after the work already queued (the store is closed by its owner)."""
@@ -74,12 +79,19 @@ class Deps:
         self.embeds.close()
 
 
-def build_deps(settings: Settings, store: VectorStore, model: Model) -> Deps:
-    """Deps around a store and a model."""
+def build_deps(settings: Settings, store: VectorStore, model: Model, on_batch: BatchObserver | None = None) -> Deps:
+    """Deps around a store and a model.
+
+    `on_batch` is told of every batch of the model ("embed") and Milvus search ("search") queues.
+    """
+    def observer(name: str) -> Callable[[int, float], None] | None:
+        """The batcher `name`'s own callback: on_batch with its name filled in."""
+        return None if on_batch is None else lambda size, seconds: on_batch(name, size, seconds)
+
     embeds: Batcher[np.ndarray, np.ndarray] = Batcher(
         lambda arrays: model.embed(np.stack(arrays)), settings.batch_max_size, settings.batch_window_ms,
-        "embed-batcher")
+        "embed-batcher", observer("embed"))
     searches: Batcher[Query, list[Hit]] = Batcher(
-        store.search_many, settings.batch_max_size, settings.batch_window_ms, "search-batcher")
+        store.search_many, settings.batch_max_size, settings.batch_window_ms, "search-batcher", observer("search"))
     return Deps(settings, store, embeds, searches, PixelBudget.for_settings(settings), model.info,
-                model.preprocess, model.duplicate_default)
+                Thumbnails(settings.thumb_dir), model.preprocess, model.duplicate_default)

@@ -18,7 +18,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +31,9 @@ from conf.settings import MODEL_BATCH, Settings
 from model.embedder import Embedder
 from model.images import md5_hex
 from service.store.records import VectorStore
-from service.usecases.add import Embedded, embed_unstored, put_embedded
-from service.usecases.prepare import PreparedImage, model_input
+from service.thumbs import Thumbnails
+from service.usecases.add import Embedded, embed_unstored, keep_thumbnails, put_embedded
+from service.usecases.prepare import PreparedImage, stored_input
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,19 @@ class ImportSummary:
         for reason, n in Counter(f.reason for f in self.failed.values()).most_common():
             out.append(f"  {n} x {reason} (e.g. {example[reason]})")
         return out
+
+
+def _nothing(*_args: object) -> None:
+    """The default hook: nobody is listening."""
+
+
+@dataclass(frozen=True)
+class ImportHooks:
+    """What an import tells its observer (service.runtime feeds metrics with these)."""
+
+    started: Callable[[], None] = _nothing  # an import begins
+    finished: Callable[[], None] = _nothing  # it ended, done or failed
+    batch: Callable[[int, float], None] = _nothing  # the model embedded a batch: (images, seconds)
 
 
 @dataclass
@@ -115,17 +129,21 @@ def _move(src: Path, dest: Path) -> None:
 class Importer:
     """Imports folders of images into the store, embedding them in batches."""
 
-    def __init__(self, settings: Settings, embedder: Embedder, store: VectorStore,
-                 batch_size: int = MODEL_BATCH) -> None:
+    def __init__(self, settings: Settings, embedder: Embedder, store: VectorStore, batch_size: int = MODEL_BATCH,
+                 hooks: ImportHooks | None = None, thumbs: Thumbnails | None = None) -> None:
+        """`thumbs`: the service's own thumbnail folder object when it runs the import (one lock against its
+        deletes); a new one on THUMB_DIR by default (`main.py import`, a process of its own)."""
         self._settings = settings
         self._embedder = embedder
         self._store = store
         self._batch_size = batch_size
+        self._hooks = hooks or ImportHooks()
+        self._thumbs = thumbs or Thumbnails(settings.thumb_dir)
 
     def _load(self, src: Path, root: Path, key_mode: str, move_to: Path | None) -> _Item:
         item = _Item(src)
         try:
-            md5, array = model_input(src.read_bytes(), self._settings, self._embedder.preprocess)
+            md5, array, thumb = stored_input(src.read_bytes(), self._settings, self._embedder.preprocess)
         except ApiError as exc:
             item.failure = Failure(exc.reason, exc.msg)
             return item
@@ -134,7 +152,7 @@ class Importer:
             return item
         item.dest = _destination(src, root, move_to, md5) if move_to else None
         filepath = str((item.dest or src).resolve())
-        item.image = PreparedImage(src.stem if key_mode == "filename" else md5, md5, filepath, array)
+        item.image = PreparedImage(src.stem if key_mode == "filename" else md5, md5, filepath, array, thumb)
         return item
 
     def _batches(self, files: list[Path], root: Path, key_mode: str, move_to: Path | None,
@@ -153,6 +171,13 @@ class Importer:
         """Import every image below `folder`; `key_mode` is 'md5' or 'filename' (the file's stem)."""
         if key_mode not in ("md5", "filename"):
             raise ValueError("key_mode must be 'md5' or 'filename'")
+        self._hooks.started()
+        try:
+            return self._run(folder, key_mode, move_to, progress)
+        finally:
+            self._hooks.finished()
+
+    def _run(self, folder: Path, key_mode: str, move_to: Path | None, progress: bool) -> ImportSummary:
         root = folder.resolve()
         if move_to is not None:
             move_to = move_to.resolve()
@@ -193,11 +218,15 @@ class Importer:
         try:
             return self._embedder.embed(np.stack(arrays))
         finally:
-            summary.model_seconds += time.perf_counter() - started
+            seconds = time.perf_counter() - started
+            summary.model_seconds += seconds
+            self._hooks.batch(len(arrays), seconds)
 
     def _store_batch(self, batch: list[_Item], embedded: list[Embedded]) -> tuple[int, int, int]:
         """Store the embedded images, then move the batch's files; returns (imported, duplicates, files)."""
-        results = put_embedded(self._store, embedded)
+        results = put_embedded(self._store, self._thumbs, embedded)
+        # Images stored by an earlier run (before thumbnails existed, or killed in between) get theirs now.
+        keep_thumbnails(self._thumbs, [it.image for it in batch if it.image is not None])
         imported = sum(1 for _rid, created in results if created)
         duplicates = len(results) - imported
         # Move only after the records are safely stored: a crash before this line leaves

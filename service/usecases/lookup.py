@@ -1,4 +1,4 @@
-"""Look records up: by key, and how many there are."""
+"""Look records up: by key, and how many there are, within one namespace."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import Any
 from service.usecases.deps import Deps
 
 
-def get_by_keys(deps: Deps, keys: list[str]) -> list[dict[str, Any]]:
-    """The records (id, key, filepath, md5) stored under these keys."""
-    return deps.store.get_keys(keys)
+def get_by_keys(deps: Deps, namespace: str, keys: list[str]) -> list[dict[str, Any]]:
+    """The records (id, key, filepath, md5, attrs) stored under these keys in the namespace."""
+    return deps.store.get_keys(keys, namespace)
 
 
-def count_records(deps: Deps) -> int:
-    """How many records are stored."""
-    return deps.store.count()
+def count_records(deps: Deps, namespace: str) -> int:
+    """How many records the namespace holds."""
+    return deps.store.count(namespace)

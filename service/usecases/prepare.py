@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -18,6 +19,7 @@ from conf.errors import BadInput
 from conf.settings import Settings
 from model.images import decode_image, decoded_pixels
 from service.store.schema import FILEPATH_MAX_CHARS
+from service.thumbs import make_thumbnail
 
 # Decoded pixels that may be in memory at once across all requests, in units of MAX_IMAGE_PIXELS.
 # A decoded image takes ~3 bytes a pixel plus conversion copies, so without a budget API_THREADS
@@ -37,6 +39,8 @@ class PreparedImage:
     md5: str
     filepath: str
     array: np.ndarray
+    thumb: Image.Image | None = None  # for the thumbnail store, made while the image was decoded anyway
+    attrs: dict[str, Any] | None = None  # None: keep what is stored (nothing, for a new record)
 
 
 class PixelBudget:
@@ -74,10 +78,39 @@ def model_input(data: bytes, settings: Settings, preprocess: Preprocess,
     With a budget, decoding waits until the pixels it will hold fit in it; the
     full-size image is dropped before this returns.
     """
+    md5, array, _thumb = _decode(data, settings, preprocess, budget, thumbnail=False)
+    return md5, array
+
+
+def stored_input(data: bytes, settings: Settings, preprocess: Preprocess,
+                 budget: PixelBudget | None = None) -> tuple[str, np.ndarray, Image.Image]:
+    """As `model_input`, plus the image's thumbnail (for images about to be stored)."""
+    md5, array, thumb = _decode(data, settings, preprocess, budget, thumbnail=True)
+    assert thumb is not None
+    return md5, array, thumb
+
+
+def thumbnail_input(data: bytes, settings: Settings, budget: PixelBudget | None = None) -> tuple[str, Image.Image]:
+    """(MD5 of the bytes, thumbnail), decoded within the caps and the budget; the full image is dropped."""
+    with _held(data, settings, budget) as limits:
+        decoded = decode_image(data, **limits)
+        return decoded.md5, make_thumbnail(decoded.image)
+
+
+def _decode(data: bytes, settings: Settings, preprocess: Preprocess, budget: PixelBudget | None,
+            thumbnail: bool) -> tuple[str, np.ndarray, Image.Image | None]:
+    with _held(data, settings, budget) as limits:
+        decoded = decode_image(data, **limits)
+        thumb = make_thumbnail(decoded.image) if thumbnail else None
+        return decoded.md5, preprocess(decoded.image), thumb
+
+
+@contextmanager
+def _held(data: bytes, settings: Settings, budget: PixelBudget | None) -> Iterator[dict[str, int]]:
+    """The decode caps of the settings, yielded while the pixels `data` will decode to are held in the budget."""
     limits = {"max_bytes": settings.max_image_bytes, "max_pixels": settings.max_image_pixels}
     with budget.hold(decoded_pixels(data, **limits)) if budget is not None else nullcontext():
-        decoded = decode_image(data, **limits)
-        return decoded.md5, preprocess(decoded.image)
+        yield limits
 
 
 def checked_filepath(filepath: str) -> str:

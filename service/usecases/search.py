@@ -1,15 +1,31 @@
-"""Search: the stored images most similar to one image, each with a verdict (exact, duplicate, similar)."""
+"""Search: the stored images of a namespace most similar to an image, or to a stored record, each with a
+verdict (exact, duplicate, similar)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
+
+from conf.errors import BadInput, NotFound
 from service.inputs import ImageInput
+from service.store.filters import FilterError, compile_filter
 from service.store.records import Hit, Query
 from service.usecases.deps import Deps
 from service.usecases.prepare import model_input
 
 EXACT, DUPLICATE, SIMILAR = "exact", "duplicate", "similar"
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How to search: how many hits, the lowest score, the caller's filter object, one hit per key."""
+
+    limit: int
+    min_score: float | None = None
+    filter: Any = None  # the parsed JSON object of the request's `filter` field (None: no filter)
+    group_by_key: bool = False
 
 
 @dataclass(frozen=True)
@@ -27,13 +43,41 @@ def verdict(hit: Hit, query_md5: str, duplicate_score: float) -> str:
     return DUPLICATE if hit.score >= duplicate_score else SIMILAR
 
 
-def search_image(deps: Deps, image: ImageInput, limit: int, min_score: float | None) -> list[Found]:
-    """The `limit` stored images most similar to this one, best first, only those scoring at least min_score."""
+def checked_filter(deps: Deps, namespace: str, options: SearchOptions) -> str:
+    """The filter as a Milvus expression; refused (400, or 409 on a collection without attrs) before any work."""
+    try:
+        expr = compile_filter(options.filter)
+    except FilterError as exc:
+        raise BadInput(f"field 'filter': {exc}", reason="bad_filter") from None
+    deps.store.require(namespace, filtered=bool(expr))
+    return expr
+
+
+def _found(deps: Deps, vector: np.ndarray, md5: str, namespace: str, options: SearchOptions, expr: str,
+           exclude_id: int | None = None) -> list[Found]:
+    query = Query(vector, options.limit, options.min_score, namespace, expr, exclude_id, options.group_by_key)
+    # Searches that arrive together (a model batch finishing) go to Milvus as one multi-vector search.
+    hits = deps.searches.submit(query)
+    threshold = deps.duplicate_score
+    return [Found(hit, verdict(hit, md5, threshold)) for hit in hits]
+
+
+def search_image(deps: Deps, namespace: str, image: ImageInput, options: SearchOptions) -> list[Found]:
+    """The namespace's images most similar to this one, best first, as the options say."""
+    expr = checked_filter(deps, namespace, options)
     source = image.load(deps.settings)
     md5, array = model_input(source.data, deps.settings, deps.preprocess, deps.decode_budget)
     deps.store.connect()  # fail fast with 503 before spending model time when Milvus is away
     [vector] = deps.embed_each([array])
-    # Searches that arrive together (a model batch finishing) go to Milvus as one multi-vector search.
-    hits = deps.searches.submit(Query(vector, limit, min_score))
-    threshold = deps.duplicate_score
-    return [Found(hit, verdict(hit, md5, threshold)) for hit in hits]
+    return _found(deps, vector, md5, namespace, options, expr)
+
+
+def search_by_id(deps: Deps, namespace: str, record_id: int, options: SearchOptions,
+                 include_self: bool = False) -> list[Found]:
+    """The namespace's images most similar to its stored record `record_id` (left out unless include_self)."""
+    expr = checked_filter(deps, namespace, options)
+    stored = deps.store.vector_of(record_id, namespace)
+    if stored is None:
+        raise NotFound(f"no record with id {record_id} in this namespace", reason="no_such_record")
+    vector, md5 = stored
+    return _found(deps, vector, md5, namespace, options, expr, None if include_self else record_id)

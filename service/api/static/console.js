@@ -1,0 +1,600 @@
+/* imgsim ops console: plain JavaScript, no framework, no build step, nothing loaded from another origin.
+ *
+ * The token is asked once, kept in sessionStorage (this tab only, gone when it closes), and sent as the
+ * `token` header; it never goes into a URL. Any 401 clears it and brings back the prompt. API messages are
+ * shown as the API wrote them. Thumbnails are fetched with the token header and shown through blob: URLs,
+ * because an <img src> cannot send headers.
+ */
+var API = '/api/image/sim/';
+var TOKEN_KEY = 'imgsim.token';
+var NS_KEY = 'imgsim.namespace';
+var LANG_KEY = 'imgsim.lang';
+var THUMB_CACHE_MAX = 400;
+var THUMB_PARALLEL = 4;
+
+var state = { token: null, view: 'search', query: null, queryUrl: null, browseKey: null, browseRecords: [] };
+
+// ---------------------------------------------------------------- i18n (English labels, optional 中文)
+var ZH = {
+  'Skip to content': '跳到内容', 'Ops console': '运维控制台', 'console': '控制台', 'Token': '令牌',
+  'login.help': '请输入服务令牌。令牌只保存在此浏览器标签页中，并以请求头发送。',
+  'login.open': '如果服务未设置令牌，请留空。', 'Open console': '进入控制台',
+  'Search': '搜索', 'Browse a key': '按 key 浏览', 'Catalog': '概览', 'records': '条记录',
+  'Namespace': '命名空间', 'ns.placeholder': '令牌自带', 'API docs': 'API 文档', 'Log out': '退出',
+  'Search by': '搜索方式', 'Image': '图片', 'Path': '路径', 'Stored id': '已存 id',
+  'drop.help': '把图片拖到这里、点击选择文件，或直接粘贴（Ctrl+V）。', 'Image URL': '图片 URL',
+  'Path on the server': '服务器上的路径', 'Stored record id': '已存记录 id', 'Options': '选项',
+  'Results': '结果数', 'Minimum score': '最低分数', 'Filter': '过滤条件', 'One hit per product': '每个商品只取一条',
+  'search.empty': '结果会显示在这里：拖入、选择或粘贴图片，或按 URL、路径、id 搜索。',
+  'Key': 'Key', 'Show images': '显示图片', 'Delete whole key': '删除整个 key', 'Refresh': '刷新',
+  'Records stored': '已存记录', 'Service': '服务', 'Model': '模型', 'Batching': '批处理',
+  'Delete': '删除', 'Find similar': '找相似', 'No preview': '无预览', 'score': '分数',
+  'Searching…': '搜索中…', 'Loading…': '加载中…', 'Ready': '就绪', 'Not ready': '未就绪',
+  'n.results': '{n} 条结果，用时 {ms} ms', 'n.results.one': '1 条结果，用时 {ms} ms', 'No similar images found.': '没有找到相似图片。',
+  'key.head': 'Key “{key}”：{n} 张图片', 'key.none': 'Key “{key}” 下没有图片。',
+  'confirm.id': '删除 1 条记录（id {id}，key “{key}”）？此操作无法撤销。',
+  'confirm.key': '删除 key “{key}” 下的全部 {n} 条记录？此操作无法撤销。',
+  'confirm.key.one': '删除 key “{key}” 下仅有的 1 条记录（id {id}）？此操作无法撤销。',
+  'key.head.one': 'Key “{key}”：1 张图片', 'deleted.one': '已删除 1 条记录。',
+  'deleted': '已删除 {n} 条记录。', 'Choose an image first.': '请先选择一张图片。',
+  'Enter a value first.': '请先填写内容。', 'filter.bad': '过滤条件必须是 JSON 对象，例如 {"category": "shoes"}：',
+  'id.bad': 'id 必须是正整数。', 'not.image': '这不是图片文件。', 'unreachable': '无法连接服务',
+  'token.refused': '令牌被拒绝：', 'Enter a key first.': '请先输入 key。', 'in namespace': '命名空间',
+  'batches': '批次', 'requests': '请求', 'mean batch': '平均批大小', 'busy s': '忙碌秒数'
+};
+var EN = {
+  'n.results': '{n} results in {ms} ms', 'n.results.one': '1 result in {ms} ms', 'key.head': 'Key “{key}”: {n} images',
+  'key.none': 'No images are stored under key “{key}”.',
+  'confirm.id': 'Delete 1 record (id {id}, key “{key}”)? This cannot be undone.',
+  'confirm.key': 'Delete all {n} records stored under key “{key}”? This cannot be undone.',
+  'deleted': 'Deleted {n} records.', 'deleted.one': 'Deleted 1 record.', 'key.head.one': 'Key “{key}”: 1 image',
+  'confirm.key.one': 'Delete the only record (id {id}) stored under key “{key}”? This cannot be undone.',
+  'filter.bad': 'The filter must be a JSON object like {"category": "shoes"}: ',
+  'id.bad': 'The id must be a positive whole number.', 'not.image': 'That is not an image file.',
+  'unreachable': 'Cannot reach the service', 'token.refused': 'The token was refused: ',
+  'login.help': 'Enter the service token. It is kept in this browser tab only and sent as a header.',
+  'login.open': 'Leave it empty if the service has no token.', 'ns.placeholder': "token's own",
+  'drop.help': 'Drop an image here, click to choose a file, or paste one (Ctrl+V).',
+  'search.empty': 'Results appear here: drop, choose or paste an image, or search by URL, path or id.'
+};
+var lang = 'en';
+
+function t(key, vars) {
+  var text = (lang === 'zh' && ZH[key]) || EN[key] || key;
+  Object.keys(vars || {}).forEach(function (name) { text = text.split('{' + name + '}').join(String(vars[name])); });
+  return text;
+}
+
+function applyLang() {
+  document.documentElement.lang = lang === 'zh' ? 'zh-CN' : 'en';
+  document.querySelectorAll('[data-i18n]').forEach(function (node) { node.textContent = t(node.getAttribute('data-i18n')); });
+  document.querySelectorAll('[data-i18n-placeholder]').forEach(function (node) {
+    node.placeholder = t(node.getAttribute('data-i18n-placeholder'));
+  });
+  var toggle = byId('lang');
+  toggle.textContent = lang === 'zh' ? 'English' : '中文';
+  toggle.lang = lang === 'zh' ? 'en' : 'zh';
+  toggle.setAttribute('aria-label', lang === 'zh' ? 'Switch to English' : '切换到中文');
+}
+
+// ---------------------------------------------------------------- small DOM helpers
+function byId(id) { return document.getElementById(id); }
+
+function el(tag, attrs, children) {
+  var node = document.createElement(tag);
+  Object.keys(attrs || {}).forEach(function (name) {
+    if (name === 'text') { node.textContent = attrs.text; } else if (name === 'className') { node.className = attrs.className; } else if (name.slice(0, 2) === 'on') { node.addEventListener(name.slice(2), attrs[name]); } else { node.setAttribute(name, attrs[name]); }
+  });
+  (children || []).forEach(function (child) { if (child) { node.appendChild(child); } });
+  return node;
+}
+
+function showMsg(node, text, kind, code) {
+  node.hidden = !text;
+  node.className = 'msg' + (kind ? ' msg-' + kind : '');
+  node.textContent = text || '';
+  if (code) { node.appendChild(el('span', { className: 'msg-code', text: 'HTTP ' + code })); }
+}
+
+function showError(node, err) { showMsg(node, err.message, 'error', err.status || null); }
+
+// ---------------------------------------------------------------- API calls
+function ApiError(message, status) { this.message = message; this.status = status; }
+ApiError.prototype = Object.create(Error.prototype);
+
+function authHeaders() { return state.token ? { token: state.token } : {}; }
+
+function withNamespace(body) {
+  var ns = byId('namespace').value.trim();
+  if (ns) { body.namespace = ns; }
+  return body;
+}
+
+function readEnvelope(res, text) {
+  var body = null;
+  try { body = JSON.parse(text); } catch (e) { body = null; }
+  var msg = body && typeof body.msg === 'string' ? body.msg : (text || res.statusText).slice(0, 500);
+  if (res.status === 401) {
+    lock(msg);
+    throw new ApiError(msg, 401);
+  }
+  if (!res.ok || !body) { throw new ApiError(msg, res.status); }
+  return body;
+}
+
+// POST (or GET) an API path; resolves with the {code, msg, data} envelope, rejects with ApiError.
+function call(path, opts) {
+  opts = opts || {};
+  var init = { method: opts.method || 'POST', headers: authHeaders(), cache: 'no-store', credentials: 'same-origin' };
+  if (opts.form) {
+    init.body = opts.form;
+  } else if (opts.json !== undefined) {
+    init.headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(opts.json);
+  }
+  return fetch(path, init).then(function (res) {
+    return res.text().then(function (text) { return readEnvelope(res, text); });
+  }, function (err) {
+    throw new ApiError(t('unreachable') + ': ' + err.message, 0);
+  });
+}
+
+// ---------------------------------------------------------------- thumbnails (fetched with the token header)
+var thumbCache = new Map();
+var thumbQueue = [];
+var thumbActive = 0;
+
+function pumpThumbs() {
+  while (thumbActive < THUMB_PARALLEL && thumbQueue.length) {
+    var job = thumbQueue.shift();
+    thumbActive += 1;
+    fetchThumb(job.id).then(job.resolve, function () { job.resolve(null); }).then(function () {
+      thumbActive -= 1;
+      pumpThumbs();
+    });
+  }
+}
+
+function fetchThumb(id) {
+  return fetch(API + 'thumb/' + encodeURIComponent(id), { headers: authHeaders(), credentials: 'same-origin' })
+    .then(function (res) {
+      if (res.status === 401) {
+        return res.text().then(function (text) { readEnvelope(res, text); return null; });
+      }
+      if (!res.ok) { return null; } // 404: no thumbnail (yet): the placeholder stays
+      return res.blob().then(function (blob) {
+        return blob.type.indexOf('image/') === 0 ? URL.createObjectURL(blob) : null;
+      });
+    });
+}
+
+function thumbUrl(id) {
+  var key = String(id);
+  if (thumbCache.has(key)) { return thumbCache.get(key); }
+  var promise = new Promise(function (resolve) { thumbQueue.push({ id: key, resolve: resolve }); pumpThumbs(); });
+  thumbCache.set(key, promise);
+  promise.then(function (url) { if (!url) { thumbCache.delete(key); } });
+  if (thumbCache.size > THUMB_CACHE_MAX) { dropThumb(thumbCache.keys().next().value); }
+  return promise;
+}
+
+function dropThumb(key) {
+  var promise = thumbCache.get(key);
+  thumbCache.delete(key);
+  if (promise) { promise.then(function (url) { if (url) { URL.revokeObjectURL(url); } }); }
+}
+
+function clearThumbs() { Array.from(thumbCache.keys()).forEach(dropThumb); }
+
+function thumbBox(record) {
+  var box = el('div', { className: 'thumb loading', 'data-testid': 'thumb' });
+  thumbUrl(record.id).then(function (url) {
+    box.classList.remove('loading');
+    if (url) {
+      box.appendChild(el('img', { src: url, alt: 'key ' + record.key + ', id ' + record.id, 'data-testid': 'thumb-img', decoding: 'async' }));
+    } else {
+      box.classList.add('placeholder');
+      box.appendChild(el('span', { text: t('No preview'), 'data-testid': 'thumb-placeholder' }));
+    }
+  });
+  return box;
+}
+
+// ---------------------------------------------------------------- login / logout
+function lock(message) {
+  state.token = null;
+  try { sessionStorage.removeItem(TOKEN_KEY); } catch (e) { /* storage disabled: nothing to clear */ }
+  clearThumbs();
+  byId('app').hidden = true;
+  byId('login').hidden = false;
+  var error = byId('login-error');
+  error.hidden = !message;
+  error.textContent = message ? t('token.refused') + message : '';
+  byId('token-input').value = '';
+  byId('token-input').focus();
+}
+
+function unlock() {
+  byId('login').hidden = true;
+  byId('login-error').hidden = true;
+  byId('app').hidden = false;
+  showView(viewFromHash());
+  refreshCount();
+}
+
+function onLogin(event) {
+  event.preventDefault();
+  state.token = byId('token-input').value.trim();
+  var submit = byId('login-form').querySelector('button[type=submit]');
+  submit.disabled = true;
+  // Any answer but 401 means the token passed the check (a 503 from Milvus still proves it).
+  call(API + 'count', { json: withNamespace({}) }).then(accept, function (err) {
+    if (err.status !== 401) { accept(); }
+  }).then(function () { submit.disabled = false; });
+}
+
+function accept() {
+  try { sessionStorage.setItem(TOKEN_KEY, state.token); } catch (e) { /* still works for this page view */ }
+  unlock();
+}
+
+// ---------------------------------------------------------------- views
+function viewFromHash() {
+  var name = window.location.hash.replace('#', '');
+  return ['search', 'browse', 'catalog'].indexOf(name) >= 0 ? name : 'search';
+}
+
+function showView(name) {
+  state.view = name;
+  document.querySelectorAll('.view').forEach(function (section) { section.hidden = section.id !== 'view-' + name; });
+  document.querySelectorAll('[role=tab]').forEach(function (tab) {
+    var selected = tab.getAttribute('data-view') === name;
+    tab.setAttribute('aria-selected', selected ? 'true' : 'false');
+    tab.tabIndex = selected ? 0 : -1;
+  });
+  if (window.location.hash !== '#' + name) { history.replaceState(null, '', '#' + name); }
+  if (name === 'catalog') { loadCatalog(); }
+}
+
+function onTabKey(event) {
+  var tabs = Array.from(document.querySelectorAll('[role=tab]'));
+  var index = tabs.indexOf(event.target);
+  var step = { ArrowRight: 1, ArrowLeft: -1 }[event.key];
+  if (index < 0 || !step) { return; }
+  var next = tabs[(index + step + tabs.length) % tabs.length];
+  next.focus();
+  showView(next.getAttribute('data-view'));
+}
+
+function refreshCount() {
+  return call(API + 'count', { json: withNamespace({}) }).then(function (body) {
+    byId('count-chip').textContent = Number(body.data).toLocaleString();
+    byId('count-value').textContent = Number(body.data).toLocaleString();
+    return body.data;
+  }, function () { byId('count-chip').textContent = '?'; });
+}
+
+// ---------------------------------------------------------------- search
+function selectedKind() { return byId('search-form').querySelector('input[name=kind]:checked').value; }
+
+function onKindChange() {
+  var kind = selectedKind();
+  document.querySelectorAll('.kind-pane').forEach(function (pane) { pane.hidden = pane.getAttribute('data-kind') !== kind; });
+}
+
+function setKind(kind) {
+  byId('search-form').querySelector('input[name=kind][value=' + kind + ']').checked = true;
+  onKindChange();
+}
+
+// Only the options the user set are sent, so a service without the new fields sees today's request.
+function readOptions() {
+  var opts = {};
+  var limit = byId('opt-limit').value.trim();
+  var minScore = byId('opt-min-score').value.trim();
+  var filter = byId('opt-filter').value.trim();
+  if (limit) { opts.limit = Number(limit); }
+  if (minScore) { opts.min_score = Number(minScore); }
+  if (filter) {
+    var parsed;
+    try { parsed = JSON.parse(filter); } catch (e) { throw new ApiError(t('filter.bad') + e.message, 0); }
+    if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) { throw new ApiError(t('filter.bad') + filter, 0); }
+    opts.filter = parsed;
+  }
+  if (byId('opt-group').checked) { opts.group_by_key = true; }
+  return withNamespace(opts);
+}
+
+function toForm(file, fields) {
+  var form = new FormData();
+  form.append('file', file, file.name || 'pasted-image.png');
+  Object.keys(fields).forEach(function (name) {
+    var value = fields[name];
+    form.append(name, typeof value === 'object' ? JSON.stringify(value) : String(value));
+  });
+  return form;
+}
+
+function textInput(id) {
+  var value = byId(id).value.trim();
+  if (!value) { throw new ApiError(t('Enter a value first.'), 0); }
+  return value;
+}
+
+function buildSearch(kind, opts) {
+  if (kind === 'image') {
+    if (!state.query) { throw new ApiError(t('Choose an image first.'), 0); }
+    return { path: 'search/file', req: { form: toForm(state.query, opts) } };
+  }
+  if (kind === 'url') { opts.url = textInput('q-url'); return { path: 'search/url', req: { json: opts } }; }
+  if (kind === 'path') { opts.path = textInput('q-path'); return { path: 'search/path', req: { json: opts } }; }
+  var id = textInput('q-id');
+  if (!/^[0-9]{1,16}$/.test(id) || !Number.isSafeInteger(Number(id)) || Number(id) < 1) { throw new ApiError(t('id.bad'), 0); }
+  opts.id = Number(id);
+  return { path: 'search/id', req: { json: opts } };
+}
+
+function runSearch(event) {
+  if (event) { event.preventDefault(); }
+  var msg = byId('search-msg');
+  var plan;
+  try { plan = buildSearch(selectedKind(), readOptions()); } catch (err) { showError(msg, err); return Promise.resolve(); }
+  showMsg(msg, t('Searching…'), 'info');
+  var started = performance.now();
+  return call(API + plan.path, plan.req).then(function (body) {
+    var hits = Array.isArray(body.data) ? body.data : [];
+    renderHits(hits);
+    var summary = hits.length === 1 ? 'n.results.one' : 'n.results';
+    showMsg(msg, hits.length ? t(summary, { n: hits.length, ms: Math.round(performance.now() - started) }) : t('No similar images found.'), 'ok');
+  }, function (err) { renderHits([]); showError(msg, err); });
+}
+
+function renderHits(hits) {
+  var grid = byId('search-results');
+  grid.textContent = '';
+  byId('search-empty').hidden = true;
+  hits.forEach(function (hit) { grid.appendChild(hitCard(hit)); });
+}
+
+function field(label, value, testid, node) {
+  return [el('dt', { text: label }), el('dd', { 'data-testid': testid, title: String(value) }, [node || document.createTextNode(String(value))])];
+}
+
+function attrsList(attrs) {
+  if (!attrs || typeof attrs !== 'object' || !Object.keys(attrs).length) { return null; }
+  return el('ul', { className: 'attrs', 'data-testid': 'attrs' }, Object.keys(attrs).map(function (name) {
+    return el('li', { text: name + ': ' + (Array.isArray(attrs[name]) ? attrs[name].join(', ') : String(attrs[name])) });
+  }));
+}
+
+function scoreBlock(hit) {
+  var score = Number(hit.score);
+  var bar = el('span', { className: 'scorebar-fill' });
+  bar.style.width = Math.max(0, Math.min(1, score)) * 100 + '%'; // CSSOM, which the CSP allows
+  var row = el('div', { className: 'score-row' }, [
+    el('span', { className: 'score', 'data-testid': 'result-score', title: t('score') + ' ' + score, text: score.toFixed(3) }),
+    hit.match ? el('span', { className: 'badge badge-' + String(hit.match), 'data-testid': 'result-match', text: String(hit.match) }) : null
+  ]);
+  return el('div', {}, [row, el('div', { className: 'scorebar', 'aria-hidden': 'true' }, [bar])]);
+}
+
+function keyLink(key) {
+  return el('button', { type: 'button', className: 'linklike', text: key, onclick: function () { browseKey(key); } });
+}
+
+function hitCard(hit) {
+  var dl = el('dl', { className: 'kv kv-card' });
+  field('key', hit.key, 'result-key', keyLink(hit.key)).forEach(dl.appendChild, dl);
+  field('filepath', hit.filepath || '—', 'result-filepath').forEach(dl.appendChild, dl);
+  field('id', hit.id, 'result-id').forEach(dl.appendChild, dl);
+  var similar = el('button', { type: 'button', className: 'btn btn-small', 'data-testid': 'result-similar', text: t('Find similar'),
+    onclick: function () { setKind('id'); byId('q-id').value = String(hit.id); runSearch(); } });
+  return el('article', { className: 'card', 'data-testid': 'result-card', 'data-id': String(hit.id) },
+    [thumbBox(hit), el('div', { className: 'card-body' }, [scoreBlock(hit), dl, attrsList(hit.attrs), similar])]);
+}
+
+function setQuery(file) {
+  var msg = byId('search-msg');
+  if (!file || (file.type && file.type.indexOf('image/') !== 0)) { showMsg(msg, t('not.image'), 'error'); return; }
+  if (state.queryUrl) { URL.revokeObjectURL(state.queryUrl); }
+  state.query = file;
+  state.queryUrl = URL.createObjectURL(file);
+  var preview = byId('query-preview');
+  preview.src = state.queryUrl;
+  preview.alt = file.name || 'pasted image';
+  preview.hidden = false;
+  setKind('image');
+  runSearch();
+}
+
+function imageFrom(list) {
+  return Array.from(list || []).filter(function (f) { return f && f.type && f.type.indexOf('image/') === 0; })[0] || null;
+}
+
+function wireSearch() {
+  var zone = byId('dropzone');
+  var input = byId('file-input');
+  byId('search-form').addEventListener('submit', runSearch);
+  byId('search-form').querySelectorAll('input[name=kind]').forEach(function (radio) { radio.addEventListener('change', onKindChange); });
+  zone.addEventListener('click', function () { input.click(); });
+  zone.addEventListener('keydown', function (e) { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); input.click(); } });
+  input.addEventListener('change', function () { if (input.files[0]) { setQuery(input.files[0]); } input.value = ''; });
+  ['dragenter', 'dragover'].forEach(function (name) { zone.addEventListener(name, function (e) { e.preventDefault(); zone.classList.add('over'); }); });
+  ['dragleave', 'drop'].forEach(function (name) { zone.addEventListener(name, function () { zone.classList.remove('over'); }); });
+  zone.addEventListener('drop', function (e) { e.preventDefault(); setQuery(imageFrom(e.dataTransfer.files) || e.dataTransfer.files[0]); });
+  // A file dropped beside the zone must not make the browser leave the console to display it.
+  window.addEventListener('dragover', function (e) { e.preventDefault(); });
+  window.addEventListener('drop', function (e) { e.preventDefault(); });
+  document.addEventListener('paste', function (e) {
+    var file = e.clipboardData && imageFrom(Array.from(e.clipboardData.items || []).map(function (item) { return item.kind === 'file' ? item.getAsFile() : null; }));
+    if (file && !byId('app').hidden) { e.preventDefault(); showView('search'); setQuery(file); }
+  });
+}
+
+// ---------------------------------------------------------------- browse a key
+function browseKey(key) {
+  byId('browse-key').value = key;
+  showView('browse');
+  return loadKey(key);
+}
+
+function loadKey(key) {
+  var msg = byId('browse-msg');
+  if (!key) { showMsg(msg, t('Enter a key first.'), 'error'); return Promise.resolve(); }
+  state.browseKey = key;
+  showMsg(msg, t('Loading…'), 'info');
+  return call(API + 'get/key', { json: withNamespace({ key: [key] }) }).then(function (body) {
+    state.browseRecords = Array.isArray(body.data) ? body.data : [];
+    renderKey(key, state.browseRecords);
+    showMsg(msg, '', null);
+  }, function (err) { renderKey(key, null); showError(msg, err); });
+}
+
+function renderKey(key, records) {
+  var grid = byId('browse-results');
+  grid.textContent = '';
+  byId('browse-head').hidden = !records;
+  if (!records) { return; }
+  var head = records.length === 1 ? 'key.head.one' : 'key.head';
+  byId('browse-title').textContent = records.length ? t(head, { key: key, n: records.length }) : t('key.none', { key: key });
+  byId('browse-delete-key').disabled = !records.length;
+  records.forEach(function (record) { grid.appendChild(recordCard(record)); });
+}
+
+function recordCard(record) {
+  var dl = el('dl', { className: 'kv kv-card' });
+  field('id', record.id, 'record-id').forEach(dl.appendChild, dl);
+  field('filepath', record.filepath || '—', 'record-filepath').forEach(dl.appendChild, dl);
+  if (record.md5) { field('md5', record.md5, 'record-md5').forEach(dl.appendChild, dl); }
+  var remove = el('button', { type: 'button', className: 'btn btn-danger btn-small', 'data-testid': 'browse-delete-id',
+    text: t('Delete'), 'aria-label': t('Delete') + ' id ' + record.id, onclick: function () { deleteRecord(record); } });
+  return el('article', { className: 'card', 'data-testid': 'browse-card', 'data-id': String(record.id) },
+    [thumbBox(record), el('div', { className: 'card-body' }, [dl, attrsList(record.attrs), remove])]);
+}
+
+function afterDelete(body) {
+  showMsg(byId('browse-msg'), t(body.data === 1 ? 'deleted.one' : 'deleted', { n: body.data }), 'ok');
+  var msg = byId('browse-msg').textContent;
+  return Promise.all([loadKey(state.browseKey), refreshCount()]).then(function () { showMsg(byId('browse-msg'), msg, 'ok'); });
+}
+
+function deleteRecord(record) {
+  if (!window.confirm(t('confirm.id', { id: record.id, key: record.key }))) { return Promise.resolve(); }
+  return call(API + 'del/id', { json: withNamespace({ id: [record.id] }) }).then(afterDelete, function (err) { showError(byId('browse-msg'), err); });
+}
+
+function deleteKey() {
+  var key = state.browseKey;
+  var n = state.browseRecords.length;
+  var question = t(n === 1 ? 'confirm.key.one' : 'confirm.key', { key: key, n: n, id: n ? state.browseRecords[0].id : '' });
+  if (!key || !n || !window.confirm(question)) { return Promise.resolve(); }
+  return call(API + 'del/key', { json: withNamespace({ key: [key] }) }).then(afterDelete, function (err) { showError(byId('browse-msg'), err); });
+}
+
+// ---------------------------------------------------------------- catalog
+var MODEL_ORDER = ['name', 'engine', 'precision', 'fingerprint', 'weights', 'dim', 'resize', 'pooling'];
+var MILVUS_ORDER = ['target', 'server_version', 'vector_index', 'key_index'];
+
+function show(value) {
+  if (value === null || value === undefined || value === '') { return '—'; }
+  return typeof value === 'object' ? JSON.stringify(value) : String(value);
+}
+
+function fillKv(node, data, order) {
+  node.textContent = '';
+  data = data && typeof data === 'object' ? data : {};
+  var names = order.filter(function (k) { return k in data; }).concat(Object.keys(data).filter(function (k) { return order.indexOf(k) < 0; }));
+  names.forEach(function (name) { field(name, show(data[name]), 'ready-' + name).forEach(node.appendChild, node); });
+  if (!names.length) { node.appendChild(el('dd', { text: '—' })); }
+}
+
+function batchingTable(batching) {
+  var head = el('tr', {}, ['', t('batches'), t('requests'), t('mean batch'), t('busy s')].map(function (h) { return el('th', { scope: 'col', text: h }); }));
+  var rows = Object.keys(batching || {}).map(function (name) {
+    var s = batching[name] || {};
+    var mean = s.batches ? (s.requests / s.batches).toFixed(2) : '—';
+    return el('tr', { 'data-testid': 'batching-' + name }, [el('th', { scope: 'row', text: name }),
+      el('td', { text: show(s.batches) }), el('td', { text: show(s.requests) }), el('td', { text: mean }), el('td', { text: show(s.busy_seconds) })]);
+  });
+  return el('table', { className: 'table' }, [el('thead', {}, [head]), el('tbody', {}, rows)]);
+}
+
+function renderReady(res, body) {
+  var data = (body && body.data) || {};
+  var status = byId('ready-status');
+  status.textContent = res.ok ? t('Ready') : t('Not ready');
+  status.className = 'stat-value stat-status ' + (res.ok ? 'ok' : 'bad');
+  byId('ready-msg').textContent = body && body.msg ? body.msg : '';
+  fillKv(byId('ready-model'), data.model, MODEL_ORDER);
+  fillKv(byId('ready-milvus'), data.milvus, MILVUS_ORDER);
+  var batching = byId('ready-batching');
+  batching.textContent = '';
+  batching.appendChild(batchingTable(data.batching));
+}
+
+function loadReady() {
+  return fetch('/ready', { headers: authHeaders(), cache: 'no-store' }).then(function (res) {
+    return res.text().then(function (text) {
+      var body = null;
+      try { body = JSON.parse(text); } catch (e) { body = { msg: text.slice(0, 500) }; }
+      renderReady(res, body);
+    });
+  }, function (err) { renderReady({ ok: false }, { msg: t('unreachable') + ': ' + err.message }); });
+}
+
+function loadCatalog() {
+  var msg = byId('catalog-msg');
+  var ns = byId('namespace').value.trim();
+  byId('count-ns').textContent = ns ? t('in namespace') + ' “' + ns + '”' : '';
+  showMsg(msg, '', null);
+  return Promise.all([
+    call(API + 'count', { json: withNamespace({}) }).then(function (body) {
+      byId('count-value').textContent = Number(body.data).toLocaleString();
+      byId('count-chip').textContent = Number(body.data).toLocaleString();
+    }, function (err) { byId('count-value').textContent = '?'; showError(msg, err); }),
+    loadReady()
+  ]);
+}
+
+// ---------------------------------------------------------------- start
+function wire() {
+  byId('login-form').addEventListener('submit', onLogin);
+  byId('logout').addEventListener('click', function () { lock(''); });
+  document.querySelectorAll('[role=tab]').forEach(function (tab) {
+    tab.addEventListener('click', function () { showView(tab.getAttribute('data-view')); });
+    tab.addEventListener('keydown', onTabKey);
+  });
+  byId('browse-form').addEventListener('submit', function (e) { e.preventDefault(); loadKey(byId('browse-key').value.trim()); });
+  byId('browse-delete-key').addEventListener('click', deleteKey);
+  byId('catalog-refresh').addEventListener('click', loadCatalog);
+  byId('namespace').addEventListener('change', function () {
+    try { sessionStorage.setItem(NS_KEY, byId('namespace').value.trim()); } catch (e) { /* optional */ }
+    clearThumbs();
+    refreshCount();
+    if (state.view === 'catalog') { loadCatalog(); }
+  });
+  byId('lang').addEventListener('click', function () {
+    lang = lang === 'zh' ? 'en' : 'zh';
+    try { localStorage.setItem(LANG_KEY, lang); } catch (e) { /* optional */ }
+    applyLang();
+  });
+  window.addEventListener('hashchange', function () { if (!byId('app').hidden) { showView(viewFromHash()); } });
+  wireSearch();
+}
+
+function start() {
+  var saved = null;
+  try {
+    lang = localStorage.getItem(LANG_KEY) || ((navigator.language || '').toLowerCase().indexOf('zh') === 0 ? 'zh' : 'en');
+    saved = sessionStorage.getItem(TOKEN_KEY);
+    byId('namespace').value = sessionStorage.getItem(NS_KEY) || '';
+  } catch (e) { /* storage disabled: ask for the token on every load */ }
+  wire();
+  applyLang();
+  onKindChange();
+  if (saved === null) { lock(''); return; }
+  state.token = saved;
+  unlock();
+}
+
+document.addEventListener('DOMContentLoaded', start);

@@ -1,0 +1,85 @@
+"""Add many images in one request: read with bounded concurrency, embedded in model batches, written together.
+
+Each item gets the outcome a single add of it would have had (its record, or the error a single add
+would have answered with), in the order sent; one item failing does not stop the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+from conf.errors import ApiError, Conflict
+from service.usecases.add import (AddRequest, Added, Embedded, OnDuplicate, embed_unstored, keep_thumbnails, prepare,
+                                  put_embedded, put_guarded)
+from service.usecases.deps import Deps
+from service.usecases.prepare import PreparedImage
+
+# Items read (downloaded, decoded) at once: enough to hide URL latency, few enough that one batch
+# neither floods the image hosts nor holds many decoded images (decoding also waits for the pixel budget).
+FETCH_WORKERS = 4
+
+Outcome = Added | ApiError
+Pair = tuple[str, str]
+
+
+def add_batch(deps: Deps, namespace: str, items: Sequence[AddRequest | ApiError],
+              on_duplicate: OnDuplicate = OnDuplicate.ALLOW) -> list[Outcome]:
+    """Add every valid item to the namespace; an item that is an ApiError (refused by the HTTP layer) stays one."""
+    deps.store.require(namespace, attrs=any(isinstance(i, AddRequest) and bool(i.attrs) for i in items))
+    prepared = _prepare_all(deps, items)
+    good = [p for p in prepared if isinstance(p, PreparedImage)]
+    embedded, held = embed_unstored(deps.store, deps.embed_each, good, refresh_filepath=True, namespace=namespace)
+    keep_thumbnails(deps.thumbs, [p for p in good if (p.key, p.md5) in held])
+    written = _write(deps, namespace, embedded, on_duplicate)
+    return _outcomes(prepared, held, written)
+
+
+def _prepare_all(deps: Deps, items: Sequence[AddRequest | ApiError]) -> list[PreparedImage | ApiError]:
+    def one(item: AddRequest | ApiError) -> PreparedImage | ApiError:
+        if isinstance(item, ApiError):
+            return item
+        try:
+            return prepare(deps, item)
+        except ApiError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=max(1, min(FETCH_WORKERS, len(items))),
+                            thread_name_prefix="batch-read") as pool:
+        return list(pool.map(one, items))
+
+
+def _write(deps: Deps, namespace: str, embedded: list[Embedded], policy: OnDuplicate) -> dict[Pair, Outcome]:
+    """Store the embedded images: all in one write, or (skip/reject) one at a time, each checked for duplicates."""
+    out: dict[Pair, Outcome] = {}
+    if policy is OnDuplicate.ALLOW:
+        for e, (rid, created) in zip(embedded, put_embedded(deps.store, deps.thumbs, embedded, namespace), strict=True):
+            out.setdefault((e.image.key, e.image.md5), Added(rid, created, e.image.md5))
+        return out
+    for e in embedded:
+        pair = (e.image.key, e.image.md5)
+        if pair not in out:
+            try:
+                out[pair] = put_guarded(deps, e, namespace, policy)
+            except Conflict as exc:
+                out[pair] = exc
+    return out
+
+
+def _outcomes(prepared: list[PreparedImage | ApiError], held: dict[Pair, int],
+              written: dict[Pair, Outcome]) -> list[Outcome]:
+    """Each item's outcome in order; an image listed twice is created once (the later one reports created false)."""
+    outcomes: list[Outcome] = []
+    seen: set[Pair] = set()
+    for p in prepared:
+        if isinstance(p, ApiError):
+            outcomes.append(p)
+            continue
+        pair = (p.key, p.md5)
+        outcome = Added(held[pair], False, p.md5) if pair in held else written[pair]
+        if isinstance(outcome, Added) and outcome.created and pair in seen:
+            outcome = replace(outcome, created=False)
+        seen.add(pair)
+        outcomes.append(outcome)
+    return outcomes

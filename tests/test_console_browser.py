@@ -1,0 +1,433 @@
+"""The ops console and the API docs page in a real browser (Debian's headless Chromium, driven by Playwright),
+against the real app as the factory wires it: its token check, thumbnails, count and /ready.
+
+Flow of issue 13: log in with the token, add images through the API, find one by upload in the console
+(its card, real thumbnail and score), browse its key, delete one image and then the whole key, and see the
+count fall; a wrong token, at the prompt or mid-session, brings the prompt back. Along the way: nothing is
+requested from another origin, the token never appears in a URL, and no Content-Security-Policy violation
+is reported. Screenshots of the main views go to tests/artifacts/ (and the search view to img/console.png
+when that is missing or IMGSIM_README_SHOT=1).
+
+The only thing the test adds to the app is a recorder (a before_request hook) of what the page sent:
+Chromium does not report multipart bodies to Playwright, and the thumbnail requests' headers are checked.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import request
+from playwright.sync_api import expect, sync_playwright
+
+from tests.conftest import ROOT, LiveService, photo
+
+CHROMIUM = Path("/usr/bin/chromium")
+needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
+                                                                   "(apt-get install chromium; `make test` installs "
+                                                                   "it where apt-get can); none is installed here")
+
+TOKEN = "console-T0ken_42.x"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+README_SHOT = ROOT / "img" / "console.png"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+TIMEOUT_MS = 30_000
+
+
+@dataclass
+class Site:
+    """The live service (console included) and what the page sent it."""
+
+    live: LiveService
+    url: str
+    thumb_requests: list[tuple[str, str | None]] = field(default_factory=list)
+    search_bodies: list[bytes] = field(default_factory=list)  # what the page sent to search endpoints
+
+
+def _record(site: Site) -> Callable[[], None]:
+    """A before_request hook keeping search bodies and thumbnail requests (the app still answers them)."""
+    def record() -> None:
+        if request.path.startswith("/api/image/sim/search/"):
+            site.search_bodies.append(request.get_data(cache=True))  # cached: the form is parsed from it later
+        if request.path.startswith("/api/image/sim/thumb/"):
+            site.thumb_requests.append((request.full_path, request.headers.get("token")))
+
+    return record
+
+
+@pytest.fixture
+def site(start_service: Callable[..., LiveService]) -> Site:
+    """A token-protected service on Milvus Lite over real HTTP, console and docs served by the app itself."""
+    live = start_service(token=TOKEN)
+    holder = Site(live, live.base_url)
+    live.runtime.app.before_request(_record(holder))  # before its first request, as Flask requires
+    return holder
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """The system Chromium, headless (never a downloaded browser build)."""
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@dataclass
+class Watch:
+    """What a page did: every URL it requested, console errors, and the dialogs it opened."""
+
+    requests: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+
+
+def open_page(browser: Any, width: int = 1366, height: int = 900) -> tuple[Any, Any, Watch]:
+    """A fresh browser context and page that records requests and errors and accepts every confirm()."""
+    context = browser.new_context(viewport={"width": width, "height": height}, locale="en-US")
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    watch = Watch()
+    page.on("request", lambda req: watch.requests.append(req.url))
+    page.on("console", lambda msg: watch.errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: watch.errors.append(f"page error: {exc}"))
+
+    def on_dialog(dialog: Any) -> None:
+        watch.dialogs.append(dialog.message)
+        dialog.accept()
+
+    page.on("dialog", on_dialog)
+    return context, page, watch
+
+
+def shot(page: Any, name: str) -> Path:
+    """Save a screenshot under tests/artifacts/ (gitignored) and return its path."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def add(site: Site, seed: int, key: str) -> tuple[int, bytes]:
+    """Add a photo through the API (which keeps its thumbnail); return its id (from get/key) and bytes."""
+    data = photo(seed)
+    before = {r["id"] for r in site.live.post("get/key", json={"key": [key]}).json()["data"]}
+    answer = site.live.post("add/file", files={"file": (f"photo-{seed}.jpg", data)}, data={"key": key})
+    assert answer.status_code == 200, answer.text
+    after = {r["id"] for r in site.live.post("get/key", json={"key": [key]}).json()["data"]}
+    (record_id,) = after - before
+    return record_id, data
+
+
+# Dispatches a paste (on the document) or a drop (on the drop zone) carrying an image file, as a user's
+# Ctrl+V of a screenshot or drag from the file manager would; Chromium's DataTransfer accepts real Files.
+SEND_IMAGE_EVENT = """([kind, b64]) => {
+  const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([bytes], 'clip.jpg', { type: 'image/jpeg' }));
+  if (kind === 'paste') {
+    document.dispatchEvent(new ClipboardEvent('paste', { clipboardData: transfer, bubbles: true, cancelable: true }));
+  } else {
+    const zone = document.querySelector('[data-testid=search-dropzone]');
+    zone.dispatchEvent(new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }));
+  }
+}"""
+
+
+def assert_clean(site: Site, watch: Watch) -> None:
+    """Only our origin was asked for anything, the token was in no URL, and no CSP or script error happened."""
+    network = [u for u in watch.requests if u.startswith(("http:", "https:", "ws:", "wss:"))]
+    assert network and all(u.startswith(site.url + "/") for u in network), network
+    assert not [u for u in watch.requests if TOKEN in u]
+    # Chromium logs every non-2xx fetch as "Failed to load resource"; those are expected (401s, 404 thumbs).
+    problems = [e for e in watch.errors if "Failed to load resource" not in e]
+    assert not problems, problems
+
+
+def log_in(page: Any, token: str) -> None:
+    """Type `token` at the prompt and submit it."""
+    page.get_by_test_id("token-input").fill(token)
+    page.get_by_test_id("token-submit").click()
+
+
+def count_chip(page: Any) -> str:
+    """The record count the top bar shows."""
+    return page.locator("#count-chip").inner_text()
+
+
+def find_by_upload(page: Any, query: bytes, expected_id: int) -> None:
+    """Upload `query` in the Search view; the best card is the stored image with its thumbnail and score 1."""
+    page.get_by_test_id("search-file-input").set_input_files(
+        {"name": "query.jpg", "mimeType": "image/jpeg", "buffer": query})
+    best = page.get_by_test_id("result-card").first
+    best.wait_for()
+    assert best.get_attribute("data-id") == str(expected_id)
+    assert best.get_by_test_id("result-key").inner_text() == "SKU-1001"
+    assert best.get_by_test_id("result-filepath").inner_text() == "photo-11.jpg"
+    assert float(best.get_by_test_id("result-score").inner_text()) > 0.999
+    assert page.get_by_test_id("result-card").count() == 3
+    expect(page.locator("[data-testid=thumb].loading")).to_have_count(0)
+    # Every card shows its real thumbnail (a decoded 256 px picture), none the placeholder.
+    expect(page.get_by_test_id("thumb-img")).to_have_count(3)
+    expect(page.get_by_test_id("thumb-placeholder")).to_have_count(0)
+    assert best.get_by_test_id("thumb-img").evaluate("img => [img.complete, img.naturalWidth]") == [True, 256]
+    search_shot = shot(page, "console-search")
+    if not README_SHOT.exists() or os.environ.get("IMGSIM_README_SHOT") == "1":
+        shutil.copyfile(search_shot, README_SHOT)  # a tracked file: rewritten only when asked (or missing)
+    best.get_by_test_id("result-key").get_by_role("button").click()
+
+
+def browse_and_delete(page: Any, site: Site, watch: Watch, first_id: int, second_id: int) -> None:
+    """In Browse a key: two images; delete one (count 3 -> 2), then the whole key (count 2 -> 1)."""
+    page.get_by_test_id("browse-title").wait_for()
+    assert page.get_by_test_id("browse-title").inner_text() == "Key “SKU-1001”: 2 images"
+    assert page.get_by_test_id("browse-card").count() == 2
+    page.locator("[data-testid=browse-card] [data-testid=thumb-img]").nth(1).wait_for()
+    shot(page, "console-browse")
+
+    page.locator(f"[data-testid=browse-card][data-id='{first_id}'] [data-testid=browse-delete-id]").click()
+    expect(page.get_by_test_id("browse-card")).to_have_count(1)
+    assert f"id {first_id}" in watch.dialogs[-1] and "Delete 1 record" in watch.dialogs[-1]
+    assert page.get_by_test_id("browse-message").inner_text() == "Deleted 1 record."
+    expect(page.locator("#count-chip")).to_have_text("2")
+
+    page.get_by_test_id("browse-delete-key").click()
+    expect(page.get_by_test_id("browse-card")).to_have_count(0)
+    assert "only record" in watch.dialogs[-1] and str(second_id) in watch.dialogs[-1]
+    assert "SKU-1001" in watch.dialogs[-1]
+    assert page.get_by_test_id("browse-title").inner_text() == "No images are stored under key “SKU-1001”."
+    assert site.live.count() == 1
+
+
+def check_catalog(page: Any) -> None:
+    """The Catalog view: the count fell to 1; model, Milvus and batching from /ready; the 中文 toggle."""
+    page.get_by_test_id("nav-catalog").click()
+    expect(page.get_by_test_id("count-value")).to_have_text("1")
+    page.get_by_test_id("ready-name").first.wait_for()
+    assert page.get_by_test_id("ready-model").get_by_test_id("ready-name").inner_text() == "resnet50"
+    assert page.get_by_test_id("ready-milvus").get_by_test_id("ready-target").inner_text()
+    page.get_by_test_id("batching-embed").wait_for()
+    assert page.get_by_test_id("ready-status").inner_text() == "Ready"
+    shot(page, "console-catalog")
+    page.get_by_test_id("lang-toggle").click()
+    expect(page.get_by_test_id("nav-catalog")).to_have_text("概览")
+    shot(page, "console-catalog-zh")
+    page.get_by_test_id("lang-toggle").click()
+    expect(page.get_by_test_id("nav-catalog")).to_have_text("Catalog")
+
+
+@needs_chromium
+def test_console_find_browse_delete(site: Site, browser: Any) -> None:
+    """Log in, find an image by upload, browse its key, delete one image then the key, watch the count fall."""
+    first_id, first = add(site, 11, "SKU-1001")
+    second_id, _ = add(site, 12, "SKU-1001")
+    add(site, 13, "SKU-2002")
+    context, page, watch = open_page(browser)
+    try:
+        page.goto(f"{site.url}/console")
+        log_in(page, TOKEN)
+        page.get_by_test_id("nav-search").wait_for()
+        assert page.get_by_test_id("login").is_hidden()
+        expect(page.locator("#count-chip")).to_have_text("3")
+        find_by_upload(page, first, first_id)
+        browse_and_delete(page, site, watch, first_id, second_id)
+        check_catalog(page)
+        assert site.thumb_requests and all(token == TOKEN and TOKEN not in path for path, token in site.thumb_requests)
+        assert_clean(site, watch)
+    finally:
+        context.close()
+
+
+def revoke(page: Any) -> None:
+    """From now on the page's API calls reach the app with another token, as after a revocation: the real
+    token check answers them 401. (A single TOKEN cannot be changed while the service runs.)"""
+    def swap(route: Any) -> None:
+        route.continue_(headers={**route.request.headers, "token": "revoked-" + TOKEN})
+
+    page.route("**/api/image/sim/**", swap)
+
+
+@needs_chromium
+def test_console_wrong_token_shows_prompt(site: Site, browser: Any) -> None:
+    """A wrong token is refused at the prompt with the API's message; a 401 mid-session brings the prompt back."""
+    context, page, watch = open_page(browser)
+    try:
+        page.goto(f"{site.url}/console")
+        log_in(page, "not-the-token")
+        error = page.get_by_test_id("login-error")
+        error.wait_for()
+        assert "invalid token" in error.inner_text()
+        assert page.get_by_test_id("login").is_visible() and page.locator("#app").is_hidden()
+        assert page.evaluate("sessionStorage.getItem('imgsim.token')") is None
+        shot(page, "console-login-refused")
+
+        log_in(page, TOKEN)
+        page.get_by_test_id("nav-search").wait_for()
+        assert page.evaluate("sessionStorage.getItem('imgsim.token')") == TOKEN
+        assert page.evaluate("localStorage.length") == 0 or page.evaluate(
+            "Object.keys(localStorage).every(k => k === 'imgsim.lang')")
+
+        expect(error).to_be_hidden()
+        revoke(page)  # the token stops being valid while the console is open: the next call gets a 401
+        page.get_by_test_id("nav-catalog").click()
+        expect(error).to_be_visible()
+        assert "invalid token" in error.inner_text()
+        assert page.locator("#app").is_hidden()
+        assert page.evaluate("sessionStorage.getItem('imgsim.token')") is None
+        page.unroute("**/api/image/sim/**")
+
+        page.evaluate("sessionStorage.setItem('imgsim.token', 'stale-token')")  # a stale token from earlier
+        page.reload()
+        expect(error).to_be_visible()
+        assert "invalid token" in error.inner_text() and page.locator("#app").is_hidden()
+        assert_clean(site, watch)
+    finally:
+        context.close()
+
+
+@needs_chromium
+def test_console_search_errors_and_options(site: Site, browser: Any) -> None:
+    """API messages are shown verbatim; options are sent only when set; a bad filter is caught in the page."""
+    _, data = add(site, 21, "SKU-3003")
+    context, page, watch = open_page(browser, width=390, height=844)  # a phone: the layout must still work
+    try:
+        page.goto(f"{site.url}/console")
+        log_in(page, TOKEN)
+        page.get_by_test_id("search-file-input").set_input_files(
+            {"name": "q.jpg", "mimeType": "image/jpeg", "buffer": data})
+        page.get_by_test_id("result-card").first.wait_for()
+        body = site.search_bodies[-1]
+        assert b'name="file"' in body and b"limit" not in body and b"group_by_key" not in body
+        assert b"namespace" not in body and b"filter" not in body and b"min_score" not in body
+        shot(page, "console-search-phone")
+
+        for event in ("paste", "drop"):  # a pasted screenshot, then a file dragged onto the drop zone
+            site.search_bodies.clear()
+            page.evaluate(SEND_IMAGE_EVENT, [event, base64.b64encode(data).decode()])
+            expect(page.get_by_test_id("search-message")).to_contain_text("1 result in")
+            assert b'name="file"' in site.search_bodies[-1]
+
+        page.get_by_test_id("search-limit").fill("0")
+        page.get_by_test_id("search-submit").click()
+        message = page.get_by_test_id("search-message")
+        expect(message).to_have_class(re.compile(r"\bmsg-error\b"))
+        expected = site.live.post("search/file", files={"file": ("q.jpg", data)}, data={"limit": "0"}).json()["msg"]
+        assert message.inner_text().startswith(expected)
+
+        page.get_by_test_id("search-limit").fill("")
+        page.get_by_test_id("search-filter").fill("{not json")
+        page.get_by_test_id("search-submit").click()
+        expect(message).to_contain_text("must be a JSON object")
+
+        page.get_by_test_id("search-filter").fill("")
+        page.get_by_test_id("kind-id").check()
+        page.get_by_test_id("search-id").fill("12345")
+        page.get_by_test_id("search-submit").click()
+        expect(message).to_contain_text("HTTP 4")
+        answer = site.live.post("search/id", json={"id": 12345})
+        assert message.inner_text().startswith(answer.json()["msg"])  # whatever the service says, verbatim
+        assert_clean(site, watch)
+    finally:
+        context.close()
+
+
+@needs_chromium
+def test_console_search_by_url_and_path(site: Site, browser: Any, image_host: Callable[[bytes], str]) -> None:
+    """Search by an image URL and by a path on the shared volume: the stored image comes first, with its thumbnail."""
+    record_id, data = add(site, 31, "SKU-4004")
+    add(site, 32, "SKU-5005")
+    shared = site.live.runtime.settings.image_pool_path / "query.jpg"
+    shared.write_bytes(data)
+    context, page, watch = open_page(browser)
+    try:
+        page.goto(f"{site.url}/console")
+        log_in(page, TOKEN)
+        for kind, value in (("url", image_host(data)), ("path", str(shared))):
+            page.get_by_test_id(f"kind-{kind}").check()
+            page.get_by_test_id(f"search-{kind}").fill(value)
+            page.get_by_test_id("search-submit").click()
+            expect(page.get_by_test_id("search-message")).to_contain_text("2 results in")
+            best = page.get_by_test_id("result-card").first
+            assert best.get_attribute("data-id") == str(record_id), kind
+            assert float(best.get_by_test_id("result-score").inner_text()) > 0.999
+            best.get_by_test_id("thumb-img").wait_for()
+        assert_clean(site, watch)
+    finally:
+        context.close()
+
+
+@needs_chromium
+def test_docs_page_offline_with_token(site: Site, browser: Any) -> None:
+    """/docs renders every operation from /openapi.json with local assets; try-it-out sends the token header."""
+    context, page, watch = open_page(browser)
+    try:
+        page.goto(f"{site.url}/console")
+        log_in(page, TOKEN)  # the docs page reuses the console's session token
+        page.get_by_test_id("nav-search").wait_for()
+        page.goto(f"{site.url}/docs")
+        page.locator(".opblock").first.wait_for()
+        assert page.locator(".opblock").count() >= 15
+        operation = page.locator("#operations-records-count_get")
+        operation.locator(".opblock-summary").click()
+        operation.get_by_role("button", name="Try it out").click()
+        with page.expect_response(lambda r: r.url.endswith("/api/image/sim/count")) as caught:
+            operation.get_by_role("button", name="Execute").click()
+        response = caught.value
+        assert response.status == 200
+        assert response.request.headers.get("token") == TOKEN
+        shot(page, "docs")
+        assert_clean(site, watch)
+    finally:
+        context.close()
+
+
+@needs_chromium
+def test_docs_page_asks_for_the_token(site: Site, browser: Any) -> None:
+    """Opened directly on a protected service, /docs asks for the token before it can show /openapi.json."""
+    context, page, watch = open_page(browser)
+    try:
+        page.goto(f"{site.url}/docs")
+        page.get_by_test_id("docs-login").wait_for()
+        page.get_by_test_id("docs-token").fill(TOKEN)
+        page.get_by_test_id("docs-login").get_by_role("button").click()
+        page.locator(".opblock").first.wait_for()
+        assert page.get_by_test_id("docs-login").is_hidden()
+        assert_clean(site, watch)
+    finally:
+        context.close()
+
+
+def test_console_and_docs_headers(site: Site) -> None:
+    """Pages: CSP with no external origin, never cached; assets: a year under their content hash, else revalidated."""
+    http = site.live.http
+    for page in ("/console", "/docs"):
+        answer = http.get(site.url + page)
+        assert answer.status_code == 200 and answer.headers["Cache-Control"] == "no-cache"
+        csp = answer.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in csp and "script-src 'self';" in csp and "http" not in csp
+        assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+        assets = re.findall(r'(?:src|href)="(/(?:console|docs)/[^"]+\?v=[0-9a-f]{12})"', answer.text)
+        assert len(assets) >= 2
+        linked = re.findall(r'(?:src|href|action)="([^"]*)"', answer.text)
+        assert all(link.startswith(("/", "#", "data:")) and not link.startswith("//") for link in linked), linked
+        for asset in assets:
+            cached = http.get(site.url + asset)
+            assert cached.status_code == 200 and "immutable" in cached.headers["Cache-Control"], asset
+            stale = http.get(site.url + asset.split("?")[0] + "?v=000000000000")
+            assert stale.headers["Cache-Control"] == "no-cache"
+    assert http.get(site.url + "/console/static/nothing.js").status_code == 404  # open, but only its own files
+    for sneaky in ("/docs/assets/../docs.py", "/docs/assets/%2e%2e%2fdocs.py", "/console/static/..%2fconsole.py"):
+        answer = http.get(site.url + sneaky, headers={"token": TOKEN})
+        assert answer.status_code == 404 and "import" not in answer.text, sneaky
+    assert http.get(site.url + "/docs/docs.py").status_code == 401  # no page there: the token check applies

@@ -1,0 +1,132 @@
+"""Thumbnails (service/thumbs.py, GET /api/image/sim/thumb/<id>): written with the record, shared by records of
+the same image, removed with the last of them, made on first view for records stored before, served only
+with the token, and never a picture other than the record's."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from service.thumbs import THUMB_SIDE, Thumbnails, make_thumbnail
+from tests.conftest import LiveService, photo
+
+TOKEN = "thumb-T0ken"
+
+
+def md5(data: bytes) -> str:
+    """The hex MD5 of some bytes."""
+    return hashlib.md5(data).hexdigest()
+
+
+def webp_size(data: bytes) -> tuple[int, int]:
+    """The size of a WEBP image, checking it is one."""
+    img = Image.open(io.BytesIO(data))
+    assert img.format == "WEBP"
+    return img.size
+
+
+def ids_of(svc: LiveService, key: str) -> list[int]:
+    """The ids stored under one key."""
+    return [r["id"] for r in svc.post("get/key", json={"key": [key]}).json()["data"]]
+
+
+def test_folder_layout_atomic_writes_and_forget(tmp_path: Path) -> None:
+    """Two-level fan-out by MD5, no temporary file left behind, and forget() removes only unused images."""
+    thumbs = Thumbnails(tmp_path / "thumbs")
+    big = Image.open(io.BytesIO(photo(1, size=(1200, 800))))
+    small = Image.open(io.BytesIO(photo(2, size=(90, 60))))
+    assert make_thumbnail(big).size == (THUMB_SIDE, 171) and make_thumbnail(small).size == (90, 60)  # never enlarged
+    a, b = md5(b"a"), md5(b"b")
+    thumbs.write(a, make_thumbnail(big))
+    thumbs.write_many([(b, make_thumbnail(small)), (a, None)])
+    assert thumbs.path_of(a) == tmp_path / "thumbs" / a[:2] / a[2] / f"{a}.webp"
+    assert sorted(p.name for p in (tmp_path / "thumbs").rglob("*") if p.is_file()) == sorted([f"{a}.webp", f"{b}.webp"])
+    assert webp_size(thumbs.read(a) or b"") == (THUMB_SIDE, 171)
+    assert thumbs.forget([a, b], in_use=lambda md5s: {b}) == 1
+    assert thumbs.read(a) is None and thumbs.read(b) is not None
+    for bad in ("../../etc/passwd", "A" * 32, "0" * 31):
+        with pytest.raises(ValueError):
+            thumbs.path_of(bad)
+    assert thumbs.forget(["../x"], in_use=lambda md5s: set()) == 0
+
+
+def test_concurrent_writers_of_one_image_leave_one_whole_file(tmp_path: Path) -> None:
+    """Eight threads writing the same thumbnail at once: one complete file, no temporary files."""
+    thumbs = Thumbnails(tmp_path / "thumbs")
+    thumb = make_thumbnail(Image.open(io.BytesIO(photo(3, size=(640, 480)))))
+    key = md5(b"same")
+    threads = [threading.Thread(target=thumbs.write, args=(key, thumb)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    files = [p for p in (tmp_path / "thumbs").rglob("*") if p.is_file()]
+    assert files == [thumbs.path_of(key)] and webp_size(files[0].read_bytes()) == (THUMB_SIDE, 192)
+
+
+def test_written_with_the_record_shared_and_removed_with_the_last(start_service: Callable[..., LiveService]) -> None:
+    """add writes the thumbnail; the same image under two keys shares one file; it goes with its last record."""
+    svc = start_service(token=TOKEN)
+    image = photo(5, size=(800, 600))
+    for key in ("SKU-1", "SKU-2"):
+        assert svc.post("add/file", files={"file": ("shoe.jpg", image)}, data={"key": key}).status_code == 200
+    thumbs = svc.runtime.deps.thumbs
+    path = thumbs.path_of(md5(image))
+    assert path.is_file() and len([p for p in thumbs.root.rglob("*") if p.is_file()]) == 1
+    [first], [second] = ids_of(svc, "SKU-1"), ids_of(svc, "SKU-2")
+    answer = svc.get(f"api/image/sim/thumb/{first}")
+    assert answer.status_code == 200 and answer.headers["Content-Type"] == "image/webp"
+    assert answer.content == path.read_bytes() and webp_size(answer.content) == (THUMB_SIDE, 192)
+    assert "private" in answer.headers["Cache-Control"]
+    assert svc.get(f"api/image/sim/thumb/{first}", headers={}).status_code == 401  # the token is required
+
+    assert svc.post("del/key", json={"key": ["SKU-1"]}).json()["data"] == 1
+    assert path.is_file()  # SKU-2 still holds the image
+    gone = svc.get(f"api/image/sim/thumb/{first}")
+    assert gone.status_code == 404 and gone.json()["msg"] == f"no record with id {first}"
+    assert svc.post("del/id", json={"id": [second]}).json()["data"] == 1
+    assert not path.exists() and svc.get(f"api/image/sim/thumb/{second}").status_code == 404
+
+
+def test_made_on_first_view_only_from_the_records_own_file(start_service: Callable[..., LiveService],
+                                                          tmp_path: Path) -> None:
+    """A record without a thumbnail (stored before) gets one from its filepath below PATH_ROOTS, only if the
+    file still holds the same image; otherwise, and for paths outside the roots, 404."""
+    svc = start_service(token=TOKEN)
+    pool = svc.runtime.settings.image_pool_path
+    thumbs = svc.runtime.deps.thumbs
+    kept, changed = photo(6), photo(7)
+    (pool / "kept.jpg").write_bytes(kept)
+    (pool / "changed.jpg").write_bytes(changed)
+    for name in ("kept.jpg", "changed.jpg"):
+        assert svc.post("add/path", json={"path": str(pool / name), "key": name}).status_code == 200
+    outside = svc.post("add/file", files={"file": ("/etc/passwd", photo(8))}, data={"key": "outside"})
+    assert outside.status_code == 200
+    for image in (kept, changed, photo(8)):  # as if stored before thumbnails existed
+        thumbs.path_of(md5(image)).unlink()
+    (pool / "changed.jpg").write_bytes(photo(9))  # the file now holds another picture
+
+    [kept_id], [changed_id], [outside_id] = ids_of(svc, "kept.jpg"), ids_of(svc, "changed.jpg"), ids_of(svc, "outside")
+    made = svc.get(f"api/image/sim/thumb/{kept_id}")
+    assert made.status_code == 200 and made.content == thumbs.path_of(md5(kept)).read_bytes()
+    for record_id in (changed_id, outside_id):
+        answer = svc.get(f"api/image/sim/thumb/{record_id}")
+        assert answer.status_code == 404 and "no thumbnail" in answer.json()["msg"], answer.text
+    assert not thumbs.path_of(md5(changed)).exists() and not thumbs.path_of(md5(photo(9))).exists()
+
+
+def test_re_adding_an_image_restores_its_missing_thumbnail(start_service: Callable[..., LiveService]) -> None:
+    """Adding an image that is stored already writes its thumbnail if it has none (no model call needed)."""
+    svc = start_service(token=TOKEN)
+    image = photo(10)
+    assert svc.post("add/file", files={"file": ("a.jpg", image)}, data={"key": "k"}).status_code == 200
+    path = svc.runtime.deps.thumbs.path_of(md5(image))
+    path.unlink()
+    assert svc.post("add/file", files={"file": ("a.jpg", image)}, data={"key": "k"}).status_code == 200
+    assert path.is_file()
