@@ -42,8 +42,9 @@ def readme_section(quality: dict[str, Any] | None, perf: dict[str, Any] | None, 
     out = [f"Regenerate everything below with `make bench` ({fmt(meta.get('elapsed_min'), 0)} minutes on this "
            f"machine; results in [bench/results/](bench/results/)). Measured {meta.get('date', '?')} on "
            f"**{m.get('cpu_model', '?')}, {m.get('cpu_budget', '?')} CPUs**, {m.get('ram_gb', '?')} GB RAM, "
-           f"Python {m.get('python', '?')}. Load average {m.get('loadavg_at_start', ['?'])[0]} at the start, "
-           f"{(m.get('loadavg_at_end') or ['?'])[0]} at the end (the benchmark itself keeps both cores busy). "
+           f"Python {m.get('python', '?')}, code at commit {meta.get('commit') or '?'}. Load average "
+           f"{m.get('loadavg_at_start', ['?'])[0]} at the start, {(m.get('loadavg_at_end') or ['?'])[0]} at the end "
+           "(the benchmark itself keeps both cores busy). "
            "Absolute numbers drift between runs and machines; every comparison below is a ratio of numbers "
            "measured minutes apart in this one run, and every target is judged on such ratios."]
     out += targets_table(all_targets(perf, quality))
@@ -90,6 +91,21 @@ def duplicate_defaults(quality: dict[str, Any]) -> dict[str, Any]:
         out["backbones"][key] = {"model": row["model"], "weights": row["weights"],
                                  "recommended_configuration": row["pick"]["recommended"], "thresholds": entries}
     return out
+
+
+def _commit() -> str | None:
+    """The commit the measured code was at ('+' when the tree had uncommitted changes), if this is a git checkout."""
+    import subprocess  # noqa: PLC0415
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+" if dirty else "")
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -154,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elapsed = time.perf_counter() - t0
     meta = _load(args.results / "run.json") or {}
     meta.update({"date": dt.date.today().isoformat(), "machine": machine(), "resnet50_imagenet_file": bool(resnet_file),
-                 "command": "make bench" if not args.smoke else "python -m bench.run --smoke"})
+                 "commit": _commit(), "command": "make bench" if not args.smoke else "python -m bench.run --smoke"})
     if args.only is None:
         meta["elapsed_min"] = round(elapsed / 60, 1)
     meta[f"elapsed_min_{args.only or 'all'}"] = round(elapsed / 60, 1)

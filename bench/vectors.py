@@ -22,6 +22,9 @@ import numpy as np
 from bench.cli import ms_stats, rnd
 from conf.settings import MODEL_BATCH, Settings
 from model.embedder import DIM
+from service.store.filters import DEFAULT_NAMESPACE
+from service.store.rows import HIT_FIELDS
+from service.store.searching import SEARCH_PARAMS
 from tests.procs import milvus_server_on_loopback
 
 log = logging.getLogger("bench.vectors")
@@ -111,13 +114,15 @@ def store_search(store: Any, k: int = 10) -> SearchFn:
 def raw_search(store: Any, ef: int | None, consistency: str | None, k: int = 10) -> SearchFn:
     """The same request as VectorStore.search, with another `ef` or consistency level (what-if runs)."""
     client, name = store.connection.client, store.connection.collection  # bench-only what-if
-    params: dict[str, Any] = {"metric_type": "IP"}
+    params: dict[str, Any] = dict(SEARCH_PARAMS)
     if store.vector_index == "HNSW":
         params["params"] = {"ef": max(ef or store.connection.settings.milvus_hnsw_ef, k)}
     extra = {"consistency_level": consistency} if consistency else {}
+    scope = store.scope()  # the service's namespace condition and output fields, as its searches have them
+    expr, fields = scope.expr(DEFAULT_NAMESPACE), scope.fields(HIT_FIELDS)
 
     def search(q: np.ndarray) -> list[int]:
-        res = client.search(name, data=[q.tolist()], anns_field="vector", limit=k, output_fields=["key", "filepath"],
+        res = client.search(name, data=[q.tolist()], anns_field="vector", limit=k, filter=expr, output_fields=fields,
                             search_params=params, timeout=300, **extra)
         return [int(h["id"]) for h in res[0]]
     return search
@@ -140,14 +145,19 @@ def recall_at(found: np.ndarray, exact: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(e)) / len(e) for f, e in zip(found, exact, strict=True)]))
 
 
+def _rows(base: np.ndarray, start: int, stop: int, extras: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows start..stop as the service writes them (primary key = row + 1, the default namespace's fields)."""
+    return [{"id": r + 1, "key": f"v{r}", "md5": f"{r:032x}", "filepath": f"/bench/{r}.jpg",
+             "vector": base[r].tolist(), **extras} for r in range(start, stop)]
+
+
 def _insert(store: Any, base: np.ndarray, start: int, stop: int) -> float:
-    """Insert rows start..stop (primary key = row + 1) straight through pymilvus: setup, not measured."""
+    """Insert rows start..stop straight through pymilvus: setup, not measured."""
     client, name = store.connection.client, store.connection.collection  # bench-only bulk load
+    extras = store.scope().extras(DEFAULT_NAMESPACE, {})
     t0 = time.perf_counter()
     for i in range(start, stop, 5000):
-        rows = [{"id": r + 1, "key": f"v{r}", "md5": f"{r:032x}", "filepath": f"/bench/{r}.jpg",
-                 "vector": base[r].tolist()} for r in range(i, min(stop, i + 5000))]
-        client.insert(name, rows, timeout=600)
+        client.insert(name, _rows(base, i, min(stop, i + 5000), extras), timeout=600)
     return time.perf_counter() - t0
 
 
@@ -178,6 +188,7 @@ def _lite_load(store: Any, uri: str, base: np.ndarray, start: int, stop: int) ->
     from milvus_lite.db import MilvusLite  # noqa: PLC0415
     from milvus_lite.server_manager import server_manager_instance  # noqa: PLC0415
 
+    extras = store.scope().extras(DEFAULT_NAMESPACE, {})
     store.close()
     server_manager_instance.release_server(uri)  # the in-process Lite server holds the file's lock
     t0 = time.perf_counter()
@@ -186,8 +197,7 @@ def _lite_load(store: Any, uri: str, base: np.ndarray, start: int, stop: int) ->
         try:
             col = db.get_collection("bench_vectors")
             for i in range(start, stop, 5000):
-                col.insert([{"id": r + 1, "key": f"v{r}", "md5": f"{r:032x}", "filepath": f"/bench/{r}.jpg",
-                             "vector": base[r].tolist()} for r in range(i, min(stop, i + 5000))])
+                col.insert(_rows(base, i, min(stop, i + 5000), extras))
             inserted = time.perf_counter()
             col.flush()
         finally:
