@@ -120,7 +120,7 @@ def speeds(embedders: Mapping[str, Any], pool: np.ndarray, batches: Sequence[int
                 x = np.concatenate([pool] * -(-batch // len(pool)))[:batch]
                 times, cpu = timed_calls(embedder.embed, x, seconds)
                 samples[key][batch].append((batch * len(times) / sum(times), cpu / (batch * len(times)) * 1000))
-    return {key: {"precision": embedders[key].info["precision"], "threads": embedders[key].threads,
+    return {key: {"precision": embedders[key].info["precision"], "threads": embedders[key].info["threads"],
                   "by_batch": [{"batch": b, "img_per_s": round(float(np.median([s[0] for s in v])), 2),
                                 "cpu_ms_per_image": round(float(np.median([s[1] for s in v])), 2),
                                 "rounds": [round(s[0], 1) for s in v]} for b, v in per.items()]}
