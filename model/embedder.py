@@ -53,7 +53,12 @@ class ModelSpec:
         images preprocessed with them, and the two slots share this key.
         """
         return {"model": self.backbone.name.value, "weights": self.weights.identity, "resize": self.resize.value,
-                "pooling": self.pooling.value, "trim": "on" if self.trim else "off"}
+                "pooling": self.pooling.value, "trim": self.trim_label}
+
+    @property
+    def trim_label(self) -> str:
+        """IMAGE_TRIM as the cache key, /ready and the fingerprint spell it: "on" or "off"."""
+        return "on" if self.trim else "off"
 
     def preprocess(self, img: Image.Image) -> np.ndarray:
         """A decoded RGB image -> the (224, 224, 3) float32 model input: trim (IMAGE_TRIM), resize, normalise."""
@@ -100,8 +105,6 @@ class Embedder:
         self.engine = engine
         self.fingerprint = fingerprint
         self.dim = spec.backbone.dim
-        self.pooling = spec.pooling
-        self.threads = engine.threads
         self.duplicate_default = spec.backbone.duplicate_default
         self._backbone: Any = None
         self._backbone_lock = threading.Lock()
@@ -111,8 +114,8 @@ class Embedder:
         """What /ready reports about the model: the configuration really in force."""
         spec = self.spec
         return {"name": spec.backbone.name.value, "weights": spec.weights.label, "dim": self.dim,
-                "resize": spec.resize.value, "pooling": spec.pooling.value, "trim": "on" if spec.trim else "off",
-                "engine": self.engine.name, "precision": self.engine.precision, "threads": self.threads,
+                "resize": spec.resize.value, "pooling": spec.pooling.value, "trim": spec.trim_label,
+                "engine": self.engine.name, "precision": self.engine.precision, "threads": self.engine.threads,
                 "fingerprint": self.fingerprint.digest, "space": self.fingerprint.summary}
 
     def preprocess(self, img: Image.Image) -> np.ndarray:
@@ -166,7 +169,7 @@ def load_embedder(settings: Settings) -> Embedder:
 def space_of(spec: ModelSpec, numeric: str) -> Fingerprint:
     """The embedding space of vectors from this network and preprocessing in this numeric space."""
     return Fingerprint(model=spec.backbone.name.value, weights=spec.weights.identity, input_size=INPUT_SIZE,
-                       resize=spec.resize.value, pooling=spec.pooling.value, trim="on" if spec.trim else "off",
+                       resize=spec.resize.value, pooling=spec.pooling.value, trim=spec.trim_label,
                        numeric=numeric)
 
 

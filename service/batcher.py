@@ -52,11 +52,7 @@ class Batcher(Generic[T, R]):
 
     def submit(self, item: T, timeout: float | None = 300.0) -> R:
         """Run `item` in the next batch; blocks until that batch has run and returns the item's result."""
-        if self._stopped.is_set():
-            raise NotReady("the service is shutting down; retry shortly")
-        future: Future[R] = Future()
-        self._queue.put((item, future))
-        return future.result(timeout=timeout)
+        return self.submit_many([item], timeout)[0]
 
     def submit_many(self, items: Sequence[T], timeout: float | None = 300.0) -> list[R]:
         """Queue every item at once (so they can share batches) and wait for all; results in order."""

@@ -1,9 +1,11 @@
 """Smoke test of the benchmarks (bench/): every part runs for real on a tiny corpus, and the report renders.
 
-`make bench` takes ~30 minutes; this runs the same code paths in about a minute:
-the quality ranking with pHash, the raw model, `main.py import`, `main.py serve`
-under 1 and 2 clients over HTTP, vector search on Milvus Lite against numpy,
-then the chart and the README section from the results.
+`make bench` takes ~30 minutes; this runs the same code paths in a few minutes:
+the quality rows (EfficientNet-Lite0 with real weights, trim off/on, INT8
+calibrated on the corpus' photos; ResNet50 random) against pHash, the raw engine
+matrix, `main.py import` and `main.py serve` per engine under 1 and 2 clients
+over HTTP, vector search on Milvus Lite against numpy, then the targets, the
+chart and the README section from the results.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import pytest
 
 from bench import perf, quality
 from bench import run as bench_run
+from bench.cli import model_settings
 from bench.corpus import Corpus, build_corpus
-from conf.settings import Settings
-from model.embedder import Embedder
+from bench.engines import OV_INT8, TF_FP32
+from bench.targets import all_targets
 from tests.conftest import ROOT, make_settings
 
-TRANSFORMS = ("scale_0.25", "center_crop_50", "pad_white_canvas")
+TRANSFORMS = bench_run.SMOKE_TRANSFORMS
 
 
 @pytest.fixture(scope="module")
@@ -31,53 +34,68 @@ def corpus() -> Corpus:
 
 
 @pytest.fixture(scope="module")
-def results(corpus: Corpus, embedder: Embedder, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Both benchmarks, smoke-sized, on the session's model (random weights)."""
-    settings = make_settings(tmp_path_factory.mktemp("quality"))
-    q = quality.run(corpus, embedder, settings, modes=[settings.image_resize], transforms=TRANSFORMS)
-    p = perf.run(corpus, settings, perf.PerfPlan.smoke(), embedder=embedder,
-                 workdir=tmp_path_factory.mktemp("perf"))
+def results(corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Both benchmarks, smoke-sized. The INT8 models this calibrates go to a model cache of the smoke test's own
+    (kept between runs), never the session's nor the one a `make bench` running meanwhile uses."""
+    settings = model_settings(make_settings(tmp_path_factory.mktemp("bench")), "models-smoke")
+    rows = quality.default_rows(settings, None, ("int8",))
+    q = quality.run(corpus, settings, rows, modes=[settings.image_resize], transforms=TRANSFORMS)
+    plan = perf.PerfPlan.smoke()
+    plan.engines = (TF_FP32.key, OV_INT8.key)  # OpenVINO FP32 takes the same code path as INT8
+    p = perf.run(corpus, settings, plan, workdir=tmp_path_factory.mktemp("perf"))
     return {"quality": q, "perf": p}
 
 
-def test_quality_ranks_every_query_with_each_variant_and_phash(results: dict[str, Any], corpus: Corpus) -> None:
+def test_quality_scores_every_row_and_variant_on_the_eval_split(results: dict[str, Any]) -> None:
     q = results["quality"]
-    assert q["random_weights"] and q["pooling_check_max_abs_diff"] < 1e-4
-    mode = Settings.model_fields["image_resize"].default.value
-    assert set(q["variants"]) == {f"{mode}+avg", f"{mode}+gem"}
-    assert q["corpus"]["queries"] == sum(1 for x in corpus.queries if x.transform in TRANSFORMS)
-    for table in [*q["variants"].values(), q["phash"]]:
+    main = q["rows"][q["main_row"]]
+    assert q["main_row"] == "efficientnet-lite0" and q["rows"]["resnet50-random"]["weights"] == "random"
+    check = main["check_against_service"]
+    assert check["input_max_abs_diff"] == 0 and check["vector_max_abs_diff"] < 2e-3
+    mode = main["pick"]["current_default"].split("+")[0]
+    assert set(main["variants"]) == {f"{mode}+{p}{t}" for p in ("avg", "gem") for t in ("", "+trim")}
+    assert q["split"]["tune_photos"] > 0 and q["split"]["eval_queries"] == len(TRANSFORMS) * q["split"]["eval_photos"]
+    for table in [*main["variants"].values(), q["phash"]]:
         assert set(table["per_transform"]) == set(TRANSFORMS)
         for row in table["per_transform"].values():
             assert 0 <= row["recall_at_1"] <= row["recall_at_10"] <= 1 and 0 < row["map"] <= 1
-    assert q["pick"]["current_default"] == f"{mode}+avg" and q["pick"]["best_by_map"] in q["variants"]
+            assert row["map_ci95"][0] <= row["map"] <= row["map_ci95"][1]
+    assert main["pick"]["recommended"] in main["variants"] and main["trim"]["on"].endswith("+trim")
+    th = main["thresholds"][main["pick"]["recommended"]]
+    assert -1 <= th["threshold"] <= 1 and 0 <= th["nonmatch_share"] <= 1 and th["true_copies"] > 0
 
 
-def test_perf_measures_every_item_over_real_http(results: dict[str, Any]) -> None:
+def test_int8_is_calibrated_on_corpus_photos_and_compared_with_fp32(results: dict[str, Any]) -> None:
+    main = results["quality"]["rows"]["efficientnet-lite0"]
+    i8 = main["precisions"]["int8"]
+    assert i8["precision_in_force"].startswith("int8") and i8["calibration"]["images"] >= 16
+    assert 0 < i8["cosine_to_fp32"]["min"] <= i8["cosine_to_fp32"]["p1"] <= i8["cosine_to_fp32"]["median"] <= 1
+    assert set(i8["vs_fp32"]) == {"recall_at_1", "map"}
+
+
+def test_perf_measures_every_engine_over_real_http(results: dict[str, Any]) -> None:
     p = results["perf"]
-    assert [r["batch"] for r in p["raw_model"]["by_batch"]] == [1, 4]
-    assert all(r["img_per_s"] > 0 and 0 < r["cores"] <= p["machine"]["logical_cpus"] + 0.5
-               for r in p["raw_model"]["by_batch"])
-    assert p["bulk_import"]["imported"] == 6 and p["service_start"]["records"] == 6
-    # The importer's own clock, not the wall time with model loading.
-    assert 0 < p["bulk_import"]["model_busy_s"] < p["bulk_import"]["import_phase_s"] < p["bulk_import"]["wall_s"]
-    assert p["single_client"]["search_file"]["n"] == 3 and p["single_client"]["add_file"]["n"] == 3
-    levels = p["concurrency"]["levels"]
-    assert [lv["clients"] for lv in levels] == [1, 2]
-    assert all(lv["completed"] > 0 and lv["errors"] == 0 for lv in levels)
-    assert all(lv["model_mean_batch"] >= 1 and 0 < lv["model_busy"] <= 1.05 for lv in levels)
-    assert all(0 < lv["service_cores"] <= p["machine"]["logical_cpus"] + 0.5 for lv in levels)
-    assert p["rss"]["peak_sampled_mb"] > 300  # TensorFlow and ResNet50 are in there
+    speed = p["raw"]["resnet50"]["speed"]
+    assert set(speed) == {TF_FP32.key, OV_INT8.key} and speed[OV_INT8.key]["precision"].startswith("int8")
+    assert all([r["batch"] for r in e["by_batch"]] == [1, 4] and all(r["img_per_s"] > 0 for r in e["by_batch"])
+               for e in speed.values())
+    assert set(p["engines"]) == {TF_FP32.key, OV_INT8.key}
+    for key, e in p["engines"].items():
+        assert e["ready"]["engine"] == ("tensorflow" if key == TF_FP32.key else "openvino")
+        assert e["bulk_import"]["imported"] == 6 and e["service_start"]["records"] == 6
+        assert 0 < e["bulk_import"]["model_busy_s"] < e["bulk_import"]["import_phase_s"] < e["bulk_import"]["wall_s"]
+        assert e["single_client"]["search_file"]["n"] == 3 and e["single_client"]["add_file"]["n"] == 3
+        assert [lv["clients"] for lv in e["levels"]] == [1, 2]
+        assert all(lv["completed"] > 0 and lv["errors"] == 0 and lv["model_mean_batch"] >= 1 for lv in e["levels"])
+        assert e["rss"]["peak_sampled_mb"] > 100
     lite = p["vector_search"]["backends"]["lite"]
     assert lite["index"] and lite["sizes"]["2000"]["recall_at_10"] >= 0.9
-    probe = lite["write_probe"]
-    assert [r["rows_written"] for r in probe] == [100, 300]
-    assert all(r["flushed_by_store"]["n"] == r["never_flushed"]["n"] == 10 for r in probe)
-    assert {t["target"].split()[0] for t in p["targets"]} >= {"2", "single", "bulk", "vector"}
+    assert [r["rows_written"] for r in lite["write_probe"]] == [100, 300]
 
 
-def test_report_writes_chart_and_only_the_bench_section_of_the_readme(results: dict[str, Any],
-                                                                      tmp_path: Path) -> None:
+def test_targets_and_report_render_only_the_bench_section(results: dict[str, Any], tmp_path: Path) -> None:
+    rows = all_targets(results["perf"], results["quality"])
+    assert {r["issue"] for r in rows} == {"10", "11", "earlier"} and all(r["met"] or r["why"] for r in rows)
     (tmp_path / "quality.json").write_text(json.dumps(results["quality"]))
     (tmp_path / "perf.json").write_text(json.dumps(results["perf"]))
     readme = tmp_path / "README.md"
@@ -90,9 +108,8 @@ def test_report_writes_chart_and_only_the_bench_section_of_the_readme(results: d
     tail = rest.split(bench_run.END, 1)[1]
     assert text.startswith(head + bench_run.START) and text.endswith(bench_run.END + tail)
     section = text.split(bench_run.START, 1)[1].split(bench_run.END, 1)[0]
-    assert f"| **{results['quality']['pick']['current_default']}** (default) |" in section
-    assert "random weights" in section and "### Targets" in section
-    for lv in results["perf"]["concurrency"]["levels"]:
-        assert f"| {lv['clients']} | {lv['throughput_rps']:.1f} |" in section
+    assert "### Targets" in section and "random weights" in section and "Duplicate thresholds" in section
+    for key, e in results["perf"]["engines"].items():
+        assert f"| {key} | {e['levels'][0]['clients']} | {e['levels'][0]['throughput_rps']:.1f} |" in section
     bench_run.report(tmp_path, readme)
     assert readme.read_text() == text  # regenerating is idempotent

@@ -13,11 +13,10 @@ from typing import Any
 
 from conf.errors import BadInput, json_type_name
 from service.api.fields import as_int
-from service.store.filters import AttrsError, validate_attrs
+from service.store.filters import FILTER_EXAMPLE, AttrsError, validate_attrs
 from service.store.ids import JS_MAX_SAFE_INTEGER
 from service.usecases.add import OnDuplicate
 
-FILTER_EXAMPLE = '{"category": "shoes", "shop": [3, 7], "price": {"gte": 10, "lt": 100}}'
 ATTRS_EXAMPLE = '{"category": "shoes", "price": 49.9, "in_stock": true, "tags": ["red", "sale"]}'
 
 

@@ -21,6 +21,7 @@ import uuid
 
 from conf.settings import Settings
 from service.store.client import DataType, MilvusClient, short
+from service.store.filters import namespace_expr
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def _probe(client: MilvusClient, settings: Settings) -> bool | None:
         client.create_collection(name, schema=schema, index_params=index, consistency_level="Strong", timeout=t)
         client.upsert(name, [{"id": i + 1, "namespace": ns, "vector": [1.0, 0.0]}
                              for i, ns in enumerate(PROBE_NAMESPACES)], timeout=t)
-        found = [len(client.query(name, filter=f'namespace == "{ns}"', output_fields=["id"], limit=10,
+        found = [len(client.query(name, filter=namespace_expr(ns), output_fields=["id"], limit=10,
                                   consistency_level="Strong", timeout=t)) for ns in PROBE_NAMESPACES]
         works = found == [1] * len(PROBE_NAMESPACES)
         if not works:

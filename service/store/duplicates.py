@@ -29,6 +29,6 @@ def find_duplicate(connection: Connection, searcher: Searcher, client: MilvusCli
                                                         filter=other_key)])
     if not hits:
         return None
-    rows = connection.query(client, scope.expr(record.namespace, f"id == {hits[0].id}"), scope.fields(RECORD_FIELDS),
+    rows = connection.query(client, scope.expr(record.namespace, f"id == {int(hits[0].id)}"), scope.fields(RECORD_FIELDS),
                             limit=1)
     return rows[0] if rows else None

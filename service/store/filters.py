@@ -62,7 +62,7 @@ MAX_FILTER_TEXT_BYTES = 16384
 RANGE_OPS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 _COMPARE = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}
 _ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
-_EXAMPLE = '{"category": "shoes", "shop": [3, 7], "price": {"gte": 10, "lt": 100}}'
+FILTER_EXAMPLE = '{"category": "shoes", "shop": [3, 7], "price": {"gte": 10, "lt": 100}}'
 
 
 class AttrsError(ValueError):
@@ -343,7 +343,7 @@ def compile_filter(value: object) -> str:
         return ""
     if not isinstance(value, dict):
         kind = "a string" if isinstance(value, str) else type(value).__name__
-        raise FilterError(f"filter must be a JSON object of attribute conditions such as {_EXAMPLE}, not {kind} "
+        raise FilterError(f"filter must be a JSON object of attribute conditions such as {FILTER_EXAMPLE}, not {kind} "
                           "(Milvus expressions are not accepted)")
     if len(value) > MAX_FILTER_KEYS:
         raise FilterError(f"filter has {len(value)} conditions; the limit is {MAX_FILTER_KEYS}")

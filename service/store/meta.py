@@ -120,7 +120,7 @@ def read_threshold(client: MilvusClient, settings: Settings, space: SpaceTag) ->
     props = client.describe_collection(settings.milvus_collection, timeout=settings.milvus_timeout).get(
         "properties") or {}
     texts = [props.get(DUPLICATE_PROPERTY)]
-    sidecar = sidecar_path(settings, space)
+    sidecar = sidecar_path(settings, space.digest)
     if sidecar.is_file():
         texts.append(sidecar.read_text())
     for text in texts:
@@ -142,7 +142,7 @@ def write_threshold(client: MilvusClient, settings: Settings, threshold: Duplica
     """Store a calibrated threshold with the collection (or in the sidecar file); returns where it went."""
     if _set_properties(client, settings, {DUPLICATE_PROPERTY: threshold.as_json()}):
         return f"property {DUPLICATE_PROPERTY} of collection {settings.milvus_collection!r}"
-    path = sidecar_path(settings, SpaceTag(threshold.space, ""))
+    path = sidecar_path(settings, threshold.space)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(threshold.as_json())
@@ -150,9 +150,9 @@ def write_threshold(client: MilvusClient, settings: Settings, threshold: Duplica
     return str(path)
 
 
-def sidecar_path(settings: Settings, space: SpaceTag) -> Path:
+def sidecar_path(settings: Settings, space_digest: str) -> Path:
     """Where a threshold goes when the server keeps no collection properties: one file per collection and space."""
-    return Path(settings.model_cache_dir) / "thresholds" / f"{settings.milvus_collection}-{space.digest}.json"
+    return Path(settings.model_cache_dir) / "thresholds" / f"{settings.milvus_collection}-{space_digest}.json"
 
 
 def _set_properties(client: MilvusClient, settings: Settings, properties: dict[str, str]) -> bool:

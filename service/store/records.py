@@ -224,7 +224,7 @@ class VectorStore:
 
     def delete_ids(self, ids: Iterable[int], namespace: str = DEFAULT_NAMESPACE) -> int:
         """Delete the namespace's records with these ids; returns how many existed (another namespace's: none)."""
-        wanted = sorted(set(ids))
+        wanted = sorted({int(i) for i in ids})
         if not wanted:
             return 0
         return self._delete_found(lambda c: [int(r["id"]) for r in self.connection.query(
@@ -306,7 +306,7 @@ class VectorStore:
 
     def get_ids(self, ids: Iterable[int], namespace: str = DEFAULT_NAMESPACE) -> list[dict[str, Any]]:
         """The namespace's records (id, key, filepath, md5, attrs) with these ids, ordered by key then id."""
-        wanted = sorted(set(ids))
+        wanted = sorted({int(i) for i in ids})
         return self._records(namespace, f"id in {wanted}") if wanted else []
 
     def _records(self, namespace: str, match: str) -> list[dict[str, Any]]:

@@ -43,16 +43,19 @@ class Scores:
     distinct: np.ndarray  # cosine of every pair of distinct originals
     nearest: np.ndarray  # (n,) each original's best score against another original
 
+    @property
+    def every_copy(self) -> np.ndarray:
+        """The scores of all generated copies, of every kind."""
+        return np.concatenate(list(self.copies.values()))
+
     def threshold(self) -> float:
         """The score that keeps DUPLICATE_KEEP of all true copies (rounded down to 3 decimals)."""
-        every = np.concatenate(list(self.copies.values()))
-        return float(np.floor(np.quantile(every, 1.0 - DUPLICATE_KEEP, method="lower") * 1000) / 1000)
+        return float(np.floor(np.quantile(self.every_copy, 1.0 - DUPLICATE_KEEP, method="lower") * 1000) / 1000)
 
     def summary(self, threshold: float, images: int) -> DuplicateThreshold:
         """The threshold with what it was measured on, ready to store with the collection."""
-        every = np.concatenate(list(self.copies.values()))
         return DuplicateThreshold(score=threshold, space="", images=images,
-                                  copies_kept=round(float(np.mean(every >= threshold)), 4),
+                                  copies_kept=round(float(np.mean(self.every_copy >= threshold)), 4),
                                   distinct_above=round(float(np.mean(self.distinct >= threshold)), 6),
                                   created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
@@ -123,8 +126,8 @@ def report(scores: Scores, threshold: float) -> list[str]:
     lines += [row(f"copy: {name}", values) for name, values in scores.copies.items()]
     lines.append(row("distinct pairs", scores.distinct))
     lines.append(row("nearest distinct image", scores.nearest))
-    every = np.concatenate(list(scores.copies.values()))
-    lines.append(f"duplicate threshold {threshold:.3f}: keeps {np.mean(every >= threshold):.1%} of the generated "
+    kept = np.mean(scores.every_copy >= threshold)
+    lines.append(f"duplicate threshold {threshold:.3f}: keeps {kept:.1%} of the generated "
                  f"copies; {np.mean(scores.distinct >= threshold):.3%} of distinct-image pairs score at least as "
                  f"much, and {np.mean(scores.nearest >= threshold):.1%} of images have a distinct image that does "
                  f"(real duplicates inside DIR count as distinct here, so these shares are upper bounds).")

@@ -1,0 +1,165 @@
+"""The README's Benchmarks section and the chart, written only from the results JSON (bench/results/).
+
+`python -m bench.run --report-only` regenerates both without measuring anything.
+Every figure is explained as a ratio of numbers measured in the same run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.engines import TF_FP32, best_batched
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+CHART = "latency_vs_concurrency.png"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def fmt(value: Any, digits: int = 1, suffix: str = "") -> str:
+    """A number for a table cell ("n/a" for None)."""
+    if value is None:
+        return "n/a"
+    return f"{value:.{digits}f}{suffix}" if isinstance(value, (int, float)) else str(value)
+
+
+def pct(value: float | None) -> str:
+    """A share as a whole percentage ("n/a" for None)."""
+    return "n/a" if value is None else f"{value * 100:.0f}%"
+
+
+def busy(value: float | None) -> str:
+    """The model's busy share; a batch straddling the window's edge counts whole, so it can exceed 1 slightly."""
+    return pct(None if value is None else min(value, 1.0))
+
+
+# --------------------------------------------------------------------------------------------
+# Chart
+# --------------------------------------------------------------------------------------------
+
+def chart(perf: dict[str, Any], path: Path) -> None:
+    """Latency (p50) and throughput against concurrent clients, one line per engine, raw batched as dashes."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    speed = perf["raw"][perf["model"]]["speed"]
+    for n, (key, entry) in enumerate(perf["engines"].items()):
+        colour = f"C{n}"
+        clients = [lv["clients"] for lv in entry["levels"]]
+        ax1.plot(clients, [lv["p50_ms"] for lv in entry["levels"]], "o-", color=colour, label=f"{key} p50")
+        ax2.plot(clients, [lv["throughput_rps"] for lv in entry["levels"]], "o-", color=colour, label=f"{key} service")
+        raw = speed[key].get("raw_batched_ref") or best_batched(speed[key])
+        ax2.axhline(raw, color=colour, ls="--", lw=0.8, label=f"{key} raw batched ({raw:.0f} img/s)")
+    for ax, ylabel, title in ((ax1, "latency p50 (ms)", "Latency vs concurrency"),
+                              (ax2, "requests/s (images/s for raw)", "Throughput vs concurrency")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(clients, [str(c) for c in clients])
+        ax.set_xlabel("concurrent clients (search/file)")
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(bottom=0)
+        ax.set_title(title)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    m = perf["machine"]
+    fig.suptitle(f"imgsim on {m['cpu_model']} ({m['cpu_budget']} CPUs), {perf['model']} ({perf['weights']} weights)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# Targets and performance tables
+# --------------------------------------------------------------------------------------------
+
+def targets_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The targets, met or not, then why each missed one was missed."""
+    out = ["", "### Targets", "", "| issue | target | measured | met |", "|---|---|---|---|"]
+    for t in rows:
+        out.append(f"| {t['issue']} | {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |")
+    missed = [t for t in rows if not t["met"] and t.get("why")]
+    if missed:
+        out += ["", "Why the missed ones were missed (from the same run's numbers):", ""]
+        out += [f"- *{t['target']}*: {t['why']}." for t in missed]
+    return out
+
+
+def raw_table(perf: dict[str, Any]) -> list[str]:
+    """Raw model speed per model, engine and batch size, with the precision in force and the cosine to TF."""
+    batches = [r["batch"] for r in next(iter(perf["raw"].values()))["speed"][TF_FP32.key]["by_batch"]]
+    out = ["", "Raw model (the service's `Embedder.embed` in one process, images/s, median of interleaved rounds):",
+           "", "| model | engine | precision in force | " + " | ".join(f"batch {b}" for b in batches)
+           + " | batched vs tf-fp32 | cosine to tf-fp32 (min) |", "|---|---|---|" + "---:|" * (len(batches) + 2)]
+    for model, m in perf["raw"].items():
+        tf = best_batched(m["speed"][TF_FP32.key])
+        for key, e in m["speed"].items():
+            cos = m.get(f"cosine_to_{TF_FP32.key}", {}).get(key, {}).get("min")
+            out.append(f"| {model} | {key} | {e['precision']} | "
+                       + " | ".join(fmt(r["img_per_s"]) for r in e["by_batch"])
+                       + f" | {best_batched(e) / tf:.2f}x | {fmt(cos, 4) if cos is not None else '1 (itself)'} |")
+    cal = [f"{model}: {m['int8_calibration']['images']} images, cosine to FP32 on them median "
+           f"{m['int8_calibration']['cosine_median']:.4f}, min {m['int8_calibration']['cosine_min']:.4f}, "
+           f"{m['int8_calibration']['wall_seconds']:.0f} s" for model, m in perf["raw"].items()
+           if "int8_calibration" in m]
+    if cal:
+        out += ["", "INT8 calibration (NNCF, on gallery photos and tiles of the quality benchmark's tune split): "
+                + "; ".join(cal) + "."]
+    return out
+
+
+def service_table(perf: dict[str, Any]) -> list[str]:
+    """Every engine's service at each concurrency level, against TensorFlow's and against its own raw model."""
+    engines = perf["engines"]
+    tf = {lv["clients"]: lv for lv in engines[TF_FP32.key]["levels"]} if TF_FP32.key in engines else {}
+    qi = perf.get("query_images", {})
+    out = ["", f"The service (`main.py serve`, one per engine, {perf['model']}), N clients sending search/file back to "
+           f"back over loopback HTTP for {fmt(perf['plan']['load_seconds'], 0)} s per engine and level, the engines in "
+           f"turns at each level (queries: the corpus' {qi.get('count', '?')} query JPEGs, median "
+           f"{fmt(qi.get('median_kb'), 0)} KB):", "",
+           "| engine | clients | req/s | vs tf-fp32 | vs own raw batched | p50 (ms) | p95 (ms) | errors | mean batch | "
+           "model busy |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for key, e in engines.items():
+        for lv in e["levels"]:
+            ref = tf.get(lv["clients"])
+            vs = f"{lv['throughput_rps'] / ref['throughput_rps']:.2f}x" if ref and ref["throughput_rps"] else "n/a"
+            out.append(f"| {key} | {lv['clients']} | {fmt(lv['throughput_rps'])} | {vs} | "
+                       f"{pct(lv.get('ratio_to_raw_batched'))} | {fmt(lv['p50_ms'], 0)} | {fmt(lv['p95_ms'], 0)} | "
+                       f"{lv['errors']} | {fmt(lv.get('model_mean_batch'))} | {busy(lv.get('model_busy'))} |")
+    return out + ["", f"![latency and throughput vs concurrency, per engine](bench/results/{CHART})"]
+
+
+def single_table(perf: dict[str, Any]) -> list[str]:
+    """One client, the bulk import and memory, per engine."""
+    out = ["", "One client at a time (search/file alternating with TensorFlow batch-1 model calls in the benchmark "
+           "process), the bulk import (`main.py import` of the gallery into an empty store) and the service's "
+           "memory, per engine:", "",
+           "| engine | search p50 / p95 (ms) | tf-fp32 batch-1 model p50 (ms) | add p50 (ms) | import (img/s) | "
+           "import vs tf-fp32 | start-up to /ready (s) | RSS idle / peak (MB) |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    engines = perf["engines"]
+    tf_imp = engines.get(TF_FP32.key, {}).get("bulk_import", {})
+    for key, e in engines.items():
+        sc, imp, rss = e["single_client"], e["bulk_import"], e["rss"]
+        rate = imp["import_phase_img_per_s"] or imp["wall_img_per_s"]
+        base = tf_imp.get("import_phase_img_per_s") or tf_imp.get("wall_img_per_s")
+        out.append(f"| {key} | {fmt(sc['search_file']['p50_ms'], 0)} / {fmt(sc['search_file']['p95_ms'], 0)} | "
+                   f"{fmt(sc['reference_batch1_interleaved']['p50_ms'], 0)} | {fmt(sc['add_file']['p50_ms'], 0)} | "
+                   f"{fmt(rate)} | {f'{rate / base:.2f}x' if base else 'n/a'} | "
+                   f"{fmt(e['service_start']['seconds_to_ready'])} | {fmt(rss['idle_after_start_mb'], 0)} / "
+                   f"{fmt(rss['peak_vmhwm_mb'] or rss['peak_sampled_mb'], 0)} |")
+    return out
+
+
+def perf_section(perf: dict[str, Any]) -> list[str]:
+    """The performance part of the README section."""
+    from bench.report_vectors import vector_tables  # noqa: PLC0415
+
+    out = ["", "### Speed: every engine side by side", "",
+           "TensorFlow FP32 is the service as it was before OpenVINO (\"today's service\" in issue 10); OpenVINO "
+           "FP32 is the default; INT8 needs `python main.py calibrate DIR --int8` first. All engines run the same "
+           f"{perf['model']} ({perf['weights']} weights: speed does not depend on the weights' values)."]
+    out += raw_table(perf) + service_table(perf) + single_table(perf)
+    return out + vector_tables(perf["vector_search"])
