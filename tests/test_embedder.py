@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from conf.errors import StartupError
-from conf.settings import ModelEngine, ModelName, Pooling, Precision, ResizeMode
+from conf.settings import ModelEngine, ModelName, Pooling, Precision, ResizeMode, Settings
 from model.embedder import Embedder, load_embedder, model_spec, quantize_int8, space_of
 from model.images import decode_image
 from model.openvino_engine import CALIBRATE_COMMAND
@@ -128,3 +128,14 @@ def test_bf16_embeds_in_its_own_space_when_in_force(embedder: Embedder, tmp_path
     assert "reused the cached model" in caplog.text
     expected = "bf16" if bf16.info["precision"] == "bf16" else "fp32"  # CPUs without bf16 run fp32
     assert bf16.fingerprint.numeric == expected
+
+
+def test_each_backbone_gets_the_preprocessing_measured_best_for_it_unless_the_environment_chooses() -> None:
+    """EfficientNet-Lite0 defaults to squash + border trim (best on real weights); ResNet50 keeps center-crop."""
+    lite = Settings(_env_file=None, model_name="efficientnet-lite0")  # type: ignore[call-arg]
+    assert (lite.image_resize, lite.image_trim) == (ResizeMode.SQUASH, True)
+    chosen = Settings(_env_file=None, model_name="efficientnet-lite0", image_resize="center-crop",  # type: ignore[call-arg]
+                      image_trim="off")
+    assert (chosen.image_resize, chosen.image_trim) == (ResizeMode.CENTER_CROP, False)
+    resnet = Settings(_env_file=None, model_name="resnet50")  # type: ignore[call-arg]
+    assert (resnet.image_resize, resnet.image_trim) == (ResizeMode.CENTER_CROP, False)

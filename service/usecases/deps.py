@@ -66,8 +66,7 @@ class Deps:
         if calibrated is not None:
             return calibrated.score, (f"calibrated on {calibrated.images} images at {calibrated.created} "
                                       f"(keeps {calibrated.copies_kept:.0%} of copies)")
-        return self.duplicate_default, (f"default for {self.model_info.get('name', 'this model')} "
-                                        "(placeholder until the benchmark measures it)")
+        return self.duplicate_default, f"default for {self.model_info.get('name', 'this model')}"
 
     def embed_each(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Vectors of preprocessed images through the model's micro-batching queue, queued together."""
