@@ -22,11 +22,10 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
-from PIL import Image
-from skimage import data
 
 from model import efficientnet_lite
 from model.pth import ForbiddenGlobalError, PthError, load_state_dict
+from tests.fixtures.reference_photo import reference_input
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 REFERENCE = json.loads((FIXTURES / "efficientnet_lite0_reference.json").read_text())
@@ -66,12 +65,7 @@ def torchless_build() -> tuple[keras.Model, list[str], bool]:
 @pytest.fixture(scope="module")
 def reference_batch() -> np.ndarray:
     """The fixture's input, rebuilt with the same recipe, checked pixel for pixel via its SHA-256."""
-    photo = data.coffee()
-    h, w = photo.shape[:2]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    square = Image.fromarray(photo[top:top + side, left:left + side])
-    pixels = np.asarray(square.resize((224, 224), Image.BILINEAR), dtype=np.uint8)
+    pixels = reference_input()
     assert hashlib.sha256(pixels.tobytes()).hexdigest() == REFERENCE["input"]["sha256_uint8_hwc"], (
         "the reference input differs from the fixture's (another Pillow or scikit-image version?): "
         f"{REFERENCE['versions']}")
