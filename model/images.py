@@ -13,7 +13,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from conf.errors import NotAnImage, TooLarge
 from model.transforms import INPUT_SIZE
@@ -25,6 +25,9 @@ SUPPORTED_TEXT = "JPEG, PNG, GIF, BMP, WEBP or TIFF"
 # reduction is itself a good low-pass filter. At 512 px decoding and resizing cost ~6 ms of CPU per
 # query image, at 224 ~3 ms.
 DECODE_MIN_SIDE = INPUT_SIZE
+
+# EXIF orientations 2..8 flip or turn the image; 1 (or none) leaves it as stored.
+_TURNED = frozenset(range(2, 9))
 
 # We enforce our own pixel cap (MAX_IMAGE_PIXELS) before decoding, with a 413
 # the caller understands; Pillow's own bomb guard is turned off so it cannot
@@ -124,6 +127,10 @@ def _corrupt(exc: Exception) -> NotAnImage:
 
 def _apply_orientation(img: Image.Image) -> Image.Image:
     try:
+        # Most images carry no orientation to apply, and for them exif_transpose would return a full
+        # copy of the pixels; the EXIF block is parsed once either way (Pillow caches it on the image).
+        if img.getexif().get(ExifTags.Base.Orientation, 1) not in _TURNED:
+            return img
         return ImageOps.exif_transpose(img) or img
     except Exception:  # noqa: BLE001 - a broken EXIF block must not reject an otherwise good image
         return img
