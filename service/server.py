@@ -30,7 +30,7 @@ def waitress_options(settings: Settings) -> dict[str, Any]:
     # while a client declaring gigabytes is still cut off before it is buffered.
     return {"threads": settings.api_threads, "max_request_body_size": settings.max_body_bytes * 4,
             "ident": "imgsim", "clear_untrusted_proxy_headers": True, "connection_limit": CONNECTION_LIMIT,
-            "asyncore_use_poll": True, "cleanup_interval": SWEEP_SECONDS}
+            "asyncore_use_poll": True, "cleanup_interval": SWEEP_SECONDS, "recv_bytes": 65536}
 
 
 def create_http_server(app: Flask, settings: Settings, host: str, port: int) -> Any:
