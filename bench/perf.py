@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import psutil
 
+from bench.batching import SweepPlan, sweep
 from bench.cli import RESULTS, bench_arguments, bench_settings, model_settings, parse_and_log, rnd, write_json
 from bench.engines import ENGINES, TF_FP32, best_batched, engine_keys, matrix, timed_calls
 from bench.features import decoded
@@ -66,6 +67,7 @@ class PerfPlan:
     load_seconds: float = 20.0           # measured window per engine and concurrency level
     load_warmup: float = 4.0             # requests in this lead-in are not counted
     vectors: VectorPlan = field(default_factory=VectorPlan)
+    batching: SweepPlan = field(default_factory=SweepPlan)  # BATCH_WINDOW_MS x BATCH_MAX_SIZE, OpenVINO engines
 
     @classmethod
     def smoke(cls) -> PerfPlan:
@@ -73,7 +75,8 @@ class PerfPlan:
         return cls(engines=("tf-fp32", "ov-fp32", "ov-int8"), service_engines=("tf-fp32", "ov-int8"), other_models=(),
                    raw_batches=(1, 4), raw_rounds=1, raw_seconds=0.3, recheck_seconds=0.3, calibration_images=16,
                    import_files=6, single_rounds=1, single_per_round=3, add_requests=3, concurrency=(1, 2),
-                   load_seconds=2.0, load_warmup=0.5, vectors=VectorPlan.smoke())
+                   load_seconds=2.0, load_warmup=0.5, vectors=VectorPlan.smoke(),
+                   batching=SweepPlan.smoke())
 
 
 def machine() -> dict[str, Any]:
@@ -242,6 +245,8 @@ def _measure(corpus: Any, settings: Settings, plan: PerfPlan, workdir: Path) -> 
     finally:
         stop_services(services)
     recheck(embedders, service_raw, pool, plan.recheck_seconds)
+    batching = sweep({key: workdir / key / "milvus.db" for key in plan.service_engines}, settings, queries, workdir,
+                     plan.batching)
     for key, entry in served.items():
         entry["bulk_import"] = imports[key]
         ref = service_raw[key].get("raw_batched_ref") or best_batched(service_raw[key])
@@ -250,7 +255,8 @@ def _measure(corpus: Any, settings: Settings, plan: PerfPlan, workdir: Path) -> 
         clean_exit = services[key].proc.returncode in (0, -2, 130)  # exited, or stopped by our SIGINT
         entry["service_log_tail"] = "" if clean_exit else services[key].tail(1500)
     median_kb = float(np.median([len(b) for b in queries])) / 1024
-    return {"raw": raw, "engines": served, "query_images": {"count": len(queries), "median_kb": rnd(median_kb, 1)}}
+    return {"raw": raw, "engines": served, "batching": batching,
+            "query_images": {"count": len(queries), "median_kb": rnd(median_kb, 1)}}
 
 
 def _settings_summary(settings: Settings) -> dict[str, Any]:

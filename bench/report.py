@@ -152,6 +152,27 @@ def single_table(perf: dict[str, Any]) -> list[str]:
                    f"{fmt(rss['peak_vmhwm_mb'] or rss['peak_sampled_mb'], 0)} |")
     return out
 
+def batching_table(perf: dict[str, Any]) -> list[str]:
+    """The micro-batcher sweep (bench/batching.py): one row per engine, (window, max size) and client count."""
+    result = perf.get("batching") or {}
+    if not result.get("engines"):
+        return []
+    defaults = (perf["settings"]["batch_window_ms"], perf["settings"]["batch_max_size"])
+    plan = result["plan"]
+    out = ["", f"The micro-batcher's settings (BATCH_WINDOW_MS, BATCH_MAX_SIZE): one service per pair, all running, "
+           f"loaded in turns for {fmt(plan['seconds'], 0)} s per level, median of {plan.get('rounds', 1)} rounds. CPU "
+           f"ms / request is the service's CPU time over the requests it answered; the defaults "
+           f"({defaults[0]:g} ms, {defaults[1]:g}) are marked *:", "",
+           "| engine | window (ms) | max size | clients | req/s | p50 (ms) | CPU ms / request | mean batch | errors |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for key, rows in result["engines"].items():
+        for r in rows:
+            mark = "*" if (r["window_ms"], r["max_size"]) == tuple(defaults) else ""
+            out.append(f"| {key} | {r['window_ms']:g}{mark} | {r['max_size']}{mark} | {r['clients']} | "
+                       f"{fmt(r['throughput_rps'])} | {fmt(r['p50_ms'], 0)} | {fmt(r['cpu_ms_per_request'])} | "
+                       f"{fmt(r['mean_batch'])} | {r['errors']} |")
+    return out
+
 
 def perf_section(perf: dict[str, Any]) -> list[str]:
     """The performance part of the README section."""
@@ -161,5 +182,5 @@ def perf_section(perf: dict[str, Any]) -> list[str]:
            "TensorFlow FP32 is the service as it was before OpenVINO (\"today's service\" in issue 10); OpenVINO "
            "FP32 is the default; INT8 needs `python main.py calibrate DIR --int8` first. All engines run the same "
            f"{perf['model']} ({perf['weights']} weights: speed does not depend on the weights' values)."]
-    out += raw_table(perf) + service_table(perf) + single_table(perf)
+    out += raw_table(perf) + service_table(perf) + single_table(perf) + batching_table(perf)
     return out + vector_tables(perf["vector_search"])

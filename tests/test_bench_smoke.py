@@ -93,6 +93,13 @@ def test_perf_measures_every_engine_over_real_http(results: dict[str, Any]) -> N
     assert [r["rows_written"] for r in lite["write_probe"]] == [100, 300]
 
 
+def test_batching_sweep_runs_each_setting_on_a_service_of_its_own(results: dict[str, Any]) -> None:
+    sweep = results["perf"]["batching"]
+    rows = sweep["engines"][OV_INT8.key]
+    assert [(r["window_ms"], r["max_size"]) for r in rows] == [tuple(pair) for pair in sweep["plan"]["pairs"]]
+    assert all(r["errors"] == 0 and r["throughput_rps"] > 0 and r["cpu_ms_per_request"] > 0 for r in rows)
+
+
 def test_targets_and_report_render_only_the_bench_section(results: dict[str, Any], tmp_path: Path) -> None:
     rows = all_targets(results["perf"], results["quality"])
     assert {r["issue"] for r in rows} == {"10", "11", "earlier"} and all(r["met"] or r["why"] for r in rows)
@@ -109,6 +116,7 @@ def test_targets_and_report_render_only_the_bench_section(results: dict[str, Any
     assert text.startswith(head + bench_run.START) and text.endswith(bench_run.END + tail)
     section = text.split(bench_run.START, 1)[1].split(bench_run.END, 1)[0]
     assert "### Targets" in section and "random weights" in section and "Duplicate thresholds" in section
+    assert "The micro-batcher's settings (BATCH_WINDOW_MS, BATCH_MAX_SIZE)" in section
     for key, e in results["perf"]["engines"].items():
         assert f"| {key} | {e['levels'][0]['clients']} | {e['levels'][0]['throughput_rps']:.1f} |" in section
     bench_run.report(tmp_path, readme)
