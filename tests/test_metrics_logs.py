@@ -303,6 +303,32 @@ def test_json_formatter_scrubs_and_notes() -> None:
     assert TOKEN not in "".join(handler.lines) and blob[:40] not in "".join(handler.lines)
 
 
+def test_text_lines_are_scrubbed_too() -> None:
+    """LOG_FORMAT=text (the default): no token or image in a message or a traceback either."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    blob = base64.b64encode(photo(3)).decode()
+    try:
+        handler = configure_logging("INFO", "text")
+        stream = io.StringIO()
+        handler.setStream(stream)  # type: ignore[attr-defined]
+        log = logging.getLogger("imgsim.test")
+        try:
+            raise ValueError(f"bad body {blob} with token={TOKEN}")
+        except ValueError:
+            log.exception("failed with Authorization: Bearer %s", TOKEN)
+        text = stream.getvalue()
+        assert "imgsim.test: failed with Authorization: Bearer [redacted]" in text
+        assert "ValueError: bad body [" in text and "chars omitted]" in text and "Traceback" in text
+        assert TOKEN not in text and blob[:40] not in text
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved_handlers:
+            root.addHandler(handler)
+        root.setLevel(saved_level)
+
+
 def test_scrub_and_request_id_rules() -> None:
     """scrub() keeps prose readable; request_id_from() keeps only short plain ids."""
     assert scrub("missing token: send it in the header") == "missing token: send it in the header"
