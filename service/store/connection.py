@@ -63,6 +63,7 @@ class Connection:
         with self._connect_lock:
             if self.client is not None:
                 return
+            client: MilvusClient | None = None
             try:
                 client = open_client(self.settings)
                 self.server_version = str(client.get_server_version(timeout=self.settings.milvus_timeout))
@@ -71,9 +72,12 @@ class Connection:
                 self.native_grouping = grouping_supported(self.server_version)
                 if self.space is not None:
                     self.threshold = read_threshold(client, self.settings, self.space)
-            except (StartupError, NotReady):
-                raise
-            except Exception as exc:  # noqa: BLE001 - any connection failure means "not ready yet"
+            except Exception as exc:
+                if client is not None:  # opened, then failed: the next try opens a new one, so drop this one
+                    _close_quietly(client)
+                if isinstance(exc, (StartupError, NotReady)):
+                    raise
+                # Any other connection failure means "not ready yet".
                 raise NotReady(f"{self.target} is unreachable ({short(exc)}); retry later") from exc
             self.client = client
             log.info("connected to %s (server %s), collection %r, vector index %s, key index %s, namespaces %s",
@@ -188,6 +192,13 @@ class Connection:
             if self.client is not None:
                 self.client.close()
                 self.client = None
+
+
+def _close_quietly(client: MilvusClient) -> None:
+    try:
+        client.close()
+    except Exception as exc:  # noqa: BLE001 - the failure being reported matters more than this one
+        log.debug("closing a half-opened Milvus client failed: %s", short(exc))
 
 
 def _namespaces(layout: Layout) -> str:
