@@ -125,7 +125,8 @@ class Settings(BaseSettings):
     batch_max_size: int = Field(MODEL_BATCH, ge=1, le=256)
     # 0: a batch takes what queued up while the previous one ran, without waiting for more. Measured (README,
     # Benchmarks): waiting 2 or 5 ms grew no batch (they hold about half the clients either way) and cost
-    # throughput and p50 at 4 clients on both OpenVINO precisions.
+    # throughput and p50 at 4 clients on both OpenVINO precisions. The search queue waits at least 2 ms anyway
+    # (service/usecases/deps.py: SEARCH_WINDOW_MS).
     batch_window_ms: float = Field(0.0, ge=0, le=1000)
     tf_threads: int = Field(0, ge=0, le=256)
 

@@ -30,6 +30,12 @@ class Model(Protocol):
         """A decoded RGB image -> one model input."""
         ...
 
+# The least the search queue waits for company while requests overlap, whatever BATCH_WINDOW_MS says. The
+# searches of one model batch arrive within a millisecond or two of each other as its results are handed out;
+# waiting for them sends them to Milvus as one call (16 clients, INT8: 8.0 queries a call instead of 4.7 at
+# 0 ms, and 0.4-0.8 ms less CPU per request). Unlike the model queue's window, this never leaves the model idle.
+SEARCH_WINDOW_MS = 2.0
+
 # Told of every batch a batcher runs: (batcher name, batch size, seconds it ran). Metrics are fed through it.
 BatchObserver = Callable[[str, int, float], None]
 
@@ -91,6 +97,7 @@ def build_deps(settings: Settings, store: VectorStore, model: Model, on_batch: B
         lambda arrays: model.embed(np.stack(arrays)), settings.batch_max_size, settings.batch_window_ms,
         "embed-batcher", observer("embed"))
     searches: Batcher[Query, list[Hit]] = Batcher(
-        store.search_many, settings.batch_max_size, settings.batch_window_ms, "search-batcher", observer("search"))
+        store.search_many, settings.batch_max_size, max(settings.batch_window_ms, SEARCH_WINDOW_MS), "search-batcher",
+        observer("search"))
     return Deps(settings, store, embeds, searches, PixelBudget.for_settings(settings), model.info,
                 Thumbnails(settings.thumb_dir), model.preprocess, model.duplicate_default)
