@@ -202,14 +202,14 @@ def precision_verdict(p: dict[str, Any], precision: str) -> str:
 
 
 def int8_verdict(p: dict[str, Any], noise: str) -> str:
-    """The INT8 paragraph: how it was calibrated, which layers stayed FP32, retrieval, speed, its own space."""
+    """The INT8 paragraph: how it was calibrated, which layers stayed FP32, retrieval, its own space."""
     cal, c = p["calibration"], p["cosine_to_fp32"]
-    kept = f" (FP32: {', '.join(cal['float_layers'])})" if cal.get("float_layers") else ""
+    kept = f": {', '.join(cal['float_layers'])}" if cal.get("float_layers") else ""
     held = (f"; on the {cal['held_out']} of them held out from calibration: 1st percentile {cal['cosine_p1']:.4f}, "
             f"min {cal['cosine_min']:.4f}" if "held_out" in cal else "")
-    return (f"**INT8** ({int8_method(cal)}{kept}, calibrated on {cal['images']} gallery images of the tune split, "
-            f"never on eval photos{held}) is {noise}" + ("; it is recommended where speed matters. " if not_worse(p)
-                                                          else ". ")
+    return (f"**INT8** (calibrated on {cal['images']} gallery images of the tune split, never on eval photos, with "
+            f"{int8_method(cal)}{kept}{held}) is {noise}" + ("; it is recommended where speed matters. "
+                                                              if not_worse(p) else ". ")
             + f"Same-image cosine to FP32 over the benchmark: min {c['min']:.4f}, 1st percentile {c['p1']:.4f}. "
             "An INT8 model is an embedding space of its own, with its own duplicate "
             f"threshold ({p['threshold']['threshold']:.3f}).")

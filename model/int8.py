@@ -35,7 +35,6 @@ HOLD_OUT_EVERY = 4  # one image in four is held out to judge the INT8 model
 # Accuracy control aims this far above the gate's 1st percentile on the calibration images: measured on
 # EfficientNet-Lite0, a model that just meets the gate in-sample misses it on held-out photos by ~0.002.
 AC_MARGIN = 0.002
-FAST_BIAS_CORRECTION = True  # NNCF's default
 AC_RANKING_IMAGES = 100  # NNCF ranks layers on this many of the worst-matching calibration images
 _WEIGHTED_OPS = ("Convolution", "GroupConvolution", "MatMul")
 
@@ -146,7 +145,7 @@ def _ptq(model: ov.Model, array: np.ndarray) -> ov.Model:
 
     # subset_size = all images: NNCF's default (300) would silently ignore the rest.
     return nncf.quantize(model, _dataset(array), subset_size=len(array), preset=nncf.QuantizationPreset.PERFORMANCE,
-                         target_device=nncf.TargetDevice.CPU, fast_bias_correction=FAST_BIAS_CORRECTION)
+                         target_device=nncf.TargetDevice.CPU)
 
 
 def _accuracy_control(model: ov.Model, ranges: np.ndarray, judge: np.ndarray, reference: np.ndarray, target: float,
@@ -159,7 +158,8 @@ def _accuracy_control(model: ov.Model, ranges: np.ndarray, judge: np.ndarray, re
 
     items = [(judge[i:i + 1], reference[i]) for i in range(len(judge))]
 
-    def validate(compiled: ov.CompiledModel, data: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[float, list]:
+    def validate(compiled: ov.CompiledModel,
+                 data: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[float, list[float]]:
         # NNCF calls this on single items (their values rank the images) and on sets (the metric).
         cosine = [float(unit(compiled(image)[0])[0] @ unit(ref[None])[0]) for image, ref in data]
         return float(np.percentile(cosine, 1)), cosine
@@ -171,7 +171,7 @@ def _accuracy_control(model: ov.Model, ranges: np.ndarray, judge: np.ndarray, re
     return nncf.quantize_with_accuracy_control(
         model, _dataset(ranges), nncf.Dataset(items, lambda item: item[0]), validate, max_drop=1.0 - target,
         subset_size=len(ranges), preset=nncf.QuantizationPreset.PERFORMANCE, target_device=nncf.TargetDevice.CPU,
-        fast_bias_correction=FAST_BIAS_CORRECTION, advanced_accuracy_restorer_parameters=restorer)
+        advanced_accuracy_restorer_parameters=restorer)
 
 
 def _dataset(array: np.ndarray) -> Any:
