@@ -107,7 +107,7 @@ def raw_phase(settings: Settings, plan: PerfPlan, calibration: list[Path], probe
         if name == settings.model_name.value:
             continue
         log.info("raw model: %s", name)
-        other = settings.model_copy(update={"model_name": ModelName(name), "model_weights": "imagenet"})
+        other = settings.for_model(ModelName(name), "imagenet")
         out[name], _ = matrix(other, keys, calibration, probe, plan.raw_batches, plan.raw_rounds, plan.raw_seconds)
     return out, embedders
 

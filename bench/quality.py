@@ -231,7 +231,7 @@ def run_row(row: Row, settings: Settings, lay: Layout, modes: Sequence[ResizeMod
     """Embed the corpus with every variant of one backbone, score, choose, and compare precisions."""
     from model.embedder import load_embedder  # noqa: PLC0415
 
-    rs = settings.model_copy(update={"model_name": row.model, "model_weights": row.weights})
+    rs = settings.for_model(row.model, row.weights)
     t0 = time.perf_counter()
     features = PooledFeatures(rs, cpu_budget())
     check = check_against_service(features, load_embedder(rs), rs, lay.gallery[:4])

@@ -137,8 +137,7 @@ def run_perf(corpus: Any, settings: Settings, resnet_file: Path | None, smoke: b
     """The speed benchmark on the service's default model, ResNet50."""
     from bench import perf  # noqa: PLC0415
 
-    ps = settings.model_copy(update={"model_name": ModelName.RESNET50,
-                                     "model_weights": str(resnet_file) if resnet_file else "random"})
+    ps = settings.for_model(ModelName.RESNET50, str(resnet_file) if resnet_file else "random")
     return perf.run(corpus, ps, perf.PerfPlan.smoke() if smoke else perf.PerfPlan())
 
 

@@ -184,12 +184,18 @@ class Settings(BaseSettings):
         # weights best with squash + border trim: mAP 0.946 against 0.875 for center-crop without trim.
         # ResNet50's real weights cannot be measured here, so its defaults stay as they were. A value the
         # environment sets is never overridden.
+        # Written to __dict__ so that they do not count as set: `for_model` must tell them from the caller's.
         if self.model_name is ModelName.EFFICIENTNET_LITE0:
             if "image_resize" not in self.model_fields_set:
-                self.image_resize = ResizeMode.SQUASH
+                self.__dict__["image_resize"] = ResizeMode.SQUASH
             if "image_trim" not in self.model_fields_set:
-                self.image_trim = True
+                self.__dict__["image_trim"] = True
         return self
+
+    def for_model(self, name: ModelName, weights: str) -> "Settings":
+        """These settings for another backbone and weights, with that backbone's defaults where nothing was set."""
+        chosen = {field: getattr(self, field) for field in self.model_fields_set}
+        return type(self).model_validate(chosen | {"model_name": name, "model_weights": weights})
 
     @model_validator(mode="after")
     def _consistent(self) -> "Settings":

@@ -4,6 +4,7 @@
 request, the request's id, method, path, status, duration, namespace and key count). The formatter only
 ever writes the fields listed here, so a token or an image can reach a log line only through a message
 text, and messages are scrubbed of token-looking and base64-looking runs as a second line of defence.
+The default text format scrubs its messages and tracebacks the same way.
 
 Every request gets an id: the caller's `X-Request-Id` when it is short and plain, else a new one. It is
 echoed in the response header so a client can quote it, and the 500 handler uses it as its reference.
@@ -121,6 +122,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """`time LEVEL logger: message` lines, message and traceback scrubbed like the JSON ones (see `scrub`)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The line for a copy of `record` whose message is scrubbed (other handlers still get the original)."""
+        clean = logging.makeLogRecord(record.__dict__)
+        clean.msg, clean.args, clean.exc_text = scrub(record.getMessage()), None, None
+        return super().format(clean)
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
+        """The traceback, scrubbed: an exception's text can quote a request body or a header."""
+        return scrub(super().formatException(ei))
+
+
 def configure_logging(level: str = "INFO", fmt: str = "text") -> logging.Handler:
     """Set up the root logger once, for `LOG_FORMAT` `text` (today's format) or `json`; returns the handler."""
     if fmt not in ("text", "json"):
@@ -130,7 +148,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> logging.Handler
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):  # basicConfig or an earlier call: one handler, or lines come twice
         root.removeHandler(old)

@@ -139,3 +139,8 @@ def test_each_backbone_gets_the_preprocessing_measured_best_for_it_unless_the_en
     assert (chosen.image_resize, chosen.image_trim) == (ResizeMode.CENTER_CROP, False)
     resnet = Settings(_env_file=None, model_name="resnet50")  # type: ignore[call-arg]
     assert (resnet.image_resize, resnet.image_trim) == (ResizeMode.CENTER_CROP, False)
+    # The bench switches backbones: each copy gets its own backbone's defaults, the chosen values stay.
+    assert (resnet.for_model(ModelName.EFFICIENTNET_LITE0, "imagenet").image_resize, lite.for_model(
+        ModelName.RESNET50, "random").image_resize) == (ResizeMode.SQUASH, ResizeMode.CENTER_CROP)
+    assert chosen.for_model(ModelName.RESNET50, "random").image_resize == ResizeMode.CENTER_CROP
+    assert chosen.for_model(ModelName.EFFICIENTNET_LITE0, "imagenet").image_trim is False

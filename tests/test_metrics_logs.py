@@ -303,6 +303,39 @@ def test_json_formatter_scrubs_and_notes() -> None:
     assert TOKEN not in "".join(handler.lines) and blob[:40] not in "".join(handler.lines)
 
 
+@pytest.fixture
+def root_stream() -> Iterator[Callable[[str], io.StringIO]]:
+    """configure_logging for a format, writing to a string; the root logger is restored afterwards."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+
+    def configure(fmt: str) -> io.StringIO:
+        stream = io.StringIO()
+        configure_logging("INFO", fmt).setStream(stream)  # type: ignore[attr-defined]
+        return stream
+
+    yield configure
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in saved_handlers:
+        root.addHandler(handler)
+    root.setLevel(saved_level)
+
+
+def test_text_lines_are_scrubbed_too(root_stream: Callable[[str], io.StringIO]) -> None:
+    """LOG_FORMAT=text (the default): no token or image in a message or a traceback either."""
+    blob = base64.b64encode(photo(3)).decode()
+    stream = root_stream("text")
+    try:
+        raise ValueError(f"bad body {blob} with token={TOKEN}")
+    except ValueError:
+        logging.getLogger("imgsim.test").exception("failed with Authorization: Bearer %s", TOKEN)
+    text = stream.getvalue()
+    assert "imgsim.test: failed with Authorization: Bearer [redacted]" in text
+    assert "ValueError: bad body [" in text and "chars omitted]" in text and "Traceback" in text
+    assert TOKEN not in text and blob[:40] not in text
+
+
 def test_scrub_and_request_id_rules() -> None:
     """scrub() keeps prose readable; request_id_from() keeps only short plain ids."""
     assert scrub("missing token: send it in the header") == "missing token: send it in the header"
@@ -314,22 +347,11 @@ def test_scrub_and_request_id_rules() -> None:
     assert re.fullmatch(r"[0-9a-f]{32}", request_id_from("a" * 65))
 
 
-def test_configure_logging_json_to_a_stream() -> None:
+def test_configure_logging_json_to_a_stream(root_stream: Callable[[str], io.StringIO]) -> None:
     """LOG_FORMAT=json: the root logger writes one JSON object per line; other formats are refused."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    try:
-        handler = configure_logging("INFO", "json")
-        stream = io.StringIO()
-        handler.setStream(stream)  # type: ignore[attr-defined]
-        logging.getLogger("imgsim.test").info("hello %s", "world")
-        line = json.loads(stream.getvalue().strip().splitlines()[-1])
-        assert line["message"] == "hello world" and line["logger"] == "imgsim.test" and "request_id" not in line
-        with pytest.raises(ValueError, match="LOG_FORMAT"):
-            configure_logging("INFO", "xml")
-    finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in saved_handlers:
-            root.addHandler(handler)
-        root.setLevel(saved_level)
+    stream = root_stream("json")
+    logging.getLogger("imgsim.test").info("hello %s", "world")
+    line = json.loads(stream.getvalue().strip().splitlines()[-1])
+    assert line["message"] == "hello world" and line["logger"] == "imgsim.test" and "request_id" not in line
+    with pytest.raises(ValueError, match="LOG_FORMAT"):
+        configure_logging("INFO", "xml")

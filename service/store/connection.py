@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, TypeVar
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
@@ -16,6 +16,7 @@ from conf.settings import Consistency, Settings
 from service.store.client import (MilvusClient, MilvusException, describe_target, is_transient, not_loaded,
                                   open_client, short)
 from service.store.capabilities import grouping_supported
+from service.store.gate import SharedExclusiveLock
 from service.store.meta import DuplicateThreshold, SpaceTag, read_threshold, write_threshold
 from service.store.schema import Indexes, Layout, prepare_collection
 
@@ -50,6 +51,8 @@ class Connection:
         self.threshold: DuplicateThreshold | None = None
         self._connect_lock = threading.Lock()
         self._load_lock = threading.Lock()
+        # Milvus Lite only: its reads must not overlap its writes and flushes (see service.store.gate).
+        self._gate = SharedExclusiveLock() if settings.milvus_is_lite else None
 
     def connect(self) -> None:
         """Connect, create or verify the collection, and load it. Idempotent.
@@ -60,6 +63,7 @@ class Connection:
         with self._connect_lock:
             if self.client is not None:
                 return
+            client: MilvusClient | None = None
             try:
                 client = open_client(self.settings)
                 self.server_version = str(client.get_server_version(timeout=self.settings.milvus_timeout))
@@ -68,9 +72,12 @@ class Connection:
                 self.native_grouping = grouping_supported(self.server_version)
                 if self.space is not None:
                     self.threshold = read_threshold(client, self.settings, self.space)
-            except (StartupError, NotReady):
-                raise
-            except Exception as exc:  # noqa: BLE001 - any connection failure means "not ready yet"
+            except Exception as exc:
+                if client is not None:  # opened, then failed: the next try opens a new one, so drop this one
+                    _close_quietly(client)
+                if isinstance(exc, (StartupError, NotReady)):
+                    raise
+                # Any other connection failure means "not ready yet".
                 raise NotReady(f"{self.target} is unreachable ({short(exc)}); retry later") from exc
             self.client = client
             log.info("connected to %s (server %s), collection %r, vector index %s, key index %s, namespaces %s",
@@ -79,7 +86,7 @@ class Connection:
 
     def save_threshold(self, threshold: DuplicateThreshold) -> str:
         """Store a calibrated duplicate threshold with the collection; returns where it went."""
-        where = self.call(lambda client: write_threshold(client, self.settings, threshold))
+        where = self.call(lambda client: write_threshold(client, self.settings, threshold), writes=True)
         self.threshold = threshold
         return where
 
@@ -114,13 +121,21 @@ class Connection:
                 log.warning("collection %r in %s is not loaded (%s); loading it", self.collection, self.target, name)
                 client.load_collection(self.collection, timeout=max(t, 60))
 
-    def call(self, fn: Callable[[MilvusClient], T], retry: bool = True, operation: str = "other") -> T:
+    def call(self, fn: Callable[[MilvusClient], T], retry: bool = True, operation: str = "other",
+             writes: bool = False) -> T:
         """Run one Milvus call, retrying transient failures with backoff; NotReady if Milvus stays away.
 
-        The call's time (retries included) and outcome are reported to `on_call` under `operation`.
+        `writes`: `fn` writes or deletes (on Milvus Lite it then runs alone). The call's time
+        (retries included) and outcome are reported to `on_call` under `operation`.
         """
         with self._observed(operation):
-            return self._call(fn, retry)
+            return self._call(fn, retry, writes)
+
+    def _gated(self, writes: bool) -> AbstractContextManager[None]:
+        """On Milvus Lite, the gate in the mode this call needs; elsewhere nothing."""
+        if self._gate is None:
+            return nullcontext()
+        return self._gate.exclusive() if writes else self._gate.shared()
 
     @contextmanager
     def _observed(self, operation: str) -> Iterator[None]:
@@ -134,7 +149,7 @@ class Connection:
             if self._on_call is not None:
                 self._on_call(operation, time.perf_counter() - started, failed)
 
-    def _call(self, fn: Callable[[MilvusClient], T], retry: bool) -> T:
+    def _call(self, fn: Callable[[MilvusClient], T], retry: bool, writes: bool) -> T:
         self.connect()
         client = self.client
         assert client is not None
@@ -143,7 +158,7 @@ class Connection:
             for attempt in Retrying(stop=stop_after_attempt(attempts), wait=wait_exponential(0.2, max=2.0),
                                     retry=retry_if_exception(is_transient), reraise=True,
                                     before_sleep=_log_retry):
-                with attempt:
+                with attempt, self._gated(writes):
                     try:
                         return fn(client)
                     except MilvusException as exc:
@@ -168,7 +183,7 @@ class Connection:
         """Seal what was written (Milvus Lite: move it out of the in-memory table); nothing before connecting."""
         client = self.client
         if client is not None:
-            with self._observed("flush"):
+            with self._observed("flush"), self._gated(writes=True):
                 client.flush(self.collection, timeout=max(self.settings.milvus_timeout, 60))
 
     def close(self) -> None:
@@ -177,6 +192,13 @@ class Connection:
             if self.client is not None:
                 self.client.close()
                 self.client = None
+
+
+def _close_quietly(client: MilvusClient) -> None:
+    try:
+        client.close()
+    except Exception as exc:  # noqa: BLE001 - the failure being reported matters more than this one
+        log.debug("closing a half-opened Milvus client failed: %s", short(exc))
 
 
 def _namespaces(layout: Layout) -> str:

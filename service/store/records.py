@@ -138,8 +138,9 @@ class VectorStore:
             self._flusher = None
         self.connection.close()
 
-    def _call(self, fn: Callable[[MilvusClient], T], operation: str = "other", retry: bool = True) -> T:
-        return self.connection.call(fn, retry=retry, operation=operation)
+    def _call(self, fn: Callable[[MilvusClient], T], operation: str = "other", retry: bool = True,
+              writes: bool = False) -> T:
+        return self.connection.call(fn, retry=retry, operation=operation, writes=writes)
 
     def _wrote(self, rows: int) -> None:
         if self._flusher is not None:
@@ -189,7 +190,7 @@ class VectorStore:
                 scope.require(rec.namespace, attrs=bool(rec.attrs))
             return self._put_locked(c, scope, records)
         with self._write_lock:
-            return self._call(run, "upsert")
+            return self._call(run, "upsert", writes=True)
 
     def put_unless_duplicate(self, record: Record, min_score: float) -> tuple[int, bool, dict[str, Any] | None]:
         """Store the record unless its namespace holds the same image under another key.
@@ -209,7 +210,7 @@ class VectorStore:
                         return int(other["id"]), False, public_record(other)
                 [(rid, created)] = self._put_locked(client, scope, [record])
                 return rid, created, None
-            return self._call(run, "upsert")
+            return self._call(run, "upsert", writes=True)
 
     def _put_locked(self, client: MilvusClient, scope: Scope, records: Sequence[Record]) -> list[tuple[int, bool]]:
         slots = self._slots(client, [(r.namespace, r.key, r.md5) for r in records])
@@ -254,7 +255,7 @@ class VectorStore:
                     c.delete(self.connection.collection, filter=expr, timeout=self._settings.milvus_timeout)
                     self._deleted(c, count)
                 return count
-            return self._call(run, "delete")
+            return self._call(run, "delete", writes=True)
 
     def delete_key_except(self, key: str, keep_md5s: Iterable[str], namespace: str = DEFAULT_NAMESPACE) -> int:
         """Delete the records of `key` in the namespace whose image is not one of `keep_md5s`; returns how many."""
@@ -271,7 +272,7 @@ class VectorStore:
                     c.delete(self.connection.collection, ids=found, timeout=self._settings.milvus_timeout)
                     self._deleted(c, len(found))
                 return len(found)
-            return self._call(run, "delete")
+            return self._call(run, "delete", writes=True)
 
     def _deleted(self, client: MilvusClient, rows: int) -> None:
         """After a delete: make sure the next Session-level reads cannot still see the deleted rows."""
