@@ -207,9 +207,11 @@ class OpenVinoEngine:
                  self.requested_precision, how, self.cache_path, self.compile_seconds, self.precision, self.threads)
         calibration = prepared.manifest.get("calibration")
         if calibration:
-            log.info("INT8 model calibrated on %s images at %s: cosine to FP32 median %.5f, 1st pct %.5f, min %.5f",
-                     calibration.get("images"), prepared.manifest.get("created"), calibration.get("cosine_median"),
-                     calibration.get("cosine_p1"), calibration.get("cosine_min"))
+            log.info("INT8 model (%s, %d layers in FP32) calibrated at %s: cosine to FP32 on %s held-out images "
+                     "median %.5f, 1st pct %.5f, min %.5f", calibration.get("method"),
+                     len(calibration.get("float_layers", [])), prepared.manifest.get("created"),
+                     calibration.get("held_out"), calibration.get("cosine_median"), calibration.get("cosine_p1"),
+                     calibration.get("cosine_min"))
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Features of a (n, size, size, 3) float32 batch as an (n, width) float32 array."""
