@@ -86,7 +86,12 @@ def _calibrate(settings: Settings, args: argparse.Namespace) -> int:
         except ValueError as exc:  # too few images, or images that look like noise
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        print("\n".join(found.lines()))
+        print(f"INT8 model calibrated on {found.images} images in {found.seconds:.0f} s ({found.cache_path}): "
+              f"cosine to FP32 min {found.cosine_min:.4f}, 1st percentile {found.cosine_p1:.4f}, median "
+              f"{found.cosine_median:.4f}; top-{found.neighbours} neighbours among them unchanged for "
+              f"{found.top10_same_share:.1%} of images (mean overlap {found.top10_overlap:.1%}). These are the "
+              "calibration images themselves: an optimistic view. A new INT8 model is a new embedding space: "
+              "collections filled by a previous one must be re-imported.")
     embedder = load_embedder(settings)
     scores = calibrate.score(embedder, images, progress=not args.no_progress)
     threshold = scores.threshold()

@@ -6,7 +6,6 @@ from typing import Any
 
 from bench.features import variant_parts
 from bench.report import pct
-from bench.targets import int8_method
 
 
 def ci(metrics: dict[str, Any], name: str) -> str:
@@ -194,25 +193,16 @@ def precision_verdict(p: dict[str, Any], precision: str) -> str:
              "possibly worse than FP32 for retrieval (an interval of its recall@1 or mAP difference reaches below "
              "-0.01)")
     if precision == "int8":
-        return int8_verdict(p, noise)
+        cal = p["calibration"]
+        return (f"**INT8** (calibrated on {cal['images']} gallery images of the tune split, never on eval photos) is "
+                f"{noise}" + ("; it is recommended where speed matters. " if not_worse(p) else ". ")
+                + f"Its vectors are not interchangeable with FP32 ones (same-image cosine min {c['min']:.3f}, 1st "
+                f"percentile {c['p1']:.3f}): an INT8 model is an embedding space of its own, with its own duplicate "
+                f"threshold ({p['threshold']['threshold']:.3f}).")
     gate = c["p1"] >= SHARED_P1 and c["min"] >= SHARED_MIN
     return (f"**{precision}** is {noise}. Same-image cosine to FP32: 1st percentile {c['p1']:.4f}, min {c['min']:.4f}, "
             f"against the gate for sharing FP32's embedding space (1st percentile >= {SHARED_P1}, min >= "
             f"{SHARED_MIN}): {'met' if gate else 'not met, so its vectors need a collection of their own'}.")
-
-
-def int8_verdict(p: dict[str, Any], noise: str) -> str:
-    """The INT8 paragraph: how it was calibrated, which layers stayed FP32, retrieval, its own space."""
-    cal, c = p["calibration"], p["cosine_to_fp32"]
-    kept = f": {', '.join(cal['float_layers'])}" if cal.get("float_layers") else ""
-    held = (f"; on the {cal['held_out']} of them held out from calibration: 1st percentile {cal['cosine_p1']:.4f}, "
-            f"min {cal['cosine_min']:.4f}" if "held_out" in cal else "")
-    return (f"**INT8** (calibrated on {cal['images']} gallery images of the tune split, never on eval photos, with "
-            f"{int8_method(cal)}{kept}{held}) is {noise}" + ("; it is recommended where speed matters. "
-                                                              if not_worse(p) else ". ")
-            + f"Same-image cosine to FP32 over the benchmark: min {c['min']:.4f}, 1st percentile {c['p1']:.4f}. "
-            "An INT8 model is an embedding space of its own, with its own duplicate "
-            f"threshold ({p['threshold']['threshold']:.3f}).")
 
 
 def thresholds_text(q: dict[str, Any]) -> list[str]:

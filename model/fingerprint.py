@@ -13,12 +13,9 @@ image has 1st percentile >= SHARED_P1 and minimum >= SHARED_MIN:
   cosine min 0.9999998).
 - bf16 is a space of its own, "bf16": EfficientNet-Lite0, 600 photos of the benchmark corpus,
   cosine to FP32 min 0.959, 1st percentile 0.985, median 0.999: under the gate.
-- INT8 is a space of its own, one per calibrated model ("int8:<model hash>"): plain INT8 drifts
-  from FP32 by up to 0.33 of cosine on real weights (1st percentile 0.89); calibration now keeps
-  the drifting layers in FP32 until held-out images meet this gate (model.int8), but whether it
-  does depends on the user's folder, each calibration keeps other layers and drifts differently,
-  and a calibration may miss the gate, so neither FP32 vectors nor another calibration's may share
-  its collection.
+- INT8 is a space of its own, one per calibrated model ("int8:<model hash>"): on real weights
+  INT8 drifts from FP32 by up to 0.12 of cosine (1st percentile 0.90), and another calibration
+  drifts differently, so neither FP32 vectors nor another calibration's may share its collection.
 The precision that counts is the one really in force (bf16 asked for on a CPU without bf16 runs,
 and embeds, as fp32).
 """

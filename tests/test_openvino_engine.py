@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +28,6 @@ from model.openvino_engine import (
     calibrate_int8,
     full_cache_key,
 )
-from model.int8 import Gate
 
 SIZE = 224
 KEY = {"model": "resnet50", "weights": "random-seed-1234", "resize": "squash", "pooling": "avg"}
@@ -219,13 +217,12 @@ def test_bf16_reports_the_precision_in_force(fp32: OpenVinoEngine, module_cache:
 def test_int8_calibrated_on_structured_images(warm_cache: Path, factory: Callable[[], Any], fp32: OpenVinoEngine,
                                               images: np.ndarray) -> None:
     report = calibrate_int8(factory, structured_images(range(32)), cache_dir=warm_cache, cache_key=KEY, threads=2)
-    # Measured here (Zen 4, VNNI): plain INT8 meets the gate, cosine min 0.99997 on the 8 held-out images; their
-    # neighbour sets may swap near-ties (random weights make all vectors alike). Bounds leave room for CPUs whose
-    # INT8 kernels differ.
-    assert (report.images, report.held_out, report.neighbours) == (32, 8, 7)
-    assert report.method == "ptq" and report.float_layers == [] and report.weighted_layers == 53 and report.gate_met
-    assert report.cosine_median > 0.999 and report.cosine_min > 0.995 and report.top10_overlap >= 0.9
-    assert "Every one of the 53 convolution/matmul layers runs in INT8" in "\n".join(report.lines())
+    # Measured here (Zen 4, VNNI): cosine min 0.99997, median 0.99997; neighbour sets kept for 30 of 32
+    # images (overlap 0.994: random weights make all vectors alike, so near-ties swap). Bounds leave room
+    # for CPUs whose INT8 kernels differ.
+    assert report.images == 32 and report.neighbours == 10
+    assert report.cosine_median > 0.999 and report.cosine_min > 0.995
+    assert report.top10_same_share >= 0.75 and report.top10_overlap >= 0.95
     manifest = json.loads((Path(report.cache_path) / MANIFEST).read_text())
     assert manifest["key"]["precision"] == "int8" and manifest["calibration"]["images"] == 32
 
@@ -237,23 +234,3 @@ def test_int8_calibrated_on_structured_images(warm_cache: Path, factory: Callabl
 
     with pytest.raises(NotCalibrated, match="stale"):  # calibrated for other weights: not used
         OpenVinoEngine(None, cache_dir=warm_cache, cache_key={**KEY, "weights": "other"}, threads=2, precision="int8")
-
-
-def test_int8_keeps_the_layers_that_drift_in_fp32_when_plain_int8_misses_the_gate(
-        warm_cache: Path, factory: Callable[[], Any], fp32: OpenVinoEngine, images: np.ndarray) -> None:
-    # No INT8 model gives cosine 1.0 on every image, so plain INT8 misses this gate and accuracy control runs.
-    # It would revert layers until none is left; one group (max_reverted=1) keeps the test short: NNCF still
-    # ranks every layer once, on the 12 calibration images.
-    report = calibrate_int8(factory, structured_images(range(16)), cache_dir=warm_cache, cache_key=KEY, threads=2,
-                            gate=Gate(p1=1.0, min=1.0), max_reverted=1)
-    assert report.method == "accuracy-control" and not report.gate_met and report.held_out == 4
-    assert report.plain_cosine_p1 < 1.0 and 1 <= len(report.float_layers) < report.weighted_layers == 53
-    assert all(re.fullmatch(r"#\d+/53 conv \dx\d \d+->\d+", label) for label in report.float_layers)
-    text = "\n".join(report.lines())
-    assert "MISSES the gate" in text and "kept" in text and all(label in text for label in report.float_layers)
-    manifest = json.loads((Path(report.cache_path) / MANIFEST).read_text())
-    assert manifest["calibration"]["float_layers"] == report.float_layers
-
-    int8 = OpenVinoEngine(None, cache_dir=warm_cache, cache_key=KEY, threads=2, precision="int8")
-    assert int8.precision == "int8"  # the rest of the network still runs INT8 kernels
-    assert cosines(int8.predict(images), fp32.predict(images)).min() > 0.995
