@@ -30,6 +30,7 @@ class Model(Protocol):
         """A decoded RGB image -> one model input."""
         ...
 
+
 # The least the search queue waits for company while requests overlap, whatever BATCH_WINDOW_MS says. The
 # searches of one model batch arrive within a millisecond or two of each other as its results are handed out;
 # waiting for them sends them to Milvus as one call (16 clients, INT8: 8.0 queries a call instead of 4.7 at
