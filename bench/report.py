@@ -152,6 +152,7 @@ def single_table(perf: dict[str, Any]) -> list[str]:
                    f"{fmt(rss['peak_vmhwm_mb'] or rss['peak_sampled_mb'], 0)} |")
     return out
 
+
 def batching_table(perf: dict[str, Any]) -> list[str]:
     """The micro-batcher sweep (bench/batching.py): one row per engine, (window, max size) and client count."""
     result = perf.get("batching") or {}
