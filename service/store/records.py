@@ -54,7 +54,8 @@ class VectorStore:
         # Check-then-write sequences (id probing, counted deletes) run one at a time
         # so that identical concurrent adds cannot both insert.
         self._write_lock = threading.Lock()
-        self._flusher = LiteFlusher(self._flush_between_writes) if settings.milvus_is_lite else None
+        # The flush holds the Lite gate exclusively, so it never overlaps a write, delete or read (store.gate).
+        self._flusher = LiteFlusher(self.connection.flush) if settings.milvus_is_lite else None
         self._searcher = Searcher(self.connection)
 
     # --- connection -------------------------------------------------------------------
@@ -82,15 +83,6 @@ class VectorStore:
     def layout(self) -> Layout:
         """Whether the collection has namespaces and attributes, and a partition key (after connecting)."""
         return self.connection.layout
-
-    def _flush_between_writes(self) -> None:
-        """The Lite flusher's flush, never while a write or delete of this store runs.
-
-        Milvus Lite applies a delete as a tombstone that its flush moves to disk; a CI run saw a
-        filtered delete that ran while the background flush did leave one of its rows in place.
-        """
-        with self._write_lock:
-            self.connection.flush()
 
     @property
     def connected(self) -> bool:
