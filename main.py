@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from conf import Settings, load_settings
-from conf.errors import NotReady, StartupError
+from conf.errors import Conflict, NotReady, StartupError
 from conf.settings import MODEL_BATCH, Precision
 from service.logs import configure_logging
 
@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="record key: the image MD5 (default) or the file name without extension")
     imp.add_argument("--move-to", type=Path, default=None,
                      help="move each image here once stored (the stored filepath is the new location)")
+    imp.add_argument("--namespace", default="",
+                     help="the namespace (tenant) the images belong to (default: the default namespace \"\")")
     imp.add_argument("--batch-size", type=int, default=MODEL_BATCH,
                      help=f"images per model call (default {MODEL_BATCH})")
     imp.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -51,17 +53,27 @@ def _parser() -> argparse.ArgumentParser:
 def _import(settings: Settings, args: argparse.Namespace) -> int:
     from model.embedder import load_embedder  # noqa: PLC0415 - keep `--help` fast: no model import
     from service.runtime import open_store  # noqa: PLC0415
+    from service.store.filters import NamespaceError, check_namespace  # noqa: PLC0415
     from service.usecases.importer import Importer  # noqa: PLC0415
 
     if not args.folder.is_dir():
         print(f"error: {args.folder} is not a folder", file=sys.stderr)
+        return 2
+    try:
+        check_namespace(args.namespace)  # before the model loads: a typo costs no wait
+    except NamespaceError as exc:
+        print(f"error: --namespace {args.namespace!r}: {exc}", file=sys.stderr)
         return 2
     embedder = load_embedder(settings)
     store = open_store(settings, embedder)
     store.connect()
     try:
         summary = Importer(settings, embedder, store, batch_size=args.batch_size).run(
-            args.folder, key_mode=args.key, move_to=args.move_to, progress=not args.no_progress)
+            args.folder, key_mode=args.key, move_to=args.move_to, progress=not args.no_progress,
+            namespace=args.namespace)
+    except Conflict as exc:  # a collection of an earlier imgsim holds the default namespace only
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     finally:
         store.close()
     print("\n".join(summary.lines()))

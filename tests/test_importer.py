@@ -82,6 +82,34 @@ def test_import_with_filename_keys(tmp_path: Path) -> None:
     store.close()
 
 
+def test_import_into_a_namespace_stays_in_it(tmp_path: Path) -> None:
+    folder = tmp_path / "catalog"
+    folder.mkdir()
+    (folder / "SKU-1.jpg").write_bytes(photo(31))
+    (folder / "SKU-2.jpg").write_bytes(photo(32))
+    result = run_import(tmp_path, str(folder), "--key", "filename", "--namespace", "shop-a")
+    assert result.returncode == 0, result.stderr
+    assert "imported: 2" in result.stdout
+    # The same folder into another namespace is stored again there, not skipped as a duplicate of shop-a's.
+    other = run_import(tmp_path, str(folder), "--key", "filename", "--namespace", "shop-b")
+    assert "imported: 2" in other.stdout and "skipped as duplicates: 0" in other.stdout
+    store = VectorStore(make_settings(tmp_path, milvus_collection="imported"), 2048)
+    for namespace in ("shop-a", "shop-b"):
+        assert [r["key"] for r in store.get_keys(["SKU-1", "SKU-2"], namespace=namespace)] == ["SKU-1", "SKU-2"]
+    assert store.get_keys(["SKU-1", "SKU-2"]) == [] and store.count() == 0  # the default namespace holds none
+    store.close()
+
+
+def test_import_refuses_a_malformed_namespace_before_reading_anything(tmp_path: Path) -> None:
+    folder = tmp_path / "catalog"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(photo(33))
+    result = run_import(tmp_path, str(folder), "--namespace", "shop a' or 1==1")
+    assert result.returncode == 2
+    assert "--namespace" in result.stderr and "1-64 characters" in result.stderr
+    assert not (tmp_path / "milvus.db").exists()  # refused before the store was opened
+
+
 def test_startup_import_of_image_inc_path(start_service: Callable[..., LiveService], tmp_path: Path) -> None:
     from service.runtime import start_background  # noqa: PLC0415
 

@@ -30,6 +30,7 @@ from conf.errors import ApiError
 from conf.settings import MODEL_BATCH, Settings
 from model.embedder import Embedder
 from model.images import md5_hex
+from service.store.filters import DEFAULT_NAMESPACE, check_namespace
 from service.store.records import VectorStore
 from service.thumbs import Thumbnails
 from service.usecases.add import Embedded, embed_unstored, keep_thumbnails, put_embedded
@@ -167,17 +168,23 @@ class Importer:
             yield [fut.result() for fut in current]
 
     def run(self, folder: Path, key_mode: str = "md5", move_to: Path | None = None,
-            progress: bool = True) -> ImportSummary:
-        """Import every image below `folder`; `key_mode` is 'md5' or 'filename' (the file's stem)."""
+            progress: bool = True, namespace: str = DEFAULT_NAMESPACE) -> ImportSummary:
+        """Import every image below `folder` into `namespace`; `key_mode` is 'md5' or 'filename' (the stem).
+
+        Raises NamespaceError for a malformed namespace and Conflict when the collection cannot hold
+        it (one created before namespaces existed), both before any file is read.
+        """
         if key_mode not in ("md5", "filename"):
             raise ValueError("key_mode must be 'md5' or 'filename'")
+        self._store.require(check_namespace(namespace))
         self._hooks.started()
         try:
-            return self._run(folder, key_mode, move_to, progress)
+            return self._run(folder, key_mode, move_to, progress, namespace)
         finally:
             self._hooks.finished()
 
-    def _run(self, folder: Path, key_mode: str, move_to: Path | None, progress: bool) -> ImportSummary:
+    def _run(self, folder: Path, key_mode: str, move_to: Path | None, progress: bool,
+             namespace: str) -> ImportSummary:
         root = folder.resolve()
         if move_to is not None:
             move_to = move_to.resolve()
@@ -189,18 +196,18 @@ class Importer:
                 tqdm(total=len(files), unit="img", disable=not progress, desc=f"import {root}") as bar:
             storing: Future[tuple[int, int, int]] | None = None
             for batch in self._batches(files, root, key_mode, move_to, pool):
-                embedded = self._embed_batch(batch, summary)
+                embedded = self._embed_batch(batch, summary, namespace)
                 # One batch in the writer at a time: its failure stops the import before anything later
                 # is stored or moved, and this batch is stored only after the previous one.
                 if storing is not None:
                     bar.update(self._collect(storing, summary))
-                storing = writer.submit(self._store_batch, batch, embedded)
+                storing = writer.submit(self._store_batch, batch, embedded, namespace)
             if storing is not None:
                 bar.update(self._collect(storing, summary))
         summary.seconds = time.perf_counter() - started
         return summary
 
-    def _embed_batch(self, batch: list[_Item], summary: ImportSummary) -> list[Embedded]:
+    def _embed_batch(self, batch: list[_Item], summary: ImportSummary, namespace: str) -> list[Embedded]:
         """Record the failures, skip what is stored already, and embed the rest."""
         for it in batch:
             if it.failure is not None:
@@ -209,7 +216,7 @@ class Importer:
         # On a rerun most images are already stored: those skip the model. A stored image keeps the
         # filepath it was recorded with.
         embedded, _held = embed_unstored(self._store, lambda arrays: self._embed(arrays, summary), good,
-                                         refresh_filepath=False)
+                                         refresh_filepath=False, namespace=namespace)
         summary.duplicates += len(good) - len(embedded)
         return embedded
 
@@ -222,9 +229,10 @@ class Importer:
             summary.model_seconds += seconds
             self._hooks.batch(len(arrays), seconds)
 
-    def _store_batch(self, batch: list[_Item], embedded: list[Embedded]) -> tuple[int, int, int]:
+    def _store_batch(self, batch: list[_Item], embedded: list[Embedded],
+                     namespace: str) -> tuple[int, int, int]:
         """Store the embedded images, then move the batch's files; returns (imported, duplicates, files)."""
-        results = put_embedded(self._store, self._thumbs, embedded)
+        results = put_embedded(self._store, self._thumbs, embedded, namespace)
         # Images stored by an earlier run (before thumbnails existed, or killed in between) get theirs now.
         keep_thumbnails(self._thumbs, [it.image for it in batch if it.image is not None])
         imported = sum(1 for _rid, created in results if created)
