@@ -15,14 +15,12 @@ from pydantic import ValidationError
 
 from conf import Settings, load_settings
 from conf.errors import Conflict, NotReady, StartupError
-from conf.settings import MODEL_BATCH, Precision
+from conf.settings import CALIBRATION_IMAGES, MODEL_BATCH, Precision
 from service.logs import configure_logging
 
 if TYPE_CHECKING:  # the real imports are deferred: `--help` must not load the model
     from model.embedder import Embedder
     from service.store.meta import DuplicateThreshold
-
-CALIBRATION_IMAGES = 300
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -76,18 +76,19 @@ def new_collection_description(space: SpaceTag | None) -> str:
     return space.description() if space is not None else "imgsim image vectors"
 
 
-def check_space(client: MilvusClient, settings: Settings, space: SpaceTag, created: bool) -> None:
-    """Record the space on a new collection; on an existing one refuse another space, adopt a pre-fingerprint one.
+def check_space(client: MilvusClient, settings: Settings, space: SpaceTag, existing: dict[str, Any] | None) -> None:
+    """Record the space on a new collection (`existing` None); on an existing one, given its description
+    (describe_collection), refuse another space and adopt a pre-fingerprint one.
 
     Raises StartupError naming both spaces and the ways out on a mismatch.
     """
     name = settings.milvus_collection
-    if created:
+    if existing is None:
         if not _set_properties(client, settings, {SPACE_PROPERTY: space.digest, SPACE_SUMMARY_PROPERTY: space.summary}):
             log.warning("%s does not accept collection properties; the embedding space of %r is recorded in its "
                         "description only", describe_target(settings), name)
         return
-    stored, summary = stored_space(client.describe_collection(name, timeout=settings.milvus_timeout))
+    stored, summary = stored_space(existing)
     if stored is None:
         log.warning("collection %r in %s has no embedding-space fingerprint (created before imgsim recorded one): "
                     "adopting it as %s. If its vectors came from another model, weights or preprocessing, "

@@ -72,6 +72,7 @@ def prepare_collection(client: MilvusClient, settings: Settings, dim: int, space
     """
     name, t = settings.milvus_collection, settings.milvus_timeout
     created = not client.has_collection(name, timeout=t)
+    desc: dict[str, Any] = {}
     if created:
         layout = Layout(tenancy=True, partition_key=partition_key_works(client, settings, server_version))
         # Strong consistency: a search right after an add or delete sees it (read-after-write).
@@ -81,9 +82,10 @@ def prepare_collection(client: MilvusClient, settings: Settings, dim: int, space
         log.info("created collection %r in %s (namespace %s)", name, describe_target(settings),
                  "partition key" if layout.partition_key else "filtered")
     else:
-        layout = _check_schema(client.describe_collection(name, timeout=t), settings, dim)
+        desc = client.describe_collection(name, timeout=t)
+        layout = _check_schema(desc, settings, dim)
     if space is not None:
-        check_space(client, settings, space, created)
+        check_space(client, settings, space, None if created else desc)
     existing = set(client.list_indexes(name, timeout=t))
     if "vector" not in existing:
         _create_first_accepted(client, settings, "vector", [(n, p, "IP") for n, p in VECTOR_INDEXES], required=True)

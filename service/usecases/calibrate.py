@@ -20,7 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from conf.errors import ApiError
-from conf.settings import Settings
+from conf.settings import CALIBRATION_IMAGES, Settings
 from model.copies import COPY_KINDS
 from model.images import decode_image
 from service.store.meta import DuplicateThreshold
@@ -29,7 +29,6 @@ from service.usecases.importer import iter_images
 
 log = logging.getLogger(__name__)
 
-CALIBRATION_IMAGES = 300  # default number of images read from DIR: enough for a stable 5th percentile
 DUPLICATE_KEEP = 0.95  # share of true copies the threshold keeps
 MIN_IMAGES = 8  # fewer distinct images give no meaningful distribution
 _BATCH = 16
