@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from conf.errors import BadInput, json_type_name
-from service.api.fields import as_int
+from service.api.fields import as_int, id_value
 from service.store.filters import FILTER_EXAMPLE, AttrsError, validate_attrs
 from service.store.ids import JS_MAX_SAFE_INTEGER
 from service.usecases.add import OnDuplicate
@@ -83,11 +83,7 @@ def record_id(body: dict[str, Any], name: str = "id") -> int:
     value = body.get(name)
     if value is None or value == "":
         raise BadInput(f"field '{name}' is required: the id of a stored record")
-    number = as_int(value)
-    if number is None or not 1 <= number <= JS_MAX_SAFE_INTEGER:
-        raise BadInput(f"field '{name}' must be one id, an integer from 1 to {JS_MAX_SAFE_INTEGER}, not "
-                       f"{str(value)[:50]!r}")
-    return number
+    return id_value(value, f"field '{name}' is", strict=False)
 
 
 def after_id_value(body: dict[str, Any]) -> int:
