@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
                                            "MODEL_PRECISION=int8, quantize the model to INT8 on them)")
     cal.add_argument("folder", type=Path, help="folder of your own images (searched recursively)")
     cal.add_argument("--int8", action="store_true", help="also quantize to INT8 (as MODEL_PRECISION=int8 does)")
+    cal.add_argument("--match-fp32", action="store_true",
+                     help="with --int8: keep the layers that drift in FP32 until INT8 vectors can share FP32's "
+                          "collections (slower than plain INT8; not saved if held-out images miss the gate)")
     cal.add_argument("--limit", type=int, default=CALIBRATION_IMAGES,
                      help=f"images to read, spread over the folder (default {CALIBRATION_IMAGES})")
     cal.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -87,21 +90,21 @@ def _calibrate(settings: Settings, args: argparse.Namespace) -> int:
     if not args.folder.is_dir():
         print(f"error: {args.folder} is not a folder", file=sys.stderr)
         return 2
-    if args.int8:
+    if args.int8 or args.match_fp32:
         settings = settings.model_copy(update={"model_precision": Precision.INT8})
     images = calibrate.read_images(args.folder, settings, args.limit, progress=not args.no_progress)
     if settings.model_precision is Precision.INT8:
+        from model.openvino_engine import GateMissed  # noqa: PLC0415
+
         try:
-            found = quantize_int8(settings, calibrate.preprocessed(model_spec(settings), images))
+            found = quantize_int8(settings, calibrate.preprocessed(model_spec(settings), images), args.match_fp32)
         except ValueError as exc:  # too few images, or images that look like noise
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        print(f"INT8 model calibrated on {found.images} images in {found.seconds:.0f} s ({found.cache_path}): "
-              f"cosine to FP32 min {found.cosine_min:.4f}, 1st percentile {found.cosine_p1:.4f}, median "
-              f"{found.cosine_median:.4f}; top-{found.neighbours} neighbours among them unchanged for "
-              f"{found.top10_same_share:.1%} of images (mean overlap {found.top10_overlap:.1%}). These are the "
-              "calibration images themselves: an optimistic view. A new INT8 model is a new embedding space: "
-              "collections filled by a previous one must be re-imported.")
+        except GateMissed as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print("\n".join(found.lines()))
     embedder = load_embedder(settings)
     scores = calibrate.score(embedder, images, progress=not args.no_progress)
     threshold = scores.threshold()

@@ -68,10 +68,12 @@ def engine_keys(wanted: Sequence[str]) -> list[str]:
     return [k for k in wanted if k != OV_BF16.key or bf16_supported()]
 
 
-def calibrate(settings: Settings, images: Sequence[Path]) -> dict[str, Any]:
+def calibrate(settings: Settings, images: Sequence[Path], match_fp32: bool = False) -> dict[str, Any]:
     """Calibrate the service's INT8 model of `settings` (in its MODEL_CACHE_DIR) on real photos, preprocessed
-    as the service preprocesses them: what `main.py calibrate DIR` does, in process. Returns NNCF's report."""
+    as the service preprocesses them: what `main.py calibrate DIR [--match-fp32]` does, in process. Returns
+    the calibration report; "saved" is False when a `match_fp32` model missed the gate (nothing was cached)."""
     from model.embedder import model_spec, quantize_int8  # noqa: PLC0415
+    from model.openvino_engine import GateMissed  # noqa: PLC0415
     from model.transforms import fit_square, trim_border  # noqa: PLC0415
 
     spec = model_spec(settings)
@@ -81,7 +83,11 @@ def calibrate(settings: Settings, images: Sequence[Path]) -> dict[str, Any]:
         return spec.backbone.normalise(np.asarray(fit_square(trim_border(img) if spec.trim else img, spec.resize)))
 
     started = time.perf_counter()
-    report = quantize_int8(settings, np.stack([prepare(p) for p in images])).as_dict()
+    try:
+        report = {**quantize_int8(settings, np.stack([prepare(p) for p in images]), match_fp32).as_dict(),
+                  "saved": True}
+    except GateMissed as missed:
+        report = {**missed.report.as_dict(), "saved": False}
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in report.items() if k != "cache_path"}
 

@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 
 from bench.cli import RESULTS, bench_arguments, bench_settings, model_settings, parse_and_log, write_json
-from bench.features import (PooledFeatures, Variant, check_against_service, embed_all, embed_with, settings_variant,
-                            variant_parts)
+from bench.features import (PooledFeatures, Variant, check_against_service, decoded, embed_all, embed_with,
+                            settings_variant, variant_parts)
 from bench.metrics import check_threshold, cluster_ci, duplicate_threshold, rank_stats, summarise
 from conf.settings import ModelName, Pooling, Precision, ResizeMode, Settings
 from model.cpu import cpu_budget
@@ -61,7 +61,7 @@ class Row:
     weights: str  # MODEL_WEIGHTS
     label: str
     all_variants: bool  # every resize mode x trim, or only the configured preprocessing
-    precisions: tuple[str, ...] = ()  # other precisions compared with FP32 on this row ("int8", "bf16")
+    precisions: tuple[str, ...] = ()  # other precisions compared with FP32 on this row (PRECISIONS keys)
 
 
 def split_of(photo_id: str) -> str:
@@ -256,7 +256,10 @@ def run_row(row: Row, settings: Settings, lay: Layout, modes: Sequence[ResizeMod
                       "model_images": (len(lay.gallery) + len(lay.queries)) * len(variants)}}
     if row.precisions:
         ref = {"gallery": g_vec[rec], "queries": q_vec[rec], "scored": scored[rec]}
-        out["precisions"] = {p: compare_precision(rs, rec, p, ref, lay) for p in row.precisions}
+        compared = {p: compare_precision(rs, rec, p, ref, lay) for p in row.precisions}
+        # A model that was not saved has nothing to compare: its calibration is kept apart, for the report.
+        out["precisions"] = {p: v for p, v in compared.items() if v.get("calibration", {}).get("saved", True)}
+        out["precisions_not_saved"] = {p: v["calibration"] for p, v in compared.items() if p not in out["precisions"]}
     return out
 
 
@@ -271,18 +274,38 @@ def with_variant(settings: Settings, variant: str) -> Settings:
                                        "image_trim": trim == "on"})
 
 
+# The precisions a row can compare with FP32: MODEL_PRECISION, and for INT8 whether it was calibrated to
+# share FP32's embedding space (`main.py calibrate --match-fp32`).
+PRECISIONS = {"int8": (Precision.INT8, False), "int8-match": (Precision.INT8, True), "bf16": (Precision.BF16, False)}
+SPEED_IMAGES, SPEED_ROUNDS, SPEED_SECONDS = 32, 3, 2.0  # INT8 against FP32 at batch 32, interleaved rounds
+
+
 def compare_precision(settings: Settings, variant: str, precision: str, ref: dict[str, Any],
                       lay: Layout) -> dict[str, Any]:
-    """The service at `precision` against FP32 on the same variant: cosine per image, retrieval, threshold."""
-    from bench.engines import calibrate  # noqa: PLC0415
+    """The service at `precision` (a PRECISIONS key) against FP32 on the same variant: cosine per image,
+    retrieval, threshold, and for INT8 the speed over OpenVINO FP32. An INT8 model asked to match FP32 that
+    missed the gate was not saved: then only its calibration is returned, with "saved" False."""
+    from bench.engines import calibrate, speeds  # noqa: PLC0415
     from model.embedder import load_embedder  # noqa: PLC0415
 
-    ps = with_variant(settings, variant).model_copy(update={"model_precision": Precision(precision)})
+    model_precision, match_fp32 = PRECISIONS[precision]
+    base = with_variant(settings, variant)
+    ps = base.model_copy(update={"model_precision": model_precision})
     out: dict[str, Any] = {}
-    if precision == "int8":
-        out["calibration"] = calibrate(ps, calibration_images(lay))
+    if model_precision is Precision.INT8:
+        out["calibration"] = calibrate(ps, calibration_images(lay), match_fp32)
+        if not out["calibration"]["saved"]:
+            return out
     embedder = load_embedder(ps)
     out["precision_in_force"] = embedder.info["precision"]
+    out["space"] = embedder.fingerprint.numeric
+    if model_precision is Precision.INT8:
+        fp32 = load_embedder(base)
+        pool = np.stack([fp32.preprocess(decoded(p)) for p in lay.gallery[:SPEED_IMAGES]])
+        got = speeds({"fp32": fp32, precision: embedder}, pool, (SPEED_IMAGES,), SPEED_ROUNDS, SPEED_SECONDS)
+        ips = {k: v["by_batch"][0]["img_per_s"] for k, v in got.items()}
+        out["speed_vs_fp32"] = {"batch": SPEED_IMAGES, "img_per_s": ips[precision], "fp32_img_per_s": ips["fp32"],
+                                "ratio": round(ips[precision] / ips["fp32"], 3)}
     g = embed_with(embedder, lay.gallery, f"{precision} gallery")
     q = embed_with(embedder, lay.queries, f"{precision} queries")
     cos = np.concatenate([(g * ref["gallery"]).sum(axis=1), (q * ref["queries"]).sum(axis=1)])

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.engines import TF_FP32, best_batched
+from bench.targets import int8_method
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 CHART = "latency_vs_concurrency.png"
@@ -100,14 +101,20 @@ def raw_table(perf: dict[str, Any]) -> list[str]:
             out.append(f"| {model} | {key} | {e['precision']} | "
                        + " | ".join(fmt(r["img_per_s"]) for r in e["by_batch"])
                        + f" | {best_batched(e) / tf:.2f}x | {fmt(cos, 4) if cos is not None else '1 (itself)'} |")
-    cal = [f"{model}: {m['int8_calibration']['images']} images, cosine to FP32 on them median "
-           f"{m['int8_calibration']['cosine_median']:.4f}, min {m['int8_calibration']['cosine_min']:.4f}, "
-           f"{m['int8_calibration']['wall_seconds']:.0f} s" for model, m in perf["raw"].items()
+    cal = [calibration_text(model, m["int8_calibration"]) for model, m in perf["raw"].items()
            if "int8_calibration" in m]
     if cal:
         out += ["", "INT8 calibration (NNCF, on gallery photos and tiles of the quality benchmark's tune split): "
                 + "; ".join(cal) + "."]
     return out
+
+
+def calibration_text(model: str, cal: dict[str, Any]) -> str:
+    """One model's INT8 calibration: images, cosine to FP32 on the held-out ones, layers kept in FP32, time."""
+    where = f"on the {cal['held_out']} of them held out from calibration" if "held_out" in cal else "on them"
+    return (f"{model}: {cal['images']} images, {int8_method(cal)}, cosine to FP32 {where} median "
+            f"{cal['cosine_median']:.4f}, 1st percentile {cal['cosine_p1']:.4f}, min {cal['cosine_min']:.4f}, "
+            f"{cal['wall_seconds']:.0f} s")
 
 
 def service_table(perf: dict[str, Any]) -> list[str]:

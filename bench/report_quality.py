@@ -6,6 +6,7 @@ from typing import Any
 
 from bench.features import variant_parts
 from bench.report import pct
+from bench.targets import int8_method
 
 
 def ci(metrics: dict[str, Any], name: str) -> str:
@@ -145,7 +146,7 @@ def per_transform_table(q: dict[str, Any]) -> list[str]:
         if name in main["variants"]:
             cols.append((f"{short} {name}", main["variants"][name]["per_transform"]))
     for precision, p in main.get("precisions", {}).items():
-        cols.append((f"{short} {main['pick']['recommended']} {precision}", p["eval"]["per_transform"]))
+        cols.append((f"{short} {main['pick']['recommended']} {precision_label(precision)}", p["eval"]["per_transform"]))
     for key, row in q["rows"].items():
         if key != q["main_row"]:
             cols.append((f"{row['label'].split(',')[0]} ({row['weights']}) {row['pick']['recommended']}",
@@ -159,23 +160,34 @@ def per_transform_table(q: dict[str, Any]) -> list[str]:
 
 
 def precision_text(q: dict[str, Any]) -> list[str]:
-    """INT8 (and bf16) against FP32 on the main row: same-image cosine, retrieval, threshold."""
+    """INT8 (plain and --match-fp32) and bf16 against FP32 on the main row: cosine, retrieval, speed, threshold."""
     main = q["rows"][q["main_row"]]
-    if not main.get("precisions"):
+    if not main.get("precisions") and not main.get("precisions_not_saved"):
         return []
     out = ["", f"Lower precisions against FP32, {main['label'].split(',')[0]} {main['pick']['recommended']} (the "
            "service's own INT8 / bf16 engines; cosine of the same image over gallery and queries; recall@1 and mAP "
-           "of an index of that precision searched with queries of that precision, eval split):", "",
-           "| precision (in force) | cosine min / 1st pct / median | recall@1 vs FP32 | mAP vs FP32 | "
-           "duplicate threshold |", "|---|---:|---:|---:|---:|"]
-    for precision, p in main["precisions"].items():
+           "of an index of that precision searched with queries of that precision, eval split; INT8 speed over "
+           "OpenVINO FP32 at batch 32, interleaved in the same run):", "",
+           "| precision (in force) | embedding space | cosine min / 1st pct / median | recall@1 vs FP32 | mAP vs FP32 | "
+           "speed vs FP32 | duplicate threshold |", "|---|---|---:|---:|---:|---:|---:|"]
+    for precision, p in main.get("precisions", {}).items():
         c = p["cosine_to_fp32"]
-        out.append(f"| {precision} ({p['precision_in_force']}) | {c['min']:.4f} / {c['p1']:.4f} / {c['median']:.4f} | "
-                   f"{delta(p['vs_fp32']['recall_at_1'])} | {delta(p['vs_fp32']['map'])} | "
-                   f"{p['threshold']['threshold']:.3f} |")
-    for name, p in main["precisions"].items():
+        speed = f"{p['speed_vs_fp32']['ratio']:.2f}x" if "speed_vs_fp32" in p else "-"
+        out.append(f"| {precision_label(precision)} ({p['precision_in_force']}) | {p.get('space', '?')} | "
+                   f"{c['min']:.4f} / {c['p1']:.4f} / {c['median']:.4f} | {delta(p['vs_fp32']['recall_at_1'])} | "
+                   f"{delta(p['vs_fp32']['map'])} | {speed} | {p['threshold']['threshold']:.3f} |")
+    for name, p in main.get("precisions", {}).items():
         out += ["", precision_verdict(p, name)]
+    for name, cal in main.get("precisions_not_saved", {}).items():
+        out += ["", f"**{precision_label(name)}** was not saved: on the {cal['held_out']} tune-split images held out "
+                f"from its calibration it reached cosine 1st percentile {cal['cosine_p1']:.4f}, min "
+                f"{cal['cosine_min']:.4f} with {int8_method(cal)}, short of the gate."]
     return out
+
+
+def precision_label(precision: str) -> str:
+    """How the report names a compared precision ("int8-match" is INT8 calibrated with --match-fp32)."""
+    return {"int8": "INT8", "int8-match": "INT8 --match-fp32"}.get(precision, precision)
 
 
 def not_worse(p: dict[str, Any], limit: float = 0.01) -> bool:
@@ -192,17 +204,31 @@ def precision_verdict(p: dict[str, Any], precision: str) -> str:
              "end above -0.01)" if not_worse(p) else
              "possibly worse than FP32 for retrieval (an interval of its recall@1 or mAP difference reaches below "
              "-0.01)")
-    if precision == "int8":
-        cal = p["calibration"]
-        return (f"**INT8** (calibrated on {cal['images']} gallery images of the tune split, never on eval photos) is "
-                f"{noise}" + ("; it is recommended where speed matters. " if not_worse(p) else ". ")
-                + f"Its vectors are not interchangeable with FP32 ones (same-image cosine min {c['min']:.3f}, 1st "
-                f"percentile {c['p1']:.3f}): an INT8 model is an embedding space of its own, with its own duplicate "
-                f"threshold ({p['threshold']['threshold']:.3f}).")
+    if precision.startswith("int8"):
+        return int8_verdict(p, precision, noise)
     gate = c["p1"] >= SHARED_P1 and c["min"] >= SHARED_MIN
     return (f"**{precision}** is {noise}. Same-image cosine to FP32: 1st percentile {c['p1']:.4f}, min {c['min']:.4f}, "
             f"against the gate for sharing FP32's embedding space (1st percentile >= {SHARED_P1}, min >= "
             f"{SHARED_MIN}): {'met' if gate else 'not met, so its vectors need a collection of their own'}.")
+
+
+def int8_verdict(p: dict[str, Any], precision: str, noise: str) -> str:
+    """An INT8 paragraph: how it was calibrated, which layers stayed FP32, retrieval, speed, its space."""
+    cal, c = p["calibration"], p["cosine_to_fp32"]
+    kept = f": {', '.join(cal['float_layers'])}" if cal.get("float_layers") else ""
+    held = (f"; on the {cal['held_out']} of them held out from calibration: 1st percentile {cal['cosine_p1']:.4f}, "
+            f"min {cal['cosine_min']:.4f}" if "held_out" in cal else "")
+    speed = (f", {p['speed_vs_fp32']['ratio']:.2f}x OpenVINO FP32 at batch 32 ({p['speed_vs_fp32']['img_per_s']:.0f} "
+             f"vs {p['speed_vs_fp32']['fp32_img_per_s']:.0f} img/s)" if "speed_vs_fp32" in p else "")
+    space = ("It shares FP32's embedding space (it met the gate on its held-out images), so it serves FP32 "
+             "collections without re-embedding." if cal.get("shares_fp32") else
+             "An INT8 model is an embedding space of its own, with its own duplicate "
+             f"threshold ({p['threshold']['threshold']:.3f}).")
+    return (f"**{precision_label(precision)}** (calibrated on {cal['images']} gallery images of the tune split, never "
+            f"on eval photos, with {int8_method(cal)}{kept}{held}) is {noise}{speed}"
+            + ("; it is recommended where speed matters. " if not_worse(p) and precision == "int8" else ". ")
+            + f"Same-image cosine to FP32 over the benchmark: min {c['min']:.4f}, 1st percentile {c['p1']:.4f}. "
+            + space)
 
 
 def thresholds_text(q: dict[str, Any]) -> list[str]:

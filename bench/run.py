@@ -123,11 +123,12 @@ def _current(result: dict[str, Any] | None, key: str) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------------------------
 
 def run_quality(corpus: Any, settings: Settings, resnet_file: Path | None, smoke: bool) -> dict[str, Any]:
-    """The quality benchmark's rows: EfficientNet-Lite0 (with INT8 and, where the CPU has it, bf16), ResNet50."""
+    """The quality benchmark's rows: EfficientNet-Lite0 (with INT8, INT8 --match-fp32 and, where the CPU has it,
+    bf16), ResNet50."""
     from bench import quality  # noqa: PLC0415
     from bench.engines import bf16_supported  # noqa: PLC0415
 
-    precisions = ("int8", "bf16") if bf16_supported() and not smoke else ("int8",)
+    precisions = ("int8", "int8-match", "bf16") if bf16_supported() and not smoke else ("int8", "int8-match")
     rows = quality.default_rows(settings, resnet_file, precisions)
     return quality.run(corpus, settings, rows, modes=[settings.image_resize] if smoke else None,
                        transforms=SMOKE_TRANSFORMS if smoke else None)

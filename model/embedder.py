@@ -159,7 +159,7 @@ def load_embedder(settings: Settings) -> Embedder:
     spec = model_spec(settings)
     engine = _build_engine(spec, settings)
     fingerprint = space_of(spec, numeric_space(_space_precision(settings.model_precision, engine),
-                                               _int8_model_sha256(engine)))
+                                               _int8_model_sha256(engine), _int8_shares_fp32(engine)))
     embedder = Embedder(spec, engine, fingerprint)
     log.info("model %s (%s weights) on %s at %s, %d threads; embedding space %s", spec.backbone.label,
              spec.weights.label, engine.name, engine.precision, engine.threads, fingerprint)
@@ -205,13 +205,20 @@ def _int8_model_sha256(engine: Engine) -> str | None:
     return manifest.get("files", {}).get("model.bin")
 
 
-def quantize_int8(settings: Settings, images: np.ndarray) -> Any:
+def _int8_shares_fp32(engine: Engine) -> bool:
+    """Whether the INT8 model was calibrated to share FP32's embedding space and met the gate (its manifest)."""
+    manifest = getattr(engine, "manifest", None) or {}
+    return bool((manifest.get("calibration") or {}).get("shares_fp32"))
+
+
+def quantize_int8(settings: Settings, images: np.ndarray, match_fp32: bool = False) -> Any:
     """Calibrate and cache the INT8 model of the configured network on `images` (preprocessed as served).
 
-    Returns the CalibrationReport (cosine to FP32, neighbour stability on these images).
+    With `match_fp32`, a model that shares FP32's embedding space or none (GateMissed). Returns the
+    CalibrationReport (cosine to FP32 and neighbour stability on held-out images, how it was made).
     """
     from model.openvino_engine import calibrate_int8  # noqa: PLC0415 - NNCF is heavy; only calibration needs it
 
     spec = model_spec(settings)
     return calibrate_int8(spec.keras_model, images, cache_dir=settings.model_cache_dir, cache_key=spec.cache_key(),
-                          threads=engine_threads(settings), input_size=INPUT_SIZE)
+                          threads=engine_threads(settings), input_size=INPUT_SIZE, match_fp32=match_fp32)

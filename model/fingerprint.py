@@ -13,9 +13,13 @@ image has 1st percentile >= SHARED_P1 and minimum >= SHARED_MIN:
   cosine min 0.9999998).
 - bf16 is a space of its own, "bf16": EfficientNet-Lite0, 600 photos of the benchmark corpus,
   cosine to FP32 min 0.959, 1st percentile 0.985, median 0.999: under the gate.
-- INT8 is a space of its own, one per calibrated model ("int8:<model hash>"): on real weights
-  INT8 drifts from FP32 by up to 0.12 of cosine (1st percentile 0.90), and another calibration
-  drifts differently, so neither FP32 vectors nor another calibration's may share its collection.
+- INT8 is a space of its own, one per calibrated model ("int8:<model hash>"): plain INT8 drifts
+  from FP32 by up to 0.33 of cosine on real weights (EfficientNet-Lite0, 1st percentile 0.87),
+  and another calibration drifts differently, so neither FP32 vectors nor another calibration's
+  may share its collection.
+- Except an INT8 model calibrated with `--match-fp32` that meets this gate on held-out images of
+  the user's folder (model.int8 keeps the layers that drift in FP32 until it does): its space is
+  "fp32", so it serves FP32 collections without re-embedding.
 The precision that counts is the one really in force (bf16 asked for on a CPU without bf16 runs,
 and embeds, as fp32).
 """
@@ -61,9 +65,12 @@ class Fingerprint:
         return f"{self.digest} ({self.summary})"
 
 
-def numeric_space(precision_in_force: str, int8_model_sha256: str | None) -> str:
-    """The numeric space of a precision really in force: "fp32", "bf16", or one per INT8 model."""
+def numeric_space(precision_in_force: str, int8_model_sha256: str | None, int8_shares_fp32: bool = False) -> str:
+    """The numeric space of a precision really in force: "fp32", "bf16", or one per INT8 model (but "fp32" for
+    an INT8 model calibrated to share it, `int8_shares_fp32`)."""
     if precision_in_force.startswith("int8"):
+        if int8_shares_fp32:
+            return "fp32"
         if not int8_model_sha256:
             raise ValueError("an INT8 space needs the INT8 model's sha256")
         return f"int8:{int8_model_sha256[:12]}"

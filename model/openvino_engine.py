@@ -41,7 +41,9 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
+from model import int8
 from model.engines import check_batch
+from model.int8 import Gate
 
 log = logging.getLogger(__name__)
 
@@ -69,28 +71,83 @@ class NotCalibrated(OpenVinoEngineError):
     """INT8 was requested but no usable calibrated model is cached for this configuration."""
 
 
+class GateMissed(OpenVinoEngineError):
+    """An INT8 model asked to share FP32's embedding space missed the gate on held-out images; it was not cached."""
+
+    def __init__(self, report: CalibrationReport) -> None:
+        super().__init__("\n".join(report.lines()))
+        self.report = report
+
+
 @dataclass(frozen=True)
 class CalibrationReport:
-    """How close the INT8 model is to FP32 on the calibration images themselves (an optimistic, in-sample view).
+    """How the INT8 model was made and how close it stays to FP32 on held-out images it was not calibrated on.
 
-    `top10_same_share`: share of images whose `neighbours` nearest neighbours among
-    the calibration images are the same set under INT8 as under FP32;
-    `top10_overlap`: mean share of those neighbours kept.
+    `images`: all images given; `held_out`: how many of them were kept out of
+    calibration to measure the model (model.int8.HOLD_OUT_EVERY). `cosine_*`:
+    cosine of INT8 to FP32 vectors of the held-out images; `plain_cosine_*`: the
+    same for plain post-training quantization. `method`: "ptq", or
+    "accuracy-control" when plain PTQ missed the gate (`gate_p1`, `gate_min`) and
+    the layers in `float_layers` (of `weighted_layers`) were reverted to FP32.
+    `top10_same_share`: share of held-out images whose `neighbours` nearest
+    neighbours among them are the same set under INT8 as under FP32;
+    `top10_overlap`: mean share of those neighbours kept. `match_fp32`: a model
+    sharing FP32's embedding space was asked for (`--match-fp32`); `shares_fp32`:
+    it was asked for and meets the gate, so FP32 collections accept its vectors.
     """
 
     images: int
+    held_out: int
     cosine_min: float
     cosine_p1: float
     cosine_median: float
     top10_same_share: float
     top10_overlap: float
     neighbours: int
+    method: str
+    float_layers: list[str]
+    weighted_layers: int
+    gate_p1: float
+    gate_min: float
+    gate_met: bool
+    plain_cosine_min: float
+    plain_cosine_p1: float
+    match_fp32: bool
+    shares_fp32: bool
     seconds: float
     cache_path: str
 
     def as_dict(self) -> dict[str, Any]:
         """The report as plain JSON-serialisable values."""
         return asdict(self)
+
+    def lines(self) -> list[str]:
+        """The report for a person: how the model was made, its held-out figures, what stayed in FP32."""
+        out = [f"INT8 model calibrated on {self.images - self.held_out} images in {self.seconds:.0f} s "
+               f"({self.cache_path}), judged on {self.held_out} other images of the folder: cosine to FP32 min "
+               f"{self.cosine_min:.4f}, 1st percentile {self.cosine_p1:.4f}, median {self.cosine_median:.4f}; "
+               f"top-{self.neighbours} neighbours among them unchanged for {self.top10_same_share:.1%} of images "
+               f"(mean overlap {self.top10_overlap:.1%})."]
+        if self.method == "ptq":
+            out.append(f"Every one of the {self.weighted_layers} convolution/matmul layers runs in INT8.")
+        else:
+            out.append(f"Plain INT8 missed the gate (1st percentile {self.plain_cosine_p1:.4f}, min "
+                       f"{self.plain_cosine_min:.4f}), so NNCF's accuracy control kept {len(self.float_layers)} of "
+                       f"the {self.weighted_layers} convolution/matmul layers in FP32: "
+                       + ", ".join(self.float_layers) + ".")
+        gate = (f"the gate for sharing FP32's embedding space (1st percentile >= {self.gate_p1}, min >= "
+                f"{self.gate_min} on held-out images)")
+        if self.shares_fp32:
+            out.append(f"The model meets {gate}: it shares FP32's embedding space, so collections of FP32 vectors "
+                       "of this model are served without re-embedding.")
+        elif self.match_fp32:
+            out.append(f"The model MISSES {gate}, so it was not saved. Calibrate on more images of the catalog, or "
+                       "drop --match-fp32 for a faster INT8 model in an embedding space of its own.")
+        else:
+            out.append(f"The model {'meets' if self.gate_met else 'misses'} {gate}, but is an embedding space of "
+                       "its own: collections filled by FP32 or by a previous INT8 model must be re-imported "
+                       "(--match-fp32 makes a slower INT8 model that shares FP32's space).")
+        return out
 
 
 @dataclass
@@ -170,9 +227,11 @@ class OpenVinoEngine:
                  self.requested_precision, how, self.cache_path, self.compile_seconds, self.precision, self.threads)
         calibration = prepared.manifest.get("calibration")
         if calibration:
-            log.info("INT8 model calibrated on %s images at %s: cosine to FP32 median %.5f, 1st pct %.5f, min %.5f",
-                     calibration.get("images"), prepared.manifest.get("created"), calibration.get("cosine_median"),
-                     calibration.get("cosine_p1"), calibration.get("cosine_min"))
+            log.info("INT8 model (%s, %d layers in FP32) calibrated at %s: cosine to FP32 on %s held-out images "
+                     "median %.5f, 1st pct %.5f, min %.5f", calibration.get("method"),
+                     len(calibration.get("float_layers", [])), prepared.manifest.get("created"),
+                     calibration.get("held_out"), calibration.get("cosine_median"), calibration.get("cosine_p1"),
+                     calibration.get("cosine_min"))
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Features of a (n, size, size, 3) float32 batch as an (n, width) float32 array."""
@@ -394,33 +453,57 @@ def _int8_op_count(compiled: ov.CompiledModel) -> int:
 
 
 def calibrate_int8(model_factory: KerasFactory | None, images: np.ndarray, *, cache_dir: Path, cache_key: CacheKey,
-                   threads: int, input_size: int = 224) -> CalibrationReport:
+                   threads: int, input_size: int = 224, gate: Gate = Gate(), match_fp32: bool = False,
+                   max_reverted: int | None = None) -> CalibrationReport:
     """Quantize the FP32 model to INT8 with NNCF on the caller's real, preprocessed images and cache it.
 
     `images`: (n, size, size, 3) float32, preprocessed exactly as the service
-    preprocesses its inputs, n >= 16 (a few hundred is better; all are used).
-    Refuses inputs that look like random noise: calibrating on noise breaks
-    retrieval. Returns how close INT8 is to FP32 on these same images.
+    preprocesses its inputs, n >= 16 (a few hundred is better). One in four is
+    held out to judge the model against `gate`. With `match_fp32`, when plain
+    post-training quantization misses the gate, the layers that drift most are
+    kept in FP32 (model.int8), and a model that still misses it is not cached
+    (GateMissed); `max_reverted` bounds how many groups of layers may go back to
+    FP32. Refuses inputs that look like random noise: calibrating on noise
+    breaks retrieval. Returns how close INT8 is to FP32 on the held-out images.
     """
     array = check_batch(images, input_size)
     _check_calibration_set(array)
     started = time.perf_counter()
     core = ov.Core()
     prepared = _fp32_model(core, model_factory, Path(cache_dir), cache_key, input_size)
-    reference = _embed_all(_compile(core, prepared.model, threads, "f32"), array)
-    quantized = _quantize(prepared.model, array)
-    candidate = _embed_all(_compile(core, quantized, threads, "f32"), array)
+
+    def embed(model: ov.Model, batch: np.ndarray) -> np.ndarray:
+        return _embed_all(_compile(core, model, threads, "f32"), batch)
+
+    made = int8.quantize(prepared.model, array, embed, gate, match_fp32, max_reverted)
     key = full_cache_key(cache_key, "int8", input_size)
     slot = cache_slot(Path(cache_dir), key)
-    report = _compare(reference, candidate, time.perf_counter() - started, slot)
-    import nncf  # noqa: PLC0415 - loaded already by _quantize; only for its version
+    report = _report(made, len(array), time.perf_counter() - started, slot)
+    if match_fp32 and not made.shares_fp32:
+        raise GateMissed(report)  # the cached model, if any, stays what it was
+    import nncf  # noqa: PLC0415 - loaded already by int8.quantize; only for its version
 
-    _publish(slot, quantized, key, {"calibration": report.as_dict(), "nncf": nncf.__version__})
-    log.info("INT8 model calibrated on %d images in %.1f s -> %s: cosine to FP32 median %.5f, 1st pct %.5f, "
-             "min %.5f; top-%d neighbours unchanged for %.1f%% of images", report.images, report.seconds, slot,
-             report.cosine_median, report.cosine_p1, report.cosine_min, report.neighbours,
-             100 * report.top10_same_share)
+    _publish(slot, made.model, key, {"calibration": report.as_dict(), "nncf": nncf.__version__})
+    log.info("INT8 model (%s, %d of %d layers in FP32) calibrated on %d images in %.1f s -> %s: cosine to FP32 on "
+             "%d held-out images median %.5f, 1st pct %.5f, min %.5f (gate %s)", report.method,
+             len(report.float_layers), report.weighted_layers, report.images - report.held_out, report.seconds, slot,
+             report.held_out, report.cosine_median, report.cosine_p1, report.cosine_min,
+             "met" if report.gate_met else "MISSED")
+    if report.shares_fp32:
+        log.info("the INT8 model shares FP32's embedding space: it was asked to (match_fp32) and meets the gate")
     return report
+
+
+def _report(made: int8.Quantized, images: int, seconds: float, slot: Path) -> CalibrationReport:
+    """The calibration report of an INT8 model: held-out agreement with FP32, how it was made."""
+    held, plain = made.held_out, made.plain
+    return CalibrationReport(
+        images=images, held_out=held.images, cosine_min=held.min, cosine_p1=held.p1, cosine_median=held.median,
+        top10_same_share=held.top_same_share, top10_overlap=held.top_overlap, neighbours=held.neighbours,
+        method=made.method, float_layers=list(made.float_layers), weighted_layers=made.weighted_layers,
+        gate_p1=made.gate.p1, gate_min=made.gate.min, gate_met=made.gate_met, plain_cosine_min=plain.min,
+        plain_cosine_p1=plain.p1, match_fp32=made.match_fp32, shares_fp32=made.shares_fp32,
+        seconds=round(seconds, 2), cache_path=str(slot))
 
 
 def _check_calibration_set(array: np.ndarray) -> None:
@@ -442,44 +525,8 @@ def _check_calibration_set(array: np.ndarray) -> None:
                          "calibrate on real images of the catalog")
 
 
-def _quantize(model: ov.Model, array: np.ndarray) -> ov.Model:
-    """NNCF post-training quantization of `model` with activation ranges from `array`."""
-    import nncf  # noqa: PLC0415 - heavy, and only calibration needs it
-
-    # One image per item, matching the model's (batch, h, w, c) input; views, not copies.
-    dataset = nncf.Dataset([array[i:i + 1] for i in range(len(array))])
-    # subset_size = all images: NNCF's default (300) would silently ignore the rest.
-    return nncf.quantize(model, dataset, subset_size=len(array), preset=nncf.QuantizationPreset.PERFORMANCE,
-                         target_device=nncf.TargetDevice.CPU)
-
-
 def _embed_all(compiled: ov.CompiledModel, array: np.ndarray, batch: int = 16) -> np.ndarray:
     """Features of every image, `batch` at a time."""
     request = compiled.create_infer_request()
     parts = [request.infer({0: array[i:i + batch]})[0] for i in range(0, len(array), batch)]
     return np.concatenate(parts).astype(np.float32)
-
-
-def _compare(reference: np.ndarray, candidate: np.ndarray, seconds: float, slot: Path) -> CalibrationReport:
-    """Cosine per image and top-k neighbour stability of INT8 (`candidate`) against FP32 (`reference`)."""
-    ref, cand = _unit(reference), _unit(candidate)
-    cosine = (ref * cand).sum(axis=1)
-    k = min(10, len(ref) - 1)
-    ref_top, cand_top = _top_k(ref, k), _top_k(cand, k)
-    overlap = np.array([len(set(a) & set(b)) / k for a, b in zip(ref_top.tolist(), cand_top.tolist())])
-    return CalibrationReport(
-        images=len(ref), cosine_min=float(cosine.min()), cosine_p1=float(np.percentile(cosine, 1)),
-        cosine_median=float(np.median(cosine)), top10_same_share=float(np.mean(overlap == 1.0)),
-        top10_overlap=float(overlap.mean()), neighbours=k, seconds=round(seconds, 2), cache_path=str(slot))
-
-
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (an all-zero row stays zero)."""
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-
-
-def _top_k(unit: np.ndarray, k: int) -> np.ndarray:
-    """Indices of each row's k most similar other rows (order within the k not defined)."""
-    similarity = unit @ unit.T
-    np.fill_diagonal(similarity, -np.inf)  # an image is not its own neighbour
-    return np.argpartition(-similarity, k - 1, axis=1)[:, :k]

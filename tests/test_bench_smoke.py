@@ -2,7 +2,7 @@
 
 `make bench` takes ~30 minutes; this runs the same code paths in a few minutes:
 the quality rows (EfficientNet-Lite0 with real weights, trim off/on, INT8
-calibrated on the corpus' photos; ResNet50 random) against pHash, the raw engine
+calibrated on the corpus' photos, plain and --match-fp32; ResNet50 random) against pHash, the raw engine
 matrix, `main.py import` and `main.py serve` per engine under 1 and 2 clients
 over HTTP, vector search on Milvus Lite against numpy, then the targets, the
 chart and the README section from the results.
@@ -39,7 +39,7 @@ def results(corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     """Both benchmarks, smoke-sized. The INT8 models this calibrates go to a model cache of the smoke test's own
     (kept between runs), never the session's nor the one a `make bench` running meanwhile uses."""
     settings = model_settings(make_settings(tmp_path_factory.mktemp("bench")), "models-smoke")
-    rows = quality.default_rows(settings, None, ("int8",))
+    rows = quality.default_rows(settings, None, ("int8", "int8-match"))
     # One resize mode keeps it small: the one EfficientNet-Lite0 (the main row) uses by default.
     lite_mode = settings.for_model(ModelName.EFFICIENTNET_LITE0, "imagenet").image_resize
     q = quality.run(corpus, settings, rows, modes=[lite_mode], transforms=TRANSFORMS)
@@ -74,6 +74,14 @@ def test_int8_is_calibrated_on_corpus_photos_and_compared_with_fp32(results: dic
     assert i8["precision_in_force"].startswith("int8") and i8["calibration"]["images"] >= 16
     assert 0 < i8["cosine_to_fp32"]["min"] <= i8["cosine_to_fp32"]["p1"] <= i8["cosine_to_fp32"]["median"] <= 1
     assert set(i8["vs_fp32"]) == {"recall_at_1", "map"}
+    assert i8["space"].startswith("int8:") and i8["speed_vs_fp32"]["ratio"] > 0
+    # --match-fp32 on this tiny tune split: saved (sharing FP32's space) or refused for missing the gate.
+    matched = main["precisions"].get("int8-match")
+    if matched is not None:
+        assert matched["calibration"]["shares_fp32"] and matched["space"] == "fp32"
+    else:
+        refused = main["precisions_not_saved"]["int8-match"]
+        assert not refused["saved"] and not refused["gate_met"] and refused["method"] == "accuracy-control"
 
 
 def test_perf_measures_every_engine_over_real_http(results: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,22 @@ def test_int8_is_its_own_space(embedder: Embedder, int8_embedder: Embedder) -> N
     assert int8_embedder.fingerprint.digest != embedder.fingerprint.digest
     x = inputs(embedder, 8, 9, 10)  # held out: not among the calibration pictures
     assert (embedder.embed(x) * int8_embedder.embed(x)).sum(axis=1).min() > 0.99
+
+
+def test_int8_calibrated_to_match_fp32_shares_the_fp32_space(embedder: Embedder, tmp_path: Path) -> None:
+    # A private cache (a copy of the session's converted FP32 model): this INT8 model must not replace the
+    # session's, which other tests expect in a space of its own.
+    shutil.copytree(Path(make_settings(tmp_path).model_cache_dir) / "openvino", tmp_path / "cache" / "openvino")
+    settings = make_settings(tmp_path, model_precision=Precision.INT8, model_cache_dir=tmp_path / "cache")
+    report = quantize_int8(settings, inputs(embedder, *range(500, 532)), match_fp32=True)
+    # Random weights: plain INT8 already meets the gate on the 8 held-out pictures, so no layer stays FP32.
+    assert report.match_fp32 and report.shares_fp32 and report.method == "ptq" and report.float_layers == []
+    assert any("shares FP32's embedding space" in line for line in report.lines())
+    matched = load_embedder(settings)
+    assert matched.info["precision"] in ("int8", "fp32")  # fp32 only on CPUs without INT8 kernels
+    assert matched.fingerprint.numeric == "fp32" and matched.fingerprint.digest == embedder.fingerprint.digest
+    x = inputs(embedder, 8, 9, 10)
+    assert (embedder.embed(x) * matched.embed(x)).sum(axis=1).min() > 0.99
 
 
 def test_every_setting_of_the_space_changes_the_fingerprint(embedder: Embedder, tmp_path: Path) -> None:

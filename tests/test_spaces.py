@@ -8,6 +8,7 @@ from before fingerprints is adopted with a warning.
 from __future__ import annotations
 
 import logging
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from conf.errors import StartupError
-from model.embedder import DIM, Embedder
+from conf.settings import Precision
+from model.embedder import DIM, Embedder, load_embedder
 from service.store.client import MilvusClient
 from service.store.meta import SPACE_PROPERTY, SpaceTag, stored_space
 from service.store.records import VectorStore
@@ -116,3 +118,33 @@ def test_calibrate_stores_a_threshold_the_service_uses(embedder: Embedder, tmp_p
     ready = start_service(milvus_uri=str(tmp_path / "cal.db"), milvus_collection="calibrated").get("ready")
     duplicate = ready.json()["data"]["duplicate"]
     assert duplicate["source"].startswith("calibrated on 12 images") and -1.0 <= duplicate["score"] <= 1.0
+
+
+def test_an_int8_model_calibrated_to_match_fp32_serves_the_fp32_collection(
+        embedder: Embedder, tmp_path: Path, milvus_server: str, start_service: Callable[..., LiveService]) -> None:
+    where = {"milvus_uri": milvus_server, "milvus_collection": "matched"}
+    fp32 = start_service(**where)
+    added = fp32.post("add/file", files={"file": ("a.jpg", photo(3, size=(320, 240)))}, data={"key": "sku-3"})
+    assert added.status_code == 200, added.text
+
+    # `main.py calibrate --match-fp32` into a private copy of the session's model cache (its INT8 model must
+    # not replace the session's own-space one).
+    cache = tmp_path / "cache"
+    shutil.copytree(Path(make_settings(tmp_path).model_cache_dir) / "openvino", cache / "openvino")
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for seed in range(100, 132):
+        (folder / f"{seed}.jpg").write_bytes(photo(seed, size=(320, 240)))
+    env = service_env(tmp_path, milvus_server, 7996, MILVUS_COLLECTION="matched", MODEL_CACHE_DIR=str(cache))
+    result = subprocess.run([sys.executable, "main.py", "calibrate", str(folder), "--match-fp32", "--no-progress"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "shares FP32's embedding space" in result.stdout
+
+    int8_settings = {"model_precision": Precision.INT8, "model_cache_dir": cache}
+    int8 = start_service(load_embedder(make_settings(tmp_path, **int8_settings)), **where, **int8_settings)
+    model = int8.get("ready").json()["data"]["model"]
+    assert model["precision"] in ("int8", "fp32")  # fp32 only on CPUs without INT8 kernels
+    assert model["fingerprint"] == embedder.fingerprint.digest  # the FP32 collection's space: not refused
+    hits = int8.post("search/file", files={"file": ("q.jpg", photo(3, size=(320, 240)))}).json()["data"]
+    assert hits[0]["key"] == "sku-3" and hits[0]["score"] > 0.99  # an FP32 vector, found by an INT8 query
