@@ -123,8 +123,9 @@ class CalibrationReport:
 
     def lines(self) -> list[str]:
         """The report for a person: how the model was made, its held-out figures, what stayed in FP32."""
-        out = [f"INT8 model calibrated on {self.images - self.held_out} images in {self.seconds:.0f} s "
-               f"({self.cache_path}), judged on {self.held_out} other images of the folder: cosine to FP32 min "
+        saved = "" if self.match_fp32 and not self.shares_fp32 else f" ({self.cache_path})"
+        out = [f"INT8 model calibrated on {self.images - self.held_out} images in {self.seconds:.0f} s{saved}, "
+               f"judged on {self.held_out} other images of the folder: cosine to FP32 min "
                f"{self.cosine_min:.4f}, 1st percentile {self.cosine_p1:.4f}, median {self.cosine_median:.4f}; "
                f"top-{self.neighbours} neighbours among them unchanged for {self.top10_same_share:.1%} of images "
                f"(mean overlap {self.top10_overlap:.1%})."]
