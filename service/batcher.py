@@ -4,8 +4,10 @@ ResNet50 on a CPU does more images per second in a batch of 16 than one at a
 time, and a vector search for 16 queries costs Milvus (Lite above all) a
 fraction of 16 single searches. So under concurrent load the service queues
 requests and one worker thread per stage runs them together. While requests
-overlap, a batch waits at most BATCH_WINDOW_MS for company; a lone client's
-request (nothing queued while the previous batch ran) starts at once.
+overlap, a batch waits at most BATCH_WINDOW_MS for company. A lone client's
+request (the stage idle, nothing queued) runs at once in the client's own
+thread: handing it to the worker and back would cost two thread wake-ups per
+stage, which on a small (virtual) machine add up to a millisecond or more.
 """
 
 from __future__ import annotations
@@ -39,10 +41,12 @@ class Batcher(Generic[T, R]):
         self._name = name
         self._queue: queue.Queue[tuple[T, Future[R]] | None] = queue.Queue()
         self._stopped = threading.Event()
+        # Held while a batch runs, by the worker or by a lone caller running its own items: one batch at a time.
+        self._running = threading.Lock()
         # True while clients overlap (requests queued up during the last batch); only then is
         # waiting for company worth it: a lone client would pay the window every time.
         self._overlapping = False
-        # Cumulative counters for /ready (written by the worker only): how full batches run and how
+        # Cumulative counters for /ready (written under _running): how full batches run and how
         # busy the worker is tell an operator whether the model, or something in front of it, limits.
         self._batches = 0
         self._items = 0
@@ -58,6 +62,12 @@ class Batcher(Generic[T, R]):
         """Queue every item at once (so they can share batches) and wait for all; results in order."""
         if self._stopped.is_set():
             raise NotReady("the service is shutting down; retry shortly")
+        if (len(items) <= self._max_batch and not self._overlapping and self._queue.empty()
+                and self._running.acquire(blocking=False)):
+            try:
+                return list(self._execute(list(items)))
+            finally:
+                self._running.release()
         futures: list[Future[R]] = []
         for item in items:
             future: Future[R] = Future()
@@ -98,32 +108,40 @@ class Batcher(Generic[T, R]):
             batch.append(item)
         return batch, False
 
+    def _execute(self, items: list[T]) -> Sequence[R]:
+        """Run one batch (the caller holds _running) and count it; raises what run_batch raised."""
+        log.debug("%s: batch of %d", self._name, len(items))
+        started = time.perf_counter()
+        try:
+            return self._run_batch(items)
+        except Exception as exc:
+            if not isinstance(exc, NotReady):
+                log.exception("%s: a batch of %d failed", self._name, len(items))
+            raise
+        finally:
+            self._overlapping = len(items) > 1 or not self._queue.empty()
+            busy = time.perf_counter() - started
+            self._batches += 1
+            self._items += len(items)
+            self._busy_seconds += busy
+            self._report(len(items), busy)
+
     def _run(self) -> None:
         stop = False
         while not stop:
             first = self._queue.get()
             if first is None:
                 break
-            batch, stop = self._collect(first)
-            live = [(item, fut) for item, fut in batch if fut.set_running_or_notify_cancel()]
-            if not live:
-                continue
-            log.debug("%s: batch of %d", self._name, len(live))
-            started = time.perf_counter()
-            try:
-                results = self._run_batch([item for item, _ in live])
-            except Exception as exc:  # noqa: BLE001 - hand the failure to every waiting request
-                if not isinstance(exc, NotReady):
-                    log.exception("%s: a batch of %d failed", self._name, len(live))
-                for _, fut in live:
-                    fut.set_exception(exc)
-                continue
-            finally:
-                self._overlapping = len(live) > 1 or not self._queue.empty()
-                busy = time.perf_counter() - started
-                self._batches += 1
-                self._items += len(live)
-                self._busy_seconds += busy
-                self._report(len(live), busy)
+            with self._running:
+                batch, stop = self._collect(first)
+                live = [(item, fut) for item, fut in batch if fut.set_running_or_notify_cancel()]
+                if not live:
+                    continue
+                try:
+                    results = self._execute([item for item, _ in live])
+                except Exception as exc:  # noqa: BLE001 - hand the failure to every waiting request
+                    for _, fut in live:
+                        fut.set_exception(exc)
+                    continue
             for (_, fut), result in zip(live, results, strict=True):
                 fut.set_result(result)
