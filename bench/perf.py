@@ -60,12 +60,13 @@ class PerfPlan:
     recheck_seconds: float = 4.0         # each engine's best batch size again, after the load tests
     calibration_images: int = 200        # INT8: tune-split gallery photos and tiles
     import_files: int | None = None      # gallery images for `main.py import` (None: all)
-    single_rounds: int = 4               # rounds of (TF batch-1 model calls, search requests)
+    single_rounds: int = 8               # rounds of (TF batch-1 model calls, search requests)
     single_per_round: int = 10
     add_requests: int = 30
     concurrency: tuple[int, ...] = (1, 4, 16)
-    load_seconds: float = 20.0           # measured window per engine and concurrency level
-    load_warmup: float = 4.0             # requests in this lead-in are not counted
+    load_rounds: int = 3                 # interleaved windows per engine and concurrency level; the median counts
+    load_seconds: float = 10.0           # each measured window
+    load_warmup: float = 3.0             # requests in this lead-in are not counted
     vectors: VectorPlan = field(default_factory=VectorPlan)
     batching: SweepPlan = field(default_factory=SweepPlan)  # BATCH_WINDOW_MS x BATCH_MAX_SIZE, OpenVINO engines
 
@@ -75,7 +76,7 @@ class PerfPlan:
         return cls(engines=("tf-fp32", "ov-fp32", "ov-int8"), service_engines=("tf-fp32", "ov-int8"), other_models=(),
                    raw_batches=(1, 4), raw_rounds=1, raw_seconds=0.3, recheck_seconds=0.3, calibration_images=16,
                    import_files=6, single_rounds=1, single_per_round=3, add_requests=3, concurrency=(1, 2),
-                   load_seconds=2.0, load_warmup=0.5, vectors=VectorPlan.smoke(),
+                   load_rounds=2, load_seconds=2.0, load_warmup=0.5, vectors=VectorPlan.smoke(),
                    batching=SweepPlan.smoke())
 
 
@@ -177,16 +178,30 @@ def service_phase(services: dict[str, Service], plan: PerfPlan, reference: Any, 
                     "single_client": single_client(svc, reference, pool, queries, plan.single_rounds,
                                                    plan.single_per_round),
                     "levels": []}
+    keys = list(services)
     for clients in plan.concurrency:
-        for key, svc in services.items():  # in turns: every engine meets the same machine load
-            level = load_test(svc, queries, clients, plan.load_seconds, plan.load_warmup)
-            out[key]["levels"].append(level)
-            log.info("  %s, %d clients: %s req/s, p50 %s ms, %d errors", key, clients, level["throughput_rps"],
-                     level["p50_ms"], level["errors"])
+        windows: dict[str, list[dict[str, Any]]] = {key: [] for key in keys}
+        for r in range(plan.load_rounds):
+            # In turns, starting with a different engine each round: every engine meets the same machine load.
+            for key in keys[r % len(keys):] + keys[:r % len(keys)]:
+                level = load_test(services[key], queries, clients, plan.load_seconds, plan.load_warmup)
+                windows[key].append(level)
+                log.info("  %s, %d clients, round %d: %s req/s, p50 %s ms, %d errors", key, clients, r + 1,
+                         level["throughput_rps"], level["p50_ms"], level["errors"])
+        for key in keys:
+            out[key]["levels"].append(median_window(windows[key]))
     for key, svc in services.items():
         out[key]["single_client"]["add_file"] = single_adds(svc, queries[::-1], plan.add_requests)
         out[key]["rss"] = svc.peak_rss()
     return out
+
+
+def median_window(windows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The window with the median throughput (the lower middle one of an even count), with its latencies and
+    counters, plus every window's rate and all windows' errors: one slow or fast window does not decide a level."""
+    ranked = sorted(windows, key=lambda w: w["throughput_rps"])
+    return {**ranked[(len(ranked) - 1) // 2], "rounds_rps": [w["throughput_rps"] for w in windows],
+            "errors": sum(w["errors"] for w in windows)}
 
 
 def recheck(embedders: dict[str, Any], raw: dict[str, Any], pool: np.ndarray, seconds: float) -> None:

@@ -122,17 +122,22 @@ def service_table(perf: dict[str, Any]) -> list[str]:
     engines = perf["engines"]
     tf = {lv["clients"]: lv for lv in engines[TF_FP32.key]["levels"]} if TF_FP32.key in engines else {}
     qi = perf.get("query_images", {})
+    rounds = perf["plan"].get("load_rounds", 1)
+    windows = (f"in {rounds} windows of {fmt(perf['plan']['load_seconds'], 0)} s per engine and level, the engines in "
+               "turns, a different one first each round (the window with the median rate is shown, with the errors "
+               "of all windows)" if rounds > 1 else
+               f"for {fmt(perf['plan']['load_seconds'], 0)} s per engine and level, the engines in turns at each level")
     out = ["", f"The service (`main.py serve`, one per engine, {perf['model']}), N clients sending search/file back to "
-           f"back over loopback HTTP for {fmt(perf['plan']['load_seconds'], 0)} s per engine and level, the engines in "
-           f"turns at each level (queries: the corpus' {qi.get('count', '?')} query JPEGs, median "
+           f"back over loopback HTTP {windows} (queries: the corpus' {qi.get('count', '?')} query JPEGs, median "
            f"{fmt(qi.get('median_kb'), 0)} KB):", "",
-           "| engine | clients | req/s | vs tf-fp32 | vs own raw batched | p50 (ms) | p95 (ms) | errors | mean batch | "
-           "model busy |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "| engine | clients | req/s | each window | vs tf-fp32 | vs own raw batched | p50 (ms) | p95 (ms) | errors | "
+           "mean batch | model busy |", "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for key, e in engines.items():
         for lv in e["levels"]:
             ref = tf.get(lv["clients"])
             vs = f"{lv['throughput_rps'] / ref['throughput_rps']:.2f}x" if ref and ref["throughput_rps"] else "n/a"
-            out.append(f"| {key} | {lv['clients']} | {fmt(lv['throughput_rps'])} | {vs} | "
+            each = " / ".join(fmt(r) for r in lv.get("rounds_rps", [lv["throughput_rps"]]))
+            out.append(f"| {key} | {lv['clients']} | {fmt(lv['throughput_rps'])} | {each} | {vs} | "
                        f"{pct(lv.get('ratio_to_raw_batched'))} | {fmt(lv['p50_ms'], 0)} | {fmt(lv['p95_ms'], 0)} | "
                        f"{lv['errors']} | {fmt(lv.get('model_mean_batch'))} | {busy(lv.get('model_busy'))} |")
     return out + ["", f"![latency and throughput vs concurrency, per engine](bench/results/{CHART})"]
