@@ -6,8 +6,7 @@ fraction of 16 single searches. So under concurrent load the service queues
 requests and one worker thread per stage runs them together. While requests
 overlap, a batch waits at most BATCH_WINDOW_MS for company. A lone client's
 request (the stage idle, nothing queued) runs at once in the client's own
-thread: handing it to the worker and back would cost two thread wake-ups per
-stage, which on a small (virtual) machine add up to a millisecond or more.
+thread, without the two thread wake-ups of a handoff to the worker and back.
 """
 
 from __future__ import annotations
@@ -43,6 +42,9 @@ class Batcher(Generic[T, R]):
         self._stopped = threading.Event()
         # Held while a batch runs, by the worker or by a lone caller running its own items: one batch at a time.
         self._running = threading.Lock()
+        # True while the worker holds a queued item and waits for _running: lone callers then queue behind
+        # it instead of taking the lock first (which could leave that item waiting batch after batch).
+        self._worker_waiting = False
         # True while clients overlap (requests queued up during the last batch); only then is
         # waiting for company worth it: a lone client would pay the window every time.
         self._overlapping = False
@@ -62,8 +64,8 @@ class Batcher(Generic[T, R]):
         """Queue every item at once (so they can share batches) and wait for all; results in order."""
         if self._stopped.is_set():
             raise NotReady("the service is shutting down; retry shortly")
-        if (len(items) <= self._max_batch and not self._overlapping and self._queue.empty()
-                and self._running.acquire(blocking=False)):
+        if (len(items) <= self._max_batch and not self._overlapping and not self._worker_waiting
+                and self._queue.empty() and self._running.acquire(blocking=False)):
             try:
                 return list(self._execute(list(items)))
             finally:
@@ -132,7 +134,9 @@ class Batcher(Generic[T, R]):
             first = self._queue.get()
             if first is None:
                 break
+            self._worker_waiting = True
             with self._running:
+                self._worker_waiting = False
                 batch, stop = self._collect(first)
                 live = [(item, fut) for item, fut in batch if fut.set_running_or_notify_cancel()]
                 if not live:
