@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -15,8 +16,10 @@ from pymilvus import DataType, MilvusClient
 from conf.errors import StartupError
 from service.store import ids as store_module
 from service.store.flusher import LiteFlusher
+from service.store.filters import compile_filter
 from service.store.ids import JS_MAX_SAFE_INTEGER, derive_id
-from service.store.records import Record, VectorStore
+from service.store.lite_engine import LiteEngine
+from service.store.records import Query, Record, VectorStore
 from tests.conftest import make_settings
 
 DIM = 2048
@@ -259,3 +262,57 @@ def lite_collection(uri: str, name: str) -> Any:
 def memtable_rows(collection: Any) -> int:
     """Rows (and deletes) waiting in Lite's in-memory table, the part every search scans in Python."""
     return int(collection._memtable.size())  # noqa: SLF001
+
+
+def test_searches_return_the_exact_nearest_live_records_of_the_namespace(settings, caplog) -> None:
+    # On Milvus Lite, plain searches run in its engine in this process (service.store.lite_engine); on a
+    # server, through pymilvus. Either way a caller must get the same answer: brute force over what it stored.
+    caplog.set_level(logging.INFO, logger="service.store.lite_engine")
+    store = VectorStore(settings, DIM)
+    live: dict[str, tuple[str, np.ndarray, dict[str, Any], str]] = {}  # key -> namespace, vector, attrs, filepath
+
+    def put(keys: range, namespace: str) -> None:
+        records = [Record(f"{namespace}{i}", f"{i:032x}", f"{i}.jpg", unit(300 + i), namespace, {"shop": i % 3})
+                   for i in keys]
+        store.put_many(records)
+        live.update({r.key: (namespace, r.vector, r.attrs or {}, r.filepath) for r in records})
+
+    put(range(0, 20), "a")
+    store.connection.flush()  # some rows in a sealed segment, the rest in memory: both are searched
+    put(range(20, 30), "a")
+    put(range(30, 40), "b")
+    assert store.delete_keys(["a5", "a25"], "a") == 2  # one flushed, one still in memory
+    del live["a5"], live["a25"]
+    store.put_many([Record("a7", f"{7:032x}", "moved.jpg", unit(307), "a", {"shop": 2})])  # new filepath, attrs
+    live["a7"] = ("a", unit(307), {"shop": 2}, "moved.jpg")
+    by_key = {r["key"]: r["id"] for ns in ("a", "b") for r in store.get_keys(list(live), ns)}
+
+    def expected(query: Query) -> list[tuple[str, float]]:
+        ranked = sorted(((float(vec @ query.vector), key) for key, (ns, vec, attrs, _) in live.items()
+                         if ns == query.namespace and by_key[key] != query.exclude_id
+                         and (not query.filter or attrs["shop"] == 1)), reverse=True)
+        return [(key, score) for score, key in ranked[:query.limit]]
+
+    rng = np.random.default_rng(7)
+    queries = []
+    for i in (3, 7, 22, 33):
+        vec = unit(300 + i) + 0.05 * rng.standard_normal(DIM).astype(np.float32)
+        vec /= np.linalg.norm(vec)
+        ns = "b" if i >= 30 else "a"
+        queries += [Query(vec, 5, namespace=ns), Query(vec, 50, namespace=ns),
+                    Query(vec, 4, namespace=ns, filter=compile_filter({"shop": 1})),
+                    Query(vec, 3, namespace=ns, exclude_id=by_key[f"{ns}{i}"])]
+    for query, hits in zip(queries, store.search_many(queries), strict=True):
+        want = expected(query)
+        assert [h.key for h in hits] == [key for key, _ in want]
+        assert [h.score for h in hits] == pytest.approx([score for _, score in want], abs=1e-4)
+        assert all(h.attrs == live[h.key][2] and h.filepath == live[h.key][3] and h.id == by_key[h.key]
+                   for h in hits)
+    direct = "Milvus Lite searches run in its engine directly" in caplog.text
+    assert direct == settings.milvus_is_lite
+    store.close()
+
+
+def test_lite_engine_leaves_a_file_nobody_opened_to_pymilvus(tmp_path: Path) -> None:
+    engine = LiteEngine(str(tmp_path / "never-opened.db"), "images")
+    assert engine.search([unit(1)], 3, "", ["key"], None) is None

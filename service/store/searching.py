@@ -10,6 +10,7 @@ import numpy as np
 from service.store.client import MilvusClient
 from service.store.connection import Connection
 from service.store.grouping import grouped_search
+from service.store.lite_engine import LiteEngine
 from service.store.rows import HIT_FIELDS, Hit, Query, hit_of
 from service.store.scope import Scope
 
@@ -22,6 +23,8 @@ class Searcher:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self._native_grouping: bool | None = None  # decided once connected; False once Milvus ignores it
+        s = connection.settings
+        self._lite = LiteEngine(s.milvus_uri, connection.collection, s.milvus_db or "") if s.milvus_is_lite else None
 
     def search_many(self, client: MilvusClient, scope: Scope, queries: Sequence[Query]) -> list[list[Hit]]:
         """The hits of each query: one Milvus call per distinct namespace and filter (far cheaper than one each)."""
@@ -61,9 +64,14 @@ class Searcher:
         params: dict[str, Any] = dict(SEARCH_PARAMS)
         if conn.indexes.vector == "HNSW":
             params["params"] = {"ef": max(conn.settings.milvus_hnsw_ef, top_k)}
+        fields = scope.fields(HIT_FIELDS)
+        if self._lite is not None and not group:
+            found = self._lite.search(vectors, top_k, expr, fields, params.get("params"))
+            if found is not None:
+                return [[hit_of(h) for h in hits] for hits in found]
         extra: dict[str, Any] = {"group_by_field": "key"} if group else {}
         result = client.search(conn.collection, data=[np.asarray(v, dtype=np.float32).tolist() for v in vectors],
-                               anns_field="vector", limit=top_k, filter=expr, output_fields=scope.fields(HIT_FIELDS),
+                               anns_field="vector", limit=top_k, filter=expr, output_fields=fields,
                                search_params=params, consistency_level=conn.read_level,
                                timeout=conn.settings.milvus_timeout, **extra)
         return [[hit_of(h) for h in hits] for hits in result]
