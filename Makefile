@@ -49,7 +49,7 @@ test-fast: install-dev browser
 lint-imports: install-dev
 	$(VENV)/bin/lint-imports
 
-## The benchmarks of bench/ (about 40 minutes); results land in bench/results/.
+## The benchmarks of bench/ (30-40 minutes); results land in bench/results/.
 bench: install-dev
 	$(PY) -m bench.run
 

@@ -1,6 +1,6 @@
 """`make bench`: build the corpus, run the quality and performance benchmarks, write results, chart and README.
 
-    python -m bench.run                  # everything (about 40 minutes on 2 cores)
+    python -m bench.run                  # everything (30-40 minutes on 2 cores)
     python -m bench.run --only quality   # one part (the other part's JSON is kept)
     python -m bench.run --report-only    # chart and README section from the committed JSON
 
