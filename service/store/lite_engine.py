@@ -54,8 +54,9 @@ class LiteEngine:
                                         metric_type="IP", expr=expr or None, output_fields=list(output_fields),
                                         anns_field="vector", search_params=search_params)
         except Exception as exc:  # noqa: BLE001 - pymilvus repeats the search and reports any failure itself
-            log.debug("Milvus Lite's engine refused a search (%s); asking through pymilvus", exc)
+            self._note(False, f"through pymilvus: its engine refused a search ({exc})")
             return None
+        self._note(True, f"in its engine directly ({self._path})")
         return [[_as_pymilvus(hit) for hit in hits] for hits in results]
 
     def _open_collection(self) -> Any:
@@ -71,10 +72,10 @@ class LiteEngine:
         except Exception as exc:  # noqa: BLE001 - any surprise means: search through pymilvus
             self._note(False, f"through pymilvus: its engine for {self._path} is not reachable ({exc})")
             return None
-        self._note(True, f"in its engine directly ({self._path})")
         return collection
 
     def _note(self, direct: bool, how: str) -> None:
+        """Log which way searches go when it changes (the first search, a refusal, the engine back)."""
         if direct != self._direct:
             self._direct = direct
             log.info("Milvus Lite searches run %s", how)
