@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from service.store import ids as store_module
 from service.store.flusher import LiteFlusher
 from service.store.filters import compile_filter
 from service.store.ids import JS_MAX_SAFE_INTEGER, derive_id
-from service.store.lite_engine import LiteEngine
+from service.store.lite_engine import LiteEngine, engine_collection
 from service.store.records import Query, Record, VectorStore
 from tests.conftest import make_settings
 
@@ -241,7 +240,7 @@ def test_the_store_flushes_milvus_lite_after_writes(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     store = VectorStore(settings, DIM)
     store.put_many([Record(f"f{i}", f"{i:032x}", "f.jpg", unit(200 + i)) for i in range(20)])
-    collection = lite_collection(settings.milvus_uri, settings.milvus_collection)
+    collection = engine_collection(settings.milvus_uri, settings.milvus_collection)
     assert memtable_rows(collection) > 0 or store.count() == 20  # the flush may already have run
     deadline = time.monotonic() + 20
     while memtable_rows(collection) and time.monotonic() < deadline:
@@ -249,14 +248,6 @@ def test_the_store_flushes_milvus_lite_after_writes(tmp_path: Path) -> None:
     assert memtable_rows(collection) == 0
     assert store.count() == 20
     store.close()
-
-
-def lite_collection(uri: str, name: str) -> Any:
-    """The engine object behind a Milvus Lite collection served in this process (Lite internals)."""
-    from milvus_lite.server_manager import server_manager_instance
-
-    _server, db, _port = server_manager_instance._servers[os.path.abspath(uri)]  # noqa: SLF001
-    return db.get_collection(name)
 
 
 def memtable_rows(collection: Any) -> int:

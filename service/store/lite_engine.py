@@ -34,10 +34,9 @@ class LiteEngine:
     """The in-process search of one Milvus Lite collection; `search` returns None whenever pymilvus must answer."""
 
     def __init__(self, path: str, collection: str, database: str = "") -> None:
-        # pymilvus registers the file under its absolute path (milvus_lite.server_manager).
-        self._path = os.path.abspath(path)
+        self._path = path
         self._collection = collection
-        self._database = database or DEFAULT_DATABASE
+        self._database = database
         self._direct: bool | None = None  # whether the last lookup found the engine (logged when it changes)
 
     def search(self, vectors: Sequence[np.ndarray], top_k: int, expr: str, output_fields: Sequence[str],
@@ -62,23 +61,28 @@ class LiteEngine:
     def _open_collection(self) -> Any:
         """The engine's collection object, or None when milvus_lite has no engine open for this file."""
         try:
-            from milvus_lite import server_manager_instance  # noqa: PLC0415 - only Milvus Lite installs have it
-
-            # (server, engine, port) per file: not a published attribute, hence every failure means "not here".
-            _server, engine, _port = server_manager_instance._servers[self._path]  # noqa: SLF001
-            if engine.closed:
-                return None
-            collection = engine.get_collection(self._collection, database_name=self._database)
+            return engine_collection(self._path, self._collection, self._database)
         except Exception as exc:  # noqa: BLE001 - any surprise means: search through pymilvus
             self._note(False, f"through pymilvus: its engine for {self._path} is not reachable ({exc})")
             return None
-        return collection
 
     def _note(self, direct: bool, how: str) -> None:
         """Log which way searches go when it changes (the first search, a refusal, the engine back)."""
         if direct != self._direct:
             self._direct = direct
             log.info("Milvus Lite searches run %s", how)
+
+
+def engine_collection(path: str, collection: str, database: str = "") -> Any:
+    """The engine object of a Milvus Lite collection whose file this process has open; raises if there is none."""
+    from milvus_lite import server_manager_instance  # noqa: PLC0415 - only Milvus Lite installs have it
+
+    # (server, engine, port) per file, under the absolute path pymilvus opened it by. Not a published
+    # attribute: callers treat every failure as "no engine here".
+    _server, engine, _port = server_manager_instance._servers[os.path.abspath(path)]  # noqa: SLF001
+    if engine.closed:
+        raise LookupError("its engine is closed")
+    return engine.get_collection(collection, database_name=database or DEFAULT_DATABASE)
 
 
 def _as_pymilvus(hit: dict[str, Any]) -> dict[str, Any]:
