@@ -94,8 +94,10 @@ class Settings(BaseSettings):
     tokens_file: Path | None = None
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.TEXT
-    # /metrics normally wants the token like the API; a Prometheus inside the trusted network may be
-    # spared it (its scrape config then needs no secret).
+    # METRICS_PUBLIC: /metrics counts the records and requests of every namespace, so by default only an admin
+    # token may scrape it (a namespace-bound token gets 403; an open service, with no token set, answers
+    # everyone). true opens /metrics to anyone who can reach the port, for a Prometheus inside the trusted
+    # network whose scrape config then holds no secret; the API keeps its token check either way.
     metrics_public: bool = False
 
     # Milvus

@@ -102,6 +102,56 @@ def test_metrics_public_needs_no_token(start_service: Callable[..., LiveService]
     assert live.get("openapi.json", headers={}).status_code == 401
 
 
+ADMIN_TOKEN, SHOP_READ, SHOP_WRITE = "metrics-admin-7f1", "metrics-shop1-read-2c9", "metrics-shop1-write-5b0"
+
+
+@pytest.fixture
+def tokens_file(tmp_path: Path) -> Path:
+    """An admin token and two tokens bound to namespace shop-1 (read, write)."""
+    path = tmp_path / "tokens"
+    path.write_text(f"{ADMIN_TOKEN} * admin\n{SHOP_READ} shop-1 read\n{SHOP_WRITE} shop-1 write\n")
+    return path
+
+
+def test_metrics_need_an_admin_token(start_service: Callable[..., LiveService], tokens_file: Path) -> None:
+    """The metrics count every namespace: a namespace-bound token gets 403 saying what is needed, an admin 200."""
+    live = start_service(tokens_file=tokens_file)
+    other = live.post("add/base64", headers={"token": ADMIN_TOKEN},
+                      json={"base64": base64.b64encode(photo(5)).decode(), "key": "k", "namespace": "shop-2"})
+    assert other.status_code == 200, other.text
+    for token in (SHOP_READ, SHOP_WRITE):
+        for auth in ({"token": token}, {"Authorization": f"Bearer {token}"}):
+            refused = live.get("metrics", headers=auth)
+            assert refused.status_code == 403, refused.text
+            assert refused.json()["code"] == 403 and refused.json()["data"] is None
+            assert "admin token" in refused.json()["msg"] and "METRICS_PUBLIC" in refused.json()["msg"]
+            assert "imgsim_records_stored" not in refused.text  # nothing of shop-2's count leaks
+    assert live.get("metrics", headers={}).status_code == 401
+    assert live.get("metrics", headers={"token": "not-a-token"}).status_code == 401
+    # The bound tokens still do what they may: count their own namespace (empty), not shop-2's record.
+    assert live.post("count", headers={"token": SHOP_READ}).json()["data"] == 0
+    after = scrape(live, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})  # a Prometheus scrape config
+    assert value(after, "imgsim_records_stored") == 1
+    assert value(after, "imgsim_http_requests_total", endpoint="/metrics", status="403") == 4
+    assert value(scrape(live, headers={"token": ADMIN_TOKEN}), "imgsim_records_stored") == 1
+
+
+def test_metrics_public_opens_metrics_to_every_caller(start_service: Callable[..., LiveService],
+                                                     tokens_file: Path) -> None:
+    """METRICS_PUBLIC=true: no token and a namespace-bound token both scrape; the API keeps its checks."""
+    live = start_service(tokens_file=tokens_file, metrics_public=True)
+    for headers in ({}, {"token": SHOP_READ}, {"token": ADMIN_TOKEN}):
+        assert value(scrape(live, headers=headers), "imgsim_records_stored") == 0, headers
+    assert live.post("count", headers={}).status_code == 401
+    assert live.post("count", headers={"token": SHOP_READ}, json={"namespace": "shop-2"}).status_code == 403
+
+
+def test_metrics_of_an_open_service_answer_everyone(start_service: Callable[..., LiveService]) -> None:
+    """No token configured: every caller is an admin, so /metrics answers as before."""
+    live = start_service()
+    assert value(scrape(live, headers={}), "imgsim_records_stored") == 0
+
+
 def test_milvus_failures_are_counted_by_operation(tmp_path: Path) -> None:
     """A store whose Milvus is away reports each failed call, with its operation, to its observer."""
     calls: list[tuple[str, bool]] = []

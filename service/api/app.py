@@ -39,7 +39,7 @@ def create_app(settings: Settings, deps: Deps, metrics: Metrics | None = None) -
     # First, so that every request -- the ones the token check refuses too -- has an id, a log line and metrics.
     install_request_hooks(app, metrics)
     for blueprint in (api, bulk, probes, console.console_blueprint(), docs.docs_blueprint(),
-                      metrics_blueprint(metrics)):
+                      metrics_blueprint(metrics, public=settings.metrics_public)):
         app.register_blueprint(blueprint)
 
     # Registered without any token too: open mode admits every request as an admin (service.api.auth).

@@ -12,6 +12,8 @@ import time
 
 from flask import Blueprint, Flask, Response, g, request
 
+from conf.errors import Forbidden
+from service.api.tokens import ADMIN, Grant
 from service.logs import (ACCESS_LOGGER, bind_request, current_request, request_id_from, unbind_request)
 from service.metrics import Metrics
 
@@ -73,13 +75,28 @@ def install_request_hooks(app: Flask, metrics: Metrics) -> None:
     app.teardown_request(end)
 
 
-def metrics_blueprint(metrics: Metrics) -> Blueprint:
-    """`GET /metrics` in the Prometheus text format; the app's token check decides who may scrape."""
+SCRAPE_FORBIDDEN = ("/metrics counts the records and requests of every namespace, so it needs an admin token; "
+                    "this token is bound to one namespace or lacks the admin right. Scrape with an admin token "
+                    "(Authorization: Bearer <token>), or set METRICS_PUBLIC=true to open /metrics to anyone who "
+                    "can reach the port")
+
+
+def metrics_blueprint(metrics: Metrics, public: bool = False) -> Blueprint:
+    """`GET /metrics` in the Prometheus text format: for admin tokens only, unless `public` (METRICS_PUBLIC).
+
+    The app's token check admits the caller first (401 without a known token); the metrics count every
+    namespace, so a token bound to one namespace (or without the admin right) is refused here with 403.
+    An open service (no token configured) admits every caller as an admin, so it keeps answering.
+    """
     bp = Blueprint("metrics", __name__)
 
     @bp.get("/metrics", endpoint="scrape")
     def scrape() -> Response:
         """The registry, rendered now; never cached by a proxy."""
+        if not public:
+            grant: Grant | None = g.get("grant")  # set by the token check; absent would be a bug: refuse
+            if grant is None or not grant.allows(ADMIN):
+                raise Forbidden(SCRAPE_FORBIDDEN, reason="admin_required")
         body, content_type = metrics.render()
         return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})
 
