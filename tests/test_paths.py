@@ -107,8 +107,10 @@ def test_non_files_are_400_and_never_hang(start_service: Callable[..., LiveServi
     cases: list[tuple[str, int, tuple[str, ...]]] = [
         (str(pool), 400, ("directory",)), ("dir.jpg", 400, ("directory",)), (".", 400, ("directory",)),
         ("fifo.jpg", 400, ("not a regular file",)), ("sock.jpg", 400, ("cannot be opened",)),
-        ("missing.jpg", 400, ("does not exist",)), ("sub/missing.jpg", 400, ("does not exist",)),
-        ("~/x.jpg", 400, ("does not exist",)), ("%2e%2e/secret.jpg", 400, ("does not exist",)),
+        ("missing.jpg", 400, ("does not exist", f"looked for '{pool}/missing.jpg'", "relative path")),
+        ("sub/missing.jpg", 400, ("does not exist", f"'{pool}/sub/missing.jpg'", f"PATH_ROOTS, '{pool}'")),
+        ("~/x.jpg", 400, ("does not exist", f"'{pool}/~/x.jpg'")),
+        ("%2e%2e/secret.jpg", 400, ("does not exist", f"'{pool}/%2e%2e/secret.jpg'")),
         ("x" * 300 + ".jpg", 400, ("cannot be opened",)), ("", 400, ("'path' is required",)),
         ("   ", 400, ("'path' is empty",)), ("x" * 5000, 400, ("at most 4096",)),
         ("secret.txt", 415, ()), ("empty.jpg", 415, ("empty",)),
@@ -124,6 +126,26 @@ def test_non_files_are_400_and_never_hang(start_service: Callable[..., LiveServi
     server.close()
     assert svc.count() == 0
     still_serving(svc, 201)
+
+
+def test_a_missing_file_shows_the_path_tried_inside_the_roots_only(start_service: Callable[..., LiveService],
+                                                                  layout: dict[str, Path]) -> None:
+    """`img-pool/x.jpg` is looked for below the first root, and the 400 says where; a missing file outside the
+    roots (or behind a link leading out) stays a 403 that reveals nothing about it."""
+    svc = start_service()
+    pool = svc.runtime.settings.allowed_roots[0]
+    relative = expect(svc.post("add/path", json={"path": "img-pool/x.jpg"}), 400)["msg"]
+    assert relative == (f"path 'img-pool/x.jpg' does not exist: the service looked for '{pool}/img-pool/x.jpg' "
+                        f"(a relative path is resolved against the first folder of PATH_ROOTS, '{pool}', not "
+                        "against the caller's working directory; send an absolute path or one relative to it)")
+    absolute = expect(svc.post("search/path", json={"path": f"{pool}/sub/../gone.jpg"}), 400)["msg"]
+    assert absolute == f"path '{pool}/sub/../gone.jpg' does not exist: the service looked for '{pool}/gone.jpg'"
+    outside = layout["outside"]
+    (pool / "out-link.jpg").symlink_to(outside / "missing.jpg")  # dangles, and would lead out of the roots
+    for path in (str(outside / "missing.jpg"), "../outside/missing.jpg", "out-link.jpg"):
+        msg = expect(svc.post("add/path", json={"path": path}), 403, "outside the folders", "PATH_ROOTS")["msg"]
+        assert "looked for" not in msg and str(outside) not in msg.replace(repr(path), ""), msg
+        hostile_counts.tried("path_endpoints")
 
 
 def test_several_path_roots(start_service: Callable[..., LiveService], tmp_path: Path) -> None:

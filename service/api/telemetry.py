@@ -14,7 +14,7 @@ from flask import Blueprint, Flask, Response, g, request
 
 from conf.errors import Forbidden
 from service.api.tokens import ADMIN, Grant
-from service.logs import (ACCESS_LOGGER, bind_request, current_request, request_id_from, unbind_request)
+from service.logs import ACCESS_LOGGER, bind_request, current_request, request_id_from, unbind_request
 from service.metrics import Metrics
 
 REQUEST_ID_HEADER = "X-Request-Id"

@@ -47,6 +47,18 @@ def resolve_allowed(raw: str, roots: list[Path]) -> Path:
                         "put the image below one of them or add its folder to PATH_ROOTS")
 
 
+def missing_message(raw: str, real: Path, roots: list[Path]) -> str:
+    """The "does not exist" message: the path the service looked for, and how a relative path was resolved.
+
+    Only called for a path that resolved below a root, so it shows nothing outside PATH_ROOTS.
+    """
+    message = f"path {raw!r} does not exist: the service looked for {str(real)!r}"
+    if not Path(raw).is_absolute():
+        message += (f" (a relative path is resolved against the first folder of PATH_ROOTS, {str(roots[0])!r}, "
+                    "not against the caller's working directory; send an absolute path or one relative to it)")
+    return message
+
+
 def read_allowed(raw: str, roots: list[Path], max_bytes: int) -> tuple[bytes, Path]:
     """The bytes of an allowed regular file, and its resolved path.
 
@@ -57,7 +69,7 @@ def read_allowed(raw: str, roots: list[Path], max_bytes: int) -> tuple[bytes, Pa
     try:
         fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise BadInput(f"path {raw!r} does not exist") from None
+        raise BadInput(missing_message(raw, real, roots)) from None
     except PermissionError:
         raise BadInput(f"path {raw!r} is not readable by the service (permission denied)") from None
     except OSError as exc:
