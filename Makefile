@@ -19,16 +19,22 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-## Debian's headless Chromium (and a CJK font for the console's 中文 labels) for the browser test of the
-## console, installed with apt-get only where /usr/bin/chromium is missing; never `playwright install`
+## Debian's headless Chromium and a CJK font (WenQuanYi Micro Hei, for the console's 中文 labels) for the
+## browser test of the console, each installed with apt-get only where it is missing: the font is checked on its
+## own (fc-list, else its file), so a machine that already had chromium still gets it. Never `playwright install`
 ## (no browser download from a CDN). Without apt-get or root the browser test is skipped, saying why.
+CJK_FONT_FILE := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
 browser:
-	@if [ -x /usr/bin/chromium ]; then :; \
+	@missing=""; \
+	[ -x /usr/bin/chromium ] || missing="chromium"; \
+	if command -v fc-list >/dev/null 2>&1 && fc-list :lang=zh family | grep -q .; then :; \
+	elif [ -f $(CJK_FONT_FILE) ]; then :; \
+	else missing="$$missing fonts-wqy-microhei"; fi; \
+	if [ -z "$$missing" ]; then :; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	    chromium fonts-wqy-microhei \
-	  || echo "note: installing chromium failed; the browser test will be skipped"; \
-	else echo "note: no /usr/bin/chromium and no apt-get as root; the browser test will be skipped"; fi
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing \
+	  || echo "note: installing$$missing failed; without chromium the browser test is skipped, without the font 中文 shows as boxes"; \
+	else echo "note: missing$$missing and no apt-get as root; without chromium the browser test is skipped, without the font 中文 shows as boxes"; fi
 
 ## Start the API on http://localhost:7000 with embedded Milvus Lite (./data/milvus.db).
 run: install
