@@ -391,17 +391,51 @@ def test_docs_page_offline_with_token(site: Site, browser: Any) -> None:
         context.close()
 
 
+def named_buttons_exist(page: Any, words: Any) -> list[str]:
+    """The button names a text tells the user to press (its <em>s); each must be a visible button on the page."""
+    names = [em.inner_text().strip() for em in words.locator("em").all()]
+    for name in names:
+        expect(page.get_by_role("button", name=name, exact=True).first).to_be_visible()
+    return names
+
+
 @needs_chromium
 def test_docs_page_asks_for_the_token(site: Site, browser: Any) -> None:
-    """Opened directly on a protected service, /docs asks for the token before it can show /openapi.json."""
+    """Opened directly on a protected service, /docs asks for the token (no error on a first visit), says
+    which buttons to press with the names they carry, shows a refused token's error, then the reference."""
     context, page, watch = open_page(browser)
     try:
         page.goto(f"{site.url}/docs")
         page.get_by_test_id("docs-login").wait_for()
+        help_text = page.get_by_test_id("docs-login-help")
+        expect(help_text).to_be_visible()
+        assert page.get_by_test_id("docs-login-error").is_hidden()  # a first visit is not an error
+        assert page.get_by_test_id("docs-note").is_hidden()
+        body = page.locator("body").inner_text().lower()
+        assert "missing token" not in body and "refused" not in body and "error" not in body, body
+        assert page.get_by_role("alert").filter(has_text=re.compile(r"\S")).count() == 0
+        assert named_buttons_exist(page, help_text) == ["Show the API"]
+        shot(page, "docs-first-visit")
+
+        page.get_by_test_id("docs-token").fill("not-the-token")
+        page.get_by_role("button", name="Show the API").click()
+        error = page.get_by_test_id("docs-login-error")
+        expect(error).to_be_visible()
+        assert error.inner_text().startswith("The token was refused: invalid token"), error.inner_text()
+        assert page.evaluate("sessionStorage.getItem('imgsim.token')") is None
+
         page.get_by_test_id("docs-token").fill(TOKEN)
-        page.get_by_test_id("docs-login").get_by_role("button").click()
+        page.get_by_role("button", name="Show the API").click()
         page.locator(".opblock").first.wait_for()
         assert page.get_by_test_id("docs-login").is_hidden()
+        note = page.get_by_test_id("docs-note")
+        expect(note).to_be_visible()
+        assert [em.inner_text() for em in note.locator("em").all()] == ["Try it out", "Execute", "Authorize"]
+        expect(page.get_by_role("button", name="Authorize", exact=True).first).to_be_visible()
+        operation = page.locator("#operations-records-count_get")
+        operation.locator(".opblock-summary").click()  # "open an operation", as the note says
+        operation.get_by_role("button", name="Try it out", exact=True).click()
+        expect(operation.get_by_role("button", name="Execute", exact=True)).to_be_visible()
         assert_clean(site, watch)
     finally:
         context.close()

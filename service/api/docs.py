@@ -4,7 +4,9 @@ Swagger UI's files come from the PyPI package `flask-swagger-ui` (its `dist/` fo
 Swagger UI build); only its files are used, not its blueprint, because its page has an inline script that a
 strict Content-Security-Policy would block. Our page loads one start-up script of ours instead, which
 pre-authorises the `token` header from the console's session (if the user logged in there) and adds it to
-try-it-out requests, so "Try it out" works against a token-protected service.
+try-it-out requests, so "Try it out" works against a token-protected service. Where `/openapi.json` needs the
+token and none was given yet, the page asks for it (a prompt, not an error: a first visit did nothing wrong);
+only a token the service refused is shown as an error. The page's words name the buttons as they read.
 """
 
 from __future__ import annotations

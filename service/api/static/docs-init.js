@@ -29,9 +29,18 @@ function thisServer(spec) {
   return spec;
 }
 
-function showLogin(message) {
+function forgetToken() {
+  try { window.sessionStorage.removeItem(TOKEN_KEY); } catch (e) { /* storage disabled: nothing kept */ }
+}
+
+// A first visit (no token yet) gets the form and its help, not an error: asking is not a failure. Only a
+// token the service refused is shown as an error, in the service's own words.
+function showLogin(refusal, problem) {
   var form = document.getElementById('docs-login');
-  document.getElementById('docs-login-msg').textContent = message;
+  var error = document.getElementById('docs-login-msg');
+  error.textContent = refusal ? 'The token was refused: ' + refusal : (problem || '');
+  error.hidden = !error.textContent;
+  document.getElementById('docs-note').hidden = true;
   form.hidden = false;
   document.getElementById('docs-token').focus();
 }
@@ -39,11 +48,17 @@ function showLogin(message) {
 // The description itself may be behind the token: fetch it with the header, and ask for the token on 401.
 function load() {
   var url = document.body.getAttribute('data-openapi-url');
+  var sent = storedToken();
   fetch(url, { cache: 'no-store', headers: tokenHeaders() }).then(function (res) {
     return res.json().catch(function () { return {}; }).then(function (body) {
-      if (res.status === 401) { showLogin(body.msg || 'The service needs its token.'); return; }
+      if (res.status === 401) {
+        if (sent) { forgetToken(); }
+        showLogin(sent ? (body.msg || 'HTTP 401') : null);
+        return;
+      }
       if (!res.ok) { throw new Error(body.msg || url + ' answered HTTP ' + res.status); }
       document.getElementById('docs-login').hidden = true;
+      document.getElementById('docs-note').hidden = false;
       render(thisServer(body));
     });
   }).catch(function (err) {
@@ -72,7 +87,10 @@ function render(spec) {
 function start() {
   document.getElementById('docs-login').addEventListener('submit', function (event) {
     event.preventDefault();
-    try { window.sessionStorage.setItem(TOKEN_KEY, document.getElementById('docs-token').value.trim()); } catch (e) { /* none */ }
+    var token = document.getElementById('docs-token').value.trim();
+    if (!token) { showLogin('', 'Enter the token first.'); return; }
+    try { window.sessionStorage.setItem(TOKEN_KEY, token); } catch (e) { /* none */ }
+    document.getElementById('docs-token').value = '';
     load();
   });
   load();
