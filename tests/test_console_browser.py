@@ -188,18 +188,27 @@ def find_by_upload(page: Any, query: bytes, expected_id: int) -> None:
 
 
 def browse_and_delete(page: Any, site: Site, watch: Watch, first_id: int, second_id: int) -> None:
-    """In Browse a key: two images; delete one (count 3 -> 2), then the whole key (count 2 -> 1)."""
+    """In Browse a key: two images; delete one (count 3 -> 2), then the whole key (count 2 -> 1); each deleted
+    record leaves the search results at once."""
     page.get_by_test_id("browse-title").wait_for()
     assert page.get_by_test_id("browse-title").inner_text() == "Key “SKU-1001”: 2 images"
     assert page.get_by_test_id("browse-card").count() == 2
     page.locator("[data-testid=browse-card] [data-testid=thumb-img]").nth(1).wait_for()
     shot(page, "console-browse")
 
+    searches = len(site.search_bodies)
     page.locator(f"[data-testid=browse-card][data-id='{first_id}'] [data-testid=browse-delete-id]").click()
     expect(page.get_by_test_id("browse-card")).to_have_count(1)
     assert f"id {first_id}" in watch.dialogs[-1] and "Delete 1 record" in watch.dialogs[-1]
     assert page.get_by_test_id("browse-message").inner_text() == "Deleted 1 record."
     expect(page.locator("#count-chip")).to_have_text("2")
+    # The deleted record left the search results too, at once and without searching again.
+    page.get_by_test_id("nav-search").click()
+    expect(page.get_by_test_id("result-card")).to_have_count(2)
+    expect(page.locator(f"[data-testid=result-card][data-id='{first_id}']")).to_have_count(0)
+    expect(page.get_by_test_id("search-message")).to_contain_text("2 results in")
+    expect(page.get_by_test_id("search-message")).to_contain_text("(1 deleted since)")
+    page.get_by_test_id("nav-browse").click()
 
     page.get_by_test_id("browse-delete-key").click()
     expect(page.get_by_test_id("browse-card")).to_have_count(0)
@@ -207,6 +216,11 @@ def browse_and_delete(page: Any, site: Site, watch: Watch, first_id: int, second
     assert "SKU-1001" in watch.dialogs[-1]
     assert page.get_by_test_id("browse-title").inner_text() == "No images are stored under key “SKU-1001”."
     assert site.live.count() == 1
+    page.get_by_test_id("nav-search").click()  # the whole key left the results: only SKU-2002 is still shown
+    expect(page.get_by_test_id("result-card")).to_have_count(1)
+    assert page.get_by_test_id("result-key").inner_text() == "SKU-2002"
+    expect(page.get_by_test_id("search-message")).to_contain_text("1 result in")
+    assert len(site.search_bodies) == searches
 
 
 def check_catalog(page: Any) -> None:
@@ -362,6 +376,98 @@ def test_console_search_by_url_and_path(site: Site, browser: Any, image_host: Ca
             assert float(best.get_by_test_id("result-score").inner_text()) > 0.999
             best.get_by_test_id("thumb-img").wait_for()
         assert_clean(site, watch)
+    finally:
+        context.close()
+
+
+ADMIN, READER, WRITER = "console-admin-9e2", "console-reader-41d", "console-writer-7c3"
+
+
+@pytest.fixture
+def tenant_site(start_service: Callable[..., LiveService], tmp_path: Path) -> Site:
+    """A service with a TOKENS_FILE: an admin token and a read and a write token bound to namespace shop-1."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{ADMIN} * admin\n{READER} shop-1 read\n{WRITER} shop-1 write\n")
+    live = start_service(tokens_file=tokens)
+    return Site(live, live.base_url)
+
+
+def add_as_admin(site: Site, seed: int, key: str, namespace: str) -> None:
+    """Add a photo to `namespace` with the admin token."""
+    answer = site.live.post("add/file", headers={"token": ADMIN}, files={"file": (f"photo-{seed}.jpg", photo(seed))},
+                            data={"key": key, "namespace": namespace})
+    assert answer.status_code == 200, answer.text
+
+
+def test_whoami_tells_a_token_its_namespace_and_rights(tenant_site: Site, lite_service: LiveService) -> None:
+    """GET /api/image/sim/whoami: the calling token's namespace and rights, behind the token check."""
+    http, url = tenant_site.live.http, tenant_site.url + "/api/image/sim/whoami"
+    for token, expected in ((READER, {"namespace": "shop-1", "rights": ["read"]}),
+                            (WRITER, {"namespace": "shop-1", "rights": ["read", "write"]}),
+                            (ADMIN, {"namespace": None, "rights": ["read", "write", "admin"]})):
+        answer = http.get(url, headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 200 and answer.json() == {"code": 200, "msg": "success", "data": expected}
+    assert http.get(url).status_code == 401
+    assert http.get(url, headers={"token": "not-a-token"}).json()["code"] == 401
+    assert http.post(url, headers={"token": READER}).status_code == 405
+    opened = lite_service.get("api/image/sim/whoami", headers={})  # no token configured: everyone is an admin
+    assert opened.json()["data"] == {"namespace": None, "rights": ["read", "write", "admin"]}
+
+
+@needs_chromium
+def test_console_read_only_token_sees_why_it_cannot_delete(tenant_site: Site, browser: Any) -> None:
+    """A read token bound to shop-1 browses its key with every delete control disabled, a note and tooltip saying
+    why, and a namespace field it cannot change; a write token of the same namespace gets them enabled."""
+    add_as_admin(tenant_site, 41, "SKU-7007", "shop-1")
+    add_as_admin(tenant_site, 42, "SKU-7007", "shop-1")
+    add_as_admin(tenant_site, 43, "SKU-7007", "shop-2")  # another tenant's record under the same key
+    context, page, watch = open_page(browser)
+    try:
+        page.goto(f"{tenant_site.url}/console")
+        page.evaluate("sessionStorage.setItem('imgsim.namespace', 'shop-2')")  # left over from an admin session
+        page.reload()
+        log_in(page, READER)
+        namespace = page.get_by_test_id("namespace-input")
+        expect(namespace).to_be_disabled()
+        assert namespace.input_value() == "" and namespace.get_attribute("placeholder") == "shop-1"
+        bound = "This token is bound to namespace “shop-1” and cannot choose another."
+        assert namespace.get_attribute("title") == bound
+        expect(page.locator("#count-chip")).to_have_text("2")  # its own namespace, not the stale shop-2
+        page.get_by_test_id("nav-browse").click()
+        note = page.get_by_test_id("rights-note")
+        expect(note).to_have_text("This token has no write right, so it cannot delete records.")
+        page.get_by_test_id("browse-key-input").fill("SKU-7007")
+        page.get_by_test_id("browse-submit").click()
+        expect(page.get_by_test_id("browse-card")).to_have_count(2)
+        buttons = [page.get_by_test_id("browse-delete-key"), *page.get_by_test_id("browse-delete-id").all()]
+        assert len(buttons) == 3
+        for button in buttons:
+            expect(button).to_be_disabled()
+            assert button.get_attribute("title") == "This token has no write right, so it cannot delete records."
+            assert button.get_attribute("aria-describedby") == "rights-note"
+            button.click(force=True)  # a click on a disabled button does nothing: no dialog, no request
+        assert not watch.dialogs and not [u for u in watch.requests if "/del/" in u]
+        shot(page, "console-read-only")
+        page.get_by_test_id("lang-toggle").click()
+        expect(note).to_have_text("此令牌没有写权限，不能删除记录。")
+        assert buttons[1].get_attribute("title") == "此令牌没有写权限，不能删除记录。"
+        page.get_by_test_id("lang-toggle").click()
+
+        page.get_by_test_id("logout").click()
+        log_in(page, WRITER)
+        page.get_by_test_id("nav-browse").wait_for()
+        expect(note).to_be_hidden()
+        page.get_by_test_id("browse-submit").click()
+        expect(page.get_by_test_id("browse-card")).to_have_count(2)
+        for button in (page.get_by_test_id("browse-delete-key"), *page.get_by_test_id("browse-delete-id").all()):
+            expect(button).to_be_enabled()
+            assert button.get_attribute("title") is None
+        page.get_by_test_id("browse-delete-key").click()
+        expect(page.get_by_test_id("browse-card")).to_have_count(0)
+        expect(page.locator("#count-chip")).to_have_text("0")
+        other = tenant_site.live.post("count", headers={"token": ADMIN}, json={"namespace": "shop-2"})
+        assert other.json()["data"] == 1  # the other tenant's record under the same key stays
+        assert_clean(tenant_site, watch)
     finally:
         context.close()
 

@@ -3,7 +3,9 @@
  * The token is asked once, kept in sessionStorage (this tab only, gone when it closes), and sent as the
  * `token` header; it never goes into a URL. Any 401 clears it and brings back the prompt. API messages are
  * shown as the API wrote them. Thumbnails are fetched with the token header and shown through blob: URLs,
- * because an <img src> cannot send headers.
+ * because an <img src> cannot send headers. The token's namespace and rights come from GET whoami: controls
+ * it may not use are disabled, with a note saying why, instead of failing after a confirmation. A deleted
+ * record leaves every view at once (search results, the key's cards, the counts, the thumbnail cache).
  */
 var API = '/api/image/sim/';
 var TOKEN_KEY = 'imgsim.token';
@@ -12,7 +14,8 @@ var LANG_KEY = 'imgsim.lang';
 var THUMB_CACHE_MAX = 400;
 var THUMB_PARALLEL = 4;
 
-var state = { token: null, view: 'search', query: null, queryUrl: null, browseKey: null, browseRecords: [] };
+var state = { token: null, view: 'search', query: null, queryUrl: null, browseKey: null, browseRecords: [],
+  grant: null, search: null };
 
 // ---------------------------------------------------------------- i18n (English labels, optional 中文)
 var ZH = {
@@ -40,7 +43,9 @@ var ZH = {
   'Enter a value first.': '请先填写内容。', 'filter.bad': '过滤条件必须是 JSON 对象，例如 {"category": "shoes"}：',
   'id.bad': 'id 必须是正整数。', 'not.image': '这不是图片文件。', 'unreachable': '无法连接服务',
   'token.refused': '令牌被拒绝：', 'Enter a key first.': '请先输入 key。', 'in namespace': '命名空间',
-  'batches': '批次', 'requests': '请求', 'mean batch': '平均批大小', 'busy s': '忙碌秒数'
+  'batches': '批次', 'requests': '请求', 'mean batch': '平均批大小', 'busy s': '忙碌秒数',
+  'no.write': '此令牌没有写权限，不能删除记录。', 'ns.bound': '此令牌绑定在命名空间“{ns}”，不能选择其他命名空间。',
+  'ns.default': '默认', 'removed': '（其中 {n} 条已删除）'
 };
 var EN = {
   'n.results': '{n} results in {ms} ms', 'n.results.one': '1 result in {ms} ms', 'key.head': 'Key “{key}”: {n} images',
@@ -55,7 +60,10 @@ var EN = {
   'login.help': 'Enter the service token. It is kept in this browser tab only and sent as a header.',
   'login.open': 'Leave it empty if the service has no token.', 'ns.placeholder': "token's own",
   'drop.help': 'Drop an image here, click to choose a file, or paste one (Ctrl+V).',
-  'search.empty': 'Results appear here: drop, choose or paste an image, or search by URL, path or id.'
+  'search.empty': 'Results appear here: drop, choose or paste an image, or search by URL, path or id.',
+  'no.write': 'This token has no write right, so it cannot delete records.',
+  'ns.bound': 'This token is bound to namespace “{ns}” and cannot choose another.', 'ns.default': 'default',
+  'removed': ' ({n} deleted since)'
 };
 var lang = 'en';
 
@@ -75,6 +83,7 @@ function applyLang() {
   toggle.textContent = lang === 'zh' ? 'English' : '中文';
   toggle.lang = lang === 'zh' ? 'en' : 'zh';
   toggle.setAttribute('aria-label', lang === 'zh' ? 'Switch to English' : '切换到中文');
+  applyRights();
 }
 
 // ---------------------------------------------------------------- small DOM helpers
@@ -203,6 +212,7 @@ function thumbBox(record) {
 // ---------------------------------------------------------------- login / logout
 function lock(message) {
   state.token = null;
+  state.grant = null;
   try { sessionStorage.removeItem(TOKEN_KEY); } catch (e) { /* storage disabled: nothing to clear */ }
   clearThumbs();
   byId('app').hidden = true;
@@ -218,8 +228,51 @@ function unlock() {
   byId('login').hidden = true;
   byId('login-error').hidden = true;
   byId('app').hidden = false;
-  showView(viewFromHash());
-  refreshCount();
+  applyRights();
+  loadRights().then(function () {
+    if (byId('app').hidden) { return; } // whoami answered 401: the prompt is back, with the refusal
+    showView(viewFromHash());
+    refreshCount();
+  });
+}
+
+// ---------------------------------------------------------------- what this token may do
+// Until whoami answers (or on a service without it) every control stays enabled, as before: the API's own
+// 403 remains the last word either way.
+function loadRights() {
+  return call(API + 'whoami', { method: 'GET' }).then(function (body) {
+    var data = body && body.data;
+    state.grant = data && Array.isArray(data.rights) ? data : null;
+  }, function () { state.grant = null; }).then(applyRights);
+}
+
+function canWrite() { return !state.grant || state.grant.rights.indexOf('write') >= 0; }
+
+function boundNamespace() {
+  return state.grant && typeof state.grant.namespace === 'string' ? state.grant.namespace : null;
+}
+
+function applyRights() {
+  var write = canWrite();
+  var note = byId('rights-note');
+  note.hidden = write;
+  document.querySelectorAll('[data-needs=write]').forEach(function (button) {
+    // Delete whole key also needs records to delete.
+    button.disabled = !write || (button.id === 'browse-delete-key' && !state.browseRecords.length);
+    if (write) { button.removeAttribute('title'); } else { button.title = t('no.write'); }
+    if (write) { button.removeAttribute('aria-describedby'); } else { button.setAttribute('aria-describedby', 'rights-note'); }
+  });
+  var ns = byId('namespace');
+  var bound = boundNamespace();
+  ns.disabled = bound !== null;
+  if (bound !== null) {
+    ns.value = ''; // the token's namespace is used without naming it; another would be refused
+    ns.placeholder = bound || t('ns.default');
+    ns.title = t('ns.bound', { ns: bound || t('ns.default') });
+  } else {
+    ns.placeholder = t('ns.placeholder');
+    ns.removeAttribute('title');
+  }
 }
 
 function onLogin(event) {
@@ -341,12 +394,40 @@ function runSearch(event) {
   try { plan = buildSearch(selectedKind(), readOptions()); } catch (err) { showError(msg, err); return Promise.resolve(); }
   showMsg(msg, t('Searching…'), 'info');
   var started = performance.now();
+  var namespace = byId('namespace').value.trim();
   return call(API + plan.path, plan.req).then(function (body) {
     var hits = Array.isArray(body.data) ? body.data : [];
     renderHits(hits);
-    var summary = hits.length === 1 ? 'n.results.one' : 'n.results';
-    showMsg(msg, hits.length ? t(summary, { n: hits.length, ms: Math.round(performance.now() - started) }) : t('No similar images found.'), 'ok');
-  }, function (err) { renderHits([]); showError(msg, err); });
+    state.search = { namespace: namespace, found: hits.length, removed: 0, ms: Math.round(performance.now() - started) };
+    showSearchSummary();
+  }, function (err) { state.search = null; renderHits([]); showError(msg, err); });
+}
+
+function showSearchSummary() {
+  var s = state.search;
+  if (!s) { return; }
+  var left = s.found - s.removed;
+  var text = s.found ? t(left === 1 ? 'n.results.one' : 'n.results', { n: left, ms: s.ms }) : t('No similar images found.');
+  showMsg(byId('search-msg'), text + (s.removed ? t('removed', { n: s.removed }) : ''), 'ok');
+}
+
+// Records deleted in this namespace leave the search results and the thumbnail cache at once (the key's
+// view reloads and the counts refresh in afterDelete). A whole key takes its other records with it too.
+function forgetRecords(ids, key, namespace) {
+  var gone = ids.map(String);
+  var removed = 0;
+  document.querySelectorAll('#search-results [data-testid=result-card]').forEach(function (card) {
+    var sameKey = key !== null && state.search && state.search.namespace === namespace && card.getAttribute('data-key') === key;
+    if (gone.indexOf(card.getAttribute('data-id')) >= 0 || sameKey) {
+      card.remove();
+      removed += 1;
+    }
+  });
+  gone.forEach(dropThumb);
+  if (removed && state.search) {
+    state.search.removed += removed;
+    showSearchSummary();
+  }
 }
 
 function renderHits(hits) {
@@ -389,7 +470,7 @@ function hitCard(hit) {
   field('id', hit.id, 'result-id').forEach(dl.appendChild, dl);
   var similar = el('button', { type: 'button', className: 'btn btn-small', 'data-testid': 'result-similar', text: t('Find similar'),
     onclick: function () { setKind('id'); byId('q-id').value = String(hit.id); runSearch(); } });
-  return el('article', { className: 'card', 'data-testid': 'result-card', 'data-id': String(hit.id) },
+  return el('article', { className: 'card', 'data-testid': 'result-card', 'data-id': String(hit.id), 'data-key': String(hit.key) },
     [thumbBox(hit), el('div', { className: 'card-body' }, [scoreBlock(hit), dl, attrsList(hit.attrs), similar])]);
 }
 
@@ -457,8 +538,8 @@ function renderKey(key, records) {
   if (!records) { return; }
   var head = records.length === 1 ? 'key.head.one' : 'key.head';
   byId('browse-title').textContent = records.length ? t(head, { key: key, n: records.length }) : t('key.none', { key: key });
-  byId('browse-delete-key').disabled = !records.length;
   records.forEach(function (record) { grid.appendChild(recordCard(record)); });
+  applyRights(); // the delete buttons: enabled only with records and the write right
 }
 
 function recordCard(record) {
@@ -466,29 +547,37 @@ function recordCard(record) {
   field('id', record.id, 'record-id').forEach(dl.appendChild, dl);
   field('filepath', record.filepath || '—', 'record-filepath').forEach(dl.appendChild, dl);
   if (record.md5) { field('md5', record.md5, 'record-md5').forEach(dl.appendChild, dl); }
-  var remove = el('button', { type: 'button', className: 'btn btn-danger btn-small', 'data-testid': 'browse-delete-id',
+  var remove = el('button', { type: 'button', className: 'btn btn-danger btn-small', 'data-testid': 'browse-delete-id', 'data-needs': 'write',
     text: t('Delete'), 'aria-label': t('Delete') + ' id ' + record.id, onclick: function () { deleteRecord(record); } });
   return el('article', { className: 'card', 'data-testid': 'browse-card', 'data-id': String(record.id) },
     [thumbBox(record), el('div', { className: 'card-body' }, [dl, attrsList(record.attrs), remove])]);
 }
 
-function afterDelete(body) {
+function afterDelete(body, ids, key, namespace) {
+  forgetRecords(ids, key, namespace);
   showMsg(byId('browse-msg'), t(body.data === 1 ? 'deleted.one' : 'deleted', { n: body.data }), 'ok');
   var msg = byId('browse-msg').textContent;
   return Promise.all([loadKey(state.browseKey), refreshCount()]).then(function () { showMsg(byId('browse-msg'), msg, 'ok'); });
 }
 
 function deleteRecord(record) {
-  if (!window.confirm(t('confirm.id', { id: record.id, key: record.key }))) { return Promise.resolve(); }
-  return call(API + 'del/id', { json: withNamespace({ id: [record.id] }) }).then(afterDelete, function (err) { showError(byId('browse-msg'), err); });
+  if (!canWrite() || !window.confirm(t('confirm.id', { id: record.id, key: record.key }))) { return Promise.resolve(); }
+  var namespace = byId('namespace').value.trim();
+  return call(API + 'del/id', { json: withNamespace({ id: [record.id] }) }).then(function (body) {
+    return afterDelete(body, [record.id], null, namespace);
+  }, function (err) { showError(byId('browse-msg'), err); });
 }
 
 function deleteKey() {
   var key = state.browseKey;
   var n = state.browseRecords.length;
   var question = t(n === 1 ? 'confirm.key.one' : 'confirm.key', { key: key, n: n, id: n ? state.browseRecords[0].id : '' });
-  if (!key || !n || !window.confirm(question)) { return Promise.resolve(); }
-  return call(API + 'del/key', { json: withNamespace({ key: [key] }) }).then(afterDelete, function (err) { showError(byId('browse-msg'), err); });
+  if (!key || !n || !canWrite() || !window.confirm(question)) { return Promise.resolve(); }
+  var namespace = byId('namespace').value.trim();
+  var ids = state.browseRecords.map(function (record) { return record.id; });
+  return call(API + 'del/key', { json: withNamespace({ key: [key] }) }).then(function (body) {
+    return afterDelete(body, ids, key, namespace);
+  }, function (err) { showError(byId('browse-msg'), err); });
 }
 
 // ---------------------------------------------------------------- catalog
