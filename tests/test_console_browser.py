@@ -5,8 +5,8 @@ Flow of issue 13: log in with the token, add images through the API, find one by
 (its card, real thumbnail and score), browse its key, delete one image and then the whole key, and see the
 count fall; a wrong token, at the prompt or mid-session, brings the prompt back. Along the way: nothing is
 requested from another origin, the token never appears in a URL, and no Content-Security-Policy violation
-is reported. Screenshots of the main views go to tests/artifacts/ (and the search view to img/console.png
-when that is missing or IMGSIM_README_SHOT=1).
+is reported. Screenshots of the main views go to tests/artifacts/. (The README's img/console.png is rendered
+with real photos and real weights by tests/screenshot.py, not here: these tests use random weights.)
 
 The only thing the test adds to the app is a recorder (a before_request hook) of what the page sent:
 Chromium does not report multipart bodies to Playwright, and the thumbnail requests' headers are checked.
@@ -15,9 +15,7 @@ Chromium does not report multipart bodies to Playwright, and the thumbnail reque
 from __future__ import annotations
 
 import base64
-import os
 import re
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +34,6 @@ needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian'
 
 TOKEN = "console-T0ken_42.x"
 ARTIFACTS = ROOT / "tests" / "artifacts"
-README_SHOT = ROOT / "img" / "console.png"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 TIMEOUT_MS = 30_000
@@ -181,9 +178,7 @@ def find_by_upload(page: Any, query: bytes, expected_id: int) -> None:
     expect(page.get_by_test_id("thumb-img")).to_have_count(3)
     expect(page.get_by_test_id("thumb-placeholder")).to_have_count(0)
     assert best.get_by_test_id("thumb-img").evaluate("img => [img.complete, img.naturalWidth]") == [True, 256]
-    search_shot = shot(page, "console-search")
-    if not README_SHOT.exists() or os.environ.get("IMGSIM_README_SHOT") == "1":
-        shutil.copyfile(search_shot, README_SHOT)  # a tracked file: rewritten only when asked (or missing)
+    shot(page, "console-search")
     best.get_by_test_id("result-key").get_by_role("button").click()
 
 
