@@ -287,6 +287,7 @@ def test_console_wrong_token_shows_prompt(site: Site, browser: Any) -> None:
             "Object.keys(localStorage).every(k => k === 'imgsim.lang')")
 
         expect(error).to_be_hidden()
+        expect(page.locator("#count-chip")).to_have_text("0")  # the console has loaded: rights, then the count
         revoke(page)  # the token stops being valid while the console is open: the next call gets a 401
         page.get_by_test_id("nav-catalog").click()
         expect(error).to_be_visible()

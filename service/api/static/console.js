@@ -124,7 +124,9 @@ function readEnvelope(res, text) {
   try { body = JSON.parse(text); } catch (e) { body = null; }
   var msg = body && typeof body.msg === 'string' ? body.msg : (text || res.statusText).slice(0, 500);
   if (res.status === 401) {
-    lock(msg);
+    // Only the first refusal locks and is shown: calls still in flight, answered after the lock, were sent
+    // without the token and would replace "invalid token" with "missing token".
+    if (state.token !== null) { lock(msg); }
     throw new ApiError(msg, 401);
   }
   if (!res.ok || !body) { throw new ApiError(msg, res.status); }
