@@ -30,8 +30,15 @@ from tests.procs import ROOT, ServeProcess
 
 SKIMAGE_DATA = Path(skimage.__file__).with_name("data")
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 README_SHOT = ROOT / "img" / "console.png"
 QUERY = "motorcycle_right.png"  # the right camera of the stereo pair; only the left one is stored
 RESULTS = 8
@@ -82,9 +89,12 @@ def fill(service: ServeProcess, token: str) -> None:
     """Add every photo of CATALOG through the API, as a shop would."""
     for number, product in enumerate(CATALOG):
         name = product.file.rsplit(".", 1)[0] + ("-detail" if product.crop else "") + ".jpg"
-        answer = service.post("add/file", headers={"token": token},
-                              files={"file": (name, jpeg(product.file, product.crop), "image/jpeg")},
-                              data={"key": product.key, "attrs": f'{{"category": "{product.category}"}}'})
+        answer = service.post(
+            "add/file",
+            headers={"token": token},
+            files={"file": (name, jpeg(product.file, product.crop), "image/jpeg")},
+            data={"key": product.key, "attrs": f'{{"category": "{product.category}"}}'},
+        )
         if answer.status_code != 200:
             raise SystemExit(f"adding {product.file} (#{number}) failed: {answer.status_code} {answer.text}")
 
@@ -103,7 +113,8 @@ def render(base_url: str, token: str, out: Path) -> None:
             expect(page.locator("#count-chip")).to_have_text(str(len(CATALOG)))
             page.get_by_test_id("search-limit").fill(str(RESULTS))
             page.get_by_test_id("search-file-input").set_input_files(
-                {"name": QUERY.replace(".png", ".jpg"), "mimeType": "image/jpeg", "buffer": jpeg(QUERY)})
+                {"name": QUERY.replace(".png", ".jpg"), "mimeType": "image/jpeg", "buffer": jpeg(QUERY)}
+            )
             expect(page.get_by_test_id("result-card")).to_have_count(RESULTS)
             expect(page.locator("[data-testid=thumb].loading")).to_have_count(0)
             expect(page.get_by_test_id("thumb-img")).to_have_count(RESULTS)
@@ -121,16 +132,18 @@ def render(base_url: str, token: str, out: Path) -> None:
 def save_small_png(png: bytes, out: Path) -> None:
     """Write the screenshot as a 256-colour PNG: about a third of the bytes, no visible loss at README size."""
     with Image.open(io.BytesIO(png)) as img:
-        small = img.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT,
-                                             dither=Image.Dither.FLOYDSTEINBERG)
+        small = img.convert("RGB").quantize(
+            colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     small.save(out, format="PNG", optimize=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Start the service, fill it, render the screenshot, stop the service."""
-    parser = argparse.ArgumentParser(prog="python -m tests.screenshot", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.screenshot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=README_SHOT, help="where to write the PNG (default: %(default)s)")
     args = parser.parse_args(argv)
     if not CHROMIUM.exists():
@@ -138,9 +151,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     token = secrets.token_urlsafe(16)
     with tempfile.TemporaryDirectory(prefix="imgsim-screenshot-") as tmp:
-        service = ServeProcess(Path(tmp), str(Path(tmp) / "milvus.db"), name="screenshot", TOKEN=token,
-                               MODEL_NAME="efficientnet-lite0", MODEL_WEIGHTS="imagenet",
-                               MILVUS_COLLECTION="screenshot", THUMB_DIR=str(Path(tmp) / "thumbs"))
+        service = ServeProcess(
+            Path(tmp),
+            str(Path(tmp) / "milvus.db"),
+            name="screenshot",
+            TOKEN=token,
+            MODEL_NAME="efficientnet-lite0",
+            MODEL_WEIGHTS="imagenet",
+            MILVUS_COLLECTION="screenshot",
+            THUMB_DIR=str(Path(tmp) / "thumbs"),
+        )
         try:
             service.wait_ready(timeout=600)
             ready = service.get("ready").json()["data"]["model"]

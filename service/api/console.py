@@ -15,7 +15,8 @@ import mimetypes
 from dataclasses import dataclass
 from pathlib import Path
 
-from flask import Blueprint, Response, abort, g, request
+from flask import Blueprint, Response, g, request
+from werkzeug.exceptions import NotFound
 
 from service.api.envelope import envelope
 from service.api.tokens import ADMIN, READ, WRITE, Grant
@@ -97,7 +98,7 @@ def page_blueprint(name: str, url: str, asset_url: str, page: bytes, assets: dic
         """One of the page's own files (any other name: 404)."""
         asset = assets.get(name)
         if asset is None:
-            abort(404)
+            raise NotFound()
         return asset_response(asset, request.args.get("v"), csp)
 
     return bp
