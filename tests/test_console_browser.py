@@ -450,6 +450,7 @@ def test_console_read_only_token_sees_why_it_cannot_delete(tenant_site: Site, br
         page.get_by_test_id("lang-toggle").click()
 
         page.get_by_test_id("logout").click()
+        expect(page.get_by_test_id("browse-card")).to_have_count(0)  # a token's records leave with it
         log_in(page, WRITER)
         page.get_by_test_id("nav-browse").wait_for()
         expect(note).to_be_hidden()

@@ -45,7 +45,7 @@ var ZH = {
   'token.refused': '令牌被拒绝：', 'Enter a key first.': '请先输入 key。', 'in namespace': '命名空间',
   'batches': '批次', 'requests': '请求', 'mean batch': '平均批大小', 'busy s': '忙碌秒数',
   'no.write': '此令牌没有写权限，不能删除记录。', 'ns.bound': '此令牌绑定在命名空间“{ns}”，不能选择其他命名空间。',
-  'ns.default': '默认', 'removed': '（其中 {n} 条已删除）'
+  'ns.default': '默认', 'removed': '（之后已删除 {n} 条）'
 };
 var EN = {
   'n.results': '{n} results in {ms} ms', 'n.results.one': '1 result in {ms} ms', 'key.head': 'Key “{key}”: {n} images',
@@ -217,6 +217,7 @@ function lock(message) {
   state.grant = null;
   try { sessionStorage.removeItem(TOKEN_KEY); } catch (e) { /* storage disabled: nothing to clear */ }
   clearThumbs();
+  clearRecords();
   byId('app').hidden = true;
   byId('login').hidden = false;
   var error = byId('login-error');
@@ -224,6 +225,20 @@ function lock(message) {
   error.textContent = message ? t('token.refused') + message : '';
   byId('token-input').value = '';
   byId('token-input').focus();
+}
+
+// The records a token was shown leave the page with it: the next token (maybe another tenant's) starts empty.
+function clearRecords() {
+  state.search = null;
+  state.browseKey = null;
+  state.browseRecords = [];
+  byId('search-results').textContent = '';
+  byId('search-empty').hidden = false;
+  byId('browse-results').textContent = '';
+  byId('browse-head').hidden = true;
+  ['search-msg', 'browse-msg', 'catalog-msg'].forEach(function (id) { showMsg(byId(id), '', null); });
+  byId('count-chip').textContent = '–';
+  byId('count-value').textContent = '–';
 }
 
 function unlock() {
