@@ -168,7 +168,7 @@ def check_readme(answer: Callable[..., object], svc: LiveService, cwd: Path) -> 
     assert [r["code"] for r in answer("add/batch")] == [200, 200]
     assert answer("set/key")["kept"] == 1 and answer("set/key")["deleted"] == 0
     assert {h["key"] for h in answer("namespace", "filter")} == {"SKU-2001"}
-    assert is_webp(cwd / "motorcycle.webp")  # the thumbnail example saved the stored image's thumbnail
+    assert is_webp(cwd / "img-pool" / "motorcycle.webp")  # the thumbnail example saved the stored image's thumbnail
     assert {r["key"] for r in answer("/list")["records"]} == {"SKU-1001", "SKU-1002"}
     assert answer("/count") == 4 and answer("del/key") == 2 and svc.count() == 2
 
@@ -177,7 +177,7 @@ def check_api(answer: Callable[..., object], svc: LiveService, cwd: Path) -> Non
     hits = answer("search/file", "limit=5")
     assert hits[0]["score"] > 0.999 and {h["key"] for h in hits} == {"SKU-1001", "SKU-1002"}
     assert len(answer("search/base64", "limit: 1")) == 1
-    assert is_webp(cwd / "motorcycle.webp")
+    assert is_webp(cwd / "img-pool" / "motorcycle.webp")
     assert answer("/count") == 2 and answer("del/id") == 1 and answer("del/key") == 1
     assert {h["key"] for h in answer("search/base64", "filter")} == {"SKU-2001", "SKU-2002"}
     assert {h["key"] for h in answer("search/file", "tags")} == {"SKU-2001"}
