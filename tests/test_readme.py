@@ -35,7 +35,10 @@ HAND_WRITTEN = [
 ]
 # The pages `make bench` and the reliability report render in both languages; the docs link to them.
 RENDERED = ["benchmarks.md", "reliability.md"]
+# The hand-written pages, whose Chinese twins are translated by hand.
 ENGLISH = [ROOT / "README.md"] + [DOCS / name for name in HAND_WRITTEN]
+# Every English page, the rendered ones included (once they exist): their examples are run here too.
+EVERY_PAGE = [ROOT / "README.md"] + sorted(DOCS.glob("*.md"))
 EXAMPLE_URL = "https://shop.example.com/img/motorcycle.jpg"
 SETTING_NAMES = {name.upper() for name in Settings.model_fields}
 
@@ -45,7 +48,7 @@ NOT_RUN = {
     "make": "the Makefile's targets (make test runs this suite; make sample is run below)",
     "docker": "Docker Compose: no Docker daemon in the test environment",
     "mkdir": "the folders Docker Compose mounts",
-    ".venv/bin/python": "the CLI (import, calibrate), which test_importer.py and test_spaces.py run",
+    ".venv/bin/python": "the CLI (import, calibrate; test_importer.py and test_spaces.py run it) and pytest",
 }
 
 
@@ -79,7 +82,7 @@ def examples(page: Path) -> list[str]:
 
 
 def test_every_shell_line_is_an_example_or_a_known_command() -> None:
-    for page in ENGLISH + [twin(p) for p in ENGLISH]:
+    for page in EVERY_PAGE + [twin(p) for p in EVERY_PAGE]:
         for line in shell_lines(page.read_text("utf-8")):
             assert command_word(line) in RUN | set(NOT_RUN), (
                 f"{page.relative_to(ROOT)}: {line!r} is neither run by this test nor listed in NOT_RUN"
@@ -88,13 +91,13 @@ def test_every_shell_line_is_an_example_or_a_known_command() -> None:
 
 def test_no_example_puts_an_image_inside_the_command_line() -> None:
     # "Argument list too long" beyond ~96 KB: base64 bodies go through a file (jq --rawfile, curl -d @file).
-    for page in ENGLISH:
+    for page in EVERY_PAGE:
         for line in examples(page):
             assert not re.search(r"\$\(\s*base64|`\s*base64", line), (page.name, line)
 
 
 def test_every_page_with_examples_is_run() -> None:
-    assert {p.name for p in ENGLISH if examples(p)} == set(PAGE_CHECKS)
+    assert {str(p.relative_to(ROOT)) for p in EVERY_PAGE if examples(p)} == set(PAGE_CHECKS)
 
 
 @pytest.fixture
@@ -204,8 +207,8 @@ def check_operations(answer: Callable[..., object], svc: LiveService, cwd: Path)
 
 PAGE_CHECKS: dict[str, Callable[[Callable[..., object], LiveService, Path], None]] = {
     "README.md": check_readme,
-    "api.md": check_api,
-    "operations.md": check_operations,
+    "docs/api.md": check_api,
+    "docs/operations.md": check_operations,
 }
 
 
@@ -216,14 +219,14 @@ def test_every_example_works_as_written(
     assert shutil.which("jq"), "jq is missing: the base64 examples build their bodies with it (make test installs it)"
     photo = sample_dir / "motorcycle.jpg"
     assert 250_000 < photo.stat().st_size < 400_000  # the base64 examples must carry a photo of about 300 KB
-    page = next(p for p in ENGLISH if p.name == name)
+    page = ROOT / name
     svc = start_service(token="readme-token", path_roots=str(sample_dir))
     results = run_examples(page, svc, sample_dir.parent, image_host(photo.read_bytes()))
     PAGE_CHECKS[name](answers(results), svc, sample_dir.parent)
 
 
 def test_every_endpoint_has_an_example() -> None:
-    shown = "\n".join(line for page in ENGLISH for line in examples(page))
+    shown = "\n".join(line for page in EVERY_PAGE for line in examples(page))
     for path in [
         "add/file",
         "add/url",
@@ -267,10 +270,15 @@ def settings(text: str) -> set[str]:
     return set(SETTING.findall(text)) & SETTING_NAMES
 
 
+@pytest.mark.parametrize("page", EVERY_PAGE, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_page_has_a_chinese_twin_with_the_same_commands(page: Path) -> None:
+    assert twin(page).exists(), f"{page.relative_to(ROOT)} has no Chinese twin {twin(page).relative_to(ROOT)}"
+    assert shell_lines(twin(page).read_text("utf-8")) == shell_lines(page.read_text("utf-8"))
+
+
 @pytest.mark.parametrize("page", ENGLISH, ids=lambda p: str(p.relative_to(ROOT)))
-def test_the_chinese_twin_shows_the_same_commands_endpoints_and_settings(page: Path) -> None:
+def test_the_chinese_twin_names_the_same_endpoints_and_settings(page: Path) -> None:
     english, chinese = page.read_text("utf-8"), twin(page).read_text("utf-8")
-    assert shell_lines(chinese) == shell_lines(english)
     assert endpoints(chinese) == endpoints(english)
     assert settings(chinese) == settings(english)
     assert len(re.findall(r"[\u4e00-\u9fff]", chinese)) > len(english) // 20, "the Chinese page is not Chinese"
