@@ -39,7 +39,8 @@ RENDERED = ["benchmarks.md", "reliability.md"]
 ENGLISH = [ROOT / "README.md"] + [DOCS / name for name in HAND_WRITTEN]
 # Every English page, the rendered ones included (once they exist): their examples are run here too.
 EVERY_PAGE = [ROOT / "README.md"] + sorted(DOCS.glob("*.md"))
-EXAMPLE_URL = "https://shop.example.com/img/motorcycle.jpg"
+# The docs serve the sample photo from a local web server; the test serves it from its own (image_host).
+EXAMPLE_URL = "http://127.0.0.1:8080/motorcycle.jpg"
 SETTING_NAMES = {name.upper() for name in Settings.model_fields}
 
 # What a shell line of the docs may start with: an example (run by this test) or a command it does not run.
@@ -48,6 +49,7 @@ NOT_RUN = {
     "make": "the Makefile's targets (make test runs this suite; make sample is run below)",
     "docker": "Docker Compose: no Docker daemon in the test environment",
     "mkdir": "the folders Docker Compose mounts",
+    "python3": "the stand-in image host of the URL examples: the test serves the photo itself (image_host)",
     ".venv/bin/python": "the CLI (import, calibrate; test_importer.py and test_spaces.py run it) and pytest",
 }
 
