@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: run test test-fast lint-imports bench install install-dev browser clean
+.PHONY: run test test-fast lint-imports bench install install-dev browser jq sample clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,18 +36,36 @@ browser:
 	  || echo "note: installing$$missing failed; without chromium the browser test is skipped, without the font 中文 shows as boxes"; \
 	else echo "note: missing$$missing and no apt-get as root; without chromium the browser test is skipped, without the font 中文 shows as boxes"; fi
 
+## jq, which the docs' base64 examples build their JSON bodies with (tests/test_readme.py runs them): installed
+## with apt-get (Debian package jq) only where it is missing.
+jq:
+	@if command -v jq >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends jq \
+	  || echo "note: installing jq failed; tests/test_readme.py will say jq is missing"; \
+	else echo "note: jq is missing and there is no apt-get as root: install jq to run the docs' base64 examples"; fi
+
+## The sample photo the README's examples use, from a package install-dev installs (nothing downloaded):
+## scikit-image's motorcycle_left.png as a JPEG of about 300 KB, in $(SAMPLE_DIR)/motorcycle.jpg.
+SAMPLE_DIR ?= img-pool
+sample: install-dev
+	mkdir -p $(SAMPLE_DIR)
+	$(PY) -c "import pathlib, sys, skimage; from PIL import Image; \
+	  Image.open(pathlib.Path(skimage.__file__).parent / 'data' / 'motorcycle_left.png').convert('RGB') \
+	  .save(sys.argv[1], quality=99)" $(SAMPLE_DIR)/motorcycle.jpg
+
 ## Start the API on http://localhost:7000 with embedded Milvus Lite (./data/milvus.db).
 run: install
 	$(PY) main.py serve
 
 ## The layer contract of .importlinter, then the whole suite: real ResNet50 (random weights), real Milvus Lite,
 ## a real Milvus server and the console in a real (headless) Chromium.
-test: install-dev browser
+test: install-dev browser jq
 	$(VENV)/bin/lint-imports
 	MODEL_WEIGHTS=random $(PY) -m pytest
 
 ## The layer contract, then the suite without the tests marked slow.
-test-fast: install-dev browser
+test-fast: install-dev browser jq
 	$(VENV)/bin/lint-imports
 	MODEL_WEIGHTS=random $(PY) -m pytest -m "not slow"
 
