@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: run test test-fast lint-imports bench install install-dev browser jq sample clean
+.PHONY: run test test-fast lint-imports bench install install-dev browser jq sample screenshot clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ sample: install-dev
 	$(PY) -c "import pathlib, sys, skimage; from PIL import Image; \
 	  Image.open(pathlib.Path(skimage.__file__).parent / 'data' / 'motorcycle_left.png').convert('RGB') \
 	  .save(sys.argv[1], quality=99)" $(SAMPLE_DIR)/motorcycle.jpg
+
+## The README's console screenshot (img/console.png): real photos searched with EfficientNet-Lite0's real weights
+## in headless Chromium. Run on purpose after a console change; make test never rewrites it.
+screenshot: install-dev browser
+	$(PY) -m tests.screenshot
 
 ## Start the API on http://localhost:7000 with embedded Milvus Lite (./data/milvus.db).
 run: install
