@@ -30,7 +30,7 @@ L = Labels({
               "值 "
               "{load0}，结束时 {load1}（基准测试本身就让两个核一直满载）。绝对数值在不同运行、不同机器之间会有漂移；"
               "下面的每项比较都是本次运行中相隔几分钟测得的数值之比，每个目标也都以这样的比值来判定。"},
-    "targets": {"en": "### Targets", "zh": "### 目标"},
+    "targets": {"en": "## Targets", "zh": "## 目标"},
     "targets_head": {"en": "| issue | target | measured | met |", "zh": "| issue | 目标 | 实测 | 是否达标 |"},
     "yes": {"en": "yes", "zh": "是"},
     "no": {"en": "**no**", "zh": "**否**"},
@@ -38,7 +38,7 @@ L = Labels({
     "missed_intro": {"en": "Why the missed ones were missed (from the same run's numbers):",
                      "zh": "未达标项的原因（依据同一次运行的数据）："},
     "missed": {"en": "- *{target}*: {why}.", "zh": "- *{target}*：{why}。"},
-    "speed": {"en": "### Speed: every engine side by side", "zh": "### 速度：各引擎并排对比"},
+    "speed": {"en": "## Speed: every engine side by side", "zh": "## 速度：各引擎并排对比"},
     "speed_intro": {
         "en": "TensorFlow FP32 is the service as it was before OpenVINO (\"today's service\" in issue 10); OpenVINO "
               "FP32 is the default; INT8 needs `python main.py calibrate DIR --int8` first. All engines run the same "

@@ -10,7 +10,7 @@ from bench.report import pct
 from bench.targets import int8_method
 
 L = Labels({
-    "quality": {"en": "### Retrieval quality", "zh": "### 检索质量"},
+    "quality": {"en": "## Retrieval quality", "zh": "## 检索质量"},
     "origin": {"en": "{n} from {source}", "zh": "{source} 中 {n} 张"},
     "intro": {
         "en": "Corpus ([bench/corpus.py]({root}bench/corpus.py)): {photos} distinct real photos ({origins}); a gallery "

@@ -142,10 +142,10 @@ def test_targets_and_report_render_only_the_bench_section_in_both_languages(resu
         tail = rest.split(end, 1)[1]
         assert text.startswith(head + start) and text.endswith(end + tail)
         sections[lang] = between(text, "bench")
-    assert "### Targets" in sections["en"] and "random weights" in sections["en"]
+    assert "## Targets" in sections["en"] and "random weights" in sections["en"]
     assert "Duplicate thresholds" in sections["en"]
     assert "The micro-batcher's settings (BATCH_WINDOW_MS, BATCH_MAX_SIZE)" in sections["en"]
-    assert "### 目标" in sections["zh"] and "**重复阈值。**" in sections["zh"] and "微批处理器的设置" in sections["zh"]
+    assert "## 目标" in sections["zh"] and "**重复阈值。**" in sections["zh"] and "微批处理器的设置" in sections["zh"]
     for key, e in results["perf"]["engines"].items():
         row = f"| {key} | {e['levels'][0]['clients']} | {e['levels'][0]['throughput_rps']:.1f} |"
         assert row in sections["en"] and row in sections["zh"]
