@@ -56,6 +56,20 @@ def test_english_and_chinese_carry_the_same_numbers(kind: str) -> None:
     assert han > 300, f"the Chinese {kind} figures have only {han} Chinese characters"
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_hand_written_parts_carry_the_same_numbers_in_both_languages(kind: str) -> None:
+    # The prose around the generated part is translated by hand once; a figure changed in one language only fails.
+    start, end = markers(kind)
+
+    def hand(lang: Lang) -> Counter[str]:
+        head, rest = page(kind, lang).read_text(encoding="utf-8").split(start, 1)
+        return Counter(NUMBER.findall(head + rest.split(end, 1)[1]))
+
+    en, zh = hand("en"), hand("zh")
+    assert sum(en.values()) > 20, "the hand-written part was not found"
+    assert en == zh, f"only in English: {en - zh}; only in Chinese: {zh - en}"
+
+
 def test_a_changed_figure_reaches_both_languages() -> None:
     # A new run's numbers flow into both languages from the same formatted value, with no translation step.
     quality, perf, meta = bench_run.load_data()
