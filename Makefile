@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: run test test-fast lint-imports bench install install-dev browser jq sample screenshot clean
+.PHONY: run test test-fast lint-imports bench docs install install-dev browser jq sample screenshot clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -78,9 +78,16 @@ test-fast: install-dev browser jq
 lint-imports: install-dev
 	$(VENV)/bin/lint-imports
 
-## The benchmarks of bench/ (30-40 minutes); results land in bench/results/.
-bench: install-dev
+## The benchmarks of bench/ (30-40 minutes): raw results in results/bench/ (git-ignored), then, like `make docs`,
+## copied into docs/data/bench/ and rendered into docs/benchmarks.md, docs/zh-CN/benchmarks.md and docs/img/.
+bench: install-dev browser
 	$(PY) -m bench.run
+
+## Take the latest results of `make bench` and `make test` (results/, git-ignored) into docs/data/ and render the
+## figures pages in both languages from there; without new results it re-renders what docs/data/ holds.
+docs: install-dev browser
+	$(PY) -m bench.run --report-only
+	$(PY) -m tests.report
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -8,7 +8,7 @@ On a shared, noisy 2-core machine what counts is what the settings change
 measured in the same minutes: the CPU one request costs (service CPU seconds
 / requests answered, far less disturbed by other processes than wall-clock
 rates), and the throughput and p50 of the pairs side by side. The defaults in
-conf/settings.py are chosen from this table (README, Benchmarks).
+conf/settings.py are chosen from this table (docs/benchmarks.md).
 """
 
 from __future__ import annotations

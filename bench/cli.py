@@ -13,7 +13,8 @@ import numpy as np
 
 from conf.settings import Settings, load_settings
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# What runs write (git-ignored); `make bench` / `make docs` copy it into docs/data/bench/ and render the pages.
+RESULTS = Path(__file__).resolve().parent.parent / "results" / "bench"
 # The bench's own data: corpus, downloads, and its models (git-ignored).
 BENCH_CACHE = Path(__file__).resolve().parent / ".cache"
 

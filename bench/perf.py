@@ -13,7 +13,7 @@ drift, so every target is a ratio of numbers measured minutes apart: the raw
 engines in interleaved rounds, the services level by level in turns, single
 requests alternating with TensorFlow batch-1 model calls.
 
-    python -m bench.perf                # full run, writes bench/results/perf.json
+    python -m bench.perf                # full run, writes results/bench/perf.json
     python -m bench.perf --smoke        # seconds-long run of every part (tests use it)
 """
 
@@ -223,7 +223,7 @@ def recheck(embedders: dict[str, Any], raw: dict[str, Any], pool: np.ndarray, se
 # --------------------------------------------------------------------------------------------
 
 def run(corpus: Any, settings: Settings, plan: PerfPlan | None = None, workdir: Path | None = None) -> dict[str, Any]:
-    """Every performance measurement; returns the results dict (see bench/results/perf.json)."""
+    """Every performance measurement; returns the results dict (see docs/data/bench/perf.json)."""
     plan = plan or PerfPlan()
     own_tmp = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="imgsim-perf-")) if workdir is None else workdir

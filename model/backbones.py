@@ -68,7 +68,7 @@ BACKBONES: dict[ModelName, Backbone] = {
     ModelName.EFFICIENTNET_LITE0: Backbone(
         ModelName.EFFICIENTNET_LITE0, "EfficientNet-Lite0", efficientnet_lite.DIM, efficientnet_lite.preprocess,
         _lite0_resolve, _lite0_build,
-        # Measured (bench/results/thresholds.json, tune split, squash + avg + trim, fp32): the score that keeps
+        # Measured (docs/data/bench/thresholds.json, tune split, squash + avg + trim, fp32): the score that keeps
         # 95% of true copies; on the eval split it keeps 96% of copies with 1.6% of unrelated images above it.
         duplicate_default=0.746),
 }

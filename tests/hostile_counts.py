@@ -1,9 +1,12 @@
-"""Counts of the hostile inputs the security tests send, written to tests/results/hostile_counts.json.
+"""Counts of the hostile inputs the security tests send, written to results/tests/hostile_counts.json.
 
 Each security test module calls `tried(category, n)` for every input it sends and
-checks, and writes the file at the end of the session (`write()`), so the README's
-reliability figures come from a real run. Categories of a run replace the same
-categories in the file; categories the run did not reach are kept as they were.
+checks, and writes the file at the end of the session (`write()`), so the reliability
+figures (docs/reliability.md) come from a real run. Categories of a run replace the same
+categories in the file; categories the run did not reach are kept as they were (from the
+committed docs/data/hostile_counts.json when the results folder has no file yet).
+The results folder is git-ignored: `make test` changes no tracked file; `make docs` takes
+the file into docs/data/ and renders the pages.
 """
 
 from __future__ import annotations
@@ -11,9 +14,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results" / "hostile_counts.json"
+from bench.docs import DATA
+from bench.docs import RESULTS as RUN_RESULTS
+
+RESULTS = RUN_RESULTS / "tests" / "hostile_counts.json"
+COMMITTED = DATA / RESULTS.name
 
 _counts: dict[str, int] = {}
 _lock = threading.Lock()
@@ -31,7 +37,7 @@ def write() -> None:
         if not _counts:
             return
         try:
-            old = json.loads(RESULTS.read_text(encoding="utf-8"))
+            old = json.loads((RESULTS if RESULTS.exists() else COMMITTED).read_text(encoding="utf-8"))
             categories = dict(old.get("categories", {}))
         except (OSError, ValueError):
             categories = {}

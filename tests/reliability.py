@@ -2,9 +2,12 @@
 
 The fault, crash, concurrency and resource tests report what they did through
 the `recorder` fixture; each call merges the figures into
-tests/results/reliability.json at once (a test's entry replaces the same test's
-entry of an earlier run, so running one module keeps the others' figures).
-`python -m tests.report` renders that file into the README.
+results/tests/reliability.json at once (a test's entry replaces the same test's
+entry of an earlier run, so running one module keeps the others' figures; with no
+file there yet, the earlier run is the committed docs/data/reliability.json).
+The results folder is git-ignored, so `make test` changes no tracked file; `make docs`
+(`python -m tests.report`) takes the file into docs/data/ and renders docs/reliability.md
+and its Chinese twin.
 """
 
 from __future__ import annotations
@@ -12,14 +15,17 @@ from __future__ import annotations
 import json
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-RESULTS = Path(__file__).resolve().parent / "results" / "reliability.json"
+from bench.docs import DATA
+from bench.docs import RESULTS as RUN_RESULTS
 
-# Figures summed over every test entry for the README's totals.
+RESULTS = RUN_RESULTS / "tests" / "reliability.json"
+COMMITTED = DATA / RESULTS.name
+
+# Figures summed over every test entry for the reliability page's totals.
 SUMMED = ("faults_injected", "operations_checked", "records_checked", "records_lost", "records_duplicated",
           "unexpected_5xx")
 
@@ -43,7 +49,7 @@ class Recorder:
             if not self._entries:
                 return
             try:
-                doc = json.loads(RESULTS.read_text(encoding="utf-8"))
+                doc = json.loads((RESULTS if RESULTS.exists() else COMMITTED).read_text(encoding="utf-8"))
                 tests = dict(doc.get("tests", {}))
             except (OSError, ValueError):
                 tests = {}
@@ -56,7 +62,7 @@ class Recorder:
                 totals["peak_rss_mb"] = max(peaks)
             doc = {
                 "about": "figures of tests/test_faults.py, test_crash_safety.py, test_concurrency.py and "
-                         "test_resources.py, written by the test run; render with `python -m tests.report`",
+                         "test_resources.py, written by the test run; render with `make docs`",
                 "updated": stamp,
                 "totals": totals,
                 "tests": dict(sorted(tests.items())),

@@ -1,11 +1,12 @@
-"""Render the test run's reliability figures into the README, between the reliability markers.
+"""Render the test run's reliability figures into docs/reliability.md and docs/zh-CN/reliability.md.
 
-    python -m tests.report            # rewrite README.md's section from tests/results/*.json
-    python -m tests.report --check    # exit 1 if the README's section differs from what the files give
+    python -m tests.report            # take results/tests/*.json into docs/data/, rewrite both pages from there
+    python -m tests.report --check    # exit 1 if a page differs from what docs/data/ gives (changes nothing)
 
-Sources: tests/results/reliability.json (written by test_faults, test_crash_safety,
-test_concurrency and test_resources) and, when present, tests/results/hostile_counts.json
-(written by the security tests).
+The tests write their figures to results/tests/ (git-ignored; see tests/reliability.py and
+tests/hostile_counts.py), so `make test` leaves the checkout clean. Only this command, run by `make docs`, copies
+them into docs/data/reliability.json and docs/data/hostile_counts.json (committed) and renders the pages from
+those files alone: every number is formatted once and written in English and Chinese from the label table below.
 """
 
 from __future__ import annotations
@@ -16,147 +17,209 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
-RESULTS = ROOT / "tests" / "results"
-START, END = "<!-- reliability:start -->", "<!-- reliability:end -->"
+from bench.docs import DATA, LANGS, RESULTS, Labels, Msg, Row, Seq, page, render_lines, replace_between, take_results
+from bench.docs import write_pages as _write_pages
 
-# test entry -> what it did, for the table
-DESCRIPTIONS = {
-    "faults.milvus_stopped_under_traffic": "Milvus server stopped under 4 clients' traffic, started again "
-                                           "(same API process)",
-    "faults.api_started_before_milvus": "`main.py serve` started while Milvus is down, Milvus started later",
-    "crash.import_kill9": "`main.py import --move-to` killed with SIGKILL twice, then rerun",
-    "crash.import_killed_mid_copy": "import killed mid-copy into a pool on another filesystem, then rerun",
-    "crash.serve_kill9": "`main.py serve` killed with SIGKILL twice during bursts of adds and deletes (Lite)",
-    "concurrency.lite": "16 clients in two tenants' namespaces mixing adds (identical ones racing), searches, "
-                        "lookups, deletes by key and id, and deletes of their ids in the other namespace (Lite)",
-    "concurrency.server": "the same against the Milvus 2.3 server",
-    "resources.max_size_uploads": "200 concurrent uploads of the maximum size, twice",
-    "resources.slow_clients": "slow-body and slow-header clients beside normal requests",
-    "resources.slowloris_beyond_connection_limit": "150 clients trickling request headers",
-}
+KIND = "reliability"
+TEST_RESULTS = RESULTS / "tests"  # what the tests write (git-ignored)
+FILES = ("reliability.json", "hostile_counts.json")
+
+L = Labels({
+    "no_results": {"en": "_No results yet: run `make test`, then `make docs`._",
+                   "zh": "_还没有结果：先运行 `make test`，再运行 `make docs`。_"},
+    "figures_head": {"en": "| Figure | Value |", "zh": "| 指标 | 数值 |"},
+    "hostile": {"en": "Hostile inputs sent and checked (status, message, server still serving)",
+                "zh": "发送并核对的恶意输入（状态码、错误信息、服务是否仍在工作）"},
+    "hostile_value": {"en": "{total} in {categories} categories", "zh": "{categories} 个类别共 {total} 个"},
+    "faults": {"en": "Faults injected (Milvus stopped, API started before Milvus, SIGKILLs, kill mid-copy)",
+               "zh": "注入的故障（停掉 Milvus、先于 Milvus 启动 API、SIGKILL、复制中途被杀）"},
+    "operations": {"en": "Operations checked against the expected outcome", "zh": "按预期结果核对的操作"},
+    "records": {"en": "Records checked in the store afterwards", "zh": "事后在存储中核对的记录"},
+    "lost": {"en": "**Acknowledged records lost**", "zh": "**丢失的已确认记录**"},
+    "duplicated": {"en": "Records stored twice", "zh": "重复存储的记录"},
+    "unexpected_5xx": {"en": "Unexpected 5xx answers", "zh": "意外的 5xx 响应"},
+    "peak_rss": {"en": "Peak RSS of `main.py serve` under 200 concurrent maximum-size uploads",
+                 "zh": "200 个最大尺寸的并发上传下 `main.py serve` 的峰值 RSS"},
+    "peak_rss_value": {"en": "{peak} MB ({idle} MB idle with the model loaded, +{growth} MB)",
+                       "zh": "{peak} MB（加载模型后空闲 {idle} MB，+{growth} MB）"},
+    "tests_head": {"en": "| Test | Faults | Operations | Records | Lost | Notes |",
+                   "zh": "| 测试 | 故障 | 操作 | 记录 | 丢失 | 备注 |"},
+    "dates": {"en": "Reliability figures of {reliability}{hostile}.", "zh": "可靠性数据时间为 {reliability}{hostile}。"
+                                                                            ""},
+    "hostile_date": {"en": "; hostile-input counts of {date}", "zh": "；恶意输入计数时间为 {date}"},
+    "by_category": {"en": "Hostile inputs by category: {categories}.", "zh": "按类别统计的恶意输入：{categories}。"},
+    "category": {"en": "{name} {n}", "zh": "{name} {n}"},
+    # What each test did (test entry -> the table's first column).
+    "faults.milvus_stopped_under_traffic": {
+        "en": "Milvus server stopped under 4 clients' traffic, started again (same API process)",
+        "zh": "4 个客户端有流量时停掉 Milvus 服务，再重新启动（同一个 API 进程）"},
+    "faults.api_started_before_milvus": {"en": "`main.py serve` started while Milvus is down, Milvus started later",
+                                         "zh": "Milvus 宕机时启动 `main.py serve`，之后再启动 Milvus"},
+    "crash.import_kill9": {"en": "`main.py import --move-to` killed with SIGKILL twice, then rerun",
+                           "zh": "`main.py import --move-to` 被 SIGKILL 杀掉两次，然后重新运行"},
+    "crash.import_killed_mid_copy": {"en": "import killed mid-copy into a pool on another filesystem, then rerun",
+                                     "zh": "向另一个文件系统上的图片池复制文件时导入被杀，然后重新运行"},
+    "crash.serve_kill9": {"en": "`main.py serve` killed with SIGKILL twice during bursts of adds and deletes (Lite)",
+                          "zh": "`main.py serve` 在成批的添加和删除期间被 SIGKILL 杀掉两次（Lite）"},
+    "concurrency.lite": {
+        "en": "16 clients in two tenants' namespaces mixing adds (identical ones racing), searches, lookups, deletes "
+              "by key and id, and deletes of their ids in the other namespace (Lite)",
+        "zh": "16 个客户端分属两个租户的命名空间，混合执行添加（包括相同图片的并发竞争）、搜索、查询、按 key 和 id 删除"
+              "，"
+              "以及在另一个命名空间中删除自己的 id（Lite）"},
+    "concurrency.server": {"en": "the same against the Milvus 2.3 server", "zh": "同样的测试，针对 Milvus 2.3 服务"},
+    "resources.max_size_uploads": {"en": "200 concurrent uploads of the maximum size, twice",
+                                   "zh": "200 个最大尺寸的并发上传，共两轮"},
+    "resources.slow_clients": {"en": "slow-body and slow-header clients beside normal requests",
+                               "zh": "慢速发送请求体和请求头的客户端与正常请求并存"},
+    "resources.slowloris_beyond_connection_limit": {"en": "150 clients trickling request headers",
+                                                    "zh": "150 个客户端慢慢地发送请求头"},
+    # The notes column.
+    "n_milvus_stopped": {"en": "{answered_503} requests answered 503 while it was away; ready again {ready} s after "
+                               "Milvus was back",
+                         "zh": "Milvus 不在期间有 {answered_503} 个请求返回 503；Milvus 恢复 {ready} s 后重新 ready"},
+    "n_api_before_milvus": {"en": "/health up in {healthy} s; ready {ready} s after Milvus started",
+                            "zh": "{healthy} s 后 /health 可用；Milvus 启动 {ready} s 后 ready"},
+    "n_import_kill9": {"en": "killed with {moved} files moved", "zh": "两次被杀时分别已移动 {moved} 个文件"},
+    "n_serve_kill9": {"en": "{adds} acknowledged adds ({deletes} deleted again), {cut} requests cut by the kills",
+                      "zh": "{adds} 次已确认的添加（其中 {deletes} 条又被删除），{cut} 个请求因进程被杀而中断"},
+    "n_concurrency": {"en": "{clients} clients, {seconds} s: {ops}", "zh": "{clients} 个客户端，{seconds} s：{ops}"},
+    "n_uploads": {"en": "{mb} MB JPEG/base64 and {mp} MP PNG uploads; peak RSS {peak} MB ({idle} MB idle, +{growth} MB)"
+                        "",
+                  "zh": "{mb} MB 的 JPEG/base64 和 {mp} MP 的 PNG 上传；峰值 RSS {peak} MB（空闲 {idle} MB，+{growth} M"
+                        "B）"},
+    "n_slow_clients": {"en": "{slow} slow clients: normal requests {median} ms median (max {max} ms) vs {alone} ms alon"
+                             "e",
+                       "zh": "{slow} 个慢客户端：正常请求中位数 {median} ms（最大 {max} ms），单独运行时为 {alone} ms"},
+    "n_slowloris": {"en": "/health in {health} ms meanwhile; all cut off after {cut} s",
+                    "zh": "其间 /health 耗时 {health} ms；{cut} s 后全部被切断"},
+    # Hostile-input categories (tests/hostile_counts.py); a category not named here shows as its name.
+    "c_animated_gif": {"en": "animated gif", "zh": "动图 GIF"},
+    "c_base64": {"en": "base64", "zh": "base64"},
+    "c_decompression_bombs": {"en": "decompression bombs", "zh": "解压炸弹"},
+    "c_empty_or_missing_file": {"en": "empty or missing file", "zh": "空文件或缺少文件"},
+    "c_filter_injection_keys": {"en": "filter injection keys", "zh": "过滤表达式注入 key"},
+    "c_filter_injection_values": {"en": "filter injection values", "zh": "过滤表达式注入值"},
+    "c_form_field_flood": {"en": "form field flood", "zh": "表单字段洪泛"},
+    "c_high_bit_depth_and_cmyk": {"en": "high bit depth and cmyk", "zh": "高位深与 CMYK"},
+    "c_huge_or_broken_metadata": {"en": "huge or broken metadata", "zh": "超大或损坏的元数据"},
+    "c_invalid_json": {"en": "invalid json", "zh": "无效 JSON"},
+    "c_non_image_bytes": {"en": "non image bytes", "zh": "非图片字节"},
+    "c_nul_and_control_chars": {"en": "nul and control chars", "zh": "NUL 与控制字符"},
+    "c_path_endpoints": {"en": "path endpoints", "zh": "路径类接口"},
+    "c_property_examples": {"en": "property examples", "zh": "属性测试样例"},
+    "c_request_ids": {"en": "request ids", "zh": "请求 id"},
+    "c_schemathesis_fuzz_requests": {"en": "schemathesis fuzz requests", "zh": "schemathesis 模糊测试请求"},
+    "c_tenancy_fields": {"en": "tenancy fields", "zh": "租户相关字段"},
+    "c_thumb_ids": {"en": "thumb ids", "zh": "缩略图 id"},
+    "c_tiny_images": {"en": "tiny images", "zh": "极小图片"},
+    "c_token": {"en": "token", "zh": "token"},
+    "c_truncated_or_corrupt": {"en": "truncated or corrupt", "zh": "截断或损坏"},
+    "c_unicode_and_long_keys": {"en": "unicode and long keys", "zh": "Unicode 与超长 key"},
+    "c_url_endpoints": {"en": "url endpoints", "zh": "URL 类接口"},
+    "c_wrong_content_type": {"en": "wrong content type", "zh": "错误的 Content-Type"},
+    "c_wrong_field_types": {"en": "wrong field types", "zh": "错误的字段类型"},
+})
 
 
-def _load(name: str) -> dict[str, Any] | None:
+def _load(folder: Path, name: str) -> dict[str, Any] | None:
     try:
-        return json.loads((RESULTS / name).read_text(encoding="utf-8"))
+        return json.loads((folder / name).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
 
-def _notes(name: str, t: dict[str, Any]) -> str:
+def _named(key: str, fallback: str) -> Msg | str:
+    """The label `key` when the table has it, else `fallback` (a test or category added since)."""
+    return L(key) if key in L.table else fallback
+
+
+def _notes(name: str, t: dict[str, Any]) -> Msg | str:
     if name == "faults.milvus_stopped_under_traffic":
-        return (f"{t['answered_503']} requests answered 503 while it was away; ready again "
-                f"{t['ready_after_restart_s']} s after Milvus was back")
+        return L("n_milvus_stopped", answered_503=str(t["answered_503"]), ready=str(t["ready_after_restart_s"]))
     if name == "faults.api_started_before_milvus":
-        return f"/health up in {t['api_healthy_s']} s; ready {t['ready_after_milvus_up_s']} s after Milvus started"
+        return L("n_api_before_milvus", healthy=str(t["api_healthy_s"]), ready=str(t["ready_after_milvus_up_s"]))
     if name == "crash.import_kill9":
-        return f"killed with {', '.join(map(str, t['moved_when_killed']))} files moved"
+        return L("n_import_kill9", moved=Seq([str(n) for n in t["moved_when_killed"]], "names"))
     if name == "crash.serve_kill9":
-        return (f"{t['acknowledged_adds']} acknowledged adds ({t['acknowledged_deletes']} deleted again), "
-                f"{t['in_flight_at_kill']} requests cut by the kills")
+        return L("n_serve_kill9", adds=str(t["acknowledged_adds"]), deletes=str(t["acknowledged_deletes"]),
+                 cut=str(t["in_flight_at_kill"]))
     if name.startswith("concurrency."):
-        return f"{t['clients']} clients, {t['seconds']} s: " + ", ".join(f"{k} {v}" for k, v in t["ops"].items())
+        ops = ", ".join(f"{k} {v}" for k, v in t["ops"].items())  # operation names, the same in every language
+        return L("n_concurrency", clients=str(t["clients"]), seconds=str(t["seconds"]), ops=ops)
     if name == "resources.max_size_uploads":
-        growth = max(t["peak_growth_mb"])
-        return (f"{t['max_image_bytes'] // (1024 * 1024)} MB JPEG/base64 and {t['max_image_pixels'] // 1_000_000} MP "
-                f"PNG uploads; peak RSS {t['peak_rss_mb']} MB ({t['base_rss_mb']} MB idle, +{growth} MB)")
+        return L("n_uploads", mb=str(t["max_image_bytes"] // (1024 * 1024)), mp=str(t["max_image_pixels"] // 1_000_000),
+                 peak=str(t["peak_rss_mb"]), idle=str(t["base_rss_mb"]), growth=str(max(t["peak_growth_mb"])))
     if name == "resources.slow_clients":
-        return (f"{t['slow_clients']} slow clients: normal requests {t['with_slow_clients_median_ms']} ms median "
-                f"(max {t['with_slow_clients_max_ms']} ms) vs {t['normal_median_ms']} ms alone")
+        return L("n_slow_clients", slow=str(t["slow_clients"]), median=str(t["with_slow_clients_median_ms"]),
+                 max=str(t["with_slow_clients_max_ms"]), alone=str(t["normal_median_ms"]))
     if name == "resources.slowloris_beyond_connection_limit":
-        return f"/health in {t['health_ms']} ms meanwhile; all cut off after {t['trickling_cut_off_after_s']} s"
+        return L("n_slowloris", health=str(t["health_ms"]), cut=str(t["trickling_cut_off_after_s"]))
     return ""
 
 
-def render() -> str:
-    """The Markdown between the markers."""
-    rel = _load("reliability.json")
-    hostile = _load("hostile_counts.json")
-    out = ["Figures of the last test run, rendered by `python -m tests.report` from `tests/results/*.json` (the "
-           "tests write them). Nothing is mocked: the ResNet50 model (random weights), Milvus Lite, a Milvus 2.3 "
-           "standalone server, `python main.py serve` and `import` as processes, real signals and sockets. Rerun "
-           "with `make test` (or `MODEL_WEIGHTS=random .venv/bin/python -m pytest tests/test_faults.py "
-           "tests/test_crash_safety.py tests/test_concurrency.py tests/test_resources.py`, about 8 minutes on "
-           "2 cores), then `python -m tests.report`.", ""]
+def reliability_lines(rel: dict[str, Any] | None, hostile: dict[str, Any] | None) -> list[Any]:
+    """Everything between the reliability markers, once, for every language."""
     if rel is None and hostile is None:
-        return "\n".join([*out, "_No results yet: run `make test`, then `python -m tests.report`._"])
-    out += ["| Figure | Value |", "|---|---|"]
+        return [L("no_results")]
+    out: list[Any] = [L("figures_head"), "|---|---|"]
     if hostile:
         cats = hostile.get("categories", {})
-        out.append(f"| Hostile inputs sent and checked (status, message, server still serving) | "
-                   f"{hostile['total']} in {len(cats)} categories |")
+        out.append(Row([L("hostile"), L("hostile_value", total=str(hostile["total"]), categories=str(len(cats)))]))
     if rel:
         tot = rel["totals"]
-        out += [f"| Faults injected (Milvus stopped, API started before Milvus, SIGKILLs, kill mid-copy) | "
-                f"{tot['faults_injected']} |",
-                f"| Operations checked against the expected outcome | {tot['operations_checked']} |",
-                f"| Records checked in the store afterwards | {tot['records_checked']} |",
-                f"| **Acknowledged records lost** | **{tot['records_lost']}** |",
-                f"| Records stored twice | {tot['records_duplicated']} |",
-                f"| Unexpected 5xx answers | {tot['unexpected_5xx']} |"]
+        out += [Row([L("faults"), str(tot["faults_injected"])]),
+                Row([L("operations"), str(tot["operations_checked"])]),
+                Row([L("records"), str(tot["records_checked"])]),
+                Row([L("lost"), f"**{tot['records_lost']}**"]),
+                Row([L("duplicated"), str(tot["records_duplicated"])]),
+                Row([L("unexpected_5xx"), str(tot["unexpected_5xx"])])]
         up = rel["tests"].get("resources.max_size_uploads")
         if up:
-            out.append(f"| Peak RSS of `main.py serve` under 200 concurrent maximum-size uploads | "
-                       f"{up['peak_rss_mb']} MB ({up['base_rss_mb']} MB idle with the model loaded, "
-                       f"+{max(up['peak_growth_mb'])} MB) |")
+            out.append(Row([L("peak_rss"), L("peak_rss_value", peak=str(up["peak_rss_mb"]), idle=str(up["base_rss_mb"]),
+                                              growth=str(max(up["peak_growth_mb"])))]))
     out.append("")
     if rel:
-        out += ["| Test | Faults | Operations | Records | Lost | Notes |", "|---|---|---|---|---|---|"]
-        for name, t in rel["tests"].items():
-            out.append(f"| {DESCRIPTIONS.get(name, name)} | {t.get('faults_injected', 0)} | "
-                       f"{t.get('operations_checked', 0)} | {t.get('records_checked', 0)} | "
-                       f"{t.get('records_lost', 0)} | {_notes(name, t)} |")
-        out += ["", f"Reliability figures of {rel['updated']}"
-                + (f"; hostile-input counts of {hostile['updated']}." if hostile else ".")]
+        out += [L("tests_head"), "|---|---|---|---|---|---|"]
+        out += [Row([_named(name, name), str(t.get("faults_injected", 0)), str(t.get("operations_checked", 0)),
+                     str(t.get("records_checked", 0)), str(t.get("records_lost", 0)), _notes(name, t)])
+                for name, t in rel["tests"].items()]
+        out += ["", L("dates", reliability=rel["updated"],
+                      hostile=L("hostile_date", date=hostile["updated"]) if hostile else "")]
     if hostile:
-        cats = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in hostile.get("categories", {}).items())
-        out += ["", f"Hostile inputs by category: {cats}."]
-    out += ["", "What the runs found and what changed in the service because of it:", "",
-            "- A Milvus server restarted under traffic comes back with the collection still loading: requests "
-            "got 500s and `/ready` said 200 while reads still timed out. Now those are 503s and `/ready` turns "
-            "200 only when a real read answers.",
-            "- 200 concurrent maximum-size uploads grew the process by 1.4 GB (every request thread decoding a "
-            "full-size image at once). Decoding now shares a budget of 2 x `MAX_IMAGE_PIXELS`, and glibc's "
-            "per-thread malloc arenas are capped at 2 (they kept ~450 MB of freed memory).",
-            "- 100 clients trickling their requests shut everybody else out (waitress's default 100 "
-            "connections). Now 1000, and a request still arriving after 30 s at under 1 KB/s is cut off.",
-            "- An import killed while copying into a pool on another filesystem left a half-written image that "
-            "its record named. Copies now go to a hidden `.part` file that is renamed into place.",
-            "- The Milvus 2.3.5 server accepts a partition key on `namespace` but loses track of rows written by "
-            "upsert into such a collection (a namespace filter found 1 of 10). New collections get the partition "
-            "key only where an upsert probe into a scratch collection finds every row again (Milvus Lite); "
-            "elsewhere the namespace is a filtered, indexed field.",
-            "- Milvus Lite's filtered search over many identical vectors (the same picture under many keys) can "
-            "miss matching records that a query finds: a recall limit of its HNSW graph, not of the quoting. "
-            "The injection test stores distinct pictures; a catalog of one picture under many keys should "
-            "filter with `get/key` or `list` rather than search.",
-            "",
-            "Milvus Lite (milvus-lite 3.2, pure Python) writes every insert and delete to its write-ahead log and "
-            "hands it to the OS before answering, so `kill -9` loses nothing acknowledged; it does not fsync each "
-            "write, so a power cut or kernel crash can lose the last writes."]
-    return "\n".join(out)
+        cats = Seq([L("category", name=_named(f"c_{k}", k.replace("_", " ")), n=str(v))
+                    for k, v in hostile.get("categories", {}).items()])
+        out += ["", L("by_category", categories=cats)]
+    return out
+
+
+def render_from(data: Path = DATA) -> list[Any]:
+    """The generated part from the committed figures in `data`."""
+    return reliability_lines(_load(data, "reliability.json"), _load(data, "hostile_counts.json"))
+
+
+def write_pages(results: Path = TEST_RESULTS, data: Path = DATA) -> list[Path]:
+    """Take the tests' latest figures from `results` into `data`, then rewrite both pages from `data`."""
+    take_results(results, data, FILES)
+    return _write_pages(KIND, render_from(data))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.report", description=__doc__.split("\n")[0])
-    parser.add_argument("--check", action="store_true", help="only check that README.md is up to date")
+    parser.add_argument("--check", action="store_true", help="only check that the pages match docs/data/")
     args = parser.parse_args(argv)
-    text = README.read_text(encoding="utf-8")
-    if START not in text or END not in text:
-        print(f"README.md has no {START} ... {END} section", file=sys.stderr)
-        return 2
-    head, rest = text.split(START, 1)
-    _old, tail = rest.split(END, 1)
-    new = f"{head}{START}\n{render()}\n{END}{tail}"
     if args.check:
-        if new != text:
-            print("README.md's reliability section is out of date: run `python -m tests.report`", file=sys.stderr)
-            return 1
-        return 0
-    if new != text:
-        README.write_text(new, encoding="utf-8")
+        lines = render_from()
+        stale = []
+        for lang in LANGS:
+            text = page(KIND, lang).read_text(encoding="utf-8")
+            if replace_between(text, KIND, render_lines(lines, lang)) != text:
+                stale.append(page(KIND, lang))
+        for path in stale:
+            print(f"{path} is out of date: run `make docs`", file=sys.stderr)
+        return 1 if stale else 0
+    for path in write_pages():
+        print(f"rewrote {path}")
     return 0
 
 

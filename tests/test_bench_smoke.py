@@ -5,7 +5,7 @@ the quality rows (EfficientNet-Lite0 with real weights, trim off/on, INT8
 calibrated on the corpus' photos, plain and --match-fp32; ResNet50 random) against pHash, the raw engine
 matrix, `main.py import` and `main.py serve` per engine under 1 and 2 clients
 over HTTP, vector search on Milvus Lite against numpy, then the targets, the
-chart and the README section from the results.
+charts and the benchmarks page in both languages from the results.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from bench import perf, quality
 from bench import run as bench_run
 from bench.cli import model_settings
 from bench.corpus import Corpus, build_corpus
+from bench.docs import between, markers, page
 from bench.engines import OV_INT8, TF_FP32
 from bench.targets import all_targets
 from conf.settings import ModelName
-from tests.conftest import ROOT, make_settings
+from tests.conftest import make_settings
 
 TRANSFORMS = bench_run.SMOKE_TRANSFORMS
 
@@ -113,24 +114,41 @@ def test_batching_sweep_runs_each_setting_on_a_service_of_its_own(results: dict[
     assert all(r["errors"] == 0 and r["throughput_rps"] > 0 and r["cpu_ms_per_request"] > 0 for r in rows)
 
 
-def test_targets_and_report_render_only_the_bench_section(results: dict[str, Any], tmp_path: Path) -> None:
+def test_targets_and_report_render_only_the_bench_section_in_both_languages(results: dict[str, Any],
+                                                                          tmp_path: Path) -> None:
     rows = all_targets(results["perf"], results["quality"])
     assert {r["issue"] for r in rows} == {"10", "11", "earlier"} and all(r["met"] or r["why"] for r in rows)
-    (tmp_path / "quality.json").write_text(json.dumps(results["quality"]))
-    (tmp_path / "perf.json").write_text(json.dumps(results["perf"]))
-    readme = tmp_path / "README.md"
-    original = (ROOT / "README.md").read_text()
-    readme.write_text(original)
-    bench_run.report(tmp_path, readme)
-    assert (tmp_path / bench_run.CHART).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    text = readme.read_text()
-    head, rest = original.split(bench_run.START, 1)
-    tail = rest.split(bench_run.END, 1)[1]
-    assert text.startswith(head + bench_run.START) and text.endswith(bench_run.END + tail)
-    section = text.split(bench_run.START, 1)[1].split(bench_run.END, 1)[0]
-    assert "### Targets" in section and "random weights" in section and "Duplicate thresholds" in section
-    assert "The micro-batcher's settings (BATCH_WINDOW_MS, BATCH_MAX_SIZE)" in section
+    run_dir, data, img = tmp_path / "results", tmp_path / "data", tmp_path / "img"
+    run_dir.mkdir()
+    (run_dir / "quality.json").write_text(json.dumps(results["quality"]))
+    (run_dir / "perf.json").write_text(json.dumps(results["perf"]))
+    pages, originals = {}, {}
+    for lang in ("en", "zh"):
+        originals[lang] = page("bench", lang).read_text(encoding="utf-8")
+        pages[lang] = tmp_path / f"benchmarks.{lang}.md"
+        pages[lang].write_text(originals[lang], encoding="utf-8")
+    bench_run.report(run_dir, data, pages, img)
+    # The run's results are taken into the data folder the pages are rendered from.
+    assert json.loads((data / "perf.json").read_text()) == json.loads(json.dumps(results["perf"]))
+    assert {p.name for p in img.iterdir()} == {"latency_vs_concurrency.en.png", "latency_vs_concurrency.zh.png"}
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in img.iterdir())
+    targets = json.loads((data / "targets.json").read_text())["targets"]
+    assert len(targets) == len(rows) and all(t["text"]["zh"]["target"] for t in targets)
+    start, end = markers("bench")
+    sections = {}
+    for lang, path in pages.items():
+        text = path.read_text(encoding="utf-8")
+        head, rest = originals[lang].split(start, 1)
+        tail = rest.split(end, 1)[1]
+        assert text.startswith(head + start) and text.endswith(end + tail)
+        sections[lang] = between(text, "bench")
+    assert "## Targets" in sections["en"] and "random weights" in sections["en"]
+    assert "Duplicate thresholds" in sections["en"]
+    assert "The micro-batcher's settings (BATCH_WINDOW_MS, BATCH_MAX_SIZE)" in sections["en"]
+    assert "## 目标" in sections["zh"] and "**重复阈值。**" in sections["zh"] and "微批处理器的设置" in sections["zh"]
     for key, e in results["perf"]["engines"].items():
-        assert f"| {key} | {e['levels'][0]['clients']} | {e['levels'][0]['throughput_rps']:.1f} |" in section
-    bench_run.report(tmp_path, readme)
-    assert readme.read_text() == text  # regenerating is idempotent
+        row = f"| {key} | {e['levels'][0]['clients']} | {e['levels'][0]['throughput_rps']:.1f} |"
+        assert row in sections["en"] and row in sections["zh"]
+    before = {lang: path.read_text(encoding="utf-8") for lang, path in pages.items()}
+    bench_run.report(run_dir, data, pages, img)
+    assert {lang: path.read_text(encoding="utf-8") for lang, path in pages.items()} == before  # idempotent

@@ -2,7 +2,7 @@
 what was wrong, and the server keeps serving (a /health and a normal add afterwards).
 
 Status codes: 400 bad field, 413 too large, 415 not an image; the envelope's `code` equals the
-HTTP status. Counts of the inputs tried go to tests/results/hostile_counts.json.
+HTTP status. Counts of the inputs tried go to results/tests/hostile_counts.json (git-ignored).
 """
 
 from __future__ import annotations
