@@ -65,6 +65,8 @@ CallObserver = Callable[[str, float, bool], None]
 QUERY_PAGE = 16384  # the largest `limit` a Milvus query accepts
 MILVUS_LEVELS = {Consistency.SESSION: "Session", Consistency.STRONG: "Strong"}
 
+
+# --- the client ---------------------------------------------------------------------------
 # gRPC keepalive for Milvus Lite. pymilvus pings every 10 s, also while no call is running
 # (keepalive_time_ms 10000, keepalive_permit_without_calls). A Milvus server allows that (its
 # enforcement policy: pings at least 5 s apart, with or without calls). Milvus Lite's in-process
