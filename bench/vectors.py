@@ -22,9 +22,7 @@ import numpy as np
 from bench.cli import ms_stats, rnd
 from conf.settings import MODEL_BATCH, Settings
 from model.embedder import DIM
-from service.store.filters import DEFAULT_NAMESPACE
-from service.store.rows import HIT_FIELDS
-from service.store.searching import SEARCH_PARAMS
+from service.store.search import HIT_FIELDS, SEARCH_PARAMS
 from tests.procs import milvus_server_on_loopback
 
 log = logging.getLogger("bench.vectors")
@@ -108,7 +106,8 @@ SearchFn = Callable[[np.ndarray], list[int]]
 
 def store_search(store: Any, k: int = 10) -> SearchFn:
     """The service's own search call (its output fields, MILVUS_HNSW_EF and MILVUS_CONSISTENCY)."""
-    return lambda q: [h.id for h in store.search(q, k)]
+    scope = store.scope()
+    return lambda q: [h.id for h in store.search(scope, q, k)]
 
 
 def raw_search(store: Any, ef: int | None, consistency: str | None, k: int = 10) -> SearchFn:
@@ -119,7 +118,7 @@ def raw_search(store: Any, ef: int | None, consistency: str | None, k: int = 10)
         params["params"] = {"ef": max(ef or store.connection.settings.milvus_hnsw_ef, k)}
     extra = {"consistency_level": consistency} if consistency else {}
     scope = store.scope()  # the service's namespace condition and output fields, as its searches have them
-    expr, fields = scope.expr(DEFAULT_NAMESPACE), scope.fields(HIT_FIELDS)
+    expr, fields = scope.expr(), scope.fields(HIT_FIELDS)
 
     def search(q: np.ndarray) -> list[int]:
         res = client.search(name, data=[q.tolist()], anns_field="vector", limit=k, filter=expr, output_fields=fields,
@@ -154,7 +153,7 @@ def _rows(base: np.ndarray, start: int, stop: int, extras: dict[str, Any]) -> li
 def _insert(store: Any, base: np.ndarray, start: int, stop: int) -> float:
     """Insert rows start..stop straight through pymilvus: setup, not measured."""
     client, name = store.connection.client, store.connection.collection  # bench-only bulk load
-    extras = store.scope().extras(DEFAULT_NAMESPACE, {})
+    extras = store.scope().row_extras({})
     t0 = time.perf_counter()
     for i in range(start, stop, 5000):
         client.insert(name, _rows(base, i, min(stop, i + 5000), extras), timeout=600)
@@ -188,7 +187,7 @@ def _lite_load(store: Any, uri: str, base: np.ndarray, start: int, stop: int) ->
     from milvus_lite.db import MilvusLite  # noqa: PLC0415
     from milvus_lite.server_manager import server_manager_instance  # noqa: PLC0415
 
-    extras = store.scope().extras(DEFAULT_NAMESPACE, {})
+    extras = store.scope().row_extras({})
     store.close()
     server_manager_instance.release_server(uri)  # the in-process Lite server holds the file's lock
     t0 = time.perf_counter()
@@ -228,7 +227,7 @@ def _write_probe(settings: Settings, workdir: Path, base: np.ndarray, queries: n
                  rows: Sequence[int]) -> list[dict]:
     """Milvus Lite search latency after rows were written the way the importer writes them (put_many in
     batches of MODEL_BATCH), with the store's background flush, and with it switched off (how it was before)."""
-    from service.store.flusher import LITE_FLUSH_QUIET_S  # noqa: PLC0415
+    from service.store.lite import LITE_FLUSH_QUIET_S  # noqa: PLC0415
     from service.store.records import Record  # noqa: PLC0415
 
     out: dict[int, dict[str, Any]] = {n: {"rows_written": n} for n in rows}
@@ -242,7 +241,7 @@ def _write_probe(settings: Settings, workdir: Path, base: np.ndarray, queries: n
             written = 0
             for n in rows:
                 for i in range(written, n, MODEL_BATCH):
-                    store.put_many([Record(f"m{r}", f"{r:032x}", "/m.jpg", base[r])
+                    store.put_many(store.scope(), [Record(f"m{r}", f"{r:032x}", "/m.jpg", base[r])
                                     for r in range(i, min(n, i + MODEL_BATCH))])
                 written = n
                 time.sleep(LITE_FLUSH_QUIET_S * 4)  # a pause in the writes: the flusher's cue

@@ -78,8 +78,8 @@ def test_import_killed_twice_then_rerun_stores_every_image_exactly_once(tmp_path
 
     store = _store(tmp_path, db)
     try:
-        records = store.get_keys(sorted(md5s))
-        total = store.count()
+        records = store.get_keys(store.scope(), sorted(md5s))
+        total = store.count(store.scope())
     finally:
         store.close()
     stored = [r["md5"] for r in records]
@@ -135,8 +135,8 @@ def test_import_killed_while_copying_to_another_filesystem_never_records_a_parti
         summary = Importer(settings, embedder, store, batch_size=2).run(inbox, move_to=pool, progress=False)
         assert not summary.failed
 
-        records = store.get_keys(sorted(md5s))
-        assert {r["md5"] for r in records} == md5s and len(records) == len(md5s) == store.count()
+        records = store.get_keys(store.scope(), sorted(md5s))
+        assert {r["md5"] for r in records} == md5s and len(records) == len(md5s) == store.count(store.scope())
         for r in records:  # every record names a whole copy of its image
             assert hashlib.md5(Path(r["filepath"]).read_bytes()).hexdigest() == r["md5"], r["filepath"]
         assert sorted(p.name for p in inbox.iterdir()) == []

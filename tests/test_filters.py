@@ -21,12 +21,12 @@ from milvus_lite.search.filter.tokens import TokenKind, tokenize
 from pymilvus import DataType, MilvusClient, MilvusException
 
 from service.store.filters import (
+    JS_MAX_SAFE_INTEGER,
     MAX_ANY_OF,
     MAX_FILTER_KEYS,
     MAX_FILTER_TEXT_BYTES,
     MAX_FILTER_VALUES,
     MAX_LIST_ITEMS,
-    MAX_SAFE_INT,
     MAX_STRING_BYTES,
     RANGE_OPS,
     AttrsError,
@@ -217,8 +217,8 @@ NAMESPACES = ("", "shop-1", "x.y_2")
 STRINGS = ["shoes", "hats", "", 'a"b', "back\\slash", '" or 1==1 or "', "new\nline", "cr\r", "tab\t", "ünï😀",
            "é", "ｅ", "2024-01-05", "2024-02-29", "\x00nul", "'single'", '"]) or (', 'attrs["x"] == 1', "\\", '\\"',
            "z", "\u2028", "١٢٣"]
-NUMBERS = [0, 1, -1, 3, 7, 2.5, -0.0, 0.1, 1e-300, 1e300, 10, 10.0, 99.5, MAX_SAFE_INT, -MAX_SAFE_INT, 1.0, 0.0,
-           5e-324, -1e300]
+NUMBERS = [0, 1, -1, 3, 7, 2.5, -0.0, 0.1, 1e-300, 1e300, 10, 10.0, 99.5, JS_MAX_SAFE_INTEGER, -JS_MAX_SAFE_INTEGER,
+           1.0, 0.0, 5e-324, -1e300]
 
 
 def _random_value(rng: random.Random) -> Any:
@@ -307,7 +307,7 @@ def _check(backend: Backend, flt: Any, namespace: str | None, search: bool = Fal
 # Values already stored are drawn more often than fresh ones, so that many filters match something.
 stored_texts, stored_numbers = st.sampled_from(STRINGS), st.sampled_from(NUMBERS)
 texts = st.one_of(stored_texts, stored_texts, st.text(max_size=12))
-numbers = st.one_of(stored_numbers, stored_numbers, st.integers(-MAX_SAFE_INT, MAX_SAFE_INT),
+numbers = st.one_of(stored_numbers, stored_numbers, st.integers(-JS_MAX_SAFE_INTEGER, JS_MAX_SAFE_INTEGER),
                     st.floats(allow_nan=False, allow_infinity=False))
 scalars = st.one_of(texts, numbers, st.booleans())
 ops = st.sampled_from(sorted(RANGE_OPS))
@@ -348,7 +348,7 @@ def test_hand_picked_cases(backend: Backend) -> None:
         {"tags": "red"}, {"category": "shoes", "tags": ["sale", "x"]}, {"category": '" or 1==1 or "'},
         {"category": {"gte": "", "lt": "\U0010ffff"}}, {"price": {"gt": -1e308}}, {"flag": True}, {"flag": 1},
         {"flag": {"gte": 1}}, {"price": 10}, {"price": [0, "0", False]}, {"date": {"gte": "2024-01-01"}},
-        {"shop": [MAX_SAFE_INT, -MAX_SAFE_INT, 5e-324]}, {"price": {"gt": 2, "lt": 3}}, {},
+        {"shop": [JS_MAX_SAFE_INTEGER, -JS_MAX_SAFE_INTEGER, 5e-324]}, {"price": {"gt": 2, "lt": 3}}, {},
     ]
     for flt in cases:
         _check(backend, flt, None, search=True)

@@ -8,11 +8,10 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.store.capabilities import grouping_supported
-from service.store.grouping import MAX_GROUP_FETCH, best_per_key, grouped_search
-from service.store.ids import JS_MAX_SAFE_INTEGER
-from service.store.paging import list_page
-from service.store.rows import Hit
+from service.store.connection import grouping_supported
+from service.store.filters import JS_MAX_SAFE_INTEGER
+from service.store.records import list_page
+from service.store.search import MAX_GROUP_FETCH, Hit, best_per_key, grouped_search
 
 
 def ranked(keys: list[str]) -> list[Hit]:

@@ -3,7 +3,7 @@
 pymilvus' default gRPC keepalive (a ping every 10 s, also without calls) is more
 than Milvus Lite's in-process gRPC server allows; ~1-2 minutes after the last
 request it closed the connection with GOAWAY ENHANCE_YOUR_CALM. The store now
-sets the keepalive each server accepts (service/store/client.py). Both targets
+sets the keepalive each server accepts (service/store/connection.py). Both targets
 idle side by side for three minutes; the search after it must reuse the same
 TCP connection and succeed on its first Milvus call.
 """

@@ -44,7 +44,7 @@ def test_import_moves_stores_and_reruns_without_duplicates(tmp_path: Path) -> No
 
     store = VectorStore(make_settings(tmp_path, milvus_collection="imported"), 2048)
     md5s = {hashlib.md5(d).hexdigest() for d in images.values()}
-    records = store.get_keys(sorted(md5s))
+    records = store.get_keys(store.scope(), sorted(md5s))
     assert {r["md5"] for r in records} == md5s and len(records) == 5
     assert {r["filepath"] for r in records} == {str(pool / n) for n in images}
     store.close()
@@ -65,7 +65,7 @@ def test_same_image_in_consecutive_batches_is_stored_once(tmp_path: Path) -> Non
     assert "imported: 2" in result.stdout and "skipped as duplicates: 2" in result.stdout
     assert "took: " in result.stdout and "for 4 files" in result.stdout and "model busy " in result.stdout
     store = VectorStore(make_settings(tmp_path, milvus_collection="imported"), 2048)
-    assert store.count() == 2
+    assert store.count(store.scope()) == 2
     store.close()
 
 
@@ -77,7 +77,7 @@ def test_import_with_filename_keys(tmp_path: Path) -> None:
     result = run_import(tmp_path, str(folder), "--key", "filename")
     assert result.returncode == 0 and "imported: 2" in result.stdout
     store = VectorStore(make_settings(tmp_path, milvus_collection="imported"), 2048)
-    assert [r["key"] for r in store.get_keys(["SKU-1", "SKU-2"])] == ["SKU-1", "SKU-2"]
+    assert [r["key"] for r in store.get_keys(store.scope(), ["SKU-1", "SKU-2"])] == ["SKU-1", "SKU-2"]
     assert (folder / "SKU-1.png").exists()  # without --move-to nothing moves
     store.close()
 
@@ -95,8 +95,8 @@ def test_import_into_a_namespace_stays_in_it(tmp_path: Path) -> None:
     assert "imported: 2" in other.stdout and "skipped as duplicates: 0" in other.stdout
     store = VectorStore(make_settings(tmp_path, milvus_collection="imported"), 2048)
     for namespace in ("shop-a", "shop-b"):
-        assert [r["key"] for r in store.get_keys(["SKU-1", "SKU-2"], namespace=namespace)] == ["SKU-1", "SKU-2"]
-    assert store.get_keys(["SKU-1", "SKU-2"]) == [] and store.count() == 0  # the default namespace holds none
+        assert [r["key"] for r in store.get_keys(store.scope(namespace), ["SKU-1", "SKU-2"])] == ["SKU-1", "SKU-2"]
+    assert store.get_keys(store.scope(), ["SKU-1", "SKU-2"]) == [] and store.count(store.scope()) == 0  # the default namespace holds none
     store.close()
 
 

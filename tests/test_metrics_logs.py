@@ -158,12 +158,14 @@ def test_milvus_failures_are_counted_by_operation(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, milvus_uri="http://127.0.0.1:9", milvus_timeout=1, milvus_retries=1)
     store = VectorStore(settings, DIM, on_call=lambda operation, seconds, failed: calls.append((operation, failed)))
     with pytest.raises(NotReady):
-        store.count()
+        store.scope()  # what every request asks for first
     with pytest.raises(NotReady):
-        store.get_keys(["k"])
-    assert calls == [("count", True), ("query", True)]
+        store.count_all()
+    with pytest.raises(NotReady):
+        store.md5s_in_use(["0" * 32])
+    assert calls == [("connect", True), ("count", True), ("query", True)]
     metrics = Metrics(process=False)
-    metrics.track_records(lambda: store.count(retry=False))
+    metrics.track_records(lambda: store.count_all(retry=False))
     assert math.isnan(value(samples(metrics.render()[0].decode()), "imgsim_records_stored"))
 
 

@@ -27,8 +27,8 @@ from service.store.filters import DEFAULT_NAMESPACE, FilterError, NamespaceError
 from service.usecases.add import AddRequest
 from service.inputs.base64 import base64_image
 from service.store.filters import quote_literal
-from service.store.ids import JS_MAX_SAFE_INTEGER, derive_id
-from service.store.records import Record, VectorStore
+from service.store.filters import JS_MAX_SAFE_INTEGER
+from service.store.records import Record, VectorStore, derive_id
 from tests import hostile_counts
 from tests.conftest import make_settings, photo
 
@@ -279,23 +279,24 @@ def test_quote_round_trips_through_a_real_milvus_lite_filter(lite_store: VectorS
     md5 = f"{data.draw(st.integers(0, 2**128 - 1)):032x}"
     bystander = Record("bystander" + md5[:6], md5, "/b", _vector(1))
     records = [Record(k, md5, f"/p/{i}", _vector(i + 2)) for i, k in enumerate(batch)] + [bystander]
-    results = lite_store.put_many(records)
+    scope = lite_store.scope()
+    results = lite_store.put_many(scope, records)
     assert [created for _, created in results] == [True] * len(records)
     for key, (rid, _) in zip(batch, results):
         counted(key)
-        found = lite_store.get_keys([key])
+        found = lite_store.get_keys(scope, [key])
         assert [(r["key"], r["id"]) for r in found] == [(key, rid)], (key, found)
-        assert lite_store.find(key, md5) is not None
+        assert lite_store.find(scope, key, md5) is not None
         assert lite_store._call(lambda c, k=key: c.query(lite_store._settings.milvus_collection,
                                                          filter=f"key == {quote_literal(k)}", output_fields=["key"]))[0]["key"] == key
-    assert sorted(r["key"] for r in lite_store.get_keys(batch)) == sorted(batch)
+    assert sorted(r["key"] for r in lite_store.get_keys(scope, batch)) == sorted(batch)
     victim = data.draw(st.sampled_from(batch))
-    assert lite_store.delete_keys([victim]) == 1
-    assert lite_store.get_keys([victim]) == []
-    assert sorted(r["key"] for r in lite_store.get_keys(batch)) == sorted(k for k in batch if k != victim)
-    assert len(lite_store.get_keys([bystander.key])) == 1
-    lite_store.delete_keys(batch + [bystander.key])  # leave the collection empty for the next example
-    assert lite_store.get_keys(batch + [bystander.key]) == []
+    assert lite_store.delete_keys(scope, [victim]) == 1
+    assert lite_store.get_keys(scope, [victim]) == []
+    assert sorted(r["key"] for r in lite_store.get_keys(scope, batch)) == sorted(k for k in batch if k != victim)
+    assert len(lite_store.get_keys(scope, [bystander.key])) == 1
+    lite_store.delete_keys(scope, batch + [bystander.key])  # leave the collection empty for the next example
+    assert lite_store.get_keys(scope, batch + [bystander.key]) == []
 
 
 # --- api/options.py and api/items.py: the tenancy fields are total functions too --------------------

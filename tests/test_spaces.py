@@ -19,10 +19,9 @@ import pytest
 from conf.errors import StartupError
 from conf.settings import Precision
 from model.embedder import DIM, Embedder, load_embedder
-from service.store.client import MilvusClient
+from service.store.connection import MilvusClient, collection_schema
 from service.store.meta import SPACE_PROPERTY, SpaceTag, stored_space
 from service.store.records import VectorStore
-from service.store.schema import collection_schema
 from tests.conftest import ROOT, LiveService, make_settings, photo
 from tests.procs import service_env
 

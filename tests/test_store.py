@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from pathlib import Path
@@ -13,12 +12,10 @@ import pytest
 from pymilvus import DataType, MilvusClient
 
 from conf.errors import StartupError
-from service.store import ids as store_module
-from service.store.flusher import LiteFlusher
-from service.store.filters import compile_filter
-from service.store.ids import JS_MAX_SAFE_INTEGER, derive_id
-from service.store.lite_engine import LiteEngine, engine_collection
-from service.store.records import Query, Record, VectorStore
+from service.store import records as store_module
+from service.store.filters import JS_MAX_SAFE_INTEGER, compile_filter
+from service.store.lite import LiteFlusher
+from service.store.records import Query, Record, VectorStore, derive_id
 from tests.conftest import make_settings
 
 DIM = 2048
@@ -73,10 +70,11 @@ def test_refuses_a_collection_with_other_fields(tmp_path: Path) -> None:
 def test_reopening_keeps_records_and_indexes(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     first = VectorStore(settings, DIM)
-    first.put_many([Record("k", "a" * 32, "f.jpg", unit(1))])
+    first.put_many(first.scope(), [Record("k", "a" * 32, "f.jpg", unit(1))])
     first.close()
     again = VectorStore(settings, DIM)
-    assert again.count() == 1 and again.get_keys(["k"])[0]["filepath"] == "f.jpg"
+    scope = again.scope()
+    assert again.count(scope) == 1 and again.get_keys(scope, ["k"])[0]["filepath"] == "f.jpg"
 
 
 def test_ids_fit_in_a_javascript_number() -> None:
@@ -90,22 +88,25 @@ def test_a_colliding_id_never_overwrites_another_record(settings, monkeypatch: p
     monkeypatch.setattr(store_module, "derive_id", lambda key, md5, attempt=0, namespace="": 777 if attempt == 0
                         else real(key, md5, attempt, namespace))
     store = VectorStore(settings, DIM)
-    [(first_id, created_a)] = store.put_many([Record("a", "1" * 32, "a.jpg", unit(1))])
-    [(second_id, created_b)] = store.put_many([Record("b", "2" * 32, "b.jpg", unit(2))])
+    scope = store.scope()
+    [(first_id, created_a)] = store.put_many(scope, [Record("a", "1" * 32, "a.jpg", unit(1))])
+    [(second_id, created_b)] = store.put_many(scope, [Record("b", "2" * 32, "b.jpg", unit(2))])
     assert (first_id, created_a, created_b) == (777, True, True) and second_id != 777
     # Both survive, and re-adding either is still recognised as a duplicate.
-    assert store.put_many([Record("b", "2" * 32, "b.jpg", unit(2))]) == [(second_id, False)]
-    assert store.existing([("a", "1" * 32), ("b", "2" * 32), ("c", "3" * 32)]) == {("a", "1" * 32), ("b", "2" * 32)}
-    assert {r["key"] for r in store.get_keys(["a", "b"])} == {"a", "b"}
+    assert store.put_many(scope, [Record("b", "2" * 32, "b.jpg", unit(2))]) == [(second_id, False)]
+    assert store.existing(scope, [("a", "1" * 32), ("b", "2" * 32), ("c", "3" * 32)]) == {("a", "1" * 32),
+                                                                                           ("b", "2" * 32)}
+    assert {r["key"] for r in store.get_keys(scope, ["a", "b"])} == {"a", "b"}
     store.close()
 
 
 def test_readd_with_new_filepath_updates_it_without_a_second_record(settings) -> None:
     store = VectorStore(settings, DIM)
-    [(rid, _)] = store.put_many([Record("k", "a" * 32, "old.jpg", unit(3))])
-    assert store.put_many([Record("k", "a" * 32, "new.jpg", unit(3))]) == [(rid, False)]
-    assert [(r["id"], r["filepath"]) for r in store.get_keys(["k"])] == [(rid, "new.jpg")]
-    assert store.count() == 1
+    scope = store.scope()
+    [(rid, _)] = store.put_many(scope, [Record("k", "a" * 32, "old.jpg", unit(3))])
+    assert store.put_many(scope, [Record("k", "a" * 32, "new.jpg", unit(3))]) == [(rid, False)]
+    assert [(r["id"], r["filepath"]) for r in store.get_keys(scope, ["k"])] == [(rid, "new.jpg")]
+    assert store.count(scope) == 1
     store.close()
 
 
@@ -114,16 +115,17 @@ def test_every_read_sees_the_write_just_acknowledged(settings) -> None:
     # server's next time tick; the service's own writes must still be visible at once, every time.
     assert settings.milvus_consistency.value == "session"
     store = VectorStore(settings, DIM)
+    scope = store.scope()
     for i in range(25):
         vec = unit(100 + i)
-        [(rid, created)] = store.put_many([Record(f"rw{i}", f"{i:032x}", f"{i}.jpg", vec)])
+        [(rid, created)] = store.put_many(scope, [Record(f"rw{i}", f"{i:032x}", f"{i}.jpg", vec)])
         assert created
-        assert [h.id for h in store.search(vec, 1)] == [rid], f"write {i} not visible to the next search"
-        assert store.count() == i + 1
+        assert [h.id for h in store.search(scope, vec, 1)] == [rid], f"write {i} not visible to the next search"
+        assert store.count(scope) == i + 1
         if i % 2:
-            assert store.delete_ids([rid]) == 1
-            assert rid not in [h.id for h in store.search(vec, 5)], f"delete {i} visible too late"
-            assert store.put_many([Record(f"rw{i}", f"{i:032x}", f"{i}.jpg", vec)]) == [(rid, True)]
+            assert store.delete_ids(scope, [rid]) == 1
+            assert rid not in [h.id for h in store.search(scope, vec, 5)], f"delete {i} visible too late"
+            assert store.put_many(scope, [Record(f"rw{i}", f"{i:032x}", f"{i}.jpg", vec)]) == [(rid, True)]
     store.close()
 
 
@@ -131,6 +133,7 @@ def test_lite_reads_during_flushes_see_every_acknowledged_write_and_no_delete(tm
     # Milvus Lite swaps its in-memory table out before the flushed segment is visible: without the
     # store's gate a read in between missed rows just written and returned rows just deleted.
     store = VectorStore(make_settings(tmp_path), DIM)
+    scope = store.scope()
     present: list[str] = []  # keys whose put was acknowledged and that are not deleted
     gone: set[str] = set()  # keys whose delete was acknowledged (never added again)
     wrong: list[str] = []
@@ -139,11 +142,11 @@ def test_lite_reads_during_flushes_see_every_acknowledged_write_and_no_delete(tm
     def write() -> None:
         try:
             for i in range(120):
-                store.put_many([Record(f"g{i}", f"{i:032x}", "g.jpg", unit(500 + i))])
+                store.put_many(scope, [Record(f"g{i}", f"{i:032x}", "g.jpg", unit(500 + i))])
                 present.append(f"g{i}")
                 if i % 4 == 3:
                     victim = present.pop(0)
-                    assert store.delete_keys([victim]) == 1
+                    assert store.delete_keys(scope, [victim]) == 1
                     gone.add(victim)
                 if i % 3 == 0:
                     store.connection.flush()  # what the background flusher does, made frequent
@@ -153,7 +156,7 @@ def test_lite_reads_during_flushes_see_every_acknowledged_write_and_no_delete(tm
     def read() -> None:
         while not done.is_set() and len(wrong) < 5:
             expected, deleted = list(present), set(gone)
-            seen = {r["key"] for r in store.get_keys([*expected, *deleted])}
+            seen = {r["key"] for r in store.get_keys(scope, [*expected, *deleted])}
             missing = set(expected) - seen - gone  # a key deleted meanwhile may be missing
             if missing or seen & deleted:
                 wrong.append(f"missing {sorted(missing)}, deleted but seen {sorted(seen & deleted)}")
@@ -164,7 +167,7 @@ def test_lite_reads_during_flushes_see_every_acknowledged_write_and_no_delete(tm
     for th in threads:
         th.join(timeout=300)
     assert not wrong, wrong
-    assert store.count() == len(present) == 90
+    assert store.count(scope) == len(present) == 90
     store.close()
 
 
@@ -172,8 +175,9 @@ def test_strong_consistency_can_be_chosen(tmp_path: Path, milvus_server: str) ->
     # For several API instances sharing one Milvus server (each sees the others' writes at once).
     store = VectorStore(make_settings(tmp_path, milvus_uri=milvus_server, milvus_consistency="Strong",
                                       milvus_collection="strong_reads"), DIM)
-    [(rid, _)] = store.put_many([Record("s", "5" * 32, "s.jpg", unit(5))])
-    assert [h.id for h in store.search(unit(5), 1)] == [rid]
+    scope = store.scope()
+    [(rid, _)] = store.put_many(scope, [Record("s", "5" * 32, "s.jpg", unit(5))])
+    assert [h.id for h in store.search(scope, unit(5), 1)] == [rid]
     store.close()
 
 
@@ -236,51 +240,54 @@ def test_a_failed_lite_flush_does_not_stop_later_ones() -> None:
 
 def test_the_store_flushes_milvus_lite_after_writes(tmp_path: Path) -> None:
     # What a user notices is search speed (measured in bench/perf.py); here: the rows the service
-    # wrote leave Lite's unindexed in-memory table without a restart.
+    # wrote leave Lite's unindexed in-memory table without a restart. Lite logs them to the collection's
+    # write-ahead log until a flush writes them out as a segment, and empties the log then.
     settings = make_settings(tmp_path)
     store = VectorStore(settings, DIM)
-    store.put_many([Record(f"f{i}", f"{i:032x}", "f.jpg", unit(200 + i)) for i in range(20)])
-    collection = engine_collection(settings.milvus_uri, settings.milvus_collection)
-    assert memtable_rows(collection) > 0 or store.count() == 20  # the flush may already have run
+    scope = store.scope()
+    store.put_many(scope, [Record(f"f{i}", f"{i:032x}", "f.jpg", unit(200 + i)) for i in range(20)])
+    wal = Path(settings.milvus_uri) / "collections" / settings.milvus_collection / "wal"
+    assert unflushed_logs(wal) or store.count(scope) == 20  # the flush may already have run
     deadline = time.monotonic() + 20
-    while memtable_rows(collection) and time.monotonic() < deadline:
+    while unflushed_logs(wal) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert memtable_rows(collection) == 0
-    assert store.count() == 20
+    assert not unflushed_logs(wal)
+    assert store.count(scope) == 20
     store.close()
 
 
-def memtable_rows(collection: Any) -> int:
-    """Rows (and deletes) waiting in Lite's in-memory table, the part every search scans in Python."""
-    return int(collection._memtable.size())  # noqa: SLF001
+def unflushed_logs(wal: Path) -> list[Path]:
+    """Lite's write-ahead log files of rows (and deletes) not flushed yet: the rows every search scans in Python."""
+    assert wal.parent.is_dir(), f"no Milvus Lite collection folder at {wal.parent}"
+    return [f for f in wal.glob("*") if f.stat().st_size] if wal.is_dir() else []
 
 
-def test_searches_return_the_exact_nearest_live_records_of_the_namespace(settings, caplog) -> None:
-    # On Milvus Lite, plain searches run in its engine in this process (service.store.lite_engine); on a
-    # server, through pymilvus. Either way a caller must get the same answer: brute force over what it stored.
-    caplog.set_level(logging.INFO, logger="service.store.lite_engine")
+def test_searches_return_the_exact_nearest_live_records_of_the_namespace(settings) -> None:
+    # Flushed and in-memory rows, deletes, updates, filters, exclusions and several namespaces in one
+    # batch: a caller must get the same answer as brute force over what it stored.
     store = VectorStore(settings, DIM)
+    scopes = {ns: store.scope(ns) for ns in ("a", "b")}
     live: dict[str, tuple[str, np.ndarray, dict[str, Any], str]] = {}  # key -> namespace, vector, attrs, filepath
 
     def put(keys: range, namespace: str) -> None:
-        records = [Record(f"{namespace}{i}", f"{i:032x}", f"{i}.jpg", unit(300 + i), namespace, {"shop": i % 3})
+        records = [Record(f"{namespace}{i}", f"{i:032x}", f"{i}.jpg", unit(300 + i), {"shop": i % 3})
                    for i in keys]
-        store.put_many(records)
+        store.put_many(scopes[namespace], records)
         live.update({r.key: (namespace, r.vector, r.attrs or {}, r.filepath) for r in records})
 
     put(range(0, 20), "a")
     store.connection.flush()  # some rows in a sealed segment, the rest in memory: both are searched
     put(range(20, 30), "a")
     put(range(30, 40), "b")
-    assert store.delete_keys(["a5", "a25"], "a") == 2  # one flushed, one still in memory
+    assert store.delete_keys(scopes["a"], ["a5", "a25"]) == 2  # one flushed, one still in memory
     del live["a5"], live["a25"]
-    store.put_many([Record("a7", f"{7:032x}", "moved.jpg", unit(307), "a", {"shop": 2})])  # new filepath, attrs
+    store.put_many(scopes["a"], [Record("a7", f"{7:032x}", "moved.jpg", unit(307), {"shop": 2})])  # new filepath, attrs
     live["a7"] = ("a", unit(307), {"shop": 2}, "moved.jpg")
-    by_key = {r["key"]: r["id"] for ns in ("a", "b") for r in store.get_keys(list(live), ns)}
+    by_key = {r["key"]: r["id"] for ns in ("a", "b") for r in store.get_keys(scopes[ns], list(live))}
 
     def expected(query: Query) -> list[tuple[str, float]]:
         ranked = sorted(((float(vec @ query.vector), key) for key, (ns, vec, attrs, _) in live.items()
-                         if ns == query.namespace and by_key[key] != query.exclude_id
+                         if ns == query.scope.namespace and by_key[key] != query.exclude_id
                          and (not query.filter or attrs["shop"] == 1)), reverse=True)
         return [(key, score) for score, key in ranked[:query.limit]]
 
@@ -290,20 +297,13 @@ def test_searches_return_the_exact_nearest_live_records_of_the_namespace(setting
         vec = unit(300 + i) + 0.05 * rng.standard_normal(DIM).astype(np.float32)
         vec /= np.linalg.norm(vec)
         ns = "b" if i >= 30 else "a"
-        queries += [Query(vec, 5, namespace=ns), Query(vec, 50, namespace=ns),
-                    Query(vec, 4, namespace=ns, filter=compile_filter({"shop": 1})),
-                    Query(vec, 3, namespace=ns, exclude_id=by_key[f"{ns}{i}"])]
+        queries += [Query(scopes[ns], vec, 5), Query(scopes[ns], vec, 50),
+                    Query(scopes[ns], vec, 4, filter=compile_filter({"shop": 1})),
+                    Query(scopes[ns], vec, 3, exclude_id=by_key[f"{ns}{i}"])]
     for query, hits in zip(queries, store.search_many(queries), strict=True):
         want = expected(query)
         assert [h.key for h in hits] == [key for key, _ in want]
         assert [h.score for h in hits] == pytest.approx([score for _, score in want], abs=1e-4)
         assert all(h.attrs == live[h.key][2] and h.filepath == live[h.key][3] and h.id == by_key[h.key]
                    for h in hits)
-    direct = "Milvus Lite searches run in its engine directly" in caplog.text
-    assert direct == settings.milvus_is_lite
     store.close()
-
-
-def test_lite_engine_leaves_a_file_nobody_opened_to_pymilvus(tmp_path: Path) -> None:
-    engine = LiteEngine(str(tmp_path / "never-opened.db"), "images")
-    assert engine.search([unit(1)], 3, "", ["key"], None) is None

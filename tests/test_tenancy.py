@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.store.client import DataType, MilvusClient
-from service.store.ids import derive_id
+from service.store.connection import DataType, MilvusClient
+from service.store.records import derive_id
 from tests.conftest import LiveService, photo
 from tests.procs import wait_until
 from tests.test_hostile_input import expect, ok
@@ -51,7 +51,7 @@ def test_tenant_isolation_on_every_endpoint(tenants: LiveService) -> None:
     svc = tenants
     store = svc.runtime.store
     # Milvus Lite keeps rows upserted into a partition-key collection where a namespace filter finds them; the
-    # 2.3.5 server does not (the upsert probe of service.store.capabilities), so there namespaces are a filter.
+    # 2.3.5 server does not (the upsert probe of service.store.connection), so there namespaces are a filter.
     assert store.layout.tenancy and store.layout.partition_key == store.server_version.startswith("milvus_lite")
     for token, key, seed in ((SHOP_A, "k1", 1), (SHOP_A, "k2", 2), (SHOP_B, "k1", 1), (DEFAULT_WRITER, "k1", 1)):
         ok(as_(svc, token, "add/base64", json={"base64": b64(seed), "key": key, "attrs": {"shop": token}}))

@@ -14,7 +14,7 @@ from service.inputs.base64 import Base64Image
 from service.inputs.path import SharedPath
 from service.inputs.upload import Upload
 from service.inputs.url import Url
-from service.store.ids import JS_MAX_SAFE_INTEGER
+from service.store.filters import JS_MAX_SAFE_INTEGER
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 

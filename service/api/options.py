@@ -13,8 +13,7 @@ from typing import Any
 
 from conf.errors import BadInput, json_type_name
 from service.api.fields import as_int, id_value
-from service.store.filters import FILTER_EXAMPLE, AttrsError, validate_attrs
-from service.store.ids import JS_MAX_SAFE_INTEGER
+from service.store.filters import FILTER_EXAMPLE, JS_MAX_SAFE_INTEGER, AttrsError, validate_attrs
 from service.usecases.add import OnDuplicate
 
 ATTRS_EXAMPLE = '{"category": "shoes", "price": 49.9, "in_stock": true, "tags": ["red", "sale"]}'

@@ -1,8 +1,8 @@
 """Everything that speaks Milvus, one module per job.
 
-client (the pymilvus import, connection, retries, keepalive), schema (schema and
-index negotiation), ids (record ids), filters (expressions from caller text),
-flusher (Milvus Lite's background flush), records (VectorStore: the record
-operations). Import from the modules; this package imports nothing, so that
-`service.store.ids` can be used without loading pymilvus.
+filters (expressions from caller values, namespace scopes; pure), meta (the embedding space and
+calibrated threshold a collection records; pure), connection (the pymilvus client, capabilities,
+schema, retries), lite (Milvus Lite's gate and flusher), search (vector searches, one hit per key,
+duplicates), records (VectorStore: the record operations). Import from the modules; this package
+imports nothing, so that service.store.filters can be used without loading pymilvus.
 """

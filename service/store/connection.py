@@ -1,24 +1,60 @@
-"""One collection on one Milvus: connected on first use, loaded when released, calls retried while Milvus is away."""
+"""One collection on one Milvus: the client, the schema, and the one way to call it.
+
+* The pymilvus client, imported without its environment side effect, opened with keepalive the server accepts.
+* Capabilities, found out by asking Milvus rather than trusting its documentation (a partition key that
+  works with upsert, grouping search).
+* The collection's schema and indexes: created when missing, checked when present, index types negotiated;
+  the embedding space it holds and the calibrated duplicate threshold (service.store.meta), read and written.
+* Connection: connected on first use, loaded when released, calls retried while Milvus is away.
+
+Every module of this package takes pymilvus' names from here, so the import-time workaround below runs
+before pymilvus is first imported. Collection-level operations (an alias to switch, a collection to build
+beside the live one) belong here too.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any, TypeVar
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
+import grpc
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from conf.errors import NotReady, StartupError
 from conf.settings import Consistency, Settings
-from service.store.client import (MilvusClient, MilvusException, describe_target, is_transient, not_loaded,
-                                  open_client, short)
-from service.store.capabilities import grouping_supported
-from service.store.gate import SharedExclusiveLock
-from service.store.meta import DuplicateThreshold, SpaceTag, read_threshold, write_threshold
-from service.store.schema import Indexes, Layout, prepare_collection
+from service.store.filters import Layout, namespace_expr
+from service.store.meta import (
+    DUPLICATE_PROPERTY,
+    DuplicateThreshold,
+    SpaceTag,
+    new_collection_description,
+    pick_threshold,
+    read_sidecar,
+    space_mismatch,
+    stored_space,
+    write_sidecar,
+)
+
+# pymilvus parses MILVUS_URI from the environment (and from .env) when it is imported, and
+# rejects a Milvus Lite file path there. imgsim passes the URI explicitly, so hide the
+# variable from pymilvus during its import and put it back afterwards.
+_saved_uri = os.environ.get("MILVUS_URI")
+os.environ["MILVUS_URI"] = ""  # empty (not absent) so pymilvus' load_dotenv cannot fill it from .env
+from pymilvus import DataType, MilvusClient, MilvusException  # noqa: E402 - must follow the line above
+
+if _saved_uri is None:
+    del os.environ["MILVUS_URI"]
+else:
+    os.environ["MILVUS_URI"] = _saved_uri
+
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +66,332 @@ QUERY_PAGE = 16384  # the largest `limit` a Milvus query accepts
 MILVUS_LEVELS = {Consistency.SESSION: "Session", Consistency.STRONG: "Strong"}
 
 
+# --- the client ---------------------------------------------------------------------------
+# gRPC keepalive for Milvus Lite. pymilvus pings every 10 s, also while no call is running
+# (keepalive_time_ms 10000, keepalive_permit_without_calls). A Milvus server allows that (its
+# enforcement policy: pings at least 5 s apart, with or without calls). Milvus Lite's in-process
+# gRPC server keeps gRPC's own policy: no pings while no call is running, and during a call at
+# most one per 5 minutes (grpc.http2.min_recv_ping_interval_without_data_ms); after two pings too
+# many it closes the connection with GOAWAY ENHANCE_YOUR_CALM "too_many_pings" (~1-2 minutes after
+# the last request), and the next call pays for a reconnect. So: ping only during calls, every 5 min.
+LITE_KEEPALIVE: dict[str, Any] = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": False}
+
+
+def open_client(settings: Settings) -> MilvusClient:
+    """A MilvusClient for MILVUS_URI with the configured credentials, database and timeout."""
+    s = settings
+    extra = {"grpc_options": LITE_KEEPALIVE} if s.milvus_is_lite else {}
+    return MilvusClient(
+        uri=s.milvus_uri,
+        token=s.milvus_token.get_secret_value() if s.milvus_token else "",
+        user=s.milvus_user or "",
+        password=s.milvus_password.get_secret_value() if s.milvus_password else "",
+        db_name=s.milvus_db or "",
+        timeout=s.milvus_timeout,
+        **extra,
+    )
+
+
+def describe_target(settings: Settings) -> str:
+    """Where the vectors live, for logs and messages (never includes credentials)."""
+    uri = settings.milvus_uri
+    return f"Milvus Lite file {uri}" if settings.milvus_is_lite else f"Milvus at {uri.split('@')[-1]}"
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures worth retrying: Milvus unreachable, slow or restarting."""
+    if isinstance(exc, grpc.RpcError):
+        return True
+    if isinstance(exc, MilvusException):
+        text = str(exc).lower()
+        return any(word in text for word in ("connect", "unavailable", "deadline", "timeout", "not ready",
+                                             "closed channel", "server is not", "node not found", "context done"))
+    return isinstance(exc, (ConnectionError, TimeoutError))
+
+
+def not_loaded(exc: BaseException) -> bool:
+    """True when a call failed because the collection is not loaded."""
+    # A restarted Milvus server can come back with the collection released: every search and
+    # query then fails with "collection not loaded" (code 101) until someone loads it again.
+    return isinstance(exc, MilvusException) and "not loaded" in str(exc).lower()
+
+
+def short(exc: BaseException) -> str:
+    """An exception as one line of at most ~300 characters, for logs and messages."""
+    text = " ".join(str(exc).split())
+    return (text[:300] + "...") if len(text) > 300 else text or type(exc).__name__
+
+
+# --- capabilities -----------------------------------------------------------------------
+# Two features matter for namespaces and one-hit-per-key searches, and the engines imgsim runs on
+# differ in both:
+# * A partition key on `namespace` (a search then scans one tenant's partitions). Milvus Lite and
+#   2.3+ servers accept the schema, but a 2.3.5 server misroutes rows written by *upsert* into a
+#   partition-key collection: a filter on the namespace then finds almost none of them. imgsim
+#   writes with upsert, so the only trustworthy test is to do exactly that in a scratch collection.
+# * Grouping search (`group_by_field`). Milvus Lite and 2.4+ servers group; a 2.3 server accepts the
+#   parameter and silently ignores it, so the version decides (and the search still checks each
+#   answer: see service.store.search).
+PROBE_NAMESPACES = tuple(f"probe-{i}" for i in range(8)) + ("",)
+# One probe per Milvus (URI and server version) per process: it costs a server ~6 s.
+_probed: dict[tuple[str, str], bool] = {}
+_probe_lock = threading.Lock()
+
+
+def grouping_supported(server_version: str) -> bool:
+    """Whether a search with group_by_field really groups on this Milvus (Lite, or a 2.4+ server)."""
+    if server_version.startswith("milvus_lite"):
+        return True
+    match = re.search(r"(\d+)\.(\d+)", server_version)
+    return match is not None and (int(match.group(1)), int(match.group(2))) >= (2, 4)
+
+
+def partition_key_works(client: MilvusClient, settings: Settings, server_version: str) -> bool:
+    """Whether rows upserted into a collection partitioned by `namespace` are found by a namespace filter."""
+    cache_key = (settings.milvus_uri, server_version)
+    with _probe_lock:
+        if cache_key not in _probed:
+            works = _probe(client, settings)
+            if works is None:
+                return False  # the probe itself failed: no verdict to remember
+            _probed[cache_key] = works
+        return _probed[cache_key]
+
+
+def _probe(client: MilvusClient, settings: Settings) -> bool | None:
+    name, t = f"imgsim_probe_{uuid.uuid4().hex[:12]}", settings.milvus_timeout
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("namespace", DataType.VARCHAR, max_length=64, is_partition_key=True)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)
+    index = client.prepare_index_params()
+    index.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
+    try:
+        client.create_collection(name, schema=schema, index_params=index, consistency_level="Strong", timeout=t)
+        client.upsert(name, [{"id": i + 1, "namespace": ns, "vector": [1.0, 0.0]}
+                             for i, ns in enumerate(PROBE_NAMESPACES)], timeout=t)
+        found = [len(client.query(name, filter=namespace_expr(ns), output_fields=["id"], limit=10,
+                                  consistency_level="Strong", timeout=t)) for ns in PROBE_NAMESPACES]
+        works = found == [1] * len(PROBE_NAMESPACES)
+        if not works:
+            log.warning("this Milvus loses track of rows upserted into a collection partitioned by namespace "
+                        "(found %s of one row per namespace); namespaces use a filter instead", found)
+        return works
+    except Exception as exc:  # noqa: BLE001 - any refusal means "no partition key here"
+        log.info("no partition key on namespace (%s); namespaces use a filter", short(exc))
+        return None
+    finally:
+        with suppress(Exception):  # a leftover probe collection is harmless
+            client.drop_collection(name, timeout=t)
+
+
+# --- schema ---------------------------------------------------------------------------
+# New collections have the tenancy fields `namespace` (a partition key where the server handles one
+# correctly, see the capabilities above) and `attrs` (JSON). A collection created by an earlier imgsim
+# has neither: it keeps working as the default namespace without attributes (Layout.tenancy is False,
+# see service.store.filters.Scope).
+MD5_LEN = 32
+FILEPATH_MAX_CHARS = 2048
+# Milvus counts VARCHAR length in bytes; a character is at most 4 bytes in UTF-8.
+_UTF8_MAX = 4
+NAMESPACE_MAX_CHARS = 64  # ASCII only (NAMESPACE_RE), so characters are bytes
+FIELD_TYPES = {"id": DataType.INT64, "key": DataType.VARCHAR, "md5": DataType.VARCHAR,
+               "filepath": DataType.VARCHAR, "vector": DataType.FLOAT_VECTOR}
+# Fields of collections created since namespaces exist; a collection has both or neither.
+TENANCY_FIELDS = {"namespace": DataType.VARCHAR, "attrs": DataType.JSON}
+# (index type, build params), best first; the first one the server accepts is used.
+VECTOR_INDEXES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("HNSW", {"M": 16, "efConstruction": 200}),
+    ("AUTOINDEX", {}),
+    ("FLAT", {}),
+)
+# INVERTED is the 2.4+ scalar index; 2.3 servers only know Trie for VARCHAR.
+KEY_INDEXES = ("INVERTED", "Trie")
+
+
+@dataclass(frozen=True)
+class Indexes:
+    """The index types in use on the collection ('' for none)."""
+
+    vector: str
+    key: str
+
+
+def prepare_collection(client: MilvusClient, settings: Settings, dim: int, space: SpaceTag | None = None,
+                       server_version: str = "") -> tuple[Indexes, Layout]:
+    """Create the collection and its indexes if missing (or check an existing one), then load it.
+
+    With `space`, a new collection records it and an existing one must carry it
+    (check_space); `server_version` keys the partition-key probe. Raises StartupError when an existing collection has an
+    incompatible schema, vector metric or embedding space, or when the server
+    accepts none of the vector index types.
+    """
+    name, t = settings.milvus_collection, settings.milvus_timeout
+    created = not client.has_collection(name, timeout=t)
+    desc: dict[str, Any] = {}
+    if created:
+        layout = Layout(tenancy=True, partition_key=partition_key_works(client, settings, server_version))
+        # Strong consistency: a search right after an add or delete sees it (read-after-write).
+        client.create_collection(name, schema=collection_schema(settings, dim, new_collection_description(space),
+                                                                layout.partition_key),
+                                 consistency_level="Strong", timeout=t)
+        log.info("created collection %r in %s (namespace %s)", name, describe_target(settings),
+                 "partition key" if layout.partition_key else "filtered")
+    else:
+        desc = client.describe_collection(name, timeout=t)
+        layout = _check_schema(desc, settings, dim)
+    if space is not None:
+        check_space(client, settings, space, None if created else desc)
+    existing = set(client.list_indexes(name, timeout=t))
+    if "vector" not in existing:
+        _create_first_accepted(client, settings, "vector", [(n, p, "IP") for n, p in VECTOR_INDEXES], required=True)
+    if "key" not in existing:
+        _create_first_accepted(client, settings, "key", [(n, {}, None) for n in KEY_INDEXES], required=False)
+    if layout.tenancy and not layout.partition_key and "namespace" not in existing:
+        # Without partitions every namespace filter would scan the collection; a scalar index narrows it.
+        _create_first_accepted(client, settings, "namespace", [(n, {}, None) for n in KEY_INDEXES], required=False)
+    vec = client.describe_index(name, "vector", timeout=t) or {}
+    if str(vec.get("metric_type", "IP")).upper() != "IP":
+        raise StartupError(_incompatible(settings, f"its vector index uses metric {vec.get('metric_type')}, "
+                                                   "but imgsim needs IP (cosine on unit vectors)"))
+    key = client.describe_index(name, "key", timeout=t) or {}
+    client.load_collection(name, timeout=max(t, 60))
+    return Indexes(vector=str(vec.get("index_type", "?")), key=str(key.get("index_type", ""))), layout
+
+
+def collection_schema(settings: Settings, dim: int, description: str, partition_key: bool = False) -> Any:
+    """The fields imgsim writes, with `description` on the collection (and `namespace` as its partition key)."""
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=description)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("namespace", DataType.VARCHAR, max_length=NAMESPACE_MAX_CHARS, is_partition_key=partition_key)
+    schema.add_field("key", DataType.VARCHAR, max_length=settings.max_key_length * _UTF8_MAX)
+    schema.add_field("md5", DataType.VARCHAR, max_length=MD5_LEN)
+    schema.add_field("filepath", DataType.VARCHAR, max_length=FILEPATH_MAX_CHARS * _UTF8_MAX)
+    schema.add_field("attrs", DataType.JSON)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+    return schema
+
+
+def _create_first_accepted(client: MilvusClient, settings: Settings, field: str,
+                           candidates: Sequence[tuple[str, dict[str, Any], str | None]], required: bool) -> None:
+    target = describe_target(settings)
+    errors = []
+    for index_type, params, metric in candidates:
+        index = client.prepare_index_params()
+        extra = {"metric_type": metric} if metric else {}
+        index.add_index(field_name=field, index_name=field, index_type=index_type, params=params, **extra)
+        try:
+            client.create_index(settings.milvus_collection, index, timeout=settings.milvus_timeout)
+            return
+        except MilvusException as exc:
+            errors.append(f"{index_type}: {short(exc)}")
+            log.info("%s does not accept a %s index on %r; trying the next kind", target, index_type, field)
+    if required:
+        raise StartupError(f"{target} accepted none of the vector index types "
+                           f"{[c[0] for c in candidates]}: {'; '.join(errors)}")
+    log.warning("no scalar index on %r (%s); filters on it will scan", field, "; ".join(errors))
+
+
+def _check_schema(desc: dict[str, Any], settings: Settings, dim: int) -> Layout:
+    fields = {f["name"]: f for f in desc.get("fields", [])}
+    tenancy = any(name in fields for name in TENANCY_FIELDS)
+    wanted = {**FIELD_TYPES, **TENANCY_FIELDS} if tenancy else FIELD_TYPES
+    for name, dtype in wanted.items():
+        if name not in fields:
+            raise StartupError(_incompatible(settings, f"it has no field {name!r} (fields: {sorted(fields)})"))
+        if fields[name]["type"] != dtype:
+            raise StartupError(_incompatible(settings, f"field {name!r} is {fields[name]['type']!r}, not {dtype!r}"))
+    if not fields["id"].get("is_primary") or fields["id"].get("auto_id"):
+        raise StartupError(_incompatible(settings, "'id' must be the primary key with auto_id off"))
+    found = int(fields["vector"].get("params", {}).get("dim", 0))
+    if found != dim:
+        raise StartupError(_incompatible(settings, f"its vectors have dimension {found}, not {dim}"))
+    extra = sorted(set(fields) - set(wanted))
+    if extra:
+        raise StartupError(_incompatible(settings, f"it has fields imgsim does not write: {extra}"))
+    if not tenancy:
+        log.warning("collection %r was created by an earlier imgsim without namespaces and attributes: it serves the "
+                    "default namespace only (see the README, 'Namespaces')", settings.milvus_collection)
+    return Layout(tenancy=tenancy, partition_key=bool(fields.get("namespace", {}).get("is_partition_key")))
+
+
+def _incompatible(settings: Settings, why: str) -> str:
+    return (f"collection {settings.milvus_collection!r} in {describe_target(settings)} has an incompatible "
+            f"schema: {why}. imgsim will not write into it. Set MILVUS_COLLECTION to a new name, or drop that "
+            "collection if it is safe to lose.")
+
+
+
+# --- what imgsim records on the collection (service.store.meta) ------------------------
+def check_space(client: MilvusClient, settings: Settings, space: SpaceTag, existing: dict[str, Any] | None) -> None:
+    """Record the space on a new collection (`existing` None); on an existing one, given its description
+    (describe_collection), refuse another space and adopt a pre-fingerprint one.
+
+    Raises StartupError naming both spaces and the ways out on a mismatch.
+    """
+    name = settings.milvus_collection
+    if existing is None:
+        if not _set_properties(client, settings, space.properties()):
+            log.warning("%s does not accept collection properties; the embedding space of %r is recorded in its "
+                        "description only", describe_target(settings), name)
+        return
+    stored, summary = stored_space(existing)
+    if stored is None:
+        log.warning("collection %r in %s has no embedding-space fingerprint (created before imgsim recorded one): "
+                    "adopting it as %s. If its vectors came from another model, weights or preprocessing, "
+                    "searches will be wrong: re-import into a new MILVUS_COLLECTION.", name,
+                    describe_target(settings), space)
+        _set_properties(client, settings, space.properties())
+        return
+    if stored != space.digest:
+        raise StartupError(space_mismatch(f"collection {name!r} in {describe_target(settings)}", space, stored,
+                                          summary))
+
+
+def read_threshold(client: MilvusClient, settings: Settings, space: SpaceTag) -> DuplicateThreshold | None:
+    """The threshold calibrated for this collection in this space: from its properties, else the sidecar file."""
+    props = client.describe_collection(settings.milvus_collection, timeout=settings.milvus_timeout).get(
+        "properties") or {}
+    return pick_threshold([props.get(DUPLICATE_PROPERTY), read_sidecar(settings, space)], space)
+
+
+def write_threshold(client: MilvusClient, settings: Settings, threshold: DuplicateThreshold) -> str:
+    """Store a calibrated threshold with the collection (or in the sidecar file); returns where it went."""
+    if _set_properties(client, settings, {DUPLICATE_PROPERTY: threshold.as_json()}):
+        return f"property {DUPLICATE_PROPERTY} of collection {settings.milvus_collection!r}"
+    return write_sidecar(settings, threshold)
+
+
+def _set_properties(client: MilvusClient, settings: Settings, properties: dict[str, str]) -> bool:
+    """Set collection properties; False (logged) when the server refuses."""
+    try:
+        client.alter_collection_properties(settings.milvus_collection, properties=properties,
+                                           timeout=settings.milvus_timeout)
+        return True
+    except MilvusException as exc:
+        log.info("%s refused collection properties %s (%s)", describe_target(settings), sorted(properties), short(exc))
+        return False
+
+
+# --- the connection ---------------------------------------------------------------------
+class Gate(Protocol):
+    """Shared and exclusive holds around Milvus calls (service.store.lite.SharedExclusiveLock)."""
+
+    def shared(self) -> AbstractContextManager[None]:
+        """Held by a read."""
+        ...
+
+    def exclusive(self) -> AbstractContextManager[None]:
+        """Held by a write or flush."""
+        ...
+
+
 class Connection:
     """The Milvus client of one collection, and the one way to call it (`call`)."""
 
     def __init__(self, settings: Settings, dim: int, space: SpaceTag | None = None,
-                 on_call: CallObserver | None = None) -> None:
+                 on_call: CallObserver | None = None, gate: Gate | None = None) -> None:
+        """`gate`: held by every call, shared by reads and exclusively by writes and flushes (Milvus Lite)."""
         self.settings = settings
         self._on_call = on_call
         self.collection = settings.milvus_collection
@@ -51,38 +408,51 @@ class Connection:
         self.threshold: DuplicateThreshold | None = None
         self._connect_lock = threading.Lock()
         self._load_lock = threading.Lock()
-        # Milvus Lite only: its reads must not overlap its writes and flushes (see service.store.gate).
-        self._gate = SharedExclusiveLock() if settings.milvus_is_lite else None
+        self._gate = gate
 
-    def connect(self) -> None:
-        """Connect, create or verify the collection, and load it. Idempotent.
+    def connect(self) -> MilvusClient:
+        """Connect, create or verify the collection, and load it; returns the client. Idempotent.
 
         Raises NotReady when Milvus cannot be reached and StartupError when the
-        collection exists with an incompatible schema.
+        collection exists with an incompatible schema. An attempt to connect is
+        reported to `on_call` as operation "connect".
         """
+        return self._connect(observed=True)
+
+    def _connect(self, observed: bool) -> MilvusClient:
+        """connect(); `observed` False inside a call, which reports the failure under its own operation."""
+        client = self.client
+        if client is not None:
+            return client
         with self._connect_lock:
-            if self.client is not None:
-                return
-            client: MilvusClient | None = None
-            try:
-                client = open_client(self.settings)
-                self.server_version = str(client.get_server_version(timeout=self.settings.milvus_timeout))
-                self.indexes, self.layout = prepare_collection(client, self.settings, self._dim, self.space,
-                                                               self.server_version)
-                self.native_grouping = grouping_supported(self.server_version)
-                if self.space is not None:
-                    self.threshold = read_threshold(client, self.settings, self.space)
-            except Exception as exc:
-                if client is not None:  # opened, then failed: the next try opens a new one, so drop this one
-                    _close_quietly(client)
-                if isinstance(exc, (StartupError, NotReady)):
-                    raise
-                # Any other connection failure means "not ready yet".
-                raise NotReady(f"{self.target} is unreachable ({short(exc)}); retry later") from exc
-            self.client = client
+            if self.client is not None:  # another thread connected meanwhile
+                return self.client
+            with self._observed("connect") if observed else nullcontext():
+                self.client = self._open()
             log.info("connected to %s (server %s), collection %r, vector index %s, key index %s, namespaces %s",
                      self.target, self.server_version, self.collection, self.indexes.vector,
                      self.indexes.key or "none", _namespaces(self.layout))
+            return self.client
+
+    def _open(self) -> MilvusClient:
+        """A new client with the collection prepared; what the server offers is noted on the way."""
+        client: MilvusClient | None = None
+        try:
+            client = open_client(self.settings)
+            self.server_version = str(client.get_server_version(timeout=self.settings.milvus_timeout))
+            self.indexes, self.layout = prepare_collection(client, self.settings, self._dim, self.space,
+                                                           self.server_version)
+            self.native_grouping = grouping_supported(self.server_version)
+            if self.space is not None:
+                self.threshold = read_threshold(client, self.settings, self.space)
+            return client
+        except Exception as exc:
+            if client is not None:  # opened, then failed: the next try opens a new one, so drop this one
+                _close_quietly(client)
+            if isinstance(exc, (StartupError, NotReady)):
+                raise
+            # Any other connection failure means "not ready yet".
+            raise NotReady(f"{self.target} is unreachable ({short(exc)}); retry later") from exc
 
     def save_threshold(self, threshold: DuplicateThreshold) -> str:
         """Store a calibrated duplicate threshold with the collection; returns where it went."""
@@ -92,7 +462,6 @@ class Connection:
 
     def ping(self) -> None:
         """Raise NotReady unless Milvus serves the collection now: loaded, and a read answers in time."""
-        self.connect()
         self.call(self._probe, retry=False, operation="ping")
 
     def _probe(self, client: MilvusClient) -> None:
@@ -150,9 +519,7 @@ class Connection:
                 self._on_call(operation, time.perf_counter() - started, failed)
 
     def _call(self, fn: Callable[[MilvusClient], T], retry: bool, writes: bool) -> T:
-        self.connect()
-        client = self.client
-        assert client is not None
+        client = self.client or self._connect(observed=False)
         attempts = self.settings.milvus_retries if retry else 1
         try:
             for attempt in Retrying(stop=stop_after_attempt(attempts), wait=wait_exponential(0.2, max=2.0),

@@ -1,4 +1,5 @@
-"""Milvus expressions from caller values: key lists, namespaces, record attributes (`attrs`) and filters.
+"""Milvus expressions from caller values: key lists, namespaces, record attributes (`attrs`) and filters;
+and the namespace scope every expression the store sends starts with. Pure: nothing here calls Milvus.
 
 One quoting routine (quote_literal) serves every caller value that reaches an expression.
 
@@ -37,7 +38,10 @@ import math
 import operator
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
+
+from conf.errors import Conflict
 
 ATTRS_FIELD = "attrs"
 NAMESPACE_FIELD = "namespace"
@@ -49,9 +53,10 @@ ATTR_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 # Namespace names never start with '-', so TOKENS_FILE can use a lone '-' for the default namespace.
 NAMESPACE_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
-# Integers beyond 2^53 lose precision in JSON (JavaScript clients, and Milvus compares JSON numbers
-# as doubles when types mix), so such values would match unpredictably.
-MAX_SAFE_INT = 2**53 - 1
+# The largest integer a JavaScript number holds exactly. Record ids stay at or below it; integers beyond
+# it lose precision in JSON (JavaScript clients, and Milvus compares JSON numbers as doubles when types
+# mix), so attribute values beyond it would match unpredictably.
+JS_MAX_SAFE_INTEGER = 2**53 - 1
 MAX_STRING_BYTES = 1024
 MAX_LIST_ITEMS = 64
 MAX_FILTER_KEYS = 16
@@ -97,6 +102,71 @@ def all_of(*exprs: str) -> str:
     """AND of the non-empty expressions, each parenthesised; "" when there are none."""
     parts = [f"({e})" for e in exprs if e]
     return " and ".join(parts)
+
+
+# --- namespace scope ---------------------------------------------------------------------
+# Collections created since namespaces exist carry `namespace` and `attrs` fields. A collection created by
+# an earlier imgsim has neither; rather than refuse to start on it (its ids and records stay valid), the
+# store serves it as the default namespace without attributes, and anything that needs the new fields
+# (another namespace, attrs, a filter) is refused with a Conflict naming the way out: a new
+# MILVUS_COLLECTION and a re-import.
+TENANCY_ONLY = (NAMESPACE_FIELD, ATTRS_FIELD)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the collection tells namespaces apart: tenancy fields at all, and a partition key on `namespace`."""
+
+    tenancy: bool
+    partition_key: bool
+
+
+def legacy_conflict(collection: str, what: str) -> Conflict:
+    """The refusal for `what` (namespaces, attrs, filters) on a collection of an earlier imgsim."""
+    return Conflict(f"collection {collection!r} was created by an earlier imgsim without the 'namespace' and "
+                    f"'attrs' fields, so it serves the default namespace only, without {what}. To use namespaces, "
+                    "attrs and filters, set MILVUS_COLLECTION to a new name and re-import the images (python "
+                    "main.py import DIR, or the add endpoints); the README section 'Namespaces' explains it.",
+                    reason="collection_without_namespaces")
+
+
+class Scope:
+    """One namespace of one collection, checked once: every expression the store sends for it starts here.
+
+    Built by VectorStore.scope, once per request: it raises NamespaceError for a malformed name and
+    Conflict when the collection (one of an earlier imgsim) cannot serve the namespace, attributes or
+    filter asked for. Store operations then take it and check nothing again.
+    """
+
+    def __init__(self, layout: Layout, collection: str, namespace: str = DEFAULT_NAMESPACE, attrs: bool = False,
+                 filtered: bool = False) -> None:
+        self.namespace = check_namespace(namespace)
+        self.layout = layout
+        self.collection = collection
+        if not layout.tenancy:
+            if namespace != DEFAULT_NAMESPACE:
+                raise legacy_conflict(collection, "other namespaces")
+            if attrs:
+                raise legacy_conflict(collection, "attributes ('attrs')")
+            if filtered:
+                raise legacy_conflict(collection, "attributes to filter on ('filter')")
+        self._condition = namespace_expr(namespace) if layout.tenancy else ""
+
+    def expr(self, *conditions: str) -> str:
+        """The namespace's records that also meet every (already safe) condition."""
+        return all_of(self._condition, *conditions)
+
+    def fields(self, names: Iterable[str]) -> list[str]:
+        """The fields of `names` this collection has (a legacy one lacks namespace and attrs)."""
+        return [n for n in names if self.layout.tenancy or n not in TENANCY_ONLY]
+
+    def row_extras(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """The tenancy fields of a row to write (none in a legacy collection, which refuses attributes)."""
+        if not self.layout.tenancy:
+            if attrs:
+                raise legacy_conflict(self.collection, "attributes ('attrs')")
+            return {}
+        return {NAMESPACE_FIELD: self.namespace, ATTRS_FIELD: attrs}
 
 
 # --- literals ----------------------------------------------------------------------------
@@ -157,8 +227,8 @@ def _text_problem(text: str) -> str | None:
 def _number_problem(value: int | float) -> str | None:
     if isinstance(value, float) and not math.isfinite(value):
         return "is not a finite number (NaN and infinity are not allowed)"
-    if isinstance(value, int) and abs(value) > MAX_SAFE_INT:
-        return f"is outside +-{MAX_SAFE_INT} (2^53-1), where JSON numbers stop being exact; send it as a string"
+    if isinstance(value, int) and abs(value) > JS_MAX_SAFE_INTEGER:
+        return f"is outside +-{JS_MAX_SAFE_INTEGER} (2^53-1), where JSON numbers stop being exact; send it as a string"
     return None
 
 
@@ -304,7 +374,7 @@ def _range_bounds(name: str, ops: dict[Any, Any], budget: _Budget) -> list[tuple
         bounds.append((op, _checked_scalar(name, bound, budget)))
     if len({isinstance(b, str) for _, b in bounds}) > 1:
         raise FilterError(f"filter on {name!r}: range bounds must be all numbers or all strings")
-    return bounds  # type: ignore[return-value]  # bools were refused above
+    return bounds
 
 
 def _in_range(number: int, bounds: list[tuple[str, Any]]) -> bool:

@@ -1,6 +1,7 @@
 """What imgsim records about a collection besides its rows: the embedding space, the calibrated duplicate score.
 
-Where it is kept depends on what the server can do, found out by trying:
+Where it is kept depends on what the server can do, found out by trying (service.store.connection
+reads and writes it):
 - Collection properties (`alter_collection_properties`), on Milvus Lite and Milvus 2.3+ servers: both
   the space and the calibrated threshold live there, with the data, for every replica of the service.
 - The collection description, set at creation: Milvus servers keep it, Milvus Lite drops it. The
@@ -9,7 +10,8 @@ Where it is kept depends on what the server can do, found out by trying:
   calibrated threshold when the server refuses property changes (local to this machine).
 
 A collection created before fingerprints existed carries neither: it is adopted (the running
-space is recorded on it when possible) with a warning in the log.
+space is recorded on it when possible) with a warning in the log. This module is the format and
+the decisions; it calls no Milvus.
 """
 
 from __future__ import annotations
@@ -17,13 +19,12 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from conf.errors import StartupError
 from conf.settings import Settings
-from service.store.client import MilvusClient, MilvusException, describe_target, short
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,10 @@ class SpaceTag:
     def description(self) -> str:
         """The collection description that records this space (kept by Milvus servers)."""
         return f"imgsim image vectors; embedding space {self.digest}: {self.summary}"
+
+    def properties(self) -> dict[str, str]:
+        """The collection properties that record this space."""
+        return {SPACE_PROPERTY: self.digest, SPACE_SUMMARY_PROPERTY: self.summary}
 
 
 @dataclass(frozen=True)
@@ -76,35 +81,6 @@ def new_collection_description(space: SpaceTag | None) -> str:
     return space.description() if space is not None else "imgsim image vectors"
 
 
-def check_space(client: MilvusClient, settings: Settings, space: SpaceTag, existing: dict[str, Any] | None) -> None:
-    """Record the space on a new collection (`existing` None); on an existing one, given its description
-    (describe_collection), refuse another space and adopt a pre-fingerprint one.
-
-    Raises StartupError naming both spaces and the ways out on a mismatch.
-    """
-    name = settings.milvus_collection
-    if existing is None:
-        if not _set_properties(client, settings, {SPACE_PROPERTY: space.digest, SPACE_SUMMARY_PROPERTY: space.summary}):
-            log.warning("%s does not accept collection properties; the embedding space of %r is recorded in its "
-                        "description only", describe_target(settings), name)
-        return
-    stored, summary = stored_space(existing)
-    if stored is None:
-        log.warning("collection %r in %s has no embedding-space fingerprint (created before imgsim recorded one): "
-                    "adopting it as %s. If its vectors came from another model, weights or preprocessing, "
-                    "searches will be wrong: re-import into a new MILVUS_COLLECTION.", name,
-                    describe_target(settings), space)
-        _set_properties(client, settings, {SPACE_PROPERTY: space.digest, SPACE_SUMMARY_PROPERTY: space.summary})
-        return
-    if stored != space.digest:
-        raise StartupError(
-            f"collection {name!r} in {describe_target(settings)} holds vectors of embedding space {stored} "
-            f"({summary or 'no summary recorded'}), but this configuration embeds into {space.digest} "
-            f"({space.summary}). Vectors of different spaces cannot be compared. Either set MILVUS_COLLECTION to "
-            f"another (new) collection for this configuration, or re-embed: import the images again into a new "
-            f"collection with `python main.py import DIR`; or go back to the settings that made this one.")
-
-
 def stored_space(desc: dict[str, Any]) -> tuple[str | None, str]:
     """(digest, summary) recorded on a described collection: its properties first, then its description."""
     props = desc.get("properties") or {}
@@ -116,14 +92,17 @@ def stored_space(desc: dict[str, Any]) -> tuple[str | None, str]:
     return None, ""
 
 
-def read_threshold(client: MilvusClient, settings: Settings, space: SpaceTag) -> DuplicateThreshold | None:
-    """The threshold calibrated for this collection in this space: from its properties, else the sidecar file."""
-    props = client.describe_collection(settings.milvus_collection, timeout=settings.milvus_timeout).get(
-        "properties") or {}
-    texts = [props.get(DUPLICATE_PROPERTY)]
-    sidecar = sidecar_path(settings, space.digest)
-    if sidecar.is_file():
-        texts.append(sidecar.read_text())
+def space_mismatch(where: str, space: SpaceTag, stored: str, summary: str) -> str:
+    """The refusal when `where` (a collection in a Milvus) holds vectors of another embedding space."""
+    return (f"{where} holds vectors of embedding space {stored} ({summary or 'no summary recorded'}), but this "
+            f"configuration embeds into {space.digest} ({space.summary}). Vectors of different spaces cannot be "
+            "compared. Either set MILVUS_COLLECTION to another (new) collection for this configuration, or "
+            "re-embed: import the images again into a new collection with `python main.py import DIR`; or go "
+            "back to the settings that made this one.")
+
+
+def pick_threshold(texts: Iterable[object], space: SpaceTag) -> DuplicateThreshold | None:
+    """The first of these stored thresholds (property value, sidecar text) calibrated in `space`."""
     for text in texts:
         if not text:
             continue
@@ -139,29 +118,22 @@ def read_threshold(client: MilvusClient, settings: Settings, space: SpaceTag) ->
     return None
 
 
-def write_threshold(client: MilvusClient, settings: Settings, threshold: DuplicateThreshold) -> str:
-    """Store a calibrated threshold with the collection (or in the sidecar file); returns where it went."""
-    if _set_properties(client, settings, {DUPLICATE_PROPERTY: threshold.as_json()}):
-        return f"property {DUPLICATE_PROPERTY} of collection {settings.milvus_collection!r}"
+def sidecar_path(settings: Settings, space_digest: str) -> Path:
+    """Where a threshold goes when the server keeps no collection properties: one file per collection and space."""
+    return Path(settings.model_cache_dir) / "thresholds" / f"{settings.milvus_collection}-{space_digest}.json"
+
+
+def read_sidecar(settings: Settings, space: SpaceTag) -> str | None:
+    """The text of this collection's and space's sidecar threshold file, if there is one."""
+    path = sidecar_path(settings, space.digest)
+    return path.read_text() if path.is_file() else None
+
+
+def write_sidecar(settings: Settings, threshold: DuplicateThreshold) -> str:
+    """Write a threshold to its sidecar file; returns the file's path."""
     path = sidecar_path(settings, threshold.space)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(threshold.as_json())
     tmp.replace(path)  # a reader never sees half a file
     return str(path)
-
-
-def sidecar_path(settings: Settings, space_digest: str) -> Path:
-    """Where a threshold goes when the server keeps no collection properties: one file per collection and space."""
-    return Path(settings.model_cache_dir) / "thresholds" / f"{settings.milvus_collection}-{space_digest}.json"
-
-
-def _set_properties(client: MilvusClient, settings: Settings, properties: dict[str, str]) -> bool:
-    """Set collection properties; False (logged) when the server refuses."""
-    try:
-        client.alter_collection_properties(settings.milvus_collection, properties=properties,
-                                           timeout=settings.milvus_timeout)
-        return True
-    except MilvusException as exc:
-        log.info("%s refused collection properties %s (%s)", describe_target(settings), sorted(properties), short(exc))
-        return False

@@ -4,40 +4,82 @@ Works against embedded Milvus Lite (a local file), a Milvus 2.3 standalone
 server and Milvus 2.5+ servers or clusters. All writes of one request are a
 single Milvus call, so a failure never leaves half a request written.
 
-Every read, write, count, delete and search is confined to one namespace: its
-expression starts with the namespace condition (service.store.scope). The one
-exception is the id lookup of id allocation, which must see every namespace
-because ids are unique across them; it never hands another namespace's row out.
+Every read, write, count, delete and search is confined to one namespace: it takes a Scope
+(VectorStore.scope, made once per request), and its expression starts with the scope's namespace
+condition. The exceptions look past namespaces on purpose and never hand another namespace's row
+out: the id lookup of id allocation (ids are unique across namespaces), md5s_in_use (thumbnail
+files are shared) and count_all (the operator's metrics).
+
+Record ids are derived from (namespace, key, MD5), stay below 2^53, and are allocated by probing
+when two records collide. Pages list a namespace's records in id order (list_page). Iterating
+whole namespaces or the whole collection belongs here too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 
 from conf.settings import Settings
-from service.store.client import MilvusClient, short
-from service.store.connection import QUERY_PAGE, CallObserver, Connection
-from service.store.duplicates import find_duplicate
-from service.store.filters import DEFAULT_NAMESPACE, key_in, md5_in, quote_literal
-from service.store.flusher import LiteFlusher
-from service.store.ids import Ref, Slot, allocate_ids
+from service.store.connection import QUERY_PAGE, CallObserver, Connection, MilvusClient, short
+from service.store.filters import DEFAULT_NAMESPACE, JS_MAX_SAFE_INTEGER, Layout, Scope, key_in, md5_in, quote_literal
+from service.store.lite import LiteFlusher, SharedExclusiveLock
 from service.store.meta import DuplicateThreshold, SpaceTag
-from service.store.paging import Page, list_page
-from service.store.rows import RECORD_FIELDS, Hit, Query, Record, public_record
-from service.store.schema import Layout
-from service.store.scope import Scope
-from service.store.searching import Searcher
+from service.store.search import Hit, Query, Searcher
 
-__all__ = ["Hit", "Page", "Query", "Record", "VectorStore"]
+__all__ = ["Hit", "Page", "Query", "Record", "Scope", "VectorStore"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# The scalar fields of a stored record, in the order answers list them.
+RECORD_FIELDS = ("id", "namespace", "key", "md5", "filepath", "attrs")
+# Candidate ids tried for one (key, md5) after its first choice is owned by another record.
+MAX_ID_CANDIDATES = 16
+# Paging: aim each window at this many times the page size, so one round usually fills the page.
+WINDOW_OVERSHOOT = 2
+WIDEN_FACTOR = 4
+
+# Which record a row is: (namespace, key, md5).
+Ref = tuple[str, str, str]
+# query(expression over id, row cap) -> rows
+QueryFn = Callable[[str, int], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One image to store: the caller's key, the image MD5, where it came from, and its vector.
+
+    `attrs` None means "keep what is stored" when the record exists already ({} for a new one);
+    a dict replaces the stored attributes.
+    """
+
+    key: str
+    md5: str
+    filepath: str
+    vector: np.ndarray
+    attrs: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """Records in id order, and the `after_id` of the next page (None on the last one)."""
+
+    rows: list[dict[str, Any]]
+    next_after_id: int | None
+
+
+def public_record(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored row as answers show it: id, key, filepath, md5 and attrs ({} when it has none)."""
+    return {"id": int(row["id"]), "key": row["key"], "filepath": row["filepath"], "md5": row["md5"],
+            "attrs": row.get("attrs") or {}}
 
 
 class VectorStore:
@@ -50,12 +92,14 @@ class VectorStore:
         `on_call(operation, seconds, failed)` is told of every Milvus call (service.runtime feeds metrics).
         """
         self._settings = settings
-        self.connection = Connection(settings, dim, space, on_call)
+        lite = settings.milvus_is_lite
+        # Milvus Lite only: its reads must not overlap its writes and flushes (service.store.lite).
+        self.connection = Connection(settings, dim, space, on_call, SharedExclusiveLock() if lite else None)
         # Check-then-write sequences (id probing, counted deletes) run one at a time
         # so that identical concurrent adds cannot both insert.
         self._write_lock = threading.Lock()
-        # The flush holds the Lite gate exclusively, so it never overlaps a write, delete or read (store.gate).
-        self._flusher = LiteFlusher(self.connection.flush) if settings.milvus_is_lite else None
+        # The flush holds the Lite gate exclusively, so it never overlaps a write, delete or read.
+        self._flusher = LiteFlusher(self.connection.flush) if lite else None
         self._searcher = Searcher(self.connection)
 
     # --- connection -------------------------------------------------------------------
@@ -102,22 +146,16 @@ class VectorStore:
         """Connect, create or verify the collection, and load it (see Connection.connect)."""
         self.connection.connect()
 
-    def scope(self) -> Scope:
-        """The namespace expressions of this collection (connects first: they depend on its schema)."""
-        self.connection.connect()
-        return self._scope()
+    def scope(self, namespace: str = DEFAULT_NAMESPACE, attrs: bool = False, filtered: bool = False) -> Scope:
+        """The namespace, checked once: what every record operation of one request takes.
 
-    def _scope(self) -> Scope:
-        # Inside a Milvus call (connected): every store method builds its expressions here, so that a
-        # Milvus that is away fails the call itself, which the connection reports to its observer.
-        return Scope(self.connection.layout, self.connection.collection)
-
-    def require(self, namespace: str, attrs: bool = False, filtered: bool = False) -> None:
-        """Raise Conflict now if the collection cannot serve this namespace, attributes or filter.
-
-        Use cases call this before spending model time on a request the store would refuse.
+        Connects first (the answer depends on the collection's schema), so a Milvus that is away
+        answers NotReady here, before a use case spends model time. Raises NamespaceError for a
+        malformed name and Conflict when the collection cannot serve this namespace, attributes
+        (`attrs`) or an attribute filter (`filtered`).
         """
-        self.scope().require(namespace, attrs=attrs, filtered=filtered)
+        self.connection.connect()
+        return Scope(self.connection.layout, self.connection.collection, namespace, attrs=attrs, filtered=filtered)
 
     def ping(self) -> None:
         """Raise NotReady unless Milvus serves the collection now."""
@@ -138,37 +176,34 @@ class VectorStore:
         if self._flusher is not None:
             self._flusher.wrote(rows)
 
-    def _query(self, client: MilvusClient, expr: str, limit: int = QUERY_PAGE) -> list[dict[str, Any]]:
-        return self.connection.query(client, expr, self._scope().fields(RECORD_FIELDS), limit=limit)
+    def _query(self, client: MilvusClient, scope: Scope, expr: str, limit: int = QUERY_PAGE) -> list[dict[str, Any]]:
+        return self.connection.query(client, expr, scope.fields(RECORD_FIELDS), limit=limit)
 
     # --- ids --------------------------------------------------------------------------
-    def _slots(self, client: MilvusClient, refs: Sequence[Ref]) -> list[Slot]:
+    def _slots(self, client: MilvusClient, scope: Scope, refs: Sequence[Ref]) -> list[Slot]:
         def rows_by_id(ids: list[int]) -> dict[int, dict[str, Any]]:
-            return {r["id"]: r for r in self._query(client, f"id in {ids}")}
+            return {r["id"]: r for r in self._query(client, scope, f"id in {ids}")}  # every namespace: see above
         return allocate_ids(refs, rows_by_id)
 
-    def stored(self, pairs: Sequence[tuple[str, str]],
-               namespace: str = DEFAULT_NAMESPACE) -> dict[tuple[str, str], dict[str, Any]]:
+    def stored(self, scope: Scope, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
         """The stored row (id, key, md5, filepath, attrs...) of each of these (key, md5) pairs of the namespace."""
         unique = list(dict.fromkeys(pairs))
         if not unique:
             return {}
-        def run(c: MilvusClient) -> list[Slot]:
-            self._scope().require(namespace)
-            return self._slots(c, [(namespace, key, md5) for key, md5 in unique])
-        slots = self._call(run, "lookup")
+        refs = [(scope.namespace, key, md5) for key, md5 in unique]
+        slots = self._call(lambda c: self._slots(c, scope, refs), "lookup")
         return {pair: slot.stored for pair, slot in zip(unique, slots, strict=True) if slot.stored is not None}
 
-    def existing(self, pairs: Sequence[tuple[str, str]], namespace: str = DEFAULT_NAMESPACE) -> set[tuple[str, str]]:
+    def existing(self, scope: Scope, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         """Which of these (key, md5) pairs the namespace holds already."""
-        return set(self.stored(pairs, namespace))
+        return set(self.stored(scope, pairs))
 
-    def find(self, key: str, md5: str, namespace: str = DEFAULT_NAMESPACE) -> dict[str, Any] | None:
+    def find(self, scope: Scope, key: str, md5: str) -> dict[str, Any] | None:
         """The stored record for exactly this key and image in the namespace, if any."""
-        return self.stored([(key, md5)], namespace).get((key, md5))
+        return self.stored(scope, [(key, md5)]).get((key, md5))
 
     # --- writes -----------------------------------------------------------------------
-    def put_many(self, records: Sequence[Record]) -> list[tuple[int, bool]]:
+    def put_many(self, scope: Scope, records: Sequence[Record]) -> list[tuple[int, bool]]:
         """Store records; returns (id, created) for each. Re-putting a stored (namespace, key, md5) creates nothing.
 
         A record that is stored already keeps its id; its filepath (and attrs, when
@@ -176,36 +211,31 @@ class VectorStore:
         """
         if not records:
             return []
-        def run(c: MilvusClient) -> list[tuple[int, bool]]:
-            scope = self._scope()
-            for rec in records:
-                scope.require(rec.namespace, attrs=bool(rec.attrs))
-            return self._put_locked(c, scope, records)
         with self._write_lock:
-            return self._call(run, "upsert", writes=True)
+            return self._call(lambda c: self._put_locked(c, scope, records), "upsert", writes=True)
 
-    def put_unless_duplicate(self, record: Record, min_score: float) -> tuple[int, bool, dict[str, Any] | None]:
+    def put_unless_duplicate(self, scope: Scope, record: Record,
+                             min_score: float) -> tuple[int, bool, dict[str, Any] | None]:
         """Store the record unless its namespace holds the same image under another key.
 
         Returns (id, created, None) when stored (or already stored under its own key), and
         (id, False, the other record) for a duplicate: the same MD5, or a score >= min_score.
         Check and write run under the write lock, so identical concurrent adds cannot both pass.
         """
+        def run(client: MilvusClient) -> tuple[int, bool, dict[str, Any] | None]:
+            [own] = self._slots(client, scope, [(scope.namespace, record.key, record.md5)])
+            if own.stored is None:
+                other = self._searcher.duplicate_of(client, scope, record.key, record.md5, record.vector, min_score,
+                                                    scope.fields(RECORD_FIELDS))
+                if other is not None:
+                    return int(other["id"]), False, public_record(other)
+            [(rid, created)] = self._put_locked(client, scope, [record])
+            return rid, created, None
         with self._write_lock:
-            def run(client: MilvusClient) -> tuple[int, bool, dict[str, Any] | None]:
-                scope = self._scope()
-                scope.require(record.namespace, attrs=bool(record.attrs))
-                [own] = self._slots(client, [(record.namespace, record.key, record.md5)])
-                if own.stored is None:
-                    other = find_duplicate(self.connection, self._searcher, client, scope, record, min_score)
-                    if other is not None:
-                        return int(other["id"]), False, public_record(other)
-                [(rid, created)] = self._put_locked(client, scope, [record])
-                return rid, created, None
             return self._call(run, "upsert", writes=True)
 
     def _put_locked(self, client: MilvusClient, scope: Scope, records: Sequence[Record]) -> list[tuple[int, bool]]:
-        slots = self._slots(client, [(r.namespace, r.key, r.md5) for r in records])
+        slots = self._slots(client, scope, [(scope.namespace, r.key, r.md5) for r in records])
         rows: dict[int, dict[str, Any]] = {}
         result = []
         for rec, slot in zip(records, slots, strict=True):
@@ -224,46 +254,47 @@ class VectorStore:
             self._wrote(len(rows))
         return result
 
-    def delete_ids(self, ids: Iterable[int], namespace: str = DEFAULT_NAMESPACE) -> int:
+    def delete_ids(self, scope: Scope, ids: Iterable[int]) -> int:
         """Delete the namespace's records with these ids; returns how many existed (another namespace's: none)."""
         wanted = sorted({int(i) for i in ids})
         if not wanted:
             return 0
         return self._delete_found(lambda c: [int(r["id"]) for r in self.connection.query(
-            c, self._scope().expr(namespace, f"id in {wanted}"), ("id",))])
+            c, scope.expr(f"id in {wanted}"), ("id",))])
 
-    def delete_keys(self, keys: Iterable[str], namespace: str = DEFAULT_NAMESPACE) -> int:
+    def delete_keys(self, scope: Scope, keys: Iterable[str]) -> int:
         """Delete every record of these keys in the namespace; returns how many records were deleted."""
         match = key_in(keys)
         if match is None:
             return 0
+        expr = scope.expr(match)
+
+        def run(c: MilvusClient) -> int:
+            # One delete by the expression, as counted: Milvus applies it to every matching row at once
+            # (a query for ids first could miss rows Milvus Lite is moving in a background flush).
+            count = self._count(c, expr)
+            if count:
+                c.delete(self.connection.collection, filter=expr, timeout=self._settings.milvus_timeout)
+                self._deleted(c, count)
+            return count
         with self._write_lock:
-            def run(c: MilvusClient) -> int:
-                # One delete by the expression, as counted: Milvus applies it to every matching row at once
-                # (a query for ids first could miss rows Milvus Lite is moving in a background flush).
-                expr = self._scope().expr(namespace, match)
-                count = self._count(c, expr)
-                if count:
-                    c.delete(self.connection.collection, filter=expr, timeout=self._settings.milvus_timeout)
-                    self._deleted(c, count)
-                return count
             return self._call(run, "delete", writes=True)
 
-    def delete_key_except(self, key: str, keep_md5s: Iterable[str], namespace: str = DEFAULT_NAMESPACE) -> int:
+    def delete_key_except(self, scope: Scope, key: str, keep_md5s: Iterable[str]) -> int:
         """Delete the records of `key` in the namespace whose image is not one of `keep_md5s`; returns how many."""
         keep = set(keep_md5s)
         return self._delete_found(lambda c: [int(r["id"]) for r in self.connection.query(
-            c, self._scope().expr(namespace, f"key == {quote_literal(key)}"), ("id", "md5")) if r["md5"] not in keep])
+            c, scope.expr(f"key == {quote_literal(key)}"), ("id", "md5")) if r["md5"] not in keep])
 
     def _delete_found(self, find: Callable[[MilvusClient], list[int]]) -> int:
         """Delete the rows `find` names (ids, at most a query page), found and deleted under the write lock."""
+        def run(c: MilvusClient) -> int:
+            found = find(c)
+            if found:
+                c.delete(self.connection.collection, ids=found, timeout=self._settings.milvus_timeout)
+                self._deleted(c, len(found))
+            return len(found)
         with self._write_lock:
-            def run(c: MilvusClient) -> int:
-                found = find(c)
-                if found:
-                    c.delete(self.connection.collection, ids=found, timeout=self._settings.milvus_timeout)
-                    self._deleted(c, len(found))
-                return len(found)
             return self._call(run, "delete", writes=True)
 
     def _deleted(self, client: MilvusClient, rows: int) -> None:
@@ -280,39 +311,33 @@ class VectorStore:
                             "return the deleted rows", short(exc))
 
     # --- reads ------------------------------------------------------------------------
-    def search(self, vector: np.ndarray, limit: int, min_score: float | None = None,
-               namespace: str = DEFAULT_NAMESPACE) -> list[Hit]:
+    def search(self, scope: Scope, vector: np.ndarray, limit: int, min_score: float | None = None) -> list[Hit]:
         """The `limit` stored images of the namespace most similar to `vector`, best first."""
-        [hits] = self.search_many([Query(vector, limit, min_score, namespace)])
+        [hits] = self.search_many([Query(scope, vector, limit, min_score)])
         return hits
 
     def search_many(self, queries: Sequence[Query]) -> list[list[Hit]]:
-        """The hits of each query, each within its namespace; queries alike share one Milvus call."""
-        def run(c: MilvusClient) -> list[list[Hit]]:
-            scope = self._scope()
-            for q in queries:
-                scope.require(q.namespace, filtered=bool(q.filter))
-            return self._searcher.search_many(c, scope, queries)
-        return self._call(run, "search")
+        """The hits of each query, each within its scope; queries alike share one Milvus call."""
+        return self._call(lambda c: self._searcher.search_many(c, queries), "search")
 
-    def vector_of(self, record_id: int, namespace: str = DEFAULT_NAMESPACE) -> tuple[np.ndarray, str] | None:
+    def vector_of(self, scope: Scope, record_id: int) -> tuple[np.ndarray, str] | None:
         """The stored vector and image MD5 of one of the namespace's records; None when it holds no such id."""
-        rows = self._call(lambda c: self.connection.query(c, self._scope().expr(namespace, f"id == {int(record_id)}"),
-                                                          ("id", "md5", "vector"), limit=1), "query")
+        expr = scope.expr(f"id == {int(record_id)}")
+        rows = self._call(lambda c: self.connection.query(c, expr, ("id", "md5", "vector"), limit=1), "query")
         return (np.asarray(rows[0]["vector"], dtype=np.float32), rows[0]["md5"]) if rows else None
 
-    def get_keys(self, keys: Iterable[str], namespace: str = DEFAULT_NAMESPACE) -> list[dict[str, Any]]:
+    def get_keys(self, scope: Scope, keys: Iterable[str]) -> list[dict[str, Any]]:
         """The records (id, key, filepath, md5, attrs) of these keys in the namespace, ordered by key then id."""
         match = key_in(keys)
-        return self._records(namespace, match) if match is not None else []
+        return self._records(scope, match) if match is not None else []
 
-    def get_ids(self, ids: Iterable[int], namespace: str = DEFAULT_NAMESPACE) -> list[dict[str, Any]]:
+    def get_ids(self, scope: Scope, ids: Iterable[int]) -> list[dict[str, Any]]:
         """The namespace's records (id, key, filepath, md5, attrs) with these ids, ordered by key then id."""
         wanted = sorted({int(i) for i in ids})
-        return self._records(namespace, f"id in {wanted}") if wanted else []
+        return self._records(scope, f"id in {wanted}") if wanted else []
 
-    def _records(self, namespace: str, match: str) -> list[dict[str, Any]]:
-        rows = self._call(lambda c: self._query(c, self._scope().expr(namespace, match)), "query")
+    def _records(self, scope: Scope, match: str) -> list[dict[str, Any]]:
+        rows = self._call(lambda c: self._query(c, scope, scope.expr(match)), "query")
         return sorted((public_record(r) for r in rows), key=lambda r: (r["key"], r["id"]))
 
     def md5s_in_use(self, md5s: Iterable[str]) -> set[str]:
@@ -330,20 +355,19 @@ class VectorStore:
             return wanted
         return {r["md5"] for r in rows}
 
-    def count(self, namespace: str = DEFAULT_NAMESPACE, retry: bool = True) -> int:
+    def count(self, scope: Scope, retry: bool = True) -> int:
         """How many records the namespace holds; `retry=False` gives up at the first failure."""
-        return self._call(lambda c: self._count(c, self._scope().expr(namespace)), "count", retry=retry)
+        return self._call(lambda c: self._count(c, scope.expr()), "count", retry=retry)
 
     def count_all(self, retry: bool = True) -> int:
         """How many records the collection holds in all namespaces: for the operator's metrics, not for callers."""
         return self._call(lambda c: self._count(c, ""), "count", retry=retry)
 
-    def list_records(self, after_id: int, limit: int, namespace: str = DEFAULT_NAMESPACE) -> Page:
-        """The namespace's records with an id above `after_id`, `limit` at most, in id order (see paging)."""
+    def list_records(self, scope: Scope, after_id: int, limit: int) -> Page:
+        """The namespace's records with an id above `after_id`, `limit` at most, in id order (see list_page)."""
         def run(c: MilvusClient) -> Page:
-            scope = self._scope()
-            remaining = self._count(c, scope.expr(namespace, f"id > {int(after_id)}"))
-            page = list_page(lambda window, cap: self._query(c, scope.expr(namespace, window), cap),
+            remaining = self._count(c, scope.expr(f"id > {int(after_id)}"))
+            page = list_page(lambda window, cap: self._query(c, scope, scope.expr(window), cap),
                              remaining, after_id, limit, QUERY_PAGE)
             return Page([public_record(r) for r in page.rows], page.next_after_id)
         return self._call(run, "query")
@@ -358,4 +382,96 @@ def _row(scope: Scope, rid: int, rec: Record, stored: dict[str, Any] | None) -> 
     """The row to write for `rec` under id `rid`; attrs None keeps what `stored` has."""
     attrs = rec.attrs if rec.attrs is not None else ((stored or {}).get("attrs") or {})
     return {"id": rid, "key": rec.key, "md5": rec.md5, "filepath": rec.filepath,
-            "vector": np.asarray(rec.vector, dtype=np.float32).tolist(), **scope.extras(rec.namespace, attrs)}
+            "vector": np.asarray(rec.vector, dtype=np.float32).tolist(), **scope.row_extras(attrs)}
+
+
+# --- ids --------------------------------------------------------------------------------
+def derive_id(key: str, md5: str, attempt: int = 0, namespace: str = DEFAULT_NAMESPACE) -> int:
+    """A stable positive id below 2^53 for (namespace, key, md5): JavaScript numbers hold it exactly.
+
+    The same image under the same key always maps to the same id, which is what
+    makes re-adding idempotent. `attempt` > 0 gives the alternative ids tried when
+    a different record already owns the first choice. The default namespace hashes
+    exactly what earlier versions hashed, so the ids stored before namespaces existed
+    stay the ids of their records; other namespaces add their name, so the same key
+    and image in two namespaces are two records with two ids.
+    """
+    text = f"{attempt}\x00{key}\x00{md5}"
+    if namespace != DEFAULT_NAMESPACE:
+        text += f"\x00{namespace}"  # keys and MD5s hold no NUL, so no namespaced text equals a default one
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+    return (int.from_bytes(digest[:7], "big") >> 3) or 1  # 56 bits >> 3 = 53 bits
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one (namespace, key, md5) lives: the id it is stored under, or the free id it is to take."""
+
+    id: int
+    stored: dict[str, Any] | None  # the stored row (id, key, md5, filepath...) when it is stored already
+
+
+def ref_of(row: dict[str, Any]) -> Ref:
+    """The (namespace, key, md5) of a stored row; a row without a namespace field is in the default one."""
+    return (row.get("namespace", DEFAULT_NAMESPACE), row["key"], row["md5"])
+
+
+def allocate_ids(refs: Sequence[Ref], rows_by_id: Callable[[list[int]], dict[int, dict[str, Any]]]) -> list[Slot]:
+    """The slot of each (namespace, key, md5), in order: its own stored row, or the first candidate id nobody owns.
+
+    `rows_by_id` reads the stored rows (with their namespace, key and md5) of some
+    ids, one call per round of candidates, in every namespace: ids are unique across
+    namespaces. A ref listed twice gets the same slot. A candidate owned by a
+    different record (a 53-bit hash collision, possibly another namespace's) is
+    skipped, never overwritten, and never returned as this ref's row.
+    """
+    attempts = {i: 0 for i in range(len(refs))}
+    slots: dict[int, Slot] = {}
+    claimed: dict[int, Ref] = {}  # free ids taken by an earlier ref of this call
+    while attempts:
+        ids = {i: derive_id(refs[i][1], refs[i][2], attempt, refs[i][0]) for i, attempt in attempts.items()}
+        owners = rows_by_id(sorted(set(ids.values())))
+        retry: dict[int, int] = {}
+        for i, rid in ids.items():
+            owner = owners.get(rid)
+            if owner is not None and ref_of(owner) == refs[i]:
+                slots[i] = Slot(rid, owner)
+            elif owner is None and claimed.setdefault(rid, refs[i]) == refs[i]:
+                slots[i] = Slot(rid, None)
+            elif attempts[i] >= MAX_ID_CANDIDATES:
+                raise RuntimeError(f"no free id for key {refs[i][1]!r} after {MAX_ID_CANDIDATES} candidates")
+            else:
+                retry[i] = attempts[i] + 1
+        attempts = retry
+    return [slots[i] for i in range(len(refs))]
+
+
+# --- pages ------------------------------------------------------------------------------
+def list_page(query: QueryFn, remaining: int, after_id: int, limit: int, row_cap: int) -> Page:
+    """The first `limit` records with an id above `after_id`, given that `remaining` such records exist.
+
+    Milvus has no "order by": a 2.3 server happens to answer a query in id order, Milvus Lite does not,
+    and neither promises to return the *smallest* ids when a limit cuts the answer. But ids are hashes,
+    spread evenly over 1..2^53-1, so the next page lies in a window of ids just above `after_id` whose
+    width follows from how many records are left: each round queries the next window (all of its rows,
+    never cut by a limit), and widens the window until the page is full or the id range is exhausted.
+    Sorting what was found gives the page; the order is the ids', so it is stable however the store
+    changes between calls, and a record added meanwhile appears in a later page if its id is larger.
+    """
+    if remaining <= 0 or after_id >= JS_MAX_SAFE_INTEGER:
+        return Page([], None)
+    span = JS_MAX_SAFE_INTEGER - after_id
+    width = max(1, span * min(1.0, WINDOW_OVERSHOOT * limit / remaining))
+    low = after_id
+    found: list[dict[str, Any]] = []
+    while len(found) < limit and low < JS_MAX_SAFE_INTEGER:
+        high = min(JS_MAX_SAFE_INTEGER, low + int(width))
+        rows = query(f"id > {low} and id <= {high}", row_cap)
+        if len(rows) >= row_cap and high > low + 1:
+            width = max(1, (high - low) // WIDEN_FACTOR)  # the window was too wide to read whole: narrow it
+            continue
+        found.extend(rows)
+        low, width = high, width * WIDEN_FACTOR
+    page = sorted(found, key=lambda r: int(r["id"]))[:limit]
+    more = remaining > len(page)
+    return Page(page, int(page[-1]["id"]) if more and page else None)

@@ -16,8 +16,7 @@ import numpy as np
 
 from conf.errors import Conflict
 from service.inputs import ImageInput
-from service.store.filters import DEFAULT_NAMESPACE
-from service.store.records import Record, VectorStore
+from service.store.records import Record, Scope, VectorStore
 from service.thumbs import Thumbnails
 from service.usecases.deps import Deps
 from service.usecases.prepare import PreparedImage, checked_filepath, stored_input
@@ -73,16 +72,15 @@ def _held(row: dict[str, Any] | None, im: PreparedImage, refresh: bool) -> bool:
     return row["filepath"] == im.filepath and (im.attrs is None or (row.get("attrs") or {}) == im.attrs)
 
 
-def embed_unstored(store: VectorStore, embed_many: EmbedMany, images: Sequence[PreparedImage], *,
-                   refresh_filepath: bool, namespace: str = DEFAULT_NAMESPACE,
-                   ) -> tuple[list[Embedded], dict[tuple[str, str], int]]:
+def embed_unstored(store: VectorStore, scope: Scope, embed_many: EmbedMany, images: Sequence[PreparedImage], *,
+                   refresh_filepath: bool) -> tuple[list[Embedded], dict[tuple[str, str], int]]:
     """Embed, in one model call, the images the namespace does not hold; returns them and the ids of the others.
 
     An image is held when its (key, MD5) is stored, and with `refresh_filepath`
     only when it is stored with the same filepath and attributes (so that storing
     it again updates them). Held images skip the model.
     """
-    stored = store.stored([(im.key, im.md5) for im in images], namespace)
+    stored = store.stored(scope, [(im.key, im.md5) for im in images])
     fresh: list[PreparedImage] = []
     held: dict[tuple[str, str], int] = {}
     for im in images:
@@ -95,16 +93,16 @@ def embed_unstored(store: VectorStore, embed_many: EmbedMany, images: Sequence[P
     return [Embedded(im, vec) for im, vec in zip(fresh, vectors, strict=True)], held
 
 
-def record_of(embedded: Embedded, namespace: str) -> Record:
-    """The store record for an embedded image of `namespace`."""
+def record_of(embedded: Embedded) -> Record:
+    """The store record for an embedded image."""
     im = embedded.image
-    return Record(im.key, im.md5, im.filepath, embedded.vector, namespace, im.attrs)
+    return Record(im.key, im.md5, im.filepath, embedded.vector, im.attrs)
 
 
-def put_embedded(store: VectorStore, thumbs: Thumbnails, embedded: Sequence[Embedded],
-                 namespace: str = DEFAULT_NAMESPACE) -> list[tuple[int, bool]]:
+def put_embedded(store: VectorStore, scope: Scope, thumbs: Thumbnails,
+                 embedded: Sequence[Embedded]) -> list[tuple[int, bool]]:
     """Store embedded images in one write, then their missing thumbnails; (id, created) for each."""
-    results = store.put_many([record_of(e, namespace) for e in embedded])
+    results = store.put_many(scope, [record_of(e) for e in embedded])
     # After the write: a thumbnail exists only for an image that has a record (a failed write leaves none).
     keep_thumbnails(thumbs, [e.image for e in embedded])
     return results
@@ -115,9 +113,9 @@ def keep_thumbnails(thumbs: Thumbnails, images: Sequence[PreparedImage]) -> None
     thumbs.write_many((im.md5, im.thumb) for im in images)
 
 
-def put_guarded(deps: Deps, embedded: Embedded, namespace: str, policy: OnDuplicate) -> Added:
+def put_guarded(deps: Deps, scope: Scope, embedded: Embedded, policy: OnDuplicate) -> Added:
     """Store one embedded image under the duplicate policy (skip or reject); a rejected one raises Conflict."""
-    rid, created, other = deps.store.put_unless_duplicate(record_of(embedded, namespace), deps.duplicate_score)
+    rid, created, other = deps.store.put_unless_duplicate(scope, record_of(embedded), deps.duplicate_score)
     if other is None:
         keep_thumbnails(deps.thumbs, [embedded.image])
         return Added(rid, created, embedded.image.md5)
@@ -142,18 +140,17 @@ def add_image(deps: Deps, namespace: str, request: AddRequest) -> Added:
     imgPath or attrs it updates them. With on_duplicate skip or reject, the same
     picture under another key of the namespace stops the add (see OnDuplicate).
     """
-    deps.store.require(namespace, attrs=bool(request.attrs))
+    scope = deps.store.scope(namespace, attrs=bool(request.attrs))
     prepared = prepare(deps, request)
-    embedded, held = embed_unstored(deps.store, deps.embed_each, [prepared], refresh_filepath=True,
-                                    namespace=namespace)
+    embedded, held = embed_unstored(deps.store, scope, deps.embed_each, [prepared], refresh_filepath=True)
     if not embedded:
         keep_thumbnails(deps.thumbs, [prepared])
         return Added(held[(prepared.key, prepared.md5)], False, prepared.md5)  # already there: the model did not run
     if request.on_duplicate is OnDuplicate.ALLOW:
-        [(rid, created)] = put_embedded(deps.store, deps.thumbs, embedded, namespace)
+        [(rid, created)] = put_embedded(deps.store, scope, deps.thumbs, embedded)
         added = Added(rid, created, prepared.md5)
     else:
-        added = put_guarded(deps, embedded[0], namespace, request.on_duplicate)
+        added = put_guarded(deps, scope, embedded[0], request.on_duplicate)
     log.info("add key=%r namespace=%r md5=%s id=%d %s", prepared.key[:80], namespace, prepared.md5, added.id,
              "stored" if added.created else "exists" if added.duplicate_of is None else "duplicate")
     return added

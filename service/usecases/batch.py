@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from conf.errors import ApiError, Conflict
+from service.store.records import Scope
 from service.usecases.add import (AddRequest, Added, Embedded, OnDuplicate, embed_unstored, keep_thumbnails, prepare,
                                   put_embedded, put_guarded)
 from service.usecases.deps import Deps
@@ -27,12 +28,22 @@ Pair = tuple[str, str]
 def add_batch(deps: Deps, namespace: str, items: Sequence[AddRequest | ApiError],
               on_duplicate: OnDuplicate = OnDuplicate.ALLOW) -> list[Outcome]:
     """Add every valid item to the namespace; an item that is an ApiError (refused by the HTTP layer) stays one."""
-    deps.store.require(namespace, attrs=any(isinstance(i, AddRequest) and bool(i.attrs) for i in items))
+    return add_in_scope(deps, batch_scope(deps, namespace, items), items, on_duplicate)
+
+
+def batch_scope(deps: Deps, namespace: str, items: Sequence[AddRequest | ApiError]) -> Scope:
+    """The namespace's scope for adding these items (refused now when the collection cannot hold their attrs)."""
+    return deps.store.scope(namespace, attrs=any(isinstance(i, AddRequest) and bool(i.attrs) for i in items))
+
+
+def add_in_scope(deps: Deps, scope: Scope, items: Sequence[AddRequest | ApiError],
+                 on_duplicate: OnDuplicate = OnDuplicate.ALLOW) -> list[Outcome]:
+    """add_batch within a scope the caller already holds."""
     prepared = _prepare_all(deps, items)
     good = [p for p in prepared if isinstance(p, PreparedImage)]
-    embedded, held = embed_unstored(deps.store, deps.embed_each, good, refresh_filepath=True, namespace=namespace)
+    embedded, held = embed_unstored(deps.store, scope, deps.embed_each, good, refresh_filepath=True)
     keep_thumbnails(deps.thumbs, [p for p in good if (p.key, p.md5) in held])
-    written = _write(deps, namespace, embedded, on_duplicate)
+    written = _write(deps, scope, embedded, on_duplicate)
     return _outcomes(prepared, held, written)
 
 
@@ -50,18 +61,18 @@ def _prepare_all(deps: Deps, items: Sequence[AddRequest | ApiError]) -> list[Pre
         return list(pool.map(one, items))
 
 
-def _write(deps: Deps, namespace: str, embedded: list[Embedded], policy: OnDuplicate) -> dict[Pair, Outcome]:
+def _write(deps: Deps, scope: Scope, embedded: list[Embedded], policy: OnDuplicate) -> dict[Pair, Outcome]:
     """Store the embedded images: all in one write, or (skip/reject) one at a time, each checked for duplicates."""
     out: dict[Pair, Outcome] = {}
     if policy is OnDuplicate.ALLOW:
-        for e, (rid, created) in zip(embedded, put_embedded(deps.store, deps.thumbs, embedded, namespace), strict=True):
+        for e, (rid, created) in zip(embedded, put_embedded(deps.store, scope, deps.thumbs, embedded), strict=True):
             out.setdefault((e.image.key, e.image.md5), Added(rid, created, e.image.md5))
         return out
     for e in embedded:
         pair = (e.image.key, e.image.md5)
         if pair not in out:
             try:
-                out[pair] = put_guarded(deps, e, namespace, policy)
+                out[pair] = put_guarded(deps, scope, e, policy)
             except Conflict as exc:
                 out[pair] = exc
     return out

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from service.usecases.deps import Deps
 
 
 def delete_by_ids(deps: Deps, namespace: str, ids: list[int]) -> int:
     """Delete the namespace's records with these ids; returns how many were really deleted."""
-    md5s = {r["md5"] for r in deps.store.get_ids(ids, namespace)}
-    deleted = deps.store.delete_ids(ids, namespace)
-    forget_thumbnails(deps, md5s, deleted)
-    return deleted
+    scope = deps.store.scope(namespace)
+    return _delete(deps, deps.store.get_ids(scope, ids), lambda: deps.store.delete_ids(scope, ids))
 
 
 def delete_by_keys(deps: Deps, namespace: str, keys: list[str]) -> int:
     """Delete every record of these keys in the namespace; returns how many were deleted."""
-    md5s = {r["md5"] for r in deps.store.get_keys(keys, namespace)}
-    deleted = deps.store.delete_keys(keys, namespace)
-    forget_thumbnails(deps, md5s, deleted)
+    scope = deps.store.scope(namespace)
+    return _delete(deps, deps.store.get_keys(scope, keys), lambda: deps.store.delete_keys(scope, keys))
+
+
+def _delete(deps: Deps, found: list[dict[str, Any]], delete: Callable[[], int]) -> int:
+    """Run `delete`, then drop the thumbnails of the `found` records' images that no record has any more."""
+    deleted = delete()
+    forget_thumbnails(deps, {r["md5"] for r in found}, deleted)
     return deleted
 
 

@@ -30,8 +30,8 @@ from conf.errors import ApiError
 from conf.settings import MODEL_BATCH, Settings
 from model.embedder import Embedder
 from model.images import md5_hex
-from service.store.filters import DEFAULT_NAMESPACE, check_namespace
-from service.store.records import VectorStore
+from service.store.filters import DEFAULT_NAMESPACE
+from service.store.records import Scope, VectorStore
 from service.thumbs import Thumbnails
 from service.usecases.add import Embedded, embed_unstored, keep_thumbnails, put_embedded
 from service.usecases.prepare import PreparedImage, stored_input
@@ -176,15 +176,15 @@ class Importer:
         """
         if key_mode not in ("md5", "filename"):
             raise ValueError("key_mode must be 'md5' or 'filename'")
-        self._store.require(check_namespace(namespace))
+        scope = self._store.scope(namespace)
         self._hooks.started()
         try:
-            return self._run(folder, key_mode, move_to, progress, namespace)
+            return self._run(folder, key_mode, move_to, progress, scope)
         finally:
             self._hooks.finished()
 
     def _run(self, folder: Path, key_mode: str, move_to: Path | None, progress: bool,
-             namespace: str) -> ImportSummary:
+             scope: Scope) -> ImportSummary:
         root = folder.resolve()
         if move_to is not None:
             move_to = move_to.resolve()
@@ -196,18 +196,18 @@ class Importer:
                 tqdm(total=len(files), unit="img", disable=not progress, desc=f"import {root}") as bar:
             storing: Future[tuple[int, int, int]] | None = None
             for batch in self._batches(files, root, key_mode, move_to, pool):
-                embedded = self._embed_batch(batch, summary, namespace)
+                embedded = self._embed_batch(batch, summary, scope)
                 # One batch in the writer at a time: its failure stops the import before anything later
                 # is stored or moved, and this batch is stored only after the previous one.
                 if storing is not None:
                     bar.update(self._collect(storing, summary))
-                storing = writer.submit(self._store_batch, batch, embedded, namespace)
+                storing = writer.submit(self._store_batch, batch, embedded, scope)
             if storing is not None:
                 bar.update(self._collect(storing, summary))
         summary.seconds = time.perf_counter() - started
         return summary
 
-    def _embed_batch(self, batch: list[_Item], summary: ImportSummary, namespace: str) -> list[Embedded]:
+    def _embed_batch(self, batch: list[_Item], summary: ImportSummary, scope: Scope) -> list[Embedded]:
         """Record the failures, skip what is stored already, and embed the rest."""
         for it in batch:
             if it.failure is not None:
@@ -215,8 +215,8 @@ class Importer:
         good = [it.image for it in batch if it.image is not None]
         # On a rerun most images are already stored: those skip the model. A stored image keeps the
         # filepath it was recorded with.
-        embedded, _held = embed_unstored(self._store, lambda arrays: self._embed(arrays, summary), good,
-                                         refresh_filepath=False, namespace=namespace)
+        embedded, _held = embed_unstored(self._store, scope, lambda arrays: self._embed(arrays, summary), good,
+                                         refresh_filepath=False)
         summary.duplicates += len(good) - len(embedded)
         return embedded
 
@@ -229,10 +229,9 @@ class Importer:
             summary.model_seconds += seconds
             self._hooks.batch(len(arrays), seconds)
 
-    def _store_batch(self, batch: list[_Item], embedded: list[Embedded],
-                     namespace: str) -> tuple[int, int, int]:
+    def _store_batch(self, batch: list[_Item], embedded: list[Embedded], scope: Scope) -> tuple[int, int, int]:
         """Store the embedded images, then move the batch's files; returns (imported, duplicates, files)."""
-        results = put_embedded(self._store, self._thumbs, embedded, namespace)
+        results = put_embedded(self._store, scope, self._thumbs, embedded)
         # Images stored by an earlier run (before thumbnails existed, or killed in between) get theirs now.
         keep_thumbnails(self._thumbs, [it.image for it in batch if it.image is not None])
         imported = sum(1 for _rid, created in results if created)

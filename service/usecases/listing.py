@@ -8,4 +8,4 @@ from service.usecases.deps import Deps
 
 def list_records(deps: Deps, namespace: str, after_id: int, limit: int) -> Page:
     """The namespace's next `limit` records with an id above `after_id`, and where the page after starts."""
-    return deps.store.list_records(after_id, limit, namespace)
+    return deps.store.list_records(deps.store.scope(namespace), after_id, limit)

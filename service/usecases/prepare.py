@@ -18,7 +18,7 @@ from PIL import Image
 from conf.errors import BadInput
 from conf.settings import Settings
 from model.images import decode_image, decoded_pixels
-from service.store.schema import FILEPATH_MAX_CHARS
+from service.store.connection import FILEPATH_MAX_CHARS
 from service.thumbs import make_thumbnail
 
 # Decoded pixels that may be in memory at once across all requests, in units of MAX_IMAGE_PIXELS.

@@ -11,7 +11,7 @@ import numpy as np
 from conf.errors import BadInput, NotFound
 from service.inputs import ImageInput
 from service.store.filters import FilterError, compile_filter
-from service.store.records import Hit, Query
+from service.store.records import Hit, Query, Scope
 from service.usecases.deps import Deps
 from service.usecases.prepare import model_input
 
@@ -43,19 +43,22 @@ def verdict(hit: Hit, query_md5: str, duplicate_score: float) -> str:
     return DUPLICATE if hit.score >= duplicate_score else SIMILAR
 
 
-def checked_filter(deps: Deps, namespace: str, options: SearchOptions) -> str:
-    """The filter as a Milvus expression; refused (400, or 409 on a collection without attrs) before any work."""
+def checked_filter(deps: Deps, namespace: str, options: SearchOptions) -> tuple[Scope, str]:
+    """The namespace's scope and the filter as a Milvus expression, checked once before any work.
+
+    A bad filter is refused with 400, a filter on a collection without attrs with 409, and a Milvus
+    that is away with 503, all before the model runs.
+    """
     try:
         expr = compile_filter(options.filter)
     except FilterError as exc:
         raise BadInput(f"field 'filter': {exc}", reason="bad_filter") from None
-    deps.store.require(namespace, filtered=bool(expr))
-    return expr
+    return deps.store.scope(namespace, filtered=bool(expr)), expr
 
 
-def _found(deps: Deps, vector: np.ndarray, md5: str, namespace: str, options: SearchOptions, expr: str,
+def _found(deps: Deps, vector: np.ndarray, md5: str, scope: Scope, options: SearchOptions, expr: str,
            exclude_id: int | None = None) -> list[Found]:
-    query = Query(vector, options.limit, options.min_score, namespace, expr, exclude_id, options.group_by_key)
+    query = Query(scope, vector, options.limit, options.min_score, expr, exclude_id, options.group_by_key)
     # Searches that arrive together (a model batch finishing) go to Milvus as one multi-vector search.
     hits = deps.searches.submit(query)
     threshold = deps.duplicate_score
@@ -64,20 +67,19 @@ def _found(deps: Deps, vector: np.ndarray, md5: str, namespace: str, options: Se
 
 def search_image(deps: Deps, namespace: str, image: ImageInput, options: SearchOptions) -> list[Found]:
     """The namespace's images most similar to this one, best first, as the options say."""
-    expr = checked_filter(deps, namespace, options)
+    scope, expr = checked_filter(deps, namespace, options)
     source = image.load(deps.settings)
     md5, array = model_input(source.data, deps.settings, deps.preprocess, deps.decode_budget)
-    deps.store.connect()  # fail fast with 503 before spending model time when Milvus is away
     [vector] = deps.embed_each([array])
-    return _found(deps, vector, md5, namespace, options, expr)
+    return _found(deps, vector, md5, scope, options, expr)
 
 
 def search_by_id(deps: Deps, namespace: str, record_id: int, options: SearchOptions,
                  include_self: bool = False) -> list[Found]:
     """The namespace's images most similar to its stored record `record_id` (left out unless include_self)."""
-    expr = checked_filter(deps, namespace, options)
-    stored = deps.store.vector_of(record_id, namespace)
+    scope, expr = checked_filter(deps, namespace, options)
+    stored = deps.store.vector_of(scope, record_id)
     if stored is None:
         raise NotFound(f"no record with id {record_id} in this namespace", reason="no_such_record")
     vector, md5 = stored
-    return _found(deps, vector, md5, namespace, options, expr, None if include_self else record_id)
+    return _found(deps, vector, md5, scope, options, expr, None if include_self else record_id)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from conf.errors import ApiError
 from service.usecases.add import AddRequest, Added
-from service.usecases.batch import Outcome, add_batch
+from service.usecases.batch import Outcome, add_in_scope, batch_scope
 from service.usecases.delete import forget_thumbnails
 from service.usecases.deps import Deps
 
@@ -29,14 +29,15 @@ def set_key(deps: Deps, namespace: str, key: str, items: Sequence[AddRequest | A
     item succeeded are the key's other images deleted: a failed download must not
     read as "this photo was removed from the product".
     """
-    outcomes = add_batch(deps, namespace, items)
+    scope = batch_scope(deps, namespace, items)
+    outcomes = add_in_scope(deps, scope, items)
     done = [o for o in outcomes if isinstance(o, Added)]
     created = {o.md5 for o in done if o.created}
     kept = {o.md5 for o in done} - created
     deleted = 0
     if len(done) == len(outcomes):
         keep = {o.md5 for o in done}
-        going = {r["md5"] for r in deps.store.get_keys([key], namespace)} - keep
-        deleted = deps.store.delete_key_except(key, keep, namespace)
+        going = {r["md5"] for r in deps.store.get_keys(scope, [key])} - keep
+        deleted = deps.store.delete_key_except(scope, key, keep)
         forget_thumbnails(deps, going, deleted)
     return Synced(len(created), len(kept), deleted, outcomes)

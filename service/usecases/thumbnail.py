@@ -22,7 +22,7 @@ def thumbnail(deps: Deps, record_id: int, namespace: str = "") -> bytes:
     thumbnail never shows another picture than the record's. `namespace` is the caller's: a record of
     another namespace is answered exactly like a missing one.
     """
-    records = deps.store.get_ids([record_id], namespace)
+    records = deps.store.get_ids(deps.store.scope(namespace), [record_id])
     if not records:
         raise NotFound(f"no record with id {record_id}")
     record = records[0]
