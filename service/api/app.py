@@ -7,7 +7,7 @@ from flask import Flask, request
 from conf.settings import Settings
 from service.api import console, docs
 from service.api.auth import admit, token_table
-from service.api.bulk import bulk
+from service.api.endpoint import endpoint_of
 from service.api.errors import register_error_handlers
 from service.api.probes import probes
 from service.api.routes import api
@@ -38,7 +38,7 @@ def create_app(settings: Settings, deps: Deps, metrics: Metrics | None = None) -
     metrics = metrics or Metrics(process=False)
     # First, so that every request -- the ones the token check refuses too -- has an id, a log line and metrics.
     install_request_hooks(app, metrics)
-    for blueprint in (api, bulk, probes, console.console_blueprint(), docs.docs_blueprint(),
+    for blueprint in (api, probes, console.console_blueprint(), docs.docs_blueprint(),
                       metrics_blueprint(metrics)):
         app.register_blueprint(blueprint)
 
@@ -48,9 +48,10 @@ def create_app(settings: Settings, deps: Deps, metrics: Metrics | None = None) -
 
     @app.before_request
     def require_token() -> None:
-        """Refuse (401/403) a request without a token or right its endpoint needs, unless the endpoint is open."""
+        """Refuse (401/403) a request without a token or the right its endpoint declares, unless it is open."""
         if request.endpoint not in unchecked:
-            admit(request, table)
+            spec = endpoint_of(app, request.endpoint)
+            admit(request, table, spec.right if spec is not None else None)
 
     register_error_handlers(app, settings)
     return app

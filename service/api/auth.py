@@ -9,24 +9,13 @@ edge of the HTTP layer.
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Request, g
 
 from conf.errors import BadInput, Forbidden, StartupError, Unauthorized
 from conf.settings import Settings
 from service.api import tokens
-from service.api.tokens import READ, WRITE, Grant, TokensFileError, TokenTable, authenticate, resolve_namespace
+from service.api.tokens import Grant, TokensFileError, TokenTable, authenticate, namespace_for
 from service.store.filters import NamespaceError
-
-# The right each endpoint needs (Flask endpoint names). Endpoints not listed (the OpenAPI document,
-# unknown paths) need a known token but no particular right.
-ENDPOINT_RIGHTS = {
-    "api.search": READ, "api.search_id": READ, "api.get_keys": READ, "api.count": READ, "api.list_records": READ,
-    "api.thumb": READ,
-    "api.add": WRITE, "api.delete_ids": WRITE, "api.delete_keys": WRITE,
-    "bulk.add_batch": WRITE, "bulk.set_key": WRITE,
-}
 
 
 def token_table(settings: Settings) -> TokenTable | None:
@@ -53,24 +42,26 @@ def presented_token(request: Request) -> str | None:
     return None
 
 
-def admit(request: Request, table: TokenTable | None) -> None:
-    """Check the request's token and the right its endpoint needs; keep the grant for the route (flask.g)."""
+def admit(request: Request, table: TokenTable | None, right: str | None) -> None:
+    """Check the request's token and the right its endpoint declares (None: any known token); keep the grant
+    for the route (flask.g). The only check of the right in a request."""
     try:
         grant = authenticate(table, presented_token(request))
     except tokens.Unauthorized as exc:
         raise Unauthorized(exc.msg, reason=exc.reason) from None
-    right = ENDPOINT_RIGHTS.get(request.endpoint or "")
     if right is not None and not grant.allows(right):
         raise Forbidden(f"this token does not have the {right} right this endpoint needs", reason="right_missing")
     g.grant = grant
 
 
-def acting_namespace(body: dict[str, Any], right: str) -> str:
-    """The namespace this request acts in: its token's, or (admin or open service) the `namespace` field."""
+def acting_namespace(requested: object) -> str:
+    """The namespace this request acts in: its token's, or (admin or open service) the `namespace` field.
+
+    The right was checked by admit(), before the route ran.
+    """
     grant: Grant = g.grant  # set by admit() before every route; missing would be a bug (500), never admin
-    requested = body.get("namespace")
     try:
-        return resolve_namespace(grant, requested, right)
+        return namespace_for(grant, requested)
     except tokens.Forbidden as exc:
         raise Forbidden(exc.msg, reason=exc.reason) from None
     except NamespaceError as exc:
