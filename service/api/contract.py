@@ -185,8 +185,13 @@ def id_list(value: object, max_count: int) -> list[int]:
     return list(dict.fromkeys(ids))
 
 
-def limit_value(value: object, max_limit: int) -> int:
-    """`limit`: how many results to return, 1..max_limit (digit strings accepted, as multipart sends them)."""
+def limit_value(value: object, max_limit: int, default: int) -> int:
+    """`limit`: how many results to return, 1..max_limit (digit strings accepted, as multipart sends them).
+
+    Absent: `default`, or max_limit when that is lower (a server may allow fewer than the default).
+    """
+    if _absent(value):
+        return min(default, max_limit)
     number = as_int(value)
     if number is None:
         raise BadInput(f"field 'limit' must be a whole number from 1 to {max_limit}, not {str(value)[:50]!r}")
@@ -422,7 +427,7 @@ ON_DUPLICATE = Annotated[OnDuplicate, _doc(
     "it."), _optional(lambda v, _: on_duplicate_value(v))]
 LIMIT = Annotated[int, _doc("How many results at most, 1..MAX_LIMIT. A string of digits is accepted too.", ge=1,
                             json_schema_extra={"maximum": DEFAULT.max_limit, "x-setting": "MAX_LIMIT"}),
-                  _optional(lambda v, info: limit_value(v, _limits(info).max_limit))]
+                  _required(lambda v, info: limit_value(v, _limits(info).max_limit, default=10))]
 MIN_SCORE = Annotated[float | None, _doc(
     "Only results with a cosine similarity of at least this. A numeric string is accepted too."),
     _wire(Annotated[float, Field(ge=-1, le=1)]), _optional(lambda v, _: min_score_value(v))]
@@ -599,7 +604,7 @@ class ListBody(Body):
     limit: Annotated[int, _doc(
         "Records per page, 1..MAX_BATCH_KEYS. A string of digits is accepted too.", ge=1,
         json_schema_extra={"maximum": DEFAULT.max_batch_keys, "x-setting": "MAX_BATCH_KEYS"}),
-        _optional(lambda v, info: limit_value(v, _limits(info).max_batch_keys))] = 100
+        _required(lambda v, info: limit_value(v, _limits(info).max_batch_keys, default=100))] = 100
 
 
 class BatchItem(BaseModel):

@@ -261,4 +261,6 @@ def _with_settings(node: Any, settings: Settings) -> Any:
         for keyword in ("maximum", "maxLength", "maxItems"):
             if keyword in out:
                 out[keyword] = getattr(settings, setting.lower())
+        if isinstance(out.get("default"), int) and "maximum" in out:
+            out["default"] = min(out["default"], out["maximum"])  # as the server does (contract.limit_value)
     return out
