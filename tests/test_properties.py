@@ -16,18 +16,33 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from conf.errors import ApiError, BadInput, NotAnImage, TooLarge
 from model.embedder import DIM
-from conf.errors import BadInput, NotAnImage, TooLarge
 from model.images import decode_image
-from conf.errors import ApiError
-from service.api.contract import (AddBase64Body, AddBatchBody, IdsBody, KeysBody, Limits, ListBody, SearchByIdBody,
-                                  key_value, parse, text_value)
-from service.store.filters import DEFAULT_NAMESPACE, FilterError, NamespaceError, check_namespace, compile_filter
-from service.usecases.add import AddRequest
+from service.api.contract import (
+    AddBase64Body,
+    AddBatchBody,
+    IdsBody,
+    KeysBody,
+    Limits,
+    ListBody,
+    SearchByIdBody,
+    key_value,
+    parse,
+    text_value,
+)
 from service.inputs.base64 import base64_image
-from service.store.filters import quote_literal
+from service.store.filters import (
+    DEFAULT_NAMESPACE,
+    FilterError,
+    NamespaceError,
+    check_namespace,
+    compile_filter,
+    quote_literal,
+)
 from service.store.ids import JS_MAX_SAFE_INTEGER, derive_id
 from service.store.records import Record, VectorStore
+from service.usecases.add import AddRequest
 from tests import hostile_counts
 from tests.conftest import make_settings, photo
 

@@ -33,7 +33,7 @@ def create_app(settings: Settings, deps: Deps, metrics: Metrics | None = None) -
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, MAX_FORM_MEMORY_SIZE=settings.max_body_bytes,
                       JSON_SORT_KEYS=False)
-    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.json.ensure_ascii = False
     app.extensions["imgsim.deps"] = deps
     metrics = metrics or Metrics(process=False)
     # First, so that every request -- the ones the token check refuses too -- has an id, a log line and metrics.

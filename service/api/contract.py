@@ -20,8 +20,17 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, TypeVar
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, RootModel, ValidationError,
-                      ValidationInfo, model_validator)
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    RootModel,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 from pydantic_core import PydanticUseDefault
 from werkzeug.datastructures import FileStorage
 
@@ -665,6 +674,8 @@ def item_requests(raw_items: list[Any], limits: Limits, on_duplicate: OnDuplicat
     return out
 
 
+ITEMS_COUNT = Field(min_length=1, max_length=DEFAULT.max_batch_items,
+                    json_schema_extra={"x-setting": "MAX_BATCH_ITEMS"})
 ITEMS_DOC = ("The images, at most MAX_BATCH_ITEMS (in a form: JSON text). Each is checked like the body of a "
              "single add: a faulty item gets its error in the answer and does not fail the request.")
 
@@ -684,8 +695,8 @@ class AddBatchBody(Body):
     """Add many images in one request; `items` holds, per item, its AddRequest or its error (ApiError)."""
 
     on_duplicate: ON_DUPLICATE = OnDuplicate.ALLOW
-    items: Annotated[list[Any], _doc(ITEMS_DOC), _wire(Annotated[list[BatchItem], Field(
-        min_length=1, max_length=DEFAULT.max_batch_items, json_schema_extra={"x-setting": "MAX_BATCH_ITEMS"})]), _required(_batch_items)]
+    items: Annotated[list[Any], _doc(ITEMS_DOC), _wire(Annotated[list[BatchItem], ITEMS_COUNT]),
+                     _required(_batch_items)]
 
 
 class SetKeyBody(Body):
@@ -693,6 +704,5 @@ class SetKeyBody(Body):
 
     key: Annotated[str, _doc("The key whose images the request sets; a number is taken as its decimal text."),
                    _wire(KeyText | int), _required(_required_key)]
-    items: Annotated[list[Any], _doc(ITEMS_DOC), _wire(Annotated[list[SyncItem], Field(
-        min_length=1, max_length=DEFAULT.max_batch_items, json_schema_extra={"x-setting": "MAX_BATCH_ITEMS"})]), _required(_sync_items)]
+    items: Annotated[list[Any], _doc(ITEMS_DOC), _wire(Annotated[list[SyncItem], ITEMS_COUNT]), _required(_sync_items)]
 

@@ -12,7 +12,7 @@ urlencoded or multipart form on every endpoint (bogv's clients send forms), whic
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flask import Flask
@@ -88,7 +88,7 @@ def openapi_document(app: Flask, settings: Settings) -> dict[str, Any]:
         for kind, path in _paths(rule):
             for method in spec.methods:
                 paths.setdefault(path, {})[method.lower()] = _operation(spec, kind, method, schemas)
-    document = {
+    document: dict[str, Any] = {
         "openapi": OPENAPI_VERSION,
         "info": {"title": "imgsim", "version": "1.0.0", "description": DESCRIPTION, "license": LICENSE},
         "servers": [{"url": "http://localhost:7000", "description": "the default API_PORT"}],
@@ -105,7 +105,7 @@ def openapi_document(app: Flask, settings: Settings) -> dict[str, Any]:
             },
         },
     }
-    document["components"]["schemas"] = schemas.render(document)
+    document["components"]["schemas"] = schemas.render()
     return _with_settings(_openapi30(document), settings)
 
 
@@ -116,7 +116,11 @@ def _paths(rule: Rule) -> Iterator[tuple[str | None, str]]:
         if converter == "any":
             choices = [c.strip().strip("'\"") for c in arguments.split(",")]
     for choice in choices:
-        yield choice, _ARG.sub(lambda m: choice if m.group(1) == "any" else "{" + m.group(3) + "}", rule.rule)
+
+        def spelled(match: re.Match[str], choice: str | None = choice) -> str:
+            return choice or "" if match.group(1) == "any" else "{" + match.group(3) + "}"
+
+        yield choice, _ARG.sub(spelled, rule.rule)
 
 
 def _operation(spec: Endpoint, kind: str | None, method: str, schemas: _Schemas) -> dict[str, Any]:
@@ -157,7 +161,7 @@ def _operation(spec: Endpoint, kind: str | None, method: str, schemas: _Schemas)
     return op
 
 
-def _envelope(code_schema: dict[str, Any], msg: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+def _envelope(code_schema: dict[str, Any], msg: Mapping[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     return {"type": "object", "required": ["code", "msg", "data"], "additionalProperties": False,
             "properties": {"code": {**code_schema, "description": "always equals the HTTP status"},
                            "msg": dict(msg), "data": data}}
@@ -185,15 +189,11 @@ class _Schemas:
     """The JSON schemas of the types the operations name, sharing one set of component definitions."""
 
     def __init__(self) -> None:
-        self._types: dict[int, tuple[Any, str]] = {}  # id(type) -> (type, mode)
-        self._placeholders: dict[str, dict[str, Any]] = {}
+        self._wanted: dict[int, tuple[Any, dict[str, Any]]] = {}  # id(shape) -> (shape, its schema, once rendered)
 
-    def of(self, shape: Any, mode: str = "validation") -> dict[str, Any]:
-        """A placeholder for `shape`'s schema, filled in by render() (so that all share one generator run)."""
-        key = f"{id(shape)}-{mode}"
-        self._types[id(shape)] = (shape, mode)
-        placeholder = self._placeholders.setdefault(key, {"__schema_of__": key})
-        return placeholder
+    def of(self, shape: Any) -> dict[str, Any]:
+        """`shape`'s schema (or a reference to it): empty until render(), which fills every one in one run."""
+        return self._wanted.setdefault(id(shape), (shape, {}))[1]
 
     def inline(self, shape: Any) -> dict[str, Any]:
         """`shape`'s own schema, not a reference (for a model's fields as query parameters, and `required`)."""
@@ -201,16 +201,12 @@ class _Schemas:
         schema.pop("$defs", None)
         return schema
 
-    def render(self, document: dict[str, Any]) -> dict[str, Any]:
-        """Fill every placeholder of `document` and return the component schemas."""
-        inputs = [(key, mode, TypeAdapter(self._types[int(key.split("-")[0])][0]).core_schema)
-                  for key, (_shape, mode) in ((k, self._types[int(k.split("-")[0])]) for k in self._placeholders)]
-        generator = GenerateJsonSchema(ref_template=REF_TEMPLATE)
-        mapping, definitions = generator.generate_definitions(inputs)  # type: ignore[arg-type]
+    def render(self) -> dict[str, Any]:
+        """Fill in every schema of() handed out; the component schemas they refer to."""
+        inputs = [(key, "validation", TypeAdapter(shape).core_schema) for key, (shape, _) in self._wanted.items()]
+        mapping, definitions = GenerateJsonSchema(ref_template=REF_TEMPLATE).generate_definitions(inputs)
         for (key, _mode), schema in mapping.items():
-            placeholder = self._placeholders[key]
-            placeholder.clear()
-            placeholder.update(schema)
+            self._wanted[key][1].update(schema)
         return dict(sorted(definitions.items()))
 
 
@@ -232,21 +228,27 @@ def _openapi30(node: Any, in_properties: bool = False) -> Any:
         out["example"] = out.pop("examples")[0]
     if out.get("default", 0) is None:
         out.pop("default")
-    for union in ("anyOf", "oneOf"):
-        options = out.get(union)
-        if isinstance(options, list) and {"type": "null"} in options:
-            rest = [o for o in options if o != {"type": "null"}]
-            del out[union]
-            out["nullable"] = True
-            if len(rest) == 1 and "$ref" not in rest[0]:
-                out = {**rest[0], **out}
-            elif len(rest) == 1:
-                out["allOf"] = rest
-            else:
-                out[union] = rest
+    out = _nullable(out)
     if "$ref" in out and len(out) > 1:  # 3.0 ignores the siblings of $ref
         out = {"allOf": [{"$ref": out.pop("$ref")}], **out}
     return out
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """`anyOf: [X, {type: null}]` (2020-12) as X with `nullable: true` (3.0)."""
+    for union in ("anyOf", "oneOf"):
+        options = schema.get(union)
+        if isinstance(options, list) and {"type": "null"} in options:
+            rest = [o for o in options if o != {"type": "null"}]
+            schema = {k: v for k, v in schema.items() if k != union}
+            schema["nullable"] = True
+            if len(rest) == 1 and "$ref" not in rest[0]:
+                schema = {**rest[0], **schema}
+            elif len(rest) == 1:
+                schema["allOf"] = rest
+            else:
+                schema[union] = rest
+    return schema
 
 
 def _with_settings(node: Any, settings: Settings) -> Any:

@@ -11,14 +11,38 @@ from typing import Literal
 
 from flask import Blueprint, Response
 
-from service.api.contract import (ADD_BODIES, SEARCH_BODIES, AddBatchBody, AddFields, CountBody, Id, IdsBody,
-                                  KeysBody, ListBody, NamespaceQuery, SearchByIdBody, SearchImageFields, SetKeyBody,
-                                  id_value)
+from service.api.contract import (
+    ADD_BODIES,
+    SEARCH_BODIES,
+    AddBatchBody,
+    AddFields,
+    CountBody,
+    Id,
+    IdsBody,
+    KeysBody,
+    ListBody,
+    NamespaceQuery,
+    SearchByIdBody,
+    SearchImageFields,
+    SetKeyBody,
+    id_value,
+)
 from service.api.endpoint import Ok, deps, endpoint
 from service.api.envelope import envelope
 from service.api.tokens import READ, WRITE
-from service.api.views import (Count, Hit, ItemResult, ListedRecord, Page, Record, SetKeyResult, duplicate_message,
-                               found_view, outcome_view, record_view)
+from service.api.views import (
+    Count,
+    Hit,
+    ItemResult,
+    ListedRecord,
+    Page,
+    Record,
+    SetKeyResult,
+    duplicate_message,
+    found_view,
+    outcome_view,
+    record_view,
+)
 from service.logs import note_request
 from service.usecases.add import add_image
 from service.usecases.batch import add_batch as add_many
