@@ -7,7 +7,6 @@ from flask import Flask, request
 from conf.settings import Settings
 from service.api import console, docs
 from service.api.auth import admit, token_table
-from service.api.endpoint import endpoint_of
 from service.api.errors import register_error_handlers
 from service.api.probes import probes
 from service.api.routes import api
@@ -50,8 +49,7 @@ def create_app(settings: Settings, deps: Deps, metrics: Metrics | None = None) -
     def require_token() -> None:
         """Refuse (401/403) a request without a token or the right its endpoint declares, unless it is open."""
         if request.endpoint not in unchecked:
-            spec = endpoint_of(app, request.endpoint)
-            admit(request, table, spec.right if spec is not None else None)
+            admit(request, table)
 
     register_error_handlers(app, settings)
     return app

@@ -1,5 +1,6 @@
-"""Who is calling and where they may act: the token (bogv's `token` header or a Bearer token), its rights, and
-the namespace a request acts in.
+"""Who is calling and what they may do: the token (bogv's `token` header or a Bearer token) and the right the
+endpoint declares (service.api.endpoint), checked once per request before the route runs. The namespace a
+request acts in is resolved with the body (service.api.endpoint.acting_namespace).
 
 The tokens come from TOKENS_FILE (service.api.tokens), or the single TOKEN setting as one admin token.
 Without either, the service is open as before: every caller acts as an admin, in the namespace its
@@ -9,13 +10,13 @@ edge of the HTTP layer.
 
 from __future__ import annotations
 
-from flask import Request, g
+from flask import Request, current_app, g
 
-from conf.errors import BadInput, Forbidden, StartupError, Unauthorized
+from conf.errors import Forbidden, StartupError, Unauthorized
 from conf.settings import Settings
 from service.api import tokens
-from service.api.tokens import Grant, TokensFileError, TokenTable, authenticate, namespace_for
-from service.store.filters import NamespaceError
+from service.api.endpoint import endpoint_of
+from service.api.tokens import TokensFileError, TokenTable, authenticate
 
 
 def token_table(settings: Settings) -> TokenTable | None:
@@ -42,27 +43,15 @@ def presented_token(request: Request) -> str | None:
     return None
 
 
-def admit(request: Request, table: TokenTable | None, right: str | None) -> None:
-    """Check the request's token and the right its endpoint declares (None: any known token); keep the grant
-    for the route (flask.g). The only check of the right in a request."""
+def admit(request: Request, table: TokenTable | None) -> None:
+    """Check the request's token and the right its endpoint declares with @endpoint (none declared: any known
+    token); keep the grant for the route (flask.g). The only check of the right in a request."""
     try:
         grant = authenticate(table, presented_token(request))
     except tokens.Unauthorized as exc:
         raise Unauthorized(exc.msg, reason=exc.reason) from None
+    spec = endpoint_of(current_app, request.endpoint)
+    right = spec.right if spec is not None else None
     if right is not None and not grant.allows(right):
         raise Forbidden(f"this token does not have the {right} right this endpoint needs", reason="right_missing")
     g.grant = grant
-
-
-def acting_namespace(requested: object) -> str:
-    """The namespace this request acts in: its token's, or (admin or open service) the `namespace` field.
-
-    The right was checked by admit(), before the route ran.
-    """
-    grant: Grant = g.grant  # set by admit() before every route; missing would be a bug (500), never admin
-    try:
-        return namespace_for(grant, requested)
-    except tokens.Forbidden as exc:
-        raise Forbidden(exc.msg, reason=exc.reason) from None
-    except NamespaceError as exc:
-        raise BadInput(f"field 'namespace': {exc}", reason="bad_namespace") from None

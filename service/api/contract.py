@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -376,7 +377,7 @@ class Filter(RootModel[dict[str, Scalar | list[Scalar] | Range]]):
 
 # --- the bodies ------------------------------------------------------------------------------------------------
 class Body(BaseModel):
-    """What every body shares: `namespace`, resolved with the token before the body is read (service.api.auth)."""
+    """What every body shares: `namespace`, resolved with the token before the body is read (service.api.endpoint)."""
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True, arbitrary_types_allowed=True)
 
@@ -462,46 +463,39 @@ IDS = Annotated[list[int], _doc("Record ids: an array (at most MAX_BATCH_KEYS), 
                 _required(lambda v, info: id_list(v, _limits(info).max_batch_keys))]
 
 
-class ImageOptions(Body):
-    """The image a body names, by input kind; its subclasses add the image field."""
+# The image input each kind's field value becomes (an upload already is one).
+READERS: dict[str, Callable[[Any], ImageInput]] = {"file": lambda upload: upload, "url": Url, "path": SharedPath,
+                                                   "base64": Base64Image}
 
-    kind: ClassVar[str] = ""
+
+class ImageOptions(Body):
+    """A body naming an image: its subclasses add the field of their input kind (one of READERS)."""
+
+    @classmethod
+    def kind(cls) -> str:
+        """The input kind of this body: the name of its image field."""
+        return next(name for name in cls.model_fields if name in READERS)
 
     def image(self) -> ImageInput:
         """The image the request names; read later, by the use case."""
-        raise NotImplementedError
+        kind = self.kind()
+        return READERS[kind](getattr(self, kind))
 
 
 class FileImage(ImageOptions):
-    kind: ClassVar[str] = "file"
     file: FILE
-
-    def image(self) -> ImageInput:
-        return self.file
 
 
 class UrlImage(ImageOptions):
-    kind: ClassVar[str] = "url"
     url: URL
-
-    def image(self) -> ImageInput:
-        return Url(self.url)
 
 
 class PathImage(ImageOptions):
-    kind: ClassVar[str] = "path"
     path: PATH
-
-    def image(self) -> ImageInput:
-        return SharedPath(self.path)
 
 
 class Base64ImageField(ImageOptions):
-    kind: ClassVar[str] = "base64"
     base64: BASE64
-
-    def image(self) -> ImageInput:
-        return Base64Image(self.base64)
 
 
 class AddFields(ImageOptions):
@@ -566,9 +560,9 @@ class SearchBase64Body(SearchImageFields, Base64ImageField):
     """Search with a base64 image."""
 
 
-ADD_BODIES: dict[str, type[AddFields]] = {m.kind: m for m in (AddFileBody, AddUrlBody, AddPathBody, AddBase64Body)}
+ADD_BODIES: dict[str, type[AddFields]] = {m.kind(): m for m in (AddFileBody, AddUrlBody, AddPathBody, AddBase64Body)}
 SEARCH_BODIES: dict[str, type[SearchImageFields]] = {
-    m.kind: m for m in (SearchFileBody, SearchUrlBody, SearchPathBody, SearchBase64Body)}
+    m.kind(): m for m in (SearchFileBody, SearchUrlBody, SearchPathBody, SearchBase64Body)}
 
 
 class RecordIdField(Body):
@@ -616,18 +610,6 @@ class ListBody(Body):
         _required(lambda v, info: limit_value(v, _limits(info).max_batch_keys, default=100))] = 100
 
 
-class BatchItem(BaseModel):
-    """One image, named by exactly one of url, path or base64, with the fields of a single add."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
-    url: Annotated[str, Field(min_length=1, max_length=8192)] | None = None
-    path: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
-    base64: Annotated[str, Field(min_length=1)] | None = None
-    key: KeyText | int | None = Field(None, description="The record key. Default: the MD5 of the image bytes.")
-    img_path: Annotated[str, Field(max_length=4096)] | None = Field(None, alias="imgPath")
-    attrs: Attrs | None = None
-
-
 class SyncItem(BaseModel):
     """One image of the key, named by exactly one of url, path or base64."""
 
@@ -637,6 +619,12 @@ class SyncItem(BaseModel):
     base64: Annotated[str, Field(min_length=1)] | None = None
     img_path: Annotated[str, Field(max_length=4096)] | None = Field(None, alias="imgPath")
     attrs: Attrs | None = None
+
+
+class BatchItem(SyncItem):
+    """One image, named by exactly one of url, path or base64, with the fields of a single add."""
+
+    key: KeyText | int | None = Field(None, description="The record key. Default: the MD5 of the image bytes.")
 
 
 IMAGE_KINDS = ("url", "path", "base64")

@@ -16,12 +16,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, request
+from flask import Blueprint, Flask, current_app, g, request
 from flask.typing import ResponseReturnValue
 
-from conf.errors import BadInput
-from service.api.auth import acting_namespace
+from conf.errors import BadInput, Forbidden
+from service.api import tokens
 from service.api.contract import Body, Limits, parse
+from service.api.tokens import Grant, namespace_for
+from service.store.filters import NamespaceError
 from service.usecases.deps import Deps
 
 RouteFunction = Callable[..., ResponseReturnValue]
@@ -133,6 +135,20 @@ def request_fields() -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadInput("the request body must be a JSON object like {\"url\": \"...\"}")
     return body
+
+
+def acting_namespace(requested: object) -> str:
+    """The namespace this request acts in: its token's, or (admin or open service) the `namespace` field.
+
+    The right was checked by service.api.auth.admit(), before the route ran.
+    """
+    grant: Grant = g.grant  # set by admit() before every route; missing would be a bug (500), never admin
+    try:
+        return namespace_for(grant, requested)
+    except tokens.Forbidden as exc:
+        raise Forbidden(exc.msg, reason=exc.reason) from None
+    except NamespaceError as exc:
+        raise BadInput(f"field 'namespace': {exc}", reason="bad_namespace") from None
 
 
 def _unparsed_multipart() -> bool:

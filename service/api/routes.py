@@ -1,7 +1,7 @@
 """HTTP routes of /api/image/sim: each declared once with @endpoint (its right, body model and answers), taking
 the validated body and the namespace it acts in, calling one use case and wrapping the answer in bogv's envelope.
 
-Every route acts in one namespace (service.api.auth.acting_namespace): its token's, or for an admin
+Every route acts in one namespace (service.api.endpoint.acting_namespace): its token's, or for an admin
 token (and an open service) the request's `namespace` field, default "".
 """
 
