@@ -22,6 +22,7 @@ from werkzeug.routing import Rule
 
 from conf.settings import Settings
 from service.api.endpoint import Endpoint, endpoint_of
+from service.api.errors import STATUS
 from service.api.views import ListedRecord
 
 OPENAPI_VERSION = "3.0.3"
@@ -74,6 +75,8 @@ ERRORS = {
          "stack trace.",
     503: "Milvus is unreachable or the model is not loaded yet; nothing was written. Retry when /ready answers 200.",
 }
+# The shared error answers, named after the error kind behind each status (service/api/errors.py).
+ERROR_NAMES = {**{status: kind.__name__ for kind, status in STATUS.items()}, 500: "InternalError"}
 _ARG = re.compile(r"<(?:(\w+)(?:\(([^)]*)\))?:)?(\w+)>")
 
 
@@ -105,6 +108,7 @@ def openapi_document(app: Flask, settings: Settings) -> dict[str, Any]:
             },
         },
     }
+    document["components"]["responses"] = {ERROR_NAMES[status]: _error(status, schemas) for status in sorted(ERRORS)}
     document["components"]["schemas"] = schemas.render()
     return _with_settings(_openapi30(document), settings)
 
@@ -157,7 +161,7 @@ def _operation(spec: Endpoint, kind: str | None, method: str, schemas: _Schemas)
         op["parameters"] = parameters
     op["responses"] = {"200": _ok(spec, schemas)}
     for status in sorted(spec.errors):
-        op["responses"][str(status)] = _error(status, schemas)
+        op["responses"][str(status)] = {"$ref": f"#/components/responses/{ERROR_NAMES[status]}"}
     return op
 
 
