@@ -1,5 +1,6 @@
-"""Property-based tests (hypothesis) of request parsing (service/api/fields.py, service/inputs/base64.py)
-and of the id and key handling of the store (derive_id, quote), the latter through a real Milvus Lite filter."""
+"""Property-based tests (hypothesis) of request parsing (the body models of service/api/contract.py,
+service/inputs/base64.py) and of the id and key handling of the store (derive_id, quote), the latter through a
+real Milvus Lite filter."""
 
 from __future__ import annotations
 
@@ -15,20 +16,33 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from conf.errors import ApiError, BadInput, NotAnImage, TooLarge
 from model.embedder import DIM
-from conf.errors import BadInput, NotAnImage, TooLarge
 from model.images import decode_image
-from conf.errors import ApiError
-from conf.settings import Settings
-from service.api.fields import id_list, key_list, key_value, limit_value, min_score_value, optional_key, text_field
-from service.api.items import add_requests, items_value
-from service.api.options import after_id_value, attrs_value, bool_value, filter_value, on_duplicate_value, record_id
-from service.store.filters import DEFAULT_NAMESPACE, FilterError, NamespaceError, check_namespace, compile_filter
-from service.usecases.add import AddRequest
+from service.api.contract import (
+    AddBase64Body,
+    AddBatchBody,
+    IdsBody,
+    KeysBody,
+    Limits,
+    ListBody,
+    SearchByIdBody,
+    key_value,
+    parse,
+    text_value,
+)
 from service.inputs.base64 import base64_image
-from service.store.filters import quote_literal
-from service.store.filters import JS_MAX_SAFE_INTEGER
+from service.store.filters import (
+    DEFAULT_NAMESPACE,
+    JS_MAX_SAFE_INTEGER,
+    FilterError,
+    NamespaceError,
+    check_namespace,
+    compile_filter,
+    quote_literal,
+)
 from service.store.records import Record, VectorStore, derive_id
+from service.usecases.add import AddRequest
 from tests import hostile_counts
 from tests.conftest import make_settings, photo
 
@@ -54,6 +68,59 @@ keys = st.lists(key_chars | tricky_chars, min_size=1, max_size=24).map("".join).
 ids = st.integers(min_value=1, max_value=JS_MAX_SAFE_INTEGER)
 
 
+# The limits the models get as validation context (from Settings in the service).
+LIMITS = Limits(max_limit=100, max_key_length=MAX_KEY, max_batch_keys=MAX_COUNT, max_batch_items=5)
+
+
+# Each field as its body model reads it: the value of `body[name]`, parsed, or the BadInput it answers.
+def key_list(body: dict[str, Any]) -> list[str]:
+    return parse(KeysBody, {"key": body.get("key")}, LIMITS).key
+
+
+def id_list(body: dict[str, Any]) -> list[int]:
+    return parse(IdsBody, {"id": body.get("id")}, LIMITS).id
+
+
+def limit_value(body: dict[str, Any]) -> int:
+    return parse(SearchByIdBody, {"id": 1, "limit": body.get("limit")}, LIMITS).limit
+
+
+def min_score_value(body: dict[str, Any]) -> float | None:
+    return parse(SearchByIdBody, {"id": 1, "min_score": body.get("min_score")}, LIMITS).min_score
+
+
+def optional_key(body: dict[str, Any]) -> str | None:
+    return parse(AddBase64Body, {"key": body.get("key")}, LIMITS).key
+
+
+def attrs_value(body: dict[str, Any]) -> dict[str, Any] | None:
+    return parse(AddBase64Body, {"attrs": body.get("attrs")}, LIMITS).attrs
+
+
+def on_duplicate_value(body: dict[str, Any]) -> Any:
+    return parse(AddBase64Body, {"on_duplicate": body.get("on_duplicate")}, LIMITS).on_duplicate
+
+
+def filter_value(body: dict[str, Any]) -> Any:
+    return parse(SearchByIdBody, {"id": 1, "filter": body.get("filter")}, LIMITS).filter
+
+
+def bool_value(body: dict[str, Any], name: str) -> bool:
+    return bool(getattr(parse(SearchByIdBody, {"id": 1, name: body.get(name)}, LIMITS), name))
+
+
+def record_id(body: dict[str, Any]) -> int:
+    return parse(SearchByIdBody, {"id": body.get("id")}, LIMITS).id
+
+
+def after_id_value(body: dict[str, Any]) -> int:
+    return parse(ListBody, {"after_id": body.get("after_id")}, LIMITS).after_id
+
+
+def add_requests(body: dict[str, Any]) -> list[Any]:
+    return parse(AddBatchBody, {"items": body.get("items")}, LIMITS).items
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _write_counts() -> Iterator[None]:
     yield
@@ -75,32 +142,32 @@ def only_bad_input(fn: Any, *args: Any, **kwargs: Any) -> Any:
         return exc
 
 
-# --- fields.py: total functions over any JSON ----------------------------------------------------
+# --- contract.py: total functions over any JSON ---------------------------------------------------
 @FAST
 @given(json_values)
 def test_every_parser_answers_any_json_value_with_a_value_or_bad_input(value: Any) -> None:
     body = {"key": value, "id": value, "limit": value, "min_score": value, "url": value}
-    keys_out = only_bad_input(key_list, body, MAX_KEY, MAX_COUNT)
+    keys_out = only_bad_input(key_list, body)
     if isinstance(keys_out, list):
         assert keys_out and len(keys_out) == len(set(keys_out)) <= MAX_COUNT
         for key in keys_out:
             assert key == key.strip() and 1 <= len(key) <= MAX_KEY and not CONTROL.search(key)
             key.encode("utf-8")
-    ids_out = only_bad_input(id_list, body, MAX_COUNT)
+    ids_out = only_bad_input(id_list, body)
     if isinstance(ids_out, list):
         assert ids_out and len(ids_out) == len(set(ids_out)) <= MAX_COUNT
         assert all(type(i) is int and 1 <= i <= JS_MAX_SAFE_INTEGER for i in ids_out)
-    limit = only_bad_input(limit_value, body, 100)
+    limit = only_bad_input(limit_value, body)
     if not isinstance(limit, Exception):
         assert type(limit) is int and 1 <= limit <= 100
     score = only_bad_input(min_score_value, body)
     if not isinstance(score, Exception) and score is not None:
         assert -1.0 <= score <= 1.0 and not math.isnan(score)
-    text = only_bad_input(text_field, body, "url", max_len=50)
+    text = only_bad_input(text_value, body["url"], "url", max_len=50)
     if isinstance(text, str):
         assert "\x00" not in text and len(text) <= 50
         text.encode("utf-8")
-    one_key = only_bad_input(optional_key, body, MAX_KEY)
+    one_key = only_bad_input(optional_key, body)
     assert one_key is None or isinstance(one_key, (str, Exception))
     only_bad_input(base64_image, value, 1000)
 
@@ -123,26 +190,26 @@ def test_key_value_accepts_exactly_the_printable_keys(text: str) -> None:
 def test_key_list_keeps_distinct_keys_in_order_in_both_forms(items: list[str]) -> None:
     items = [k[:MAX_KEY].strip() or "k" for k in items]
     expected = list(dict.fromkeys(items))
-    assert counted(key_list({"key": items}, MAX_KEY, MAX_COUNT)) == expected
+    assert counted(key_list({"key": items})) == expected
     if all("," not in k for k in items):
-        assert key_list({"key": ",".join(items)}, MAX_KEY, MAX_COUNT) == expected
+        assert key_list({"key": ",".join(items)}) == expected
 
 
 @FAST
 @given(st.lists(ids, min_size=1, max_size=MAX_COUNT), st.sampled_from([",", ", ", " ,", " , "]))
 def test_id_list_keeps_distinct_ids_in_order_in_every_form(items: list[int], sep: str) -> None:
     expected = list(dict.fromkeys(items))
-    assert counted(id_list({"id": items}, MAX_COUNT)) == expected
-    assert id_list({"id": sep.join(map(str, items))}, MAX_COUNT) == expected
-    assert id_list({"id": [str(i) for i in items]}, MAX_COUNT) == expected
-    assert id_list({"id": items[0]}, MAX_COUNT) == [items[0]]
+    assert counted(id_list({"id": items})) == expected
+    assert id_list({"id": sep.join(map(str, items))}) == expected
+    assert id_list({"id": [str(i) for i in items]}) == expected
+    assert id_list({"id": items[0]}) == [items[0]]
 
 
 @FAST
 @given(st.integers(min_value=-(10**30), max_value=10**30) | st.integers(min_value=JS_MAX_SAFE_INTEGER - 5,
                                                                           max_value=JS_MAX_SAFE_INTEGER + 5))
 def test_id_list_refuses_every_integer_outside_the_js_safe_range(number: int) -> None:
-    result = only_bad_input(id_list, {"id": [number]}, MAX_COUNT)
+    result = only_bad_input(id_list, {"id": [number]})
     if 1 <= number <= JS_MAX_SAFE_INTEGER:
         assert result == [number]
     else:
@@ -152,8 +219,8 @@ def test_id_list_refuses_every_integer_outside_the_js_safe_range(number: int) ->
 @FAST
 @given(st.integers(min_value=-(10**20), max_value=10**20), st.sampled_from(["{}", " {} ", "{}\n", "+{}", "{}.0"]))
 def test_limit_value_takes_whole_numbers_in_range_only(number: int, spelling: str) -> None:
-    as_int = only_bad_input(limit_value, {"limit": number}, 100)
-    as_text = only_bad_input(limit_value, {"limit": spelling.format(number)}, 100)
+    as_int = only_bad_input(limit_value, {"limit": number})
+    as_text = only_bad_input(limit_value, {"limit": spelling.format(number)})
     if 1 <= number <= 100:
         assert as_int == number
         assert as_text == number if spelling.strip() == "{}" else isinstance(as_text, BadInput)
@@ -299,7 +366,7 @@ def test_quote_round_trips_through_a_real_milvus_lite_filter(lite_store: VectorS
     assert lite_store.get_keys(scope, batch + [bystander.key]) == []
 
 
-# --- api/options.py and api/items.py: the tenancy fields are total functions too --------------------
+# --- contract.py: the tenancy fields are total functions too ----------------------------------------
 json_texts = json_values.map(lambda v: json.dumps(v, allow_nan=True)) | st.text(max_size=40)
 
 
@@ -328,10 +395,10 @@ def test_every_tenancy_field_answers_any_value_with_a_value_or_bad_input(value: 
     assert isinstance(rid, BadInput) or 1 <= rid <= JS_MAX_SAFE_INTEGER
     after = only_bad_input(after_id_value, body)
     assert isinstance(after, BadInput) or 0 <= after <= JS_MAX_SAFE_INTEGER
-    raw_items = only_bad_input(items_value, body, 5)
-    if isinstance(raw_items, list):
-        settings_ = Settings(_env_file=None)  # type: ignore[call-arg]
-        for item in add_requests(raw_items, settings_, on_duplicate_value({})):
+    items = only_bad_input(add_requests, body)
+    if isinstance(items, list):
+        assert 1 <= len(items) <= LIMITS.max_batch_items
+        for item in items:
             assert isinstance(item, (AddRequest, ApiError))
 
 

@@ -7,7 +7,6 @@ from flask import Flask, request
 from conf.settings import Settings
 from service.api import console, docs
 from service.api.auth import admit, token_table
-from service.api.bulk import bulk
 from service.api.errors import register_error_handlers
 from service.api.probes import probes
 from service.api.routes import api
@@ -33,12 +32,12 @@ def create_app(settings: Settings, deps: Deps, metrics: Metrics | None = None) -
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, MAX_FORM_MEMORY_SIZE=settings.max_body_bytes,
                       JSON_SORT_KEYS=False)
-    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.json.ensure_ascii = False
     app.extensions["imgsim.deps"] = deps
     metrics = metrics or Metrics(process=False)
     # First, so that every request -- the ones the token check refuses too -- has an id, a log line and metrics.
     install_request_hooks(app, metrics)
-    for blueprint in (api, bulk, probes, console.console_blueprint(), docs.docs_blueprint(),
+    for blueprint in (api, probes, console.console_blueprint(), docs.docs_blueprint(),
                       metrics_blueprint(metrics, public=settings.metrics_public)):
         app.register_blueprint(blueprint)
 
@@ -48,7 +47,7 @@ def create_app(settings: Settings, deps: Deps, metrics: Metrics | None = None) -
 
     @app.before_request
     def require_token() -> None:
-        """Refuse (401/403) a request without a token or right its endpoint needs, unless the endpoint is open."""
+        """Refuse (401/403) a request without a token or the right its endpoint declares, unless it is open."""
         if request.endpoint not in unchecked:
             admit(request, table)
 

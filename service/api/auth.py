@@ -1,5 +1,6 @@
-"""Who is calling and where they may act: the token (bogv's `token` header or a Bearer token), its rights, and
-the namespace a request acts in.
+"""Who is calling and what they may do: the token (bogv's `token` header or a Bearer token) and the right the
+endpoint declares (service.api.endpoint), checked once per request before the route runs. The namespace a
+request acts in is resolved with the body (service.api.endpoint.acting_namespace).
 
 The tokens come from TOKENS_FILE (service.api.tokens), or the single TOKEN setting as one admin token.
 Without either, the service is open as before: every caller acts as an admin, in the namespace its
@@ -9,24 +10,13 @@ edge of the HTTP layer.
 
 from __future__ import annotations
 
-from typing import Any
+from flask import Request, current_app, g
 
-from flask import Request, g
-
-from conf.errors import BadInput, Forbidden, StartupError, Unauthorized
+from conf.errors import Forbidden, StartupError, Unauthorized
 from conf.settings import Settings
 from service.api import tokens
-from service.api.tokens import READ, WRITE, Grant, TokensFileError, TokenTable, authenticate, resolve_namespace
-from service.store.filters import NamespaceError
-
-# The right each endpoint needs (Flask endpoint names). Endpoints not listed (the OpenAPI document,
-# unknown paths) need a known token but no particular right.
-ENDPOINT_RIGHTS = {
-    "api.search": READ, "api.search_id": READ, "api.get_keys": READ, "api.count": READ, "api.list_records": READ,
-    "api.thumb": READ,
-    "api.add": WRITE, "api.delete_ids": WRITE, "api.delete_keys": WRITE,
-    "bulk.add_batch": WRITE, "bulk.set_key": WRITE,
-}
+from service.api.endpoint import endpoint_of
+from service.api.tokens import TokensFileError, TokenTable, authenticate
 
 
 def token_table(settings: Settings) -> TokenTable | None:
@@ -54,24 +44,14 @@ def presented_token(request: Request) -> str | None:
 
 
 def admit(request: Request, table: TokenTable | None) -> None:
-    """Check the request's token and the right its endpoint needs; keep the grant for the route (flask.g)."""
+    """Check the request's token and the right its endpoint declares with @endpoint (none declared: any known
+    token); keep the grant for the route (flask.g). The only check of the right in a request."""
     try:
         grant = authenticate(table, presented_token(request))
     except tokens.Unauthorized as exc:
         raise Unauthorized(exc.msg, reason=exc.reason) from None
-    right = ENDPOINT_RIGHTS.get(request.endpoint or "")
+    spec = endpoint_of(current_app, request.endpoint)
+    right = spec.right if spec is not None else None
     if right is not None and not grant.allows(right):
         raise Forbidden(f"this token does not have the {right} right this endpoint needs", reason="right_missing")
     g.grant = grant
-
-
-def acting_namespace(body: dict[str, Any], right: str) -> str:
-    """The namespace this request acts in: its token's, or (admin or open service) the `namespace` field."""
-    grant: Grant = g.grant  # set by admit() before every route; missing would be a bug (500), never admin
-    requested = body.get("namespace")
-    try:
-        return resolve_namespace(grant, requested, right)
-    except tokens.Forbidden as exc:
-        raise Forbidden(exc.msg, reason=exc.reason) from None
-    except NamespaceError as exc:
-        raise BadInput(f"field 'namespace': {exc}", reason="bad_namespace") from None

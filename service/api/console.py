@@ -1,9 +1,9 @@
 """The ops console at `/console`: one HTML page plus its script and style sheet, all served by imgsim.
 
 The page holds no data and no secret (it asks for the token itself and sends it as a header), so the page
-and its assets are open; every API call the page makes goes through the normal token check. One small API
-answer lives here because only the console needs it: `GET /api/image/sim/whoami`, the calling token's
-namespace and rights, from which the page disables (and explains) the controls the token may not use. The assets
+and its assets are open; every API call the page makes goes through the normal token check (the page learns
+what its token may do from `GET /api/image/sim/whoami`, in service/api/routes.py, and disables, saying why,
+the controls the token may not use). The assets
 are cached for a year under a content-hash query (`console.js?v=<hash>`), so an upgrade is picked up at
 once while repeat visits load nothing. A Content-Security-Policy forbids every origin but imgsim's own.
 """
@@ -15,11 +15,8 @@ import mimetypes
 from dataclasses import dataclass
 from pathlib import Path
 
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, request
 from werkzeug.exceptions import NotFound
-
-from service.api.envelope import envelope
-from service.api.tokens import ADMIN, READ, WRITE, Grant
 
 STATIC_DIR = Path(__file__).with_name("static")
 ASSETS = ("console.js", "console.css")
@@ -27,7 +24,6 @@ PAGE = "console.html"
 # Endpoints the app-wide token check must let through (the page and its assets; the API stays guarded).
 PUBLIC_ENDPOINTS = frozenset({"console.page", "console.asset"})
 # The token's own grant: needs a known token (the app's check) but no particular right.
-WHOAMI_URL = "/api/image/sim/whoami"
 # 'self' only: no CDN, no web font, no inline script or style; blob: for thumbnails fetched with the token
 # header and for the preview of the query image; data: for the empty favicon.
 CONSOLE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
@@ -104,22 +100,8 @@ def page_blueprint(name: str, url: str, asset_url: str, page: bytes, assets: dic
     return bp
 
 
-def whoami() -> tuple[Response, int]:
-    """The calling token's namespace (null: any, chosen per request with `namespace`) and its rights.
-
-    `rights` lists what the token may do, weakest first: ["read"], ["read", "write"] or
-    ["read", "write", "admin"] (an open service, with no token configured, admits everyone as an admin).
-    It tells a token's holder nothing they could not learn by trying, and nothing about other tokens.
-    """
-    grant: Grant = g.grant  # set by the app's token check before every guarded endpoint
-    return envelope({"namespace": grant.namespace, "rights": [r for r in (READ, WRITE, ADMIN) if grant.allows(r)]})
-
-
 def console_blueprint(static_dir: Path = STATIC_DIR) -> Blueprint:
-    """`GET /console` (the page, never cached), `GET /console/static/<name>` (its script and styles) and
-    `GET /api/image/sim/whoami` (the token's namespace and rights, behind the token check)."""
+    """`GET /console` (the page, never cached) and `GET /console/static/<name>` (its script and styles)."""
     assets = {name: load_asset(static_dir / name) for name in ASSETS}
     page = render_page((static_dir / PAGE).read_text("utf-8"), "/console/static", assets)
-    bp = page_blueprint("console", "/console", "/console/static", page, assets, CONSOLE_CSP)
-    bp.add_url_rule(WHOAMI_URL, endpoint="whoami", view_func=whoami, methods=["GET"])
-    return bp
+    return page_blueprint("console", "/console", "/console/static", page, assets, CONSOLE_CSP)

@@ -2,28 +2,32 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response, current_app, jsonify
 
+from service.api.endpoint import Ok, deps, endpoint
 from service.api.envelope import envelope
-from service.api.routes import deps
+from service.api.openapi import openapi_document
+from service.api.views import Alive, Readiness
 from service.usecases.readiness import readiness
 
 probes = Blueprint("probes", __name__)
 
-OPENAPI_FILE = Path(__file__).with_name("openapi.json")
 
-
-@probes.get("/health")
+@endpoint(probes, "/health", methods=("GET",), right=None, body=None, open_=True, tag="probes", errors=(500,),
+          ok=Ok(Alive, "Alive.", msg={"type": "string", "enum": ["ok"]}), summary="Liveness")
 def health() -> tuple[Response, int]:
-    """Liveness: the process answers HTTP."""
+    """The process answers HTTP. Never needs the token."""
     return envelope({"status": "alive"}, msg="ok")
 
 
-@probes.get("/ready")
+@endpoint(probes, "/ready", methods=("GET",), right=None, body=None, open_=True, tag="probes", errors=(500, 503),
+          ok=Ok(Readiness, "Ready: the model is loaded and Milvus answers.", msg={"type": "string",
+                                                                                 "pattern": "^ready"}),
+          summary="Readiness")
 def ready() -> tuple[Response, int]:
-    """Readiness: the model is loaded and Milvus answers (503 otherwise)."""
+    """200 when the model is loaded and Milvus answers, 503 otherwise. Never needs the token."""
     info = readiness(deps())
     msg = "ready"
     if info["model"].get("weights") == "random":
@@ -31,7 +35,11 @@ def ready() -> tuple[Response, int]:
     return envelope(info, msg=msg)
 
 
-@probes.get("/openapi.json")
+@endpoint(probes, "/openapi.json", methods=("GET",), right=None, body=None, tag="probes", errors=(401, 500),
+          ok=Ok(dict[str, Any], "This document.", msg={}), summary="This OpenAPI document")
 def openapi() -> Response:
-    """The OpenAPI 3 description of this API."""
-    return current_app.response_class(OPENAPI_FILE.read_bytes(), mimetype="application/json")
+    """The OpenAPI 3 description of this API, generated from the routes and their body models."""
+    document = current_app.extensions.get("imgsim.openapi")
+    if document is None:  # built on first use and kept: the routes and settings do not change while serving
+        document = current_app.extensions["imgsim.openapi"] = openapi_document(current_app, deps().settings)
+    return jsonify(document)

@@ -1,135 +1,191 @@
-"""HTTP routes of /api/image/sim: validate the fields, call one use case, wrap the answer in bogv's envelope.
+"""HTTP routes of /api/image/sim: each declared once with @endpoint (its right, body model and answers), taking
+the validated body and the namespace it acts in, calling one use case and wrapping the answer in bogv's envelope.
 
-Every route acts in one namespace (service.api.auth.acting_namespace): its token's, or for an admin
+Every route acts in one namespace (service.api.endpoint.acting_namespace): its token's, or for an admin
 token (and an open service) the request's `namespace` field, default "".
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, g
 
-from service.api.auth import acting_namespace
+from service.api.contract import (
+    ADD_BODIES,
+    SEARCH_BODIES,
+    AddBatchBody,
+    AddFields,
+    CountBody,
+    Id,
+    IdsBody,
+    KeysBody,
+    ListBody,
+    NamespaceQuery,
+    SearchByIdBody,
+    SearchImageFields,
+    SetKeyBody,
+    id_value,
+)
+from service.api.endpoint import Ok, deps, endpoint
 from service.api.envelope import envelope
-from service.api.fields import (id_list, id_value, image_input, key_list, limit_value, min_score_value,
-                                optional_key, request_fields, text_field)
-from service.api.options import after_id_value, attrs_value, bool_value, filter_value, on_duplicate_value, record_id
-from service.api.tokens import READ, WRITE
-from service.api.views import duplicate_message, found_view, record_view
+from service.api.tokens import ADMIN, READ, WRITE, Grant
+from service.api.views import (
+    Count,
+    Hit,
+    ItemResult,
+    ListedRecord,
+    Page,
+    Record,
+    SetKeyResult,
+    Whoami,
+    duplicate_message,
+    found_view,
+    outcome_view,
+    record_view,
+)
 from service.logs import note_request
-from service.usecases.add import AddRequest, add_image
+from service.usecases.add import add_image
+from service.usecases.batch import add_batch as add_many
 from service.usecases.delete import delete_by_ids, delete_by_keys
-from service.usecases.deps import Deps
 from service.usecases.listing import list_records as list_page
 from service.usecases.lookup import count_records, get_by_keys
-from service.usecases.search import SearchOptions, search_by_id, search_image
+from service.usecases.search import search_by_id, search_image
+from service.usecases.sync import set_key as sync_key
 from service.usecases.thumbnail import thumbnail
 
 api = Blueprint("api", __name__, url_prefix="/api/image/sim")
 
-
-def deps() -> Deps:
-    """The use cases' dependencies, stored on the app by create_app."""
-    return current_app.extensions["imgsim.deps"]
-
-
-def _search_options(body: dict[str, Any]) -> SearchOptions:
-    return SearchOptions(limit_value(body, deps().settings.max_limit), min_score_value(body), filter_value(body),
-                         bool_value(body, "group_by_key"))
+KINDS = "<any(file, url, path, base64):kind>"
+# The error statuses of the API's routes: a token may lack the right or name another namespace (403); a
+# collection of an earlier imgsim refuses namespaces, attrs and filters (409); Milvus may be away (503).
+ALWAYS = (401, 403, 409, 500, 503)
+WITH_BODY = (400, 413, *ALWAYS)
+WITH_IMAGE = (415, *WITH_BODY)
+SEARCH_OK = Ok(list[Hit], "The most similar stored images, best first.")
 
 
-def _requested_keys(body: dict[str, Any]) -> list[str]:
-    """The request's `key` list, validated; how many it names goes on the access log line."""
-    settings = deps().settings
-    keys = key_list(body, settings.max_key_length, settings.max_batch_keys)
-    note_request(key_count=len(keys))
-    return keys
-
-
-@api.post("/add/<any(file, url, path, base64):kind>")
-def add(kind: str) -> tuple[Response, int]:
-    """Embed an image and store it under `key` (default: the image MD5), with optional attrs."""
-    body = request_fields()
-    namespace = acting_namespace(body, WRITE)
-    add_request = AddRequest(image_input(kind, body), optional_key(body, deps().settings.max_key_length),
-                             text_field(body, "imgPath", max_len=4096), attrs_value(body), on_duplicate_value(body))
-    added = add_image(deps(), namespace, add_request)
+@endpoint(api, f"/add/{KINDS}", right=WRITE, body=ADD_BODIES, tag="add", errors=WITH_IMAGE,
+          ok=Ok(Literal[True] | ListedRecord, "Stored (or already stored: adding is idempotent), or skipped as a "
+                "duplicate (on_duplicate=skip): then data is the record already stored.", msg={"type": "string",
+                                                                                              "minLength": 1}))
+def add(body: AddFields, namespace: str) -> tuple[Response, int]:
+    """Embed the image and store it under `key` (default: the image MD5). Re-adding the same image under the same
+    key stores nothing new (idempotent); the same key may hold many images. With `attrs` the record carries
+    attributes to filter on; `on_duplicate` decides what happens to a picture the namespace already holds under
+    another key."""
+    added = add_image(deps(), namespace, body.add_request())
     if added.duplicate_of is not None:
         return envelope(added.duplicate_of, msg=duplicate_message(added.duplicate_of))
     return envelope(True)
 
 
-@api.post("/search/<any(file, url, path, base64):kind>")
-def search(kind: str) -> tuple[Response, int]:
-    """The most similar stored images, best first, each with its cosine `score` and `match` verdict."""
-    body = request_fields()
-    namespace = acting_namespace(body, READ)
-    found = search_image(deps(), namespace, image_input(kind, body), _search_options(body))
+@endpoint(api, f"/search/{KINDS}", right=READ, body=SEARCH_BODIES, tag="search", errors=WITH_IMAGE, ok=SEARCH_OK)
+def search(body: SearchImageFields, namespace: str) -> tuple[Response, int]:
+    """The stored images most similar to this one, best first, each with its cosine `score` and a `match` verdict
+    (exact, duplicate, similar). `filter` keeps hits whose attributes meet it; `group_by_key` returns one hit per
+    key."""
+    return envelope([found_view(f) for f in search_image(deps(), namespace, body.image(), body.options())])
+
+
+@endpoint(api, "/search/id", right=READ, body=SearchByIdBody, tag="search", errors=(404, *WITH_BODY), ok=SEARCH_OK,
+          summary="Search with a stored record")
+def search_id(body: SearchByIdBody, namespace: str) -> tuple[Response, int]:
+    """The namespace's images most similar to one of its stored records, without sending the image again; the
+    record itself is left out unless `include_self`. 404 when the namespace holds no such id."""
+    found = search_by_id(deps(), namespace, body.id, body.options(), body.include_self)
     return envelope([found_view(f) for f in found])
 
 
-@api.post("/search/id")
-def search_id() -> tuple[Response, int]:
-    """The stored images most similar to a stored record, without sending the image again."""
-    body = request_fields()
-    namespace = acting_namespace(body, READ)
-    found = search_by_id(deps(), namespace, record_id(body), _search_options(body), bool_value(body, "include_self"))
-    return envelope([found_view(f) for f in found])
+@endpoint(api, "/del/id", right=WRITE, body=IdsBody, tag="records", errors=WITH_BODY,
+          ok=Ok(Count, "How many records existed and were deleted."), summary="Delete records by id")
+def delete_ids(body: IdsBody, namespace: str) -> tuple[Response, int]:
+    """Delete the records with these ids; `data` is how many existed and were deleted (0 when none matched,
+    still 200)."""
+    return envelope(delete_by_ids(deps(), namespace, body.id))
 
 
-@api.post("/del/id")
-def delete_ids() -> tuple[Response, int]:
-    """Delete records by id; data is how many were really deleted."""
-    body = request_fields()
-    namespace = acting_namespace(body, WRITE)
-    return envelope(delete_by_ids(deps(), namespace, id_list(body, deps().settings.max_batch_keys)))
+@endpoint(api, "/del/key", right=WRITE, body=KeysBody, tag="records", errors=WITH_BODY,
+          ok=Ok(Count, "How many records were deleted."), summary="Delete records by key")
+def delete_keys(body: KeysBody, namespace: str) -> tuple[Response, int]:
+    """Delete every record of these keys; `data` is how many were deleted."""
+    note_request(key_count=len(body.key))
+    return envelope(delete_by_keys(deps(), namespace, body.key))
 
 
-@api.post("/del/key")
-def delete_keys() -> tuple[Response, int]:
-    """Delete every record of the given keys; data is how many were deleted."""
-    body = request_fields()
-    namespace = acting_namespace(body, WRITE)
-    return envelope(delete_by_keys(deps(), namespace, _requested_keys(body)))
+@endpoint(api, "/get/key", right=READ, body=KeysBody, tag="records", errors=WITH_BODY,
+          ok=Ok(list[Record], "The records of the keys."), summary="Look up records by key")
+def get_keys(body: KeysBody, namespace: str) -> tuple[Response, int]:
+    """The records stored under these keys, ordered by key then id."""
+    note_request(key_count=len(body.key))
+    return envelope([record_view(r) for r in get_by_keys(deps(), namespace, body.key)])
 
 
-@api.post("/get/key")
-def get_keys() -> tuple[Response, int]:
-    """The records (id, key, filepath, md5, attrs) stored under the given keys."""
-    body = request_fields()
-    namespace = acting_namespace(body, READ)
-    return envelope([record_view(r) for r in get_by_keys(deps(), namespace, _requested_keys(body))])
+@endpoint(api, "/count", methods=("GET", "POST"), right=READ, body=CountBody, tag="records", errors=WITH_BODY,
+          ok=Ok(Count, "A number of records."), summary="Count the namespace's records")
+def count(_body: CountBody, namespace: str) -> tuple[Response, int]:
+    """How many records the namespace holds (an admin token names the namespace in the body)."""
+    return envelope(count_records(deps(), namespace))
 
 
-@api.route("/count", methods=["GET", "POST"])
-def count() -> tuple[Response, int]:
-    """How many records the namespace holds."""
-    return envelope(count_records(deps(), acting_namespace(request_fields(), READ)))
-
-
-@api.post("/list")
-def list_records() -> tuple[Response, int]:
-    """A page of the namespace's records in id order, and the `after_id` of the next page."""
-    body = request_fields()
-    namespace = acting_namespace(body, READ)
-    page = list_page(deps(), namespace, after_id_value(body), limit_value(body, deps().settings.max_batch_keys,
-                                                                          default=100))
+@endpoint(api, "/list", right=READ, body=ListBody, tag="records", errors=WITH_BODY,
+          ok=Ok(Page, "A page of the namespace's records, in id order."),
+          summary="List the namespace's records page by page")
+def list_records(body: ListBody, namespace: str) -> tuple[Response, int]:
+    """Records (id, key, filepath, md5, attrs) in id order, `limit` per page: send the answer's `next_after_id` as
+    `after_id` for the next page, until it is null. For reconciling a catalog with imgsim."""
+    page = list_page(deps(), namespace, body.after_id, body.limit)
     return envelope({"records": page.rows, "next_after_id": page.next_after_id})
 
 
-@api.get("/thumb/<record_id>")
-def thumb(record_id: str) -> Response:
-    """A stored record's thumbnail: WEBP, at most 256 px a side (404 when it has none: show a placeholder).
+@endpoint(api, "/add/batch", right=WRITE, body=AddBatchBody, tag="add", errors=WITH_BODY,
+          ok=Ok(list[ItemResult], "One result per item, in the order sent (200 whenever the request itself is well "
+                "formed)."), summary="Add many images in one request")
+def add_batch(body: AddBatchBody, namespace: str) -> tuple[Response, int]:
+    """Items are read with bounded concurrency, embedded in model batches and written together. The answer lists
+    one result per item, in order, with the code and msg a single add of it would have given; the call answers
+    200 whenever the request itself is well formed, even if items failed. `on_duplicate` applies to every item
+    (with skip or reject, items are written one at a time, each checked against those before it)."""
+    return envelope([outcome_view(o) for o in add_many(deps(), namespace, body.items, body.on_duplicate)])
 
-    An admin token names the namespace in the query string (`?namespace=shop-1`); a record of another
-    namespace answers 404 like a missing one.
-    """
-    namespace = acting_namespace(request.args.to_dict(), READ)
+
+@endpoint(api, "/set/key", right=WRITE, body=SetKeyBody, tag="add", errors=WITH_BODY,
+          ok=Ok(SetKeyResult, "The key now holds the listed images (unless an item failed)."),
+          summary="Make a key hold exactly these images")
+def set_key(body: SetKeyBody, namespace: str) -> tuple[Response, int]:
+    """Images not yet stored under the key are added, stored ones that are listed are kept (untouched), and the
+    key's other images are deleted. If any item fails, nothing of the key is deleted. Answers the counts and each
+    item's result."""
+    synced = sync_key(deps(), namespace, body.key, body.items)
+    return envelope({"added": synced.added, "kept": synced.kept, "deleted": synced.deleted,
+                     "items": [outcome_view(o) for o in synced.outcomes]})
+
+
+@endpoint(api, "/thumb/<record_id>", methods=("GET",), right=READ, body=NamespaceQuery, query=True, tag="records",
+          errors=(400, 404, *ALWAYS), ok=Ok(bytes, "The thumbnail.", media_type="image/webp"),
+          summary="The thumbnail of a stored record (for the ops console)",
+          path_params={"record_id": (Id, "the record's id")})
+def thumb(_query: NamespaceQuery, namespace: str, record_id: str) -> Response:
+    """A WEBP picture at most 256 px a side of the record's image. Thumbnails are written when an image is stored
+    and removed with the last record of that image; a record stored before thumbnails existed gets one on first
+    view when its filepath is a readable copy of its image below PATH_ROOTS. Otherwise 404 (show a placeholder).
+    An admin token names the namespace in the query string (`?namespace=shop-1`); a record of another namespace
+    answers 404 like a missing one."""
     data = thumbnail(deps(), id_value(record_id), namespace)
-    response = current_app.response_class(data, mimetype="image/webp")
+    response = Response(data, mimetype="image/webp")
     # An id always names the same image (ids derive from namespace, key and MD5), so the browser may keep it a
     # while; `private`: it was fetched with the token, no shared cache may keep it.
     response.headers["Cache-Control"] = "private, max-age=86400"
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+@endpoint(api, "/whoami", methods=("GET",), right=None, body=None, tag="records", errors=(401, 500),
+          ok=Ok(Whoami, "The calling token's namespace and rights."), summary="What this token may do")
+def whoami() -> tuple[Response, int]:
+    """The calling token's namespace (null: any, chosen per request with `namespace`) and its rights, weakest
+    first. The console disables, saying why, the controls the token may not use. An open service (no token
+    configured) admits everyone as an admin. It tells a token's holder nothing they could not learn by trying,
+    and nothing about other tokens."""
+    grant: Grant = g.grant  # set by the app's token check before every guarded endpoint
+    return envelope({"namespace": grant.namespace, "rights": [r for r in (READ, WRITE, ADMIN) if grant.allows(r)]})

@@ -307,14 +307,22 @@ def authenticate(table: TokenTable | None, presented: str | None) -> Grant:
 def resolve_namespace(grant: Grant, requested: object, right: str) -> str:
     """The namespace a request acts in, given its grant, its `namespace` field (None: absent) and the right needed.
 
-    A token bound to a namespace always gets exactly that namespace: asking for any other raises
-    Forbidden. A `*` token gets the requested namespace (default ""), checked against NAMESPACE_RE
-    (NamespaceError, a ValueError: answer 400). Missing rights raise Forbidden.
+    Missing rights raise Forbidden; then namespace_for() decides the namespace.
     """
     if right not in RIGHTS:
         raise ValueError(f"unknown right {right!r}")  # a programming error, not a caller's
     if not grant.allows(right):
         raise Forbidden(f"this token does not have the {right} right", reason="right_missing")
+    return namespace_for(grant, requested)
+
+
+def namespace_for(grant: Grant, requested: object) -> str:
+    """The namespace a grant acts in, given the request's `namespace` field (None: absent).
+
+    A token bound to a namespace always gets exactly that namespace: asking for any other raises
+    Forbidden. A `*` token gets the requested namespace (default ""), checked against NAMESPACE_RE
+    (NamespaceError, a ValueError: answer 400).
+    """
     if grant.namespace is None:
         return DEFAULT_NAMESPACE if requested is None else check_namespace(requested)
     if requested is None or (isinstance(requested, str) and requested == grant.namespace):

@@ -1,14 +1,169 @@
 """How results appear in answers. bogv's fields come first and unchanged; `attrs` is added only where a record has
-attributes, so a client that never sends any gets exactly bogv's shapes."""
+attributes, so a client that never sends any gets exactly bogv's shapes.
+
+The pydantic models below describe those shapes for the OpenAPI document (service/api/openapi.py); the
+schemathesis fuzz (tests/test_openapi.py) checks every answer against them.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from conf.errors import ApiError
+from service.api.contract import Attrs, Id
 from service.api.errors import status_of
 from service.usecases.add import Added
 from service.usecases.search import Found
+
+MD5 = Annotated[str, Field(pattern="^[0-9a-f]{32}$", description="MD5 of the image bytes")]
+Count = Annotated[int, Field(ge=0)]
+
+
+class Shape(BaseModel):
+    """An answer's shape: exactly these fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Hit(Shape):
+    """A search hit."""
+
+    id: Id
+    key: str
+    filepath: str
+    score: float = Field(description="cosine similarity of the two embeddings, -1..1 (1.0: the same picture), "
+                                     "6 decimals")
+    match: Literal["exact", "duplicate", "similar"] = Field(description=(
+        "the verdict on this hit: `exact` = the same image bytes as the query (same MD5); `duplicate` = score at "
+        "or above the duplicate threshold in force (DUPLICATE_SCORE, else the one `python main.py calibrate DIR` "
+        "stored with the collection, else the model's default; /ready shows it); `similar` = anything else"))
+    attrs: Attrs | None = Field(None, description="present when the record has attributes")
+
+
+class Record(Shape):
+    """A stored record, as get/key shows it."""
+
+    id: Id
+    key: str
+    filepath: str
+    md5: MD5
+    attrs: Attrs | None = Field(None, description="present when the record has attributes")
+
+
+class ListedRecord(Shape):
+    """A stored record, as list, duplicates and conflicts show it."""
+
+    id: Id
+    key: str
+    filepath: str
+    md5: MD5
+    attrs: Attrs = Field(description="{} when the record has none")
+
+
+class Page(Shape):
+    """A page of records in id order."""
+
+    records: list[ListedRecord]
+    next_after_id: Id | None = Field(description="send as after_id for the next page; null on the last page")
+
+
+class ItemResult(Shape):
+    """One item's fate in add/batch or set/key."""
+
+    code: int = Field(description="the status a single add of this item would have answered (200, 400, 403, 409, "
+                                  "413, 415)")
+    msg: str = Field(min_length=1, description="the msg that single add would have answered")
+    id: Id | None = Field(description="the record's id (for a duplicate: the record it duplicates); null when the "
+                                      "item failed")
+    created: bool = Field(description="true when this item stored a new record")
+
+
+class SetKeyResult(Shape):
+    """What set/key did."""
+
+    added: Count
+    kept: Count
+    deleted: Count = Field(description="0 whenever an item failed: then nothing of the key is deleted")
+    items: list[ItemResult]
+
+
+class Alive(Shape):
+    """The process answers."""
+
+    status: Literal["alive"]
+
+
+class Whoami(Shape):
+    """What the calling token may do."""
+
+    namespace: str | None = Field(description="the namespace the token is bound to; null: any (an admin token names "
+                                              "it per request with `namespace`)")
+    rights: list[Literal["read", "write", "admin"]] = Field(description="weakest first: [\"read\"], "
+                                                                        "[\"read\", \"write\"] or "
+                                                                        "[\"read\", \"write\", \"admin\"]")
+
+
+class ModelInfo(BaseModel):
+    """The model in force."""
+
+    name: Literal["resnet50", "efficientnet-lite0"]
+    weights: Literal["imagenet", "random", "local file"]
+    dim: int
+    resize: Literal["squash", "center-crop", "pad"]
+    pooling: Literal["avg", "gem"]
+    trim: Literal["on", "off"] = Field(description="IMAGE_TRIM: flat margins cropped before resizing")
+    engine: Literal["openvino", "tensorflow"]
+    precision: str = Field(description="the arithmetic really in force: fp32, bf16, int8 (OpenVINO runs bf16 as fp32 "
+                                       "on CPUs without bf16)")
+    threads: int = Field(description="threads one model batch runs on")
+    fingerprint: str = Field(pattern="^[0-9a-f]{16}$", description=(
+        "the embedding space: vectors are comparable only within one fingerprint; it is recorded on the collection"))
+    space: str = Field(description="the fingerprint's parts, readable: model, weights, input, resize, pooling, trim, "
+                                   "numeric space")
+
+
+class MilvusInfo(BaseModel):
+    """The Milvus in use."""
+
+    target: str
+    server_version: str
+    vector_index: str
+    key_index: str
+
+
+class BatchStats(BaseModel):
+    """One stage's micro-batching since start."""
+
+    batches: Count
+    requests: Count
+    busy_seconds: float = Field(ge=0)
+
+
+class Batching(BaseModel):
+    """Micro-batching since start, per stage (embed: the model; search: Milvus): batches run, requests in them,
+    and seconds the stage's worker was busy. requests/batches is the mean batch size; busy_seconds over uptime
+    is how busy the model is."""
+
+    embed: BatchStats
+    search: BatchStats
+
+
+class DuplicateInfo(Shape):
+    """The duplicate threshold in force."""
+
+    score: float = Field(description="hits scoring at least this are `duplicate`")
+    source: str = Field(description="DUPLICATE_SCORE, `calibrated on N images at TIME (...)`, or the model's default")
+
+
+class Readiness(BaseModel):
+    """What /ready reports."""
+
+    model: ModelInfo
+    milvus: MilvusInfo
+    batching: Batching
+    duplicate: DuplicateInfo
 
 
 def found_view(found: Found) -> dict[str, Any]:
