@@ -53,7 +53,7 @@ def make_settings(tmp: Path, **overrides: Any) -> Settings:
         "batch_window_ms": 2.0,
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg] - _env_file: pydantic-settings' option
 
 
 def photo(seed: int, size: tuple[int, int] = (320, 240), fmt: str = "JPEG", mode: str = "RGB") -> bytes:
@@ -180,7 +180,7 @@ def image_host() -> Iterator[Callable[[bytes], str]]:
     served: dict[str, bytes] = {}
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             body = served.get(self.path, b"")
             self.send_response(200 if body else 404)
             self.send_header("Content-Type", "image/jpeg")

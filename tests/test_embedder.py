@@ -149,12 +149,12 @@ def test_bf16_embeds_in_its_own_space_when_in_force(embedder: Embedder, tmp_path
 
 def test_each_backbone_gets_the_preprocessing_measured_best_for_it_unless_the_environment_chooses() -> None:
     """EfficientNet-Lite0 defaults to squash + border trim (best on real weights); ResNet50 keeps center-crop."""
-    lite = Settings(_env_file=None, model_name="efficientnet-lite0")  # type: ignore[call-arg]
+    lite = Settings(_env_file=None, model_name="efficientnet-lite0")  # type: ignore[call-arg] - _env_file: pydantic-settings' option
     assert (lite.image_resize, lite.image_trim) == (ResizeMode.SQUASH, True)
-    chosen = Settings(_env_file=None, model_name="efficientnet-lite0", image_resize="center-crop",  # type: ignore[call-arg]
-                      image_trim="off")
+    chosen = Settings(_env_file=None, model_name="efficientnet-lite0",  # type: ignore[call-arg] - as above
+                      image_resize="center-crop", image_trim="off")
     assert (chosen.image_resize, chosen.image_trim) == (ResizeMode.CENTER_CROP, False)
-    resnet = Settings(_env_file=None, model_name="resnet50")  # type: ignore[call-arg]
+    resnet = Settings(_env_file=None, model_name="resnet50")  # type: ignore[call-arg] - _env_file: pydantic-settings' option
     assert (resnet.image_resize, resnet.image_trim) == (ResizeMode.CENTER_CROP, False)
     # The bench switches backbones: each copy gets its own backbone's defaults, the chosen values stay.
     assert (resnet.for_model(ModelName.EFFICIENTNET_LITE0, "imagenet").image_resize, lite.for_model(

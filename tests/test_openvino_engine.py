@@ -192,7 +192,7 @@ def test_cache_key_rejects_reserved_names_and_non_scalars() -> None:
     with pytest.raises(ValueError, match="reserved"):
         full_cache_key({**KEY, "precision": "fp32"}, "fp32", SIZE)
     with pytest.raises(TypeError):
-        full_cache_key({**KEY, "resize": ["squash"]}, "fp32", SIZE)  # type: ignore[dict-item]
+        full_cache_key({**KEY, "resize": ["squash"]}, "fp32", SIZE)  # type: ignore[dict-item] - wrong on purpose
 
 
 def test_int8_without_calibration_refuses_with_the_command(module_cache: Path) -> None:

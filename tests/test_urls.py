@@ -345,7 +345,7 @@ def test_dns_rebinding_to_loopback_is_refused(start_service: Callable[..., LiveS
             lookups.append("guard" if by_guard else "connect")
             address = PUBLIC_IP if by_guard else "127.0.0.1"
             return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, int(port)))]
-        return real(host, port, *args, **kwargs)  # type: ignore[arg-type]
+        return real(host, port, *args, **kwargs)  # type: ignore[arg-type] - passes on what getaddrinfo was given
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     svc = start_service(url_deny_private=True, **FAST)
