@@ -37,8 +37,16 @@ import numpy as np
 from bench.cli import RESULTS, bench_arguments, bench_settings, model_settings, parse_and_log, write_json
 from bench.corpus import build_corpus
 from bench.engines import calibrate, speeds
-from bench.features import (PooledFeatures, Variant, check_against_service, decoded, embed_all, embed_with,
-                            settings_variant, variant_parts)
+from bench.features import (
+    PooledFeatures,
+    Variant,
+    check_against_service,
+    decoded,
+    embed_all,
+    embed_with,
+    settings_variant,
+    variant_parts,
+)
 from bench.metrics import check_threshold, cluster_ci, duplicate_threshold, rank_stats, summarise
 from conf.settings import ModelName, Pooling, Precision, ResizeMode, Settings
 from model.cpu import cpu_budget

@@ -128,9 +128,10 @@ def test_tensorflow_refuses_reduced_precisions(tmp_path: Path) -> None:
 
 def test_cache_reused_on_a_second_start_without_keras(tmp_path: Path) -> None:
     # A second process with the session's cache: reuses the converted model and never imports TensorFlow.
+    cache_dir = str(make_settings(tmp_path).model_cache_dir)
     code = ("import sys, logging; logging.basicConfig(level=logging.INFO); from conf.settings import Settings; "
             "from model.embedder import load_embedder; "
-            f"load_embedder(Settings(_env_file=None, model_weights='random', model_cache_dir={str(make_settings(tmp_path).model_cache_dir)!r})); "
+            f"load_embedder(Settings(_env_file=None, model_weights='random', model_cache_dir={cache_dir!r})); "
             "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

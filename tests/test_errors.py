@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import socket
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
+from pydantic import ValidationError
 
 from conf.settings import Settings
-from pydantic import ValidationError
 from tests.conftest import LiveService, photo
 
 

@@ -7,8 +7,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from service.store.records import VectorStore
 from tests.conftest import ROOT, LiveService, make_settings, photo
