@@ -6,6 +6,7 @@ is reachable from CI; everything else is the production code path.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import io
 import os
@@ -29,6 +30,7 @@ from model.embedder import Embedder, load_embedder
 from service.runtime import Runtime, build_runtime
 from service.server import waitress_options
 from tests.procs import MODEL_CACHE_ENV, ROOT, milvus_server_on_loopback, model_cache_dir
+from tests.reliability import recorder  # noqa: F401 - a fixture: imported here, every test module has it
 
 # One model cache for the whole session (this process and the services it starts): the default
 # engine converts the test model once. Made at import so that make_settings can use it anywhere.
@@ -127,10 +129,8 @@ class LiveService:
 
 
 def _run_quietly(server: Any) -> None:
-    try:
+    with contextlib.suppress(OSError):  # close() from the test's thread pulls the socket out from under select()
         server.run()
-    except OSError:
-        pass  # close() from the test's thread pulls the socket out from under waitress' select()
 
 
 @pytest.fixture

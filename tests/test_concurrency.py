@@ -27,7 +27,7 @@ import pytest
 import requests
 
 from tests.conftest import LiveService, photo
-from tests.reliability import Recorder, recorder  # noqa: F401 - the fixture
+from tests.reliability import Recorder
 
 pytestmark = pytest.mark.slow
 

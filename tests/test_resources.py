@@ -23,7 +23,7 @@ from PIL import Image
 
 from tests.conftest import photo
 from tests.procs import ServeProcess, reset_peak_rss, rss_bytes, wait_until
-from tests.reliability import Recorder, recorder  # noqa: F401 - the fixture
+from tests.reliability import Recorder
 
 pytestmark = pytest.mark.slow
 
