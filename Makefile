@@ -63,16 +63,24 @@ screenshot: install-dev browser
 run: install
 	$(PY) main.py serve
 
-## The layer contract of .importlinter, then the whole suite: real ResNet50 (random weights), real Milvus Lite,
-## a real Milvus server and the console in a real (headless) Chromium.
-test: install-dev browser jq
-	$(VENV)/bin/lint-imports
+## `make lint`, then the whole suite: real ResNet50 (random weights), real Milvus Lite, a real Milvus server
+## and the console in a real (headless) Chromium.
+test: lint browser jq
 	MODEL_WEIGHTS=random $(PY) -m pytest
 
-## The layer contract, then the suite without the tests marked slow.
-test-fast: install-dev browser jq
-	$(VENV)/bin/lint-imports
+## `make lint`, then the suite without the tests marked slow.
+test-fast: lint browser jq
 	MODEL_WEIGHTS=random $(PY) -m pytest -m "not slow"
+
+## What the code claims, checked before any test runs, each with zero findings: the layer contract
+## (.importlinter), ruff's lint rules and formatting, and mypy's types (pyproject.toml holds their settings).
+.PHONY: lint
+LINTED := main.py conf model service
+lint: install-dev
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+	$(VENV)/bin/mypy
 
 ## Only the layer contract (.importlinter): no import may point the wrong way.
 lint-imports: install-dev

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import logging
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,9 +55,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _import(settings: Settings, args: argparse.Namespace) -> int:
     from model.embedder import load_embedder  # noqa: PLC0415 - keep `--help` fast: no model import
-    from service.runtime import open_store  # noqa: PLC0415
-    from service.store.filters import NamespaceError, check_namespace  # noqa: PLC0415
-    from service.usecases.importer import Importer  # noqa: PLC0415
+    from service.runtime import open_store  # noqa: PLC0415 - pymilvus and Flask only for a command that needs them
+    from service.store.filters import NamespaceError, check_namespace  # noqa: PLC0415 - as above: pymilvus
+    from service.usecases.importer import Importer  # noqa: PLC0415 - as above: the model
 
     if not args.folder.is_dir():
         print(f"error: {args.folder} is not a folder", file=sys.stderr)
@@ -82,10 +84,8 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _calibrate(settings: Settings, args: argparse.Namespace) -> int:
-    from dataclasses import replace  # noqa: PLC0415
-
     from model.embedder import load_embedder, model_spec, quantize_int8  # noqa: PLC0415 - keep `--help` fast
-    from service.usecases import calibrate  # noqa: PLC0415
+    from service.usecases import calibrate  # noqa: PLC0415 - as above: the model and pymilvus
 
     if not args.folder.is_dir():
         print(f"error: {args.folder} is not a folder", file=sys.stderr)
@@ -94,10 +94,11 @@ def _calibrate(settings: Settings, args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"model_precision": Precision.INT8})
     images = calibrate.read_images(args.folder, settings, args.limit, progress=not args.no_progress)
     if settings.model_precision is Precision.INT8:
-        from model.openvino_engine import GateMissed  # noqa: PLC0415
+        from model.openvino_engine import GateMissed  # noqa: PLC0415 - OpenVINO only when INT8 is calibrated
 
         try:
-            found = quantize_int8(settings, calibrate.preprocessed(model_spec(settings), images), args.match_fp32)
+            inputs = calibrate.preprocessed(model_spec(settings).preprocess, images)
+            found = quantize_int8(settings, inputs, args.match_fp32)
         except ValueError as exc:  # too few images, or images that look like noise
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -115,7 +116,7 @@ def _calibrate(settings: Settings, args: argparse.Namespace) -> int:
 
 def _store_threshold(settings: Settings, embedder: Embedder, result: DuplicateThreshold) -> int:
     """Store a calibrated threshold with the collection; on failure say how to apply it by hand."""
-    from service.runtime import open_store  # noqa: PLC0415
+    from service.runtime import open_store  # noqa: PLC0415 - pymilvus only for a command that stores
 
     store = open_store(settings, embedder)
     try:
@@ -141,10 +142,8 @@ def _cap_malloc_arenas(arenas: int = 2) -> None:
     """
     if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
         return
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (musl has no mallopt): nothing to cap
         ctypes.CDLL(None).mallopt(-8, arenas)  # -8 = M_ARENA_MAX
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt): nothing to cap
-        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             return _import(settings, args)
         if args.command == "calibrate":
             return _calibrate(settings, args)
-        from service.runtime import serve  # noqa: PLC0415
+        from service.runtime import serve  # noqa: PLC0415 - the whole service only for `serve`
 
         serve(settings)
         return 0

@@ -59,7 +59,7 @@ def model_settings(settings: Settings, folder: str = "models") -> Settings:
 def resnet50_imagenet_file(settings: Settings) -> Path | None:
     """The ResNet50 ImageNet weights file if it is on this machine (MODEL_WEIGHTS as a path, or the file a
     service start downloaded into MODEL_CACHE_DIR); the bench never downloads it."""
-    from model.resnet50 import IMAGENET_FILE  # noqa: PLC0415
+    from model.resnet50 import IMAGENET_FILE  # noqa: PLC0415 - bench.cli, which every bench imports, stays model-free
 
     if settings.model_weights not in ("imagenet", "random"):
         given = Path(settings.model_weights).expanduser()

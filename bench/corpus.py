@@ -48,9 +48,10 @@ import tempfile
 import time
 import zipfile
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import PIL
@@ -382,13 +383,13 @@ def _random_crop_aspect(img: Image.Image, rng: random.Random) -> tuple[Image.Ima
     # 35-65 % of the area, with an aspect ratio at least 1.3x away from the
     # photo's own (wider or taller at random), placed anywhere: models that
     # only survive centre crops at the original aspect are caught out here.
-    W, H = img.size
-    area = rng.uniform(0.35, 0.65) * W * H
+    img_w, img_h = img.size
+    area = rng.uniform(0.35, 0.65) * img_w * img_h
     stretch = rng.uniform(1.3, 2.0) ** rng.choice((-1, 1))
-    aspect = (W / H) * stretch
-    w = min(W, max(16, round((area * aspect) ** 0.5)))
-    h = min(H, max(16, round((area / aspect) ** 0.5)))
-    left, top = rng.randint(0, W - w), rng.randint(0, H - h)
+    aspect = (img_w / img_h) * stretch
+    w = min(img_w, max(16, round((area * aspect) ** 0.5)))
+    h = min(img_h, max(16, round((area / aspect) ** 0.5)))
+    left, top = rng.randint(0, img_w - w), rng.randint(0, img_h - h)
     box = (left, top, left + w, top + h)
     return img.crop(box), {"box": list(box), "aspect_stretch": round(stretch, 4)}
 
@@ -435,28 +436,30 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 def _watermark(img: Image.Image, rng: random.Random) -> tuple[Image.Image, dict[str, Any]]:
     # A stock-photo style mark: big diagonal translucent text across the
     # middle plus a small logo (shape + name) in a corner.
-    W, H = img.size
+    img_w, img_h = img.size
     base = img.convert("RGBA")
     text = "© imgsim stock"
-    font = _font(max(12, W // 9))
+    font = _font(max(12, img_w // 9))
     x0, y0, x1, y1 = font.getbbox(text)
-    pad = max(4, W // 50)
+    pad = max(4, img_w // 50)
     layer = Image.new("RGBA", (x1 - x0 + 2 * pad, y1 - y0 + 2 * pad), (0, 0, 0, 0))
     d = ImageDraw.Draw(layer)
-    d.text((pad - x0, pad - y0), text, font=font, fill=(255, 255, 255, 120), stroke_width=max(1, W // 400), stroke_fill=(0, 0, 0, 60))
+    d.text((pad - x0, pad - y0), text, font=font, fill=(255, 255, 255, 120), stroke_width=max(1, img_w // 400),
+           stroke_fill=(0, 0, 0, 60))
     layer = layer.rotate(25, resample=Image.Resampling.BICUBIC, expand=True)
-    if layer.width > W or layer.height > H:
-        layer.thumbnail((W, H), Image.Resampling.LANCZOS)
-    base.alpha_composite(layer, ((W - layer.width) // 2, (H - layer.height) // 2))
+    if layer.width > img_w or layer.height > img_h:
+        layer.thumbnail((img_w, img_h), Image.Resampling.LANCZOS)
+    base.alpha_composite(layer, ((img_w - layer.width) // 2, (img_h - layer.height) // 2))
 
     logo = Image.new("RGBA", base.size, (0, 0, 0, 0))
     d = ImageDraw.Draw(logo)
-    r = max(6, min(W, H) // 14)
+    r = max(6, min(img_w, img_h) // 14)
     small = _font(max(8, r))
     name_w = int(d.textlength("imgsim", font=small))
     # Right-align circle + name inside the bottom-right corner.
-    cx, cy = W - pad - name_w - pad // 2 - r, H - r - pad
-    d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=(220, 30, 60, 150), outline=(255, 255, 255, 200), width=max(1, r // 8))
+    cx, cy = img_w - pad - name_w - pad // 2 - r, img_h - r - pad
+    d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=(220, 30, 60, 150), outline=(255, 255, 255, 200),
+              width=max(1, r // 8))
     d.rectangle((cx - r // 2, cy - r // 2, cx + r // 2, cy + r // 2), fill=(255, 255, 255, 170))
     d.text((cx + r + pad // 2, cy), "imgsim", font=small, fill=(255, 255, 255, 170), anchor="lm")
     base.alpha_composite(logo)
@@ -479,12 +482,12 @@ def _screenshot_border(img: Image.Image, rng: random.Random) -> tuple[Image.Imag
     # Fake application chrome around the unscaled photo: title bar with
     # window buttons and an address field, a left sidebar with menu entries,
     # a status bar and a thin frame, like a screenshot of an image viewer.
-    W, H = img.size
-    title = max(24, H // 14)
-    status = max(14, H // 28)
-    side = max(40, W // 6)
+    img_w, img_h = img.size
+    title = max(24, img_h // 14)
+    status = max(14, img_h // 28)
+    side = max(40, img_w // 6)
     frame = 2
-    cw, ch = W + side + 2 * frame, H + title + status + 2 * frame
+    cw, ch = img_w + side + 2 * frame, img_h + title + status + 2 * frame
     shot = Image.new("RGB", (cw, ch), (60, 60, 60))
     d = ImageDraw.Draw(shot)
     d.rectangle((frame, frame, cw - frame - 1, frame + title - 1), fill=(45, 45, 48))
@@ -498,15 +501,15 @@ def _screenshot_border(img: Image.Image, rng: random.Random) -> tuple[Image.Imag
         fill=(80, 80, 84),
     )
     top = frame + title
-    d.rectangle((frame, top, frame + side - 1, top + H - 1), fill=(238, 238, 240))
-    line = max(10, H // 20)
-    for i in range(1, H // line - 1):
+    d.rectangle((frame, top, frame + side - 1, top + img_h - 1), fill=(238, 238, 240))
+    line = max(10, img_h // 20)
+    for i in range(1, img_h // line - 1):
         y = top + i * line
         # Menu entries of varying length (deterministic), inside the sidebar.
         length = (side * 3 // 4) * (50 + (i * 37) % 50) // 100
         d.rectangle((frame + side // 8, y, frame + side // 8 + length, y + line // 3), fill=(175, 175, 180))
     shot.paste(img, (frame + side, top))
-    d.rectangle((frame, top + H, cw - frame - 1, ch - frame - 1), fill=(225, 225, 228))
+    d.rectangle((frame, top + img_h, cw - frame - 1, ch - frame - 1), fill=(225, 225, 228))
     return shot, {"title": title, "sidebar": side, "status": status, "frame": frame}
 
 
@@ -566,11 +569,9 @@ def _apt_get_download(packages: Sequence[str], dest: Path) -> list[str]:
     res = _run(cmd + list(packages), cwd=dest)
     if res.returncode == 0:
         return []
-    failed = []
-    for pkg in packages:
-        if not list(dest.glob(f"{pkg}_*.deb")) and _run(cmd + [pkg], cwd=dest).returncode != 0:
-            failed.append(pkg)
-    return failed
+    # One at a time, to tell which package failed.
+    return [pkg for pkg in packages
+            if not list(dest.glob(f"{pkg}_*.deb")) and _run(cmd + [pkg], cwd=dest).returncode != 0]
 
 
 def _suffix(member: str) -> str:
@@ -715,7 +716,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _load_skimage(name: str) -> Image.Image:
-    from skimage import data  # imported lazily: only needed for these photos
+    from skimage import data  # noqa: PLC0415 - scikit-image only for these photos
 
     arr = getattr(data, name)()
     if isinstance(arr, tuple):  # stereo_motorcycle -> (left, right, disparity)
@@ -784,12 +785,12 @@ def _render_photo(job: _Job) -> dict[str, Any]:
     gallery.append({"id": pid, "file": rel, "source": pid, "kind": "photo", "box": None})
 
     # Non-overlapping n x n grid over the full-resolution photo. Integer
-    # boundaries i*W//n partition the image exactly (no overlap, no gap).
+    # boundaries i*img_w//n partition the image exactly (no overlap, no gap).
     n = job.grid
-    W, H = img.size
+    img_w, img_h = img.size
     for r in range(n if n >= 2 else 0):
         for c in range(n):
-            box = (c * W // n, r * H // n, (c + 1) * W // n, (r + 1) * H // n)
+            box = (c * img_w // n, r * img_h // n, (c + 1) * img_w // n, (r + 1) * img_h // n)
             gid = f"{pid}__tile-r{r}c{c}"
             rel = f"gallery/{gid}.jpg"
             _save_jpeg(_fit(img.crop(box), GALLERY_MAX_SIDE), job.out / rel, GALLERY_JPEG_QUALITY)
@@ -815,7 +816,7 @@ def _render_photo(job: _Job) -> dict[str, Any]:
         )
     return {
         "id": pid,
-        "size": [W, H],
+        "size": [img_w, img_h],
         "gallery_size": list(base.size),
         "dhash": f"{_dhash(base):064x}",
         "gallery": gallery,
@@ -852,7 +853,8 @@ def _plan_grids(sizes: dict[str, tuple[int, int]], min_gallery: int, min_tile: i
         if len(sizes) + sum(n * n for n in grids.values()) >= min_gallery:
             return grids
     total = len(sizes) + sum(n * n for n in best.values())
-    raise RuntimeError(f"cannot reach min_gallery={min_gallery}: at most {total} gallery images from {len(sizes)} photos")
+    raise RuntimeError(f"cannot reach min_gallery={min_gallery}: at most {total} gallery images from "
+                       f"{len(sizes)} photos")
 
 
 # --------------------------------------------------------------------------
@@ -871,7 +873,8 @@ def _cache_key(mode: str, min_gallery: int, photos: Sequence[PhotoSource]) -> st
             "seed": SEED,
             "photos": [p.id + ":" + p.member for p in photos],
             "transforms": [(t.name, t.jpeg_quality) for t in TRANSFORMS],
-            "consts": [GALLERY_MAX_SIDE, GALLERY_JPEG_QUALITY, QUERY_JPEG_QUALITY, MIN_TILE_SIDE, SMALL_MIN_TILE_SIDE, MAX_TILE_GRID],
+            "consts": [GALLERY_MAX_SIDE, GALLERY_JPEG_QUALITY, QUERY_JPEG_QUALITY, MIN_TILE_SIDE, SMALL_MIN_TILE_SIDE,
+                       MAX_TILE_GRID],
             "pillow": PIL.__version__,
         },
         sort_keys=True,

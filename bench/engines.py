@@ -25,8 +25,11 @@ from typing import Any
 import numpy as np
 
 from bench.cli import bench_arguments, bench_settings, model_settings, parse_and_log
+from bench.corpus import build_corpus
 from bench.features import decoded
 from conf.settings import ModelEngine, Precision, Settings
+from model.embedder import load_embedder, model_spec, quantize_int8
+from model.transforms import fit_square, trim_border
 
 log = logging.getLogger("bench.engines")
 
@@ -58,7 +61,7 @@ ENGINES = {s.key: s for s in (TF_FP32, OV_FP32, OV_BF16, OV_INT8)}
 
 def bf16_supported() -> bool:
     """Whether OpenVINO's CPU plugin can run bf16 here (AVX512_BF16 or AMX); elsewhere it would run f32."""
-    import openvino as ov  # noqa: PLC0415
+    import openvino as ov  # noqa: PLC0415 - OpenVINO only when a bf16 row is considered
 
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
@@ -72,9 +75,7 @@ def calibrate(settings: Settings, images: Sequence[Path], match_fp32: bool = Fal
     """Calibrate the service's INT8 model of `settings` (in its MODEL_CACHE_DIR) on real photos, preprocessed
     as the service preprocesses them: what `main.py calibrate DIR [--match-fp32]` does, in process. Returns
     the calibration report; "saved" is False when a `match_fp32` model missed the gate (nothing was cached)."""
-    from model.embedder import model_spec, quantize_int8  # noqa: PLC0415
-    from model.openvino_engine import GateMissed  # noqa: PLC0415
-    from model.transforms import fit_square, trim_border  # noqa: PLC0415
+    from model.openvino_engine import GateMissed  # noqa: PLC0415 - OpenVINO only when INT8 is calibrated
 
     spec = model_spec(settings)
 
@@ -94,8 +95,6 @@ def calibrate(settings: Settings, images: Sequence[Path], match_fp32: bool = Fal
 
 def load_engines(settings: Settings, keys: Sequence[str]) -> dict[str, Any]:
     """The service's Embedder for each engine key (INT8 must have been calibrated in MODEL_CACHE_DIR)."""
-    from model.embedder import load_embedder  # noqa: PLC0415
-
     return {key: load_embedder(ENGINES[key].settings(settings)) for key in keys}
 
 
@@ -169,8 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = bench_arguments("python -m bench.engines", __doc__, Path("/dev/stdout"))
     ap.add_argument("--small", action="store_true", help="the scikit-image corpus, short rounds")
     args = parse_and_log(ap, argv)
-    from bench.corpus import build_corpus  # noqa: PLC0415
-    from bench.quality import split_of  # noqa: PLC0415
+    from bench.quality import split_of  # noqa: PLC0415 - bench.quality imports this module
 
     settings = model_settings(bench_settings(args.weights))
     corpus = build_corpus(small=args.small)

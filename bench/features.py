@@ -83,7 +83,7 @@ class PooledFeatures:
 
     def _keras_model(self) -> Any:
         """The service's backbone (same weights, same seed) -> [average pool | GeM pool], the Embedder's arithmetic."""
-        import keras  # noqa: PLC0415
+        import keras  # noqa: PLC0415 - Keras (TensorFlow, slow to import) only when the model cache misses
 
         fmap = self.spec.feature_model()
         x = fmap.output
@@ -112,7 +112,7 @@ def check_against_service(features: PooledFeatures, embedder: Any, settings: Set
 
 def _load(path: Path, variants: Sequence[Variant], normalise: Any, phash: bool) -> tuple[list[np.ndarray], int]:
     """Decode once, then one model input per variant, and the 64-bit pHash when asked."""
-    import imagehash  # noqa: PLC0415
+    import imagehash  # noqa: PLC0415 - only the pHash baseline needs it
 
     img = decoded(path)
     arrays = [model_input(img, v, normalise) for v in variants]

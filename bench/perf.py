@@ -36,6 +36,7 @@ import psutil
 
 from bench.batching import SweepPlan, sweep
 from bench.cli import RESULTS, bench_arguments, bench_settings, model_settings, parse_and_log, rnd, write_json
+from bench.corpus import build_corpus
 from bench.engines import ENGINES, TF_FP32, best_batched, engine_keys, matrix, timed_calls
 from bench.features import decoded
 from bench.quality import calibration_images, layout
@@ -286,8 +287,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = bench_arguments("python -m bench.perf", __doc__, RESULTS / "perf.json")
     ap.add_argument("--smoke", action="store_true", help="a seconds-long run of every part")
     args = parse_and_log(ap, argv)
-    from bench.corpus import build_corpus  # noqa: PLC0415
-
     corpus = build_corpus(small=args.smoke)
     weights = args.weights or "random"
     result = run(corpus, model_settings(bench_settings(weights)), PerfPlan.smoke() if args.smoke else PerfPlan())

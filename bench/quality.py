@@ -35,11 +35,22 @@ from typing import Any
 import numpy as np
 
 from bench.cli import RESULTS, bench_arguments, bench_settings, model_settings, parse_and_log, write_json
-from bench.features import (PooledFeatures, Variant, check_against_service, decoded, embed_all, embed_with,
-                            settings_variant, variant_parts)
+from bench.corpus import build_corpus
+from bench.engines import calibrate, speeds
+from bench.features import (
+    PooledFeatures,
+    Variant,
+    check_against_service,
+    decoded,
+    embed_all,
+    embed_with,
+    settings_variant,
+    variant_parts,
+)
 from bench.metrics import check_threshold, cluster_ci, duplicate_threshold, rank_stats, summarise
 from conf.settings import ModelName, Pooling, Precision, ResizeMode, Settings
 from model.cpu import cpu_budget
+from model.embedder import load_embedder
 
 log = logging.getLogger("bench.quality")
 
@@ -212,7 +223,7 @@ def trim_verdict(variants: dict[str, Any], scored: Scored, recommended: str, lay
 def calibration_images(lay: Layout, limit: int = CALIBRATION_IMAGES) -> list[Path]:
     """Real photos to calibrate INT8 on: gallery images (photos and their tiles) of the tune split only, so
     no eval query's photo is seen; a tiny smoke corpus may need every gallery image to reach NNCF's minimum."""
-    from model.openvino_engine import MIN_CALIBRATION_IMAGES  # noqa: PLC0415
+    from model.openvino_engine import MIN_CALIBRATION_IMAGES  # noqa: PLC0415 - OpenVINO only when INT8 is calibrated
 
     tune = [p for p, photo in zip(lay.gallery, lay.gallery_photo, strict=True) if split_of(photo) == "tune"]
     chosen = tune if len(tune) >= MIN_CALIBRATION_IMAGES else list(lay.gallery)
@@ -229,8 +240,6 @@ def variants_of(row: Row, settings: Settings, modes: Sequence[ResizeMode] | None
 def run_row(row: Row, settings: Settings, lay: Layout, modes: Sequence[ResizeMode] | None,
             hashes: dict[str, np.ndarray]) -> dict[str, Any]:
     """Embed the corpus with every variant of one backbone, score, choose, and compare precisions."""
-    from model.embedder import load_embedder  # noqa: PLC0415
-
     rs = settings.for_model(row.model, row.weights)
     t0 = time.perf_counter()
     features = PooledFeatures(rs, cpu_budget())
@@ -285,9 +294,6 @@ def compare_precision(settings: Settings, variant: str, precision: str, ref: dic
     """The service at `precision` (a PRECISIONS key) against FP32 on the same variant: cosine per image,
     retrieval, threshold, and for INT8 the speed over OpenVINO FP32. An INT8 model asked to match FP32 that
     missed the gate was not saved: then only its calibration is returned, with "saved" False."""
-    from bench.engines import calibrate, speeds  # noqa: PLC0415
-    from model.embedder import load_embedder  # noqa: PLC0415
-
     model_precision, match_fp32 = PRECISIONS[precision]
     base = with_variant(settings, variant)
     ps = base.model_copy(update={"model_precision": model_precision})
@@ -367,8 +373,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = bench_arguments("python -m bench.quality", __doc__, RESULTS / "quality.json")
     ap.add_argument("--small", action="store_true", help="the scikit-image corpus and one resize mode")
     args = parse_and_log(ap, argv)
-    from bench.corpus import build_corpus  # noqa: PLC0415
-
     base = bench_settings(args.weights)
     settings = model_settings(base)
     corpus = build_corpus(small=args.small)

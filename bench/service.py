@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -195,7 +196,7 @@ def single_client(svc: Service, reference: Any, pool: np.ndarray, images: list[b
                 i += 1
             for _ in range(per_round):
                 data = images[i % len(images)]
-                search.append(timed(lambda d=data: svc.search(http, d)))  # type: ignore[misc]
+                search.append(timed(partial(svc.search, http, data)))
                 i += 1
     return {"search_file": ms_stats(search), "reference_batch1_interleaved": ms_stats(model_b1)}
 
@@ -206,7 +207,7 @@ def single_adds(svc: Service, images: list[bytes], n: int) -> dict[str, Any]:
     with svc.session() as http:
         for i in range(n):
             data = images[i % len(images)]
-            times.append(timed(lambda d=data, k=f"bench-add-{i}": svc.add(http, d, k)))  # type: ignore[misc]
+            times.append(timed(partial(svc.add, http, data, f"bench-add-{i}")))
     return ms_stats(times)
 
 

@@ -8,12 +8,12 @@ no other module reads `os.environ`.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
 
 # Images per model call where the caller has whole batches at hand (the bulk import, the benchmarks),
 # and the micro-batcher's default cap (BATCH_MAX_SIZE). ResNet50 on a CPU gains little from larger
@@ -23,7 +23,7 @@ MODEL_BATCH = 32
 CALIBRATION_IMAGES = 300
 
 
-class ResizeMode(str, Enum):
+class ResizeMode(StrEnum):
     """How a non-square image is brought to the model's square input."""
 
     SQUASH = "squash"
@@ -31,21 +31,21 @@ class ResizeMode(str, Enum):
     PAD = "pad"
 
 
-class Pooling(str, Enum):
+class Pooling(StrEnum):
     """How the backbone's 7x7 feature map is reduced to one vector."""
 
     AVG = "avg"
     GEM = "gem"
 
 
-class LogFormat(str, Enum):
+class LogFormat(StrEnum):
     """How log lines are written to stderr."""
 
     TEXT = "text"  # one human-readable line per record
     JSON = "json"  # one JSON object per line, for log shippers (Loki, Elasticsearch, CloudWatch...)
 
 
-class ModelName(str, Enum):
+class ModelName(StrEnum):
     """Which backbone network turns an image into a vector."""
 
     # ImageNet weights downloaded by Keras (or a local .h5 file); 2048-d vectors.
@@ -54,14 +54,14 @@ class ModelName(str, Enum):
     EFFICIENTNET_LITE0 = "efficientnet-lite0"
 
 
-class ModelEngine(str, Enum):
+class ModelEngine(StrEnum):
     """Which runtime runs the network."""
 
     OPENVINO = "openvino"  # the Keras model converted once and cached: about 2x TensorFlow's FP32 on a CPU
     TENSORFLOW = "tensorflow"  # the Keras model as built: FP32 only, for platforms without OpenVINO
 
 
-class Precision(str, Enum):
+class Precision(StrEnum):
     """The arithmetic the network runs at."""
 
     FP32 = "fp32"  # the reference: TensorFlow and OpenVINO FP32 vectors are one embedding space
@@ -69,7 +69,7 @@ class Precision(str, Enum):
     INT8 = "int8"  # OpenVINO only; needs `python main.py calibrate DIR` first
 
 
-class Consistency(str, Enum):
+class Consistency(StrEnum):
     """Which writes a Milvus read is guaranteed to see."""
 
     # This service's own writes (Milvus' Session level: the client's last write timestamp).
@@ -200,13 +200,13 @@ class Settings(BaseSettings):
                 self.__dict__["image_trim"] = True
         return self
 
-    def for_model(self, name: ModelName, weights: str) -> "Settings":
+    def for_model(self, name: ModelName, weights: str) -> Settings:
         """These settings for another backbone and weights, with that backbone's defaults where nothing was set."""
         chosen = {field: getattr(self, field) for field in self.model_fields_set}
         return type(self).model_validate(chosen | {"model_name": name, "model_weights": weights})
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Settings":
+    def _consistent(self) -> Settings:
         if self.url_total_timeout < self.url_connect_timeout:
             raise ValueError("URL_TOTAL_TIMEOUT must be at least URL_CONNECT_TIMEOUT")
         if self.token is not None and self.tokens_file is not None:
@@ -232,6 +232,6 @@ class Settings(BaseSettings):
         return self.max_image_bytes * 4 // 3 + 64 * 1024
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Read the settings once; keyword overrides win (tests and the CLI use them)."""
-    return Settings(**overrides)  # type: ignore[arg-type]
+    return Settings(**overrides)

@@ -76,7 +76,7 @@ class ModelSpec:
 
     def keras_model(self) -> Any:
         """The backbone with its pooling: (n, 224, 224, 3) -> (n, dim) features, not yet normalised."""
-        import keras  # noqa: PLC0415
+        import keras  # noqa: PLC0415 - only building needs Keras (a cached OpenVINO model never does)
 
         base = self.feature_model()
         features = base.output
@@ -182,7 +182,7 @@ def _build_engine(spec: ModelSpec, settings: Settings) -> Engine:
                                "engine runs fp32 only. Set MODEL_ENGINE=openvino or MODEL_PRECISION=fp32.")
         return TensorFlowEngine(spec.keras_model(), INPUT_SIZE, threads=engine_threads(settings))
     try:
-        from model.openvino_engine import NotCalibrated, OpenVinoEngine  # noqa: PLC0415
+        from model.openvino_engine import NotCalibrated, OpenVinoEngine  # noqa: PLC0415 - a missing OpenVINO gets advice
     except ImportError as exc:
         raise StartupError(f"MODEL_ENGINE=openvino but OpenVINO cannot be imported ({exc}): install the pinned "
                            "openvino from requirements.txt, or set MODEL_ENGINE=tensorflow.") from exc

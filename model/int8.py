@@ -163,8 +163,8 @@ def _accuracy_control(model: ov.Model, ranges: np.ndarray, judge: np.ndarray, re
     """NNCF's accuracy control: quantize with activation ranges from `ranges`, then revert layers to FP32 until
     the 1st-percentile cosine of each `judge` image's INT8 vector to its FP32 vector (`reference`) reaches
     `target`."""
-    import nncf  # noqa: PLC0415
-    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters  # noqa: PLC0415
+    import nncf  # noqa: PLC0415 - heavy, and only calibration needs it
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters  # noqa: PLC0415 - as nncf
 
     items = [(judge[i:i + 1], reference[i]) for i in range(len(judge))]
 
@@ -193,7 +193,7 @@ def _accuracy_control(model: ov.Model, ranges: np.ndarray, judge: np.ndarray, re
 
 def _dataset(array: np.ndarray) -> Any:
     """One image per NNCF item, matching the model's (batch, h, w, c) input; views, not copies."""
-    import nncf  # noqa: PLC0415
+    import nncf  # noqa: PLC0415 - heavy, and only calibration needs it
 
     return nncf.Dataset([array[i:i + 1] for i in range(len(array))])
 

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -365,7 +365,7 @@ def _publish(slot: Path, model: ov.Model, key: Mapping[str, Any], extra: Mapping
         # "FP32" model would then drift from Keras by FP16 rounding.
         ov.save_model(model, str(tmp / XML), compress_to_fp16=False)
         manifest = {"key": dict(key), "files": {name: _sha256(tmp / name) for name in (XML, BIN)},
-                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra}
+                    "created": datetime.now(UTC).isoformat(timespec="seconds"), **extra}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         for name in (XML, BIN, MANIFEST):  # on disk before the rename makes them visible
             _fsync(tmp / name)
@@ -379,11 +379,12 @@ def _swap_in(tmp: Path, slot: Path) -> None:
     """Replace `slot` by `tmp`: move the old slot aside, rename the new one in, delete the old one."""
     # A directory cannot be renamed over a non-empty one, hence the two steps; a reader
     # that falls between them sees "missing" and converts, which is slow but correct.
-    old: Path | None = slot.with_name(f".{slot.name}.old-{os.getpid()}-{time.monotonic_ns()}")
+    old = slot.with_name(f".{slot.name}.old-{os.getpid()}-{time.monotonic_ns()}")
     try:
         os.rename(slot, old)
-    except FileNotFoundError:
-        old = None
+        replaced = True
+    except FileNotFoundError:  # the first model of this slot
+        replaced = False
     try:
         os.rename(tmp, slot)
     except OSError as exc:
@@ -391,7 +392,7 @@ def _swap_in(tmp: Path, slot: Path) -> None:
             raise
         # Another process published the same slot between our two renames; theirs is as good.
         shutil.rmtree(tmp, ignore_errors=True)
-    if old is not None:
+    if replaced:
         shutil.rmtree(old, ignore_errors=True)
 
 

@@ -223,9 +223,9 @@ def _load_zip(path: Path) -> tuple[Any, dict[str, np.ndarray]]:
         if len(pickles) != 1:
             raise PthError(f"{path} is a zip archive but not a PyTorch file (no single <dir>/data.pkl)")
         prefix = pickles[0][: -len("data.pkl")]
-        if f"{prefix}byteorder" in archive.namelist():
-            if archive.read(f"{prefix}byteorder").strip() != b"little":
-                raise PthError("the file was written big-endian; only little-endian is supported")
+        byteorder = f"{prefix}byteorder"
+        if byteorder in archive.namelist() and archive.read(byteorder).strip() != b"little":
+            raise PthError("the file was written big-endian; only little-endian is supported")
         with archive.open(pickles[0]) as f:
             unpickler = _RestrictedUnpickler(f)
             obj = unpickler.load()

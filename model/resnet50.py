@@ -57,7 +57,7 @@ def _download(cache_dir: Path) -> Path:
     try:
         return Path(keras.utils.get_file(IMAGENET_FILE, IMAGENET_URL, cache_subdir="models", file_hash=IMAGENET_MD5,
                                          cache_dir=str(Path(cache_dir).resolve())))
-    except Exception as exc:  # noqa: BLE001 - any download failure gets the same advice
+    except Exception as exc:  # any download failure gets the same advice
         target = Path(cache_dir).resolve() / "models" / IMAGENET_FILE
         raise StartupError(
             f"MODEL_WEIGHTS=imagenet: could not download the ResNet50 ImageNet weights from {IMAGENET_URL} "

@@ -84,8 +84,9 @@ def _foreground(pixels: np.ndarray) -> np.ndarray:
 def _edges_flat(pixels: np.ndarray) -> tuple[bool, bool, bool, bool]:
     """Whether the left, top, right and bottom outer lines are (mostly) canvas."""
     fg = _foreground(pixels)
-    return tuple(bool(1.0 - line.mean() >= TRIM_EDGE_SHARE)  # type: ignore[return-value]
-                 for line in (fg[:, 0], fg[0], fg[:, -1], fg[-1]))
+    left, top, right, bottom = (bool(1.0 - line.mean() >= TRIM_EDGE_SHARE)
+                                for line in (fg[:, 0], fg[0], fg[:, -1], fg[-1]))
+    return left, top, right, bottom
 
 
 def _content_box(pixels: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -109,8 +110,9 @@ def _bounded_cuts(raw: tuple[float, float, float, float], width: int, height: in
     box_h = max(height - raw[1] - raw[3], 1.0)
     margins = (TRIM_MARGIN * box_w, TRIM_MARGIN * box_h) * 2
     sides = (width, height) * 2
-    return tuple(int(max(0.0, min(cut - margin, TRIM_MAX_SIDE * side))) if ok else 0  # type: ignore[return-value]
-                 for cut, margin, side, ok in zip(raw, margins, sides, flat, strict=True))
+    left, top, right, bottom = (int(max(0.0, min(cut - margin, TRIM_MAX_SIDE * side))) if ok else 0
+                                for cut, margin, side, ok in zip(raw, margins, sides, flat, strict=True))
+    return left, top, right, bottom
 
 
 def to_model_input(img: Image.Image, mode: ResizeMode) -> np.ndarray:

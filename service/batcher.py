@@ -92,7 +92,7 @@ class Batcher(Generic[T, R]):
             return
         try:
             self._on_batch(size, busy)
-        except Exception:  # noqa: BLE001 - a broken observer must never stop the queue every request waits on
+        except Exception:  # a broken observer must never stop the queue every request waits on
             log.exception("%s: the batch observer failed", self._name)
 
     def _collect(self, first: tuple[T, Future[R]]) -> tuple[list[tuple[T, Future[R]]], bool]:

@@ -21,7 +21,7 @@ import re
 import sys
 import uuid
 from contextvars import ContextVar, Token
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -108,7 +108,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         """Serialise the whitelisted fields of `record`; the message is scrubbed (see `scrub`)."""
         line: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": scrub(record.getMessage()),

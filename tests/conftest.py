@@ -6,6 +6,7 @@ is reachable from CI; everything else is the production code path.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import io
 import os
@@ -29,6 +30,7 @@ from model.embedder import Embedder, load_embedder
 from service.runtime import Runtime, build_runtime
 from service.server import waitress_options
 from tests.procs import MODEL_CACHE_ENV, ROOT, milvus_server_on_loopback, model_cache_dir
+from tests.reliability import recorder  # noqa: F401 - a fixture: imported here, every test module has it
 
 # One model cache for the whole session (this process and the services it starts): the default
 # engine converts the test model once. Made at import so that make_settings can use it anywhere.
@@ -53,7 +55,7 @@ def make_settings(tmp: Path, **overrides: Any) -> Settings:
         "batch_window_ms": 2.0,
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg] - _env_file: pydantic-settings' option
 
 
 def photo(seed: int, size: tuple[int, int] = (320, 240), fmt: str = "JPEG", mode: str = "RGB") -> bytes:
@@ -127,10 +129,8 @@ class LiveService:
 
 
 def _run_quietly(server: Any) -> None:
-    try:
+    with contextlib.suppress(OSError):  # close() from the test's thread pulls the socket out from under select()
         server.run()
-    except OSError:
-        pass  # close() from the test's thread pulls the socket out from under waitress' select()
 
 
 @pytest.fixture
@@ -180,7 +180,7 @@ def image_host() -> Iterator[Callable[[bytes], str]]:
     served: dict[str, bytes] = {}
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             body = served.get(self.path, b"")
             self.send_response(200 if body else 404)
             self.send_header("Content-Type", "image/jpeg")

@@ -187,7 +187,7 @@ def milvus_server_config() -> Any:
     """
     from milvus import MilvusServerConfig  # noqa: PLC0415 - only the tests that need a server pay for it
 
-    class Config(MilvusServerConfig):  # type: ignore[misc]
+    class Config(MilvusServerConfig):  # type: ignore[misc] - milvus has no type hints: its classes are Any
         def parse_template(self) -> None:
             self.template_text = self.template_text.replace(
                 "  use:\n    embed: true", "  config:\n    path: {{ etcd_config_path }}\n  use:\n    embed: true")
@@ -230,7 +230,7 @@ class StoppableMilvus:
     """
 
     def __init__(self, base_dir: Path) -> None:
-        from milvus import MilvusServer  # noqa: PLC0415
+        from milvus import MilvusServer  # noqa: PLC0415 - as in milvus_server_config: only server tests pay for it
 
         self.server = MilvusServer(milvus_server_config())
         self.server.set_base_dir(str(base_dir))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import hashlib
 from pathlib import Path
 
 from tests.conftest import LiveService, photo
@@ -76,8 +77,6 @@ def test_concurrent_identical_adds_store_one_record(service: LiveService) -> Non
 
 
 def test_key_defaults_to_md5_and_one_key_holds_many_images(service: LiveService) -> None:
-    import hashlib
-
     img = photo(3)
     add_file(service, img)
     md5 = hashlib.md5(img).hexdigest()

@@ -171,7 +171,7 @@ def test_batch_answers_each_item_as_a_single_add_would(service: LiveService) -> 
     assert [r["code"] for r in results] == [200, 400, 403, 415, 200, 400, 200, 400, 400, 400]
     assert [r["created"] for r in results] == [True] + [False] * 5 + [True, False, False, False]
     assert results[0]["id"] == results[4]["id"] and results[1]["id"] is None
-    for item, result in zip(items[1:4] + items[5:6], results[1:4] + results[5:6]):
+    for item, result in zip(items[1:4] + items[5:6], results[1:4] + results[5:6], strict=True):
         kind = next(k for k in ("base64", "path", "url") if k in item)
         single = svc.post(f"add/{kind}", json=item).json()
         assert (result["code"], result["msg"]) == (single["code"], single["msg"]), item

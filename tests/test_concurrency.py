@@ -21,12 +21,13 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import requests
 
 from tests.conftest import LiveService, photo
-from tests.reliability import Recorder, recorder  # noqa: F401 - the fixture
+from tests.reliability import Recorder
 
 pytestmark = pytest.mark.slow
 
@@ -77,8 +78,8 @@ class Run:
         self.md5 = {s: _md5(s) for c in self.clients for s in c.seeds} | {s: _md5(s) for s in SHARED.values()}
         self.md5 |= {s: _md5(s) for s in range(8000, 8000 + RACE_ROUNDS)}
 
-    def post(self, http: requests.Session, c: Client, op: str, path: str, expect: int = 200, **kw: object):
-        resp = http.post(self.url + path, timeout=120, **kw)  # type: ignore[arg-type]
+    def post(self, http: requests.Session, c: Client, op: str, path: str, expect: int = 200, **kw: Any):
+        resp = http.post(self.url + path, timeout=120, **kw)
         with self.lock:
             self.statuses[resp.status_code] += 1
         c.ops[op] += 1

@@ -42,7 +42,6 @@ class _TorchBlocker(importlib.abc.MetaPathFinder):
         if fullname == "torch" or fullname.startswith("torch."):
             self.attempts.append(fullname)
             raise ImportError(f"{fullname} is blocked by the test: the model must load without PyTorch")
-        return None
 
 
 @pytest.fixture(scope="module")

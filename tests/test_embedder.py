@@ -128,9 +128,10 @@ def test_tensorflow_refuses_reduced_precisions(tmp_path: Path) -> None:
 
 def test_cache_reused_on_a_second_start_without_keras(tmp_path: Path) -> None:
     # A second process with the session's cache: reuses the converted model and never imports TensorFlow.
+    cache_dir = str(make_settings(tmp_path).model_cache_dir)
     code = ("import sys, logging; logging.basicConfig(level=logging.INFO); from conf.settings import Settings; "
             "from model.embedder import load_embedder; "
-            f"load_embedder(Settings(_env_file=None, model_weights='random', model_cache_dir={str(make_settings(tmp_path).model_cache_dir)!r})); "
+            f"load_embedder(Settings(_env_file=None, model_weights='random', model_cache_dir={cache_dir!r})); "
             "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -149,12 +150,12 @@ def test_bf16_embeds_in_its_own_space_when_in_force(embedder: Embedder, tmp_path
 
 def test_each_backbone_gets_the_preprocessing_measured_best_for_it_unless_the_environment_chooses() -> None:
     """EfficientNet-Lite0 defaults to squash + border trim (best on real weights); ResNet50 keeps center-crop."""
-    lite = Settings(_env_file=None, model_name="efficientnet-lite0")  # type: ignore[call-arg]
+    lite = Settings(_env_file=None, model_name="efficientnet-lite0")  # type: ignore[call-arg] - _env_file: pydantic-settings' option
     assert (lite.image_resize, lite.image_trim) == (ResizeMode.SQUASH, True)
-    chosen = Settings(_env_file=None, model_name="efficientnet-lite0", image_resize="center-crop",  # type: ignore[call-arg]
-                      image_trim="off")
+    chosen = Settings(_env_file=None, model_name="efficientnet-lite0",  # type: ignore[call-arg] - as above
+                      image_resize="center-crop", image_trim="off")
     assert (chosen.image_resize, chosen.image_trim) == (ResizeMode.CENTER_CROP, False)
-    resnet = Settings(_env_file=None, model_name="resnet50")  # type: ignore[call-arg]
+    resnet = Settings(_env_file=None, model_name="resnet50")  # type: ignore[call-arg] - _env_file: pydantic-settings' option
     assert (resnet.image_resize, resnet.image_trim) == (ResizeMode.CENTER_CROP, False)
     # The bench switches backbones: each copy gets its own backbone's defaults, the chosen values stay.
     assert (resnet.for_model(ModelName.EFFICIENTNET_LITE0, "imagenet").image_resize, lite.for_model(

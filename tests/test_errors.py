@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import socket
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
+from pydantic import ValidationError
 
 from conf.settings import Settings
-from pydantic import ValidationError
 from tests.conftest import LiveService, photo
 
 
@@ -59,10 +59,10 @@ def test_milvus_unreachable_is_503_and_the_api_still_answers(start_service: Call
 
 def test_bad_settings_name_the_variable() -> None:
     with pytest.raises(ValidationError, match="api_port"):
-        Settings(_env_file=None, api_port=0)  # type: ignore[call-arg]
+        Settings(_env_file=None, api_port=0)  # type: ignore[call-arg] - _env_file: pydantic-settings' option
     with pytest.raises(ValidationError, match="image_resize"):
-        Settings(_env_file=None, image_resize="stretch")  # type: ignore[call-arg]
+        Settings(_env_file=None, image_resize="stretch")  # type: ignore[call-arg] - _env_file: pydantic-settings' option
     with pytest.raises(ValidationError, match="TOKEN must be printable ASCII"):
-        Settings(_env_file=None, token="pässwort")  # type: ignore[call-arg]
-    empty = Settings(_env_file=None, token="", image_inc_path="")  # type: ignore[call-arg]
+        Settings(_env_file=None, token="pässwort")  # type: ignore[call-arg] - _env_file: pydantic-settings' option
+    empty = Settings(_env_file=None, token="", image_inc_path="")  # type: ignore[call-arg] - _env_file: pydantic-settings' option
     assert empty.token is None and empty.image_inc_path is None  # docker-compose's `TOKEN=${TOKEN:-}`

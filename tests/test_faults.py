@@ -18,7 +18,7 @@ import requests
 
 from tests.conftest import LiveService, photo
 from tests.procs import ServeProcess, StoppableMilvus, wait_until
-from tests.reliability import Recorder, recorder  # noqa: F401 - the fixture
+from tests.reliability import Recorder
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 

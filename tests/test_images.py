@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 import numpy as np
@@ -95,7 +96,5 @@ def test_truncated_and_empty_are_not_images() -> None:
 
 
 def test_md5_is_of_the_original_bytes() -> None:
-    import hashlib
-
     data = encode(red_square(), "PNG")
     assert decode_image(data, **LIMITS).md5 == hashlib.md5(data).hexdigest()

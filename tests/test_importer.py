@@ -7,8 +7,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from service.store.records import VectorStore
 from tests.conftest import ROOT, LiveService, make_settings, photo
@@ -111,7 +111,7 @@ def test_import_refuses_a_malformed_namespace_before_reading_anything(tmp_path: 
 
 
 def test_startup_import_of_image_inc_path(start_service: Callable[..., LiveService], tmp_path: Path) -> None:
-    from service.runtime import start_background  # noqa: PLC0415
+    from service.runtime import start_background  # noqa: PLC0415 - the runtime pulls in the HTTP layer; only this test
 
     inbox = tmp_path / "inc"
     inbox.mkdir()

@@ -363,7 +363,7 @@ def root_stream() -> Iterator[Callable[[str], io.StringIO]]:
 
     def configure(fmt: str) -> io.StringIO:
         stream = io.StringIO()
-        configure_logging("INFO", fmt).setStream(stream)  # type: ignore[attr-defined]
+        configure_logging("INFO", fmt).setStream(stream)  # type: ignore[attr-defined] - it is a StreamHandler
         return stream
 
     yield configure

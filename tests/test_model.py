@@ -26,7 +26,7 @@ def batch(*seeds: int) -> np.ndarray:
 
 
 def test_numpy_preprocessing_matches_keras(embedder: Embedder) -> None:
-    from keras.applications.resnet50 import preprocess_input
+    from keras.applications.resnet50 import preprocess_input  # noqa: PLC0415 - Keras only for the tests using it
 
     img = decode_image(photo(7), max_bytes=10**7, max_pixels=10**8).image
     ours = embedder.preprocess(img)
@@ -54,7 +54,7 @@ def test_every_resize_mode_gives_the_model_input_size(mode: ResizeMode) -> None:
 
 
 def test_gem_pooling_and_a_local_weights_file(tmp_path: Path, embedder: Embedder) -> None:
-    import keras
+    import keras  # noqa: PLC0415 - Keras only for the tests using it
 
     # An air-gapped site points MODEL_WEIGHTS at a local file: save weights, load them back, same vectors.
     keras.utils.set_random_seed(99)

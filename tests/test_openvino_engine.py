@@ -19,6 +19,7 @@ import openvino as ov
 import pytest
 
 from model.engines import Engine, TensorFlowEngine
+from model.int8 import Gate
 from model.openvino_engine import (
     BIN,
     CALIBRATE_COMMAND,
@@ -30,7 +31,6 @@ from model.openvino_engine import (
     calibrate_int8,
     full_cache_key,
 )
-from model.int8 import Gate
 
 SIZE = 224
 KEY = {"model": "resnet50", "weights": "random-seed-1234", "resize": "squash", "pooling": "avg"}
@@ -39,7 +39,7 @@ LOGGER = "model.openvino_engine"
 
 def structured_images(seeds: range, size: int = SIZE) -> np.ndarray:
     """Preprocessed synthetic pictures: smooth colour gradients with flat blocks and a disc (not noise)."""
-    from keras.applications.resnet50 import preprocess_input
+    from keras.applications.resnet50 import preprocess_input  # noqa: PLC0415 - Keras only where a test builds
 
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     pictures = []
@@ -65,7 +65,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def factory() -> Callable[[], Any]:
     """A factory returning the one ResNet50 of this module (seeded, random weights)."""
-    import keras
+    import keras  # noqa: PLC0415 - Keras only where a test builds
 
     keras.utils.set_random_seed(1234)
     model = keras.applications.ResNet50(include_top=False, weights=None, pooling="avg", input_shape=(SIZE, SIZE, 3))
@@ -192,7 +192,7 @@ def test_cache_key_rejects_reserved_names_and_non_scalars() -> None:
     with pytest.raises(ValueError, match="reserved"):
         full_cache_key({**KEY, "precision": "fp32"}, "fp32", SIZE)
     with pytest.raises(TypeError):
-        full_cache_key({**KEY, "resize": ["squash"]}, "fp32", SIZE)  # type: ignore[dict-item]
+        full_cache_key({**KEY, "resize": ["squash"]}, "fp32", SIZE)  # type: ignore[dict-item] - wrong on purpose
 
 
 def test_int8_without_calibration_refuses_with_the_command(module_cache: Path) -> None:

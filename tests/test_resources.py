@@ -13,7 +13,7 @@ import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -23,7 +23,7 @@ from PIL import Image
 
 from tests.conftest import photo
 from tests.procs import ServeProcess, reset_peak_rss, rss_bytes, wait_until
-from tests.reliability import Recorder, recorder  # noqa: F401 - the fixture
+from tests.reliability import Recorder
 
 pytestmark = pytest.mark.slow
 
@@ -196,7 +196,7 @@ def test_slow_clients_do_not_block_others(served: ServeProcess, recorder: Record
     small = photo(5, size=(160, 120))
     assert served.post("add/file", files={"file": ("s.jpg", small)}, data={"key": "small"}).status_code == 200
 
-    def timed(call) -> float:  # noqa: ANN001
+    def timed(call: Callable[[], requests.Response]) -> float:
         t0 = time.monotonic()
         resp = call()
         assert resp.status_code == 200, resp.text

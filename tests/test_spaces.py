@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conf.errors import StartupError
-from conf.settings import Precision
+from conf.settings import Precision, Settings
 from model.embedder import DIM, Embedder, load_embedder
 from service.store.connection import MilvusClient, collection_schema
 from service.store.meta import SPACE_PROPERTY, SpaceTag, stored_space
@@ -39,9 +39,9 @@ def space_of(embedder: Embedder) -> SpaceTag:
     return SpaceTag(embedder.fingerprint.digest, embedder.fingerprint.summary)
 
 
-def connected(settings: object, space: SpaceTag | None) -> VectorStore:
+def connected(settings: Settings, space: SpaceTag | None) -> VectorStore:
     """A store connected to the settings' collection, checking (or not) its space."""
-    store = VectorStore(settings, DIM, space)  # type: ignore[arg-type]
+    store = VectorStore(settings, DIM, space)
     store.connect()
     return store
 

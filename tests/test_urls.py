@@ -9,8 +9,8 @@ from __future__ import annotations
 import concurrent.futures
 import gzip
 import io
-import sys
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,7 +43,7 @@ def _write_counts() -> Iterator[None]:
 class Handler(BaseHTTPRequestHandler):
     """Every way a server can misbehave, one path each."""
 
-    server: "MisbehavingServer"
+    server: MisbehavingServer
 
     def log_message(self, *_args: object) -> None:
         pass
@@ -210,7 +210,8 @@ def test_misbehaving_servers(start_service: Callable[..., LiveService], web: Mis
         ("/chain/3", 400, ("redirected more than 3 times",), 10), ("/no-location", 400, ("HTTP 302",), 10),
         ("/to-file", 400, ("http:// or https://", "'file'"), 10), ("/to-ftp", 400, ("'ftp'",), 10),
         ("/missing", 400, ("HTTP 404",), 10), ("/broken", 400, ("HTTP 500",), 10),
-        ("/html", 415, ("not a decodable image",), 10), ("/claims-a-terabyte", 413, ("declares", "MAX_IMAGE_BYTES"), 10),
+        ("/html", 415, ("not a decodable image",), 10),
+        ("/claims-a-terabyte", 413, ("declares", "MAX_IMAGE_BYTES"), 10),
         ("/claims-less", 415, ("truncated or corrupt",), 10), ("/claims-more", 400, ("broke off",), 10),
         ("/gzip-bomb", 413, ("more than 200000 bytes",), 10), ("/endless", 413, ("more than 200000 bytes",), 10),
         ("/stall", 400, ("broke off", "ReadTimeout"), 8), ("/drip", 400, ("longer than 3", "URL_TOTAL_TIMEOUT"), 8),
@@ -255,7 +256,8 @@ def test_malformed_and_non_http_urls_are_400(start_service: Callable[..., LiveSe
 
 
 LOOPBACK_SPELLINGS = ["127.0.0.1", "localhost", "[::1]", "127.1", "127.0.1", "2130706433", "0x7f000001",
-                      "0177.0.0.1", "0.0.0.0", "0", "[::ffff:127.0.0.1]", "127.255.255.254", "LOCALHOST", "[0:0:0:0:0:0:0:1]"]
+                      "0177.0.0.1", "0.0.0.0", "0", "[::ffff:127.0.0.1]", "127.255.255.254", "LOCALHOST",
+                      "[0:0:0:0:0:0:0:1]"]
 # Never contacted: each is first checked to be refused by the guard itself, in-process.
 PRIVATE_TARGETS = ["10.0.0.1", "10.255.255.255", "172.16.5.4", "172.31.0.1", "192.168.1.1", "169.254.169.254",
                    "169.254.0.1", "100.64.0.1", "198.18.0.1", "224.0.0.1", "255.255.255.255", "0.1.2.3",
@@ -275,7 +277,7 @@ def test_deny_private_refuses_loopback_private_and_link_local(start_service: Cal
     for host in PRIVATE_TARGETS:
         url = f"http://{host}/latest/meta-data/"
         with pytest.raises(Forbidden):
-            fetch._check_target(url, True)  # refused before any socket is opened
+            fetch._check_target(url, True)  # noqa: SLF001 - the guard alone: refused before any socket is opened
         timed(svc, "add/url", url, 403, "URL_DENY_PRIVATE")
     assert web.hits == []
     assert svc.count() == 0
@@ -301,8 +303,8 @@ def public_hop(monkeypatch: pytest.MonkeyPatch, web: MisbehavingServer) -> list[
             resp.url = request.url or ""
             resp.request = request
             resp.raw = io.BytesIO(b"")
-            resp._content = b""
-            resp._content_consumed = True
+            resp._content = b""  # noqa: SLF001 - requests has no public way to build a finished Response
+            resp._content_consumed = True  # noqa: SLF001 - as above
             return resp
         if host not in ("127.0.0.1", "localhost"):
             raise AssertionError(f"the test would have contacted {host}")
@@ -341,11 +343,11 @@ def test_dns_rebinding_to_loopback_is_refused(start_service: Callable[..., LiveS
     def getaddrinfo(host: object, port: object, *args: object, **kwargs: object) -> list:
         if host == "rebind.test":
             # Only the guard's own lookup gets the public answer, so no socket can ever go there.
-            by_guard = sys._getframe(1).f_code is fetch._check_target.__code__
+            by_guard = sys._getframe(1).f_code is fetch._check_target.__code__  # noqa: SLF001 - who asks
             lookups.append("guard" if by_guard else "connect")
             address = PUBLIC_IP if by_guard else "127.0.0.1"
             return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, int(port)))]
-        return real(host, port, *args, **kwargs)  # type: ignore[arg-type]
+        return real(host, port, *args, **kwargs)  # type: ignore[arg-type] - passes on what getaddrinfo was given
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     svc = start_service(url_deny_private=True, **FAST)

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Protocol
 
 from conf.settings import Settings
 from service.inputs import Source
+
+
+class Readable(Protocol):
+    """What an upload is read through: a binary file, or Werkzeug's FileStorage (which passes read on to its
+    stream)."""
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Up to `size` bytes (all that is left for -1)."""
+        ...
 
 
 @dataclass(frozen=True)
 class Upload:
     """An uploaded file; its recorded filepath defaults to the file name the client sent."""
 
-    stream: BinaryIO
+    stream: Readable
     filename: str
 
     def load(self, settings: Settings) -> Source:

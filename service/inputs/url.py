@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -53,7 +55,7 @@ def _check_target(url: str, deny_private: bool) -> None:
     except (socket.gaierror, UnicodeError) as exc:
         raise BadInput(f"url host {parts.hostname!r} cannot be resolved ({exc})") from None
     for info in infos:
-        addr = ipaddress.ip_address(info[4][0].split("%")[0])
+        addr = ipaddress.ip_address(str(info[4][0]).split("%")[0])  # IPv6 may carry a "%scope"
         if not _is_public(addr):
             raise Forbidden(f"url host {parts.hostname!r} resolves to {addr}, a loopback, private or "
                                 "link-local address, and URL_DENY_PRIVATE is on")
@@ -103,23 +105,28 @@ class _Fetch:
         with self._lock:
             self.expired = True
             for sock in self._sockets:
-                try:
+                with contextlib.suppress(OSError):  # a socket already closed needs no cut
                     sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked on a server that drips
-                except OSError:
-                    pass
 
 
 _active = threading.local()  # the _Fetch of the download running in this thread
 
 
-class _GuardedConnection:
+# The mixin below is only ever mixed into urllib3's HTTPConnection; telling mypy so types its `super()` and `host`.
+if TYPE_CHECKING:
+    _ConnectionBase: TypeAlias = HTTPConnection
+else:
+    _ConnectionBase = object
+
+
+class _GuardedConnection(_ConnectionBase):
     """Mixin for urllib3 connections: report each new socket to the download running in this thread."""
 
     def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()  # type: ignore[misc]
+        sock = super()._new_conn()
         fetch = getattr(_active, "fetch", None)
         if fetch is not None:
-            fetch.opened(sock, self.host, via_proxy=bool(self.proxy))  # type: ignore[attr-defined]
+            fetch.opened(sock, self.host, via_proxy=bool(self.proxy))
         return sock
 
 
@@ -142,8 +149,8 @@ class _GuardedHTTPSPool(HTTPSConnectionPool):
 class GuardedAdapter(HTTPAdapter):
     """A requests transport whose connections report to the download running in this thread."""
 
-    def init_poolmanager(self, *args: object, **kwargs: object) -> None:
-        super().init_poolmanager(*args, **kwargs)  # type: ignore[arg-type]
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: object) -> object:

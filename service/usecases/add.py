@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 EmbedMany = Callable[[Sequence[np.ndarray]], Sequence[np.ndarray]]
 
 
-class OnDuplicate(str, Enum):
+class OnDuplicate(StrEnum):
     """What an add does when the namespace holds the same picture under another key."""
 
     ALLOW = "allow"  # store it anyway (bogv's behaviour)

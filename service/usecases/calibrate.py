@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from model.images import decode_image
 from service.store.meta import DuplicateThreshold
 from service.usecases.deps import Model
 from service.usecases.importer import iter_images
+from service.usecases.prepare import Preprocess
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class Scores:
         return DuplicateThreshold(score=threshold, space="", images=images,
                                   copies_kept=round(float(np.mean(self.every_copy >= threshold)), 4),
                                   distinct_above=round(float(np.mean(self.distinct >= threshold)), 6),
-                                  created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                                  created=datetime.now(UTC).isoformat(timespec="seconds"))
 
 
 def read_images(folder: Path, settings: Settings, limit: int = CALIBRATION_IMAGES,
@@ -80,9 +81,9 @@ def read_images(folder: Path, settings: Settings, limit: int = CALIBRATION_IMAGE
     return picked
 
 
-def preprocessed(model: Model, images: list[Image.Image]) -> np.ndarray:
+def preprocessed(preprocess: Preprocess, images: list[Image.Image]) -> np.ndarray:
     """The model inputs of `images` as one (n, 224, 224, 3) batch."""
-    return np.stack([model.preprocess(img) for img in images])
+    return np.stack([preprocess(img) for img in images])
 
 
 def score(model: Model, images: list[Image.Image], progress: bool = True) -> Scores:

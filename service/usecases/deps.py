@@ -19,8 +19,16 @@ from service.usecases.prepare import PixelBudget, Preprocess
 class Model(Protocol):
     """What the use cases need of the model (model.embedder.Embedder is one)."""
 
-    info: dict[str, Any]
-    duplicate_default: float  # the backbone's default duplicate score
+    # Read-only: Embedder computes `info` on each read and sets `duplicate_default` once.
+    @property
+    def info(self) -> dict[str, Any]:
+        """What /ready reports about the model."""
+        ...
+
+    @property
+    def duplicate_default(self) -> float:
+        """The backbone's default duplicate score."""
+        ...
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """(n, ...) preprocessed inputs -> (n, dim) unit vectors."""
@@ -95,7 +103,7 @@ def build_deps(settings: Settings, store: VectorStore, model: Model, on_batch: B
         return None if on_batch is None else lambda size, seconds: on_batch(name, size, seconds)
 
     embeds: Batcher[np.ndarray, np.ndarray] = Batcher(
-        lambda arrays: model.embed(np.stack(arrays)), settings.batch_max_size, settings.batch_window_ms,
+        lambda arrays: list(model.embed(np.stack(arrays))), settings.batch_max_size, settings.batch_window_ms,
         "embed-batcher", observer("embed"))
     searches: Batcher[Query, list[Hit]] = Batcher(
         store.search_many, settings.batch_max_size, max(settings.batch_window_ms, SEARCH_WINDOW_MS), "search-batcher",

@@ -220,10 +220,10 @@ class Importer:
         summary.duplicates += len(good) - len(embedded)
         return embedded
 
-    def _embed(self, arrays: Sequence[np.ndarray], summary: ImportSummary) -> np.ndarray:
+    def _embed(self, arrays: Sequence[np.ndarray], summary: ImportSummary) -> list[np.ndarray]:
         started = time.perf_counter()
         try:
-            return self._embedder.embed(np.stack(arrays))
+            return list(self._embedder.embed(np.stack(arrays)))  # one vector per image
         finally:
             seconds = time.perf_counter() - started
             summary.model_seconds += seconds
