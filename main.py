@@ -31,24 +31,46 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="run the HTTP API (the default)")
     imp = sub.add_parser("import", help="embed and store every image below a folder (rerun-safe)")
     imp.add_argument("folder", type=Path, help="folder to import (searched recursively)")
-    imp.add_argument("--key", choices=("md5", "filename"), default="md5",
-                     help="record key: the image MD5 (default) or the file name without extension")
-    imp.add_argument("--move-to", type=Path, default=None,
-                     help="move each image here once stored (the stored filepath is the new location)")
-    imp.add_argument("--namespace", default="",
-                     help="the namespace (tenant) the images belong to (default: the default namespace \"\")")
-    imp.add_argument("--batch-size", type=int, default=MODEL_BATCH,
-                     help=f"images per model call (default {MODEL_BATCH})")
+    imp.add_argument(
+        "--key",
+        choices=("md5", "filename"),
+        default="md5",
+        help="record key: the image MD5 (default) or the file name without extension",
+    )
+    imp.add_argument(
+        "--move-to",
+        type=Path,
+        default=None,
+        help="move each image here once stored (the stored filepath is the new location)",
+    )
+    imp.add_argument(
+        "--namespace",
+        default="",
+        help='the namespace (tenant) the images belong to (default: the default namespace "")',
+    )
+    imp.add_argument(
+        "--batch-size", type=int, default=MODEL_BATCH, help=f"images per model call (default {MODEL_BATCH})"
+    )
     imp.add_argument("--no-progress", action="store_true", help="no progress bar")
-    cal = sub.add_parser("calibrate", help="derive the duplicate threshold on your images (and with --int8 or "
-                                           "MODEL_PRECISION=int8, quantize the model to INT8 on them)")
+    cal = sub.add_parser(
+        "calibrate",
+        help="derive the duplicate threshold on your images (and with --int8 or "
+        "MODEL_PRECISION=int8, quantize the model to INT8 on them)",
+    )
     cal.add_argument("folder", type=Path, help="folder of your own images (searched recursively)")
     cal.add_argument("--int8", action="store_true", help="also quantize to INT8 (as MODEL_PRECISION=int8 does)")
-    cal.add_argument("--match-fp32", action="store_true",
-                     help="with --int8: keep the layers that drift in FP32 until INT8 vectors can share FP32's "
-                          "collections (slower than plain INT8; not saved if held-out images miss the gate)")
-    cal.add_argument("--limit", type=int, default=CALIBRATION_IMAGES,
-                     help=f"images to read, spread over the folder (default {CALIBRATION_IMAGES})")
+    cal.add_argument(
+        "--match-fp32",
+        action="store_true",
+        help="with --int8: keep the layers that drift in FP32 until INT8 vectors can share FP32's "
+        "collections (slower than plain INT8; not saved if held-out images miss the gate)",
+    )
+    cal.add_argument(
+        "--limit",
+        type=int,
+        default=CALIBRATION_IMAGES,
+        help=f"images to read, spread over the folder (default {CALIBRATION_IMAGES})",
+    )
     cal.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -72,8 +94,12 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
     store.connect()
     try:
         summary = Importer(settings, embedder, store, batch_size=args.batch_size).run(
-            args.folder, key_mode=args.key, move_to=args.move_to, progress=not args.no_progress,
-            namespace=args.namespace)
+            args.folder,
+            key_mode=args.key,
+            move_to=args.move_to,
+            progress=not args.no_progress,
+            namespace=args.namespace,
+        )
     except Conflict as exc:  # a collection of an earlier imgsim holds the default namespace only
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -123,13 +149,17 @@ def _store_threshold(settings: Settings, embedder: Embedder, result: DuplicateTh
         store.connect()
         where = store.save_duplicate_threshold(result)
     except (StartupError, NotReady) as exc:
-        print(f"error: the threshold was not stored ({exc}). Set DUPLICATE_SCORE={result.score} to use it "
-              "anyway.", file=sys.stderr)
+        print(
+            f"error: the threshold was not stored ({exc}). Set DUPLICATE_SCORE={result.score} to use it anyway.",
+            file=sys.stderr,
+        )
         return 1
     finally:
         store.close()
-    print(f"stored in {where} for embedding space {embedder.fingerprint}; a running service uses it from its "
-          "next start (DUPLICATE_SCORE, if set, still wins)")
+    print(
+        f"stored in {where} for embedding space {embedder.fingerprint}; a running service uses it from its "
+        "next start (DUPLICATE_SCORE, if set, still wins)"
+    )
     return 0
 
 

@@ -44,8 +44,7 @@ class SweepPlan:
     @classmethod
     def smoke(cls) -> SweepPlan:
         """Every code path in seconds: for the test suite."""
-        return cls(engines=("ov-int8",), pairs=((0.0, 32), (2.0, 8)), clients=(2,), seconds=1.0, warmup=0.3,
-                   rounds=1)
+        return cls(engines=("ov-int8",), pairs=((0.0, 32), (2.0, 8)), clients=(2,), seconds=1.0, warmup=0.3, rounds=1)
 
 
 def cpu_ms_per_request(level: dict[str, Any]) -> float | None:
@@ -55,8 +54,9 @@ def cpu_ms_per_request(level: dict[str, Any]) -> float | None:
     return rnd(level["service_cores"] * 1000.0 / level["throughput_rps"])
 
 
-def start_pair_services(store: Path, settings: Settings, pairs: Sequence[tuple[float, int]],
-                        workdir: Path) -> list[Service]:
+def start_pair_services(
+    store: Path, settings: Settings, pairs: Sequence[tuple[float, int]], workdir: Path
+) -> list[Service]:
     """One service per pair, all running, each on its own copy of the imported store (Milvus Lite locks it)."""
     services: list[Service] = []
     try:
@@ -76,18 +76,27 @@ def start_pair_services(store: Path, settings: Settings, pairs: Sequence[tuple[f
 
 def _row(window_ms: float, max_size: int, clients: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One pair at one client count: the median over rounds (errors summed)."""
+
     def med(name: str) -> float | None:
         values = [r[name] for r in runs if r.get(name) is not None]
         return rnd(float(np.median(values))) if values else None
 
-    return {"window_ms": window_ms, "max_size": max_size, "clients": clients,
-            "throughput_rps": med("throughput_rps"), "p50_ms": med("p50_ms"), "mean_batch": med("mean_batch"),
-            "cpu_ms_per_request": med("cpu_ms_per_request"), "errors": sum(r["errors"] for r in runs),
-            "rounds": len(runs)}
+    return {
+        "window_ms": window_ms,
+        "max_size": max_size,
+        "clients": clients,
+        "throughput_rps": med("throughput_rps"),
+        "p50_ms": med("p50_ms"),
+        "mean_batch": med("mean_batch"),
+        "cpu_ms_per_request": med("cpu_ms_per_request"),
+        "errors": sum(r["errors"] for r in runs),
+        "rounds": len(runs),
+    }
 
 
-def sweep_engine(store: Path, settings: Settings, queries: list[bytes], plan: SweepPlan,
-                 workdir: Path) -> list[dict[str, Any]]:
+def sweep_engine(
+    store: Path, settings: Settings, queries: list[bytes], plan: SweepPlan, workdir: Path
+) -> list[dict[str, Any]]:
     """Every pair of the plan on one engine: all services up, then rounds of every client level, pairs in
     turns, so that load from elsewhere on the machine falls on every pair alike."""
     services = start_pair_services(store, settings, plan.pairs, workdir)
@@ -103,24 +112,41 @@ def sweep_engine(store: Path, settings: Settings, queries: list[bytes], plan: Sw
     finally:
         for svc in services:
             svc.stop()
-    rows = [_row(*plan.pairs[i], clients, runs[(i, clients)]) for clients in plan.clients
-            for i in range(len(plan.pairs))]
+    rows = [
+        _row(*plan.pairs[i], clients, runs[(i, clients)]) for clients in plan.clients for i in range(len(plan.pairs))
+    ]
     for r in rows:
-        log.info("  window %g ms, max %d, %d clients: %s req/s, p50 %s ms, %s CPU ms/request, batch %s",
-                 r["window_ms"], r["max_size"], r["clients"], r["throughput_rps"], r["p50_ms"],
-                 r["cpu_ms_per_request"], r["mean_batch"])
+        log.info(
+            "  window %g ms, max %d, %d clients: %s req/s, p50 %s ms, %s CPU ms/request, batch %s",
+            r["window_ms"],
+            r["max_size"],
+            r["clients"],
+            r["throughput_rps"],
+            r["p50_ms"],
+            r["cpu_ms_per_request"],
+            r["mean_batch"],
+        )
     return rows
 
 
-def sweep(stores: dict[str, Path], settings: Settings, queries: list[bytes], workdir: Path,
-          plan: SweepPlan | None = None) -> dict[str, Any]:
+def sweep(
+    stores: dict[str, Path], settings: Settings, queries: list[bytes], workdir: Path, plan: SweepPlan | None = None
+) -> dict[str, Any]:
     """Every engine of the plan with an imported store in `stores` (engine key -> its milvus.db), every pair."""
     plan = plan or SweepPlan()
-    out: dict[str, Any] = {"plan": {"pairs": [list(p) for p in plan.pairs], "clients": list(plan.clients),
-                                    "seconds": plan.seconds, "rounds": plan.rounds}, "engines": {}}
+    out: dict[str, Any] = {
+        "plan": {
+            "pairs": [list(p) for p in plan.pairs],
+            "clients": list(plan.clients),
+            "seconds": plan.seconds,
+            "rounds": plan.rounds,
+        },
+        "engines": {},
+    }
     for key in plan.engines:
         if key in stores:
             log.info("batching sweep: %s", key)
-            out["engines"][key] = sweep_engine(stores[key], ENGINES[key].settings(settings), queries, plan,
-                                               workdir / f"sweep-{key}")
+            out["engines"][key] = sweep_engine(
+                stores[key], ENGINES[key].settings(settings), queries, plan, workdir / f"sweep-{key}"
+            )
     return out

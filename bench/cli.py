@@ -76,8 +76,12 @@ def pct(values: Sequence[float], q: float) -> float | None:
 def ms_stats(seconds: Sequence[float]) -> dict[str, Any]:
     """p50/p95/mean in milliseconds of a list of durations in seconds."""
     ms = [s * 1000.0 for s in seconds]
-    return {"n": len(ms), "p50_ms": rnd(pct(ms, 50)), "p95_ms": rnd(pct(ms, 95)),
-            "mean_ms": rnd(float(np.mean(ms)) if ms else None)}
+    return {
+        "n": len(ms),
+        "p50_ms": rnd(pct(ms, 50)),
+        "p95_ms": rnd(pct(ms, 95)),
+        "mean_ms": rnd(float(np.mean(ms)) if ms else None),
+    }
 
 
 def rnd(value: float | None, digits: int = 2) -> float | None:

@@ -281,8 +281,7 @@ SKIMAGE_PHOTOS: tuple[PhotoSource, ...] = tuple(
 # 512x512, one per ImageNet class), read straight out of the downloaded wheel.
 AI_BENCHMARK = "ai-benchmark==0.1.2"
 AI_BENCHMARK_PHOTOS: tuple[PhotoSource, ...] = tuple(
-    PhotoSource(f"aibench-{n}", "pypi", AI_BENCHMARK, f"ai_benchmark/data/classification/{n}.jpg")
-    for n in range(100)
+    PhotoSource(f"aibench-{n}", "pypi", AI_BENCHMARK, f"ai_benchmark/data/classification/{n}.jpg") for n in range(100)
 )
 
 
@@ -444,8 +443,14 @@ def _watermark(img: Image.Image, rng: random.Random) -> tuple[Image.Image, dict[
     pad = max(4, img_w // 50)
     layer = Image.new("RGBA", (x1 - x0 + 2 * pad, y1 - y0 + 2 * pad), (0, 0, 0, 0))
     d = ImageDraw.Draw(layer)
-    d.text((pad - x0, pad - y0), text, font=font, fill=(255, 255, 255, 120), stroke_width=max(1, img_w // 400),
-           stroke_fill=(0, 0, 0, 60))
+    d.text(
+        (pad - x0, pad - y0),
+        text,
+        font=font,
+        fill=(255, 255, 255, 120),
+        stroke_width=max(1, img_w // 400),
+        stroke_fill=(0, 0, 0, 60),
+    )
     layer = layer.rotate(25, resample=Image.Resampling.BICUBIC, expand=True)
     if layer.width > img_w or layer.height > img_h:
         layer.thumbnail((img_w, img_h), Image.Resampling.LANCZOS)
@@ -458,8 +463,9 @@ def _watermark(img: Image.Image, rng: random.Random) -> tuple[Image.Image, dict[
     name_w = int(d.textlength("imgsim", font=small))
     # Right-align circle + name inside the bottom-right corner.
     cx, cy = img_w - pad - name_w - pad // 2 - r, img_h - r - pad
-    d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=(220, 30, 60, 150), outline=(255, 255, 255, 200),
-              width=max(1, r // 8))
+    d.ellipse(
+        (cx - r, cy - r, cx + r, cy + r), fill=(220, 30, 60, 150), outline=(255, 255, 255, 200), width=max(1, r // 8)
+    )
     d.rectangle((cx - r // 2, cy - r // 2, cx + r // 2, cy + r // 2), fill=(255, 255, 255, 170))
     d.text((cx + r + pad // 2, cy), "imgsim", font=small, fill=(255, 255, 255, 170), anchor="lm")
     base.alpha_composite(logo)
@@ -570,8 +576,9 @@ def _apt_get_download(packages: Sequence[str], dest: Path) -> list[str]:
     if res.returncode == 0:
         return []
     # One at a time, to tell which package failed.
-    return [pkg for pkg in packages
-            if not list(dest.glob(f"{pkg}_*.deb")) and _run(cmd + [pkg], cwd=dest).returncode != 0]
+    return [
+        pkg for pkg in packages if not list(dest.glob(f"{pkg}_*.deb")) and _run(cmd + [pkg], cwd=dest).returncode != 0
+    ]
 
 
 def _suffix(member: str) -> str:
@@ -617,8 +624,9 @@ def _ensure_apt_sources(cache_dir: Path, photos: Sequence[PhotoSource]) -> dict[
                 _stamp_path(src_dir, pkg).write_text(json.dumps({"package": pkg, **stamp}, indent=1))
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    return {pkg: json.loads(_stamp_path(src_dir, pkg).read_text()) for pkg in by_pkg
-            if _stamp_path(src_dir, pkg).exists()}
+    return {
+        pkg: json.loads(_stamp_path(src_dir, pkg).read_text()) for pkg in by_pkg if _stamp_path(src_dir, pkg).exists()
+    }
 
 
 def _complete(src_dir: Path, pkg: str, photos: Sequence[PhotoSource]) -> bool:
@@ -645,19 +653,35 @@ def _ensure_pypi_sources(cache_dir: Path, photos: Sequence[PhotoSource]) -> dict
             continue
         work = Path(tempfile.mkdtemp(prefix="pypi-", dir=cache_dir))
         try:
-            res = _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                        "--quiet", "-d", str(work), requirement])
+            res = _run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--only-binary=:all:",
+                    "--quiet",
+                    "-d",
+                    str(work),
+                    requirement,
+                ]
+            )
             wheels = sorted(work.glob("*.whl"))
             if res.returncode != 0 or not wheels:
-                log.warning("pip download %s failed; its photos are skipped: %s", requirement,
-                            res.stderr.strip()[-300:])
+                log.warning(
+                    "pip download %s failed; its photos are skipped: %s", requirement, res.stderr.strip()[-300:]
+                )
                 continue
             stamp = _unpack_wheel_photos(wheels[0], src_dir, members)
             _stamp_path(src_dir, requirement).write_text(json.dumps({"package": requirement, **stamp}, indent=1))
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    return {r: json.loads(_stamp_path(src_dir, r).read_text()) for r in {p.package for p in photos if p.package}
-            if _stamp_path(src_dir, r).exists()}
+    return {
+        r: json.loads(_stamp_path(src_dir, r).read_text())
+        for r in {p.package for p in photos if p.package}
+        if _stamp_path(src_dir, r).exists()
+    }
 
 
 def _unpack_wheel_photos(wheel: Path, src_dir: Path, photos: Sequence[PhotoSource]) -> dict[str, Any]:
@@ -853,8 +877,9 @@ def _plan_grids(sizes: dict[str, tuple[int, int]], min_gallery: int, min_tile: i
         if len(sizes) + sum(n * n for n in grids.values()) >= min_gallery:
             return grids
     total = len(sizes) + sum(n * n for n in best.values())
-    raise RuntimeError(f"cannot reach min_gallery={min_gallery}: at most {total} gallery images from "
-                       f"{len(sizes)} photos")
+    raise RuntimeError(
+        f"cannot reach min_gallery={min_gallery}: at most {total} gallery images from {len(sizes)} photos"
+    )
 
 
 # --------------------------------------------------------------------------
@@ -873,8 +898,14 @@ def _cache_key(mode: str, min_gallery: int, photos: Sequence[PhotoSource]) -> st
             "seed": SEED,
             "photos": [p.id + ":" + p.member for p in photos],
             "transforms": [(t.name, t.jpeg_quality) for t in TRANSFORMS],
-            "consts": [GALLERY_MAX_SIDE, GALLERY_JPEG_QUALITY, QUERY_JPEG_QUALITY, MIN_TILE_SIDE, SMALL_MIN_TILE_SIDE,
-                       MAX_TILE_GRID],
+            "consts": [
+                GALLERY_MAX_SIDE,
+                GALLERY_JPEG_QUALITY,
+                QUERY_JPEG_QUALITY,
+                MIN_TILE_SIDE,
+                SMALL_MIN_TILE_SIDE,
+                MAX_TILE_GRID,
+            ],
             "pillow": PIL.__version__,
         },
         sort_keys=True,
@@ -924,8 +955,14 @@ def _valid_cached(root: Path, key: str) -> Corpus | None:
     return None
 
 
-def build_corpus(cache_dir: Path = DEFAULT_CACHE, min_gallery: int = 1000, small: bool = False, *,
-                 force: bool = False, jobs: int | None = None) -> Corpus:
+def build_corpus(
+    cache_dir: Path = DEFAULT_CACHE,
+    min_gallery: int = 1000,
+    small: bool = False,
+    *,
+    force: bool = False,
+    jobs: int | None = None,
+) -> Corpus:
     """Build (or reuse) the benchmark corpus and return it.
 
     Args:
@@ -945,8 +982,7 @@ def build_corpus(cache_dir: Path = DEFAULT_CACHE, min_gallery: int = 1000, small
     cache_dir = Path(cache_dir).resolve()
     cache_dir.mkdir(parents=True, exist_ok=True)
     mode = "small" if small else "full"
-    photos: list[PhotoSource] = (list(SKIMAGE_PHOTOS) if small else
-                                 [*APT_PHOTOS, *SKIMAGE_PHOTOS, *AI_BENCHMARK_PHOTOS])
+    photos: list[PhotoSource] = list(SKIMAGE_PHOTOS) if small else [*APT_PHOTOS, *SKIMAGE_PHOTOS, *AI_BENCHMARK_PHOTOS]
     # Ids name files and ground truth: a collision would silently merge photos.
     assert len({p.id for p in photos}) == len(photos), "duplicate photo ids"
     min_gallery, min_tile = (SMALL_MIN_GALLERY, SMALL_MIN_TILE_SIDE) if small else (min_gallery, MIN_TILE_SIDE)
@@ -965,15 +1001,29 @@ def build_corpus(cache_dir: Path = DEFAULT_CACHE, min_gallery: int = 1000, small
 
     t0 = time.monotonic()
     workers = jobs if jobs is not None else (1 if small else (os.cpu_count() or 1))
-    header = {"key": key, "version": CORPUS_VERSION, "mode": mode, "seed": SEED, "min_gallery": min_gallery,
-              "min_tile_side": min_tile, "pillow": PIL.__version__, "transforms": [t.name for t in TRANSFORMS]}
+    header = {
+        "key": key,
+        "version": CORPUS_VERSION,
+        "mode": mode,
+        "seed": SEED,
+        "min_gallery": min_gallery,
+        "min_tile_side": min_tile,
+        "pillow": PIL.__version__,
+        "transforms": [t.name for t in TRANSFORMS],
+    }
     _render_corpus(root, cache_dir, photos, stamps, header, workers)
     log.info("built %s corpus in %.1fs at %s", mode, time.monotonic() - t0, root)
     return load_corpus(root)
 
 
-def _render_corpus(root: Path, cache_dir: Path, photos: list[PhotoSource], stamps: dict[str, dict[str, Any]],
-                   header: dict[str, Any], workers: int) -> None:
+def _render_corpus(
+    root: Path,
+    cache_dir: Path,
+    photos: list[PhotoSource],
+    stamps: dict[str, dict[str, Any]],
+    header: dict[str, Any],
+    workers: int,
+) -> None:
     """Render every photo's gallery items and queries and write the manifest (starting with `header`) at `root`."""
     paths = {p.id: (None if p.origin == "skimage" else _src_path(cache_dir / "src", p)) for p in photos}
     sizes = {p.id: _oriented_size(p, paths[p.id]) for p in photos}
@@ -994,15 +1044,25 @@ def _render_corpus(root: Path, cache_dir: Path, photos: list[PhotoSource], stamp
         raise
 
 
-def _available_package_photos(cache_dir: Path, photos: list[PhotoSource]) -> tuple[list[PhotoSource],
-                                                                                  dict[str, dict[str, Any]]]:
+def _available_package_photos(
+    cache_dir: Path, photos: list[PhotoSource]
+) -> tuple[list[PhotoSource], dict[str, dict[str, Any]]]:
     """Fetch the Debian and PyPI package photos; keep only those actually found (a package may be
     missing or may have dropped a file in a newer release). Returns (photos, package stamps)."""
-    stamps = {**_ensure_apt_sources(cache_dir, [p for p in photos if p.origin == "apt"]),
-              **_ensure_pypi_sources(cache_dir, [p for p in photos if p.origin == "pypi"])}
-    found = [p for p in photos if p.origin == "skimage"
-             or (p.package in stamps and p.member not in stamps[p.package]["missing"]
-                 and _src_path(cache_dir / "src", p).exists())]
+    stamps = {
+        **_ensure_apt_sources(cache_dir, [p for p in photos if p.origin == "apt"]),
+        **_ensure_pypi_sources(cache_dir, [p for p in photos if p.origin == "pypi"]),
+    }
+    found = [
+        p
+        for p in photos
+        if p.origin == "skimage"
+        or (
+            p.package in stamps
+            and p.member not in stamps[p.package]["missing"]
+            and _src_path(cache_dir / "src", p).exists()
+        )
+    ]
     return found, stamps
 
 
@@ -1014,8 +1074,12 @@ def _render_all(job_list: list[_Job], workers: int) -> list[dict[str, Any]]:
         return list(pool.map(_render_photo, job_list, chunksize=1))
 
 
-def _manifest_entries(photos: Sequence[PhotoSource], stamps: dict[str, dict[str, Any]], grids: dict[str, int],
-                      results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def _manifest_entries(
+    photos: Sequence[PhotoSource],
+    stamps: dict[str, dict[str, Any]],
+    grids: dict[str, int],
+    results: Sequence[dict[str, Any]],
+) -> dict[str, Any]:
     """The manifest's photos (with provenance), gallery and queries."""
     by_id = {p.id: p for p in photos}
     return {

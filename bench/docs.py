@@ -29,10 +29,15 @@ LANGS: tuple[Lang, ...] = ("en", "zh")
 # How a page of each language reaches the repository root and docs/ (the Chinese pages sit in docs/zh-CN/).
 TO_ROOT: dict[Lang, str] = {"en": "../", "zh": "../../"}
 TO_DOCS: dict[Lang, str] = {"en": "", "zh": "../"}
-SEPARATORS: dict[str, dict[Lang, str]] = {"list": {"en": ", ", "zh": "，"}, "names": {"en": ", ", "zh": "、"},
-                                          "clauses": {"en": "; ", "zh": "；"}, "cells": {"en": " | ", "zh": " | "},
-                                          "words": {"en": " ", "zh": " "}, "after_paren": {"en": " ", "zh": ""},
-                                          "empty": {"en": "", "zh": ""}}
+SEPARATORS: dict[str, dict[Lang, str]] = {
+    "list": {"en": ", ", "zh": "，"},
+    "names": {"en": ", ", "zh": "、"},
+    "clauses": {"en": "; ", "zh": "；"},
+    "cells": {"en": " | ", "zh": " | "},
+    "words": {"en": " ", "zh": " "},
+    "after_paren": {"en": " ", "zh": ""},
+    "empty": {"en": "", "zh": ""},
+}
 CJK_FONT = "WenQuanYi Micro Hei"  # Debian's fonts-wqy-microhei, installed by `make browser`
 
 
@@ -164,6 +169,8 @@ def cjk_font() -> str:
     try:
         font_manager.findfont(font_manager.FontProperties(family=CJK_FONT), fallback_to_default=False)
     except ValueError as exc:
-        raise RuntimeError(f"the Chinese chart needs the font {CJK_FONT!r} (Debian: apt-get install "
-                           "fonts-wqy-microhei, which `make browser` does as root); matplotlib found none") from exc
+        raise RuntimeError(
+            f"the Chinese chart needs the font {CJK_FONT!r} (Debian: apt-get install "
+            "fonts-wqy-microhei, which `make browser` does as root); matplotlib found none"
+        ) from exc
     return CJK_FONT

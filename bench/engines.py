@@ -44,8 +44,9 @@ class EngineSpec:
 
     def settings(self, settings: Settings) -> Settings:
         """`settings` with this engine and precision selected."""
-        return settings.model_copy(update={"model_engine": ModelEngine(self.engine),
-                                           "model_precision": Precision(self.precision)})
+        return settings.model_copy(
+            update={"model_engine": ModelEngine(self.engine), "model_precision": Precision(self.precision)}
+        )
 
     def env(self) -> dict[str, str]:
         """The same selection for a `main.py` subprocess."""
@@ -85,8 +86,10 @@ def calibrate(settings: Settings, images: Sequence[Path], match_fp32: bool = Fal
 
     started = time.perf_counter()
     try:
-        report = {**quantize_int8(settings, np.stack([prepare(p) for p in images]), match_fp32).as_dict(),
-                  "saved": True}
+        report = {
+            **quantize_int8(settings, np.stack([prepare(p) for p in images]), match_fp32).as_dict(),
+            "saved": True,
+        }
     except GateMissed as missed:
         report = {**missed.report.as_dict(), "saved": False}
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
@@ -102,6 +105,7 @@ def load_engines(settings: Settings, keys: Sequence[str]) -> dict[str, Any]:
 # Raw speed
 # --------------------------------------------------------------------------------------------
 
+
 def timed_calls(embed: Callable[[np.ndarray], Any], x: np.ndarray, seconds: float) -> tuple[list[float], float]:
     """Wall seconds of each call of `embed(x)` over about `seconds` (at least 2 calls), and the CPU seconds
     this process used meanwhile (nothing else runs in it: that is the model's CPU)."""
@@ -115,8 +119,9 @@ def timed_calls(embed: Callable[[np.ndarray], Any], x: np.ndarray, seconds: floa
     return times, time.process_time() - cpu0
 
 
-def speeds(embedders: Mapping[str, Any], pool: np.ndarray, batches: Sequence[int], rounds: int,
-           seconds: float) -> dict[str, dict[str, Any]]:
+def speeds(
+    embedders: Mapping[str, Any], pool: np.ndarray, batches: Sequence[int], rounds: int, seconds: float
+) -> dict[str, dict[str, Any]]:
     """Images/s per engine and batch size (median over interleaved rounds), with CPU ms per image."""
     samples: dict[str, dict[int, list[tuple[float, float]]]] = {k: {b: [] for b in batches} for k in embedders}
     for _ in range(rounds):
@@ -125,11 +130,22 @@ def speeds(embedders: Mapping[str, Any], pool: np.ndarray, batches: Sequence[int
                 x = np.concatenate([pool] * -(-batch // len(pool)))[:batch]
                 times, cpu = timed_calls(embedder.embed, x, seconds)
                 samples[key][batch].append((batch * len(times) / sum(times), cpu / (batch * len(times)) * 1000))
-    return {key: {"precision": embedders[key].info["precision"], "threads": embedders[key].info["threads"],
-                  "by_batch": [{"batch": b, "img_per_s": round(float(np.median([s[0] for s in v])), 2),
-                                "cpu_ms_per_image": round(float(np.median([s[1] for s in v])), 2),
-                                "rounds": [round(s[0], 1) for s in v]} for b, v in per.items()]}
-            for key, per in samples.items()}
+    return {
+        key: {
+            "precision": embedders[key].info["precision"],
+            "threads": embedders[key].info["threads"],
+            "by_batch": [
+                {
+                    "batch": b,
+                    "img_per_s": round(float(np.median([s[0] for s in v])), 2),
+                    "cpu_ms_per_image": round(float(np.median([s[1] for s in v])), 2),
+                    "rounds": [round(s[0], 1) for s in v],
+                }
+                for b, v in per.items()
+            ],
+        }
+        for key, per in samples.items()
+    }
 
 
 def agreement(embedders: Mapping[str, Any], reference: str, pool: np.ndarray) -> dict[str, dict[str, float]]:
@@ -139,19 +155,28 @@ def agreement(embedders: Mapping[str, Any], reference: str, pool: np.ndarray) ->
     for key, embedder in embedders.items():
         if key != reference:
             cos = (embedder.embed(pool) * ref).sum(axis=1)
-            out[key] = {"min": round(float(cos.min()), 6), "p1": round(float(np.percentile(cos, 1)), 6),
-                        "median": round(float(np.median(cos)), 6)}
+            out[key] = {
+                "min": round(float(cos.min()), 6),
+                "p1": round(float(np.percentile(cos, 1)), 6),
+                "median": round(float(np.median(cos)), 6),
+            }
     return out
 
 
 def best_batched(entry: dict[str, Any]) -> float:
     """An engine's best images/s at batch sizes above 1 ("batched")."""
-    return max((r["img_per_s"] for r in entry["by_batch"] if r["batch"] > 1),
-               default=entry["by_batch"][0]["img_per_s"])
+    return max((r["img_per_s"] for r in entry["by_batch"] if r["batch"] > 1), default=entry["by_batch"][0]["img_per_s"])
 
 
-def matrix(settings: Settings, keys: Sequence[str], calibration: Sequence[Path], probe: Sequence[Path],
-           batches: Sequence[int], rounds: int, seconds: float) -> tuple[dict[str, Any], dict[str, Any]]:
+def matrix(
+    settings: Settings,
+    keys: Sequence[str],
+    calibration: Sequence[Path],
+    probe: Sequence[Path],
+    batches: Sequence[int],
+    rounds: int,
+    seconds: float,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Calibrate INT8, load every engine, measure speed and agreement: (results, embedders)."""
     out: dict[str, Any] = {"model": settings.model_name.value, "weights": settings.model_weights}
     if OV_INT8.key in keys:
@@ -174,8 +199,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     corpus = build_corpus(small=args.small)
     tune = [g.file for g in corpus.gallery if split_of(g.source) == "tune"][:200]
     probe = [q.file for q in corpus.queries if split_of(q.source) == "eval"][:32]
-    result, _ = matrix(settings, engine_keys(list(ENGINES)), tune, probe, (1, 8, 32),
-                       1 if args.small else 3, 0.5 if args.small else 3.0)
+    result, _ = matrix(
+        settings,
+        engine_keys(list(ENGINES)),
+        tune,
+        probe,
+        (1, 8, 32),
+        1 if args.small else 3,
+        0.5 if args.small else 3.0,
+    )
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     return 0
 

@@ -78,8 +78,9 @@ class PooledFeatures:
         self.normalise = self.spec.backbone.normalise
         self.dim = self.spec.backbone.dim
         key = {"model": f"bench-{self.spec.backbone.name.value}-avg-gem", "weights": self.spec.weights.identity}
-        self.engine = OpenVinoEngine(self._keras_model, cache_dir=settings.model_cache_dir, cache_key=key,
-                                     threads=threads, precision="fp32")
+        self.engine = OpenVinoEngine(
+            self._keras_model, cache_dir=settings.model_cache_dir, cache_key=key, threads=threads, precision="fp32"
+        )
 
     def _keras_model(self) -> Any:
         """The service's backbone (same weights, same seed) -> [average pool | GeM pool], the Embedder's arithmetic."""
@@ -88,26 +89,34 @@ class PooledFeatures:
         fmap = self.spec.feature_model()
         x = fmap.output
         avg = keras.ops.mean(x, axis=(1, 2))
-        gem = keras.ops.power(keras.ops.mean(keras.ops.power(keras.ops.maximum(x, 1e-6), GEM_POWER), axis=(1, 2)),
-                              1.0 / GEM_POWER)
+        gem = keras.ops.power(
+            keras.ops.mean(keras.ops.power(keras.ops.maximum(x, 1e-6), GEM_POWER), axis=(1, 2)), 1.0 / GEM_POWER
+        )
         return keras.Model(fmap.input, keras.ops.concatenate([avg, gem], axis=1))
 
     def __call__(self, batch: np.ndarray) -> dict[Pooling, np.ndarray]:
         """Unit vectors of a preprocessed batch for each pooling."""
         both = self.engine.predict(batch)
-        return {Pooling.AVG: normalize(both[:, :self.dim]), Pooling.GEM: normalize(both[:, self.dim:])}
+        return {Pooling.AVG: normalize(both[:, : self.dim]), Pooling.GEM: normalize(both[:, self.dim :])}
 
 
-def check_against_service(features: PooledFeatures, embedder: Any, settings: Settings, paths: Sequence[Path],
-                          ) -> dict[str, float]:
+def check_against_service(
+    features: PooledFeatures,
+    embedder: Any,
+    settings: Settings,
+    paths: Sequence[Path],
+) -> dict[str, float]:
     """Largest differences between the bench's inputs and vectors and the service Embedder's, on a few images."""
     imgs = [decoded(p) for p in paths]
-    ours = np.stack([model_input(i, Variant(settings.image_resize, settings.image_trim), features.normalise)
-                     for i in imgs])
+    ours = np.stack(
+        [model_input(i, Variant(settings.image_resize, settings.image_trim), features.normalise) for i in imgs]
+    )
     theirs = np.stack([embedder.preprocess(i) for i in imgs])
     vectors = features(ours)[settings.model_pooling]
-    return {"input_max_abs_diff": float(np.abs(ours - theirs).max()),
-            "vector_max_abs_diff": float(np.abs(vectors - embedder.embed(theirs)).max())}
+    return {
+        "input_max_abs_diff": float(np.abs(ours - theirs).max()),
+        "vector_max_abs_diff": float(np.abs(vectors - embedder.embed(theirs)).max()),
+    }
 
 
 def _load(path: Path, variants: Sequence[Variant], normalise: Any, phash: bool) -> tuple[list[np.ndarray], int]:
@@ -122,8 +131,9 @@ def _load(path: Path, variants: Sequence[Variant], normalise: Any, phash: bool) 
     return arrays, int(np.packbits(bits.astype(np.uint8)).view(">u8")[0])
 
 
-def embed_all(features: PooledFeatures, paths: Sequence[Path], variants: Sequence[Variant], label: str,
-              phash: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
+def embed_all(
+    features: PooledFeatures, paths: Sequence[Path], variants: Sequence[Variant], label: str, phash: bool = False
+) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
     """Vectors of every image for every variant and pooling, pHashes (zeros unless asked), model seconds.
 
     Decoding and preprocessing run a batch ahead of the model in two threads.
@@ -133,6 +143,7 @@ def embed_all(features: PooledFeatures, paths: Sequence[Path], variants: Sequenc
     model_s = 0.0
     chunks = [list(range(i, min(len(paths), i + MODEL_BATCH))) for i in range(0, len(paths), MODEL_BATCH)]
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="bench-decode") as pool:
+
         def submit(chunk: list[int]) -> list[Any]:
             return [pool.submit(_load, paths[i], variants, features.normalise, phash) for i in chunk]
 
@@ -157,9 +168,9 @@ def embed_with(embedder: Any, paths: Sequence[Path], label: str) -> np.ndarray:
     out = np.empty((len(paths), embedder.dim), np.float32)
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="bench-decode") as pool:
         for start in range(0, len(paths), MODEL_BATCH):
-            part = paths[start:start + MODEL_BATCH]
+            part = paths[start : start + MODEL_BATCH]
             batch = list(pool.map(lambda p: embedder.preprocess(decoded(p)), part))
-            out[start:start + len(part)] = embedder.embed(np.stack(batch))
+            out[start : start + len(part)] = embedder.embed(np.stack(batch))
             if (start // MODEL_BATCH) % 40 == 0:
                 log.info("%s: %d/%d images", label, start + len(part), len(paths))
     return out

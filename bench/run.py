@@ -45,8 +45,9 @@ DATA_BENCH = DATA / "bench"
 RUN_FILES = ("quality.json", "perf.json", "run.json")  # what a run writes; the rest is derived from these
 
 
-def report(results: Path = RESULTS, data: Path = DATA_BENCH, pages: dict[Lang, Path] | None = None,
-           img: Path = IMG) -> list[Path]:
+def report(
+    results: Path = RESULTS, data: Path = DATA_BENCH, pages: dict[Lang, Path] | None = None, img: Path = IMG
+) -> list[Path]:
     """Copy a run's results from `results` into `data`, then render from `data` alone: the charts, targets.json,
     thresholds.json and the generated part of the benchmarks page in every language. Returns the pages changed."""
     take_results(results, data, RUN_FILES)
@@ -84,10 +85,16 @@ def duplicate_defaults(quality: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"keep": "95% of true copies", "copies": quality["copy_transforms"], "backbones": {}}
     for key, row in quality["rows"].items():
         entries = [{"configuration": name, "precision": "fp32", **th} for name, th in row["thresholds"].items()]
-        entries += [{"configuration": row["pick"]["recommended"], "precision": p, **v["threshold"]}
-                    for p, v in row.get("precisions", {}).items()]
-        out["backbones"][key] = {"model": row["model"], "weights": row["weights"],
-                                 "recommended_configuration": row["pick"]["recommended"], "thresholds": entries}
+        entries += [
+            {"configuration": row["pick"]["recommended"], "precision": p, **v["threshold"]}
+            for p, v in row.get("precisions", {}).items()
+        ]
+        out["backbones"][key] = {
+            "model": row["model"],
+            "weights": row["weights"],
+            "recommended_configuration": row["pick"]["recommended"],
+            "thresholds": entries,
+        }
     return out
 
 
@@ -97,10 +104,16 @@ def _commit() -> str | None:
 
     root = Path(__file__).resolve().parent.parent
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return head + ("+" if dirty else "")
@@ -120,6 +133,7 @@ def _current(result: dict[str, Any] | None, key: str) -> dict[str, Any] | None:
 # Entry point
 # --------------------------------------------------------------------------------------------
 
+
 def run_quality(corpus: Any, settings: Settings, resnet_file: Path | None, smoke: bool) -> dict[str, Any]:
     """The quality benchmark's rows: EfficientNet-Lite0 (with INT8, INT8 --match-fp32 and, where the CPU has it,
     bf16), ResNet50."""
@@ -128,8 +142,13 @@ def run_quality(corpus: Any, settings: Settings, resnet_file: Path | None, smoke
 
     precisions = ("int8", "int8-match", "bf16") if bf16_supported() and not smoke else ("int8", "int8-match")
     rows = quality.default_rows(settings, resnet_file, precisions)
-    return quality.run(corpus, settings, rows, modes=[settings.image_resize] if smoke else None,
-                       transforms=SMOKE_TRANSFORMS if smoke else None)
+    return quality.run(
+        corpus,
+        settings,
+        rows,
+        modes=[settings.image_resize] if smoke else None,
+        transforms=SMOKE_TRANSFORMS if smoke else None,
+    )
 
 
 def run_perf(corpus: Any, settings: Settings, resnet_file: Path | None, smoke: bool) -> dict[str, Any]:
@@ -144,8 +163,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`python -m bench.run`."""
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     ap.add_argument("--only", choices=("quality", "perf"), help="run one part only")
-    ap.add_argument("--report-only", action="store_true",
-                    help="take the latest results into docs/data/bench, redraw the charts and rewrite the pages")
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="take the latest results into docs/data/bench, redraw the charts and rewrite the pages",
+    )
     ap.add_argument("--smoke", action="store_true", help="tiny corpus and seconds-long measurements (tests)")
     ap.add_argument("--results", type=Path, default=RESULTS, help="where a run writes its JSON (git-ignored)")
     args = parse_and_log(ap, argv)
@@ -168,8 +190,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_json(args.results / f"{part}.json", fn(corpus, settings, resnet_file, args.smoke))
     elapsed = time.perf_counter() - t0
     meta = _load(args.results / "run.json") or _load(DATA_BENCH / "run.json") or {}
-    meta.update({"date": dt.date.today().isoformat(), "machine": machine(), "resnet50_imagenet_file": bool(resnet_file),
-                 "commit": _commit(), "command": "make bench" if not args.smoke else "python -m bench.run --smoke"})
+    meta.update(
+        {
+            "date": dt.date.today().isoformat(),
+            "machine": machine(),
+            "resnet50_imagenet_file": bool(resnet_file),
+            "commit": _commit(),
+            "command": "make bench" if not args.smoke else "python -m bench.run --smoke",
+        }
+    )
     if args.only is None:
         meta["elapsed_min"] = round(elapsed / 60, 1)
     meta[f"elapsed_min_{args.only or 'all'}"] = round(elapsed / 60, 1)

@@ -33,15 +33,24 @@ def child_env(settings: Settings) -> dict[str, str]:
     weights = settings.model_weights
     if weights not in ("imagenet", "random"):
         weights = str(Path(weights).expanduser().resolve())  # the child runs in another folder
-    return {"MODEL_NAME": settings.model_name.value, "MODEL_ENGINE": settings.model_engine.value,
-            "MODEL_PRECISION": settings.model_precision.value, "MODEL_WEIGHTS": weights,
-            "MODEL_CACHE_DIR": str(settings.model_cache_dir.resolve()),
-            "IMAGE_RESIZE": settings.image_resize.value, "MODEL_POOLING": settings.model_pooling.value,
-            "IMAGE_TRIM": "on" if settings.image_trim else "off",
-            "BATCH_MAX_SIZE": str(settings.batch_max_size), "BATCH_WINDOW_MS": str(settings.batch_window_ms),
-            "TF_THREADS": str(settings.tf_threads), "API_THREADS": str(settings.api_threads),
-            "MILVUS_HNSW_EF": str(settings.milvus_hnsw_ef), "MILVUS_COLLECTION": "bench", "LOG_LEVEL": "WARNING",
-            "PYTHONUNBUFFERED": "1"}
+    return {
+        "MODEL_NAME": settings.model_name.value,
+        "MODEL_ENGINE": settings.model_engine.value,
+        "MODEL_PRECISION": settings.model_precision.value,
+        "MODEL_WEIGHTS": weights,
+        "MODEL_CACHE_DIR": str(settings.model_cache_dir.resolve()),
+        "IMAGE_RESIZE": settings.image_resize.value,
+        "MODEL_POOLING": settings.model_pooling.value,
+        "IMAGE_TRIM": "on" if settings.image_trim else "off",
+        "BATCH_MAX_SIZE": str(settings.batch_max_size),
+        "BATCH_WINDOW_MS": str(settings.batch_window_ms),
+        "TF_THREADS": str(settings.tf_threads),
+        "API_THREADS": str(settings.api_threads),
+        "MILVUS_HNSW_EF": str(settings.milvus_hnsw_ef),
+        "MILVUS_COLLECTION": "bench",
+        "LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 _TOOK = re.compile(r"took: ([0-9.]+) s for (\d+) files.*; model busy ([0-9.]+) s")
@@ -63,11 +72,18 @@ def bulk_import(folder: Path, workdir: Path, settings: Settings) -> dict[str, An
     took = _TOOK.search(output)
     phase = float(took.group(1)) if took else None
     model = float(took.group(3)) if took else None
-    return {"files": n_files, "imported": imported, "wall_s": rnd(wall), "wall_img_per_s": rnd(n_files / wall),
-            "import_phase_s": phase, "import_phase_img_per_s": rnd(n_files / phase) if phase else None,
-            "model_busy_s": model, "model_img_per_s_while_busy": rnd(n_files / model) if model else None,
-            "note": "import phase = the time `main.py import` reports for itself: decoding, embedding in "
-                    f"batches of {MODEL_BATCH} and storing, after the model has loaded"}
+    return {
+        "files": n_files,
+        "imported": imported,
+        "wall_s": rnd(wall),
+        "wall_img_per_s": rnd(n_files / wall),
+        "import_phase_s": phase,
+        "import_phase_img_per_s": rnd(n_files / phase) if phase else None,
+        "model_busy_s": model,
+        "model_img_per_s_while_busy": rnd(n_files / model) if model else None,
+        "note": "import phase = the time `main.py import` reports for itself: decoding, embedding in "
+        f"batches of {MODEL_BATCH} and storing, after the model has loaded",
+    }
 
 
 class Service(ServeProcess):
@@ -114,8 +130,12 @@ class Service(ServeProcess):
         except OSError:
             pass
         children = [c.name() for c in psutil.Process(self.pid).children(recursive=True)]
-        return {"idle_after_start_mb": self.rss_idle_mb, "peak_vmhwm_mb": rnd(hwm / 2**20, 1) if hwm else None,
-                "peak_sampled_mb": rnd(self._peak_sampled / 2**20, 1), "child_processes": children}
+        return {
+            "idle_after_start_mb": self.rss_idle_mb,
+            "peak_vmhwm_mb": rnd(hwm / 2**20, 1) if hwm else None,
+            "peak_sampled_mb": rnd(self._peak_sampled / 2**20, 1),
+            "child_processes": children,
+        }
 
     def stop(self, sig: int = signal.SIGINT, grace: float = 60.0) -> None:
         """SIGINT (what Ctrl-C does: the service closes its store), then SIGKILL if it has not exited in time."""
@@ -138,20 +158,31 @@ class Service(ServeProcess):
 
     def search(self, http: requests.Session, data: bytes, limit: int = 10) -> requests.Response:
         """POST /api/image/sim/search/file."""
-        return http.post(self.url("api/image/sim/search/file"), files={"file": ("q.jpg", data, "image/jpeg")},
-                         data={"limit": str(limit)}, timeout=300)
+        return http.post(
+            self.url("api/image/sim/search/file"),
+            files={"file": ("q.jpg", data, "image/jpeg")},
+            data={"limit": str(limit)},
+            timeout=300,
+        )
 
     def add(self, http: requests.Session, data: bytes, key: str) -> requests.Response:
         """POST /api/image/sim/add/file."""
-        return http.post(self.url("api/image/sim/add/file"), files={"file": (f"{key}.jpg", data, "image/jpeg")},
-                         data={"key": key}, timeout=300)
+        return http.post(
+            self.url("api/image/sim/add/file"),
+            files={"file": (f"{key}.jpg", data, "image/jpeg")},
+            data={"key": key},
+            timeout=300,
+        )
 
     def cpu_seconds(self) -> float:
         """CPU time the service process (and any children) has used so far."""
         p = psutil.Process(self.pid)
         total = p.cpu_times()
-        return total.user + total.system + sum(c.cpu_times().user + c.cpu_times().system
-                                               for c in p.children(recursive=True))
+        return (
+            total.user
+            + total.system
+            + sum(c.cpu_times().user + c.cpu_times().system for c in p.children(recursive=True))
+        )
 
     def ready(self) -> dict[str, Any]:
         """What /ready reports (model, engine, precision, batching counters...)."""
@@ -177,8 +208,9 @@ def timed(fn: Callable[[], requests.Response]) -> float:
     return elapsed
 
 
-def single_client(svc: Service, reference: Any, pool: np.ndarray, images: list[bytes], rounds: int,
-                  per_round: int) -> dict[str, Any]:
+def single_client(
+    svc: Service, reference: Any, pool: np.ndarray, images: list[bytes], rounds: int, per_round: int
+) -> dict[str, Any]:
     """Sequential search/file requests, alternating with batch-1 calls of a `reference` embedder in this
     process (TensorFlow FP32, the model of the service before OpenVINO), so the two are measured together."""
     model_b1: list[float] = []
@@ -249,15 +281,19 @@ def load_test(svc: Service, images: list[bytes], clients: int, seconds: float, w
     window = [(t0, t1, ok) for t0, t1, ok in done if lo <= t1 <= hi]
     ok_lat = [t1 - t0 for t0, t1, ok in window if ok]
     model = {k: after["embed"][k] - before["embed"][k] for k in ("batches", "requests", "busy_seconds")}
-    return {"clients": clients, "seconds": seconds, "completed": len(ok_lat),
-            "errors": sum(1 for *_, ok in window if not ok), "throughput_rps": rnd(len(ok_lat) / seconds),
-            **ms_stats(ok_lat),
-            # What the model did in the window (the service's /ready counters): how full its batches
-            # were, how busy it was, and how fast it ran while busy.
-            "model_mean_batch": rnd(model["requests"] / model["batches"], 1) if model["batches"] else None,
-            "model_busy": rnd(model["busy_seconds"] / seconds, 3),
-            "model_img_per_s_while_busy": rnd(model["requests"] / model["busy_seconds"])
-            if model["busy_seconds"] else None,
-            # Where the CPUs went: the service process, and this process (the HTTP clients).
-            "service_cores": rnd((cpu_after - cpu_before) / seconds),
-            "client_cores": rnd((own_after - own_before) / seconds)}
+    return {
+        "clients": clients,
+        "seconds": seconds,
+        "completed": len(ok_lat),
+        "errors": sum(1 for *_, ok in window if not ok),
+        "throughput_rps": rnd(len(ok_lat) / seconds),
+        **ms_stats(ok_lat),
+        # What the model did in the window (the service's /ready counters): how full its batches
+        # were, how busy it was, and how fast it ran while busy.
+        "model_mean_batch": rnd(model["requests"] / model["batches"], 1) if model["batches"] else None,
+        "model_busy": rnd(model["busy_seconds"] / seconds, 3),
+        "model_img_per_s_while_busy": rnd(model["requests"] / model["busy_seconds"]) if model["busy_seconds"] else None,
+        # Where the CPUs went: the service process, and this process (the HTTP clients).
+        "service_cores": rnd((cpu_after - cpu_before) / seconds),
+        "client_cores": rnd((own_after - own_before) / seconds),
+    }

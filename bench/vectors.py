@@ -36,14 +36,20 @@ class VectorPlan:
     queries: int = 200
     backends: tuple[str, ...] = ("lite", "server")
     hnsw_ef_sweep: tuple[int, ...] = (32, 64, 128, 256)
-    settle_timeout: float = 900.0        # wait for the Milvus server to index every row
+    settle_timeout: float = 900.0  # wait for the Milvus server to index every row
     write_probe: tuple[int, ...] = (1000, 3000)  # rows written with put_many, then searched (Lite)
 
     @classmethod
     def smoke(cls) -> VectorPlan:
         """Every code path on Milvus Lite, a few seconds."""
-        return cls(sizes=(2_000,), queries=20, backends=("lite",), hnsw_ef_sweep=(16, 64), settle_timeout=20.0,
-                   write_probe=(100, 300))
+        return cls(
+            sizes=(2_000,),
+            queries=20,
+            backends=("lite",),
+            hnsw_ef_sweep=(16, 64),
+            settle_timeout=20.0,
+            write_probe=(100, 300),
+        )
 
 
 def synthetic_vectors(n: int, dim: int, seed: int, clusters: int = 2000, chunk: int = 20_000) -> np.ndarray:
@@ -55,14 +61,14 @@ def synthetic_vectors(n: int, dim: int, seed: int, clusters: int = 2000, chunk: 
     their variance in a few dozen directions.
     """
     rng = np.random.default_rng(seed)
-    scale = (np.arange(1, dim + 1, dtype=np.float32) ** -0.5)  # coordinate j has variance 1/j
+    scale = np.arange(1, dim + 1, dtype=np.float32) ** -0.5  # coordinate j has variance 1/j
     centres = rng.standard_normal((clusters, dim), dtype=np.float32) * scale
     out = np.empty((n, dim), dtype=np.float32)
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
         labels = rng.integers(0, clusters, m)
         block = centres[labels] + 0.6 * rng.standard_normal((m, dim), dtype=np.float32) * scale
-        out[start:start + m] = block / np.linalg.norm(block, axis=1, keepdims=True)
+        out[start : start + m] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return out
 
 
@@ -95,8 +101,10 @@ def _store(settings: Settings, uri: str) -> Any:
     """The service's VectorStore on `uri` (collection bench_vectors), connected."""
     from service.store.records import VectorStore  # noqa: PLC0415
 
-    store = VectorStore(settings.model_copy(update={"milvus_uri": uri, "milvus_collection": "bench_vectors",
-                                                    "milvus_timeout": 300.0}), DIM)
+    store = VectorStore(
+        settings.model_copy(update={"milvus_uri": uri, "milvus_collection": "bench_vectors", "milvus_timeout": 300.0}),
+        DIM,
+    )
     store.connect()
     return store
 
@@ -121,9 +129,19 @@ def raw_search(store: Any, ef: int | None, consistency: str | None, k: int = 10)
     expr, fields = scope.expr(), scope.fields(HIT_FIELDS)
 
     def search(q: np.ndarray) -> list[int]:
-        res = client.search(name, data=[q.tolist()], anns_field="vector", limit=k, filter=expr, output_fields=fields,
-                            search_params=params, timeout=300, **extra)
+        res = client.search(
+            name,
+            data=[q.tolist()],
+            anns_field="vector",
+            limit=k,
+            filter=expr,
+            output_fields=fields,
+            search_params=params,
+            timeout=300,
+            **extra,
+        )
         return [int(h["id"]) for h in res[0]]
+
     return search
 
 
@@ -135,7 +153,7 @@ def timed_searches(search: SearchFn, queries: np.ndarray, k: int = 10) -> tuple[
         t0 = time.perf_counter()
         found = search(q)
         times.append(time.perf_counter() - t0)
-        ids[i, :len(found)] = [f - 1 for f in found]
+        ids[i, : len(found)] = [f - 1 for f in found]
     return ids, times
 
 
@@ -146,8 +164,17 @@ def recall_at(found: np.ndarray, exact: np.ndarray) -> float:
 
 def _rows(base: np.ndarray, start: int, stop: int, extras: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows start..stop as the service writes them (primary key = row + 1, the default namespace's fields)."""
-    return [{"id": r + 1, "key": f"v{r}", "md5": f"{r:032x}", "filepath": f"/bench/{r}.jpg",
-             "vector": base[r].tolist(), **extras} for r in range(start, stop)]
+    return [
+        {
+            "id": r + 1,
+            "key": f"v{r}",
+            "md5": f"{r:032x}",
+            "filepath": f"/bench/{r}.jpg",
+            "vector": base[r].tolist(),
+            **extras,
+        }
+        for r in range(start, stop)
+    ]
 
 
 def _insert(store: Any, base: np.ndarray, start: int, stop: int) -> float:
@@ -223,8 +250,9 @@ def _server_settle(store: Any, total: int, timeout: float) -> float:
     return time.perf_counter() - t0
 
 
-def _write_probe(settings: Settings, workdir: Path, base: np.ndarray, queries: np.ndarray,
-                 rows: Sequence[int]) -> list[dict]:
+def _write_probe(
+    settings: Settings, workdir: Path, base: np.ndarray, queries: np.ndarray, rows: Sequence[int]
+) -> list[dict]:
     """Milvus Lite search latency after rows were written the way the importer writes them (put_many in
     batches of MODEL_BATCH), with the store's background flush, and with it switched off (how it was before)."""
     from service.store.lite import LITE_FLUSH_QUIET_S  # noqa: PLC0415
@@ -241,8 +269,10 @@ def _write_probe(settings: Settings, workdir: Path, base: np.ndarray, queries: n
             written = 0
             for n in rows:
                 for i in range(written, n, MODEL_BATCH):
-                    store.put_many(store.scope(), [Record(f"m{r}", f"{r:032x}", "/m.jpg", base[r])
-                                    for r in range(i, min(n, i + MODEL_BATCH))])
+                    store.put_many(
+                        store.scope(),
+                        [Record(f"m{r}", f"{r:032x}", "/m.jpg", base[r]) for r in range(i, min(n, i + MODEL_BATCH))],
+                    )
                 written = n
                 time.sleep(LITE_FLUSH_QUIET_S * 4)  # a pause in the writes: the flusher's cue
                 _ids, times = timed_searches(store_search(store), queries[:10])
@@ -268,10 +298,16 @@ def vector_search(plan: VectorPlan, workdir: Path, settings: Settings) -> dict[s
     queries = synthetic_queries(base, plan.queries, seed=8)
     sweep_q = queries[: max(10, len(queries) // 2)]
     exact: dict[int, np.ndarray] = {}
-    result: dict[str, Any] = {"dim": DIM, "queries": len(queries), "k": 10, "sizes": list(plan.sizes),
-                              "data": "synthetic clustered unit vectors (2,000 clusters, coordinate variance 1/j); "
-                                      "queries: half perturbed stored vectors, half fresh draws",
-                              "numpy_exact": {}, "backends": {}}
+    result: dict[str, Any] = {
+        "dim": DIM,
+        "queries": len(queries),
+        "k": 10,
+        "sizes": list(plan.sizes),
+        "data": "synthetic clustered unit vectors (2,000 clusters, coordinate variance 1/j); "
+        "queries: half perturbed stored vectors, half fresh draws",
+        "numpy_exact": {},
+        "backends": {},
+    }
     for n in plan.sizes:
         ids, times = exact_topk(base[:n], queries, 10)
         exact[n] = ids
@@ -287,15 +323,27 @@ def vector_search(plan: VectorPlan, workdir: Path, settings: Settings) -> dict[s
     return result
 
 
-def _backend(settings: Settings, backend: str, plan: VectorPlan, workdir: Path, base: np.ndarray,
-             queries: np.ndarray, sweep_q: np.ndarray, exact: dict[int, np.ndarray]) -> dict[str, Any]:
+def _backend(
+    settings: Settings,
+    backend: str,
+    plan: VectorPlan,
+    workdir: Path,
+    base: np.ndarray,
+    queries: np.ndarray,
+    sweep_q: np.ndarray,
+    exact: dict[int, np.ndarray],
+) -> dict[str, Any]:
     """Load one backend to each size in turn and measure its search there; then the ef sweep."""
     bdir = workdir / f"vectors-{backend}"
     bdir.mkdir(parents=True, exist_ok=True)
-    with (milvus_server_on_loopback(bdir) if backend == "server" else _nullctx(str(bdir / "vectors.db"))) as uri:
+    with milvus_server_on_loopback(bdir) if backend == "server" else _nullctx(str(bdir / "vectors.db")) as uri:
         store = _store(settings, uri)
-        entry: dict[str, Any] = {"index": store.vector_index, "server_version": store.server_version,
-                                 "hnsw_ef": settings.milvus_hnsw_ef, "sizes": {}}
+        entry: dict[str, Any] = {
+            "index": store.vector_index,
+            "server_version": store.server_version,
+            "hnsw_ef": settings.milvus_hnsw_ef,
+            "sizes": {},
+        }
         loaded = 0
         try:
             for n in plan.sizes:
@@ -306,23 +354,34 @@ def _backend(settings: Settings, backend: str, plan: VectorPlan, workdir: Path, 
                     settle = _server_settle(store, n, plan.settle_timeout)
                 loaded = n
                 found, times = timed_searches(store_search(store), queries)
-                row = {"insert_s": rnd(insert_s), "settle_s": rnd(settle), **ms_stats(times),
-                       "recall_at_10": round(recall_at(found, exact[n]), 4)}
+                row = {
+                    "insert_s": rnd(insert_s),
+                    "settle_s": rnd(settle),
+                    **ms_stats(times),
+                    "recall_at_10": round(recall_at(found, exact[n]), 4),
+                }
                 if backend == "server":  # what MILVUS_CONSISTENCY=strong would cost
                     found, times = timed_searches(raw_search(store, None, "Strong"), queries)
-                    row["strong_consistency"] = {**ms_stats(times),
-                                                 "recall_at_10": round(recall_at(found, exact[n]), 4)}
+                    row["strong_consistency"] = {
+                        **ms_stats(times),
+                        "recall_at_10": round(recall_at(found, exact[n]), 4),
+                    }
                 entry["sizes"][str(n)] = row
                 log.info("  %s %d: %s", backend, n, row)
             if store.vector_index == "HNSW":
                 sweep = {}
                 for ef in plan.hnsw_ef_sweep:
                     found, times = timed_searches(raw_search(store, ef, store.connection.read_level), sweep_q)
-                    sweep[str(ef)] = {**ms_stats(times), "recall_at_10": round(recall_at(found, exact[loaded][
-                        : len(sweep_q)]), 4)}
-                entry["ef_sweep"] = {"vectors": loaded, "queries": len(sweep_q),
-                                     "consistency": settings.milvus_consistency.value,
-                                     "by_ef": sweep}
+                    sweep[str(ef)] = {
+                        **ms_stats(times),
+                        "recall_at_10": round(recall_at(found, exact[loaded][: len(sweep_q)]), 4),
+                    }
+                entry["ef_sweep"] = {
+                    "vectors": loaded,
+                    "queries": len(sweep_q),
+                    "consistency": settings.milvus_consistency.value,
+                    "by_ef": sweep,
+                }
         finally:
             store.close()
             if backend == "lite":

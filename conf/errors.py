@@ -73,5 +73,12 @@ class StartupError(Exception):
 
 def json_type_name(value: object) -> str:
     """How messages name the type of a JSON value the caller sent: 'an object', 'a string', 'null'..."""
-    return {dict: "an object", list: "an array", bool: "a boolean", type(None): "null", float: "a number",
-            int: "an integer", str: "a string"}.get(type(value), type(value).__name__)
+    return {
+        dict: "an object",
+        list: "an array",
+        bool: "a boolean",
+        type(None): "null",
+        float: "a number",
+        int: "an integer",
+        str: "a string",
+    }.get(type(value), type(value).__name__)

@@ -83,8 +83,7 @@ class Settings(BaseSettings):
 
     # pydantic-settings gives typed parsing, .env support and a readable error
     # naming the bad variable, which a hand-written os.environ reader would not.
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
-                                      case_sensitive=False)
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False)
 
     # HTTP
     api_host: str = "0.0.0.0"
@@ -156,8 +155,18 @@ class Settings(BaseSettings):
     url_max_redirects: int = Field(3, ge=0, le=20)
     url_deny_private: bool = False
 
-    @field_validator("token", "tokens_file", "milvus_token", "milvus_password", "image_inc_path", "milvus_db",
-                     "milvus_user", "path_roots", "duplicate_score", mode="before")
+    @field_validator(
+        "token",
+        "tokens_file",
+        "milvus_token",
+        "milvus_password",
+        "image_inc_path",
+        "milvus_db",
+        "milvus_user",
+        "path_roots",
+        "duplicate_score",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # docker-compose passes `TOKEN=${TOKEN:-}` as an empty string: that means "not set".
@@ -171,8 +180,7 @@ class Settings(BaseSettings):
             raise ValueError("TOKEN must be printable ASCII without spaces (it travels in an HTTP header)")
         return value
 
-    @field_validator("milvus_consistency", "log_format", "model_name", "model_engine", "model_precision",
-                     mode="before")
+    @field_validator("milvus_consistency", "log_format", "model_name", "model_engine", "model_precision", mode="before")
     @classmethod
     def _any_case(cls, value: object) -> object:
         # Milvus spells the levels "Session" and "Strong"; accept either case (also JSON, FP32, OpenVINO...).
@@ -187,7 +195,7 @@ class Settings(BaseSettings):
         return level
 
     @model_validator(mode="after")
-    def _backbone_defaults(self) -> "Settings":
+    def _backbone_defaults(self) -> Settings:
         # The quality benchmark (docs/data/bench/quality.json, eval split) measured EfficientNet-Lite0 with its real
         # weights best with squash + border trim: mAP 0.946 against 0.875 for center-crop without trim.
         # ResNet50's real weights cannot be measured here, so its defaults stay as they were. A value the
@@ -211,8 +219,9 @@ class Settings(BaseSettings):
             raise ValueError("URL_TOTAL_TIMEOUT must be at least URL_CONNECT_TIMEOUT")
         if self.token is not None and self.tokens_file is not None:
             # Two sources of admin rights would make revoking one (editing the file) silently incomplete.
-            raise ValueError("set TOKEN or TOKENS_FILE, not both: put the admin token into TOKENS_FILE as a line "
-                             "'<token> * admin'")
+            raise ValueError(
+                "set TOKEN or TOKENS_FILE, not both: put the admin token into TOKENS_FILE as a line '<token> * admin'"
+            )
         return self
 
     @property

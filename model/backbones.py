@@ -61,16 +61,27 @@ def _lite0_build(path: Path | None) -> Any:
 
 BACKBONES: dict[ModelName, Backbone] = {
     ModelName.RESNET50: Backbone(
-        ModelName.RESNET50, "ResNet50", resnet50.DIM, resnet50.preprocess, resnet50.resolve_weights, resnet50.build,
+        ModelName.RESNET50,
+        "ResNet50",
+        resnet50.DIM,
+        resnet50.preprocess,
+        resnet50.resolve_weights,
+        resnet50.build,
         # Not measured: ImageNet ResNet50 cannot be downloaded where imgsim is benchmarked, and random weights
         # give meaningless scores. A cautious guess; run `python main.py calibrate DIR` to measure it.
-        duplicate_default=0.90),
+        duplicate_default=0.90,
+    ),
     ModelName.EFFICIENTNET_LITE0: Backbone(
-        ModelName.EFFICIENTNET_LITE0, "EfficientNet-Lite0", efficientnet_lite.DIM, efficientnet_lite.preprocess,
-        _lite0_resolve, _lite0_build,
+        ModelName.EFFICIENTNET_LITE0,
+        "EfficientNet-Lite0",
+        efficientnet_lite.DIM,
+        efficientnet_lite.preprocess,
+        _lite0_resolve,
+        _lite0_build,
         # Measured (docs/data/bench/thresholds.json, tune split, squash + avg + trim, fp32): the score that keeps
         # 95% of true copies; on the eval split it keeps 96% of copies with 1.6% of unrelated images above it.
-        duplicate_default=0.746),
+        duplicate_default=0.746,
+    ),
 }
 
 

@@ -46,5 +46,4 @@ def white_border(img: Image.Image) -> Image.Image:
     return ImageOps.expand(img, border=max(1, max(img.size) * 8 // 100), fill=(255, 255, 255))
 
 
-COPY_KINDS = (("resize", half_size), ("jpeg", jpeg_q40), ("crop", crop_90), ("flip", mirror),
-              ("border", white_border))
+COPY_KINDS = (("resize", half_size), ("jpeg", jpeg_q40), ("crop", crop_90), ("flip", mirror), ("border", white_border))

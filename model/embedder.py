@@ -52,8 +52,13 @@ class ModelSpec:
         Resize and trim do not change the FP32 network, but an INT8 model is calibrated on
         images preprocessed with them, and the two slots share this key.
         """
-        return {"model": self.backbone.name.value, "weights": self.weights.identity, "resize": self.resize.value,
-                "pooling": self.pooling.value, "trim": self.trim_label}
+        return {
+            "model": self.backbone.name.value,
+            "weights": self.weights.identity,
+            "resize": self.resize.value,
+            "pooling": self.pooling.value,
+            "trim": self.trim_label,
+        }
 
     @property
     def trim_label(self) -> str:
@@ -84,8 +89,7 @@ class ModelSpec:
             # Generalised-mean pooling: emphasises strong local activations, which tends to help
             # instance retrieval (same product, different shot) over plain averaging.
             clipped = keras.ops.maximum(features, 1e-6)
-            pooled = keras.ops.power(keras.ops.mean(keras.ops.power(clipped, GEM_POWER), axis=(1, 2)),
-                                     1.0 / GEM_POWER)
+            pooled = keras.ops.power(keras.ops.mean(keras.ops.power(clipped, GEM_POWER), axis=(1, 2)), 1.0 / GEM_POWER)
         else:
             pooled = keras.ops.mean(features, axis=(1, 2))
         return keras.Model(base.input, pooled)
@@ -113,10 +117,19 @@ class Embedder:
     def info(self) -> dict[str, Any]:
         """What /ready reports about the model: the configuration really in force."""
         spec = self.spec
-        return {"name": spec.backbone.name.value, "weights": spec.weights.label, "dim": self.dim,
-                "resize": spec.resize.value, "pooling": spec.pooling.value, "trim": spec.trim_label,
-                "engine": self.engine.name, "precision": self.engine.precision, "threads": self.engine.threads,
-                "fingerprint": self.fingerprint.digest, "space": self.fingerprint.summary}
+        return {
+            "name": spec.backbone.name.value,
+            "weights": spec.weights.label,
+            "dim": self.dim,
+            "resize": spec.resize.value,
+            "pooling": spec.pooling.value,
+            "trim": spec.trim_label,
+            "engine": self.engine.name,
+            "precision": self.engine.precision,
+            "threads": self.engine.threads,
+            "fingerprint": self.fingerprint.digest,
+            "space": self.fingerprint.summary,
+        }
 
     def preprocess(self, img: Image.Image) -> np.ndarray:
         """A decoded RGB image -> the (224, 224, 3) float32 model input (trim, resize, normalise)."""
@@ -158,19 +171,36 @@ def load_embedder(settings: Settings) -> Embedder:
     """The embedder as configured; raises StartupError saying what to do when it cannot be built."""
     spec = model_spec(settings)
     engine = _build_engine(spec, settings)
-    fingerprint = space_of(spec, numeric_space(_space_precision(settings.model_precision, engine),
-                                               _int8_model_sha256(engine), _int8_shares_fp32(engine)))
+    fingerprint = space_of(
+        spec,
+        numeric_space(
+            _space_precision(settings.model_precision, engine), _int8_model_sha256(engine), _int8_shares_fp32(engine)
+        ),
+    )
     embedder = Embedder(spec, engine, fingerprint)
-    log.info("model %s (%s weights) on %s at %s, %d threads; embedding space %s", spec.backbone.label,
-             spec.weights.label, engine.name, engine.precision, engine.threads, fingerprint)
+    log.info(
+        "model %s (%s weights) on %s at %s, %d threads; embedding space %s",
+        spec.backbone.label,
+        spec.weights.label,
+        engine.name,
+        engine.precision,
+        engine.threads,
+        fingerprint,
+    )
     return embedder
 
 
 def space_of(spec: ModelSpec, numeric: str) -> Fingerprint:
     """The embedding space of vectors from this network and preprocessing in this numeric space."""
-    return Fingerprint(model=spec.backbone.name.value, weights=spec.weights.identity, input_size=INPUT_SIZE,
-                       resize=spec.resize.value, pooling=spec.pooling.value, trim=spec.trim_label,
-                       numeric=numeric)
+    return Fingerprint(
+        model=spec.backbone.name.value,
+        weights=spec.weights.identity,
+        input_size=INPUT_SIZE,
+        resize=spec.resize.value,
+        pooling=spec.pooling.value,
+        trim=spec.trim_label,
+        numeric=numeric,
+    )
 
 
 def _build_engine(spec: ModelSpec, settings: Settings) -> Engine:
@@ -178,17 +208,27 @@ def _build_engine(spec: ModelSpec, settings: Settings) -> Engine:
     precision = settings.model_precision
     if settings.model_engine is ModelEngine.TENSORFLOW:
         if precision is not Precision.FP32:
-            raise StartupError(f"MODEL_PRECISION={precision.value} needs MODEL_ENGINE=openvino; the TensorFlow "
-                               "engine runs fp32 only. Set MODEL_ENGINE=openvino or MODEL_PRECISION=fp32.")
+            raise StartupError(
+                f"MODEL_PRECISION={precision.value} needs MODEL_ENGINE=openvino; the TensorFlow "
+                "engine runs fp32 only. Set MODEL_ENGINE=openvino or MODEL_PRECISION=fp32."
+            )
         return TensorFlowEngine(spec.keras_model(), INPUT_SIZE, threads=engine_threads(settings))
     try:
         from model.openvino_engine import NotCalibrated, OpenVinoEngine  # noqa: PLC0415 - a missing OpenVINO gets advice
     except ImportError as exc:
-        raise StartupError(f"MODEL_ENGINE=openvino but OpenVINO cannot be imported ({exc}): install the pinned "
-                           "openvino from requirements.txt, or set MODEL_ENGINE=tensorflow.") from exc
+        raise StartupError(
+            f"MODEL_ENGINE=openvino but OpenVINO cannot be imported ({exc}): install the pinned "
+            "openvino from requirements.txt, or set MODEL_ENGINE=tensorflow."
+        ) from exc
     try:
-        return OpenVinoEngine(spec.keras_model, cache_dir=settings.model_cache_dir, cache_key=spec.cache_key(),
-                              threads=engine_threads(settings), precision=precision.value, input_size=INPUT_SIZE)
+        return OpenVinoEngine(
+            spec.keras_model,
+            cache_dir=settings.model_cache_dir,
+            cache_key=spec.cache_key(),
+            threads=engine_threads(settings),
+            precision=precision.value,
+            input_size=INPUT_SIZE,
+        )
     except NotCalibrated as exc:
         raise StartupError(str(exc)) from exc
 
@@ -220,5 +260,12 @@ def quantize_int8(settings: Settings, images: np.ndarray, match_fp32: bool = Fal
     from model.openvino_engine import calibrate_int8  # noqa: PLC0415 - NNCF is heavy; only calibration needs it
 
     spec = model_spec(settings)
-    return calibrate_int8(spec.keras_model, images, cache_dir=settings.model_cache_dir, cache_key=spec.cache_key(),
-                          threads=engine_threads(settings), input_size=INPUT_SIZE, match_fp32=match_fp32)
+    return calibrate_int8(
+        spec.keras_model,
+        images,
+        cache_dir=settings.model_cache_dir,
+        cache_key=spec.cache_key(),
+        threads=engine_threads(settings),
+        input_size=INPUT_SIZE,
+        match_fp32=match_fp32,
+    )

@@ -66,8 +66,7 @@ class TensorFlowEngine:
         self.precision = _keras_precision(keras_model)
         self._lock = threading.Lock()
         spec = tf.TensorSpec((None, input_size, input_size, 3), tf.float32, name="images")
-        self._forward = tf.function(lambda x: keras_model(x, training=False), autograph=False,
-                                    input_signature=[spec])
+        self._forward = tf.function(lambda x: keras_model(x, training=False), autograph=False, input_signature=[spec])
         self.width = int(self.predict(np.zeros((1, input_size, input_size, 3), np.float32)).shape[1])
 
     def predict(self, batch: np.ndarray) -> np.ndarray:

@@ -58,8 +58,10 @@ class Fingerprint:
     def summary(self) -> str:
         """One line a person can compare: model, weights (shortened), preprocessing, numeric space."""
         weights = self.weights[:19] if self.weights.startswith("sha256:") else self.weights
-        return (f"{self.model} weights={weights} input={self.input_size} resize={self.resize} "
-                f"pooling={self.pooling} trim={self.trim} numeric={self.numeric}")
+        return (
+            f"{self.model} weights={weights} input={self.input_size} resize={self.resize} "
+            f"pooling={self.pooling} trim={self.trim} numeric={self.numeric}"
+        )
 
     def __str__(self) -> str:
         return f"{self.digest} ({self.summary})"

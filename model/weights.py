@@ -43,15 +43,20 @@ def local_file(weights: str, what: str) -> Weights:
     """MODEL_WEIGHTS as a path; StartupError naming the accepted values when there is no such file."""
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise StartupError(f"MODEL_WEIGHTS={weights}: no such file. Use 'imagenet', 'random' (tests only) "
-                           f"or the path of a local {what}.")
+        raise StartupError(
+            f"MODEL_WEIGHTS={weights}: no such file. Use 'imagenet', 'random' (tests only) "
+            f"or the path of a local {what}."
+        )
     return Weights(path.resolve(), file_identity(path), "local file")
 
 
 def random_weights() -> Weights:
     """Seeded random weights, announced loudly: similarity results mean nothing with them."""
     log.warning("!" * 72)
-    log.warning("MODEL_WEIGHTS=random: the model has RANDOM weights (seed %d). Similarity "
-                "results are meaningless. This is for tests only.", RANDOM_SEED)
+    log.warning(
+        "MODEL_WEIGHTS=random: the model has RANDOM weights (seed %d). Similarity "
+        "results are meaningless. This is for tests only.",
+        RANDOM_SEED,
+    )
     log.warning("!" * 72)
     return Weights(None, RANDOM_IDENTITY, "random")

@@ -30,8 +30,14 @@ R = TypeVar("R")
 class Batcher(Generic[T, R]):
     """A queue in front of `run_batch` (items -> one result per item), drained by one worker thread."""
 
-    def __init__(self, run_batch: Callable[[Sequence[T]], Sequence[R]], max_batch: int, window_ms: float,
-                 name: str, on_batch: Callable[[int, float], None] | None = None) -> None:
+    def __init__(
+        self,
+        run_batch: Callable[[Sequence[T]], Sequence[R]],
+        max_batch: int,
+        window_ms: float,
+        name: str,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
         """`on_batch(size, busy_seconds)` is told of every batch run (the composition root feeds metrics with it)."""
         self._run_batch = run_batch
         self._on_batch = on_batch
@@ -64,8 +70,13 @@ class Batcher(Generic[T, R]):
         """Queue every item at once (so they can share batches) and wait for all; results in order."""
         if self._stopped.is_set():
             raise NotReady("the service is shutting down; retry shortly")
-        if (len(items) <= self._max_batch and not self._overlapping and not self._worker_waiting
-                and self._queue.empty() and self._running.acquire(blocking=False)):
+        if (
+            len(items) <= self._max_batch
+            and not self._overlapping
+            and not self._worker_waiting
+            and self._queue.empty()
+            and self._running.acquire(blocking=False)
+        ):
             try:
                 return list(self._execute(list(items)))
             finally:

@@ -50,21 +50,38 @@ class Metrics:
         """Create every family in `registry` (a new one by default); `process` adds CPU/RSS/fd metrics."""
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("imgsim_http_requests", "HTTP requests answered, by endpoint and status",
-                                ["endpoint", "status"], registry=r)
-        self.latency = Histogram("imgsim_http_request_duration_seconds", "HTTP request latency by endpoint",
-                                 ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_size = Histogram("imgsim_batch_size", "Items per batch run by a batcher (embed: the model "
-                                    "for requests, import: the model for bulk imports, search: Milvus)",
-                                    ["batcher"], buckets=BATCH_BUCKETS, registry=r)
-        self.batch_busy = Counter("imgsim_batch_busy_seconds", "Seconds a batcher spent running batches",
-                                  ["batcher"], registry=r)
-        self.milvus_latency = Histogram("imgsim_milvus_call_duration_seconds", "Milvus call latency by operation",
-                                        ["operation"], buckets=MILVUS_BUCKETS, registry=r)
-        self.milvus_failures = Counter("imgsim_milvus_call_failures", "Milvus calls that failed, by operation",
-                                       ["operation"], registry=r)
-        self.records = Gauge("imgsim_records_stored", "Records in the collection (counted at each scrape)",
-                             registry=r)
+        self.requests = Counter(
+            "imgsim_http_requests", "HTTP requests answered, by endpoint and status", ["endpoint", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "imgsim_http_request_duration_seconds",
+            "HTTP request latency by endpoint",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "imgsim_batch_size",
+            "Items per batch run by a batcher (embed: the model "
+            "for requests, import: the model for bulk imports, search: Milvus)",
+            ["batcher"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.batch_busy = Counter(
+            "imgsim_batch_busy_seconds", "Seconds a batcher spent running batches", ["batcher"], registry=r
+        )
+        self.milvus_latency = Histogram(
+            "imgsim_milvus_call_duration_seconds",
+            "Milvus call latency by operation",
+            ["operation"],
+            buckets=MILVUS_BUCKETS,
+            registry=r,
+        )
+        self.milvus_failures = Counter(
+            "imgsim_milvus_call_failures", "Milvus calls that failed, by operation", ["operation"], registry=r
+        )
+        self.records = Gauge("imgsim_records_stored", "Records in the collection (counted at each scrape)", registry=r)
         self.imports = Gauge("imgsim_imports_in_progress", "Bulk imports running now", registry=r)
         if process:
             ProcessCollector(registry=r)  # Linux /proc: CPU seconds, RSS, open fds of this process
@@ -99,6 +116,7 @@ class Metrics:
 
     def track_records(self, count: Callable[[], int | None]) -> None:
         """Ask `count()` at every scrape; None or an exception reports NaN (unknown) instead of failing the scrape."""
+
         def read() -> float:
             """The count now, as the gauge's value."""
             try:

@@ -69,15 +69,18 @@ def _quick_count(store: VectorStore) -> int | None:
 
 def import_hooks(metrics: Metrics) -> ImportHooks:
     """An import's hooks feeding `metrics`: imports in progress, and the model's batches labelled "import"."""
-    return ImportHooks(started=metrics.import_started, finished=metrics.import_finished,
-                       batch=lambda size, seconds: metrics.observe_batch("import", size, seconds))
+    return ImportHooks(
+        started=metrics.import_started,
+        finished=metrics.import_finished,
+        batch=lambda size, seconds: metrics.observe_batch("import", size, seconds),
+    )
 
 
-def open_store(settings: Settings, embedder: Embedder,
-               on_call: CallObserver | None = None) -> VectorStore:
+def open_store(settings: Settings, embedder: Embedder, on_call: CallObserver | None = None) -> VectorStore:
     """The store for this embedder's vectors: its width, and its embedding space checked on the collection."""
-    return VectorStore(settings, embedder.dim, SpaceTag(embedder.fingerprint.digest, embedder.fingerprint.summary),
-                       on_call)
+    return VectorStore(
+        settings, embedder.dim, SpaceTag(embedder.fingerprint.digest, embedder.fingerprint.summary), on_call
+    )
 
 
 def _keep_connecting(store: VectorStore, stop: threading.Event) -> None:
@@ -104,8 +107,9 @@ def _startup_import(runtime: Runtime, stop: threading.Event) -> None:
     if stop.is_set():
         return
     # The importer drives the model directly in big batches; the batcher keeps serving requests meanwhile.
-    importer = Importer(settings, runtime.embedder, runtime.store, hooks=import_hooks(runtime.metrics),
-                        thumbs=runtime.deps.thumbs)  # the service's own: one lock against its deletes
+    importer = Importer(
+        settings, runtime.embedder, runtime.store, hooks=import_hooks(runtime.metrics), thumbs=runtime.deps.thumbs
+    )  # the service's own: one lock against its deletes
     summary = importer.run(settings.image_inc_path, key_mode="md5", move_to=settings.image_pool_path, progress=False)
     log.info("start-up import of %s: %s", settings.image_inc_path, "; ".join(summary.lines()))
 
@@ -124,16 +128,23 @@ def serve(settings: Settings) -> None:
     if settings.tokens_file is not None:
         log.info("token check on: tokens, their namespaces and rights from TOKENS_FILE %s", settings.tokens_file)
     elif settings.token is None:
-        log.warning("neither TOKEN nor TOKENS_FILE is set: every endpoint and every namespace is open to anyone who "
-                    "can reach port %d", settings.api_port)
+        log.warning(
+            "neither TOKEN nor TOKENS_FILE is set: every endpoint and every namespace is open to anyone who "
+            "can reach port %d",
+            settings.api_port,
+        )
     else:
-        log.info("token check on: every endpoint but /health, /ready, the console and docs pages%s needs the token "
-                 "(an admin token)", " and /metrics (METRICS_PUBLIC)" if settings.metrics_public else "")
+        log.info(
+            "token check on: every endpoint but /health, /ready, the console and docs pages%s needs the token "
+            "(an admin token)",
+            " and /metrics (METRICS_PUBLIC)" if settings.metrics_public else "",
+        )
     log.info("path endpoints may read below: %s", ", ".join(str(r) for r in settings.allowed_roots))
     runtime = build_runtime(settings)
     stop = start_background(runtime)
-    log.info("imgsim listening on http://%s:%d (%d threads)", settings.api_host, settings.api_port,
-             settings.api_threads)
+    log.info(
+        "imgsim listening on http://%s:%d (%d threads)", settings.api_host, settings.api_port, settings.api_threads
+    )
     try:
         server = create_http_server(runtime.app, settings, settings.api_host, settings.api_port)
         server.print_listen("Serving on http://{}:{}")

@@ -28,9 +28,16 @@ def waitress_options(settings: Settings) -> dict[str, Any]:
     # waitress answers an over-limit body itself, in plain text; keep its hard cap well above
     # Flask's MAX_CONTENT_LENGTH so ordinary oversize uploads get the JSON envelope's 413,
     # while a client declaring gigabytes is still cut off before it is buffered.
-    return {"threads": settings.api_threads, "max_request_body_size": settings.max_body_bytes * 4,
-            "ident": "imgsim", "clear_untrusted_proxy_headers": True, "connection_limit": CONNECTION_LIMIT,
-            "asyncore_use_poll": True, "cleanup_interval": SWEEP_SECONDS, "recv_bytes": 65536}
+    return {
+        "threads": settings.api_threads,
+        "max_request_body_size": settings.max_body_bytes * 4,
+        "ident": "imgsim",
+        "clear_untrusted_proxy_headers": True,
+        "connection_limit": CONNECTION_LIMIT,
+        "asyncore_use_poll": True,
+        "cleanup_interval": SWEEP_SECONDS,
+        "recv_bytes": 65536,
+    }
 
 
 def create_http_server(app: Flask, settings: Settings, host: str, port: int) -> Any:
@@ -53,8 +60,12 @@ def create_http_server(app: Flask, settings: Settings, host: str, port: int) -> 
             elapsed = now - started
             received = request.header_bytes_received + (len(request.body_rcv) if request.body_rcv else 0)
             if elapsed > SLOW_REQUEST_SECONDS and received < SLOW_REQUEST_MIN_RATE * elapsed:
-                log.warning("closing a connection from %s: its request is still arriving after %.0f s (%d bytes)",
-                            channel.addr[0] if channel.addr else "?", elapsed, received)
+                log.warning(
+                    "closing a connection from %s: its request is still arriving after %.0f s (%d bytes)",
+                    channel.addr[0] if channel.addr else "?",
+                    elapsed,
+                    received,
+                )
                 channel.will_close = True
 
     server.maintenance = maintenance

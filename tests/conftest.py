@@ -70,7 +70,7 @@ def photo(seed: int, size: tuple[int, int] = (320, 240), fmt: str = "JPEG", mode
     arr = np.stack(channels, axis=-1)
     for _ in range(4):
         x0, y0 = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
-        arr[y0:y0 + int(rng.integers(10, h // 2)), x0:x0 + int(rng.integers(10, w // 2))] = rng.integers(0, 255, 3)
+        arr[y0 : y0 + int(rng.integers(10, h // 2)), x0 : x0 + int(rng.integers(10, w // 2))] = rng.integers(0, 255, 3)
     img = Image.fromarray(arr.clip(0, 255).astype(np.uint8), "RGB")
     if mode != "RGB":
         img = img.convert(mode)

@@ -44,9 +44,9 @@ def write() -> None:
         categories.update(_counts)
         doc = {
             "about": "hostile inputs tried by tests/test_hostile_input.py, test_paths.py, test_urls.py, test_token.py "
-                     "and test_openapi.py over HTTP (each answer checked: status code, envelope code, message, server "
-                     "still serving), plus property_examples: hypothesis examples run against the parsing, id, quoting "
-                     "and image-decoding functions (test_properties.py). Written by the test run.",
+            "and test_openapi.py over HTTP (each answer checked: status code, envelope code, message, server "
+            "still serving), plus property_examples: hypothesis examples run against the parsing, id, quoting "
+            "and image-decoding functions (test_properties.py). Written by the test run.",
             "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "total": sum(categories.values()),
             "categories": dict(sorted(categories.items())),

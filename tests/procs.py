@@ -63,17 +63,19 @@ def model_cache_dir(fallback: Path) -> Path:
 def service_env(tmp: Path, milvus_uri: str, port: int, **extra: str) -> dict[str, str]:
     """Environment for a `main.py` subprocess: random weights, its own data, loopback, no token."""
     env = {k: v for k, v in os.environ.items() if k not in ("TOKEN", "PATH_ROOTS", "IMAGE_INC_PATH")}
-    env.update({
-        "MODEL_WEIGHTS": "random",
-        "MILVUS_URI": milvus_uri,
-        "MILVUS_COLLECTION": "reliability",
-        "API_HOST": "127.0.0.1",
-        "API_PORT": str(port),
-        "IMAGE_POOL_PATH": str(tmp / "pool"),
-        "MODEL_CACHE_DIR": str(model_cache_dir(tmp / "keras")),
-        "LOG_LEVEL": "INFO",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    })
+    env.update(
+        {
+            "MODEL_WEIGHTS": "random",
+            "MILVUS_URI": milvus_uri,
+            "MILVUS_COLLECTION": "reliability",
+            "API_HOST": "127.0.0.1",
+            "API_PORT": str(port),
+            "IMAGE_POOL_PATH": str(tmp / "pool"),
+            "MODEL_CACHE_DIR": str(model_cache_dir(tmp / "keras")),
+            "LOG_LEVEL": "INFO",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        }
+    )
     env.update(extra)
     return env
 
@@ -89,9 +91,13 @@ class ServeProcess:
         (tmp / "pool").mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         # cwd=tmp: no stray .env file of the developer's checkout is read.
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "serve"], cwd=tmp,
-                                     env=service_env(tmp, milvus_uri, self.port, **extra_env),
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "main.py"), "serve"],
+            cwd=tmp,
+            env=service_env(tmp, milvus_uri, self.port, **extra_env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         self.http = requests.Session()
 
     @property
@@ -131,6 +137,7 @@ class ServeProcess:
             if self.proc.poll() is not None:
                 raise AssertionError(f"main.py serve exited with {self.proc.returncode}:\n{self.log_tail()}")
             return self.status(probe) == 200
+
         return wait_until(answers, timeout, interval=interval, what=f"/{probe} of main.py serve on port {self.port}")
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
@@ -163,16 +170,21 @@ class ServeProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def run_import(tmp: Path, milvus_uri: str, folder: Path, *args: str, log_path: Path | None = None,
-               **extra_env: str) -> subprocess.Popen[bytes]:
+def run_import(
+    tmp: Path, milvus_uri: str, folder: Path, *args: str, log_path: Path | None = None, **extra_env: str
+) -> subprocess.Popen[bytes]:
     """Start `python main.py import folder args...` (no progress bar); the caller waits or kills it.
 
     Its output goes to `log_path` (default: a new file in `tmp`).
     """
     log = open(log_path or tmp / f"import-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115 - the child holds it
-    return subprocess.Popen([sys.executable, str(ROOT / "main.py"), "import", str(folder), *args, "--no-progress"],
-                            cwd=tmp, env=service_env(tmp, milvus_uri, free_port(), **extra_env), stdout=log,
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), "import", str(folder), *args, "--no-progress"],
+        cwd=tmp,
+        env=service_env(tmp, milvus_uri, free_port(), **extra_env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def milvus_server_config() -> Any:
@@ -190,7 +202,8 @@ def milvus_server_config() -> Any:
     class Config(MilvusServerConfig):  # type: ignore[misc] - milvus has no type hints: its classes are Any
         def parse_template(self) -> None:
             self.template_text = self.template_text.replace(
-                "  use:\n    embed: true", "  config:\n    path: {{ etcd_config_path }}\n  use:\n    embed: true")
+                "  use:\n    embed: true", "  config:\n    path: {{ etcd_config_path }}\n  use:\n    embed: true"
+            )
             self.template_text += "\n# embedded etcd peer port: {{ etcd_peer_port(int): 0 }}\n"
             super().parse_template()
             self.configurable_items["etcd_port"][1] = 0  # probe from 40000, never etcd's 2379
@@ -217,7 +230,9 @@ def milvus_server_config() -> Any:
                 f"name: default\nlisten-client-urls: http://127.0.0.1:{client}\n"
                 f"advertise-client-urls: http://127.0.0.1:{client}\nlisten-peer-urls: http://127.0.0.1:{peer}\n"
                 f"initial-advertise-peer-urls: http://127.0.0.1:{peer}\n"
-                f"initial-cluster: default=http://127.0.0.1:{peer}\n", encoding="utf-8")
+                f"initial-cluster: default=http://127.0.0.1:{peer}\n",
+                encoding="utf-8",
+            )
 
     return Config()
 
@@ -250,8 +265,9 @@ class StoppableMilvus:
             def healthy() -> bool:
                 proc = self.server.server_proc
                 if proc.poll() is not None:
-                    raise RuntimeError(f"Milvus exited with {proc.returncode} at start-up; see "
-                                       f"{self.server.config.base_data_dir}/logs")
+                    raise RuntimeError(
+                        f"Milvus exited with {proc.returncode} at start-up; see {self.server.config.base_data_dir}/logs"
+                    )
                 return "OK" in requests.get(health, timeout=5).text
 
             try:

@@ -26,8 +26,14 @@ RESULTS = RUN_RESULTS / "tests" / "reliability.json"
 COMMITTED = DATA / RESULTS.name
 
 # Figures summed over every test entry for the reliability page's totals.
-SUMMED = ("faults_injected", "operations_checked", "records_checked", "records_lost", "records_duplicated",
-          "unexpected_5xx")
+SUMMED = (
+    "faults_injected",
+    "operations_checked",
+    "records_checked",
+    "records_lost",
+    "records_duplicated",
+    "unexpected_5xx",
+)
 
 
 class Recorder:
@@ -62,7 +68,7 @@ class Recorder:
                 totals["peak_rss_mb"] = max(peaks)
             doc = {
                 "about": "figures of tests/test_faults.py, test_crash_safety.py, test_concurrency.py and "
-                         "test_resources.py, written by the test run; render with `make docs`",
+                "test_resources.py, written by the test run; render with `make docs`",
                 "updated": stamp,
                 "totals": totals,
                 "tests": dict(sorted(tests.items())),

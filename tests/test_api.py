@@ -45,8 +45,12 @@ def test_every_input_kind_adds_and_searches(service: LiveService, tmp_path: Path
     b64 = base64.b64encode(photo(2)).decode()
     assert add_file(service, photo(0), key="f").status_code == 200
     assert service.post("add/path", json={"path": str(pool / "shelf" / "p1.png"), "key": "p"}).status_code == 200
-    assert service.post("add/base64", json={"base64": "data:image/jpeg;base64," + b64, "key": "b",
-                                            "imgPath": "/erp/b.jpg"}).status_code == 200
+    assert (
+        service.post(
+            "add/base64", json={"base64": "data:image/jpeg;base64," + b64, "key": "b", "imgPath": "/erp/b.jpg"}
+        ).status_code
+        == 200
+    )
     records = {r["key"]: r for r in service.post("get/key", json={"key": "f,p,b"}).json()["data"]}
     assert records["f"]["filepath"] == "a.jpg"
     assert records["p"]["filepath"] == str(pool / "shelf" / "p1.png")

@@ -89,8 +89,10 @@ def test_perf_measures_every_engine_over_real_http(results: dict[str, Any]) -> N
     p = results["perf"]
     speed = p["raw"]["resnet50"]["speed"]
     assert set(speed) == {TF_FP32.key, OV_INT8.key} and speed[OV_INT8.key]["precision"].startswith("int8")
-    assert all([r["batch"] for r in e["by_batch"]] == [1, 4] and all(r["img_per_s"] > 0 for r in e["by_batch"])
-               for e in speed.values())
+    assert all(
+        [r["batch"] for r in e["by_batch"]] == [1, 4] and all(r["img_per_s"] > 0 for r in e["by_batch"])
+        for e in speed.values()
+    )
     assert set(p["engines"]) == {TF_FP32.key, OV_INT8.key}
     for key, e in p["engines"].items():
         assert e["ready"]["engine"] == ("tensorflow" if key == TF_FP32.key else "openvino")
@@ -114,8 +116,9 @@ def test_batching_sweep_runs_each_setting_on_a_service_of_its_own(results: dict[
     assert all(r["errors"] == 0 and r["throughput_rps"] > 0 and r["cpu_ms_per_request"] > 0 for r in rows)
 
 
-def test_targets_and_report_render_only_the_bench_section_in_both_languages(results: dict[str, Any],
-                                                                          tmp_path: Path) -> None:
+def test_targets_and_report_render_only_the_bench_section_in_both_languages(
+    results: dict[str, Any], tmp_path: Path
+) -> None:
     rows = all_targets(results["perf"], results["quality"])
     assert {r["issue"] for r in rows} == {"10", "11", "earlier"} and all(r["met"] or r["why"] for r in rows)
     run_dir, data, img = tmp_path / "results", tmp_path / "data", tmp_path / "img"

@@ -44,20 +44,39 @@ def test_attrs_are_stored_returned_and_filtered(service: LiveService) -> None:
     assert "attrs" not in records["plain"]  # a record without attributes keeps bogv's shape
     hits = {h["key"]: h for h in search(svc, 1)}
     assert hits["shirt"]["attrs"] == SHIRTS and set(hits["plain"]) == {"id", "key", "filepath", "score", "match"}
-    cases = [({"category": "shoes"}, {"shoe"}), ({"price": {"gte": 10, "lt": 100}}, {"shoe"}),
-             ({"tags": "red"}, {"shoe"}), ({"category": ["shoes", "shirts"]}, {"shoe", "shirt"}),
-             ({"in_stock": True}, {"shoe"}), ({"in_stock": False}, {"shirt"}), ({"price": {"lte": 5}}, {"tricky"}),
-             ({"category": "shoes", "price": {"gt": 50}}, set()), ({"missing": 1}, set()),
-             # Values that look like Milvus syntax stay values: they match only records holding them verbatim.
-             ({"category": '" or 1==1 or "'}, {"tricky"}), ({"note": 'x") or (id > 0'}, {"tricky"}),
-             ({"category": 'x" or key != "'}, set()), ({"category": "shoes\\"}, set())]
+    cases = [
+        ({"category": "shoes"}, {"shoe"}),
+        ({"price": {"gte": 10, "lt": 100}}, {"shoe"}),
+        ({"tags": "red"}, {"shoe"}),
+        ({"category": ["shoes", "shirts"]}, {"shoe", "shirt"}),
+        ({"in_stock": True}, {"shoe"}),
+        ({"in_stock": False}, {"shirt"}),
+        ({"price": {"lte": 5}}, {"tricky"}),
+        ({"category": "shoes", "price": {"gt": 50}}, set()),
+        ({"missing": 1}, set()),
+        # Values that look like Milvus syntax stay values: they match only records holding them verbatim.
+        ({"category": '" or 1==1 or "'}, {"tricky"}),
+        ({"note": 'x") or (id > 0'}, {"tricky"}),
+        ({"category": 'x" or key != "'}, set()),
+        ({"category": "shoes\\"}, set()),
+    ]
     for condition, keys in cases:
         assert {h["key"] for h in search(svc, 2, filter=condition)} == keys, condition
     # In a form, filter and attrs are JSON text; booleans are true/false.
-    ok(svc.post("add/file", files={"file": ("f.jpg", photo(5, size=SMALL))},
-                data={"key": "form", "attrs": '{"category": "boots"}'}))
-    form_hits = ok(svc.post("search/file", files={"file": ("q.jpg", photo(5, size=SMALL))},
-                            data={"filter": '{"category": "boots"}', "group_by_key": "true"}))["data"]
+    ok(
+        svc.post(
+            "add/file",
+            files={"file": ("f.jpg", photo(5, size=SMALL))},
+            data={"key": "form", "attrs": '{"category": "boots"}'},
+        )
+    )
+    form_hits = ok(
+        svc.post(
+            "search/file",
+            files={"file": ("q.jpg", photo(5, size=SMALL))},
+            data={"filter": '{"category": "boots"}', "group_by_key": "true"},
+        )
+    )["data"]
     assert [(h["key"], h["attrs"]) for h in form_hits] == [("form", {"category": "boots"})]
     # Re-adding a stored image with new attrs replaces them; without attrs they are kept.
     add(svc, 1, "shoe", attrs={"category": "sneakers"})
@@ -70,14 +89,24 @@ def test_attrs_are_stored_returned_and_filtered(service: LiveService) -> None:
 def test_bad_attrs_and_filters_are_400_naming_the_field(lite_service: LiveService) -> None:
     svc = lite_service
     add(svc, 6, "target", attrs={"a": 1})
-    for attrs, words in (("category=shoes", ["'attrs'", "not JSON"]), ([1], ["'attrs'", "JSON object"]),
-                         ({"a b": 1}, ["'attrs'", "name"]), ({"a": {"b": 1}}, ["'attrs'", "flat"]),
-                         ({"a": None}, ["'attrs'", "null"]), ({f"k{i}": 1 for i in range(40)}, ["'attrs'", "32"])):
+    for attrs, words in (
+        ("category=shoes", ["'attrs'", "not JSON"]),
+        ([1], ["'attrs'", "JSON object"]),
+        ({"a b": 1}, ["'attrs'", "name"]),
+        ({"a": {"b": 1}}, ["'attrs'", "flat"]),
+        ({"a": None}, ["'attrs'", "null"]),
+        ({f"k{i}": 1 for i in range(40)}, ["'attrs'", "32"]),
+    ):
         expect(svc.post("add/base64", json={"base64": b64(6), "attrs": attrs}), 400, *words)
-    for bad, words in (('category == "shoes"', ["'filter'", "Milvus expressions are not accepted"]),
-                       (["a"], ["'filter'", "JSON object"]), ({"a": []}, ["'filter'", "empty list"]),
-                       ({"a": {"like": "x%"}}, ["'filter'", "range operator"]), ({"a": {"gt": True}}, ["'filter'"]),
-                       ({"a;drop": 1}, ["'filter'", "name"]), ({"a": [[1]]}, ["'filter'", "nested"])):
+    for bad, words in (
+        ('category == "shoes"', ["'filter'", "Milvus expressions are not accepted"]),
+        (["a"], ["'filter'", "JSON object"]),
+        ({"a": []}, ["'filter'", "empty list"]),
+        ({"a": {"like": "x%"}}, ["'filter'", "range operator"]),
+        ({"a": {"gt": True}}, ["'filter'"]),
+        ({"a;drop": 1}, ["'filter'", "name"]),
+        ({"a": [[1]]}, ["'filter'", "nested"]),
+    ):
         expect(svc.post("search/base64", json={"base64": b64(6), "filter": bad}), 400, *words)
     expect(svc.post("search/base64", json={"base64": b64(6), "group_by_key": "yes"}), 400, "'group_by_key'")
     expect(svc.post("add/base64", json={"base64": b64(6), "on_duplicate": "ignore"}), 400, "'on_duplicate'")
@@ -94,7 +123,8 @@ def _grouped_reference(svc: LiveService, seed: int, limit: int) -> list[tuple[st
 
 
 def test_group_by_key_gives_the_same_answer_on_lite_and_on_the_server(
-        start_service: Callable[..., LiveService], request: pytest.FixtureRequest) -> None:
+    start_service: Callable[..., LiveService], request: pytest.FixtureRequest
+) -> None:
     answers = []
     for overrides in ({}, {"milvus_uri": request.getfixturevalue("milvus_server")}):
         svc = start_service(**overrides)
@@ -110,8 +140,10 @@ def test_group_by_key_gives_the_same_answer_on_lite_and_on_the_server(
         answer["filtered"] = [h["key"] for h in search(svc, 2000, limit=2, group_by_key=True, filter={"odd": 1})]
         floor = search(svc, 2000, limit=10, group_by_key=True)[2]["score"]
         answer["min_score"] = [h["key"] for h in search(svc, 2000, limit=10, group_by_key=True, min_score=floor)]
-        assert answer["filtered"] == [k for k, _i in _grouped_reference(svc, 2000, 10) if k in
-                                      ("single-1", "single-3")][:2]
+        assert (
+            answer["filtered"]
+            == [k for k, _i in _grouped_reference(svc, 2000, 10) if k in ("single-1", "single-3")][:2]
+        )
         assert len(answer["min_score"]) == 3
         answers.append(answer)
     assert answers[0] == answers[1]
@@ -152,8 +184,9 @@ def test_list_pages_through_a_namespace_in_id_order(service: LiveService) -> Non
         assert after == page["records"][-1]["id"]
     assert pages == 4 and [r["id"] for r in seen] == sorted(r["id"] for r in seen)
     assert sorted(r["key"] for r in seen) == sorted(f"p{i}" for i in range(23))
-    assert all(set(r) == {"id", "key", "filepath", "md5", "attrs"} and r["attrs"] == {"i": int(r["key"][1:])}
-               for r in seen)
+    assert all(
+        set(r) == {"id", "key", "filepath", "md5", "attrs"} and r["attrs"] == {"i": int(r["key"][1:])} for r in seen
+    )
     assert ok(svc.post("list", json={"after_id": seen[-1]["id"]}))["data"] == {"records": [], "next_after_id": None}
     assert [r["key"] for r in ok(svc.post("list", data={"namespace": "other"}))["data"]["records"]] == ["elsewhere"]
     for field, bad in (("after_id", -1), ("after_id", "x"), ("limit", 0), ("limit", 1001)):
@@ -163,10 +196,18 @@ def test_list_pages_through_a_namespace_in_id_order(service: LiveService) -> Non
 def test_batch_answers_each_item_as_a_single_add_would(service: LiveService) -> None:
     svc = service
     outside = str(svc.runtime.settings.allowed_roots[0].parent / "outside.jpg")
-    items = [{"base64": b64(20), "key": "b1", "attrs": {"n": 1}}, {"base64": "!!!"},
-             {"path": outside}, {"base64": base64.b64encode(b"not an image").decode()},
-             {"base64": b64(20), "key": "b1"}, {"url": "http://127.0.0.1:1/x.jpg"}, {"base64": b64(21), "key": "b2"},
-             "not an object", {"base64": b64(22), "url": "http://127.0.0.1/x.jpg"}, {"key": "no image"}]
+    items = [
+        {"base64": b64(20), "key": "b1", "attrs": {"n": 1}},
+        {"base64": "!!!"},
+        {"path": outside},
+        {"base64": base64.b64encode(b"not an image").decode()},
+        {"base64": b64(20), "key": "b1"},
+        {"url": "http://127.0.0.1:1/x.jpg"},
+        {"base64": b64(21), "key": "b2"},
+        "not an object",
+        {"base64": b64(22), "url": "http://127.0.0.1/x.jpg"},
+        {"key": "no image"},
+    ]
     results = ok(svc.post("add/batch", json={"items": items}))["data"]
     assert [r["code"] for r in results] == [200, 400, 403, 415, 200, 400, 200, 400, 400, 400]
     assert [r["created"] for r in results] == [True] + [False] * 5 + [True, False, False, False]
@@ -177,8 +218,12 @@ def test_batch_answers_each_item_as_a_single_add_would(service: LiveService) -> 
         assert (result["code"], result["msg"]) == (single["code"], single["msg"]), item
     assert svc.count() == 2
     too_many = [{"base64": "x"}] * (svc.runtime.settings.max_batch_items + 1)
-    for body, words in (({"items": too_many}, ["at most 100", "MAX_BATCH_ITEMS"]), ({"items": []}, ["required"]),
-                        ({"items": {"base64": "x"}}, ["array"]), ({}, ["'items' is required"])):
+    for body, words in (
+        ({"items": too_many}, ["at most 100", "MAX_BATCH_ITEMS"]),
+        ({"items": []}, ["required"]),
+        ({"items": {"base64": "x"}}, ["array"]),
+        ({}, ["'items' is required"]),
+    ):
         expect(svc.post("add/batch", json=body), 400, *words)
 
 
@@ -211,8 +256,9 @@ def _png_of(seed: int) -> str:
 
 
 @pytest.mark.parametrize("backend", ["lite", pytest.param("server", marks=pytest.mark.server)])
-def test_on_duplicate_skip_and_reject(backend: str, start_service: Callable[..., LiveService],
-                                      request: pytest.FixtureRequest) -> None:
+def test_on_duplicate_skip_and_reject(
+    backend: str, start_service: Callable[..., LiveService], request: pytest.FixtureRequest
+) -> None:
     overrides = {"milvus_uri": request.getfixturevalue("milvus_server")} if backend == "server" else {}
     svc = start_service(duplicate_score=0.9999, **overrides)
     add(svc, 40, "first")
@@ -228,11 +274,28 @@ def test_on_duplicate_skip_and_reject(backend: str, start_service: Callable[...,
     assert svc.count() == 2
     # Identical adds racing under different keys: exactly one is stored (the write lock covers check and write).
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda i: svc.post("add/base64", json={"base64": b64(42), "key": f"race-{i}",
-                                                                       "on_duplicate": "reject"}), range(8)))
+        answers = list(
+            pool.map(
+                lambda i: svc.post(
+                    "add/base64", json={"base64": b64(42), "key": f"race-{i}", "on_duplicate": "reject"}
+                ),
+                range(8),
+            )
+        )
     assert sorted(a.status_code for a in answers) == [200] + [409] * 7
-    batch = ok(svc.post("add/batch", json={"on_duplicate": "skip", "items": [
-        {"base64": b64(43), "key": "b1"}, {"base64": b64(43), "key": "b2"}, {"base64": b64(40), "key": "b3"}]}))
+    batch = ok(
+        svc.post(
+            "add/batch",
+            json={
+                "on_duplicate": "skip",
+                "items": [
+                    {"base64": b64(43), "key": "b1"},
+                    {"base64": b64(43), "key": "b2"},
+                    {"base64": b64(40), "key": "b3"},
+                ],
+            },
+        )
+    )
     assert [(r["code"], r["created"]) for r in batch["data"]] == [(200, True), (200, False), (200, False)]
     assert batch["data"][2]["id"] == first["id"] and "skipped" in batch["data"][2]["msg"]
     assert add(svc, 40, "allowed")["data"] is True  # allow (the default) stores it anyway

@@ -33,8 +33,23 @@ def generate_client(document: dict[str, Any], where: Path) -> Path:
     config.write_text(CONFIG, encoding="utf-8")
     package = where / PACKAGE
     cli = Path(sys.executable).with_name("openapi-python-client")
-    done = subprocess.run([str(cli), "generate", "--path", str(spec), "--meta", "none", "--output-path",
-                           str(package), "--config", str(config)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            str(cli),
+            "generate",
+            "--path",
+            str(spec),
+            "--meta",
+            "none",
+            "--output-path",
+            str(package),
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Unable to" not in done.stdout + done.stderr, done.stdout + done.stderr  # every operation generated
     return package
@@ -72,8 +87,15 @@ def test_every_module_of_the_generated_client_imports(client_package: tuple[Live
         if name:
             module(name)
     operations = {p.stem for p in (root / "api").rglob("*.py") if p.stem != "__init__"}
-    assert {"add_file", "add_base64", "search_file", "search_base64", "list_records", "delete_ids",
-            "delete_keys"} <= operations
+    assert {
+        "add_file",
+        "add_base64",
+        "search_file",
+        "search_base64",
+        "list_records",
+        "delete_ids",
+        "delete_keys",
+    } <= operations
 
 
 def test_the_generated_client_adds_searches_lists_and_deletes(client_package: tuple[LiveService, Any]) -> None:
@@ -83,22 +105,33 @@ def test_the_generated_client_adds_searches_lists_and_deletes(client_package: tu
     shoe, bag = photo(11), photo(12)
 
     # add: an upload (multipart) and a base64 image (JSON), with a key and attributes
-    added = module("api.add.add_file").sync(client=client, body=models.AddFileBody(
-        file=types.File(payload=io.BytesIO(shoe), file_name="shoe.jpg", mime_type="image/jpeg"), key="SKU-1",
-        attrs=models.Attrs.from_dict({"category": "shoes"})))
+    added = module("api.add.add_file").sync(
+        client=client,
+        body=models.AddFileBody(
+            file=types.File(payload=io.BytesIO(shoe), file_name="shoe.jpg", mime_type="image/jpeg"),
+            key="SKU-1",
+            attrs=models.Attrs.from_dict({"category": "shoes"}),
+        ),
+    )
     assert (added.code, added.msg, added.data) == (200, "success", True)
-    added = module("api.add.add_base64").sync(client=client, body=models.AddBase64Body(
-        base64=base64.b64encode(bag).decode(), key="SKU-2"))
+    added = module("api.add.add_base64").sync(
+        client=client, body=models.AddBase64Body(base64=base64.b64encode(bag).decode(), key="SKU-2")
+    )
     assert (added.code, added.data) == (200, True)
 
     # search: the upload's own picture comes first, as an exact match of SKU-1
-    found = module("api.search.search_file").sync(client=client, body=models.SearchFileBody(
-        file=types.File(payload=io.BytesIO(shoe), file_name="q.jpg", mime_type="image/jpeg"), limit=5))
+    found = module("api.search.search_file").sync(
+        client=client,
+        body=models.SearchFileBody(
+            file=types.File(payload=io.BytesIO(shoe), file_name="q.jpg", mime_type="image/jpeg"), limit=5
+        ),
+    )
     assert found.code == 200 and [hit.key for hit in found.data] == ["SKU-1", "SKU-2"]
     assert found.data[0].match == "exact" and found.data[0].score == pytest.approx(1.0, abs=1e-4)
     assert found.data[0].attrs.to_dict() == {"category": "shoes"}
-    found = module("api.search.search_base64").sync(client=client, body=models.SearchBase64Body(
-        base64=base64.b64encode(bag).decode(), limit=1))
+    found = module("api.search.search_base64").sync(
+        client=client, body=models.SearchBase64Body(base64=base64.b64encode(bag).decode(), limit=1)
+    )
     assert [hit.key for hit in found.data] == ["SKU-2"]
 
     # list: both records, one page

@@ -73,8 +73,15 @@ class Run:
         self.lock = threading.Lock()
         self.barrier = threading.Barrier(CLIENTS, timeout=120)
         half = CLIENTS // len(TENANTS)
-        self.clients = [Client(t, TENANTS[t // half], [f"t{t % half}-k{j}" for j in range(4)],
-                               [100 * (t % half + 1) + j for j in range(3)]) for t in range(CLIENTS)]
+        self.clients = [
+            Client(
+                t,
+                TENANTS[t // half],
+                [f"t{t % half}-k{j}" for j in range(4)],
+                [100 * (t % half + 1) + j for j in range(3)],
+            )
+            for t in range(CLIENTS)
+        ]
         self.md5 = {s: _md5(s) for c in self.clients for s in c.seeds} | {s: _md5(s) for s in SHARED.values()}
         self.md5 |= {s: _md5(s) for s in range(8000, 8000 + RACE_ROUNDS)}
 
@@ -89,8 +96,14 @@ class Run:
         return resp.json()["data"]
 
     def add(self, http: requests.Session, c: Client, op: str, key: str, seed: int, path: str, ns: str = "") -> None:
-        self.post(http, c, op, "add/file", files={"file": ("x.jpg", _img(seed))},
-                  data={"key": key, "imgPath": path, "namespace": ns})
+        self.post(
+            http,
+            c,
+            op,
+            "add/file",
+            files={"file": ("x.jpg", _img(seed))},
+            data={"key": key, "imgPath": path, "namespace": ns},
+        )
 
     def client(self, c: Client, deadline: float) -> None:
         http = requests.Session()
@@ -129,8 +142,12 @@ class Run:
             rid = rng.choice(list(c.ids))
             # The mirror tenant holds the same keys and images under other ids: deleting this id there is a no-op.
             other = next(ns for ns in TENANTS if ns != c.ns)
-            self.expect(c, "del_id_other", self.post(http, c, "del_id_other", "del/id",
-                                                     json={"id": [rid], "namespace": other}), 0)
+            self.expect(
+                c,
+                "del_id_other",
+                self.post(http, c, "del_id_other", "del/id", json={"id": [rid], "namespace": other}),
+                0,
+            )
             key, md5 = c.ids.pop(rid)
             stored = md5 in c.model.get(key, {})
             got = self.post(http, c, "del_id", "del/id", json={"id": [rid], "namespace": c.ns})
@@ -144,8 +161,14 @@ class Run:
             c.ids = {int(r["id"]): (r["key"], r["md5"]) for r in rows}
         else:
             seed = rng.choice(c.seeds)
-            hits = self.post(http, c, "search", "search/file", files={"file": ("q.jpg", _img(seed))},
-                             data={"limit": "5", "namespace": c.ns})
+            hits = self.post(
+                http,
+                c,
+                "search",
+                "search/file",
+                files={"file": ("q.jpg", _img(seed))},
+                data={"limit": "5", "namespace": c.ns},
+            )
             scores = [h["score"] for h in hits]
             self.expect(c, "search_sorted", scores, sorted(scores, reverse=True))
             holders = {k for k, files in c.model.items() if self.md5[seed] in files}
@@ -162,8 +185,8 @@ class Run:
 
 @pytest.mark.parametrize("backend", ["lite", pytest.param("server", marks=pytest.mark.server)])
 def test_sixteen_clients_mixing_writes_end_as_the_sequential_model_predicts(
-        backend: str, start_service: Callable[..., LiveService], request: pytest.FixtureRequest,
-        recorder: Recorder) -> None:
+    backend: str, start_service: Callable[..., LiveService], request: pytest.FixtureRequest, recorder: Recorder
+) -> None:
     overrides = {"milvus_uri": request.getfixturevalue("milvus_server")} if backend == "server" else {}
     svc = start_service(**overrides)
     run = Run(svc)
@@ -183,8 +206,9 @@ def test_sixteen_clients_mixing_writes_end_as_the_sequential_model_predicts(
     got_all: list[tuple[str, str, str, str]] = []
     want_all: set[tuple[str, str, str, str]] = set()
     for ns in TENANTS:
-        want = {(ns, k, m, p) for c in run.clients if c.ns == ns
-                for k, files in c.model.items() for m, p in files.items()}
+        want = {
+            (ns, k, m, p) for c in run.clients if c.ns == ns for k, files in c.model.items() for m, p in files.items()
+        }
         keys = sorted({k for c in run.clients if c.ns == ns for k in c.keys})
         rows = svc.post("get/key", json={"key": keys, "namespace": ns}).json()["data"]
         got_all += [(ns, r["key"], r["md5"], r["filepath"]) for r in rows]
@@ -208,7 +232,14 @@ def test_sixteen_clients_mixing_writes_end_as_the_sequential_model_predicts(
     assert not [p for p in thumbs.root.rglob("*.tmp")]
 
     ops = sum((c.ops for c in run.clients), Counter())
-    recorder.record(f"concurrency.{backend}", operations_checked=sum(ops.values()) + len(keys) * (len(TENANTS) + 1),
-                    records_checked=len(want), records_lost=len(want - set(got)), records_duplicated=dup,
-                    unexpected_5xx=sum(n for s, n in run.statuses.items() if s >= 500), clients=CLIENTS,
-                    seconds=round(elapsed, 1), ops=dict(sorted(ops.items())))
+    recorder.record(
+        f"concurrency.{backend}",
+        operations_checked=sum(ops.values()) + len(keys) * (len(TENANTS) + 1),
+        records_checked=len(want),
+        records_lost=len(want - set(got)),
+        records_duplicated=dup,
+        unexpected_5xx=sum(n for s, n in run.statuses.items() if s >= 500),
+        clients=CLIENTS,
+        seconds=round(elapsed, 1),
+        ops=dict(sorted(ops.items())),
+    )

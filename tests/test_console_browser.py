@@ -28,14 +28,24 @@ from playwright.sync_api import expect, sync_playwright
 from tests.conftest import ROOT, LiveService, photo
 
 CHROMIUM = Path("/usr/bin/chromium")
-needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
-                                                                   "(apt-get install chromium; `make test` installs "
-                                                                   "it where apt-get can); none is installed here")
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="needs Debian's chromium at /usr/bin/chromium "
+    "(apt-get install chromium; `make test` installs "
+    "it where apt-get can); none is installed here",
+)
 
 TOKEN = "console-T0ken_42.x"
 ARTIFACTS = ROOT / "tests" / "artifacts"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 TIMEOUT_MS = 30_000
 
 
@@ -51,6 +61,7 @@ class Site:
 
 def _record(site: Site) -> Callable[[], None]:
     """A before_request hook keeping search bodies and thumbnail requests (the app still answers them)."""
+
     def record() -> None:
         if request.path.startswith("/api/image/sim/search/"):
             site.search_bodies.append(request.get_data(cache=True))  # cached: the form is parsed from it later
@@ -165,7 +176,8 @@ def count_chip(page: Any) -> str:
 def find_by_upload(page: Any, query: bytes, expected_id: int) -> None:
     """Upload `query` in the Search view; the best card is the stored image with its thumbnail and score 1."""
     page.get_by_test_id("search-file-input").set_input_files(
-        {"name": "query.jpg", "mimeType": "image/jpeg", "buffer": query})
+        {"name": "query.jpg", "mimeType": "image/jpeg", "buffer": query}
+    )
     best = page.get_by_test_id("result-card").first
     best.wait_for()
     assert best.get_attribute("data-id") == str(expected_id)
@@ -260,6 +272,7 @@ def test_console_find_browse_delete(site: Site, browser: Any) -> None:
 def revoke(page: Any) -> None:
     """From now on the page's API calls reach the app with another token, as after a revocation: the real
     token check answers them 401. (A single TOKEN cannot be changed while the service runs.)"""
+
     def swap(route: Any) -> None:
         route.continue_(headers={**route.request.headers, "token": "revoked-" + TOKEN})
 
@@ -284,7 +297,8 @@ def test_console_wrong_token_shows_prompt(site: Site, browser: Any) -> None:
         page.get_by_test_id("nav-search").wait_for()
         assert page.evaluate("sessionStorage.getItem('imgsim.token')") == TOKEN
         assert page.evaluate("localStorage.length") == 0 or page.evaluate(
-            "Object.keys(localStorage).every(k => k === 'imgsim.lang')")
+            "Object.keys(localStorage).every(k => k === 'imgsim.lang')"
+        )
 
         expect(error).to_be_hidden()
         expect(page.locator("#count-chip")).to_have_text("0")  # the console has loaded: rights, then the count
@@ -314,7 +328,8 @@ def test_console_search_errors_and_options(site: Site, browser: Any) -> None:
         page.goto(f"{site.url}/console")
         log_in(page, TOKEN)
         page.get_by_test_id("search-file-input").set_input_files(
-            {"name": "q.jpg", "mimeType": "image/jpeg", "buffer": data})
+            {"name": "q.jpg", "mimeType": "image/jpeg", "buffer": data}
+        )
         page.get_by_test_id("result-card").first.wait_for()
         body = site.search_bodies[-1]
         assert b'name="file"' in body and b"limit" not in body and b"group_by_key" not in body
@@ -390,17 +405,23 @@ def tenant_site(start_service: Callable[..., LiveService], tmp_path: Path) -> Si
 
 def add_as_admin(site: Site, seed: int, key: str, namespace: str) -> None:
     """Add a photo to `namespace` with the admin token."""
-    answer = site.live.post("add/file", headers={"token": ADMIN}, files={"file": (f"photo-{seed}.jpg", photo(seed))},
-                            data={"key": key, "namespace": namespace})
+    answer = site.live.post(
+        "add/file",
+        headers={"token": ADMIN},
+        files={"file": (f"photo-{seed}.jpg", photo(seed))},
+        data={"key": key, "namespace": namespace},
+    )
     assert answer.status_code == 200, answer.text
 
 
 def test_whoami_tells_a_token_its_namespace_and_rights(tenant_site: Site, lite_service: LiveService) -> None:
     """GET /api/image/sim/whoami: the calling token's namespace and rights, behind the token check."""
     http, url = tenant_site.live.http, tenant_site.url + "/api/image/sim/whoami"
-    for token, expected in ((READER, {"namespace": "shop-1", "rights": ["read"]}),
-                            (WRITER, {"namespace": "shop-1", "rights": ["read", "write"]}),
-                            (ADMIN, {"namespace": None, "rights": ["read", "write", "admin"]})):
+    for token, expected in (
+        (READER, {"namespace": "shop-1", "rights": ["read"]}),
+        (WRITER, {"namespace": "shop-1", "rights": ["read", "write"]}),
+        (ADMIN, {"namespace": None, "rights": ["read", "write", "admin"]}),
+    ):
         answer = http.get(url, headers={"Authorization": f"Bearer {token}"})
         assert answer.status_code == 200 and answer.json() == {"code": 200, "msg": "success", "data": expected}
     assert http.get(url).status_code == 401

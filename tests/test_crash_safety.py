@@ -58,8 +58,12 @@ def test_import_killed_twice_then_rerun_stores_every_image_exactly_once(tmp_path
     for target in (10, 30):
         proc = run_import(tmp_path, str(db), inbox, *args)
         try:
-            wait_until(lambda: len(_files(pool)) >= target or proc.poll() is not None, 300, 0.01,
-                       f"{target} files moved by the import")
+            wait_until(
+                lambda: len(_files(pool)) >= target or proc.poll() is not None,
+                300,
+                0.01,
+                f"{target} files moved by the import",
+            )
             assert proc.poll() is None, "the import finished before it could be killed; give it more images"
             time.sleep(rng.uniform(0, 0.3))  # land anywhere in a batch: decoding, embedding, upsert or moving
         finally:
@@ -90,9 +94,15 @@ def test_import_killed_twice_then_rerun_stores_every_image_exactly_once(tmp_path
     for r in records:  # each record names the pool file that holds its image
         assert r["key"] == r["md5"] and Path(r["filepath"]) in pooled[r["md5"]]
 
-    recorder.record("crash.import_kill9", faults_injected=len(moved_at_kill), operations_checked=len(images) + 1,
-                    records_checked=len(records), records_lost=len(lost), records_duplicated=dup,
-                    moved_when_killed=moved_at_kill)
+    recorder.record(
+        "crash.import_kill9",
+        faults_injected=len(moved_at_kill),
+        operations_checked=len(images) + 1,
+        records_checked=len(records),
+        records_lost=len(lost),
+        records_duplicated=dup,
+        moved_when_killed=moved_at_kill,
+    )
 
 
 class Killed(BaseException):
@@ -100,7 +110,8 @@ class Killed(BaseException):
 
 
 def test_import_killed_while_copying_to_another_filesystem_never_records_a_partial_file(
-        embedder: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recorder: Recorder) -> None:
+    embedder: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recorder: Recorder
+) -> None:
     """A pool on another filesystem (a separate volume) is filled by copying: a kill mid-copy must not
     leave a half-written image where a record points."""
     if not Path("/dev/shm").is_dir() or os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
@@ -145,8 +156,14 @@ def test_import_killed_while_copying_to_another_filesystem_never_records_a_parti
         store.close()
     finally:
         shutil.rmtree(pool, ignore_errors=True)
-    recorder.record("crash.import_killed_mid_copy", faults_injected=1, operations_checked=len(images),
-                    records_checked=len(records), records_lost=0, records_duplicated=0)
+    recorder.record(
+        "crash.import_killed_mid_copy",
+        faults_injected=1,
+        operations_checked=len(images),
+        records_checked=len(records),
+        records_lost=0,
+        records_duplicated=0,
+    )
 
 
 @dataclass
@@ -169,8 +186,12 @@ def _burst(svc: ServeProcess, ledger: Ledger, rnd: int, threads: int, stop: thre
             n += 1
             key, seed = f"r{rnd}-t{t}-{n}", 1000 * (rnd + 1) + 100 * t + n
             try:
-                resp = http.post(svc.url("api/image/sim/add/file"), files={"file": ("a.jpg", photo(seed, size=SIZE))},
-                                 data={"key": key}, timeout=60)
+                resp = http.post(
+                    svc.url("api/image/sim/add/file"),
+                    files={"file": ("a.jpg", photo(seed, size=SIZE))},
+                    data={"key": key},
+                    timeout=60,
+                )
                 ok = resp.status_code == 200
                 if resp.status_code not in (200, 503):
                     with ledger.lock:
@@ -212,7 +233,7 @@ def _check(svc: ServeProcess, ledger: Ledger) -> tuple[int, int, int]:
     keys = sorted({*ledger.present, *ledger.deleted, *ledger.unknown})
     records = []
     for i in range(0, len(keys), 500):
-        resp = svc.post("get/key", json={"key": ",".join(keys[i:i + 500])})
+        resp = svc.post("get/key", json={"key": ",".join(keys[i : i + 500])})
         assert resp.status_code == 200, resp.text
         records += resp.json()["data"]
     by_key: dict[str, list[dict]] = {}
@@ -246,8 +267,9 @@ def test_service_killed_during_a_burst_keeps_every_acknowledged_write(tmp_path: 
             stop = threading.Event()
             burst = threading.Thread(target=_burst, args=(svc, ledger, rnd, 8, stop), daemon=True)
             burst.start()
-            wait_until(lambda: len(ledger.present) + len(ledger.deleted) - before >= 40, 240, 0.01,
-                       "40 acknowledged writes")
+            wait_until(
+                lambda: len(ledger.present) + len(ledger.deleted) - before >= 40, 240, 0.01, "40 acknowledged writes"
+            )
             svc.kill(signal.SIGKILL)  # mid-burst: requests are in flight
             kills += 1
             stop.set()
@@ -261,7 +283,15 @@ def test_service_killed_during_a_burst_keeps_every_acknowledged_write(tmp_path: 
         records, lost, dup = _check(svc, ledger)
     finally:
         svc.stop()
-    recorder.record("crash.serve_kill9", faults_injected=kills, operations_checked=ledger.requests,
-                    records_checked=checked + records, records_lost=lost, records_duplicated=dup, unexpected_5xx=0,
-                    acknowledged_adds=len(ledger.present) + len(ledger.deleted),
-                    acknowledged_deletes=len(ledger.deleted), in_flight_at_kill=len(ledger.unknown))
+    recorder.record(
+        "crash.serve_kill9",
+        faults_injected=kills,
+        operations_checked=ledger.requests,
+        records_checked=checked + records,
+        records_lost=lost,
+        records_duplicated=dup,
+        unexpected_5xx=0,
+        acknowledged_adds=len(ledger.present) + len(ledger.deleted),
+        acknowledged_deletes=len(ledger.deleted),
+        in_flight_at_kill=len(ledger.unknown),
+    )

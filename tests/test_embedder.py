@@ -100,8 +100,12 @@ def test_int8_calibrated_to_match_fp32_shares_the_fp32_space(embedder: Embedder,
 def test_every_setting_of_the_space_changes_the_fingerprint(embedder: Embedder, tmp_path: Path) -> None:
     base = make_settings(tmp_path)
     spaces = {space_of(model_spec(base), "fp32").digest, space_of(model_spec(base), "bf16").digest}
-    for change in ({"image_resize": ResizeMode.PAD}, {"model_pooling": Pooling.GEM}, {"image_trim": True},
-                   {"model_name": ModelName.EFFICIENTNET_LITE0}):
+    for change in (
+        {"image_resize": ResizeMode.PAD},
+        {"model_pooling": Pooling.GEM},
+        {"image_trim": True},
+        {"model_name": ModelName.EFFICIENTNET_LITE0},
+    ):
         spaces.add(space_of(model_spec(make_settings(tmp_path, **change)), "fp32").digest)
     assert len(spaces) == 6 and embedder.fingerprint.digest in spaces
     # Stable: the same settings give the same digest in another process (it is stored on collections).
@@ -112,10 +116,17 @@ def test_int8_without_calibration_refuses_to_start(tmp_path: Path) -> None:
     with pytest.raises(StartupError, match="python main.py calibrate DIR"):
         load_embedder(make_settings(tmp_path, model_precision=Precision.INT8, model_cache_dir=tmp_path / "empty"))
     # Through the entry point, as a user meets it.
-    env = {**os.environ, "MODEL_PRECISION": "int8", "MODEL_WEIGHTS": "random", "MODEL_CACHE_DIR": str(tmp_path / "c"),
-           "MILVUS_URI": str(tmp_path / "m.db"), "API_PORT": "7998"}
-    result = subprocess.run([sys.executable, "main.py", "serve"], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=300)
+    env = {
+        **os.environ,
+        "MODEL_PRECISION": "int8",
+        "MODEL_WEIGHTS": "random",
+        "MODEL_CACHE_DIR": str(tmp_path / "c"),
+        "MILVUS_URI": str(tmp_path / "m.db"),
+        "API_PORT": "7998",
+    }
+    result = subprocess.run(
+        [sys.executable, "main.py", "serve"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 2 and "cannot start" in result.stderr
     assert CALIBRATE_COMMAND in result.stderr and "MODEL_PRECISION=fp32" in result.stderr
 
@@ -129,18 +140,21 @@ def test_tensorflow_refuses_reduced_precisions(tmp_path: Path) -> None:
 def test_cache_reused_on_a_second_start_without_keras(tmp_path: Path) -> None:
     # A second process with the session's cache: reuses the converted model and never imports TensorFlow.
     cache_dir = str(make_settings(tmp_path).model_cache_dir)
-    code = ("import sys, logging; logging.basicConfig(level=logging.INFO); from conf.settings import Settings; "
-            "from model.embedder import load_embedder; "
-            f"load_embedder(Settings(_env_file=None, model_weights='random', model_cache_dir={cache_dir!r})); "
-            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    code = (
+        "import sys, logging; logging.basicConfig(level=logging.INFO); from conf.settings import Settings; "
+        "from model.embedder import load_embedder; "
+        f"load_embedder(Settings(_env_file=None, model_weights='random', model_cache_dir={cache_dir!r})); "
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[-2:] == ["False", "False"]
     assert "reused the cached model in" in result.stderr
 
 
-def test_bf16_embeds_in_its_own_space_when_in_force(embedder: Embedder, tmp_path: Path,
-                                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_bf16_embeds_in_its_own_space_when_in_force(
+    embedder: Embedder, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO)
     bf16 = load_embedder(make_settings(tmp_path, model_precision=Precision.BF16))  # same FP32 model, other hint
     assert "reused the cached model" in caplog.text
@@ -152,13 +166,19 @@ def test_each_backbone_gets_the_preprocessing_measured_best_for_it_unless_the_en
     """EfficientNet-Lite0 defaults to squash + border trim (best on real weights); ResNet50 keeps center-crop."""
     lite = Settings(_env_file=None, model_name="efficientnet-lite0")  # type: ignore[call-arg] - _env_file: pydantic-settings' option
     assert (lite.image_resize, lite.image_trim) == (ResizeMode.SQUASH, True)
-    chosen = Settings(_env_file=None, model_name="efficientnet-lite0",  # type: ignore[call-arg] - as above
-                      image_resize="center-crop", image_trim="off")
+    chosen = Settings(
+        _env_file=None,
+        model_name="efficientnet-lite0",  # type: ignore[call-arg] - as above
+        image_resize="center-crop",
+        image_trim="off",
+    )
     assert (chosen.image_resize, chosen.image_trim) == (ResizeMode.CENTER_CROP, False)
     resnet = Settings(_env_file=None, model_name="resnet50")  # type: ignore[call-arg] - _env_file: pydantic-settings' option
     assert (resnet.image_resize, resnet.image_trim) == (ResizeMode.CENTER_CROP, False)
     # The bench switches backbones: each copy gets its own backbone's defaults, the chosen values stay.
-    assert (resnet.for_model(ModelName.EFFICIENTNET_LITE0, "imagenet").image_resize, lite.for_model(
-        ModelName.RESNET50, "random").image_resize) == (ResizeMode.SQUASH, ResizeMode.CENTER_CROP)
+    assert (
+        resnet.for_model(ModelName.EFFICIENTNET_LITE0, "imagenet").image_resize,
+        lite.for_model(ModelName.RESNET50, "random").image_resize,
+    ) == (ResizeMode.SQUASH, ResizeMode.CENTER_CROP)
     assert chosen.for_model(ModelName.RESNET50, "random").image_resize == ResizeMode.CENTER_CROP
     assert chosen.for_model(ModelName.EFFICIENTNET_LITE0, "imagenet").image_trim is False

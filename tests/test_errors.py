@@ -33,8 +33,9 @@ def test_each_error_code_has_its_message(start_service: Callable[..., LiveServic
     expect(svc.post("add/path", json={"path": "/etc/hostname"}), 403, "outside", "PATH_ROOTS")
     expect(svc.post("nope"), 404, "no such endpoint")
     expect(svc.get("api/image/sim/add/file"), 405, "GET is not allowed")
-    expect(svc.post("add/file", files={"file": ("big.bmp", photo(1, size=(400, 400), fmt="BMP"))}), 413,
-           "MAX_IMAGE_BYTES")
+    expect(
+        svc.post("add/file", files={"file": ("big.bmp", photo(1, size=(400, 400), fmt="BMP"))}), 413, "MAX_IMAGE_BYTES"
+    )
     expect(svc.post("add/file", files={"file": ("x.jpg", b"GIF89a but not really")}), 415, "not a decodable image")
     assert svc.post("add/file", files={"file": ("ok.jpg", photo(2))}).status_code == 200  # still serving
 

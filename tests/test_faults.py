@@ -94,11 +94,13 @@ class Traffic:
                 url = f"{self.svc.base_url}/api/image/sim/"
                 if op == "add":
                     key = f"w{t}-{n}"
-                    resp = http.post(url + "add/file", files={"file": (f"{key}.jpg", _image(seed))},
-                                     data={"key": key}, timeout=120)
+                    resp = http.post(
+                        url + "add/file", files={"file": (f"{key}.jpg", _image(seed))}, data={"key": key}, timeout=120
+                    )
                 elif op == "search":
-                    resp = http.post(url + "search/file", files={"file": ("q.jpg", _image(n % 6))},
-                                     data={"limit": "3"}, timeout=120)
+                    resp = http.post(
+                        url + "search/file", files={"file": ("q.jpg", _image(n % 6))}, data={"limit": "3"}, timeout=120
+                    )
                 elif op == "get":
                     resp = http.post(url + "get/key", json={"key": ",".join(self._base_keys)}, timeout=120)
                 else:
@@ -113,7 +115,8 @@ class Traffic:
 
 
 def test_milvus_stopped_under_traffic_gives_503_and_recovers_without_restart(
-        start_service: Callable[..., LiveService], own_milvus: StoppableMilvus, recorder: Recorder) -> None:
+    start_service: Callable[..., LiveService], own_milvus: StoppableMilvus, recorder: Recorder
+) -> None:
     if not own_milvus.running:
         own_milvus.start()
     svc = start_service(milvus_uri=own_milvus.uri, milvus_timeout=3.0, milvus_retries=2)
@@ -150,8 +153,9 @@ def test_milvus_stopped_under_traffic_gives_503_and_recovers_without_restart(
 
     calls = traffic.calls
     # Nothing is ever a 500; every failure is a 503 that says what is wrong and what to do.
-    assert not [c for c in calls + down_checks if c.status not in (200, 503)], \
-        [c for c in calls + down_checks if c.status not in (200, 503)][:5]
+    assert not [c for c in calls + down_checks if c.status not in (200, 503)], [
+        c for c in calls + down_checks if c.status not in (200, 503)
+    ][:5]
     for c in calls + down_checks:
         if c.status == 503:
             _assert_clear_503(c)
@@ -181,24 +185,35 @@ def test_milvus_stopped_under_traffic_gives_503_and_recovers_without_restart(
     half = [k for k in failed if k in by_key]
     # Every stored vector is whole: searching with the image finds its own record first with score 1.
     for key in list(by_key)[:: max(1, len(by_key) // 25)]:
-        hits = svc.post("search/file", files={"file": ("q.jpg", _image({**want, **failed}[key]))},
-                        data={"limit": "1"}).json()["data"]
+        hits = svc.post(
+            "search/file", files={"file": ("q.jpg", _image({**want, **failed}[key]))}, data={"limit": "1"}
+        ).json()["data"]
         assert hits and abs(hits[0]["score"] - 1.0) < 1e-3
     assert svc.count() == len(by_key)
 
-    recorder.record("faults.milvus_stopped_under_traffic", faults_injected=1, operations_checked=len(calls)
-                    + len(down_checks), records_checked=len(by_key), records_lost=len(lost),
-                    records_duplicated=len(dup), unexpected_5xx=0, failed_adds_found_stored=len(half),
-                    answered_503=sum(c.status == 503 for c in calls + down_checks),
-                    milvus_restart_s=round(restart_s, 1), ready_after_restart_s=round(recovered_s, 1))
+    recorder.record(
+        "faults.milvus_stopped_under_traffic",
+        faults_injected=1,
+        operations_checked=len(calls) + len(down_checks),
+        records_checked=len(by_key),
+        records_lost=len(lost),
+        records_duplicated=len(dup),
+        unexpected_5xx=0,
+        failed_adds_found_stored=len(half),
+        answered_503=sum(c.status == 503 for c in calls + down_checks),
+        milvus_restart_s=round(restart_s, 1),
+        ready_after_restart_s=round(recovered_s, 1),
+    )
 
 
 def test_api_started_while_milvus_is_down_waits_and_becomes_ready(
-        own_milvus: StoppableMilvus, tmp_path: Path, recorder: Recorder) -> None:
+    own_milvus: StoppableMilvus, tmp_path: Path, recorder: Recorder
+) -> None:
     if own_milvus.running:
         own_milvus.stop()
-    svc = ServeProcess(tmp_path, own_milvus.uri, MILVUS_TIMEOUT="3", MILVUS_RETRIES="2",
-                       MILVUS_COLLECTION="started_early")
+    svc = ServeProcess(
+        tmp_path, own_milvus.uri, MILVUS_TIMEOUT="3", MILVUS_RETRIES="2", MILVUS_COLLECTION="started_early"
+    )
     try:
         startup_s = svc.wait_healthy(timeout=240)
         checks: list[Call] = []
@@ -227,6 +242,13 @@ def test_api_started_while_milvus_is_down_waits_and_becomes_ready(
         assert "answers 503 until Milvus is reachable" in svc.log_text()
     finally:
         svc.stop()
-    recorder.record("faults.api_started_before_milvus", faults_injected=1, operations_checked=len(checks) + 3,
-                    records_checked=1, records_lost=0, unexpected_5xx=0, api_healthy_s=round(startup_s, 1),
-                    ready_after_milvus_up_s=round(ready_s, 1))
+    recorder.record(
+        "faults.api_started_before_milvus",
+        faults_injected=1,
+        operations_checked=len(checks) + 3,
+        records_checked=1,
+        records_lost=0,
+        unexpected_5xx=0,
+        api_healthy_s=round(startup_s, 1),
+        ready_after_milvus_up_s=round(ready_s, 1),
+    )

@@ -52,25 +52,28 @@ def test_validate_attrs_accepts_flat_values_and_returns_a_copy() -> None:
     assert validate_attrs(None) == {} and validate_attrs({}) == {}
 
 
-@pytest.mark.parametrize(("attrs", "words"), [
-    ("category=shoes", ["JSON object", "str"]),
-    ([["a", 1]], ["JSON object", "list"]),
-    ({"1abc": 1}, ["name", "not starting with a digit"]),
-    ({"a-b": 1}, ["name", "letters, digits and '_'"]),
-    ({'a"]': 1}, ["name"]),
-    ({"x" * 65: 1}, ["name", "1-64"]),
-    ({"a": None}, ["'a'", "null", "leave the attribute out"]),
-    ({"a": {"b": 1}}, ["object", "flat"]),
-    ({"a": float("nan")}, ["finite"]),
-    ({"a": float("inf")}, ["finite"]),
-    ({"a": 2**53}, ["2^53", "send it as a string"]),
-    ({"a": [1, 2]}, ["lists hold strings only"]),
-    ({"a": ["ok", ["nested"]]}, ["item 1"]),
-    ({"a": ["x"] * (MAX_LIST_ITEMS + 1)}, [f"limit is {MAX_LIST_ITEMS}"]),
-    ({"a": "\ud800"}, ["lone surrogate"]),
-    ({"a": "é" * MAX_STRING_BYTES}, [f"{MAX_STRING_BYTES} bytes"]),
-    ({"a": b"bytes"}, ["bytes", "string, number or boolean"]),
-])
+@pytest.mark.parametrize(
+    ("attrs", "words"),
+    [
+        ("category=shoes", ["JSON object", "str"]),
+        ([["a", 1]], ["JSON object", "list"]),
+        ({"1abc": 1}, ["name", "not starting with a digit"]),
+        ({"a-b": 1}, ["name", "letters, digits and '_'"]),
+        ({'a"]': 1}, ["name"]),
+        ({"x" * 65: 1}, ["name", "1-64"]),
+        ({"a": None}, ["'a'", "null", "leave the attribute out"]),
+        ({"a": {"b": 1}}, ["object", "flat"]),
+        ({"a": float("nan")}, ["finite"]),
+        ({"a": float("inf")}, ["finite"]),
+        ({"a": 2**53}, ["2^53", "send it as a string"]),
+        ({"a": [1, 2]}, ["lists hold strings only"]),
+        ({"a": ["ok", ["nested"]]}, ["item 1"]),
+        ({"a": ["x"] * (MAX_LIST_ITEMS + 1)}, [f"limit is {MAX_LIST_ITEMS}"]),
+        ({"a": "\ud800"}, ["lone surrogate"]),
+        ({"a": "é" * MAX_STRING_BYTES}, [f"{MAX_STRING_BYTES} bytes"]),
+        ({"a": b"bytes"}, ["bytes", "string, number or boolean"]),
+    ],
+)
 def test_validate_attrs_says_what_is_wrong(attrs: Any, words: list[str]) -> None:
     with pytest.raises(AttrsError) as info:
         validate_attrs(attrs)
@@ -93,52 +96,64 @@ def test_validate_attrs_caps_count_and_size() -> None:
 
 def test_compile_filter_examples() -> None:
     assert compile_filter(None) == compile_filter({}) == ""
-    assert compile_filter({"category": "shoes"}) == \
-        '(attrs["category"] == "shoes" or json_contains(attrs["category"], "shoes"))'
+    assert (
+        compile_filter({"category": "shoes"})
+        == '(attrs["category"] == "shoes" or json_contains(attrs["category"], "shoes"))'
+    )
     assert compile_filter({"shop": [3, 7]}) == '(attrs["shop"] == 3 or attrs["shop"] == 7)'
     assert compile_filter({"price": {"gte": 10, "lt": 100}}) == '(attrs["price"] >= 10 and attrs["price"] < 100)'
     assert compile_filter({"in_stock": True, "price": {"lte": 2.5}}) == (
         '(attrs["in_stock"] == true or attrs["in_stock"] == 1) and '
-        '((attrs["price"] <= 2.5) or attrs["price"] == true or attrs["price"] == false)')
+        '((attrs["price"] <= 2.5) or attrs["price"] == true or attrs["price"] == false)'
+    )
     assert compile_filter({"n": 1.0}) == '(attrs["n"] == 1.0 or attrs["n"] == true)'
-    assert compile_filter({"d": {"gte": "2024-01-01", "lt": "2024-02-01"}}) == \
-        '(attrs["d"] >= "2024-01-01" and attrs["d"] < "2024-02-01")'
-    assert compile_filter({"c": ["a", "b", "a"]}) == \
-        '(attrs["c"] == "a" or attrs["c"] == "b" or json_contains_any(attrs["c"], ["a", "b", "a"]))'
+    assert (
+        compile_filter({"d": {"gte": "2024-01-01", "lt": "2024-02-01"}})
+        == '(attrs["d"] >= "2024-01-01" and attrs["d"] < "2024-02-01")'
+    )
+    assert (
+        compile_filter({"c": ["a", "b", "a"]})
+        == '(attrs["c"] == "a" or attrs["c"] == "b" or json_contains_any(attrs["c"], ["a", "b", "a"]))'
+    )
 
 
 def test_compile_filter_escapes_values_into_single_literals() -> None:
     hostile = '" or 1==1 or "\\\n\r\tü😀'
     expr = compile_filter({"k": hostile})
-    assert expr == ('(attrs["k"] == "\\" or 1==1 or \\"\\\\\\n\\r\\tü😀" or '
-                    'json_contains(attrs["k"], "\\" or 1==1 or \\"\\\\\\n\\r\\tü😀"))')
+    assert expr == (
+        '(attrs["k"] == "\\" or 1==1 or \\"\\\\\\n\\r\\tü😀" or '
+        'json_contains(attrs["k"], "\\" or 1==1 or \\"\\\\\\n\\r\\tü😀"))'
+    )
 
 
-@pytest.mark.parametrize(("flt", "words"), [
-    ('attrs["a"] == 1', ["JSON object", "not a string", "not accepted"]),
-    ([{"a": 1}], ["JSON object", "not list"]),
-    (7, ["JSON object", "not int"]),
-    ({"a": []}, ["empty list", "leave the condition out"]),
-    ({"a": {}}, ["empty range", "gt, gte, lt, lte"]),
-    ({"a": {"eq": 1}}, ["'eq' is not a range operator"]),
-    ({"a": {"$ne": 1}}, ["not a range operator"]),
-    ({"a": {"gt": {"lt": 1}}}, ["number or a string"]),
-    ({"a": {"gt": True}}, ["number or a string"]),
-    ({"a": {"gt": 1, "lt": "z"}}, ["all numbers or all strings"]),
-    ({"a": [[1]]}, ["no nested lists"]),
-    ({"a": [{"gt": 1}]}, ["no nested lists or objects"]),
-    ({"a": None}, ["null"]),
-    ({"a": float("nan")}, ["finite"]),
-    ({"a": [1, float("-inf")]}, ["finite"]),
-    ({"a": -(2**53)}, ["2^53"]),
-    ({"a": "\udfff"}, ["lone surrogate"]),
-    ({'a"] or 1==1 or attrs["b': 1}, ["attribute name", "not allowed"]),
-    ({"": 1}, ["attribute name"]),
-    ({"a": list(range(MAX_ANY_OF + 1))}, [f"limit is {MAX_ANY_OF}"]),
-    ({f"k{i}": 1 for i in range(MAX_FILTER_KEYS + 1)}, [f"limit is {MAX_FILTER_KEYS}"]),
-    ({f"k{i}": list(range(60)) for i in range(5)}, [f"more than {MAX_FILTER_VALUES} values"]),
-    ({f"k{i}": ["x" * 1000] * 5 for i in range(4)}, [f"more than {MAX_FILTER_TEXT_BYTES} bytes"]),
-])
+@pytest.mark.parametrize(
+    ("flt", "words"),
+    [
+        ('attrs["a"] == 1', ["JSON object", "not a string", "not accepted"]),
+        ([{"a": 1}], ["JSON object", "not list"]),
+        (7, ["JSON object", "not int"]),
+        ({"a": []}, ["empty list", "leave the condition out"]),
+        ({"a": {}}, ["empty range", "gt, gte, lt, lte"]),
+        ({"a": {"eq": 1}}, ["'eq' is not a range operator"]),
+        ({"a": {"$ne": 1}}, ["not a range operator"]),
+        ({"a": {"gt": {"lt": 1}}}, ["number or a string"]),
+        ({"a": {"gt": True}}, ["number or a string"]),
+        ({"a": {"gt": 1, "lt": "z"}}, ["all numbers or all strings"]),
+        ({"a": [[1]]}, ["no nested lists"]),
+        ({"a": [{"gt": 1}]}, ["no nested lists or objects"]),
+        ({"a": None}, ["null"]),
+        ({"a": float("nan")}, ["finite"]),
+        ({"a": [1, float("-inf")]}, ["finite"]),
+        ({"a": -(2**53)}, ["2^53"]),
+        ({"a": "\udfff"}, ["lone surrogate"]),
+        ({'a"] or 1==1 or attrs["b': 1}, ["attribute name", "not allowed"]),
+        ({"": 1}, ["attribute name"]),
+        ({"a": list(range(MAX_ANY_OF + 1))}, [f"limit is {MAX_ANY_OF}"]),
+        ({f"k{i}": 1 for i in range(MAX_FILTER_KEYS + 1)}, [f"limit is {MAX_FILTER_KEYS}"]),
+        ({f"k{i}": list(range(60)) for i in range(5)}, [f"more than {MAX_FILTER_VALUES} values"]),
+        ({f"k{i}": ["x" * 1000] * 5 for i in range(4)}, [f"more than {MAX_FILTER_TEXT_BYTES} bytes"]),
+    ],
+)
 def test_compile_filter_refuses_with_a_helpful_message(flt: Any, words: list[str]) -> None:
     with pytest.raises(FilterError) as info:
         compile_filter(flt)
@@ -169,9 +184,21 @@ def test_any_text_lexes_as_exactly_one_string_literal(text: str) -> None:
     kinds = [t.kind for t in tokenize(compile_filter({"k": text}))]
     strings = [t.value for t in tokenize(compile_filter({"k": text})) if t.kind == TokenKind.STRING]
     assert strings == ["k", text, "k", text]
-    assert TokenKind.IDENT in kinds and not (set(kinds) - _VALUE_KINDS - {
-        TokenKind.IDENT, TokenKind.LPAREN, TokenKind.RPAREN, TokenKind.LBRACKET, TokenKind.RBRACKET,
-        TokenKind.COMMA, TokenKind.EQ, TokenKind.OR, TokenKind.EOF})
+    assert TokenKind.IDENT in kinds and not (
+        set(kinds)
+        - _VALUE_KINDS
+        - {
+            TokenKind.IDENT,
+            TokenKind.LPAREN,
+            TokenKind.RPAREN,
+            TokenKind.LBRACKET,
+            TokenKind.RBRACKET,
+            TokenKind.COMMA,
+            TokenKind.EQ,
+            TokenKind.OR,
+            TokenKind.EOF,
+        }
+    )
 
 
 # --- the pure-Python reference of the documented semantics -------------------------------
@@ -206,19 +233,63 @@ def _holds(stored: Any, cond: Any) -> bool:
 
 def reference(records: list[dict[str, Any]], flt: dict[str, Any], namespace: str | None) -> list[int]:
     """Ids of the records the filter (and namespace, if given) selects, by the documented semantics."""
-    return sorted(r["id"] for r in records
-                  if (namespace is None or r["namespace"] == namespace)
-                  and all(_holds(r["attrs"].get(k), c) for k, c in (flt or {}).items()))
+    return sorted(
+        r["id"]
+        for r in records
+        if (namespace is None or r["namespace"] == namespace)
+        and all(_holds(r["attrs"].get(k), c) for k, c in (flt or {}).items())
+    )
 
 
 # --- real Milvus -------------------------------------------------------------------------
 KEYS = ("category", "price", "tags", "shop", "flag", "date")
 NAMESPACES = ("", "shop-1", "x.y_2")
-STRINGS = ["shoes", "hats", "", 'a"b', "back\\slash", '" or 1==1 or "', "new\nline", "cr\r", "tab\t", "ünï😀",
-           "é", "ｅ", "2024-01-05", "2024-02-29", "\x00nul", "'single'", '"]) or (', 'attrs["x"] == 1', "\\", '\\"',
-           "z", "\u2028", "١٢٣"]
-NUMBERS = [0, 1, -1, 3, 7, 2.5, -0.0, 0.1, 1e-300, 1e300, 10, 10.0, 99.5, JS_MAX_SAFE_INTEGER, -JS_MAX_SAFE_INTEGER,
-           1.0, 0.0, 5e-324, -1e300]
+STRINGS = [
+    "shoes",
+    "hats",
+    "",
+    'a"b',
+    "back\\slash",
+    '" or 1==1 or "',
+    "new\nline",
+    "cr\r",
+    "tab\t",
+    "ünï😀",
+    "é",
+    "ｅ",
+    "2024-01-05",
+    "2024-02-29",
+    "\x00nul",
+    "'single'",
+    '"]) or (',
+    'attrs["x"] == 1',
+    "\\",
+    '\\"',
+    "z",
+    "\u2028",
+    "١٢٣",
+]
+NUMBERS = [
+    0,
+    1,
+    -1,
+    3,
+    7,
+    2.5,
+    -0.0,
+    0.1,
+    1e-300,
+    1e300,
+    10,
+    10.0,
+    99.5,
+    JS_MAX_SAFE_INTEGER,
+    -JS_MAX_SAFE_INTEGER,
+    1.0,
+    0.0,
+    5e-324,
+    -1e300,
+]
 
 
 def _random_value(rng: random.Random) -> Any:
@@ -274,8 +345,14 @@ class Backend:
 
     def search_ids(self, expr: str) -> list[int]:
         """Ids a filtered vector search returns when its limit covers every record."""
-        [hits] = self.client.search(self.name, data=[[1.0, 0.0, 0.0, 0.0]], anns_field="vector", filter=expr,
-                                    limit=len(self.records), search_params={"metric_type": "IP"})
+        [hits] = self.client.search(
+            self.name,
+            data=[[1.0, 0.0, 0.0, 0.0]],
+            anns_field="vector",
+            filter=expr,
+            limit=len(self.records),
+            search_params={"metric_type": "IP"},
+        )
         return sorted(int(h["id"]) for h in hits)
 
 
@@ -307,8 +384,12 @@ def _check(backend: Backend, flt: Any, namespace: str | None, search: bool = Fal
 # Values already stored are drawn more often than fresh ones, so that many filters match something.
 stored_texts, stored_numbers = st.sampled_from(STRINGS), st.sampled_from(NUMBERS)
 texts = st.one_of(stored_texts, stored_texts, st.text(max_size=12))
-numbers = st.one_of(stored_numbers, stored_numbers, st.integers(-JS_MAX_SAFE_INTEGER, JS_MAX_SAFE_INTEGER),
-                    st.floats(allow_nan=False, allow_infinity=False))
+numbers = st.one_of(
+    stored_numbers,
+    stored_numbers,
+    st.integers(-JS_MAX_SAFE_INTEGER, JS_MAX_SAFE_INTEGER),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
 scalars = st.one_of(texts, numbers, st.booleans())
 ops = st.sampled_from(sorted(RANGE_OPS))
 ranges = st.one_of(st.dictionaries(ops, numbers, min_size=1), st.dictionaries(ops, texts, min_size=1))
@@ -325,11 +406,14 @@ def test_milvus_agrees_with_the_reference(backend: Backend, flt: dict[str, Any],
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | texts,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from((*RANGE_OPS, "eq", "x")), inner,
-                                                                 max_size=3),
-    max_leaves=6)
-arbitrary_filters = st.one_of(json_values, st.dictionaries(st.sampled_from((*KEYS, "a b", 'x"]')), json_values,
-                                                           max_size=3))
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from((*RANGE_OPS, "eq", "x")), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+arbitrary_filters = st.one_of(
+    json_values, st.dictionaries(st.sampled_from((*KEYS, "a b", 'x"]')), json_values, max_size=3)
+)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -345,10 +429,20 @@ def test_any_json_is_refused_or_runs_correctly(backend: Backend, flt: Any) -> No
 
 def test_hand_picked_cases(backend: Backend) -> None:
     cases: list[dict[str, Any]] = [
-        {"tags": "red"}, {"category": "shoes", "tags": ["sale", "x"]}, {"category": '" or 1==1 or "'},
-        {"category": {"gte": "", "lt": "\U0010ffff"}}, {"price": {"gt": -1e308}}, {"flag": True}, {"flag": 1},
-        {"flag": {"gte": 1}}, {"price": 10}, {"price": [0, "0", False]}, {"date": {"gte": "2024-01-01"}},
-        {"shop": [JS_MAX_SAFE_INTEGER, -JS_MAX_SAFE_INTEGER, 5e-324]}, {"price": {"gt": 2, "lt": 3}}, {},
+        {"tags": "red"},
+        {"category": "shoes", "tags": ["sale", "x"]},
+        {"category": '" or 1==1 or "'},
+        {"category": {"gte": "", "lt": "\U0010ffff"}},
+        {"price": {"gt": -1e308}},
+        {"flag": True},
+        {"flag": 1},
+        {"flag": {"gte": 1}},
+        {"price": 10},
+        {"price": [0, "0", False]},
+        {"date": {"gte": "2024-01-01"}},
+        {"shop": [JS_MAX_SAFE_INTEGER, -JS_MAX_SAFE_INTEGER, 5e-324]},
+        {"price": {"gt": 2, "lt": 3}},
+        {},
     ]
     for flt in cases:
         _check(backend, flt, None, search=True)
@@ -368,19 +462,37 @@ def test_the_largest_filter_allowed_runs(backend: Backend) -> None:
 # What each engine does with the constructs compile_filter avoids; if an upgrade changes one of these,
 # the compiler may be simplified (or must change). None = the expression fails.
 ENGINE_FACTS: dict[str, dict[str, list[int] | None]] = {
-    "lite": {'attrs["n"] in [1]': None, '0 < attrs["n"] < 2': None, 'attrs["s"] == "\\u00e9"': None,
-             'attrs["n"] in [1, 2.5]': None, 'attrs["n"] >= 100000000000000000000': [],
-             'attrs["n"] == 1': [1, 3], 'attrs["n"] == true': [1, 3], 'attrs["n"] != 1': [2]},
-    "server": {'attrs["n"] in [1]': [1], '0 < attrs["n"] < 2': [1], 'attrs["s"] == "\\u00e9"': [2],
-               'attrs["n"] in [1, 2.5]': None, 'attrs["n"] >= 100000000000000000000': None,
-               'attrs["n"] == 1': [1], 'attrs["n"] == true': [3], 'attrs["n"] != 1': [2, 3, 4]},
+    "lite": {
+        'attrs["n"] in [1]': None,
+        '0 < attrs["n"] < 2': None,
+        'attrs["s"] == "\\u00e9"': None,
+        'attrs["n"] in [1, 2.5]': None,
+        'attrs["n"] >= 100000000000000000000': [],
+        'attrs["n"] == 1': [1, 3],
+        'attrs["n"] == true': [1, 3],
+        'attrs["n"] != 1': [2],
+    },
+    "server": {
+        'attrs["n"] in [1]': [1],
+        '0 < attrs["n"] < 2': [1],
+        'attrs["s"] == "\\u00e9"': [2],
+        'attrs["n"] in [1, 2.5]': None,
+        'attrs["n"] >= 100000000000000000000': None,
+        'attrs["n"] == 1': [1],
+        'attrs["n"] == true': [3],
+        'attrs["n"] != 1': [2, 3, 4],
+    },
 }
 
 
 def test_engine_differences_that_shaped_the_compiler(backend: Backend) -> None:
     name = f"e_{uuid.uuid4().hex[:10]}"
-    facts = [{"id": 1, "namespace": "", "attrs": {"n": 1}}, {"id": 2, "namespace": "", "attrs": {"n": 2, "s": "é"}},
-             {"id": 3, "namespace": "", "attrs": {"n": True}}, {"id": 4, "namespace": "", "attrs": {}}]
+    facts = [
+        {"id": 1, "namespace": "", "attrs": {"n": 1}},
+        {"id": 2, "namespace": "", "attrs": {"n": 2, "s": "é"}},
+        {"id": 3, "namespace": "", "attrs": {"n": True}},
+        {"id": 4, "namespace": "", "attrs": {}},
+    ]
     _create(backend.client, name, facts)
     try:
         seen: dict[str, list[int] | None] = {}
@@ -396,8 +508,10 @@ def test_engine_differences_that_shaped_the_compiler(backend: Backend) -> None:
 
 
 def test_reference_helpers_are_sane() -> None:
-    records = [{"id": 1, "namespace": "", "attrs": {"a": ["x", "y"], "n": True}},
-               {"id": 2, "namespace": "b", "attrs": {"a": "x", "n": 1.0}}]
+    records = [
+        {"id": 1, "namespace": "", "attrs": {"a": ["x", "y"], "n": True}},
+        {"id": 2, "namespace": "b", "attrs": {"a": "x", "n": 1.0}},
+    ]
     assert reference(records, {"a": "x"}, None) == [1, 2]
     assert reference(records, {"n": 1}, "b") == [2]
     assert reference(records, {"n": {"gt": 0.5}}, None) == [1, 2]

@@ -27,15 +27,20 @@ class FakeMilvus:
     def search(self, top_k: int, native: bool) -> list[Hit]:
         self.calls.append((top_k, native))
         if native and self.grouping == "lite":
-            return best_per_key(self.hits[:top_k * 10])[:top_k]
+            return best_per_key(self.hits[: top_k * 10])[:top_k]
         return self.hits[:top_k]
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.sampled_from("abcdefghij"), max_size=300), st.integers(1, 12), st.sampled_from(["lite", "none"]),
-       st.none() | st.floats(0.7, 1.0))
-def test_grouped_search_equals_best_per_key_of_everything(keys: list[str], limit: int, grouping: str,
-                                                          min_score: float | None) -> None:
+@given(
+    st.lists(st.sampled_from("abcdefghij"), max_size=300),
+    st.integers(1, 12),
+    st.sampled_from(["lite", "none"]),
+    st.none() | st.floats(0.7, 1.0),
+)
+def test_grouped_search_equals_best_per_key_of_everything(
+    keys: list[str], limit: int, grouping: str, min_score: float | None
+) -> None:
     hits = ranked(keys)
     milvus = FakeMilvus(hits, grouping)
     got, still_native = grouped_search(milvus.search, limit, min_score, native=True)

@@ -62,8 +62,16 @@ def ok(resp: requests.Response) -> dict:
 def still_serving(svc: LiveService, seed: int) -> None:
     """The server answers /health and still adds a normal image."""
     assert svc.get("health").json()["data"] == {"status": "alive"}
-    assert ok(svc.post("add/file", files={"file": ("ok.jpg", photo(seed, size=(64, 48)))},
-                       data={"key": f"still-serving-{seed}"}))["data"] is True
+    assert (
+        ok(
+            svc.post(
+                "add/file",
+                files={"file": ("ok.jpg", photo(seed, size=(64, 48)))},
+                data={"key": f"still-serving-{seed}"},
+            )
+        )["data"]
+        is True
+    )
 
 
 def upload(svc: LiveService, data: bytes, name: str = "x.jpg", endpoint: str = "add/file", **form: str):
@@ -71,8 +79,9 @@ def upload(svc: LiveService, data: bytes, name: str = "x.jpg", endpoint: str = "
 
 
 def post_raw(svc: LiveService, endpoint: str, raw: bytes | str, content_type: str = "application/json"):
-    return svc.post(endpoint, data=raw.encode("utf-8") if isinstance(raw, str) else raw,
-                    headers={"Content-Type": content_type})
+    return svc.post(
+        endpoint, data=raw.encode("utf-8") if isinstance(raw, str) else raw, headers={"Content-Type": content_type}
+    )
 
 
 def encode(img: Image.Image, fmt: str, **params: object) -> bytes:
@@ -89,9 +98,12 @@ def png_from_rows(width: int, height: int, bit_depth: int, color_type: int, rows
     """A PNG built chunk by chunk, streaming the rows through zlib (nothing the size of the image is held)."""
     comp = zlib.compressobj(9)
     idat = b"".join(comp.compress(b"\x00" + row) for row in rows) + comp.flush()
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth, color_type,
-                                                                   0, 0, 0))
-            + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0))
+        + png_chunk(b"IDAT", idat)
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def with_png_chunk(png: bytes, kind: bytes, data: bytes) -> bytes:
@@ -159,12 +171,13 @@ def test_truncated_and_corrupt_images_are_415(lite_service: LiveService) -> None
     bad_crc[20] ^= 0xFF  # inside IHDR: its CRC no longer matches
     cases["png with a bad header crc"] = bytes(bad_crc)
     idat_at = png.index(b"IDAT") - 4
-    idat_len = struct.unpack(">I", png[idat_at:idat_at + 4])[0]
+    idat_len = struct.unpack(">I", png[idat_at : idat_at + 4])[0]
     garbage = bytes(range(256)) * (idat_len // 256 + 1)
-    cases["png with a corrupt zlib stream"] = (png[:idat_at] + png_chunk(b"IDAT", garbage[:idat_len])
-                                               + png[idat_at + 12 + idat_len:])
+    cases["png with a corrupt zlib stream"] = (
+        png[:idat_at] + png_chunk(b"IDAT", garbage[:idat_len]) + png[idat_at + 12 + idat_len :]
+    )
     smeared = bytearray(jpeg)
-    smeared[len(jpeg) // 3: len(jpeg) // 3 + 200] = b"\xff" * 200
+    smeared[len(jpeg) // 3 : len(jpeg) // 3 + 200] = b"\xff" * 200
     cases["jpeg with a run of 0xff markers"] = bytes(smeared)
     for label, data in cases.items():
         not_an_image(upload(svc, data, "broken.jpg"))
@@ -181,8 +194,12 @@ def test_tiny_and_extreme_aspect_images_are_valid(lite_service: LiveService) -> 
     svc = lite_service
     one = Image.new("RGB", (1, 1), (200, 30, 30))
     images = {
-        "1x1.png": encode(one, "PNG"), "1x1.jpg": encode(one, "JPEG"), "1x1.gif": encode(one, "GIF"),
-        "1x1.bmp": encode(one, "BMP"), "1x1.webp": encode(one, "WEBP"), "1x1.tiff": encode(one, "TIFF"),
+        "1x1.png": encode(one, "PNG"),
+        "1x1.jpg": encode(one, "JPEG"),
+        "1x1.gif": encode(one, "GIF"),
+        "1x1.bmp": encode(one, "BMP"),
+        "1x1.webp": encode(one, "WEBP"),
+        "1x1.tiff": encode(one, "TIFF"),
         "1x1-gray.png": encode(Image.new("L", (1, 1), 7), "PNG"),
         "1x1-alpha.png": encode(Image.new("RGBA", (1, 1), (1, 2, 3, 0)), "PNG"),
         "1x3000.png": encode(Image.new("RGB", (1, 3000), (0, 90, 0)), "PNG"),
@@ -203,7 +220,7 @@ def bomb_png(side: int) -> bytes:
 
 
 def patched(data: bytes, offset: int, fmt: str, *values: int) -> bytes:
-    return data[:offset] + struct.pack(fmt, *values) + data[offset + struct.calcsize(fmt):]
+    return data[:offset] + struct.pack(fmt, *values) + data[offset + struct.calcsize(fmt) :]
 
 
 def test_decompression_bombs_are_413_without_being_decoded(start_service: Callable[..., LiveService]) -> None:
@@ -219,12 +236,18 @@ def test_decompression_bombs_are_413_without_being_decoded(start_service: Callab
         "jpeg whose frame header says 30000x30000": (patched(jpeg, sof + 5, ">HH", 30000, 30000), "30000x30000"),
         "bmp whose header says 30000x30000": (patched(bmp, 18, "<ii", 30000, 30000), "30000x30000"),
         "gif whose screen is 30000x30000": (patched(gif, 6, "<HH", 30000, 30000), "30000x30000"),
-        "png whose header says 65535x65535": (png[:8] + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 65535, 65535, 8, 2,
-                                                                            0, 0, 0)) + png[33:], "65535x65535"),
-        "png with a 100 MB zTXt chunk": (with_png_chunk(png, b"zTXt", b"k\x00\x00" + zlib.compress(bytes(10**8), 9)),
-                                          "metadata"),
-        "png with a 100 MB iCCP profile": (with_png_chunk(png, b"iCCP", b"p\x00\x00" + zlib.compress(bytes(10**8), 9)),
-                                           "metadata"),
+        "png whose header says 65535x65535": (
+            png[:8] + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 65535, 65535, 8, 2, 0, 0, 0)) + png[33:],
+            "65535x65535",
+        ),
+        "png with a 100 MB zTXt chunk": (
+            with_png_chunk(png, b"zTXt", b"k\x00\x00" + zlib.compress(bytes(10**8), 9)),
+            "metadata",
+        ),
+        "png with a 100 MB iCCP profile": (
+            with_png_chunk(png, b"iCCP", b"p\x00\x00" + zlib.compress(bytes(10**8), 9)),
+            "metadata",
+        ),
     }
     for data, _ in bombs.values():
         assert len(data) < 200_000  # small on the wire
@@ -300,11 +323,13 @@ def test_16_bit_png_and_cmyk_jpeg_decode_to_the_right_pixels(lite_service: LiveS
     ok(upload(svc, encode(Image.fromarray(rgb8, "RGB"), "PNG"), "rgb8.png", key="rgb8"))
     assert only_near_identical(svc, png48, "rgb48.png") == ["rgb8"]
     # 16-bit grayscale with alpha (color type 4) and a 16-bit TIFF.
-    rows = (np.stack([gray16[y], np.full(160, 65535, np.uint16)], axis=-1).astype(">u2").tobytes()
-            for y in range(120))
+    rows = (np.stack([gray16[y], np.full(160, 65535, np.uint16)], axis=-1).astype(">u2").tobytes() for y in range(120))
     ok(upload(svc, png_from_rows(160, 120, 16, 4, rows), "gray-alpha16.png", key="ga16"))
-    ok(upload(svc, encode(Image.fromarray(gray16.astype(np.int32), "I").convert("I;16"), "TIFF"), "g.tiff",
-              key="tiff16"))
+    ok(
+        upload(
+            svc, encode(Image.fromarray(gray16.astype(np.int32), "I").convert("I;16"), "TIFF"), "g.tiff", key="tiff16"
+        )
+    )
     # CMYK JPEG (Photoshop writes these), a palette PNG with transparency, LA, and a 1-bit image.
     base = Image.open(io.BytesIO(photo(10)))
     ok(upload(svc, encode(base.convert("CMYK"), "JPEG"), "cmyk.jpg", key="cmyk"))
@@ -357,12 +382,20 @@ def test_empty_file_and_multipart_without_file(lite_service: LiveService) -> Non
         expect(svc.post(endpoint, files={"file": (None, "abc")}), 400, "'file' is required")  # a text field
         expect(svc.post(endpoint, json={"file": b64(photo(1))}), 400, "'file' is required")
         expect(post_raw(svc, endpoint, photo(1), "image/jpeg"), 400, "multipart/form-data")
-        expect(post_raw(svc, endpoint, b"--x\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nabc",
-                        "multipart/form-data"), 400, "multipart")
-        latin1 = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="caf\xe9.jpg"\r\n'
-                  b"Content-Type: image/jpeg\r\n\r\n" + photo(1) + b"\r\n--b--\r\n")
-        expect(post_raw(svc, endpoint, latin1, "multipart/form-data; boundary=b"), 400, "could not be parsed",
-               "not UTF-8")
+        expect(
+            post_raw(
+                svc, endpoint, b'--x\r\nContent-Disposition: form-data; name="file"\r\n\r\nabc', "multipart/form-data"
+            ),
+            400,
+            "multipart",
+        )
+        latin1 = (
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="caf\xe9.jpg"\r\n'
+            b"Content-Type: image/jpeg\r\n\r\n" + photo(1) + b"\r\n--b--\r\n"
+        )
+        expect(
+            post_raw(svc, endpoint, latin1, "multipart/form-data; boundary=b"), 400, "could not be parsed", "not UTF-8"
+        )
         expect(post_raw(svc, endpoint, b"", "multipart/form-data; boundary=b"), 400, "'file' is required")
         hostile_counts.tried("empty_or_missing_file", 10)
     # The same image in the right shape works, even with a UTF-8 non-ASCII file name.
@@ -377,8 +410,7 @@ def test_wrong_content_type_and_invalid_json(lite_service: LiveService) -> None:
     image = b64(photo(2, size=(64, 48)))
     # JSON labelled text/plain or form-urlencoded (`curl -d`) is still read as JSON: lenient by design.
     ok(post_raw(svc, "add/base64", json.dumps({"base64": image, "key": "plain"}), "text/plain"))
-    ok(post_raw(svc, "add/base64", json.dumps({"base64": image, "key": "curl-d"}),
-                "application/x-www-form-urlencoded"))
+    ok(post_raw(svc, "add/base64", json.dumps({"base64": image, "key": "curl-d"}), "application/x-www-form-urlencoded"))
     assert {r["key"] for r in ok(svc.post("get/key", json={"key": "plain,curl-d"}))["data"]} == {"plain", "curl-d"}
     hostile_counts.tried("wrong_content_type", 2)
     wrong_type = {
@@ -390,14 +422,24 @@ def test_wrong_content_type_and_invalid_json(lite_service: LiveService) -> None:
         for endpoint in ("add/base64", "get/key", "del/id"):
             expect(post_raw(svc, endpoint, raw, ctype), 400, "not valid JSON")
             hostile_counts.tried("wrong_content_type")
-    invalid = ['{', '{"key": }', "{'key': 'a'}", '{"key": "a",}', '{"key": "a"} trailing', '{"key": "a\\x"}',
-               '{"key": "unterminated}', "key=a&b", '\ufeff{"key": "a"', '{"key": 01}']
+    invalid = [
+        "{",
+        '{"key": }',
+        "{'key': 'a'}",
+        '{"key": "a",}',
+        '{"key": "a"} trailing',
+        '{"key": "a\\x"}',
+        '{"key": "unterminated}',
+        "key=a&b",
+        '\ufeff{"key": "a"',
+        '{"key": 01}',
+    ]
     for raw in invalid:
         for endpoint in ("get/key", "del/key", "del/id", "search/base64", "add/url", "add/path"):
             expect(post_raw(svc, endpoint, raw), 400, "not valid JSON")
             hostile_counts.tried("invalid_json")
     expect(post_raw(svc, "get/key", b'{"key": "\xff\xfe"}'), 400, "not valid JSON")  # not UTF-8
-    for raw in ('[1, 2]', '"key"', "123", "true"):
+    for raw in ("[1, 2]", '"key"', "123", "true"):
         expect(post_raw(svc, "get/key", raw), 400, "JSON object")
     expect(post_raw(svc, "get/key", "null"), 400, "JSON")
     deep = "[" * 100_000 + "]" * 100_000
@@ -435,12 +477,40 @@ def test_json_fields_of_the_wrong_type_are_400_naming_the_field(lite_service: Li
     for key in ({"a": 1}, True, 1.5, [{"a": 1}], [None], [True], [[]], ["ok", 2.5]):
         cases.append(("get/key", {"key": key}, "'key"))
         cases.append(("del/key", {"key": key}, "'key"))
-    for ident in (["a"], [1.5], [True], [None], [[1]], "1,a", -1, 0, 2**53, [2**53], "9007199254740992", {},
-                  1.0, "1.0", "0x1", ["1e3"], [-5], "", [], True, "1;2", ["x"]):
+    for ident in (
+        ["a"],
+        [1.5],
+        [True],
+        [None],
+        [[1]],
+        "1,a",
+        -1,
+        0,
+        2**53,
+        [2**53],
+        "9007199254740992",
+        {},
+        1.0,
+        "1.0",
+        "0x1",
+        ["1e3"],
+        [-5],
+        "",
+        [],
+        True,
+        "1;2",
+        ["x"],
+    ):
         cases.append(("del/id", {"id": ident}, "'id'"))
-    for field, endpoint in (("imgPath", "add/base64"), ("url", "add/url"), ("url", "search/url"),
-                            ("path", "add/path"), ("path", "search/path"), ("base64", "add/base64"),
-                            ("base64", "search/base64")):
+    for field, endpoint in (
+        ("imgPath", "add/base64"),
+        ("url", "add/url"),
+        ("url", "search/url"),
+        ("path", "add/path"),
+        ("path", "search/path"),
+        ("base64", "add/base64"),
+        ("base64", "search/base64"),
+    ):
         for value in (123, ["x"], {"x": "y"}, True, 1.5):
             body = {"base64": image, field: value} if field == "imgPath" else {field: value}
             cases.append((endpoint, body, f"'{field}'"))
@@ -456,8 +526,20 @@ def test_json_fields_of_the_wrong_type_are_400_naming_the_field(lite_service: Li
 
 
 # --- 6. keys: unicode, long, NUL and control characters -----------------------------------------
-UNICODE_KEYS = ["商品-😀", "Ωmega-ß", "caf\u00e9", "cafe\u0301", "مرحبا", "👨\u200d👩\u200d👧", "ｆｕｌｌ", "a\u00a0b",
-                "\u202eevil", "x" * 512, "😀" * 512, "𝕏" * 300 + "é" * 212]
+UNICODE_KEYS = [
+    "商品-😀",
+    "Ωmega-ß",
+    "caf\u00e9",
+    "cafe\u0301",
+    "مرحبا",
+    "👨\u200d👩\u200d👧",
+    "ｆｕｌｌ",
+    "a\u00a0b",
+    "\u202eevil",
+    "x" * 512,
+    "😀" * 512,
+    "𝕏" * 300 + "é" * 212,
+]
 
 
 def test_unicode_and_long_keys(lite_service: LiveService) -> None:
@@ -499,18 +581,20 @@ def test_nul_bytes_and_control_characters_in_fields(lite_service: LiveService) -
         expect(svc.post("add/base64", json={"base64": image, "key": key}), 400, "'key'")
         expect(svc.post("get/key", json={"key": [key]}), 400, "'key")
         expect(svc.post("del/key", json={"key": key}), 400, "'key'")
-        expect(svc.post("add/file", files={"file": ("a.jpg", photo(15, size=(64, 48)))}, data={"key": key}), 400,
-               "'key'")
+        expect(
+            svc.post("add/file", files={"file": ("a.jpg", photo(15, size=(64, 48)))}, data={"key": key}), 400, "'key'"
+        )
         hostile_counts.tried("nul_and_control_chars", 4)
     for endpoint, body, field in (
-            ("add/base64", {"base64": image, "imgPath": "/x\x00.jpg"}, "'imgPath'"),
-            ("add/url", {"url": "http://127.0.0.1/a\x00.jpg"}, "'url'"),
-            ("search/url", {"url": "http://127.0.0.1/\x00"}, "'url'"),
-            ("add/path", {"path": "a\x00.jpg"}, "'path'"),
-            ("search/path", {"path": "\x00"}, "'path'"),
-            ("add/base64", {"base64": image[:40] + "\x00" + image[40:]}, "'base64'"),
-            ("del/id", {"id": "1\x002"}, "'id'"),
-            ("search/base64", {"base64": image, "limit": "1\x00"}, "'limit'")):
+        ("add/base64", {"base64": image, "imgPath": "/x\x00.jpg"}, "'imgPath'"),
+        ("add/url", {"url": "http://127.0.0.1/a\x00.jpg"}, "'url'"),
+        ("search/url", {"url": "http://127.0.0.1/\x00"}, "'url'"),
+        ("add/path", {"path": "a\x00.jpg"}, "'path'"),
+        ("search/path", {"path": "\x00"}, "'path'"),
+        ("add/base64", {"base64": image[:40] + "\x00" + image[40:]}, "'base64'"),
+        ("del/id", {"id": "1\x002"}, "'id'"),
+        ("search/base64", {"base64": image, "limit": "1\x00"}, "'limit'"),
+    ):
         expect(svc.post(endpoint, json=body), 400, field)
         hostile_counts.tried("nul_and_control_chars")
     assert svc.count() == 0
@@ -521,8 +605,17 @@ def test_nul_bytes_and_control_characters_in_fields(lite_service: LiveService) -
 def test_base64_invalid_non_image_and_over_the_cap(start_service: Callable[..., LiveService]) -> None:
     svc = start_service(max_image_bytes=20_000)
     small = photo(16, size=(64, 48))
-    for value in ("!!!!", "a", "abc$def", "ÿÿÿÿ", "====", "aGk=aGk=" + "=" * 7, "data:image/png;base64,@@@",
-                  "a-b_c+d/e", "\u0660\u0661\u0662\u0663"):
+    for value in (
+        "!!!!",
+        "a",
+        "abc$def",
+        "ÿÿÿÿ",
+        "====",
+        "aGk=aGk=" + "=" * 7,
+        "data:image/png;base64,@@@",
+        "a-b_c+d/e",
+        "\u0660\u0661\u0662\u0663",
+    ):
         for endpoint in ("add/base64", "search/base64"):
             expect(svc.post(endpoint, json={"base64": value}), 400, "'base64'", "not valid base64")
             hostile_counts.tried("base64")
@@ -545,9 +638,13 @@ def test_base64_invalid_non_image_and_over_the_cap(start_service: Callable[..., 
     hostile_counts.tried("base64", 5)
     # The accepted spellings of a small image: standard, URL-safe, unpadded, wrapped, data URL.
     standard = b64(small)
-    spellings = [standard, base64.urlsafe_b64encode(small).decode().rstrip("="),
-                 "\n".join(standard[i:i + 76] for i in range(0, len(standard), 76)),
-                 "data:image/jpeg;base64," + standard, "  " + standard + "\r\n"]
+    spellings = [
+        standard,
+        base64.urlsafe_b64encode(small).decode().rstrip("="),
+        "\n".join(standard[i : i + 76] for i in range(0, len(standard), 76)),
+        "data:image/jpeg;base64," + standard,
+        "  " + standard + "\r\n",
+    ]
     for spelling in spellings:
         ok(svc.post("add/base64", json={"base64": spelling, "key": "same"}))
     assert svc.count() == 1  # one image, one key: every spelling decoded to the same bytes
@@ -556,10 +653,43 @@ def test_base64_invalid_non_image_and_over_the_cap(start_service: Callable[..., 
 
 # --- 8. filter-expression injection through keys (Milvus Lite and the server) -------------------
 INJECTION_KEYS = [
-    '"', "'", '\\', '\\\\', '\\"', '"\\', 'x\\', '" or 1==1 or key == "', "' or 1==1 --", '" or 1==1',
-    'key in ["x"]', 'x" || key != "', '") or (id > 0', 'a"] or key in ["b', '%', '_', '*', 'x%', "like",
-    'key like "%"', '\\u0022', '\\n', '${key}', 'id > 0', '"" == ""', "'; drop collection image_sim; --",
-    'ok"key', 'ok\\"key', '\\\\"', '"]', "[", "]", "(", ",", "x,y", "true", "null",
+    '"',
+    "'",
+    "\\",
+    "\\\\",
+    '\\"',
+    '"\\',
+    "x\\",
+    '" or 1==1 or key == "',
+    "' or 1==1 --",
+    '" or 1==1',
+    'key in ["x"]',
+    'x" || key != "',
+    '") or (id > 0',
+    'a"] or key in ["b',
+    "%",
+    "_",
+    "*",
+    "x%",
+    "like",
+    'key like "%"',
+    "\\u0022",
+    "\\n",
+    "${key}",
+    "id > 0",
+    '"" == ""',
+    "'; drop collection image_sim; --",
+    'ok"key',
+    'ok\\"key',
+    '\\\\"',
+    '"]',
+    "[",
+    "]",
+    "(",
+    ",",
+    "x,y",
+    "true",
+    "null",
 ]
 
 
@@ -598,8 +728,28 @@ def test_filter_injection_keys_are_plain_strings(service: LiveService) -> None:
 
 # --- 9. thumbnails and request ids --------------------------------------------------------------
 # Path segments that are not record ids: 400 naming the value; nothing is looked up.
-NOT_IDS = ["0", "-1", "abc", "1.5", "1e3", "9" * 17, str(2**53), "0x10", "%00", "%0a1", "1%00", "%C3%BF",
-           "NaN", "true", "null", "[1]", "1,2", "%2e%2e", "'1'", "1;drop"]
+NOT_IDS = [
+    "0",
+    "-1",
+    "abc",
+    "1.5",
+    "1e3",
+    "9" * 17,
+    str(2**53),
+    "0x10",
+    "%00",
+    "%0a1",
+    "1%00",
+    "%C3%BF",
+    "NaN",
+    "true",
+    "null",
+    "[1]",
+    "1,2",
+    "%2e%2e",
+    "'1'",
+    "1;drop",
+]
 
 
 def test_thumb_endpoint_refuses_what_is_not_an_id(start_service: Callable[..., LiveService]) -> None:
@@ -627,8 +777,9 @@ def raw_get(svc: LiveService, header_value: bytes) -> tuple[bytes, dict[bytes, b
     """GET /health with an X-Request-Id header of these exact bytes; the status line and the headers of the answer."""
     port = int(svc.base_url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Request-Id: " + header_value
-                     + b"\r\nConnection: close\r\n\r\n")
+        sock.sendall(
+            b"GET /health HTTP/1.1\r\nHost: x\r\nX-Request-Id: " + header_value + b"\r\nConnection: close\r\n\r\n"
+        )
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk
@@ -640,8 +791,19 @@ def test_request_ids_overlong_or_with_control_characters_are_replaced(lite_servi
     """The caller's X-Request-Id is echoed only when short and plain; anything else gets a fresh id, and a header
     that smuggles a line break cannot add a header to the answer."""
     fresh = re.compile(rb"[0-9a-f]{32}")
-    for value in (b"a" * 65, b"a" * 8000, b"tab\there", b"\xff\xfe", "ünï".encode(), b"sp ace", b"-lead",
-                  b"a/b", b"<script>", b"id%0d%0aX-Evil:1", b"{\"json\":1}"):
+    for value in (
+        b"a" * 65,
+        b"a" * 8000,
+        b"tab\there",
+        b"\xff\xfe",
+        "ünï".encode(),
+        b"sp ace",
+        b"-lead",
+        b"a/b",
+        b"<script>",
+        b"id%0d%0aX-Evil:1",
+        b'{"json":1}',
+    ):
         status, headers = raw_get(lite_service, value)
         assert status.endswith(b"200 OK") and fresh.fullmatch(headers[b"x-request-id"]), (value, headers)
         hostile_counts.tried("request_ids")
@@ -669,23 +831,63 @@ def test_hostile_values_of_the_tenancy_fields_are_400_naming_the_field(lite_serv
     for ns in ("-x", ".x", "a b", "a/b", "../etc", "*", "x" * 65, "ns\x00", "é", 5, True, ["a"], {"a": 1}, "a\nb"):
         cases.append(("count", {"namespace": ns}, "'namespace'"))
         cases.append(("add/base64", {"base64": image, "namespace": ns}, "'namespace'"))
-    for attrs in ("a=1", "{", DEEP, "[1]", '{"a": NaN}', [1], 5, {"a": {"b": 1}}, {"": 1}, {"1a": 1}, {"a]": 1},
-                  {"a": [1]}, {"a": 2**60}, {"a": "x" * 2000}, {f"k{i}": i for i in range(33)},
-                  {"a": ["x"] * 65}, {"a": "\ud800"}, {"a": None}):
+    for attrs in (
+        "a=1",
+        "{",
+        DEEP,
+        "[1]",
+        '{"a": NaN}',
+        [1],
+        5,
+        {"a": {"b": 1}},
+        {"": 1},
+        {"1a": 1},
+        {"a]": 1},
+        {"a": [1]},
+        {"a": 2**60},
+        {"a": "x" * 2000},
+        {f"k{i}": i for i in range(33)},
+        {"a": ["x"] * 65},
+        {"a": "\ud800"},
+        {"a": None},
+    ):
         cases.append(("add/base64", {"base64": image, "attrs": attrs}, "'attrs'"))
-    for bad in ('category == "shoes"', 'key != ""', "id > 0", "{", DEEP, "[]", "5", ["a"], 7, True,
-                {"a": []}, {"a": {}}, {"a": {"ne": 1}}, {"a": {"gt": [1]}}, {"a": {"gt": 1, "lt": "z"}},
-                {"a": [[1]]}, {"a": [{"b": 1}]}, {"a": None}, {"a b": 1}, {'a"]': 1},
-                {"a": 10**30}, {"a": list(range(65))}, {f"k{i}": 1 for i in range(17)}, {"a": "\ud800"},
-                {f"k{i}": list(range(60)) for i in range(5)}):
+    for bad in (
+        'category == "shoes"',
+        'key != ""',
+        "id > 0",
+        "{",
+        DEEP,
+        "[]",
+        "5",
+        ["a"],
+        7,
+        True,
+        {"a": []},
+        {"a": {}},
+        {"a": {"ne": 1}},
+        {"a": {"gt": [1]}},
+        {"a": {"gt": 1, "lt": "z"}},
+        {"a": [[1]]},
+        {"a": [{"b": 1}]},
+        {"a": None},
+        {"a b": 1},
+        {'a"]': 1},
+        {"a": 10**30},
+        {"a": list(range(65))},
+        {f"k{i}": 1 for i in range(17)},
+        {"a": "\ud800"},
+        {f"k{i}": list(range(60)) for i in range(5)},
+    ):
         cases.append(("search/base64", {"base64": image, "filter": bad}, "'filter'"))
     for field, endpoint, values in (
-            ("group_by_key", "search/base64", ("yes", 1, 0, [], "TRUE1")),
-            ("on_duplicate", "add/base64", ("ignore", "", 1, ["skip"], "SKIP ")),
-            ("after_id", "list", (-1, "x", 1.5, 2**53, [1])),
-            ("limit", "list", (0, 1001, "x")),
-            ("id", "search/id", (None, "", "x", 0, -1, 2**53, [1], 1.5, True)),
-            ("include_self", "search/id", ("no", 2))):
+        ("group_by_key", "search/base64", ("yes", 1, 0, [], "TRUE1")),
+        ("on_duplicate", "add/base64", ("ignore", "", 1, ["skip"], "SKIP ")),
+        ("after_id", "list", (-1, "x", 1.5, 2**53, [1])),
+        ("limit", "list", (0, 1001, "x")),
+        ("id", "search/id", (None, "", "x", 0, -1, 2**53, [1], 1.5, True)),
+        ("include_self", "search/id", ("no", 2)),
+    ):
         for value in values:
             body = {"base64": image} if endpoint.endswith("base64") else {}
             if endpoint == "search/id" and field != "id":
@@ -702,20 +904,39 @@ def test_hostile_values_of_the_tenancy_fields_are_400_naming_the_field(lite_serv
     for endpoint, body, field in cases:
         expect(svc.post(endpoint, json=body), 400, field)
         hostile_counts.tried("tenancy_fields")
-    for raw, field in (('"attrs": {"a": Infinity}', "'attrs'"), ('"attrs": {"a": NaN}', "'attrs'"),
-                       ('"filter": {"a": NaN}', "'filter'"), ('"filter": {"a": {"gt": -Infinity}}', "'filter'")):
+    for raw, field in (
+        ('"attrs": {"a": Infinity}', "'attrs'"),
+        ('"attrs": {"a": NaN}', "'attrs'"),
+        ('"filter": {"a": NaN}', "'filter'"),
+        ('"filter": {"a": {"gt": -Infinity}}', "'filter'"),
+    ):
         endpoint = "add/base64" if "attrs" in raw else "search/base64"
         expect(post_raw(svc, endpoint, '{"base64": "%s", %s}' % (image, raw)), 400, field, "finite")
         hostile_counts.tried("tenancy_fields")
     # In forms the same fields are text: JSON text for attrs and filter, true/false for booleans.
-    for data, field in (({"attrs": "{bad"}, "'attrs'"), ({"attrs": '"text"'}, "'attrs'"),
-                        ({"filter": "key == 'x'"}, "'filter'"), ({"group_by_key": "maybe"}, "'group_by_key'")):
+    for data, field in (
+        ({"attrs": "{bad"}, "'attrs'"),
+        ({"attrs": '"text"'}, "'attrs'"),
+        ({"filter": "key == 'x'"}, "'filter'"),
+        ({"group_by_key": "maybe"}, "'group_by_key'"),
+    ):
         endpoint = "add/file" if "attrs" in data else "search/file"
         expect(svc.post(endpoint, files={"file": ("a.jpg", photo(18, size=(64, 48)))}, data=data), 400, field)
         hostile_counts.tried("tenancy_fields")
     # Items that are wrong one by one: the request is fine (200), each item answers as a single add would.
-    weird = [None, 5, "x", [], {}, {"base64": image, "url": "http://127.0.0.1/"}, {"base64": image, "attrs": "{"},
-             {"base64": image, "key": "\x00"}, {"path": 5}, {"url": ["x"]}, {"base64": image, "imgPath": 7}]
+    weird = [
+        None,
+        5,
+        "x",
+        [],
+        {},
+        {"base64": image, "url": "http://127.0.0.1/"},
+        {"base64": image, "attrs": "{"},
+        {"base64": image, "key": "\x00"},
+        {"path": 5},
+        {"url": ["x"]},
+        {"base64": image, "imgPath": 7},
+    ]
     results = ok(svc.post("add/batch", json={"items": weird}))["data"]
     assert [r["code"] for r in results] == [400] * len(weird) and all(r["msg"] for r in results)
     hostile_counts.tried("tenancy_fields", len(weird))
@@ -728,15 +949,18 @@ def test_filter_values_that_look_like_milvus_syntax_stay_values(service: LiveSer
     svc = service
     # Distinct pictures: Milvus Lite's HNSW graph over many identical vectors can leave some of them
     # unreachable to a filtered search (a recall matter, not a quoting one).
-    items = [{"base64": b64(photo(1900 + i, size=(64, 48))), "key": f"inj-{i}",
-              "attrs": {"v": value, "tags": [value, "x"]}} for i, value in enumerate(INJECTION_KEYS)]
+    items = [
+        {"base64": b64(photo(1900 + i, size=(64, 48))), "key": f"inj-{i}", "attrs": {"v": value, "tags": [value, "x"]}}
+        for i, value in enumerate(INJECTION_KEYS)
+    ]
     results = ok(svc.post("add/batch", json={"items": items}))["data"]
     assert all(r["code"] == 200 and r["created"] for r in results), results
     anchor = results[0]["id"]
     for i, value in enumerate(INJECTION_KEYS):
         for condition in ({"v": value}, {"tags": value}, {"v": [value, "never"]}, {"v": {"gte": value, "lte": value}}):
-            hits = ok(svc.post("search/id", json={"id": anchor, "include_self": True, "limit": 100,
-                                                   "filter": condition}))["data"]
+            hits = ok(
+                svc.post("search/id", json={"id": anchor, "include_self": True, "limit": 100, "filter": condition})
+            )["data"]
             assert [h["key"] for h in hits] == [f"inj-{i}"], (value, condition, hits)
             hostile_counts.tried("filter_injection_values")
     assert ok(svc.post("search/id", json={"id": anchor, "filter": {"v": '" or 1==1 or "x'}}))["data"] == []

@@ -40,9 +40,10 @@ def _search_finds(svc: ServeProcess, image: bytes) -> None:
 @pytest.mark.slow
 def test_an_idle_service_keeps_its_milvus_connection(tmp_path: Path, milvus_server: str) -> None:
     targets = {"lite": None, "server": milvus_server}
-    services = {name: ServeProcess(tmp_path / name, uri or str(tmp_path / name / "milvus.db"), name,
-                                   MILVUS_COLLECTION="idle")
-                for name, uri in targets.items()}
+    services = {
+        name: ServeProcess(tmp_path / name, uri or str(tmp_path / name / "milvus.db"), name, MILVUS_COLLECTION="idle")
+        for name, uri in targets.items()
+    }
     image = photo(31)
     try:
         before = {}
@@ -58,8 +59,9 @@ def test_an_idle_service_keeps_its_milvus_connection(tmp_path: Path, milvus_serv
             log = svc.log_text()
             assert "GOAWAY" not in log and "too_many_pings" not in log, f"{name}:\n{svc.log_tail()}"
             assert "a Milvus call failed" not in log, f"{name}: a call was retried:\n{svc.log_tail()}"
-            assert connected_ports(svc.pid, _milvus_port(svc, targets[name])) == before[name], \
+            assert connected_ports(svc.pid, _milvus_port(svc, targets[name])) == before[name], (
                 f"{name}: the service reconnected to Milvus while idle"
+            )
     finally:
         for svc in services.values():
             svc.stop()

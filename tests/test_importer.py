@@ -15,10 +15,21 @@ from tests.conftest import ROOT, LiveService, make_settings, photo
 
 
 def run_import(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MODEL_WEIGHTS": "random", "MILVUS_URI": str(tmp / "milvus.db"),
-           "MILVUS_COLLECTION": "imported", "THUMB_DIR": str(tmp / "thumbs")}
-    return subprocess.run([sys.executable, "main.py", "import", *args, "--no-progress"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "MODEL_WEIGHTS": "random",
+        "MILVUS_URI": str(tmp / "milvus.db"),
+        "MILVUS_COLLECTION": "imported",
+        "THUMB_DIR": str(tmp / "thumbs"),
+    }
+    return subprocess.run(
+        [sys.executable, "main.py", "import", *args, "--no-progress"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_import_moves_stores_and_reruns_without_duplicates(tmp_path: Path) -> None:
@@ -96,7 +107,9 @@ def test_import_into_a_namespace_stays_in_it(tmp_path: Path) -> None:
     store = VectorStore(make_settings(tmp_path, milvus_collection="imported"), 2048)
     for namespace in ("shop-a", "shop-b"):
         assert [r["key"] for r in store.get_keys(store.scope(namespace), ["SKU-1", "SKU-2"])] == ["SKU-1", "SKU-2"]
-    assert store.get_keys(store.scope(), ["SKU-1", "SKU-2"]) == [] and store.count(store.scope()) == 0  # the default namespace holds none
+    assert (
+        store.get_keys(store.scope(), ["SKU-1", "SKU-2"]) == [] and store.count(store.scope()) == 0
+    )  # the default namespace holds none
     store.close()
 
 

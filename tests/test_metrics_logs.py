@@ -25,8 +25,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from conf.errors import NotReady
 from model.embedder import DIM
 from service.api.telemetry import REQUEST_ID_HEADER, endpoint_label, install_request_hooks
-from service.logs import (ACCESS_LOGGER, JsonFormatter, RequestContextFilter, configure_logging, current_request_id,
-                          note_request, request_id_from, scrub)
+from service.logs import (
+    ACCESS_LOGGER,
+    JsonFormatter,
+    RequestContextFilter,
+    configure_logging,
+    current_request_id,
+    note_request,
+    request_id_from,
+    scrub,
+)
 from service.metrics import Metrics
 from service.runtime import import_hooks
 from service.store.records import VectorStore
@@ -73,11 +81,17 @@ def test_metrics_count_real_requests(start_service: Callable[..., LiveService]) 
     after = scrape(live)
 
     total = "imgsim_http_requests_total"
-    for endpoint, status, moved in [("/api/image/sim/add/file", "200", 1), ("/api/image/sim/search/file", "200", 1),
-                                    ("/api/image/sim/count", "200", 2), ("/api/image/sim/search/file", "401", 1),
-                                    ("unmatched", "404", 1), ("/metrics", "401", 0)]:
-        delta = value(after, total, endpoint=endpoint, status=status) - value(before, total, endpoint=endpoint,
-                                                                              status=status)
+    for endpoint, status, moved in [
+        ("/api/image/sim/add/file", "200", 1),
+        ("/api/image/sim/search/file", "200", 1),
+        ("/api/image/sim/count", "200", 2),
+        ("/api/image/sim/search/file", "401", 1),
+        ("unmatched", "404", 1),
+        ("/metrics", "401", 0),
+    ]:
+        delta = value(after, total, endpoint=endpoint, status=status) - value(
+            before, total, endpoint=endpoint, status=status
+        )
         assert delta == moved, (endpoint, status, delta)
     assert value(after, total, endpoint="/metrics", status="401") == 1  # the unauthenticated scrape above
     latency = "imgsim_http_request_duration_seconds_count"
@@ -116,8 +130,11 @@ def tokens_file(tmp_path: Path) -> Path:
 def test_metrics_need_an_admin_token(start_service: Callable[..., LiveService], tokens_file: Path) -> None:
     """The metrics count every namespace: a namespace-bound token gets 403 saying what is needed, an admin 200."""
     live = start_service(tokens_file=tokens_file)
-    other = live.post("add/base64", headers={"token": ADMIN_TOKEN},
-                      json={"base64": base64.b64encode(photo(5)).decode(), "key": "k", "namespace": "shop-2"})
+    other = live.post(
+        "add/base64",
+        headers={"token": ADMIN_TOKEN},
+        json={"base64": base64.b64encode(photo(5)).decode(), "key": "k", "namespace": "shop-2"},
+    )
     assert other.status_code == 200, other.text
     for token in (SHOP_READ, SHOP_WRITE):
         for auth in ({"token": token}, {"Authorization": f"Bearer {token}"}):
@@ -136,8 +153,9 @@ def test_metrics_need_an_admin_token(start_service: Callable[..., LiveService], 
     assert value(scrape(live, headers={"token": ADMIN_TOKEN}), "imgsim_records_stored") == 1
 
 
-def test_metrics_public_opens_metrics_to_every_caller(start_service: Callable[..., LiveService],
-                                                     tokens_file: Path) -> None:
+def test_metrics_public_opens_metrics_to_every_caller(
+    start_service: Callable[..., LiveService], tokens_file: Path
+) -> None:
     """METRICS_PUBLIC=true: no token and a namespace-bound token both scrape; the API keeps its checks."""
     live = start_service(tokens_file=tokens_file, metrics_public=True)
     for headers in ({}, {"token": SHOP_READ}, {"token": ADMIN_TOKEN}):
@@ -184,8 +202,9 @@ def test_import_reports_batches_and_progress(start_service: Callable[..., LiveSe
         seen.append(value(scrape(live), "imgsim_imports_in_progress"))
 
     watching = ImportHooks(started=wired.started, finished=wired.finished, batch=batch)
-    summary = Importer(live.runtime.settings, live.runtime.embedder, live.runtime.store, batch_size=2,
-                       hooks=watching).run(folder, progress=False)
+    summary = Importer(
+        live.runtime.settings, live.runtime.embedder, live.runtime.store, batch_size=2, hooks=watching
+    ).run(folder, progress=False)
     assert summary.imported == 3
     after = scrape(live)
     assert seen == [1, 1] and value(after, "imgsim_imports_in_progress") == 0
@@ -234,15 +253,17 @@ def test_metrics_registries_are_separate_and_a_failing_count_is_nan() -> None:
 
 def test_endpoint_label_is_bounded() -> None:
     """`any()` arguments keep their value, other arguments stay placeholders, unmatched paths are one label."""
-    assert endpoint_label("/api/image/sim/search/<any(file, url, path, base64):kind>", {"kind": "url"}) \
+    assert (
+        endpoint_label("/api/image/sim/search/<any(file, url, path, base64):kind>", {"kind": "url"})
         == "/api/image/sim/search/url"
-    assert endpoint_label("/api/image/sim/thumb/<record_id>", {"record_id": "42"}) \
-        == "/api/image/sim/thumb/<record_id>"
+    )
+    assert endpoint_label("/api/image/sim/thumb/<record_id>", {"record_id": "42"}) == "/api/image/sim/thumb/<record_id>"
     assert endpoint_label("/console/static/<name>", {"name": "x.js"}) == "/console/static/<name>"
     assert endpoint_label(None, None) == "unmatched"
 
 
 # ----------------------------------------------------------------------------------------- logs
+
 
 class Lines(logging.Handler):
     """Collects formatted lines (JSON) from the loggers it is attached to."""
@@ -278,8 +299,11 @@ def test_request_ids_and_json_access_lines(start_service: Callable[..., LiveServ
     no line holds the token or the image."""
     live = start_service(token=TOKEN)
     image = photo(5)
-    added = live.post("add/base64", json={"base64": base64.b64encode(image).decode(), "key": "k"},
-                      headers={"token": TOKEN, REQUEST_ID_HEADER: "trace-42.a:b"})
+    added = live.post(
+        "add/base64",
+        json={"base64": base64.b64encode(image).decode(), "key": "k"},
+        headers={"token": TOKEN, REQUEST_ID_HEADER: "trace-42.a:b"},
+    )
     assert added.status_code == 200 and added.headers[REQUEST_ID_HEADER] == "trace-42.a:b"
     for hostile in ["x" * 65, "has space", "-leading-dash", "tab\there", "ünï"]:
         answer = live.get("api/image/sim/count", headers={"token": TOKEN, REQUEST_ID_HEADER: hostile})
@@ -304,8 +328,9 @@ def test_request_ids_and_json_access_lines(start_service: Callable[..., LiveServ
     assert TOKEN not in text and base64.b64encode(image).decode()[:40] not in text
 
 
-def test_500_reference_is_the_request_id(start_service: Callable[..., LiveService], all_lines: Lines,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_500_reference_is_the_request_id(
+    start_service: Callable[..., LiveService], all_lines: Lines, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A bug answers 500 whose reference is the request id; the log line with the traceback has the same id."""
     live = start_service(token=TOKEN)
 

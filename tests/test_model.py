@@ -61,8 +61,9 @@ def test_gem_pooling_and_a_local_weights_file(tmp_path: Path, embedder: Embedder
     donor = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(224, 224, 3))
     path = tmp_path / "resnet50_notop.weights.h5"
     donor.save_weights(path)
-    settings = make_settings(tmp_path, model_weights=str(path), model_pooling=Pooling.GEM,
-                             model_cache_dir=tmp_path / "cache")
+    settings = make_settings(
+        tmp_path, model_weights=str(path), model_pooling=Pooling.GEM, model_cache_dir=tmp_path / "cache"
+    )
     first, second = load_embedder(settings), load_embedder(settings)  # the second reuses the converted model
     x = batch(5, 6)
     a, b = first.embed(x), second.embed(x)
@@ -83,10 +84,15 @@ def test_missing_weights_fail_with_advice(tmp_path: Path) -> None:
 
 
 def test_service_refuses_to_start_without_weights_and_says_how(tmp_path: Path) -> None:
-    env = {**os.environ, "MODEL_WEIGHTS": str(tmp_path / "missing.h5"), "MILVUS_URI": str(tmp_path / "m.db"),
-           "API_PORT": "7999"}
-    result = subprocess.run([sys.executable, "main.py", "serve"], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=300)
+    env = {
+        **os.environ,
+        "MODEL_WEIGHTS": str(tmp_path / "missing.h5"),
+        "MILVUS_URI": str(tmp_path / "m.db"),
+        "API_PORT": "7999",
+    }
+    result = subprocess.run(
+        [sys.executable, "main.py", "serve"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 2
     assert "cannot start" in result.stderr and "no such file" in result.stderr
     assert "RANDOM weights" not in result.stderr  # never a silent fallback to random weights

@@ -108,8 +108,15 @@ def test_each_operation_documents_one_request_content_type() -> None:
 
 
 def test_the_limits_shown_are_the_servers_settings() -> None:
-    doc = generated_document(Settings(_env_file=None, max_limit=7, max_key_length=9, max_batch_keys=11,  # type: ignore[call-arg]
-                                      max_batch_items=13))
+    doc = generated_document(
+        Settings(
+            _env_file=None,
+            max_limit=7,
+            max_key_length=9,
+            max_batch_keys=11,  # type: ignore[call-arg]
+            max_batch_items=13,
+        )
+    )
     validate(doc)
     schemas = doc["components"]["schemas"]
     assert schemas["SearchUrlBody"]["properties"]["limit"]["maximum"] == 7
@@ -173,8 +180,9 @@ def no_internet(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return refused
 
 
-def test_schemathesis_fuzz_finds_no_500_and_only_documented_answers(start_service: Callable[..., LiveService],
-                                                                    no_internet: list[str]) -> None:
+def test_schemathesis_fuzz_finds_no_500_and_only_documented_answers(
+    start_service: Callable[..., LiveService], no_internet: list[str]
+) -> None:
     svc = start_service(token=TOKEN, url_connect_timeout=1, url_read_timeout=1, url_total_timeout=2)
     served = svc.get("openapi.json", headers={"token": TOKEN}).json()
     assert served == DOC
@@ -193,8 +201,14 @@ def test_schemathesis_fuzz_finds_no_500_and_only_documented_answers(start_servic
             if time.monotonic() > deadline:
                 break
 
-            @settings(max_examples=examples, deadline=None, database=None, derandomize=False,
-                      phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=examples,
+                deadline=None,
+                database=None,
+                derandomize=False,
+                phases=[Phase.explicit, Phase.generate],
+                suppress_health_check=list(HealthCheck),
+            )
             @given(case=operation.as_strategy(generation_mode=mode))
             def run(case: schemathesis.Case) -> None:
                 if time.monotonic() > deadline:
@@ -207,8 +221,10 @@ def test_schemathesis_fuzz_finds_no_500_and_only_documented_answers(start_servic
             except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - collect every finding, then fail once
                 failures.append(f"{operation.label} [{mode.value}]: {str(exc)[:3000]}")
     hostile_counts.tried("schemathesis_fuzz_requests", calls["n"])
-    print(f"schemathesis sent {calls['n']} requests to {len(operations)} operations; refused outbound: "
-          f"{sorted(set(no_internet))[:20]}")
+    print(
+        f"schemathesis sent {calls['n']} requests to {len(operations)} operations; refused outbound: "
+        f"{sorted(set(no_internet))[:20]}"
+    )
     assert not failures, "\n\n".join(failures)
     assert calls["n"] >= len(operations) * 10, calls  # the fuzz really ran
     assert svc.get("health").status_code == 200

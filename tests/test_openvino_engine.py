@@ -45,14 +45,18 @@ def structured_images(seeds: range, size: int = SIZE) -> np.ndarray:
     pictures = []
     for seed in seeds:
         rng = np.random.default_rng(seed)
-        channels = [127 + 120 * np.sin(xx * rng.uniform(0.005, 0.05) + yy * rng.uniform(0.005, 0.05)
-                                       + rng.uniform(0, 6.28)) for _ in range(3)]
+        channels = [
+            127 + 120 * np.sin(xx * rng.uniform(0.005, 0.05) + yy * rng.uniform(0.005, 0.05) + rng.uniform(0, 6.28))
+            for _ in range(3)
+        ]
         picture = np.stack(channels, axis=-1)
         for _ in range(3):
             x0, y0 = rng.integers(0, size - 40, 2)
-            picture[y0:y0 + rng.integers(20, size // 2), x0:x0 + rng.integers(20, size // 2)] = rng.integers(0, 255, 3)
+            picture[y0 : y0 + rng.integers(20, size // 2), x0 : x0 + rng.integers(20, size // 2)] = rng.integers(
+                0, 255, 3
+            )
         cx, cy, radius = rng.integers(40, size - 40, 2).tolist() + [int(rng.integers(10, 40))]
-        picture[(xx - cx) ** 2 + (yy - cy) ** 2 < radius ** 2] = rng.integers(0, 255, 3)
+        picture[(xx - cx) ** 2 + (yy - cy) ** 2 < radius**2] = rng.integers(0, 255, 3)
         pictures.append(picture)
     return preprocess_input(np.stack(pictures).astype(np.float32))
 
@@ -110,16 +114,18 @@ def test_engines_satisfy_the_protocol(fp32: OpenVinoEngine, tf_engine: TensorFlo
     assert fp32.converted and fp32.cache_status == "missing"
 
 
-def test_openvino_fp32_agrees_with_tensorflow(fp32: OpenVinoEngine, tf_engine: TensorFlowEngine,
-                                             images: np.ndarray) -> None:
+def test_openvino_fp32_agrees_with_tensorflow(
+    fp32: OpenVinoEngine, tf_engine: TensorFlowEngine, images: np.ndarray
+) -> None:
     ours, theirs = fp32.predict(images), tf_engine.predict(images)
     assert ours.shape == theirs.shape == (len(images), 2048) and ours.dtype == np.float32
     assert cosines(ours, theirs).min() > 0.9999
 
 
 @pytest.mark.parametrize("engine_name", ["fp32", "tf_engine"])
-def test_same_image_gives_the_same_vector_twice(engine_name: str, request: pytest.FixtureRequest,
-                                               images: np.ndarray) -> None:
+def test_same_image_gives_the_same_vector_twice(
+    engine_name: str, request: pytest.FixtureRequest, images: np.ndarray
+) -> None:
     engine = request.getfixturevalue(engine_name)
     first, second = engine.predict(images[:3]), engine.predict(images[:3])
     np.testing.assert_array_equal(first, second)
@@ -134,8 +140,9 @@ def test_rejects_a_batch_of_the_wrong_shape(fp32: OpenVinoEngine) -> None:
     assert fp32.predict(np.zeros((0, SIZE, SIZE, 3), np.float32)).shape == (0, 2048)
 
 
-def test_cache_is_reused_on_a_second_construction(fp32: OpenVinoEngine, module_cache: Path, images: np.ndarray,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_cache_is_reused_on_a_second_construction(
+    fp32: OpenVinoEngine, module_cache: Path, images: np.ndarray, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger=LOGGER)
 
     def no_conversion() -> Any:
@@ -155,9 +162,14 @@ def test_cache_stores_fp32_weights(fp32: OpenVinoEngine) -> None:
 
 
 @pytest.mark.parametrize("damage", ["flip_bin_byte", "truncate_manifest", "delete_xml"])
-def test_corrupt_cache_is_rebuilt_not_used(damage: str, warm_cache: Path, factory: Callable[[], Any],
-                                           images: np.ndarray, fp32: OpenVinoEngine,
-                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_corrupt_cache_is_rebuilt_not_used(
+    damage: str,
+    warm_cache: Path,
+    factory: Callable[[], Any],
+    images: np.ndarray,
+    fp32: OpenVinoEngine,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     slot = cache_slot(warm_cache, full_cache_key(KEY, "fp32", SIZE))
     if damage == "flip_bin_byte":
         with open(slot / BIN, "r+b") as handle:  # same size, one weight changed
@@ -177,8 +189,9 @@ def test_corrupt_cache_is_rebuilt_not_used(damage: str, warm_cache: Path, factor
     assert not OpenVinoEngine(factory, cache_dir=warm_cache, cache_key=KEY, threads=2).converted  # healed
 
 
-def test_stale_cache_is_rebuilt_when_the_key_changes(warm_cache: Path, factory: Callable[[], Any],
-                                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_stale_cache_is_rebuilt_when_the_key_changes(
+    warm_cache: Path, factory: Callable[[], Any], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger=LOGGER)
     other = {**KEY, "weights": "sha256:0123"}
     rebuilt = OpenVinoEngine(factory, cache_dir=warm_cache, cache_key=other, threads=2)
@@ -217,8 +230,9 @@ def test_bf16_reports_the_precision_in_force(fp32: OpenVinoEngine, module_cache:
     assert cosines(bf16.predict(images), fp32.predict(images)).min() > 0.99
 
 
-def test_int8_calibrated_on_structured_images(warm_cache: Path, factory: Callable[[], Any], fp32: OpenVinoEngine,
-                                              images: np.ndarray) -> None:
+def test_int8_calibrated_on_structured_images(
+    warm_cache: Path, factory: Callable[[], Any], fp32: OpenVinoEngine, images: np.ndarray
+) -> None:
     report = calibrate_int8(factory, structured_images(range(32)), cache_dir=warm_cache, cache_key=KEY, threads=2)
     # Measured here (Zen 4, VNNI): plain INT8 meets the gate, cosine min 0.99997 on the 8 held-out images; their
     # neighbour sets may swap near-ties (random weights make all vectors alike). Bounds leave room for CPUs whose
@@ -243,15 +257,24 @@ def test_int8_calibrated_on_structured_images(warm_cache: Path, factory: Callabl
 
 
 def test_int8_matching_fp32_keeps_drifting_layers_in_fp32_and_saves_no_model_that_misses_the_gate(
-        warm_cache: Path, factory: Callable[[], Any]) -> None:
+    warm_cache: Path, factory: Callable[[], Any]
+) -> None:
     slot = cache_slot(warm_cache, full_cache_key(KEY, "int8", SIZE))
     before = (slot / MANIFEST).read_text() if slot.exists() else None
     # No INT8 model gives cosine 1.0 on every image, so plain INT8 misses this gate and accuracy control runs.
     # It would revert layers until none is left; one group (max_reverted=1) keeps the test short: NNCF still
     # ranks every layer once, on the 12 calibration images.
     with pytest.raises(GateMissed) as caught:
-        calibrate_int8(factory, structured_images(range(16)), cache_dir=warm_cache, cache_key=KEY, threads=2,
-                       gate=Gate(p1=1.0, min=1.0), match_fp32=True, max_reverted=1)
+        calibrate_int8(
+            factory,
+            structured_images(range(16)),
+            cache_dir=warm_cache,
+            cache_key=KEY,
+            threads=2,
+            gate=Gate(p1=1.0, min=1.0),
+            match_fp32=True,
+            max_reverted=1,
+        )
     report = caught.value.report
     assert report.method == "accuracy-control" and not report.gate_met and not report.shares_fp32
     assert report.held_out == 4 and report.plain_cosine_p1 < 1.0

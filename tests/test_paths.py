@@ -69,13 +69,38 @@ def test_paths_outside_the_roots_are_403(start_service: Callable[..., LiveServic
     (pool / "etc").symlink_to("/etc", target_is_directory=True)
     (pool / "loop").symlink_to(pool / "loop")
     forbidden = [
-        "../outside/secret.jpg", "sub/../../outside/secret.jpg", f"{pool}/../outside/secret.jpg",
-        f"{pool}/sub/../../outside/secret.txt", str(outside / "secret.jpg"), str(outside / "secret.txt"),
-        str(evil / "secret.jpg"), f"{pool}-evil/secret.jpg", "/etc/passwd", "/etc/hostname", "//etc//passwd",
-        "/./etc/../etc/passwd", "/", "/root", "/tmp", "/proc/self/environ", "/proc/self/cmdline", "/proc/self/mem",
-        "/proc/self/fd/0", "/dev/zero", "/dev/urandom", "/sys/kernel/notes", str(pool / "link.jpg"), "rel.jpg",
-        "linkdir/secret.jpg", str(pool / "linkdir" / "secret.txt"), "proc/environ", "proc/cmdline", "chain1",
-        "etc/passwd", "../../../../../../../../etc/passwd", "sub/" + "../" * 40 + "etc/shadow",
+        "../outside/secret.jpg",
+        "sub/../../outside/secret.jpg",
+        f"{pool}/../outside/secret.jpg",
+        f"{pool}/sub/../../outside/secret.txt",
+        str(outside / "secret.jpg"),
+        str(outside / "secret.txt"),
+        str(evil / "secret.jpg"),
+        f"{pool}-evil/secret.jpg",
+        "/etc/passwd",
+        "/etc/hostname",
+        "//etc//passwd",
+        "/./etc/../etc/passwd",
+        "/",
+        "/root",
+        "/tmp",
+        "/proc/self/environ",
+        "/proc/self/cmdline",
+        "/proc/self/mem",
+        "/proc/self/fd/0",
+        "/dev/zero",
+        "/dev/urandom",
+        "/sys/kernel/notes",
+        str(pool / "link.jpg"),
+        "rel.jpg",
+        "linkdir/secret.jpg",
+        str(pool / "linkdir" / "secret.txt"),
+        "proc/environ",
+        "proc/cmdline",
+        "chain1",
+        "etc/passwd",
+        "../../../../../../../../etc/passwd",
+        "sub/" + "../" * 40 + "etc/shadow",
     ]
     for path in forbidden:
         both(svc, path, 403, "outside the folders", "PATH_ROOTS")
@@ -84,8 +109,15 @@ def test_paths_outside_the_roots_are_403(start_service: Callable[..., LiveServic
     # Paths that leave and come back, and links that stay inside, are fine.
     (pool / "ok.jpg").write_bytes(photo(3, size=(64, 48)))
     (pool / "inside.jpg").symlink_to(pool / "ok.jpg")
-    for path in ("ok.jpg", str(pool / "ok.jpg"), f"{pool}/sub/../ok.jpg", "sub/../ok.jpg", "inside.jpg",
-                 f"{pool}/../{pool.name}/ok.jpg", "./ok.jpg"):
+    for path in (
+        "ok.jpg",
+        str(pool / "ok.jpg"),
+        f"{pool}/sub/../ok.jpg",
+        "sub/../ok.jpg",
+        "inside.jpg",
+        f"{pool}/../{pool.name}/ok.jpg",
+        "./ok.jpg",
+    ):
         ok(svc.post("add/path", json={"path": path, "key": "fine"}))
         hostile_counts.tried("path_endpoints")
     still_serving(svc, 200)
@@ -105,15 +137,21 @@ def test_non_files_are_400_and_never_hang(start_service: Callable[..., LiveServi
         fh.truncate(4 * 1024**3)
     (pool / "empty.jpg").write_bytes(b"")
     cases: list[tuple[str, int, tuple[str, ...]]] = [
-        (str(pool), 400, ("directory",)), ("dir.jpg", 400, ("directory",)), (".", 400, ("directory",)),
-        ("fifo.jpg", 400, ("not a regular file",)), ("sock.jpg", 400, ("cannot be opened",)),
+        (str(pool), 400, ("directory",)),
+        ("dir.jpg", 400, ("directory",)),
+        (".", 400, ("directory",)),
+        ("fifo.jpg", 400, ("not a regular file",)),
+        ("sock.jpg", 400, ("cannot be opened",)),
         ("missing.jpg", 400, ("does not exist", f"looked for '{pool}/missing.jpg'", "relative path")),
         ("sub/missing.jpg", 400, ("does not exist", f"'{pool}/sub/missing.jpg'", f"PATH_ROOTS, '{pool}'")),
         ("~/x.jpg", 400, ("does not exist", f"'{pool}/~/x.jpg'")),
         ("%2e%2e/secret.jpg", 400, ("does not exist", f"'{pool}/%2e%2e/secret.jpg'")),
-        ("x" * 300 + ".jpg", 400, ("cannot be opened",)), ("", 400, ("'path' is required",)),
-        ("   ", 400, ("'path' is empty",)), ("x" * 5000, 400, ("at most 4096",)),
-        ("secret.txt", 415, ()), ("empty.jpg", 415, ("empty",)),
+        ("x" * 300 + ".jpg", 400, ("cannot be opened",)),
+        ("", 400, ("'path' is required",)),
+        ("   ", 400, ("'path' is empty",)),
+        ("x" * 5000, 400, ("at most 4096",)),
+        ("secret.txt", 415, ()),
+        ("empty.jpg", 415, ("empty",)),
         ("sparse.jpg", 413, ("MAX_IMAGE_BYTES",)),
     ]
     try:
@@ -128,16 +166,19 @@ def test_non_files_are_400_and_never_hang(start_service: Callable[..., LiveServi
     still_serving(svc, 201)
 
 
-def test_a_missing_file_shows_the_path_tried_inside_the_roots_only(start_service: Callable[..., LiveService],
-                                                                  layout: dict[str, Path]) -> None:
+def test_a_missing_file_shows_the_path_tried_inside_the_roots_only(
+    start_service: Callable[..., LiveService], layout: dict[str, Path]
+) -> None:
     """`img-pool/x.jpg` is looked for below the first root, and the 400 says where; a missing file outside the
     roots (or behind a link leading out) stays a 403 that reveals nothing about it."""
     svc = start_service()
     pool = svc.runtime.settings.allowed_roots[0]
     relative = expect(svc.post("add/path", json={"path": "img-pool/x.jpg"}), 400)["msg"]
-    assert relative == (f"path 'img-pool/x.jpg' does not exist: the service looked for '{pool}/img-pool/x.jpg' "
-                        f"(a relative path is resolved against the first folder of PATH_ROOTS, '{pool}', not "
-                        "against the caller's working directory; send an absolute path or one relative to it)")
+    assert relative == (
+        f"path 'img-pool/x.jpg' does not exist: the service looked for '{pool}/img-pool/x.jpg' "
+        f"(a relative path is resolved against the first folder of PATH_ROOTS, '{pool}', not "
+        "against the caller's working directory; send an absolute path or one relative to it)"
+    )
     absolute = expect(svc.post("search/path", json={"path": f"{pool}/sub/../gone.jpg"}), 400)["msg"]
     assert absolute == f"path '{pool}/sub/../gone.jpg' does not exist: the service looked for '{pool}/gone.jpg'"
     outside = layout["outside"]
@@ -214,8 +255,13 @@ def test_unreadable_files_are_400(tmp_path: Path) -> None:
         (pool / "closed").mkdir(mode=0o700)
         (pool / "closed" / "inner.jpg").write_bytes(photo(22, size=(64, 48)))
         names = ["locked.jpg", "writeonly.jpg", "closed/inner.jpg", "readable.txt"]
-        result = subprocess.run([sys.executable, "-c", UNPRIVILEGED, str(ROOT), str(pool), *names],
-                                capture_output=True, text=True, timeout=300, cwd=pool)
+        result = subprocess.run(
+            [sys.executable, "-c", UNPRIVILEGED, str(ROOT), str(pool), *names],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=pool,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         answers = json.loads(result.stdout.strip().splitlines()[-1])
         for name in names[:3]:

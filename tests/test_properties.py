@@ -47,23 +47,31 @@ from tests import hostile_counts
 from tests.conftest import make_settings, photo
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-MILVUS = settings(max_examples=120, deadline=None,
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+MILVUS = settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 MAX_KEY = 64
 MAX_COUNT = 20
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 # Any JSON value a client can send (big integers, odd floats, nesting included).
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.integers(min_value=-(10**400), max_value=10**400)
-    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=30),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(10**400), max_value=10**400)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=30),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=3),
-    max_leaves=12)
+    max_leaves=12,
+)
 # What key_value accepts: text without C0 controls, DEL or lone surrogates (C1 controls and every
 # other printable or invisible character included).
 key_chars = st.characters(blacklist_categories=("Cs",), blacklist_characters="".join(map(chr, range(32))) + "\x7f")
-tricky_chars = st.sampled_from(list('"\'\\[](),=%_*` ') + ["\u00e9", "\u0301", "\u200d", "\u2028", "\u0085", "😀",
-                                                              "\\\"", "\"\\", "\\\\", " or 1==1", "key in "])
+tricky_chars = st.sampled_from(
+    list("\"'\\[](),=%_*` ")
+    + ["\u00e9", "\u0301", "\u200d", "\u2028", "\u0085", "😀", '\\"', '"\\', "\\\\", " or 1==1", "key in "]
+)
 keys = st.lists(key_chars | tricky_chars, min_size=1, max_size=24).map("".join).map(str.strip).filter(bool)
 ids = st.integers(min_value=1, max_value=JS_MAX_SAFE_INTEGER)
 
@@ -177,8 +185,12 @@ def test_every_parser_answers_any_json_value_with_a_value_or_bad_input(value: An
 def test_key_value_accepts_exactly_the_printable_keys(text: str) -> None:
     result = only_bad_input(key_value, text, MAX_KEY)
     stripped = text.strip()
-    valid = bool(stripped) and len(stripped) <= MAX_KEY and not CONTROL.search(stripped) \
+    valid = (
+        bool(stripped)
+        and len(stripped) <= MAX_KEY
+        and not CONTROL.search(stripped)
         and not any(0xD800 <= ord(c) <= 0xDFFF for c in stripped)
+    )
     if valid:
         assert result == stripped
     else:
@@ -206,8 +218,10 @@ def test_id_list_keeps_distinct_ids_in_order_in_every_form(items: list[int], sep
 
 
 @FAST
-@given(st.integers(min_value=-(10**30), max_value=10**30) | st.integers(min_value=JS_MAX_SAFE_INTEGER - 5,
-                                                                          max_value=JS_MAX_SAFE_INTEGER + 5))
+@given(
+    st.integers(min_value=-(10**30), max_value=10**30)
+    | st.integers(min_value=JS_MAX_SAFE_INTEGER - 5, max_value=JS_MAX_SAFE_INTEGER + 5)
+)
 def test_id_list_refuses_every_integer_outside_the_js_safe_range(number: int) -> None:
     result = only_bad_input(id_list, {"id": [number]})
     if 1 <= number <= JS_MAX_SAFE_INTEGER:
@@ -249,7 +263,7 @@ def test_base64_image_round_trips_every_accepted_spelling(data: bytes, spelling:
     elif spelling == "unpadded":
         text = text.rstrip("=")
     elif spelling == "wrapped":
-        text = "\r\n".join(text[i:i + 76] for i in range(0, len(text), 76)) + "\n"
+        text = "\r\n".join(text[i : i + 76] for i in range(0, len(text), 76)) + "\n"
     elif spelling == "data-url":
         text = "data:image/jpeg;base64," + text
     result = only_bad_input(base64_image, text, 2000)
@@ -271,8 +285,15 @@ def test_base64_image_refuses_text_outside_the_alphabet(text: str) -> None:
 
 # --- images.py: damaged images are 415 or 413, never anything else ---------------------------------
 SEED_IMAGES = {fmt: photo(3, size=(40, 30), fmt=fmt) for fmt in ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")}
-mutations = st.lists(st.tuples(st.sampled_from(["set", "delete", "insert", "truncate"]), st.integers(0, 10**6),
-                               st.binary(min_size=1, max_size=8)), min_size=1, max_size=8)
+mutations = st.lists(
+    st.tuples(
+        st.sampled_from(["set", "delete", "insert", "truncate"]),
+        st.integers(0, 10**6),
+        st.binary(min_size=1, max_size=8),
+    ),
+    min_size=1,
+    max_size=8,
+)
 
 
 @FAST
@@ -282,9 +303,9 @@ def test_damaged_images_decode_or_are_refused_cleanly(fmt: str, changes: list[tu
     for op, where, chunk in changes:
         at = where % max(len(data), 1)
         if op == "set":
-            data[at:at + len(chunk)] = chunk
+            data[at : at + len(chunk)] = chunk
         elif op == "delete":
-            del data[at:at + len(chunk)]
+            del data[at : at + len(chunk)]
         elif op == "insert":
             data[at:at] = chunk
         else:
@@ -300,8 +321,11 @@ def test_damaged_images_decode_or_are_refused_cleanly(fmt: str, changes: list[tu
 
 # --- store.py: ids and quoting ---------------------------------------------------------------------
 @FAST
-@given(st.text(max_size=100), st.text(alphabet="0123456789abcdef", min_size=32, max_size=32),
-       st.integers(min_value=0, max_value=16))
+@given(
+    st.text(max_size=100),
+    st.text(alphabet="0123456789abcdef", min_size=32, max_size=32),
+    st.integers(min_value=0, max_value=16),
+)
 def test_derive_id_is_a_deterministic_js_safe_positive_integer(key: str, md5: str, attempt: int) -> None:
     rid = counted(derive_id(key, md5, attempt))
     assert type(rid) is int and 1 <= rid <= JS_MAX_SAFE_INTEGER
@@ -337,8 +361,9 @@ def _vector(seed: int) -> np.ndarray:
 
 @MILVUS
 @given(st.lists(keys, min_size=1, max_size=6, unique=True), st.data())
-def test_quote_round_trips_through_a_real_milvus_lite_filter(lite_store: VectorStore, batch: list[str],
-                                                            data: st.DataObject) -> None:
+def test_quote_round_trips_through_a_real_milvus_lite_filter(
+    lite_store: VectorStore, batch: list[str], data: st.DataObject
+) -> None:
     """Store records under arbitrary keys; each key's filter finds exactly its own records,
     nothing else, and deleting by key removes only them."""
     batch = [k[:MAX_KEY] for k in batch]
@@ -354,8 +379,14 @@ def test_quote_round_trips_through_a_real_milvus_lite_filter(lite_store: VectorS
         found = lite_store.get_keys(scope, [key])
         assert [(r["key"], r["id"]) for r in found] == [(key, rid)], (key, found)
         assert lite_store.find(scope, key, md5) is not None
-        assert lite_store._call(lambda c, k=key: c.query(lite_store._settings.milvus_collection,
-                                                         filter=f"key == {quote_literal(k)}", output_fields=["key"]))[0]["key"] == key
+        assert (
+            lite_store._call(
+                lambda c, k=key: c.query(
+                    lite_store._settings.milvus_collection, filter=f"key == {quote_literal(k)}", output_fields=["key"]
+                )
+            )[0]["key"]
+            == key
+        )
     assert sorted(r["key"] for r in lite_store.get_keys(scope, batch)) == sorted(batch)
     victim = data.draw(st.sampled_from(batch))
     assert lite_store.delete_keys(scope, [victim]) == 1
@@ -373,8 +404,10 @@ json_texts = json_values.map(lambda v: json.dumps(v, allow_nan=True)) | st.text(
 @FAST
 @given(json_values | json_texts)
 def test_every_tenancy_field_answers_any_value_with_a_value_or_bad_input(value: Any) -> None:
-    body = {name: value for name in ("attrs", "filter", "group_by_key", "include_self", "on_duplicate", "id",
-                                     "after_id", "items")}
+    body = {
+        name: value
+        for name in ("attrs", "filter", "group_by_key", "include_self", "on_duplicate", "id", "after_id", "items")
+    }
     attrs = only_bad_input(attrs_value, body)
     if isinstance(attrs, dict):
         json.dumps(attrs, allow_nan=False)  # storable: finite, JSON-serialisable, flat
@@ -406,8 +439,9 @@ def test_every_tenancy_field_answers_any_value_with_a_value_or_bad_input(value: 
 @given(st.text(max_size=70) | json_values)
 def test_namespaces_are_exactly_the_documented_names(name: Any) -> None:
     counted(name)
-    valid = name == DEFAULT_NAMESPACE or (isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}",
-                                                                                  name) is not None)
+    valid = name == DEFAULT_NAMESPACE or (
+        isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", name) is not None
+    )
     try:
         assert check_namespace(name) == name and valid
     except NamespaceError:

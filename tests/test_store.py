@@ -85,8 +85,11 @@ def test_ids_fit_in_a_javascript_number() -> None:
 def test_a_colliding_id_never_overwrites_another_record(settings, monkeypatch: pytest.MonkeyPatch) -> None:
     # A real 53-bit collision is astronomically rare, so force one: the only stand-in in this file.
     real = store_module.derive_id
-    monkeypatch.setattr(store_module, "derive_id", lambda key, md5, attempt=0, namespace="": 777 if attempt == 0
-                        else real(key, md5, attempt, namespace))
+    monkeypatch.setattr(
+        store_module,
+        "derive_id",
+        lambda key, md5, attempt=0, namespace="": 777 if attempt == 0 else real(key, md5, attempt, namespace),
+    )
     store = VectorStore(settings, DIM)
     scope = store.scope()
     [(first_id, created_a)] = store.put_many(scope, [Record("a", "1" * 32, "a.jpg", unit(1))])
@@ -94,8 +97,10 @@ def test_a_colliding_id_never_overwrites_another_record(settings, monkeypatch: p
     assert (first_id, created_a, created_b) == (777, True, True) and second_id != 777
     # Both survive, and re-adding either is still recognised as a duplicate.
     assert store.put_many(scope, [Record("b", "2" * 32, "b.jpg", unit(2))]) == [(second_id, False)]
-    assert store.existing(scope, [("a", "1" * 32), ("b", "2" * 32), ("c", "3" * 32)]) == {("a", "1" * 32),
-                                                                                           ("b", "2" * 32)}
+    assert store.existing(scope, [("a", "1" * 32), ("b", "2" * 32), ("c", "3" * 32)]) == {
+        ("a", "1" * 32),
+        ("b", "2" * 32),
+    }
     assert {r["key"] for r in store.get_keys(scope, ["a", "b"])} == {"a", "b"}
     store.close()
 
@@ -173,8 +178,12 @@ def test_lite_reads_during_flushes_see_every_acknowledged_write_and_no_delete(tm
 
 def test_strong_consistency_can_be_chosen(tmp_path: Path, milvus_server: str) -> None:
     # For several API instances sharing one Milvus server (each sees the others' writes at once).
-    store = VectorStore(make_settings(tmp_path, milvus_uri=milvus_server, milvus_consistency="Strong",
-                                      milvus_collection="strong_reads"), DIM)
+    store = VectorStore(
+        make_settings(
+            tmp_path, milvus_uri=milvus_server, milvus_consistency="Strong", milvus_collection="strong_reads"
+        ),
+        DIM,
+    )
     scope = store.scope()
     [(rid, _)] = store.put_many(scope, [Record("s", "5" * 32, "s.jpg", unit(5))])
     assert [h.id for h in store.search(scope, unit(5), 1)] == [rid]
@@ -270,8 +279,7 @@ def test_searches_return_the_exact_nearest_live_records_of_the_namespace(setting
     live: dict[str, tuple[str, np.ndarray, dict[str, Any], str]] = {}  # key -> namespace, vector, attrs, filepath
 
     def put(keys: range, namespace: str) -> None:
-        records = [Record(f"{namespace}{i}", f"{i:032x}", f"{i}.jpg", unit(300 + i), {"shop": i % 3})
-                   for i in keys]
+        records = [Record(f"{namespace}{i}", f"{i:032x}", f"{i}.jpg", unit(300 + i), {"shop": i % 3}) for i in keys]
         store.put_many(scopes[namespace], records)
         live.update({r.key: (namespace, r.vector, r.attrs or {}, r.filepath) for r in records})
 
@@ -286,10 +294,17 @@ def test_searches_return_the_exact_nearest_live_records_of_the_namespace(setting
     by_key = {r["key"]: r["id"] for ns in ("a", "b") for r in store.get_keys(scopes[ns], list(live))}
 
     def expected(query: Query) -> list[tuple[str, float]]:
-        ranked = sorted(((float(vec @ query.vector), key) for key, (ns, vec, attrs, _) in live.items()
-                         if ns == query.scope.namespace and by_key[key] != query.exclude_id
-                         and (not query.filter or attrs["shop"] == 1)), reverse=True)
-        return [(key, score) for score, key in ranked[:query.limit]]
+        ranked = sorted(
+            (
+                (float(vec @ query.vector), key)
+                for key, (ns, vec, attrs, _) in live.items()
+                if ns == query.scope.namespace
+                and by_key[key] != query.exclude_id
+                and (not query.filter or attrs["shop"] == 1)
+            ),
+            reverse=True,
+        )
+        return [(key, score) for score, key in ranked[: query.limit]]
 
     rng = np.random.default_rng(7)
     queries = []
@@ -297,13 +312,15 @@ def test_searches_return_the_exact_nearest_live_records_of_the_namespace(setting
         vec = unit(300 + i) + 0.05 * rng.standard_normal(DIM).astype(np.float32)
         vec /= np.linalg.norm(vec)
         ns = "b" if i >= 30 else "a"
-        queries += [Query(scopes[ns], vec, 5), Query(scopes[ns], vec, 50),
-                    Query(scopes[ns], vec, 4, filter=compile_filter({"shop": 1})),
-                    Query(scopes[ns], vec, 3, exclude_id=by_key[f"{ns}{i}"])]
+        queries += [
+            Query(scopes[ns], vec, 5),
+            Query(scopes[ns], vec, 50),
+            Query(scopes[ns], vec, 4, filter=compile_filter({"shop": 1})),
+            Query(scopes[ns], vec, 3, exclude_id=by_key[f"{ns}{i}"]),
+        ]
     for query, hits in zip(queries, store.search_many(queries), strict=True):
         want = expected(query)
         assert [h.key for h in hits] == [key for key, _ in want]
         assert [h.score for h in hits] == pytest.approx([score for _, score in want], abs=1e-4)
-        assert all(h.attrs == live[h.key][2] and h.filepath == live[h.key][3] and h.id == by_key[h.key]
-                   for h in hits)
+        assert all(h.attrs == live[h.key][2] and h.filepath == live[h.key][3] and h.id == by_key[h.key] for h in hits)
     store.close()

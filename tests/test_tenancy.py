@@ -110,8 +110,7 @@ def test_tokens_rights_and_namespace_choice(tenants: LiveService) -> None:
     assert svc.get("health", headers={}).json()["data"] == {"status": "alive"}
 
 
-def test_token_file_changes_apply_without_a_restart(start_service: Callable[..., LiveService],
-                                                    tmp_path: Path) -> None:
+def test_token_file_changes_apply_without_a_restart(start_service: Callable[..., LiveService], tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text(TOKENS, encoding="utf-8")
     svc = start_service(tokens_file=tokens)
@@ -125,13 +124,17 @@ def test_token_file_changes_apply_without_a_restart(start_service: Callable[...,
 
 
 def test_a_collection_of_an_earlier_version_serves_the_default_namespace(
-        start_service: Callable[..., LiveService], tmp_path: Path) -> None:
+    start_service: Callable[..., LiveService], tmp_path: Path
+) -> None:
     name = "legacy_images"
     client = MilvusClient(uri=str(tmp_path / "milvus.db"))
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-    for field, kind, extra in (("id", DataType.INT64, {"is_primary": True}), ("key", DataType.VARCHAR,
-                               {"max_length": 2048}), ("md5", DataType.VARCHAR, {"max_length": 32}),
-                               ("filepath", DataType.VARCHAR, {"max_length": 8192})):
+    for field, kind, extra in (
+        ("id", DataType.INT64, {"is_primary": True}),
+        ("key", DataType.VARCHAR, {"max_length": 2048}),
+        ("md5", DataType.VARCHAR, {"max_length": 32}),
+        ("filepath", DataType.VARCHAR, {"max_length": 8192}),
+    ):
         schema.add_field(field, kind, **extra)
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2048)
     index = client.prepare_index_params()
@@ -146,10 +149,12 @@ def test_a_collection_of_an_earlier_version_serves_the_default_namespace(
     assert svc.count() == 1 and ok(svc.post("get/key", json={"key": "old"}))["data"][0]["id"] == old_id
     ok(svc.post("add/base64", json={"base64": b64(5), "key": "new"}))
     assert ok(svc.post("list", json={}))["data"]["records"][0]["attrs"] == {}
-    for path, body, word in (("add/base64", {"base64": b64(6), "namespace": "shop"}, "other namespaces"),
-                             ("add/base64", {"base64": b64(6), "attrs": {"a": 1}}, "attributes"),
-                             ("search/base64", {"base64": b64(6), "filter": {"a": 1}}, "filter"),
-                             ("count", {"namespace": "shop"}, "other namespaces")):
+    for path, body, word in (
+        ("add/base64", {"base64": b64(6), "namespace": "shop"}, "other namespaces"),
+        ("add/base64", {"base64": b64(6), "attrs": {"a": 1}}, "attributes"),
+        ("search/base64", {"base64": b64(6), "filter": {"a": 1}}, "filter"),
+        ("count", {"namespace": "shop"}, "other namespaces"),
+    ):
         body_ = expect(svc.post(path, json=body), 409, word, "MILVUS_COLLECTION", "re-import")
         assert body_["data"] is None
     assert svc.count() == 2

@@ -94,8 +94,9 @@ def test_written_with_the_record_shared_and_removed_with_the_last(start_service:
     assert not path.exists() and svc.get(f"api/image/sim/thumb/{second}").status_code == 404
 
 
-def test_made_on_first_view_only_from_the_records_own_file(start_service: Callable[..., LiveService],
-                                                          tmp_path: Path) -> None:
+def test_made_on_first_view_only_from_the_records_own_file(
+    start_service: Callable[..., LiveService], tmp_path: Path
+) -> None:
     """A record without a thumbnail (stored before) gets one from its filepath below PATH_ROOTS, only if the
     file still holds the same image; otherwise, and for paths outside the roots, 404."""
     svc = start_service(token=TOKEN)

@@ -42,8 +42,19 @@ GUARDED = [
     ("GET", "api/image/sim/no-such-endpoint", {}),
     ("GET", "api/image/sim/add/file", {}),
 ]
-WRONG = ["wrong", "", " ", TOKEN[:-1], TOKEN + "x", TOKEN.upper(), "x" + TOKEN[1:], f"Bearer {TOKEN}",
-         "x" * 8000, TOKEN + TOKEN, "s\u00e9cret"]
+WRONG = [
+    "wrong",
+    "",
+    " ",
+    TOKEN[:-1],
+    TOKEN + "x",
+    TOKEN.upper(),
+    "x" + TOKEN[1:],
+    f"Bearer {TOKEN}",
+    "x" * 8000,
+    TOKEN + TOKEN,
+    "s\u00e9cret",
+]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -59,10 +70,18 @@ def call(svc: LiveService, method: str, path: str, headers: dict[str, str], kwar
 def test_missing_wrong_and_right_token_on_every_route(start_service: Callable[..., LiveService]) -> None:
     svc = start_service(token=TOKEN)
     for method, path, kwargs in GUARDED:
-        for headers in ({}, {"token": ""}, {"Authorization": ""}, {"Authorization": "Bearer"},
-                        {"Authorization": "Bearer   "}, {"Authorization": "Basic " + base64.b64encode(
-                            f"user:{TOKEN}".encode()).decode()}, {"Authorization": TOKEN},
-                        {"Authorization": f"Token {TOKEN}"}, {"Token-": TOKEN}, {"X-Token": TOKEN}):
+        for headers in (
+            {},
+            {"token": ""},
+            {"Authorization": ""},
+            {"Authorization": "Bearer"},
+            {"Authorization": "Bearer   "},
+            {"Authorization": "Basic " + base64.b64encode(f"user:{TOKEN}".encode()).decode()},
+            {"Authorization": TOKEN},
+            {"Authorization": f"Token {TOKEN}"},
+            {"Token-": TOKEN},
+            {"X-Token": TOKEN},
+        ):
             resp = call(svc, method, path, headers, kwargs)
             expect(resp, 401, "missing token", "'token' header", "Bearer")
             hostile_counts.tried("token")
@@ -74,16 +93,24 @@ def test_missing_wrong_and_right_token_on_every_route(start_service: Callable[..
                 expect(resp, 401, "invalid token")
                 assert TOKEN not in resp.text and wrong not in resp.text
                 hostile_counts.tried("token")
-        for headers in ({"token": TOKEN}, {"Authorization": f"Bearer {TOKEN}"}, {"authorization": f"bearer {TOKEN}"},
-                        {"TOKEN": f"{TOKEN}  "}, {"Authorization": f"Bearer  {TOKEN} "},
-                        {"token": "", "Authorization": f"Bearer {TOKEN}"}):
+        for headers in (
+            {"token": TOKEN},
+            {"Authorization": f"Bearer {TOKEN}"},
+            {"authorization": f"bearer {TOKEN}"},
+            {"TOKEN": f"{TOKEN}  "},
+            {"Authorization": f"Bearer  {TOKEN} "},
+            {"token": "", "Authorization": f"Bearer {TOKEN}"},
+        ):
             resp = call(svc, method, path, headers, kwargs)
             assert resp.status_code != 401, (path, headers, resp.text)
             assert resp.headers["Content-Type"].startswith("application/json")
             hostile_counts.tried("token")
     # When both headers are sent, the `token` header is the one checked.
-    expect(call(svc, "GET", "api/image/sim/count", {"token": "wrong", "Authorization": f"Bearer {TOKEN}"}, {}),
-           401, "invalid token")
+    expect(
+        call(svc, "GET", "api/image/sim/count", {"token": "wrong", "Authorization": f"Bearer {TOKEN}"}, {}),
+        401,
+        "invalid token",
+    )
     assert ok(call(svc, "GET", "api/image/sim/count", {"token": TOKEN}, {}))["data"] == 1  # the add/file above
     assert call(svc, "GET", "openapi.json", {"token": TOKEN}, {}).json()["openapi"].startswith("3.0")
 
@@ -96,15 +123,25 @@ def test_health_and_ready_are_open(start_service: Callable[..., LiveService]) ->
         hostile_counts.tried("token", 2)
 
 
-def test_the_token_never_reaches_the_logs(start_service: Callable[..., LiveService],
-                                          caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture) -> None:
+def test_the_token_never_reaches_the_logs(
+    start_service: Callable[..., LiveService], caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)  # every logger, every level, every thread
     svc = start_service(token=TOKEN)
     near_miss = TOKEN[:-1] + "!"
-    for headers in ({"token": near_miss}, {"Authorization": f"Bearer {near_miss}"}, {"token": TOKEN},
-                    {"Authorization": f"Bearer {TOKEN}"}):
-        call(svc, "POST", "api/image/sim/add/file", headers,
-             {"files": {"file": ("a.jpg", photo(2, size=(64, 48)))}, "data": {"key": "logged"}})
+    for headers in (
+        {"token": near_miss},
+        {"Authorization": f"Bearer {near_miss}"},
+        {"token": TOKEN},
+        {"Authorization": f"Bearer {TOKEN}"},
+    ):
+        call(
+            svc,
+            "POST",
+            "api/image/sim/add/file",
+            headers,
+            {"files": {"file": ("a.jpg", photo(2, size=(64, 48)))}, "data": {"key": "logged"}},
+        )
         call(svc, "POST", "api/image/sim/add/file", headers, {"files": {"file": ("a.jpg", b"not an image")}})
         call(svc, "POST", "api/image/sim/search/url", headers, {"json": {"url": "http://127.0.0.1:1/x.jpg"}})
         call(svc, "POST", "api/image/sim/get/key", headers, {"data": b"{broken"})
@@ -118,8 +155,9 @@ def test_the_token_never_reaches_the_logs(start_service: Callable[..., LiveServi
     assert TOKEN not in out + err and near_miss not in out + err
 
 
-def test_the_comparison_is_hmac_compare_digest(start_service: Callable[..., LiveService],
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_comparison_is_hmac_compare_digest(
+    start_service: Callable[..., LiveService], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The single TOKEN is one admin entry of the token table: presented tokens are hashed and every
     # entry's SHA-256 is compared with hmac.compare_digest (service.api.tokens.TokenTable.lookup).
     calls: list[tuple[bytes, bytes]] = []
@@ -143,8 +181,9 @@ def test_the_comparison_is_hmac_compare_digest(start_service: Callable[..., Live
     for node in ast.walk(tree):
         if isinstance(node, ast.Compare):
             names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
-            assert not names & {"presented", "digest"} or all(isinstance(op, (ast.Is, ast.IsNot)) for op in node.ops), \
+            assert not names & {"presented", "digest"} or all(isinstance(op, (ast.Is, ast.IsNot)) for op in node.ops), (
                 ast.unparse(node)
+            )
         if isinstance(node, ast.Attribute) and node.attr in {"startswith", "endswith", "find", "index"}:
             raise AssertionError(f"lookup uses {node.attr}")
     assert "hmac.compare_digest" in ast.unparse(tree)

@@ -66,13 +66,15 @@ def clock() -> Clock:
 
 
 def test_parses_tokens_comments_blank_lines_and_hashes(tmp_path: Path) -> None:
-    text = ("\ufeff# imgsim tokens\n"
-            "\n"
-            f"{SECRET}\tshop-1   read   # the shop's search box\n"
-            f"   {sha(OTHER).upper().replace('SHA256:', 'sha256:')} - write\r\n"
-            "   # indented comment\n"
-            f"adm#in * admin\n"
-            f"reader * read\n")
+    text = (
+        "\ufeff# imgsim tokens\n"
+        "\n"
+        f"{SECRET}\tshop-1   read   # the shop's search box\n"
+        f"   {sha(OTHER).upper().replace('SHA256:', 'sha256:')} - write\r\n"
+        "   # indented comment\n"
+        f"adm#in * admin\n"
+        f"reader * read\n"
+    )
     table = TokenTable.from_file(write(tmp_path / "tokens", text))
     assert len(table) == 4
     assert table.lookup(SECRET) == Grant("shop-1", frozenset({"read"}))
@@ -189,8 +191,7 @@ def test_unchanged_file_is_not_reread(tmp_path: Path, clock: Clock, monkeypatch:
         assert table.lookup(SECRET) is not None
 
 
-def test_failed_reload_keeps_the_previous_table(tmp_path: Path, clock: Clock,
-                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_failed_reload_keeps_the_previous_table(tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
     path = write(tmp_path / "t", f"{SECRET} shop-1 write\n")
     table = TokenTable.from_file(path, clock=clock)
     write(path, f"# comment\n{OTHER} shop-1 write\n{SECRET} shop 1 write\n")  # a slip while editing
@@ -209,8 +210,7 @@ def test_failed_reload_keeps_the_previous_table(tmp_path: Path, clock: Clock,
     assert table.lookup(OTHER) is not None and table.lookup(SECRET) is None
 
 
-def test_deleted_file_keeps_the_previous_table(tmp_path: Path, clock: Clock,
-                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_deleted_file_keeps_the_previous_table(tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
     path = write(tmp_path / "t", f"{SECRET} shop-1 read\n")
     table = TokenTable.from_file(path, clock=clock)
     path.unlink()
@@ -304,9 +304,11 @@ def test_any_namespace_token_chooses() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(bound=st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", fullmatch=True) | st.just(""),
-       requested=st.none() | st.text(max_size=70) | st.integers() | st.lists(st.text(max_size=3), max_size=2),
-       right=st.sampled_from(["read", "write"]))
+@given(
+    bound=st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", fullmatch=True) | st.just(""),
+    requested=st.none() | st.text(max_size=70) | st.integers() | st.lists(st.text(max_size=3), max_size=2),
+    right=st.sampled_from(["read", "write"]),
+)
 def test_a_bound_token_never_reaches_another_namespace(bound: str, requested: object, right: str) -> None:
     grant = Grant(bound, frozenset({"read", "write"}))
     try:

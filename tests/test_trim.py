@@ -14,8 +14,9 @@ def product(size: tuple[int, int] = (200, 150)) -> Image.Image:
     return Image.fromarray(data.coffee()).convert("RGB").resize(size)
 
 
-def on_canvas(img: Image.Image, canvas: tuple[int, int], at: tuple[int, int],
-              colour: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+def on_canvas(
+    img: Image.Image, canvas: tuple[int, int], at: tuple[int, int], colour: tuple[int, int, int] = (255, 255, 255)
+) -> Image.Image:
     """`img` pasted at `at` on a flat canvas."""
     out = Image.new("RGB", canvas, colour)
     out.paste(img, at)

@@ -190,8 +190,9 @@ def timed(svc: LiveService, endpoint: str, url: str, code: int, *words: str, wit
     return elapsed
 
 
-def test_images_served_properly_and_redirects_followed(start_service: Callable[..., LiveService],
-                                                       web: MisbehavingServer) -> None:
+def test_images_served_properly_and_redirects_followed(
+    start_service: Callable[..., LiveService], web: MisbehavingServer
+) -> None:
     svc = start_service(**FAST)
     for path in ("/image.jpg", "/no-length.jpg", "/chain/2", "/image-labelled-html", "/image.jpg?x=1#frag"):
         timed(svc, "add/url", web.url(path), 200)
@@ -206,15 +207,22 @@ def test_images_served_properly_and_redirects_followed(start_service: Callable[.
 def test_misbehaving_servers(start_service: Callable[..., LiveService], web: MisbehavingServer) -> None:
     svc = start_service(**FAST)
     cases = [
-        ("/loop", 400, ("redirected more than 3 times",), 10), ("/loop-a", 400, ("URL_MAX_REDIRECTS",), 10),
-        ("/chain/3", 400, ("redirected more than 3 times",), 10), ("/no-location", 400, ("HTTP 302",), 10),
-        ("/to-file", 400, ("http:// or https://", "'file'"), 10), ("/to-ftp", 400, ("'ftp'",), 10),
-        ("/missing", 400, ("HTTP 404",), 10), ("/broken", 400, ("HTTP 500",), 10),
+        ("/loop", 400, ("redirected more than 3 times",), 10),
+        ("/loop-a", 400, ("URL_MAX_REDIRECTS",), 10),
+        ("/chain/3", 400, ("redirected more than 3 times",), 10),
+        ("/no-location", 400, ("HTTP 302",), 10),
+        ("/to-file", 400, ("http:// or https://", "'file'"), 10),
+        ("/to-ftp", 400, ("'ftp'",), 10),
+        ("/missing", 400, ("HTTP 404",), 10),
+        ("/broken", 400, ("HTTP 500",), 10),
         ("/html", 415, ("not a decodable image",), 10),
         ("/claims-a-terabyte", 413, ("declares", "MAX_IMAGE_BYTES"), 10),
-        ("/claims-less", 415, ("truncated or corrupt",), 10), ("/claims-more", 400, ("broke off",), 10),
-        ("/gzip-bomb", 413, ("more than 200000 bytes",), 10), ("/endless", 413, ("more than 200000 bytes",), 10),
-        ("/stall", 400, ("broke off", "ReadTimeout"), 8), ("/drip", 400, ("longer than 3", "URL_TOTAL_TIMEOUT"), 8),
+        ("/claims-less", 415, ("truncated or corrupt",), 10),
+        ("/claims-more", 400, ("broke off",), 10),
+        ("/gzip-bomb", 413, ("more than 200000 bytes",), 10),
+        ("/endless", 413, ("more than 200000 bytes",), 10),
+        ("/stall", 400, ("broke off", "ReadTimeout"), 8),
+        ("/drip", 400, ("longer than 3", "URL_TOTAL_TIMEOUT"), 8),
         ("/drip-headers", 400, ("longer than 3", "URL_TOTAL_TIMEOUT"), 8),
     ]
     for path, code, words, within in cases:
@@ -223,26 +231,41 @@ def test_misbehaving_servers(start_service: Callable[..., LiveService], web: Mis
         timed(svc, "search/url", web.url(path), 400 if "drip" in path else 413, within=8)
     # Two slow drips at once do not add up: each request has its own deadline.
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        drips = [pool.submit(timed, svc, "add/url", web.url(path), 400, "URL_TOTAL_TIMEOUT", within=8)
-                 for path in ("/drip", "/drip-headers")]
+        drips = [
+            pool.submit(timed, svc, "add/url", web.url(path), 400, "URL_TOTAL_TIMEOUT", within=8)
+            for path in ("/drip", "/drip-headers")
+        ]
         still_serving(svc, 300)  # while both drips are running
         assert all(d.result(timeout=30) < 8 for d in drips)
     assert svc.count() == 1
 
 
 BAD_URLS = [
-    ("file:///etc/passwd", "'file'"), ("ftp://127.0.0.1/x.jpg", "'ftp'"), ("gopher://127.0.0.1:70/_x", "'gopher'"),
-    ("javascript:alert(1)", "'javascript'"), ("data:image/png;base64,iVBORw0KGgo=", "'data'"),
-    ("//127.0.0.1/x.jpg", "relative"), ("/etc/passwd", "relative"), ("127.0.0.1/x.jpg", "relative"),
-    ("http://", "no host"), ("http:///x.jpg", "no host"), ("http://[::1/x", "url"), ("http://a b/x", "url"),
-    ("http://127.0.0.1:99999/x", "url"), ("http://127.0.0.1:0/x", "url"), ("http://user@/x", "url"),
-    ("dict://127.0.0.1:11211/stat", "'dict'"), ("http://\u2028/", "url"), ("https://127.0.0.1:1/x.jpg", "url"),
+    ("file:///etc/passwd", "'file'"),
+    ("ftp://127.0.0.1/x.jpg", "'ftp'"),
+    ("gopher://127.0.0.1:70/_x", "'gopher'"),
+    ("javascript:alert(1)", "'javascript'"),
+    ("data:image/png;base64,iVBORw0KGgo=", "'data'"),
+    ("//127.0.0.1/x.jpg", "relative"),
+    ("/etc/passwd", "relative"),
+    ("127.0.0.1/x.jpg", "relative"),
+    ("http://", "no host"),
+    ("http:///x.jpg", "no host"),
+    ("http://[::1/x", "url"),
+    ("http://a b/x", "url"),
+    ("http://127.0.0.1:99999/x", "url"),
+    ("http://127.0.0.1:0/x", "url"),
+    ("http://user@/x", "url"),
+    ("dict://127.0.0.1:11211/stat", "'dict'"),
+    ("http://\u2028/", "url"),
+    ("https://127.0.0.1:1/x.jpg", "url"),
 ]
 
 
 @pytest.mark.parametrize("deny_private", [False, True])
-def test_malformed_and_non_http_urls_are_400(start_service: Callable[..., LiveService], web: MisbehavingServer,
-                                            deny_private: bool) -> None:
+def test_malformed_and_non_http_urls_are_400(
+    start_service: Callable[..., LiveService], web: MisbehavingServer, deny_private: bool
+) -> None:
     svc = start_service(url_deny_private=deny_private, **FAST)
     for url, word in BAD_URLS:
         resp = svc.post("add/url", json={"url": url}, timeout=30)
@@ -255,21 +278,55 @@ def test_malformed_and_non_http_urls_are_400(start_service: Callable[..., LiveSe
     still_serving(svc, 301)
 
 
-LOOPBACK_SPELLINGS = ["127.0.0.1", "localhost", "[::1]", "127.1", "127.0.1", "2130706433", "0x7f000001",
-                      "0177.0.0.1", "0.0.0.0", "0", "[::ffff:127.0.0.1]", "127.255.255.254", "LOCALHOST",
-                      "[0:0:0:0:0:0:0:1]"]
+LOOPBACK_SPELLINGS = [
+    "127.0.0.1",
+    "localhost",
+    "[::1]",
+    "127.1",
+    "127.0.1",
+    "2130706433",
+    "0x7f000001",
+    "0177.0.0.1",
+    "0.0.0.0",
+    "0",
+    "[::ffff:127.0.0.1]",
+    "127.255.255.254",
+    "LOCALHOST",
+    "[0:0:0:0:0:0:0:1]",
+]
 # Never contacted: each is first checked to be refused by the guard itself, in-process.
-PRIVATE_TARGETS = ["10.0.0.1", "10.255.255.255", "172.16.5.4", "172.31.0.1", "192.168.1.1", "169.254.169.254",
-                   "169.254.0.1", "100.64.0.1", "198.18.0.1", "224.0.0.1", "255.255.255.255", "0.1.2.3",
-                   "[fe80::1]", "[fc00::1]", "[fd12:3456::1]", "[ff02::1]", "[::]", "[::ffff:10.0.0.1]",
-                   "[::ffff:169.254.169.254]",
-                   # IPv6 spellings of private IPv4 that a NAT64 or 6to4 gateway would translate back:
-                   "[64:ff9b::a00:1]", "[64:ff9b::7f00:1]", "[64:ff9b:1::a9fe:a9fe]", "[2002:a00:1::1]",
-                   "[2002:7f00:1::]"]
+PRIVATE_TARGETS = [
+    "10.0.0.1",
+    "10.255.255.255",
+    "172.16.5.4",
+    "172.31.0.1",
+    "192.168.1.1",
+    "169.254.169.254",
+    "169.254.0.1",
+    "100.64.0.1",
+    "198.18.0.1",
+    "224.0.0.1",
+    "255.255.255.255",
+    "0.1.2.3",
+    "[fe80::1]",
+    "[fc00::1]",
+    "[fd12:3456::1]",
+    "[ff02::1]",
+    "[::]",
+    "[::ffff:10.0.0.1]",
+    "[::ffff:169.254.169.254]",
+    # IPv6 spellings of private IPv4 that a NAT64 or 6to4 gateway would translate back:
+    "[64:ff9b::a00:1]",
+    "[64:ff9b::7f00:1]",
+    "[64:ff9b:1::a9fe:a9fe]",
+    "[2002:a00:1::1]",
+    "[2002:7f00:1::]",
+]
 
 
-def test_deny_private_refuses_loopback_private_and_link_local(start_service: Callable[..., LiveService],
-                                                             web: MisbehavingServer) -> None:
+def test_deny_private_refuses_loopback_private_and_link_local(
+    start_service: Callable[..., LiveService], web: MisbehavingServer
+) -> None:
     svc = start_service(url_deny_private=True, **FAST)
     for host in LOOPBACK_SPELLINGS:
         timed(svc, "add/url", web.url("/image.jpg", host), 403, "URL_DENY_PRIVATE")
@@ -314,16 +371,22 @@ def public_hop(monkeypatch: pytest.MonkeyPatch, web: MisbehavingServer) -> list[
     return seen
 
 
-def test_redirect_from_a_public_url_to_loopback_is_refused(start_service: Callable[..., LiveService],
-                                                           web: MisbehavingServer, public_hop: list[str]) -> None:
+def test_redirect_from_a_public_url_to_loopback_is_refused(
+    start_service: Callable[..., LiveService], web: MisbehavingServer, public_hop: list[str]
+) -> None:
     allowing = start_service(**FAST)
     # Without the guard the public hop's redirect leads to the image: the chain itself works...
     timed(allowing, "add/url", f"http://{PUBLIC_IP}/product.jpg", 200)
     assert public_hop == [f"http://{PUBLIC_IP}/product.jpg"] and web.hits == ["/image.jpg"]
     # ... and with URL_DENY_PRIVATE=1 the first hop passes the guard but the redirect to loopback does not.
     denying = start_service(url_deny_private=True, **FAST)
-    for target in (web.url("/image.jpg"), web.url("/image.jpg", "localhost"), web.url("/image.jpg", "[::1]"),
-                   "http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/"):
+    for target in (
+        web.url("/image.jpg"),
+        web.url("/image.jpg", "localhost"),
+        web.url("/image.jpg", "[::1]"),
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.1/",
+    ):
         public_hop.clear()
         web.hits.clear()
         timed(denying, "add/url", f"http://{PUBLIC_IP}/to{target}", 403, "URL_DENY_PRIVATE")
@@ -333,8 +396,9 @@ def test_redirect_from_a_public_url_to_loopback_is_refused(start_service: Callab
     still_serving(denying, 303)
 
 
-def test_dns_rebinding_to_loopback_is_refused(start_service: Callable[..., LiveService], web: MisbehavingServer,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dns_rebinding_to_loopback_is_refused(
+    start_service: Callable[..., LiveService], web: MisbehavingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`rebind.test` answers a public address to the guard's lookup and 127.0.0.1 to the connection's:
     the guard must check the address the socket really connected to."""
     real = socket.getaddrinfo

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask, request
+from flask.json.provider import DefaultJSONProvider
 
 from conf.settings import Settings
 from service.api import console, docs
@@ -30,15 +31,22 @@ def create_app(settings: Settings, deps: Deps, metrics: Metrics | None = None) -
     Raises StartupError when TOKENS_FILE cannot be used.
     """
     app = Flask(__name__)
-    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, MAX_FORM_MEMORY_SIZE=settings.max_body_bytes,
-                      JSON_SORT_KEYS=False)
-    app.json.ensure_ascii = False
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes, MAX_FORM_MEMORY_SIZE=settings.max_body_bytes, JSON_SORT_KEYS=False
+    )
+    if isinstance(app.json, DefaultJSONProvider):  # Chinese keys and messages as text, not \u escapes
+        app.json.ensure_ascii = False
     app.extensions["imgsim.deps"] = deps
     metrics = metrics or Metrics(process=False)
     # First, so that every request -- the ones the token check refuses too -- has an id, a log line and metrics.
     install_request_hooks(app, metrics)
-    for blueprint in (api, probes, console.console_blueprint(), docs.docs_blueprint(),
-                      metrics_blueprint(metrics, public=settings.metrics_public)):
+    for blueprint in (
+        api,
+        probes,
+        console.console_blueprint(),
+        docs.docs_blueprint(),
+        metrics_blueprint(metrics, public=settings.metrics_public),
+    ):
         app.register_blueprint(blueprint)
 
     # Registered without any token too: open mode admits every request as an admin (service.api.auth).

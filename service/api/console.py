@@ -26,8 +26,10 @@ PUBLIC_ENDPOINTS = frozenset({"console.page", "console.asset"})
 # The token's own grant: needs a known token (the app's check) but no particular right.
 # 'self' only: no CDN, no web font, no inline script or style; blob: for thumbnails fetched with the token
 # header and for the preview of the query image; data: for the empty favicon.
-CONSOLE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
-               "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+CONSOLE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 LONG_CACHE = "public, max-age=31536000, immutable"
 
 
@@ -73,8 +75,7 @@ def render_page(template: str, prefix: str, assets: dict[str, Asset]) -> bytes:
     return template.encode("utf-8")
 
 
-def page_blueprint(name: str, url: str, asset_url: str, page: bytes, assets: dict[str, Asset],
-                   csp: str) -> Blueprint:
+def page_blueprint(name: str, url: str, asset_url: str, page: bytes, assets: dict[str, Asset], csp: str) -> Blueprint:
     """A blueprint `name` serving `page` at `url` (never cached) and `assets` at `asset_url/<name>`.
 
     Its endpoints are `<name>.page` and `<name>.asset` (the app's token check lets both through).

@@ -65,8 +65,13 @@ class Limits:
     @classmethod
     def of(cls, settings: Settings, unparsed_multipart: bool = False) -> Limits:
         """The limits of `settings`."""
-        return cls(settings.max_limit, settings.max_key_length, settings.max_batch_keys, settings.max_batch_items,
-                   unparsed_multipart)
+        return cls(
+            settings.max_limit,
+            settings.max_key_length,
+            settings.max_batch_keys,
+            settings.max_batch_items,
+            unparsed_multipart,
+        )
 
 
 def _limits(info: ValidationInfo) -> Limits:
@@ -119,11 +124,11 @@ def key_value(value: object, max_len: int, field: str = "key") -> str:
     if not key:
         raise BadInput(f"field '{field}' must not be empty")
     if len(key) > max_len:
-        raise BadInput(f"field '{field}' is {len(key)} characters long; at most {max_len} are allowed "
-                       "(MAX_KEY_LENGTH)")
+        raise BadInput(f"field '{field}' is {len(key)} characters long; at most {max_len} are allowed (MAX_KEY_LENGTH)")
     if _CONTROL.search(key):
-        raise BadInput(f"field '{field}' contains control characters (such as NUL, tab or newline); "
-                       "keys must be printable text")
+        raise BadInput(
+            f"field '{field}' contains control characters (such as NUL, tab or newline); keys must be printable text"
+        )
     try:
         key.encode("utf-8")
     except UnicodeEncodeError:
@@ -134,7 +139,7 @@ def key_value(value: object, max_len: int, field: str = "key") -> str:
 def key_list(value: object, max_len: int, max_count: int) -> list[str]:
     """`key` as "a,b,c" or ["a", "b"]: the distinct keys, in order. Use the array form for keys with commas."""
     if value is None or value == "" or value == []:
-        raise BadInput("field 'key' is required: a comma-separated string \"a,b\" or an array [\"a\", \"b\"]")
+        raise BadInput('field \'key\' is required: a comma-separated string "a,b" or an array ["a", "b"]')
     if isinstance(value, str):
         items: list[object] = [part for part in value.split(",") if part.strip()]
     elif isinstance(value, list):
@@ -143,8 +148,10 @@ def key_list(value: object, max_len: int, max_count: int) -> list[str]:
         raise BadInput(f"field 'key' must be a string or an array of strings, not {json_type_name(value)}")
     if len(items) > max_count:
         raise BadInput(f"field 'key' lists {len(items)} keys; at most {max_count} per request")
-    keys = [key_value(item, max_len, field=f"key[{i}]" if isinstance(value, list) else "key")
-            for i, item in enumerate(items)]
+    keys = [
+        key_value(item, max_len, field=f"key[{i}]" if isinstance(value, list) else "key")
+        for i, item in enumerate(items)
+    ]
     if not keys:
         raise BadInput("field 'key' lists no keys")
     return list(dict.fromkeys(keys))
@@ -169,8 +176,9 @@ def id_value(item: object, where: str = "the path has", strict: bool = True) -> 
     plain = isinstance(item, str) and re.fullmatch(r"[0-9]{1,16}", item) is not None
     number = None if strict and not plain else as_int(item)
     if number is None or not 1 <= number <= JS_MAX_SAFE_INTEGER:
-        raise BadInput(f"{where} {str(item)[:50]!r}, which is not an id (ids are integers from 1 to "
-                       f"{JS_MAX_SAFE_INTEGER})")
+        raise BadInput(
+            f"{where} {str(item)[:50]!r}, which is not an id (ids are integers from 1 to {JS_MAX_SAFE_INTEGER})"
+        )
     return number
 
 
@@ -245,8 +253,11 @@ def json_text(value: object, name: str, example: str, what: str = "a JSON object
         try:
             return json.loads(value)
         except (ValueError, RecursionError):
-            raise BadInput(f"field '{name}' must be {what} such as {example} (in a form: that value as JSON text); "
-                           f"the text sent is not JSON{hint}", reason=f"bad_{name}") from None
+            raise BadInput(
+                f"field '{name}' must be {what} such as {example} (in a form: that value as JSON text); "
+                f"the text sent is not JSON{hint}",
+                reason=f"bad_{name}",
+            ) from None
     return value
 
 
@@ -262,8 +273,11 @@ def filter_value(value: object) -> dict[str, Any]:
     """`filter`: the parsed JSON object of attribute conditions (checked and compiled by the search use case)."""
     parsed = json_text(value, "filter", FILTER_EXAMPLE, hint=" (Milvus expressions are not accepted)")
     if not isinstance(parsed, dict):
-        raise BadInput(f"field 'filter' must be a JSON object of attribute conditions such as {FILTER_EXAMPLE}, "
-                       f"not {json_type_name(parsed)} (Milvus expressions are not accepted)", reason="bad_filter")
+        raise BadInput(
+            f"field 'filter' must be a JSON object of attribute conditions such as {FILTER_EXAMPLE}, "
+            f"not {json_type_name(parsed)} (Milvus expressions are not accepted)",
+            reason="bad_filter",
+        )
     return parsed
 
 
@@ -271,8 +285,9 @@ def items_value(value: object, max_items: int) -> list[Any]:
     """`items`: a non-empty JSON array (JSON text in a form) of at most MAX_BATCH_ITEMS objects."""
     parsed = None if _absent(value) else json_text(value, "items", ITEMS_EXAMPLE, "a JSON array")
     if parsed is None or parsed == []:
-        raise BadInput("field 'items' is required: an array of objects such as {\"url\": \"https://...\", "
-                       "\"key\": \"SKU-1\"}")
+        raise BadInput(
+            'field \'items\' is required: an array of objects such as {"url": "https://...", "key": "SKU-1"}'
+        )
     if not isinstance(parsed, list):
         raise BadInput(f"field 'items' must be an array of objects, not {json_type_name(parsed)}")
     if len(parsed) > max_items:
@@ -283,10 +298,12 @@ def items_value(value: object, max_items: int) -> list[Any]:
 # --- the validators the fields carry: absent or "" -> the default, else the check above --------------------
 def _optional(check: Any) -> Any:
     """A before-validator: an absent or empty value takes the field's default; anything else is checked."""
+
     def validate(value: object, info: ValidationInfo) -> Any:
         if _absent(value):
             raise PydanticUseDefault
         return check(value, info)
+
     return BeforeValidator(validate)
 
 
@@ -316,8 +333,10 @@ def _record_id(value: object, _info: ValidationInfo) -> int:
 def _after_id(value: object, _info: ValidationInfo) -> int:
     number = as_int(value)
     if number is None or not 0 <= number <= JS_MAX_SAFE_INTEGER:
-        raise BadInput(f"field 'after_id' must be an integer from 0 to {JS_MAX_SAFE_INTEGER} (the next_after_id of "
-                       f"the previous page), not {str(value)[:50]!r}")
+        raise BadInput(
+            f"field 'after_id' must be an integer from 0 to {JS_MAX_SAFE_INTEGER} (the next_after_id of "
+            f"the previous page), not {str(value)[:50]!r}"
+        )
     return number
 
 
@@ -325,21 +344,41 @@ def _upload(value: object, info: ValidationInfo) -> Upload:
     if isinstance(value, FileStorage):
         return Upload(value, value.filename or "")
     if _limits(info).unparsed_multipart:
-        raise BadInput("the multipart/form-data body could not be parsed (no or wrong boundary, or part "
-                       "headers that are not UTF-8, such as a Latin-1 file name); send the image as the "
-                       "field 'file' (curl -F file=@photo.jpg)")
-    raise BadInput("multipart field 'file' is required: send the image as multipart/form-data "
-                   "with the field name 'file' (curl -F file=@photo.jpg)")
+        raise BadInput(
+            "the multipart/form-data body could not be parsed (no or wrong boundary, or part "
+            "headers that are not UTF-8, such as a Latin-1 file name); send the image as the "
+            "field 'file' (curl -F file=@photo.jpg)"
+        )
+    raise BadInput(
+        "multipart field 'file' is required: send the image as multipart/form-data "
+        "with the field name 'file' (curl -F file=@photo.jpg)"
+    )
 
 
 # --- the documented shapes of the JSON values ----------------------------------------------------------------
 DEFAULT = Limits()
 KEY_DOC = "A record key: printable text, surrounding whitespace removed, at most MAX_KEY_LENGTH characters."
 # `x-setting`: the Settings field whose value service/api/openapi.py puts in place of the default shown here.
-KeyText = Annotated[str, Field(min_length=1, max_length=DEFAULT.max_key_length, pattern=r"^[^\u0000-\u001F\u007F]*$",
-                               description=KEY_DOC, json_schema_extra={"x-setting": "MAX_KEY_LENGTH"})]
-Id = Annotated[int, Field(ge=1, le=JS_MAX_SAFE_INTEGER, description=(
-    "A record id, below 2^53 so JavaScript numbers hold it exactly; derived from (namespace, key, MD5)."))]
+KeyText = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=DEFAULT.max_key_length,
+        pattern=r"^[^\u0000-\u001F\u007F]*$",
+        description=KEY_DOC,
+        json_schema_extra={"x-setting": "MAX_KEY_LENGTH"},
+    ),
+]
+Id = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=JS_MAX_SAFE_INTEGER,
+        description=(
+            "A record id, below 2^53 so JavaScript numbers hold it exactly; derived from (namespace, key, MD5)."
+        ),
+    ),
+]
 Text1024 = Annotated[str, Field(max_length=1024)]
 
 
@@ -348,8 +387,10 @@ class Attrs(RootModel[dict[str, Text1024 | float | bool | Annotated[list[Text102
     of strings, finite numbers (integers within +-(2^53-1)), booleans or lists of strings; at most 32 attributes
     and 4096 bytes as JSON. On a re-add of a stored image, attrs replace the stored ones (absent: kept)."""
 
-    root: Annotated[dict[str, Text1024 | float | bool | Annotated[list[Text1024], Field(max_length=64)]],
-                    Field(max_length=32, examples=[json.loads(ATTRS_EXAMPLE)])]
+    root: Annotated[
+        dict[str, Text1024 | float | bool | Annotated[list[Text1024], Field(max_length=64)]],
+        Field(max_length=32, examples=[json.loads(ATTRS_EXAMPLE)]),
+    ]
 
 
 class Range(BaseModel):
@@ -370,8 +411,10 @@ class Filter(RootModel[dict[str, Scalar | list[Scalar] | Range]]):
     containing it), a non-empty list (any of them) or a range object of gt, gte, lt, lte. Every value is a
     literal, never Milvus syntax; booleans compare as 1 and 0."""
 
-    root: Annotated[dict[str, Scalar | Annotated[list[Scalar], Field(min_length=1, max_length=64)] | Range],
-                    Field(max_length=16, examples=[json.loads(FILTER_EXAMPLE)])]
+    root: Annotated[
+        dict[str, Scalar | Annotated[list[Scalar], Field(min_length=1, max_length=64)] | Range],
+        Field(max_length=16, examples=[json.loads(FILTER_EXAMPLE)]),
+    ]
 
 
 # --- the bodies ------------------------------------------------------------------------------------------------
@@ -380,19 +423,25 @@ class Body(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True, arbitrary_types_allowed=True)
 
-    namespace: Annotated[str | None, Field(
-        description="The namespace to act in (admin tokens, and an open service; default \"\", the default "
-                    "namespace). A token bound to a namespace may leave it out or name its own; any other "
-                    "answers 403."),
-        PlainValidator(lambda value: value, json_schema_input_type=Annotated[str, Field(
-            max_length=64, pattern=f"^({NAMESPACE_RE.pattern})?$")])] = None
+    namespace: Annotated[
+        str | None,
+        Field(
+            description='The namespace to act in (admin tokens, and an open service; default "", the default '
+            "namespace). A token bound to a namespace may leave it out or name its own; any other "
+            "answers 403."
+        ),
+        PlainValidator(
+            lambda value: value,
+            json_schema_input_type=Annotated[str, Field(max_length=64, pattern=f"^({NAMESPACE_RE.pattern})?$")],
+        ),
+    ] = None
 
     @model_validator(mode="before")
     @classmethod
     def _every_field_present(cls, data: Any) -> Any:
         """Absent fields enter as None, so each field's own check answers for them, in field order."""
         if not isinstance(data, dict):
-            raise BadInput("the request body must be a JSON object like {\"url\": \"...\"}")
+            raise BadInput('the request body must be a JSON object like {"url": "..."}')
         return {(info.alias or name): data.get(info.alias or name) for name, info in cls.model_fields.items()}
 
 
@@ -407,64 +456,133 @@ def _wire(shape: Any) -> Any:
 
 # Annotated order matters: Field (constraints, checked again after ours and always true), then _wire (the
 # documented shape, where it differs from the Python type), then our check, which runs first.
-URL = Annotated[str, _doc(
-    "An http:// or https:// URL of the image. At most URL_MAX_REDIRECTS redirects are followed; the download is "
-    "bounded by URL_TOTAL_TIMEOUT and MAX_IMAGE_BYTES.", min_length=1, max_length=8192),
-    _required(lambda v, _: text_value(v, "url", required=True, max_len=8192))]
-PATH = Annotated[str, _doc(
-    "Path of an image file below PATH_ROOTS (a relative path is taken relative to the first root, not the "
-    "working directory). Symlinks are resolved before the check.", min_length=1, max_length=4096),
-    _required(lambda v, _: text_value(v, "path", required=True, max_len=4096))]
+URL = Annotated[
+    str,
+    _doc(
+        "An http:// or https:// URL of the image. At most URL_MAX_REDIRECTS redirects are followed; the download is "
+        "bounded by URL_TOTAL_TIMEOUT and MAX_IMAGE_BYTES.",
+        min_length=1,
+        max_length=8192,
+    ),
+    _required(lambda v, _: text_value(v, "url", required=True, max_len=8192)),
+]
+PATH = Annotated[
+    str,
+    _doc(
+        "Path of an image file below PATH_ROOTS (a relative path is taken relative to the first root, not the "
+        "working directory). Symlinks are resolved before the check.",
+        min_length=1,
+        max_length=4096,
+    ),
+    _required(lambda v, _: text_value(v, "path", required=True, max_len=4096)),
+]
 # Decoded (and checked) when the image is read, by the use case: the field carries the raw value.
-BASE64 = Annotated[object, _doc(
-    "The image bytes in base64 (standard or URL-safe alphabet, padding optional, whitespace ignored), "
-    "optionally as a data:image/...;base64, URL."), _wire(Annotated[str, Field(min_length=1)])]
+BASE64 = Annotated[
+    object,
+    _doc(
+        "The image bytes in base64 (standard or URL-safe alphabet, padding optional, whitespace ignored), "
+        "optionally as a data:image/...;base64, URL."
+    ),
+    _wire(Annotated[str, Field(min_length=1)]),
+]
 FILE = Annotated[Upload, _doc("The image file."), PlainValidator(_upload, json_schema_input_type=bytes)]
-KEY = Annotated[str | None, _doc("The record key (for example a SKU); a number is taken as its decimal text. "
-                                 "Default: the MD5 of the image bytes."),
-                _wire(KeyText | int), _optional(_optional_key)]
-IMG_PATH = Annotated[str | None, _doc(
-    "The filepath to record with the image (default: the file name, URL or path sent; empty for base64). "
-    "No NUL bytes."), _wire(Annotated[str, Field(max_length=4096)]),
-    _optional(lambda v, _: text_value(v, "imgPath", max_len=4096))]
-ATTRS = Annotated[dict[str, Any] | None, _doc("The record's attributes, a flat JSON object (in a form: JSON text)."),
-                  _wire(Attrs), _optional(lambda v, _: attrs_value(v))]
-ON_DUPLICATE = Annotated[OnDuplicate, _doc(
-    "When the namespace already holds the same image (same MD5, or a score at or above the duplicate threshold in "
-    "force: DUPLICATE_SCORE, else the calibrated one, else the model's default; /ready shows it) under another "
-    "key: allow stores it anyway, skip stores nothing and answers 200 with that record, reject answers 409 with "
-    "it."), _optional(lambda v, _: on_duplicate_value(v))]
-LIMIT = Annotated[int, _doc("How many results at most, 1..MAX_LIMIT. A string of digits is accepted too.", ge=1,
-                            json_schema_extra={"maximum": DEFAULT.max_limit, "x-setting": "MAX_LIMIT"}),
-                  _required(lambda v, info: limit_value(v, _limits(info).max_limit, default=10))]
-MIN_SCORE = Annotated[float | None, _doc(
-    "Only results with a cosine similarity of at least this. A numeric string is accepted too."),
-    _wire(Annotated[float, Field(ge=-1, le=1)]), _optional(lambda v, _: min_score_value(v))]
-FILTER = Annotated[dict[str, Any] | None, _doc(
-    "Attribute conditions, a JSON object (in a form: JSON text); Milvus expressions are not accepted."),
-    _wire(Filter), _optional(lambda v, _: filter_value(v))]
-GROUP_BY_KEY = Annotated[bool, _doc(
-    "At most one hit per key (its best image); limit then counts keys. In a form: \"true\" or \"false\"."),
-    _optional(lambda v, _: bool_value(v, "group_by_key"))]
-INCLUDE_SELF = Annotated[bool, _doc("Also return the record itself (score 1.0)."),
-                         _optional(lambda v, _: bool_value(v, "include_self"))]
-KEYS = Annotated[list[str], _doc("The keys: an array (at most MAX_BATCH_KEYS), or comma-separated text "
-                                 "\"SKU-1,SKU-2\"."),
-                 _wire(Annotated[list[KeyText], Field(min_length=1, max_length=DEFAULT.max_batch_keys,
-                                                               json_schema_extra={"x-setting": "MAX_BATCH_KEYS"})]
-                       | Annotated[str, Field(min_length=1)]),
-                 _required(lambda v, info: key_list(v, _limits(info).max_key_length, _limits(info).max_batch_keys))]
-IDS = Annotated[list[int], _doc("Record ids: an array (at most MAX_BATCH_KEYS), one id, or comma-separated text "
-                                "\"1,2,3\"."),
-                _wire(Annotated[list[Id], Field(min_length=1, max_length=DEFAULT.max_batch_keys,
-                                                               json_schema_extra={"x-setting": "MAX_BATCH_KEYS"})] | Id
-                      | Annotated[str, Field(min_length=1)]),
-                _required(lambda v, info: id_list(v, _limits(info).max_batch_keys))]
+KEY = Annotated[
+    str | None,
+    _doc(
+        "The record key (for example a SKU); a number is taken as its decimal text. "
+        "Default: the MD5 of the image bytes."
+    ),
+    _wire(KeyText | int),
+    _optional(_optional_key),
+]
+IMG_PATH = Annotated[
+    str | None,
+    _doc(
+        "The filepath to record with the image (default: the file name, URL or path sent; empty for base64). "
+        "No NUL bytes."
+    ),
+    _wire(Annotated[str, Field(max_length=4096)]),
+    _optional(lambda v, _: text_value(v, "imgPath", max_len=4096)),
+]
+ATTRS = Annotated[
+    dict[str, Any] | None,
+    _doc("The record's attributes, a flat JSON object (in a form: JSON text)."),
+    _wire(Attrs),
+    _optional(lambda v, _: attrs_value(v)),
+]
+ON_DUPLICATE = Annotated[
+    OnDuplicate,
+    _doc(
+        "When the namespace already holds the same image (same MD5, or a score at or above the duplicate threshold in "
+        "force: DUPLICATE_SCORE, else the calibrated one, else the model's default; /ready shows it) under another "
+        "key: allow stores it anyway, skip stores nothing and answers 200 with that record, reject answers 409 with "
+        "it."
+    ),
+    _optional(lambda v, _: on_duplicate_value(v)),
+]
+LIMIT = Annotated[
+    int,
+    _doc(
+        "How many results at most, 1..MAX_LIMIT. A string of digits is accepted too.",
+        ge=1,
+        json_schema_extra={"maximum": DEFAULT.max_limit, "x-setting": "MAX_LIMIT"},
+    ),
+    _required(lambda v, info: limit_value(v, _limits(info).max_limit, default=10)),
+]
+MIN_SCORE = Annotated[
+    float | None,
+    _doc("Only results with a cosine similarity of at least this. A numeric string is accepted too."),
+    _wire(Annotated[float, Field(ge=-1, le=1)]),
+    _optional(lambda v, _: min_score_value(v)),
+]
+FILTER = Annotated[
+    dict[str, Any] | None,
+    _doc("Attribute conditions, a JSON object (in a form: JSON text); Milvus expressions are not accepted."),
+    _wire(Filter),
+    _optional(lambda v, _: filter_value(v)),
+]
+GROUP_BY_KEY = Annotated[
+    bool,
+    _doc('At most one hit per key (its best image); limit then counts keys. In a form: "true" or "false".'),
+    _optional(lambda v, _: bool_value(v, "group_by_key")),
+]
+INCLUDE_SELF = Annotated[
+    bool, _doc("Also return the record itself (score 1.0)."), _optional(lambda v, _: bool_value(v, "include_self"))
+]
+KEYS = Annotated[
+    list[str],
+    _doc('The keys: an array (at most MAX_BATCH_KEYS), or comma-separated text "SKU-1,SKU-2".'),
+    _wire(
+        Annotated[
+            list[KeyText],
+            Field(min_length=1, max_length=DEFAULT.max_batch_keys, json_schema_extra={"x-setting": "MAX_BATCH_KEYS"}),
+        ]
+        | Annotated[str, Field(min_length=1)]
+    ),
+    _required(lambda v, info: key_list(v, _limits(info).max_key_length, _limits(info).max_batch_keys)),
+]
+IDS = Annotated[
+    list[int],
+    _doc('Record ids: an array (at most MAX_BATCH_KEYS), one id, or comma-separated text "1,2,3".'),
+    _wire(
+        Annotated[
+            list[Id],
+            Field(min_length=1, max_length=DEFAULT.max_batch_keys, json_schema_extra={"x-setting": "MAX_BATCH_KEYS"}),
+        ]
+        | Id
+        | Annotated[str, Field(min_length=1)]
+    ),
+    _required(lambda v, info: id_list(v, _limits(info).max_batch_keys)),
+]
 
 
 # The image input each kind's field value becomes (an upload already is one).
-READERS: dict[str, Callable[[Any], ImageInput]] = {"file": lambda upload: upload, "url": Url, "path": SharedPath,
-                                                   "base64": Base64Image}
+READERS: dict[str, Callable[[Any], ImageInput]] = {
+    "file": lambda upload: upload,
+    "url": Url,
+    "path": SharedPath,
+    "base64": Base64Image,
+}
 
 
 class ImageOptions(Body):
@@ -561,14 +679,18 @@ class SearchBase64Body(SearchImageFields, Base64ImageField):
 
 ADD_BODIES: dict[str, type[AddFields]] = {m.kind(): m for m in (AddFileBody, AddUrlBody, AddPathBody, AddBase64Body)}
 SEARCH_BODIES: dict[str, type[SearchImageFields]] = {
-    m.kind(): m for m in (SearchFileBody, SearchUrlBody, SearchPathBody, SearchBase64Body)}
+    m.kind(): m for m in (SearchFileBody, SearchUrlBody, SearchPathBody, SearchBase64Body)
+}
 
 
 class RecordIdField(Body):
     """A stored record named by its id."""
 
-    id: Annotated[int, Field(ge=1, le=JS_MAX_SAFE_INTEGER, description="The id of a stored record of the namespace."),
-                  _required(_record_id)]
+    id: Annotated[
+        int,
+        Field(ge=1, le=JS_MAX_SAFE_INTEGER, description="The id of a stored record of the namespace."),
+        _required(_record_id),
+    ]
 
 
 class SearchByIdBody(SearchFields, RecordIdField):
@@ -600,13 +722,24 @@ class NamespaceQuery(Body):
 class ListBody(Body):
     """A page of records in id order."""
 
-    after_id: Annotated[int, _doc(
-        "List records with a larger id (0: from the start): the previous page's next_after_id.",
-        ge=0, le=JS_MAX_SAFE_INTEGER), _optional(_after_id)] = 0
-    limit: Annotated[int, _doc(
-        "Records per page, 1..MAX_BATCH_KEYS. A string of digits is accepted too.", ge=1,
-        json_schema_extra={"maximum": DEFAULT.max_batch_keys, "x-setting": "MAX_BATCH_KEYS"}),
-        _required(lambda v, info: limit_value(v, _limits(info).max_batch_keys, default=100))] = 100
+    after_id: Annotated[
+        int,
+        _doc(
+            "List records with a larger id (0: from the start): the previous page's next_after_id.",
+            ge=0,
+            le=JS_MAX_SAFE_INTEGER,
+        ),
+        _optional(_after_id),
+    ] = 0
+    limit: Annotated[
+        int,
+        _doc(
+            "Records per page, 1..MAX_BATCH_KEYS. A string of digits is accepted too.",
+            ge=1,
+            json_schema_extra={"maximum": DEFAULT.max_batch_keys, "x-setting": "MAX_BATCH_KEYS"},
+        ),
+        _required(lambda v, info: limit_value(v, _limits(info).max_batch_keys, default=100)),
+    ] = 100
 
 
 class SyncItem(BaseModel):
@@ -633,12 +766,15 @@ ITEM_BODIES: dict[str, type[AddFields]] = {"url": AddUrlBody, "path": AddPathBod
 def item_request(raw: object, limits: Limits, on_duplicate: OnDuplicate, key: str | None = None) -> AddRequest:
     """One item of add/batch or set/key, read like the body of a single add of its kind."""
     if not isinstance(raw, dict):
-        raise BadInput(f"an item must be a JSON object such as {{\"url\": \"https://...\", \"key\": \"SKU-1\"}}, "
-                       f"not {json_type_name(raw)}")
+        raise BadInput(
+            f'an item must be a JSON object such as {{"url": "https://...", "key": "SKU-1"}}, not {json_type_name(raw)}'
+        )
     kinds = [k for k in IMAGE_KINDS if raw.get(k) not in (None, "")]
     if len(kinds) != 1:
-        raise BadInput("an item names its image with exactly one of the fields 'url', 'path' or 'base64' "
-                       f"(this one has {len(kinds)})")
+        raise BadInput(
+            "an item names its image with exactly one of the fields 'url', 'path' or 'base64' "
+            f"(this one has {len(kinds)})"
+        )
     if key is not None and raw.get("key") not in (None, "", key):
         raise BadInput("the items of set/key take the request's key; leave 'key' out of the items")
     fields = {name: raw.get(name) for name in (kinds[0], "key", "imgPath", "attrs")}
@@ -648,8 +784,9 @@ def item_request(raw: object, limits: Limits, on_duplicate: OnDuplicate, key: st
     return AddRequest(body.image(), body.key, body.img_path, body.attrs, on_duplicate)
 
 
-def item_requests(raw_items: list[Any], limits: Limits, on_duplicate: OnDuplicate,
-                  key: str | None = None) -> list[AddRequest | ApiError]:
+def item_requests(
+    raw_items: list[Any], limits: Limits, on_duplicate: OnDuplicate, key: str | None = None
+) -> list[AddRequest | ApiError]:
     """Each item as an AddRequest, or the error a single add of it would have answered (one bad item does not
     fail the request). With `key` (set/key) every item takes that key."""
     out: list[AddRequest | ApiError] = []
@@ -661,16 +798,20 @@ def item_requests(raw_items: list[Any], limits: Limits, on_duplicate: OnDuplicat
     return out
 
 
-ITEMS_COUNT = Field(min_length=1, max_length=DEFAULT.max_batch_items,
-                    json_schema_extra={"x-setting": "MAX_BATCH_ITEMS"})
-ITEMS_DOC = ("The images, at most MAX_BATCH_ITEMS (in a form: JSON text). Each is checked like the body of a "
-             "single add: a faulty item gets its error in the answer and does not fail the request.")
+ITEMS_COUNT = Field(
+    min_length=1, max_length=DEFAULT.max_batch_items, json_schema_extra={"x-setting": "MAX_BATCH_ITEMS"}
+)
+ITEMS_DOC = (
+    "The images, at most MAX_BATCH_ITEMS (in a form: JSON text). Each is checked like the body of a "
+    "single add: a faulty item gets its error in the answer and does not fail the request."
+)
 
 
 def _batch_items(value: object, info: ValidationInfo) -> list[AddRequest | ApiError]:
     limits = _limits(info)
-    return item_requests(items_value(value, limits.max_batch_items), limits,
-                         info.data.get("on_duplicate", OnDuplicate.ALLOW))
+    return item_requests(
+        items_value(value, limits.max_batch_items), limits, info.data.get("on_duplicate", OnDuplicate.ALLOW)
+    )
 
 
 def _sync_items(value: object, info: ValidationInfo) -> list[AddRequest | ApiError]:
@@ -682,14 +823,18 @@ class AddBatchBody(Body):
     """Add many images in one request; `items` holds, per item, its AddRequest or its error (ApiError)."""
 
     on_duplicate: ON_DUPLICATE = OnDuplicate.ALLOW
-    items: Annotated[list[Any], _doc(ITEMS_DOC), _wire(Annotated[list[BatchItem], ITEMS_COUNT]),
-                     _required(_batch_items)]
+    items: Annotated[
+        list[Any], _doc(ITEMS_DOC), _wire(Annotated[list[BatchItem], ITEMS_COUNT]), _required(_batch_items)
+    ]
 
 
 class SetKeyBody(Body):
     """Make a key hold exactly these images; `items` holds, per item, its AddRequest or its error (ApiError)."""
 
-    key: Annotated[str, _doc("The key whose images the request sets; a number is taken as its decimal text."),
-                   _wire(KeyText | int), _required(_required_key)]
+    key: Annotated[
+        str,
+        _doc("The key whose images the request sets; a number is taken as its decimal text."),
+        _wire(KeyText | int),
+        _required(_required_key),
+    ]
     items: Annotated[list[Any], _doc(ITEMS_DOC), _wire(Annotated[list[SyncItem], ITEMS_COUNT]), _required(_sync_items)]
-

@@ -26,8 +26,10 @@ PAGE = "docs.html"
 PUBLIC_ENDPOINTS = frozenset({"docs.page", "docs.asset"})
 # Swagger UI sets styles through the DOM (allowed) but also renders <style>-free inline SVG; data: covers
 # its embedded icons. connect-src 'self' keeps try-it-out on this origin, where the token may go.
-DOCS_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-            "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 def swagger_ui_version() -> str:
@@ -39,6 +41,7 @@ def docs_blueprint(openapi_url: str = "/openapi.json", static_dir: Path = STATIC
     """`GET /docs` (the page) and `GET /docs/assets/<name>` (Swagger UI's files and ours)."""
     assets: dict[str, Asset] = {name: load_asset(SWAGGER_DIST / name) for name in SWAGGER_FILES}
     assets.update({name: load_asset(static_dir / name) for name in OWN_FILES})
-    page = render_page((static_dir / PAGE).read_text("utf-8").replace("{{openapi_url}}", openapi_url),
-                       "/docs/assets", assets)
+    page = render_page(
+        (static_dir / PAGE).read_text("utf-8").replace("{{openapi_url}}", openapi_url), "/docs/assets", assets
+    )
     return page_blueprint("docs", "/docs", "/docs/assets", page, assets, DOCS_CSP)

@@ -86,17 +86,44 @@ class EndpointView:
         return self.function(body, namespace, **path_args)
 
 
-def endpoint(blueprint: Blueprint, rule: str, *, right: str | None, body: Any, ok: Ok, errors: tuple[int, ...],
-             tag: str, methods: tuple[str, ...] = ("POST",), summary: str = "", description: str = "",
-             query: bool = False, open_: bool = False,
-             path_params: Mapping[str, tuple[Any, str]] | None = None) -> Callable[[RouteFunction], EndpointView]:
+def endpoint(
+    blueprint: Blueprint,
+    rule: str,
+    *,
+    right: str | None,
+    body: Any,
+    ok: Ok,
+    errors: tuple[int, ...],
+    tag: str,
+    methods: tuple[str, ...] = ("POST",),
+    summary: str = "",
+    description: str = "",
+    query: bool = False,
+    open_: bool = False,
+    path_params: Mapping[str, tuple[Any, str]] | None = None,
+) -> Callable[[RouteFunction], EndpointView]:
     """Register the decorated function as the route `rule` of `blueprint`, with everything it declares."""
+
     def register(function: RouteFunction) -> EndpointView:
-        spec = Endpoint(rule, methods, function.__name__, right, body, ok, errors, tag, summary,
-                        description or (function.__doc__ or "").strip(), query, open_, path_params or {})
+        spec = Endpoint(
+            rule,
+            methods,
+            function.__name__,
+            right,
+            body,
+            ok,
+            errors,
+            tag,
+            summary,
+            description or (function.__doc__ or "").strip(),
+            query,
+            open_,
+            path_params or {},
+        )
         view = EndpointView(spec, function)
         blueprint.add_url_rule(rule, endpoint=function.__name__, view_func=view, methods=list(methods))
         return view
+
     return register
 
 
@@ -130,10 +157,12 @@ def request_fields() -> dict[str, Any]:
         # `curl -d '{...}'` sends JSON labelled as a form: accept both real forms and that.
         return request.form.to_dict()  # Werkzeug re-reads the cached body for this
     if body is None:
-        raise BadInput("the request body is not valid JSON; send a JSON object with Content-Type: "
-                       "application/json (or multipart/form-data for file uploads)")
+        raise BadInput(
+            "the request body is not valid JSON; send a JSON object with Content-Type: "
+            "application/json (or multipart/form-data for file uploads)"
+        )
     if not isinstance(body, dict):
-        raise BadInput("the request body must be a JSON object like {\"url\": \"...\"}")
+        raise BadInput('the request body must be a JSON object like {"url": "..."}')
     return body
 
 
@@ -153,5 +182,6 @@ def acting_namespace(requested: object) -> str:
 
 def _unparsed_multipart() -> bool:
     """Werkzeug drops a multipart body it cannot parse without a word; the `file` field then says so."""
-    return bool(request.mimetype == "multipart/form-data" and request.content_length
-                and not request.form and not request.files)
+    return bool(
+        request.mimetype == "multipart/form-data" and request.content_length and not request.form and not request.files
+    )

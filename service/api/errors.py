@@ -50,17 +50,27 @@ def register_error_handlers(app: Flask, settings: Settings) -> None:
         """A body over the limit, or a form with too many parts: 413 saying which."""
         if request.content_length is not None and request.content_length <= settings.max_body_bytes:
             # Werkzeug also raises this for a form with too many parts: the body itself was not too big.
-            return envelope(None, code=413, msg=f"the form has more than {app.config['MAX_FORM_PARTS']} fields; "
-                                                "send only the fields the endpoint documents")
-        return envelope(None, code=413, msg=f"the request body is over {settings.max_body_bytes} bytes; images "
-                                            f"may be at most {settings.max_image_bytes} bytes (MAX_IMAGE_BYTES)")
+            return envelope(
+                None,
+                code=413,
+                msg=f"the form has more than {app.config['MAX_FORM_PARTS']} fields; "
+                "send only the fields the endpoint documents",
+            )
+        return envelope(
+            None,
+            code=413,
+            msg=f"the request body is over {settings.max_body_bytes} bytes; images "
+            f"may be at most {settings.max_image_bytes} bytes (MAX_IMAGE_BYTES)",
+        )
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:
         """Werkzeug's own errors (404, 405...) in the envelope."""
         code = exc.code or 500
-        msg = {404: f"no such endpoint: {request.method} {request.path}",
-               405: f"{request.method} is not allowed on {request.path}"}.get(code, exc.description or exc.name)
+        msg = {
+            404: f"no such endpoint: {request.method} {request.path}",
+            405: f"{request.method} is not allowed on {request.path}",
+        }.get(code, exc.description or exc.name)
         return envelope(None, msg=msg, code=code)
 
     @app.errorhandler(Exception)

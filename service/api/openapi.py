@@ -17,7 +17,7 @@ from typing import Any
 
 from flask import Flask
 from pydantic import TypeAdapter
-from pydantic.json_schema import GenerateJsonSchema
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode
 from werkzeug.routing import Rule
 
 from conf.settings import Settings
@@ -28,16 +28,21 @@ from service.api.views import ListedRecord
 OPENAPI_VERSION = "3.0.3"
 REF_TEMPLATE = "#/components/schemas/{model}"
 LICENSE = {"name": "Apache-2.0", "url": "https://www.apache.org/licenses/LICENSE-2.0"}  # 3.0 has no `identifier`
-TAGS = [{"name": "add", "description": "store images"}, {"name": "search", "description": "find similar images"},
-        {"name": "records", "description": "look up, delete and count records"},
-        {"name": "probes", "description": "liveness, readiness and this document"}]
+TAGS = [
+    {"name": "add", "description": "store images"},
+    {"name": "search", "description": "find similar images"},
+    {"name": "records", "description": "look up, delete and count records"},
+    {"name": "probes", "description": "liveness, readiness and this document"},
+]
 # Blueprints that are not API operations; the description names them instead.
-NOT_OPERATIONS = ("`GET /console` (the ops console, a web page), `GET /docs` (this document rendered by Swagger "
-                  "UI) with their static files, and `GET /metrics` (Prometheus text format)")
+NOT_OPERATIONS = (
+    "`GET /console` (the ops console, a web page), `GET /docs` (this document rendered by Swagger "
+    "UI) with their static files, and `GET /metrics` (Prometheus text format)"
+)
 DESCRIPTION = (
     "Image similarity search over REST: add product images (upload, URL, shared-volume path or base64), then find "
     "the most similar ones with a cosine score. ResNet50 or EfficientNet-Lite0 embeddings in Milvus.\n\n"
-    "Every answer is the envelope `{\"code\", \"msg\", \"data\"}` and `code` equals the HTTP status. When TOKEN or "
+    'Every answer is the envelope `{"code", "msg", "data"}` and `code` equals the HTTP status. When TOKEN or '
     "TOKENS_FILE is set, every endpoint except /health and /ready needs a token (and /metrics unless "
     "METRICS_PUBLIC=1), in the `token` header or as `Authorization: Bearer <token>`; without either the API is "
     "open. A token of TOKENS_FILE is bound to a namespace (every request acts in it) and has rights: read "
@@ -46,33 +51,34 @@ DESCRIPTION = (
     "in the same envelope.\n\n"
     "Request bodies: each operation is documented with one content type, JSON (`application/json`), or "
     "`multipart/form-data` for the `file` endpoints. For bogv compatibility the server also accepts a urlencoded "
-    "or multipart form with the same fields on every endpoint: there numbers and booleans are text (\"10\", "
-    "\"true\"), a list of keys or ids may be comma-separated text (\"a,b,c\"), and `attrs`, `filter` and `items` "
+    'or multipart form with the same fields on every endpoint: there numbers and booleans are text ("10", '
+    '"true"), a list of keys or ids may be comma-separated text ("a,b,c"), and `attrs`, `filter` and `items` '
     "are JSON text. An empty field counts as absent.\n\n"
     "Limits shown (MAX_LIMIT, MAX_KEY_LENGTH, MAX_BATCH_KEYS, MAX_BATCH_ITEMS) are this server's settings.\n\n"
     "Every answer carries an `X-Request-Id` header: the caller's own (1-64 of `A-Za-z0-9._:-`, starting with a "
     "letter or digit) or a new one; it is the reference a 500 quotes and it is on every log line of the request."
-    f"\n\nNot described here, because they are not part of the API: {NOT_OPERATIONS}.")
+    f"\n\nNot described here, because they are not part of the API: {NOT_OPERATIONS}."
+)
 # What each error status means for a caller (the kinds behind them: service/api/errors.py).
 ERRORS = {
     400: "A field is missing, has the wrong type or is out of range; the body is not JSON (or a form); a URL or path "
-         "cannot be fetched or read.",
+    "cannot be fetched or read.",
     401: "A token is required (TOKEN or TOKENS_FILE is set) and the request carries none or an unknown one (header "
-         "`token` or `Authorization: Bearer`).",
+    "`token` or `Authorization: Bearer`).",
     403: "The token lacks the right this endpoint needs, or is bound to another namespace than the one named; a path "
-         "outside PATH_ROOTS, or (URL_DENY_PRIVATE=1) a URL whose host resolves or redirects to a loopback, private "
-         "or link-local address.",
+    "outside PATH_ROOTS, or (URL_DENY_PRIVATE=1) a URL whose host resolves or redirects to a loopback, private "
+    "or link-local address.",
     404: "The record does not exist (or is not the caller's), or it has no thumbnail: show a placeholder. For "
-         "search/id: the namespace holds no record with this id.",
+    "search/id: the namespace holds no record with this id.",
     409: "A duplicate image with on_duplicate=reject (data: the record already stored), or namespaces, attrs or a "
-         "filter asked of a collection created by an earlier imgsim (data: null; the message names the migration: "
-         "a new MILVUS_COLLECTION and a re-import).",
+    "filter asked of a collection created by an earlier imgsim (data: null; the message names the migration: "
+    "a new MILVUS_COLLECTION and a re-import).",
     413: "The image is over MAX_IMAGE_BYTES or MAX_IMAGE_PIXELS, its metadata is too large to decode safely, the "
-         "request body is over MAX_IMAGE_BYTES*4/3 + 64 KiB, or a form has over 1000 fields.",
+    "request body is over MAX_IMAGE_BYTES*4/3 + 64 KiB, or a form has over 1000 fields.",
     415: "The bytes are not a decodable JPEG, PNG, GIF, BMP, WEBP or TIFF image (empty, truncated, corrupt or "
-         "another format).",
+    "another format).",
     500: "A bug: `msg` quotes the request id (the X-Request-Id header) as the reference to the server log, never a "
-         "stack trace.",
+    "stack trace.",
     503: "Milvus is unreachable or the model is not loaded yet; nothing was written. Retry when /ready answers 200.",
 }
 # The shared error answers, named after the error kind behind each status (service/api/errors.py).
@@ -100,11 +106,17 @@ def openapi_document(app: Flask, settings: Settings) -> dict[str, Any]:
         "paths": paths,
         "components": {
             "securitySchemes": {
-                "tokenHeader": {"type": "apiKey", "in": "header", "name": "token",
-                                "description": "A token (TOKEN, or one of TOKENS_FILE), as bogv-image-search-engine "
-                                               "sends it."},
-                "bearer": {"type": "http", "scheme": "bearer",
-                           "description": "A token as `Authorization: Bearer <token>`."},
+                "tokenHeader": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "token",
+                    "description": "A token (TOKEN, or one of TOKENS_FILE), as bogv-image-search-engine sends it.",
+                },
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A token as `Authorization: Bearer <token>`.",
+                },
             },
         },
     }
@@ -134,29 +146,41 @@ def _operation(spec: Endpoint, kind: str | None, method: str, schemas: _Schemas)
         summary = (model.__doc__ or "").split("(")[0].split(";")[0].strip().rstrip(".")
     op: dict[str, Any] = {
         "operationId": "_".join(p for p in (spec.name, kind, method.lower() if len(spec.methods) > 1 else None) if p),
-        "tags": [spec.tag], "summary": summary,
+        "tags": [spec.tag],
+        "summary": summary,
     }
     if spec.description:
         op["description"] = " ".join(spec.description.split())
     if spec.open:
         op["security"] = []
-    parameters = [{"name": name, "in": "path", "required": True, "description": text,
-                   "schema": schemas.of(shape)} for name, (shape, text) in spec.path_params.items()]
+    parameters = [
+        {"name": name, "in": "path", "required": True, "description": text, "schema": schemas.of(shape)}
+        for name, (shape, text) in spec.path_params.items()
+    ]
     if model is not None and spec.query:
         body_schema = schemas.inline(model)
-        parameters += [{"name": name, "in": "query", "required": name in body_schema.get("required", []),
-                        "schema": {k: v for k, v in prop.items() if k != "description"},
-                        **({"description": prop["description"]} if "description" in prop else {})}
-                       for name, prop in body_schema["properties"].items()]
+        parameters += [
+            {
+                "name": name,
+                "in": "query",
+                "required": name in body_schema.get("required", []),
+                "schema": {k: v for k, v in prop.items() if k != "description"},
+                **({"description": prop["description"]} if "description" in prop else {}),
+            }
+            for name, prop in body_schema["properties"].items()
+        ]
     elif model is not None and method != "GET":
         media = "multipart/form-data" if "file" in model.model_fields else "application/json"
         ref = schemas.of(model)
         required = bool(schemas.inline(model).get("required"))
-        op["requestBody"] = {"required": required, "content": {media: {"schema": ref}},
-                             "description": "multipart/form-data with the image as the field `file` (and the other "
-                                            "fields as form fields)." if media != "application/json" else
-                             "A JSON object (the server also takes a urlencoded or multipart form with the same "
-                             "fields)."}
+        op["requestBody"] = {
+            "required": required,
+            "content": {media: {"schema": ref}},
+            "description": "multipart/form-data with the image as the field `file` (and the other "
+            "fields as form fields)."
+            if media != "application/json"
+            else "A JSON object (the server also takes a urlencoded or multipart form with the same fields).",
+        }
     if parameters:
         op["parameters"] = parameters
     op["responses"] = {"200": _ok(spec, schemas)}
@@ -166,9 +190,16 @@ def _operation(spec: Endpoint, kind: str | None, method: str, schemas: _Schemas)
 
 
 def _envelope(code_schema: dict[str, Any], msg: Mapping[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "object", "required": ["code", "msg", "data"], "additionalProperties": False,
-            "properties": {"code": {**code_schema, "description": "always equals the HTTP status"},
-                           "msg": dict(msg), "data": data}}
+    return {
+        "type": "object",
+        "required": ["code", "msg", "data"],
+        "additionalProperties": False,
+        "properties": {
+            "code": {**code_schema, "description": "always equals the HTTP status"},
+            "msg": dict(msg),
+            "data": data,
+        },
+    }
 
 
 def _ok(spec: Endpoint, schemas: _Schemas) -> dict[str, Any]:
@@ -183,8 +214,11 @@ def _ok(spec: Endpoint, schemas: _Schemas) -> dict[str, Any]:
 def _error(status: int, schemas: _Schemas) -> dict[str, Any]:
     data: dict[str, Any] = {"type": "object", "nullable": True, "enum": [None], "description": "always null on errors"}
     if status == 409:
-        data = {"allOf": [schemas.of(ListedRecord)], "nullable": True,
-                "description": "the record already stored (on_duplicate=reject), else null"}
+        data = {
+            "allOf": [schemas.of(ListedRecord)],
+            "nullable": True,
+            "description": "the record already stored (on_duplicate=reject), else null",
+        }
     schema = _envelope({"type": "integer", "enum": [status]}, {"type": "string", "minLength": 1}, data)
     return {"description": ERRORS[status], "content": {"application/json": {"schema": schema}}}
 
@@ -207,7 +241,8 @@ class _Schemas:
 
     def render(self) -> dict[str, Any]:
         """Fill in every schema of() handed out; the component schemas they refer to."""
-        inputs = [(key, "validation", TypeAdapter(shape).core_schema) for key, (shape, _) in self._wanted.items()]
+        mode: JsonSchemaMode = "validation"
+        inputs = [(key, mode, TypeAdapter(shape).core_schema) for key, (shape, _) in self._wanted.items()]
         mapping, definitions = GenerateJsonSchema(ref_template=REF_TEMPLATE).generate_definitions(inputs)
         for (key, _mode), schema in mapping.items():
             self._wanted[key][1].update(schema)

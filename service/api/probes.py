@@ -15,17 +15,35 @@ from service.usecases.readiness import readiness
 probes = Blueprint("probes", __name__)
 
 
-@endpoint(probes, "/health", methods=("GET",), right=None, body=None, open_=True, tag="probes", errors=(500,),
-          ok=Ok(Alive, "Alive.", msg={"type": "string", "enum": ["ok"]}), summary="Liveness")
+@endpoint(
+    probes,
+    "/health",
+    methods=("GET",),
+    right=None,
+    body=None,
+    open_=True,
+    tag="probes",
+    errors=(500,),
+    ok=Ok(Alive, "Alive.", msg={"type": "string", "enum": ["ok"]}),
+    summary="Liveness",
+)
 def health() -> tuple[Response, int]:
     """The process answers HTTP. Never needs the token."""
     return envelope({"status": "alive"}, msg="ok")
 
 
-@endpoint(probes, "/ready", methods=("GET",), right=None, body=None, open_=True, tag="probes", errors=(500, 503),
-          ok=Ok(Readiness, "Ready: the model is loaded and Milvus answers.", msg={"type": "string",
-                                                                                 "pattern": "^ready"}),
-          summary="Readiness")
+@endpoint(
+    probes,
+    "/ready",
+    methods=("GET",),
+    right=None,
+    body=None,
+    open_=True,
+    tag="probes",
+    errors=(500, 503),
+    ok=Ok(Readiness, "Ready: the model is loaded and Milvus answers.", msg={"type": "string", "pattern": "^ready"}),
+    summary="Readiness",
+)
 def ready() -> tuple[Response, int]:
     """200 when the model is loaded and Milvus answers, 503 otherwise. Never needs the token."""
     info = readiness(deps())
@@ -35,8 +53,17 @@ def ready() -> tuple[Response, int]:
     return envelope(info, msg=msg)
 
 
-@endpoint(probes, "/openapi.json", methods=("GET",), right=None, body=None, tag="probes", errors=(401, 500),
-          ok=Ok(dict[str, Any], "This document.", msg={}), summary="This OpenAPI document")
+@endpoint(
+    probes,
+    "/openapi.json",
+    methods=("GET",),
+    right=None,
+    body=None,
+    tag="probes",
+    errors=(401, 500),
+    ok=Ok(dict[str, Any], "This document.", msg={}),
+    summary="This OpenAPI document",
+)
 def openapi() -> Response:
     """The OpenAPI 3 description of this API, generated from the routes and their body models."""
     document = current_app.extensions.get("imgsim.openapi")

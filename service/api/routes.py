@@ -65,10 +65,20 @@ WITH_IMAGE = (415, *WITH_BODY)
 SEARCH_OK = Ok(list[Hit], "The most similar stored images, best first.")
 
 
-@endpoint(api, f"/add/{KINDS}", right=WRITE, body=ADD_BODIES, tag="add", errors=WITH_IMAGE,
-          ok=Ok(Literal[True] | ListedRecord, "Stored (or already stored: adding is idempotent), or skipped as a "
-                "duplicate (on_duplicate=skip): then data is the record already stored.", msg={"type": "string",
-                                                                                              "minLength": 1}))
+@endpoint(
+    api,
+    f"/add/{KINDS}",
+    right=WRITE,
+    body=ADD_BODIES,
+    tag="add",
+    errors=WITH_IMAGE,
+    ok=Ok(
+        Literal[True] | ListedRecord,
+        "Stored (or already stored: adding is idempotent), or skipped as a "
+        "duplicate (on_duplicate=skip): then data is the record already stored.",
+        msg={"type": "string", "minLength": 1},
+    ),
+)
 def add(body: AddFields, namespace: str) -> tuple[Response, int]:
     """Embed the image and store it under `key` (default: the image MD5). Re-adding the same image under the same
     key stores nothing new (idempotent); the same key may hold many images. With `attrs` the record carries
@@ -88,8 +98,16 @@ def search(body: SearchImageFields, namespace: str) -> tuple[Response, int]:
     return envelope([found_view(f) for f in search_image(deps(), namespace, body.image(), body.options())])
 
 
-@endpoint(api, "/search/id", right=READ, body=SearchByIdBody, tag="search", errors=(404, *WITH_BODY), ok=SEARCH_OK,
-          summary="Search with a stored record")
+@endpoint(
+    api,
+    "/search/id",
+    right=READ,
+    body=SearchByIdBody,
+    tag="search",
+    errors=(404, *WITH_BODY),
+    ok=SEARCH_OK,
+    summary="Search with a stored record",
+)
 def search_id(body: SearchByIdBody, namespace: str) -> tuple[Response, int]:
     """The namespace's images most similar to one of its stored records, without sending the image again; the
     record itself is left out unless `include_self`. 404 when the namespace holds no such id."""
@@ -97,40 +115,80 @@ def search_id(body: SearchByIdBody, namespace: str) -> tuple[Response, int]:
     return envelope([found_view(f) for f in found])
 
 
-@endpoint(api, "/del/id", right=WRITE, body=IdsBody, tag="records", errors=WITH_BODY,
-          ok=Ok(Count, "How many records existed and were deleted."), summary="Delete records by id")
+@endpoint(
+    api,
+    "/del/id",
+    right=WRITE,
+    body=IdsBody,
+    tag="records",
+    errors=WITH_BODY,
+    ok=Ok(Count, "How many records existed and were deleted."),
+    summary="Delete records by id",
+)
 def delete_ids(body: IdsBody, namespace: str) -> tuple[Response, int]:
     """Delete the records with these ids; `data` is how many existed and were deleted (0 when none matched,
     still 200)."""
     return envelope(delete_by_ids(deps(), namespace, body.id))
 
 
-@endpoint(api, "/del/key", right=WRITE, body=KeysBody, tag="records", errors=WITH_BODY,
-          ok=Ok(Count, "How many records were deleted."), summary="Delete records by key")
+@endpoint(
+    api,
+    "/del/key",
+    right=WRITE,
+    body=KeysBody,
+    tag="records",
+    errors=WITH_BODY,
+    ok=Ok(Count, "How many records were deleted."),
+    summary="Delete records by key",
+)
 def delete_keys(body: KeysBody, namespace: str) -> tuple[Response, int]:
     """Delete every record of these keys; `data` is how many were deleted."""
     note_request(key_count=len(body.key))
     return envelope(delete_by_keys(deps(), namespace, body.key))
 
 
-@endpoint(api, "/get/key", right=READ, body=KeysBody, tag="records", errors=WITH_BODY,
-          ok=Ok(list[Record], "The records of the keys."), summary="Look up records by key")
+@endpoint(
+    api,
+    "/get/key",
+    right=READ,
+    body=KeysBody,
+    tag="records",
+    errors=WITH_BODY,
+    ok=Ok(list[Record], "The records of the keys."),
+    summary="Look up records by key",
+)
 def get_keys(body: KeysBody, namespace: str) -> tuple[Response, int]:
     """The records stored under these keys, ordered by key then id."""
     note_request(key_count=len(body.key))
     return envelope([record_view(r) for r in get_by_keys(deps(), namespace, body.key)])
 
 
-@endpoint(api, "/count", methods=("GET", "POST"), right=READ, body=CountBody, tag="records", errors=WITH_BODY,
-          ok=Ok(Count, "A number of records."), summary="Count the namespace's records")
+@endpoint(
+    api,
+    "/count",
+    methods=("GET", "POST"),
+    right=READ,
+    body=CountBody,
+    tag="records",
+    errors=WITH_BODY,
+    ok=Ok(Count, "A number of records."),
+    summary="Count the namespace's records",
+)
 def count(_body: CountBody, namespace: str) -> tuple[Response, int]:
     """How many records the namespace holds (an admin token names the namespace in the body)."""
     return envelope(count_records(deps(), namespace))
 
 
-@endpoint(api, "/list", right=READ, body=ListBody, tag="records", errors=WITH_BODY,
-          ok=Ok(Page, "A page of the namespace's records, in id order."),
-          summary="List the namespace's records page by page")
+@endpoint(
+    api,
+    "/list",
+    right=READ,
+    body=ListBody,
+    tag="records",
+    errors=WITH_BODY,
+    ok=Ok(Page, "A page of the namespace's records, in id order."),
+    summary="List the namespace's records page by page",
+)
 def list_records(body: ListBody, namespace: str) -> tuple[Response, int]:
     """Records (id, key, filepath, md5, attrs) in id order, `limit` per page: send the answer's `next_after_id` as
     `after_id` for the next page, until it is null. For reconciling a catalog with imgsim."""
@@ -138,9 +196,16 @@ def list_records(body: ListBody, namespace: str) -> tuple[Response, int]:
     return envelope({"records": page.rows, "next_after_id": page.next_after_id})
 
 
-@endpoint(api, "/add/batch", right=WRITE, body=AddBatchBody, tag="add", errors=WITH_BODY,
-          ok=Ok(list[ItemResult], "One result per item, in the order sent (200 whenever the request itself is well "
-                "formed)."), summary="Add many images in one request")
+@endpoint(
+    api,
+    "/add/batch",
+    right=WRITE,
+    body=AddBatchBody,
+    tag="add",
+    errors=WITH_BODY,
+    ok=Ok(list[ItemResult], "One result per item, in the order sent (200 whenever the request itself is well formed)."),
+    summary="Add many images in one request",
+)
 def add_batch(body: AddBatchBody, namespace: str) -> tuple[Response, int]:
     """Items are read with bounded concurrency, embedded in model batches and written together. The answer lists
     one result per item, in order, with the code and msg a single add of it would have given; the call answers
@@ -149,22 +214,44 @@ def add_batch(body: AddBatchBody, namespace: str) -> tuple[Response, int]:
     return envelope([outcome_view(o) for o in add_many(deps(), namespace, body.items, body.on_duplicate)])
 
 
-@endpoint(api, "/set/key", right=WRITE, body=SetKeyBody, tag="add", errors=WITH_BODY,
-          ok=Ok(SetKeyResult, "The key now holds the listed images (unless an item failed)."),
-          summary="Make a key hold exactly these images")
+@endpoint(
+    api,
+    "/set/key",
+    right=WRITE,
+    body=SetKeyBody,
+    tag="add",
+    errors=WITH_BODY,
+    ok=Ok(SetKeyResult, "The key now holds the listed images (unless an item failed)."),
+    summary="Make a key hold exactly these images",
+)
 def set_key(body: SetKeyBody, namespace: str) -> tuple[Response, int]:
     """Images not yet stored under the key are added, stored ones that are listed are kept (untouched), and the
     key's other images are deleted. If any item fails, nothing of the key is deleted. Answers the counts and each
     item's result."""
     synced = sync_key(deps(), namespace, body.key, body.items)
-    return envelope({"added": synced.added, "kept": synced.kept, "deleted": synced.deleted,
-                     "items": [outcome_view(o) for o in synced.outcomes]})
+    return envelope(
+        {
+            "added": synced.added,
+            "kept": synced.kept,
+            "deleted": synced.deleted,
+            "items": [outcome_view(o) for o in synced.outcomes],
+        }
+    )
 
 
-@endpoint(api, "/thumb/<record_id>", methods=("GET",), right=READ, body=NamespaceQuery, query=True, tag="records",
-          errors=(400, 404, *ALWAYS), ok=Ok(bytes, "The thumbnail.", media_type="image/webp"),
-          summary="The thumbnail of a stored record (for the ops console)",
-          path_params={"record_id": (Id, "the record's id")})
+@endpoint(
+    api,
+    "/thumb/<record_id>",
+    methods=("GET",),
+    right=READ,
+    body=NamespaceQuery,
+    query=True,
+    tag="records",
+    errors=(400, 404, *ALWAYS),
+    ok=Ok(bytes, "The thumbnail.", media_type="image/webp"),
+    summary="The thumbnail of a stored record (for the ops console)",
+    path_params={"record_id": (Id, "the record's id")},
+)
 def thumb(_query: NamespaceQuery, namespace: str, record_id: str) -> Response:
     """A WEBP picture at most 256 px a side of the record's image. Thumbnails are written when an image is stored
     and removed with the last record of that image; a record stored before thumbnails existed gets one on first
@@ -180,8 +267,17 @@ def thumb(_query: NamespaceQuery, namespace: str, record_id: str) -> Response:
     return response
 
 
-@endpoint(api, "/whoami", methods=("GET",), right=None, body=None, tag="records", errors=(401, 500),
-          ok=Ok(Whoami, "The calling token's namespace and rights."), summary="What this token may do")
+@endpoint(
+    api,
+    "/whoami",
+    methods=("GET",),
+    right=None,
+    body=None,
+    tag="records",
+    errors=(401, 500),
+    ok=Ok(Whoami, "The calling token's namespace and rights."),
+    summary="What this token may do",
+)
 def whoami() -> tuple[Response, int]:
     """The calling token's namespace (null: any, chosen per request with `namespace`) and its rights, weakest
     first. The console disables, saying why, the controls the token may not use. An open service (no token

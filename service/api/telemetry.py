@@ -45,6 +45,7 @@ def install_request_hooks(app: Flask, metrics: Metrics) -> None:
     Call before any other before_request hook is registered (the token check above all), so that
     refused requests are timed, counted, logged and carry an id too.
     """
+
     def start() -> None:
         """Start the clock and bind the request's id, method and path to this context's log lines."""
         g.imgsim_started = time.perf_counter()
@@ -60,8 +61,15 @@ def install_request_hooks(app: Flask, metrics: Metrics) -> None:
         rule = request.url_rule.rule if request.url_rule is not None else None
         metrics.observe_request(endpoint_label(rule, request.view_args), response.status_code, seconds)
         fields.update(request_id=request_id, status=response.status_code, duration_ms=round(seconds * 1000, 1))
-        _access.info("%s %s -> %d in %.1f ms (request %s)", request.method, request.path, response.status_code,
-                     fields["duration_ms"], request_id, extra=fields)
+        _access.info(
+            "%s %s -> %d in %.1f ms (request %s)",
+            request.method,
+            request.path,
+            response.status_code,
+            fields["duration_ms"],
+            request_id,
+            extra=fields,
+        )
         return response
 
     def end(_exc: BaseException | None) -> None:
@@ -75,10 +83,12 @@ def install_request_hooks(app: Flask, metrics: Metrics) -> None:
     app.teardown_request(end)
 
 
-SCRAPE_FORBIDDEN = ("/metrics counts the records and requests of every namespace, so it needs an admin token; "
-                    "this token is bound to one namespace or lacks the admin right. Scrape with an admin token "
-                    "(Authorization: Bearer <token>), or set METRICS_PUBLIC=true to open /metrics to anyone who "
-                    "can reach the port")
+SCRAPE_FORBIDDEN = (
+    "/metrics counts the records and requests of every namespace, so it needs an admin token; "
+    "this token is bound to one namespace or lacks the admin right. Scrape with an admin token "
+    "(Authorization: Bearer <token>), or set METRICS_PUBLIC=true to open /metrics to anyone who "
+    "can reach the port"
+)
 
 
 def metrics_blueprint(metrics: Metrics, public: bool = False) -> Blueprint:

@@ -116,14 +116,16 @@ def _digest(token: str) -> bytes:
 
 def _token_digest(field: str, path: Path, number: int) -> bytes:
     if field.startswith(HASH_PREFIX):
-        hexdigits = field[len(HASH_PREFIX):]
+        hexdigits = field[len(HASH_PREFIX) :]
         if not _HEX64.fullmatch(hexdigits):
-            raise TokensFileError(path, number, "field 1 starts with 'sha256:' but is not followed by exactly "
-                                                "64 hexadecimal digits")
+            raise TokensFileError(
+                path, number, "field 1 starts with 'sha256:' but is not followed by exactly 64 hexadecimal digits"
+            )
         return bytes.fromhex(hexdigits)
     if not _PRINTABLE_ASCII.fullmatch(field):
-        raise TokensFileError(path, number, "field 1 (the token) must be printable ASCII without spaces, "
-                                            "or sha256:<64 hex digits>")
+        raise TokensFileError(
+            path, number, "field 1 (the token) must be printable ASCII without spaces, or sha256:<64 hex digits>"
+        )
     return _digest(field)
 
 
@@ -135,9 +137,13 @@ def _namespace(field: str, path: Path, number: int) -> str | None:
     try:
         return check_namespace(field)
     except NamespaceError:
-        raise TokensFileError(path, number, "field 2 (the namespace) must be '*', '-' (the default namespace) "
-                                            "or 1-64 letters, digits, '_', '.', '-' not starting with "
-                                            "'.' or '-'") from None
+        raise TokensFileError(
+            path,
+            number,
+            "field 2 (the namespace) must be '*', '-' (the default namespace) "
+            "or 1-64 letters, digits, '_', '.', '-' not starting with "
+            "'.' or '-'",
+        ) from None
 
 
 def _parse_line(fields: list[str], path: Path, number: int) -> _Entry:
@@ -204,8 +210,13 @@ def _read(path: Path) -> tuple[tuple[_Entry, ...], _Signature]:
 class TokenTable:
     """The known tokens and their grants; built from TOKENS_FILE (re-read when it changes) or one admin token."""
 
-    def __init__(self, entries: tuple[_Entry, ...], path: Path | None = None, signature: _Signature | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        entries: tuple[_Entry, ...],
+        path: Path | None = None,
+        signature: _Signature | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._entries = entries
         self._path = path
         self._signature = signature
@@ -296,8 +307,9 @@ def authenticate(table: TokenTable | None, presented: str | None) -> Grant:
     if table is None:
         return Grant.admin()
     if not presented:
-        raise Unauthorized("missing token: send it in the 'token' header or as 'Authorization: Bearer <token>'",
-                           reason="token_missing")
+        raise Unauthorized(
+            "missing token: send it in the 'token' header or as 'Authorization: Bearer <token>'", reason="token_missing"
+        )
     grant = table.lookup(presented)
     if grant is None:
         raise Unauthorized("invalid token", reason="token_invalid")
@@ -327,5 +339,8 @@ def namespace_for(grant: Grant, requested: object) -> str:
         return DEFAULT_NAMESPACE if requested is None else check_namespace(requested)
     if requested is None or (isinstance(requested, str) and requested == grant.namespace):
         return grant.namespace
-    raise Forbidden("this token is bound to one namespace and cannot act in another: leave out 'namespace' "
-                    "or use a token of that namespace", reason="namespace_forbidden")
+    raise Forbidden(
+        "this token is bound to one namespace and cannot act in another: leave out 'namespace' "
+        "or use a token of that namespace",
+        reason="namespace_forbidden",
+    )

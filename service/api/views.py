@@ -33,12 +33,16 @@ class Hit(Shape):
     id: Id
     key: str
     filepath: str
-    score: float = Field(description="cosine similarity of the two embeddings, -1..1 (1.0: the same picture), "
-                                     "6 decimals")
-    match: Literal["exact", "duplicate", "similar"] = Field(description=(
-        "the verdict on this hit: `exact` = the same image bytes as the query (same MD5); `duplicate` = score at "
-        "or above the duplicate threshold in force (DUPLICATE_SCORE, else the one `python main.py calibrate DIR` "
-        "stored with the collection, else the model's default; /ready shows it); `similar` = anything else"))
+    score: float = Field(
+        description="cosine similarity of the two embeddings, -1..1 (1.0: the same picture), 6 decimals"
+    )
+    match: Literal["exact", "duplicate", "similar"] = Field(
+        description=(
+            "the verdict on this hit: `exact` = the same image bytes as the query (same MD5); `duplicate` = score at "
+            "or above the duplicate threshold in force (DUPLICATE_SCORE, else the one `python main.py calibrate DIR` "
+            "stored with the collection, else the model's default; /ready shows it); `similar` = anything else"
+        )
+    )
     attrs: Attrs | None = Field(None, description="present when the record has attributes")
 
 
@@ -72,11 +76,13 @@ class Page(Shape):
 class ItemResult(Shape):
     """One item's fate in add/batch or set/key."""
 
-    code: int = Field(description="the status a single add of this item would have answered (200, 400, 403, 409, "
-                                  "413, 415)")
+    code: int = Field(
+        description="the status a single add of this item would have answered (200, 400, 403, 409, 413, 415)"
+    )
     msg: str = Field(min_length=1, description="the msg that single add would have answered")
-    id: Id | None = Field(description="the record's id (for a duplicate: the record it duplicates); null when the "
-                                      "item failed")
+    id: Id | None = Field(
+        description="the record's id (for a duplicate: the record it duplicates); null when the item failed"
+    )
     created: bool = Field(description="true when this item stored a new record")
 
 
@@ -98,11 +104,13 @@ class Alive(Shape):
 class Whoami(Shape):
     """What the calling token may do."""
 
-    namespace: str | None = Field(description="the namespace the token is bound to; null: any (an admin token names "
-                                              "it per request with `namespace`)")
-    rights: list[Literal["read", "write", "admin"]] = Field(description="weakest first: [\"read\"], "
-                                                                        "[\"read\", \"write\"] or "
-                                                                        "[\"read\", \"write\", \"admin\"]")
+    namespace: str | None = Field(
+        description="the namespace the token is bound to; null: any (an admin token names "
+        "it per request with `namespace`)"
+    )
+    rights: list[Literal["read", "write", "admin"]] = Field(
+        description='weakest first: ["read"], ["read", "write"] or ["read", "write", "admin"]'
+    )
 
 
 class ModelInfo(BaseModel):
@@ -115,13 +123,19 @@ class ModelInfo(BaseModel):
     pooling: Literal["avg", "gem"]
     trim: Literal["on", "off"] = Field(description="IMAGE_TRIM: flat margins cropped before resizing")
     engine: Literal["openvino", "tensorflow"]
-    precision: str = Field(description="the arithmetic really in force: fp32, bf16, int8 (OpenVINO runs bf16 as fp32 "
-                                       "on CPUs without bf16)")
+    precision: str = Field(
+        description="the arithmetic really in force: fp32, bf16, int8 (OpenVINO runs bf16 as fp32 on CPUs without bf16)"
+    )
     threads: int = Field(description="threads one model batch runs on")
-    fingerprint: str = Field(pattern="^[0-9a-f]{16}$", description=(
-        "the embedding space: vectors are comparable only within one fingerprint; it is recorded on the collection"))
-    space: str = Field(description="the fingerprint's parts, readable: model, weights, input, resize, pooling, trim, "
-                                   "numeric space")
+    fingerprint: str = Field(
+        pattern="^[0-9a-f]{16}$",
+        description=(
+            "the embedding space: vectors are comparable only within one fingerprint; it is recorded on the collection"
+        ),
+    )
+    space: str = Field(
+        description="the fingerprint's parts, readable: model, weights, input, resize, pooling, trim, numeric space"
+    )
 
 
 class MilvusInfo(BaseModel):
@@ -169,8 +183,13 @@ class Readiness(BaseModel):
 def found_view(found: Found) -> dict[str, Any]:
     """A search hit: id, key, filepath, score, match (and attrs when the record has some)."""
     hit = found.hit
-    view: dict[str, Any] = {"id": hit.id, "key": hit.key, "filepath": hit.filepath, "score": hit.score,
-                            "match": found.match}
+    view: dict[str, Any] = {
+        "id": hit.id,
+        "key": hit.key,
+        "filepath": hit.filepath,
+        "score": hit.score,
+        "match": found.match,
+    }
     if hit.attrs:
         view["attrs"] = hit.attrs
     return view
@@ -195,5 +214,7 @@ def outcome_view(outcome: Added | ApiError) -> dict[str, Any]:
 
 def duplicate_message(other: dict[str, Any]) -> str:
     """The msg of an add skipped as a duplicate (on_duplicate=skip)."""
-    return (f"skipped: this image is already stored under key {other['key']!r} (id {other['id']}); nothing was "
-            "stored (on_duplicate=skip)")
+    return (
+        f"skipped: this image is already stored under key {other['key']!r} (id {other['id']}); nothing was "
+        "stored (on_duplicate=skip)"
+    )

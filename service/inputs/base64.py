@@ -29,19 +29,23 @@ class Base64Image:
 def base64_image(value: object, max_bytes: int) -> bytes:
     """Decode the `base64` field (standard or URL-safe alphabet, optional data: URL prefix, padding optional)."""
     if value is None or value == "":
-        raise BadInput("field 'base64' is required: the image bytes in base64, optionally as a "
-                       "data:image/...;base64, URL")
+        raise BadInput(
+            "field 'base64' is required: the image bytes in base64, optionally as a data:image/...;base64, URL"
+        )
     if not isinstance(value, str):
         raise BadInput(f"field 'base64' must be a string, not {json_type_name(value)}")
     text = _WHITESPACE.sub("", _DATA_URL.sub("", value.strip(), count=1))
     if len(text) * 3 // 4 > max_bytes + 3:
-        raise TooLarge(f"the base64 image decodes to about {len(text) * 3 // 4} bytes; the limit is {max_bytes} "
-                       "(MAX_IMAGE_BYTES)", reason="too_many_bytes")
+        raise TooLarge(
+            f"the base64 image decodes to about {len(text) * 3 // 4} bytes; the limit is {max_bytes} (MAX_IMAGE_BYTES)",
+            reason="too_many_bytes",
+        )
     if "-" in text or "_" in text:
         text = text.replace("-", "+").replace("_", "/")
     text += "=" * (-len(text) % 4)
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise BadInput("field 'base64' is not valid base64 (only A-Z a-z 0-9 + / = are allowed, "
-                       "or the URL-safe - _)") from None
+        raise BadInput(
+            "field 'base64' is not valid base64 (only A-Z a-z 0-9 + / = are allowed, or the URL-safe - _)"
+        ) from None

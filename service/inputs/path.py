@@ -43,8 +43,10 @@ def resolve_allowed(raw: str, roots: list[Path]) -> Path:
         if real == root or root in real.parents:
             return real
     allowed = ", ".join(str(r) for r in roots)
-    raise Forbidden(f"path {raw!r} is outside the folders this service may read ({allowed}); "
-                        "put the image below one of them or add its folder to PATH_ROOTS")
+    raise Forbidden(
+        f"path {raw!r} is outside the folders this service may read ({allowed}); "
+        "put the image below one of them or add its folder to PATH_ROOTS"
+    )
 
 
 def missing_message(raw: str, real: Path, roots: list[Path]) -> str:
@@ -54,8 +56,10 @@ def missing_message(raw: str, real: Path, roots: list[Path]) -> str:
     """
     message = f"path {raw!r} does not exist: the service looked for {str(real)!r}"
     if not Path(raw).is_absolute():
-        message += (f" (a relative path is resolved against the first folder of PATH_ROOTS, {str(roots[0])!r}, "
-                    "not against the caller's working directory; send an absolute path or one relative to it)")
+        message += (
+            f" (a relative path is resolved against the first folder of PATH_ROOTS, {str(roots[0])!r}, "
+            "not against the caller's working directory; send an absolute path or one relative to it)"
+        )
     return message
 
 
@@ -90,14 +94,17 @@ def read_allowed(raw: str, roots: list[Path], max_bytes: int) -> tuple[bytes, Pa
         if not stat.S_ISREG(info.st_mode):
             raise BadInput(f"path {raw!r} is not a regular file (a device, FIFO or socket)")
         if info.st_size > max_bytes:
-            raise TooLarge(f"file {raw!r} is {info.st_size} bytes; the limit is {max_bytes} (MAX_IMAGE_BYTES)",
-                           reason="too_many_bytes")
+            raise TooLarge(
+                f"file {raw!r} is {info.st_size} bytes; the limit is {max_bytes} (MAX_IMAGE_BYTES)",
+                reason="too_many_bytes",
+            )
     except BaseException:
         os.close(fd)
         raise
     with os.fdopen(fd, "rb") as fh:
         data = fh.read(max_bytes + 1)
     if len(data) > max_bytes:  # the file grew after fstat
-        raise TooLarge(f"file {raw!r} is over the limit of {max_bytes} bytes (MAX_IMAGE_BYTES)",
-                       reason="too_many_bytes")
+        raise TooLarge(
+            f"file {raw!r} is over the limit of {max_bytes} bytes (MAX_IMAGE_BYTES)", reason="too_many_bytes"
+        )
     return data, real

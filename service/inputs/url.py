@@ -43,22 +43,26 @@ def _check_target(url: str, deny_private: bool) -> None:
     except ValueError as exc:  # "http://[::1/x", "http://h:99999/"
         raise BadInput(f"url {url[:200]!r} is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https"):
-        raise BadInput(f"field 'url' must be an http:// or https:// URL, not {parts.scheme or 'a relative'!r} "
-                       f"({url[:200]!r})")
+        raise BadInput(
+            f"field 'url' must be an http:// or https:// URL, not {parts.scheme or 'a relative'!r} ({url[:200]!r})"
+        )
     if not parts.hostname:
         raise BadInput(f"field 'url' has no host name: {url[:200]!r}")
     if not deny_private:
         return
     try:
-        infos = socket.getaddrinfo(parts.hostname, port or (443 if parts.scheme == "https" else 80),
-                                   proto=socket.IPPROTO_TCP)
+        infos = socket.getaddrinfo(
+            parts.hostname, port or (443 if parts.scheme == "https" else 80), proto=socket.IPPROTO_TCP
+        )
     except (socket.gaierror, UnicodeError) as exc:
         raise BadInput(f"url host {parts.hostname!r} cannot be resolved ({exc})") from None
     for info in infos:
         addr = ipaddress.ip_address(str(info[4][0]).split("%")[0])  # IPv6 may carry a "%scope"
         if not _is_public(addr):
-            raise Forbidden(f"url host {parts.hostname!r} resolves to {addr}, a loopback, private or "
-                                "link-local address, and URL_DENY_PRIVATE is on")
+            raise Forbidden(
+                f"url host {parts.hostname!r} resolves to {addr}, a loopback, private or "
+                "link-local address, and URL_DENY_PRIVATE is on"
+            )
 
 
 # NAT64 prefixes (RFC 6052, RFC 8215): a gateway turns 64:ff9b::a00:1 into 10.0.0.1.
@@ -97,8 +101,10 @@ class _Fetch:
             addr = ipaddress.ip_address(sock.getpeername()[0].split("%")[0])
             if not _is_public(addr):
                 sock.close()
-                raise Forbidden(f"url host {host!r} connected to {addr}, a loopback, private or link-local "
-                                    "address, and URL_DENY_PRIVATE is on")
+                raise Forbidden(
+                    f"url host {host!r} connected to {addr}, a loopback, private or link-local "
+                    "address, and URL_DENY_PRIVATE is on"
+                )
 
     def expire(self) -> None:
         """URL_TOTAL_TIMEOUT passed: cut every socket of this download."""
@@ -193,16 +199,24 @@ def _fetch(url: str, settings: Settings, http: requests.Session, fetch: _Fetch, 
     for _hop in range(settings.url_max_redirects + 1):
         _check_target(current, settings.url_deny_private)
         try:
-            resp = http.get(current, stream=True, allow_redirects=False,
-                            timeout=(settings.url_connect_timeout, settings.url_read_timeout),
-                            headers={"User-Agent": USER_AGENT, "Accept": "image/*"})
+            resp = http.get(
+                current,
+                stream=True,
+                allow_redirects=False,
+                timeout=(settings.url_connect_timeout, settings.url_read_timeout),
+                headers={"User-Agent": USER_AGENT, "Accept": "image/*"},
+            )
         except requests.RequestException as exc:
             if fetch.expired:
-                raise BadInput(f"url {current[:200]!r} took longer than {settings.url_total_timeout}s to "
-                               "answer (URL_TOTAL_TIMEOUT)") from None
+                raise BadInput(
+                    f"url {current[:200]!r} took longer than {settings.url_total_timeout}s to "
+                    "answer (URL_TOTAL_TIMEOUT)"
+                ) from None
             if isinstance(exc, requests.Timeout):
-                raise BadInput(f"url {current[:200]!r} timed out (connect {settings.url_connect_timeout}s, "
-                               f"read {settings.url_read_timeout}s)") from None
+                raise BadInput(
+                    f"url {current[:200]!r} timed out (connect {settings.url_connect_timeout}s, "
+                    f"read {settings.url_read_timeout}s)"
+                ) from None
             raise BadInput(f"url {current[:200]!r} could not be fetched ({type(exc).__name__})") from None
         with resp:
             if resp.is_redirect:
@@ -211,18 +225,17 @@ def _fetch(url: str, settings: Settings, http: requests.Session, fetch: _Fetch, 
                 continue
             if resp.status_code != 200:
                 raise BadInput(f"url {current[:200]!r} answered HTTP {resp.status_code}, not 200 with an image")
-            return _read_capped(resp, current, settings.max_image_bytes, deadline, settings.url_total_timeout,
-                                fetch)
-    raise BadInput(f"url {url[:200]!r} redirected more than {settings.url_max_redirects} times "
-                   "(URL_MAX_REDIRECTS)")
+            return _read_capped(resp, current, settings.max_image_bytes, deadline, settings.url_total_timeout, fetch)
+    raise BadInput(f"url {url[:200]!r} redirected more than {settings.url_max_redirects} times (URL_MAX_REDIRECTS)")
 
 
-def _read_capped(resp: requests.Response, url: str, cap: int, deadline: float, total: float,
-                 fetch: _Fetch) -> bytes:
+def _read_capped(resp: requests.Response, url: str, cap: int, deadline: float, total: float, fetch: _Fetch) -> bytes:
     declared = resp.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > cap:
-        raise TooLarge(f"url {url[:200]!r} declares {declared} bytes; the limit is {cap} (MAX_IMAGE_BYTES)",
-                       reason="too_many_bytes")
+        raise TooLarge(
+            f"url {url[:200]!r} declares {declared} bytes; the limit is {cap} (MAX_IMAGE_BYTES)",
+            reason="too_many_bytes",
+        )
     body = bytearray()
     try:
         # read1 returns after a single socket read, so a server that drips a byte at a
@@ -230,8 +243,9 @@ def _read_capped(resp: requests.Response, url: str, cap: int, deadline: float, t
         while chunk := resp.raw.read1(CHUNK, decode_content=True):
             body += chunk
             if len(body) > cap:
-                raise TooLarge(f"url {url[:200]!r} sent more than {cap} bytes (MAX_IMAGE_BYTES)",
-                               reason="too_many_bytes")
+                raise TooLarge(
+                    f"url {url[:200]!r} sent more than {cap} bytes (MAX_IMAGE_BYTES)", reason="too_many_bytes"
+                )
             if time.monotonic() > deadline:
                 raise BadInput(f"url {url[:200]!r} took longer than {total}s to download (URL_TOTAL_TIMEOUT)")
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:

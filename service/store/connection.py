@@ -48,7 +48,10 @@ from service.store.meta import (
 # variable from pymilvus during its import and put it back afterwards.
 _saved_uri = os.environ.get("MILVUS_URI")
 os.environ["MILVUS_URI"] = ""  # empty (not absent) so pymilvus' load_dotenv cannot fill it from .env
-from pymilvus import DataType, MilvusClient, MilvusException  # noqa: E402 - must follow the line above
+from pymilvus import DataType, MilvusException  # noqa: E402 - must follow the line above
+
+# Re-exported: the store's other modules take MilvusClient from here, after the import workaround above.
+from pymilvus import MilvusClient as MilvusClient  # noqa: E402 - must follow the workaround too
 
 if _saved_uri is None:
     del os.environ["MILVUS_URI"]
@@ -104,8 +107,20 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, MilvusException):
         text = str(exc).lower()
-        return any(word in text for word in ("connect", "unavailable", "deadline", "timeout", "not ready",
-                                             "closed channel", "server is not", "node not found", "context done"))
+        return any(
+            word in text
+            for word in (
+                "connect",
+                "unavailable",
+                "deadline",
+                "timeout",
+                "not ready",
+                "closed channel",
+                "server is not",
+                "node not found",
+                "context done",
+            )
+        )
     return isinstance(exc, (ConnectionError, TimeoutError))
 
 
@@ -168,14 +183,31 @@ def _probe(client: MilvusClient, settings: Settings) -> bool | None:
     index.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
     try:
         client.create_collection(name, schema=schema, index_params=index, consistency_level="Strong", timeout=t)
-        client.upsert(name, [{"id": i + 1, "namespace": ns, "vector": [1.0, 0.0]}
-                             for i, ns in enumerate(PROBE_NAMESPACES)], timeout=t)
-        found = [len(client.query(name, filter=namespace_expr(ns), output_fields=["id"], limit=10,
-                                  consistency_level="Strong", timeout=t)) for ns in PROBE_NAMESPACES]
+        client.upsert(
+            name,
+            [{"id": i + 1, "namespace": ns, "vector": [1.0, 0.0]} for i, ns in enumerate(PROBE_NAMESPACES)],
+            timeout=t,
+        )
+        found = [
+            len(
+                client.query(
+                    name,
+                    filter=namespace_expr(ns),
+                    output_fields=["id"],
+                    limit=10,
+                    consistency_level="Strong",
+                    timeout=t,
+                )
+            )
+            for ns in PROBE_NAMESPACES
+        ]
         works = found == [1] * len(PROBE_NAMESPACES)
         if not works:
-            log.warning("this Milvus loses track of rows upserted into a collection partitioned by namespace "
-                        "(found %s of one row per namespace); namespaces use a filter instead", found)
+            log.warning(
+                "this Milvus loses track of rows upserted into a collection partitioned by namespace "
+                "(found %s of one row per namespace); namespaces use a filter instead",
+                found,
+            )
         return works
     except Exception as exc:  # noqa: BLE001 - any refusal means "no partition key here"
         log.info("no partition key on namespace (%s); namespaces use a filter", short(exc))
@@ -195,8 +227,13 @@ FILEPATH_MAX_CHARS = 2048
 # Milvus counts VARCHAR length in bytes; a character is at most 4 bytes in UTF-8.
 _UTF8_MAX = 4
 NAMESPACE_MAX_CHARS = 64  # ASCII only (NAMESPACE_RE), so characters are bytes
-FIELD_TYPES = {"id": DataType.INT64, "key": DataType.VARCHAR, "md5": DataType.VARCHAR,
-               "filepath": DataType.VARCHAR, "vector": DataType.FLOAT_VECTOR}
+FIELD_TYPES = {
+    "id": DataType.INT64,
+    "key": DataType.VARCHAR,
+    "md5": DataType.VARCHAR,
+    "filepath": DataType.VARCHAR,
+    "vector": DataType.FLOAT_VECTOR,
+}
 # Fields of collections created since namespaces exist; a collection has both or neither.
 TENANCY_FIELDS = {"namespace": DataType.VARCHAR, "attrs": DataType.JSON}
 # (index type, build params), best first; the first one the server accepts is used.
@@ -217,8 +254,9 @@ class Indexes:
     key: str
 
 
-def prepare_collection(client: MilvusClient, settings: Settings, dim: int, space: SpaceTag | None = None,
-                       server_version: str = "") -> tuple[Indexes, Layout]:
+def prepare_collection(
+    client: MilvusClient, settings: Settings, dim: int, space: SpaceTag | None = None, server_version: str = ""
+) -> tuple[Indexes, Layout]:
     """Create the collection and its indexes if missing (or check an existing one), then load it.
 
     With `space`, a new collection records it and an existing one must carry it
@@ -232,11 +270,18 @@ def prepare_collection(client: MilvusClient, settings: Settings, dim: int, space
     if created:
         layout = Layout(tenancy=True, partition_key=partition_key_works(client, settings, server_version))
         # Strong consistency: a search right after an add or delete sees it (read-after-write).
-        client.create_collection(name, schema=collection_schema(settings, dim, new_collection_description(space),
-                                                                layout.partition_key),
-                                 consistency_level="Strong", timeout=t)
-        log.info("created collection %r in %s (namespace %s)", name, describe_target(settings),
-                 "partition key" if layout.partition_key else "filtered")
+        client.create_collection(
+            name,
+            schema=collection_schema(settings, dim, new_collection_description(space), layout.partition_key),
+            consistency_level="Strong",
+            timeout=t,
+        )
+        log.info(
+            "created collection %r in %s (namespace %s)",
+            name,
+            describe_target(settings),
+            "partition key" if layout.partition_key else "filtered",
+        )
     else:
         desc = client.describe_collection(name, timeout=t)
         layout = _check_schema(desc, settings, dim)
@@ -252,8 +297,12 @@ def prepare_collection(client: MilvusClient, settings: Settings, dim: int, space
         _create_first_accepted(client, settings, "namespace", [(n, {}, None) for n in KEY_INDEXES], required=False)
     vec = client.describe_index(name, "vector", timeout=t) or {}
     if str(vec.get("metric_type", "IP")).upper() != "IP":
-        raise StartupError(_incompatible(settings, f"its vector index uses metric {vec.get('metric_type')}, "
-                                                   "but imgsim needs IP (cosine on unit vectors)"))
+        raise StartupError(
+            _incompatible(
+                settings,
+                f"its vector index uses metric {vec.get('metric_type')}, but imgsim needs IP (cosine on unit vectors)",
+            )
+        )
     key = client.describe_index(name, "key", timeout=t) or {}
     client.load_collection(name, timeout=max(t, 60))
     return Indexes(vector=str(vec.get("index_type", "?")), key=str(key.get("index_type", ""))), layout
@@ -272,8 +321,13 @@ def collection_schema(settings: Settings, dim: int, description: str, partition_
     return schema
 
 
-def _create_first_accepted(client: MilvusClient, settings: Settings, field: str,
-                           candidates: Sequence[tuple[str, dict[str, Any], str | None]], required: bool) -> None:
+def _create_first_accepted(
+    client: MilvusClient,
+    settings: Settings,
+    field: str,
+    candidates: Sequence[tuple[str, dict[str, Any], str | None]],
+    required: bool,
+) -> None:
     target = describe_target(settings)
     errors = []
     for index_type, params, metric in candidates:
@@ -287,8 +341,9 @@ def _create_first_accepted(client: MilvusClient, settings: Settings, field: str,
             errors.append(f"{index_type}: {short(exc)}")
             log.info("%s does not accept a %s index on %r; trying the next kind", target, index_type, field)
     if required:
-        raise StartupError(f"{target} accepted none of the vector index types "
-                           f"{[c[0] for c in candidates]}: {'; '.join(errors)}")
+        raise StartupError(
+            f"{target} accepted none of the vector index types {[c[0] for c in candidates]}: {'; '.join(errors)}"
+        )
     log.warning("no scalar index on %r (%s); filters on it will scan", field, "; ".join(errors))
 
 
@@ -310,16 +365,20 @@ def _check_schema(desc: dict[str, Any], settings: Settings, dim: int) -> Layout:
     if extra:
         raise StartupError(_incompatible(settings, f"it has fields imgsim does not write: {extra}"))
     if not tenancy:
-        log.warning("collection %r was created by an earlier imgsim without namespaces and attributes: it serves the "
-                    "default namespace only (see the README, 'Namespaces')", settings.milvus_collection)
+        log.warning(
+            "collection %r was created by an earlier imgsim without namespaces and attributes: it serves the "
+            "default namespace only (see the README, 'Namespaces')",
+            settings.milvus_collection,
+        )
     return Layout(tenancy=tenancy, partition_key=bool(fields.get("namespace", {}).get("is_partition_key")))
 
 
 def _incompatible(settings: Settings, why: str) -> str:
-    return (f"collection {settings.milvus_collection!r} in {describe_target(settings)} has an incompatible "
-            f"schema: {why}. imgsim will not write into it. Set MILVUS_COLLECTION to a new name, or drop that "
-            "collection if it is safe to lose.")
-
+    return (
+        f"collection {settings.milvus_collection!r} in {describe_target(settings)} has an incompatible "
+        f"schema: {why}. imgsim will not write into it. Set MILVUS_COLLECTION to a new name, or drop that "
+        "collection if it is safe to lose."
+    )
 
 
 # --- what imgsim records on the collection (service.store.meta) ------------------------
@@ -332,26 +391,36 @@ def check_space(client: MilvusClient, settings: Settings, space: SpaceTag, exist
     name = settings.milvus_collection
     if existing is None:
         if not _set_properties(client, settings, space.properties()):
-            log.warning("%s does not accept collection properties; the embedding space of %r is recorded in its "
-                        "description only", describe_target(settings), name)
+            log.warning(
+                "%s does not accept collection properties; the embedding space of %r is recorded in its "
+                "description only",
+                describe_target(settings),
+                name,
+            )
         return
     stored, summary = stored_space(existing)
     if stored is None:
-        log.warning("collection %r in %s has no embedding-space fingerprint (created before imgsim recorded one): "
-                    "adopting it as %s. If its vectors came from another model, weights or preprocessing, "
-                    "searches will be wrong: re-import into a new MILVUS_COLLECTION.", name,
-                    describe_target(settings), space)
+        log.warning(
+            "collection %r in %s has no embedding-space fingerprint (created before imgsim recorded one): "
+            "adopting it as %s. If its vectors came from another model, weights or preprocessing, "
+            "searches will be wrong: re-import into a new MILVUS_COLLECTION.",
+            name,
+            describe_target(settings),
+            space,
+        )
         _set_properties(client, settings, space.properties())
         return
     if stored != space.digest:
-        raise StartupError(space_mismatch(f"collection {name!r} in {describe_target(settings)}", space, stored,
-                                          summary))
+        raise StartupError(
+            space_mismatch(f"collection {name!r} in {describe_target(settings)}", space, stored, summary)
+        )
 
 
 def read_threshold(client: MilvusClient, settings: Settings, space: SpaceTag) -> DuplicateThreshold | None:
     """The threshold calibrated for this collection in this space: from its properties, else the sidecar file."""
-    props = client.describe_collection(settings.milvus_collection, timeout=settings.milvus_timeout).get(
-        "properties") or {}
+    props = (
+        client.describe_collection(settings.milvus_collection, timeout=settings.milvus_timeout).get("properties") or {}
+    )
     return pick_threshold([props.get(DUPLICATE_PROPERTY), read_sidecar(settings, space)], space)
 
 
@@ -365,8 +434,9 @@ def write_threshold(client: MilvusClient, settings: Settings, threshold: Duplica
 def _set_properties(client: MilvusClient, settings: Settings, properties: dict[str, str]) -> bool:
     """Set collection properties; False (logged) when the server refuses."""
     try:
-        client.alter_collection_properties(settings.milvus_collection, properties=properties,
-                                           timeout=settings.milvus_timeout)
+        client.alter_collection_properties(
+            settings.milvus_collection, properties=properties, timeout=settings.milvus_timeout
+        )
         return True
     except MilvusException as exc:
         log.info("%s refused collection properties %s (%s)", describe_target(settings), sorted(properties), short(exc))
@@ -389,8 +459,14 @@ class Gate(Protocol):
 class Connection:
     """The Milvus client of one collection, and the one way to call it (`call`)."""
 
-    def __init__(self, settings: Settings, dim: int, space: SpaceTag | None = None,
-                 on_call: CallObserver | None = None, gate: Gate | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        dim: int,
+        space: SpaceTag | None = None,
+        on_call: CallObserver | None = None,
+        gate: Gate | None = None,
+    ) -> None:
         """`gate`: held by every call, shared by reads and exclusively by writes and flushes (Milvus Lite)."""
         self.settings = settings
         self._on_call = on_call
@@ -429,9 +505,15 @@ class Connection:
                 return self.client
             with self._observed("connect") if observed else nullcontext():
                 self.client = self._open()
-            log.info("connected to %s (server %s), collection %r, vector index %s, key index %s, namespaces %s",
-                     self.target, self.server_version, self.collection, self.indexes.vector,
-                     self.indexes.key or "none", _namespaces(self.layout))
+            log.info(
+                "connected to %s (server %s), collection %r, vector index %s, key index %s, namespaces %s",
+                self.target,
+                self.server_version,
+                self.collection,
+                self.indexes.vector,
+                self.indexes.key or "none",
+                _namespaces(self.layout),
+            )
             return self.client
 
     def _open(self) -> MilvusClient:
@@ -440,8 +522,9 @@ class Connection:
         try:
             client = open_client(self.settings)
             self.server_version = str(client.get_server_version(timeout=self.settings.milvus_timeout))
-            self.indexes, self.layout = prepare_collection(client, self.settings, self._dim, self.space,
-                                                           self.server_version)
+            self.indexes, self.layout = prepare_collection(
+                client, self.settings, self._dim, self.space, self.server_version
+            )
             self.native_grouping = grouping_supported(self.server_version)
             if self.space is not None:
                 self.threshold = read_threshold(client, self.settings, self.space)
@@ -481,17 +564,22 @@ class Connection:
                 with self._connect_lock:
                     if self.client is client:
                         self.client = None
-                raise NotReady(f"collection {self.collection!r} no longer exists in {self.target} (was its data "
-                               "reset?); it is created again on the next request. Retry when /ready answers 200.")
+                raise NotReady(
+                    f"collection {self.collection!r} no longer exists in {self.target} (was its data "
+                    "reset?); it is created again on the next request. Retry when /ready answers 200."
+                )
             if name == "loading":
-                raise NotReady(f"{self.target} is loading collection {self.collection!r} (progress "
-                               f"{state.get('progress', '?')}%; it was restarted?). Retry when /ready answers 200.")
+                raise NotReady(
+                    f"{self.target} is loading collection {self.collection!r} (progress "
+                    f"{state.get('progress', '?')}%; it was restarted?). Retry when /ready answers 200."
+                )
             if name != "loaded":
                 log.warning("collection %r in %s is not loaded (%s); loading it", self.collection, self.target, name)
                 client.load_collection(self.collection, timeout=max(t, 60))
 
-    def call(self, fn: Callable[[MilvusClient], T], retry: bool = True, operation: str = "other",
-             writes: bool = False) -> T:
+    def call(
+        self, fn: Callable[[MilvusClient], T], retry: bool = True, operation: str = "other", writes: bool = False
+    ) -> T:
         """Run one Milvus call, retrying transient failures with backoff; NotReady if Milvus stays away.
 
         `writes`: `fn` writes or deletes (on Milvus Lite it then runs alone). The call's time
@@ -522,9 +610,13 @@ class Connection:
         client = self.client or self._connect(observed=False)
         attempts = self.settings.milvus_retries if retry else 1
         try:
-            for attempt in Retrying(stop=stop_after_attempt(attempts), wait=wait_exponential(0.2, max=2.0),
-                                    retry=retry_if_exception(is_transient), reraise=True,
-                                    before_sleep=_log_retry):
+            for attempt in Retrying(
+                stop=stop_after_attempt(attempts),
+                wait=wait_exponential(0.2, max=2.0),
+                retry=retry_if_exception(is_transient),
+                reraise=True,
+                before_sleep=_log_retry,
+            ):
                 with attempt, self._gated(writes):
                     try:
                         return fn(client)
@@ -535,16 +627,27 @@ class Connection:
                         return fn(client)
         except Exception as exc:
             if is_transient(exc) or not_loaded(exc):
-                raise NotReady(f"{self.target} is not answering ({short(exc)}); nothing was changed. "
-                               "Retry when /ready answers 200.") from exc
+                raise NotReady(
+                    f"{self.target} is not answering ({short(exc)}); nothing was changed. "
+                    "Retry when /ready answers 200."
+                ) from exc
             raise
         raise AssertionError("unreachable")  # pragma: no cover - Retrying either returns or raises
 
-    def query(self, client: MilvusClient, expr: str, fields: Sequence[str], limit: int = QUERY_PAGE,
-              level: str | None = None) -> list[dict[str, Any]]:
+    def query(
+        self, client: MilvusClient, expr: str, fields: Sequence[str], limit: int = QUERY_PAGE, level: str | None = None
+    ) -> list[dict[str, Any]]:
         """The rows matching `expr` (at most `limit`), read at the store's consistency level unless told."""
-        return list(client.query(self.collection, filter=expr, output_fields=list(fields), limit=limit,
-                                 consistency_level=level or self.read_level, timeout=self.settings.milvus_timeout))
+        return list(
+            client.query(
+                self.collection,
+                filter=expr,
+                output_fields=list(fields),
+                limit=limit,
+                consistency_level=level or self.read_level,
+                timeout=self.settings.milvus_timeout,
+            )
+        )
 
     def flush(self) -> None:
         """Seal what was written (Milvus Lite: move it out of the in-memory table); nothing before connecting."""

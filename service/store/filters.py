@@ -88,8 +88,10 @@ def check_namespace(name: object) -> str:
     if name == DEFAULT_NAMESPACE:
         return DEFAULT_NAMESPACE
     if not isinstance(name, str) or not NAMESPACE_RE.fullmatch(name):
-        raise NamespaceError("a namespace is 1-64 characters of letters, digits, '_', '.' and '-', "
-                             "not starting with '-' or '.' (or \"\" for the default namespace)")
+        raise NamespaceError(
+            "a namespace is 1-64 characters of letters, digits, '_', '.' and '-', "
+            "not starting with '-' or '.' (or \"\" for the default namespace)"
+        )
     return name
 
 
@@ -123,11 +125,13 @@ class Layout:
 
 def legacy_conflict(collection: str, what: str) -> Conflict:
     """The refusal for `what` (namespaces, attrs, filters) on a collection of an earlier imgsim."""
-    return Conflict(f"collection {collection!r} was created by an earlier imgsim without the 'namespace' and "
-                    f"'attrs' fields, so it serves the default namespace only, without {what}. To use namespaces, "
-                    "attrs and filters, set MILVUS_COLLECTION to a new name and re-import the images (python "
-                    "main.py import DIR, or the add endpoints); the README section 'Namespaces' explains it.",
-                    reason="collection_without_namespaces")
+    return Conflict(
+        f"collection {collection!r} was created by an earlier imgsim without the 'namespace' and "
+        f"'attrs' fields, so it serves the default namespace only, without {what}. To use namespaces, "
+        "attrs and filters, set MILVUS_COLLECTION to a new name and re-import the images (python "
+        "main.py import DIR, or the add endpoints); the README section 'Namespaces' explains it.",
+        reason="collection_without_namespaces",
+    )
 
 
 class Scope:
@@ -138,8 +142,14 @@ class Scope:
     filter asked for. Store operations then take it and check nothing again.
     """
 
-    def __init__(self, layout: Layout, collection: str, namespace: str = DEFAULT_NAMESPACE, attrs: bool = False,
-                 filtered: bool = False) -> None:
+    def __init__(
+        self,
+        layout: Layout,
+        collection: str,
+        namespace: str = DEFAULT_NAMESPACE,
+        attrs: bool = False,
+        filtered: bool = False,
+    ) -> None:
         self.namespace = check_namespace(namespace)
         self.layout = layout
         self.collection = collection
@@ -243,7 +253,7 @@ def _scalar_problem(value: object) -> str | None:
     if value is None:
         return "is null; leave the attribute out instead"
     if isinstance(value, dict):
-        return "is an object; attributes are flat (e.g. {\"size_eu\": 42} rather than {\"size\": {\"eu\": 42}})"
+        return 'is an object; attributes are flat (e.g. {"size_eu": 42} rather than {"size": {"eu": 42}})'
     return f"has type {type(value).__name__}; use a string, number or boolean"
 
 
@@ -255,7 +265,7 @@ def _attr_value_problem(value: object) -> str | None:
         return f"is a list of {len(value)} items; the limit is {MAX_LIST_ITEMS}"
     for i, item in enumerate(value):
         if not isinstance(item, str):
-            return f"is a list whose item {i} is not a string; lists hold strings only (e.g. [\"red\", \"sale\"])"
+            return f'is a list whose item {i} is not a string; lists hold strings only (e.g. ["red", "sale"])'
         if (problem := _text_problem(item)) is not None:
             return f"is a list whose item {i} {problem}"
     return None
@@ -263,8 +273,10 @@ def _attr_value_problem(value: object) -> str | None:
 
 def _check_attr_name(name: object, error: type[ValueError]) -> str:
     if not isinstance(name, str) or not ATTR_NAME_RE.fullmatch(name):
-        raise error(f"attribute name {_show(name)} is not allowed: use 1-64 characters of letters, digits and "
-                    "'_', not starting with a digit (e.g. \"size_eu\")")
+        raise error(
+            f"attribute name {_show(name)} is not allowed: use 1-64 characters of letters, digits and "
+            "'_', not starting with a digit (e.g. \"size_eu\")"
+        )
     return name
 
 
@@ -278,8 +290,9 @@ def validate_attrs(value: object, max_keys: int = 32, max_bytes: int = 4096) -> 
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise AttrsError(f"attrs must be a JSON object such as {{\"category\": \"shoes\", \"tags\": [\"red\"]}}, "
-                         f"not {type(value).__name__}")
+        raise AttrsError(
+            f'attrs must be a JSON object such as {{"category": "shoes", "tags": ["red"]}}, not {type(value).__name__}'
+        )
     if len(value) > max_keys:
         raise AttrsError(f"attrs has {len(value)} attributes; the limit is {max_keys}")
     clean: dict[str, Any] = {}
@@ -290,8 +303,10 @@ def validate_attrs(value: object, max_keys: int = 32, max_bytes: int = 4096) -> 
         clean[name] = list(item) if isinstance(item, list) else item
     size = len(json.dumps(clean, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
     if size > max_bytes:
-        raise AttrsError(f"attrs is {size} bytes as JSON; the limit is {max_bytes} bytes: "
-                         "store less, or keep long texts in your own database")
+        raise AttrsError(
+            f"attrs is {size} bytes as JSON; the limit is {max_bytes} bytes: "
+            "store less, or keep long texts in your own database"
+        )
     return clean
 
 
@@ -320,8 +335,10 @@ def _path(name: str) -> str:
 
 def _checked_scalar(name: str, value: object, budget: _Budget) -> str | int | float | bool:
     if isinstance(value, (list, dict)):
-        raise FilterError(f"filter on {name!r}: each alternative of a list must be a string, number or boolean "
-                          "(no nested lists or objects)")
+        raise FilterError(
+            f"filter on {name!r}: each alternative of a list must be a string, number or boolean "
+            "(no nested lists or objects)"
+        )
     if (problem := _scalar_problem(value)) is not None:
         raise FilterError(f"filter on {name!r}: the value {problem}")
     budget.take(value)
@@ -367,8 +384,10 @@ def _range_bounds(name: str, ops: dict[Any, Any], budget: _Budget) -> list[tuple
     bounds = []
     for op, bound in ops.items():
         if op not in RANGE_OPS:
-            raise FilterError(f"filter on {name!r}: {_show(op)} is not a range operator; use gt, gte, lt or lte "
-                              "(an object value is always a range)")
+            raise FilterError(
+                f"filter on {name!r}: {_show(op)} is not a range operator; use gt, gte, lt or lte "
+                "(an object value is always a range)"
+            )
         if isinstance(bound, bool) or not isinstance(bound, (int, float, str)):
             raise FilterError(f"filter on {name!r}: range bound {op!r} must be a number or a string")
         bounds.append((op, _checked_scalar(name, bound, budget)))
@@ -413,8 +432,10 @@ def compile_filter(value: object) -> str:
         return ""
     if not isinstance(value, dict):
         kind = "a string" if isinstance(value, str) else type(value).__name__
-        raise FilterError(f"filter must be a JSON object of attribute conditions such as {FILTER_EXAMPLE}, not {kind} "
-                          "(Milvus expressions are not accepted)")
+        raise FilterError(
+            f"filter must be a JSON object of attribute conditions such as {FILTER_EXAMPLE}, not {kind} "
+            "(Milvus expressions are not accepted)"
+        )
     if len(value) > MAX_FILTER_KEYS:
         raise FilterError(f"filter has {len(value)} conditions; the limit is {MAX_FILTER_KEYS}")
     budget = _Budget()

@@ -78,8 +78,9 @@ class SharedExclusiveLock:
 class LiteFlusher:
     """Flushes a Milvus Lite collection in the background shortly after writes, so searches stay fast."""
 
-    def __init__(self, flush: Callable[[], None], quiet_s: float = LITE_FLUSH_QUIET_S,
-                 max_rows: int = LITE_FLUSH_ROWS) -> None:
+    def __init__(
+        self, flush: Callable[[], None], quiet_s: float = LITE_FLUSH_QUIET_S, max_rows: int = LITE_FLUSH_ROWS
+    ) -> None:
         self._flush = flush
         self._quiet_s = quiet_s
         self._max_rows = max_rows

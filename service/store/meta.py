@@ -70,8 +70,14 @@ class DuplicateThreshold:
         """Parse `as_json` output; ValueError when it is not one."""
         try:
             raw = json.loads(text)
-            return cls(float(raw["score"]), str(raw["space"]), int(raw["images"]), float(raw["copies_kept"]),
-                       float(raw["distinct_above"]), str(raw["created"]))
+            return cls(
+                float(raw["score"]),
+                str(raw["space"]),
+                int(raw["images"]),
+                float(raw["copies_kept"]),
+                float(raw["distinct_above"]),
+                str(raw["created"]),
+            )
         except (TypeError, KeyError, json.JSONDecodeError) as exc:
             raise ValueError(f"not a calibrated threshold: {exc}") from exc
 
@@ -94,11 +100,13 @@ def stored_space(desc: dict[str, Any]) -> tuple[str | None, str]:
 
 def space_mismatch(where: str, space: SpaceTag, stored: str, summary: str) -> str:
     """The refusal when `where` (a collection in a Milvus) holds vectors of another embedding space."""
-    return (f"{where} holds vectors of embedding space {stored} ({summary or 'no summary recorded'}), but this "
-            f"configuration embeds into {space.digest} ({space.summary}). Vectors of different spaces cannot be "
-            "compared. Either set MILVUS_COLLECTION to another (new) collection for this configuration, or "
-            "re-embed: import the images again into a new collection with `python main.py import DIR`; or go "
-            "back to the settings that made this one.")
+    return (
+        f"{where} holds vectors of embedding space {stored} ({summary or 'no summary recorded'}), but this "
+        f"configuration embeds into {space.digest} ({space.summary}). Vectors of different spaces cannot be "
+        "compared. Either set MILVUS_COLLECTION to another (new) collection for this configuration, or "
+        "re-embed: import the images again into a new collection with `python main.py import DIR`; or go "
+        "back to the settings that made this one."
+    )
 
 
 def pick_threshold(texts: Iterable[object], space: SpaceTag) -> DuplicateThreshold | None:
@@ -113,8 +121,12 @@ def pick_threshold(texts: Iterable[object], space: SpaceTag) -> DuplicateThresho
             continue
         if found.space == space.digest:
             return found
-        log.warning("ignoring the duplicate threshold calibrated in embedding space %s (running %s): run "
-                    "`python main.py calibrate DIR` again", found.space, space.digest)
+        log.warning(
+            "ignoring the duplicate threshold calibrated in embedding space %s (running %s): run "
+            "`python main.py calibrate DIR` again",
+            found.space,
+            space.digest,
+        )
     return None
 
 

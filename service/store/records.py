@@ -78,15 +78,21 @@ class Page:
 
 def public_record(row: dict[str, Any]) -> dict[str, Any]:
     """A stored row as answers show it: id, key, filepath, md5 and attrs ({} when it has none)."""
-    return {"id": int(row["id"]), "key": row["key"], "filepath": row["filepath"], "md5": row["md5"],
-            "attrs": row.get("attrs") or {}}
+    return {
+        "id": int(row["id"]),
+        "key": row["key"],
+        "filepath": row["filepath"],
+        "md5": row["md5"],
+        "attrs": row.get("attrs") or {},
+    }
 
 
 class VectorStore:
     """The image records in one Milvus collection."""
 
-    def __init__(self, settings: Settings, dim: int, space: SpaceTag | None = None,
-                 on_call: CallObserver | None = None) -> None:
+    def __init__(
+        self, settings: Settings, dim: int, space: SpaceTag | None = None, on_call: CallObserver | None = None
+    ) -> None:
         """A store of `dim`-d vectors; with `space`, the collection must belong to that embedding space.
 
         `on_call(operation, seconds, failed)` is told of every Milvus call (service.runtime feeds metrics).
@@ -168,8 +174,9 @@ class VectorStore:
             self._flusher = None
         self.connection.close()
 
-    def _call(self, fn: Callable[[MilvusClient], T], operation: str = "other", retry: bool = True,
-              writes: bool = False) -> T:
+    def _call(
+        self, fn: Callable[[MilvusClient], T], operation: str = "other", retry: bool = True, writes: bool = False
+    ) -> T:
         return self.connection.call(fn, retry=retry, operation=operation, writes=writes)
 
     def _wrote(self, rows: int) -> None:
@@ -183,6 +190,7 @@ class VectorStore:
     def _slots(self, client: MilvusClient, scope: Scope, refs: Sequence[Ref]) -> list[Slot]:
         def rows_by_id(ids: list[int]) -> dict[int, dict[str, Any]]:
             return {r["id"]: r for r in self._query(client, scope, f"id in {ids}")}  # every namespace: see above
+
         return allocate_ids(refs, rows_by_id)
 
     def stored(self, scope: Scope, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -214,23 +222,27 @@ class VectorStore:
         with self._write_lock:
             return self._call(lambda c: self._put_locked(c, scope, records), "upsert", writes=True)
 
-    def put_unless_duplicate(self, scope: Scope, record: Record,
-                             min_score: float) -> tuple[int, bool, dict[str, Any] | None]:
+    def put_unless_duplicate(
+        self, scope: Scope, record: Record, min_score: float
+    ) -> tuple[int, bool, dict[str, Any] | None]:
         """Store the record unless its namespace holds the same image under another key.
 
         Returns (id, created, None) when stored (or already stored under its own key), and
         (id, False, the other record) for a duplicate: the same MD5, or a score >= min_score.
         Check and write run under the write lock, so identical concurrent adds cannot both pass.
         """
+
         def run(client: MilvusClient) -> tuple[int, bool, dict[str, Any] | None]:
             [own] = self._slots(client, scope, [(scope.namespace, record.key, record.md5)])
             if own.stored is None:
-                other = self._searcher.duplicate_of(client, scope, record.key, record.md5, record.vector, min_score,
-                                                    scope.fields(RECORD_FIELDS))
+                other = self._searcher.duplicate_of(
+                    client, scope, record.key, record.md5, record.vector, min_score, scope.fields(RECORD_FIELDS)
+                )
                 if other is not None:
                     return int(other["id"]), False, public_record(other)
             [(rid, created)] = self._put_locked(client, scope, [record])
             return rid, created, None
+
         with self._write_lock:
             return self._call(run, "upsert", writes=True)
 
@@ -259,8 +271,9 @@ class VectorStore:
         wanted = sorted({int(i) for i in ids})
         if not wanted:
             return 0
-        return self._delete_found(lambda c: [int(r["id"]) for r in self.connection.query(
-            c, scope.expr(f"id in {wanted}"), ("id",))])
+        return self._delete_found(
+            lambda c: [int(r["id"]) for r in self.connection.query(c, scope.expr(f"id in {wanted}"), ("id",))]
+        )
 
     def delete_keys(self, scope: Scope, keys: Iterable[str]) -> int:
         """Delete every record of these keys in the namespace; returns how many records were deleted."""
@@ -277,23 +290,31 @@ class VectorStore:
                 c.delete(self.connection.collection, filter=expr, timeout=self._settings.milvus_timeout)
                 self._deleted(c, count)
             return count
+
         with self._write_lock:
             return self._call(run, "delete", writes=True)
 
     def delete_key_except(self, scope: Scope, key: str, keep_md5s: Iterable[str]) -> int:
         """Delete the records of `key` in the namespace whose image is not one of `keep_md5s`; returns how many."""
         keep = set(keep_md5s)
-        return self._delete_found(lambda c: [int(r["id"]) for r in self.connection.query(
-            c, scope.expr(f"key == {quote_literal(key)}"), ("id", "md5")) if r["md5"] not in keep])
+        return self._delete_found(
+            lambda c: [
+                int(r["id"])
+                for r in self.connection.query(c, scope.expr(f"key == {quote_literal(key)}"), ("id", "md5"))
+                if r["md5"] not in keep
+            ]
+        )
 
     def _delete_found(self, find: Callable[[MilvusClient], list[int]]) -> int:
         """Delete the rows `find` names (ids, at most a query page), found and deleted under the write lock."""
+
         def run(c: MilvusClient) -> int:
             found = find(c)
             if found:
                 c.delete(self.connection.collection, ids=found, timeout=self._settings.milvus_timeout)
                 self._deleted(c, len(found))
             return len(found)
+
         with self._write_lock:
             return self._call(run, "delete", writes=True)
 
@@ -307,8 +328,11 @@ class VectorStore:
             try:
                 self.connection.query(client, "id in [0]", ("id",), limit=1, level="Strong")
             except Exception as exc:  # noqa: BLE001 - the delete is done; do not retry (and recount) it
-                log.warning("read barrier after a delete failed (%s); a search in the next moment may still "
-                            "return the deleted rows", short(exc))
+                log.warning(
+                    "read barrier after a delete failed (%s); a search in the next moment may still "
+                    "return the deleted rows",
+                    short(exc),
+                )
 
     # --- reads ------------------------------------------------------------------------
     def search(self, scope: Scope, vector: np.ndarray, limit: int, min_score: float | None = None) -> list[Hit]:
@@ -365,24 +389,42 @@ class VectorStore:
 
     def list_records(self, scope: Scope, after_id: int, limit: int) -> Page:
         """The namespace's records with an id above `after_id`, `limit` at most, in id order (see list_page)."""
+
         def run(c: MilvusClient) -> Page:
             remaining = self._count(c, scope.expr(f"id > {int(after_id)}"))
-            page = list_page(lambda window, cap: self._query(c, scope, scope.expr(window), cap),
-                             remaining, after_id, limit, QUERY_PAGE)
+            page = list_page(
+                lambda window, cap: self._query(c, scope, scope.expr(window), cap),
+                remaining,
+                after_id,
+                limit,
+                QUERY_PAGE,
+            )
             return Page([public_record(r) for r in page.rows], page.next_after_id)
+
         return self._call(run, "query")
 
     def _count(self, client: MilvusClient, expr: str) -> int:
-        rows = client.query(self.connection.collection, filter=expr, output_fields=["count(*)"],
-                            consistency_level=self.connection.read_level, timeout=self._settings.milvus_timeout)
+        rows = client.query(
+            self.connection.collection,
+            filter=expr,
+            output_fields=["count(*)"],
+            consistency_level=self.connection.read_level,
+            timeout=self._settings.milvus_timeout,
+        )
         return int(rows[0]["count(*)"]) if rows else 0
 
 
 def _row(scope: Scope, rid: int, rec: Record, stored: dict[str, Any] | None) -> dict[str, Any]:
     """The row to write for `rec` under id `rid`; attrs None keeps what `stored` has."""
     attrs = rec.attrs if rec.attrs is not None else ((stored or {}).get("attrs") or {})
-    return {"id": rid, "key": rec.key, "md5": rec.md5, "filepath": rec.filepath,
-            "vector": np.asarray(rec.vector, dtype=np.float32).tolist(), **scope.row_extras(attrs)}
+    return {
+        "id": rid,
+        "key": rec.key,
+        "md5": rec.md5,
+        "filepath": rec.filepath,
+        "vector": np.asarray(rec.vector, dtype=np.float32).tolist(),
+        **scope.row_extras(attrs),
+    }
 
 
 # --- ids --------------------------------------------------------------------------------

@@ -73,8 +73,14 @@ class Query:
 def hit_of(raw: dict[str, Any]) -> Hit:
     """A Milvus search hit as a Hit."""
     entity = raw["entity"]
-    return Hit(id=int(raw["id"]), key=entity["key"], filepath=entity["filepath"],
-               score=round(float(raw["distance"]), 6), md5=entity.get("md5", ""), attrs=entity.get("attrs") or {})
+    return Hit(
+        id=int(raw["id"]),
+        key=entity["key"],
+        filepath=entity["filepath"],
+        score=round(float(raw["distance"]), 6),
+        md5=entity.get("md5", ""),
+        attrs=entity.get("attrs") or {},
+    )
 
 
 class Searcher:
@@ -98,19 +104,28 @@ class Searcher:
             answers = self._raw(client, fields, [queries[i].vector for i in members], widest, expr, group=False)
             for i, hits in zip(members, answers, strict=True):
                 q = queries[i]
-                results[i] = [h for h in hits[:q.limit] if q.min_score is None or h.score >= q.min_score]
+                results[i] = [h for h in hits[: q.limit] if q.min_score is None or h.score >= q.min_score]
         return results
 
-    def duplicate_of(self, client: MilvusClient, scope: Scope, key: str, md5: str, vector: np.ndarray,
-                     min_score: float, fields: Sequence[str]) -> dict[str, Any] | None:
+    def duplicate_of(
+        self,
+        client: MilvusClient,
+        scope: Scope,
+        key: str,
+        md5: str,
+        vector: np.ndarray,
+        min_score: float,
+        fields: Sequence[str],
+    ) -> dict[str, Any] | None:
         """A stored row (`fields`) of the scope under another key than `key`: the same MD5, or a score >= min_score.
 
         Called by VectorStore.put_unless_duplicate inside its write lock, so that two identical adds racing
         cannot both pass the check: the second one finds what the first one wrote.
         """
         other_key = f"key != {quote_literal(key)}"
-        same_bytes = self.connection.query(client, scope.expr(other_key, f"md5 == {quote_literal(md5)}"), fields,
-                                           limit=1)
+        same_bytes = self.connection.query(
+            client, scope.expr(other_key, f"md5 == {quote_literal(md5)}"), fields, limit=1
+        )
         if same_bytes:
             return same_bytes[0]
         [hits] = self.search_many(client, [Query(scope, vector, 1, min_score, filter=other_key)])
@@ -130,17 +145,32 @@ class Searcher:
         hits, self._native_grouping = grouped_search(search, q.limit, q.min_score, self._native_grouping)
         return hits
 
-    def _raw(self, client: MilvusClient, fields: Sequence[str], vectors: Sequence[np.ndarray], top_k: int,
-             expr: str, group: bool) -> list[list[Hit]]:
+    def _raw(
+        self,
+        client: MilvusClient,
+        fields: Sequence[str],
+        vectors: Sequence[np.ndarray],
+        top_k: int,
+        expr: str,
+        group: bool,
+    ) -> list[list[Hit]]:
         conn = self.connection
         params: dict[str, Any] = dict(SEARCH_PARAMS)
         if conn.indexes.vector == "HNSW":
             params["params"] = {"ef": max(conn.settings.milvus_hnsw_ef, top_k)}
         extra: dict[str, Any] = {"group_by_field": "key"} if group else {}
-        result = client.search(conn.collection, data=[np.asarray(v, dtype=np.float32).tolist() for v in vectors],
-                               anns_field="vector", limit=top_k, filter=expr, output_fields=list(fields),
-                               search_params=params, consistency_level=conn.read_level,
-                               timeout=conn.settings.milvus_timeout, **extra)
+        result = client.search(
+            conn.collection,
+            data=[np.asarray(v, dtype=np.float32).tolist() for v in vectors],
+            anns_field="vector",
+            limit=top_k,
+            filter=expr,
+            output_fields=list(fields),
+            search_params=params,
+            consistency_level=conn.read_level,
+            timeout=conn.settings.milvus_timeout,
+            **extra,
+        )
         return [[hit_of(h) for h in hits] for hits in result]
 
 

@@ -72,8 +72,9 @@ def _held(row: dict[str, Any] | None, im: PreparedImage, refresh: bool) -> bool:
     return row["filepath"] == im.filepath and (im.attrs is None or (row.get("attrs") or {}) == im.attrs)
 
 
-def embed_unstored(store: VectorStore, scope: Scope, embed_many: EmbedMany, images: Sequence[PreparedImage], *,
-                   refresh_filepath: bool) -> tuple[list[Embedded], dict[tuple[str, str], int]]:
+def embed_unstored(
+    store: VectorStore, scope: Scope, embed_many: EmbedMany, images: Sequence[PreparedImage], *, refresh_filepath: bool
+) -> tuple[list[Embedded], dict[tuple[str, str], int]]:
     """Embed, in one model call, the images the namespace does not hold; returns them and the ids of the others.
 
     An image is held when its (key, MD5) is stored, and with `refresh_filepath`
@@ -99,8 +100,9 @@ def record_of(embedded: Embedded) -> Record:
     return Record(im.key, im.md5, im.filepath, embedded.vector, im.attrs)
 
 
-def put_embedded(store: VectorStore, scope: Scope, thumbs: Thumbnails,
-                 embedded: Sequence[Embedded]) -> list[tuple[int, bool]]:
+def put_embedded(
+    store: VectorStore, scope: Scope, thumbs: Thumbnails, embedded: Sequence[Embedded]
+) -> list[tuple[int, bool]]:
     """Store embedded images in one write, then their missing thumbnails; (id, created) for each."""
     results = store.put_many(scope, [record_of(e) for e in embedded])
     # After the write: a thumbnail exists only for an image that has a record (a failed write leaves none).
@@ -120,8 +122,12 @@ def put_guarded(deps: Deps, scope: Scope, embedded: Embedded, policy: OnDuplicat
         keep_thumbnails(deps.thumbs, [embedded.image])
         return Added(rid, created, embedded.image.md5)
     if policy is OnDuplicate.REJECT:
-        raise Conflict(f"this image is already stored under key {other['key']!r} (id {other['id']}); nothing was "
-                       "stored (on_duplicate=reject). data holds that record.", reason="duplicate", data=other)
+        raise Conflict(
+            f"this image is already stored under key {other['key']!r} (id {other['id']}); nothing was "
+            "stored (on_duplicate=reject). data holds that record.",
+            reason="duplicate",
+            data=other,
+        )
     return Added(rid, False, embedded.image.md5, duplicate_of=other)
 
 
@@ -151,6 +157,12 @@ def add_image(deps: Deps, namespace: str, request: AddRequest) -> Added:
         added = Added(rid, created, prepared.md5)
     else:
         added = put_guarded(deps, scope, embedded[0], request.on_duplicate)
-    log.info("add key=%r namespace=%r md5=%s id=%d %s", prepared.key[:80], namespace, prepared.md5, added.id,
-             "stored" if added.created else "exists" if added.duplicate_of is None else "duplicate")
+    log.info(
+        "add key=%r namespace=%r md5=%s id=%d %s",
+        prepared.key[:80],
+        namespace,
+        prepared.md5,
+        added.id,
+        "stored" if added.created else "exists" if added.duplicate_of is None else "duplicate",
+    )
     return added

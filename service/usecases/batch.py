@@ -12,8 +12,17 @@ from dataclasses import replace
 
 from conf.errors import ApiError, Conflict
 from service.store.records import Scope
-from service.usecases.add import (AddRequest, Added, Embedded, OnDuplicate, embed_unstored, keep_thumbnails, prepare,
-                                  put_embedded, put_guarded)
+from service.usecases.add import (
+    Added,
+    AddRequest,
+    Embedded,
+    OnDuplicate,
+    embed_unstored,
+    keep_thumbnails,
+    prepare,
+    put_embedded,
+    put_guarded,
+)
 from service.usecases.deps import Deps
 from service.usecases.prepare import PreparedImage
 
@@ -25,8 +34,9 @@ Outcome = Added | ApiError
 Pair = tuple[str, str]
 
 
-def add_batch(deps: Deps, namespace: str, items: Sequence[AddRequest | ApiError],
-              on_duplicate: OnDuplicate = OnDuplicate.ALLOW) -> list[Outcome]:
+def add_batch(
+    deps: Deps, namespace: str, items: Sequence[AddRequest | ApiError], on_duplicate: OnDuplicate = OnDuplicate.ALLOW
+) -> list[Outcome]:
     """Add every valid item to the namespace; an item that is an ApiError (refused by the HTTP layer) stays one."""
     return add_in_scope(deps, batch_scope(deps, namespace, items), items, on_duplicate)
 
@@ -36,8 +46,9 @@ def batch_scope(deps: Deps, namespace: str, items: Sequence[AddRequest | ApiErro
     return deps.store.scope(namespace, attrs=any(isinstance(i, AddRequest) and bool(i.attrs) for i in items))
 
 
-def add_in_scope(deps: Deps, scope: Scope, items: Sequence[AddRequest | ApiError],
-                 on_duplicate: OnDuplicate = OnDuplicate.ALLOW) -> list[Outcome]:
+def add_in_scope(
+    deps: Deps, scope: Scope, items: Sequence[AddRequest | ApiError], on_duplicate: OnDuplicate = OnDuplicate.ALLOW
+) -> list[Outcome]:
     """add_batch within a scope the caller already holds."""
     prepared = _prepare_all(deps, items)
     good = [p for p in prepared if isinstance(p, PreparedImage)]
@@ -56,8 +67,9 @@ def _prepare_all(deps: Deps, items: Sequence[AddRequest | ApiError]) -> list[Pre
         except ApiError as exc:
             return exc
 
-    with ThreadPoolExecutor(max_workers=max(1, min(FETCH_WORKERS, len(items))),
-                            thread_name_prefix="batch-read") as pool:
+    with ThreadPoolExecutor(
+        max_workers=max(1, min(FETCH_WORKERS, len(items))), thread_name_prefix="batch-read"
+    ) as pool:
         return list(pool.map(one, items))
 
 
@@ -78,8 +90,9 @@ def _write(deps: Deps, scope: Scope, embedded: list[Embedded], policy: OnDuplica
     return out
 
 
-def _outcomes(prepared: list[PreparedImage | ApiError], held: dict[Pair, int],
-              written: dict[Pair, Outcome]) -> list[Outcome]:
+def _outcomes(
+    prepared: list[PreparedImage | ApiError], held: dict[Pair, int], written: dict[Pair, Outcome]
+) -> list[Outcome]:
     """Each item's outcome in order; an image listed twice is created once (the later one reports created false)."""
     outcomes: list[Outcome] = []
     seen: set[Pair] = set()

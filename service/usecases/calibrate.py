@@ -54,22 +54,28 @@ class Scores:
 
     def summary(self, threshold: float, images: int) -> DuplicateThreshold:
         """The threshold with what it was measured on, ready to store with the collection."""
-        return DuplicateThreshold(score=threshold, space="", images=images,
-                                  copies_kept=round(float(np.mean(self.every_copy >= threshold)), 4),
-                                  distinct_above=round(float(np.mean(self.distinct >= threshold)), 6),
-                                  created=datetime.now(UTC).isoformat(timespec="seconds"))
+        return DuplicateThreshold(
+            score=threshold,
+            space="",
+            images=images,
+            copies_kept=round(float(np.mean(self.every_copy >= threshold)), 4),
+            distinct_above=round(float(np.mean(self.distinct >= threshold)), 6),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
 
 
-def read_images(folder: Path, settings: Settings, limit: int = CALIBRATION_IMAGES,
-                progress: bool = True) -> list[Image.Image]:
+def read_images(
+    folder: Path, settings: Settings, limit: int = CALIBRATION_IMAGES, progress: bool = True
+) -> list[Image.Image]:
     """Up to `limit` distinct decodable images from `folder`, spread evenly over its sorted files."""
     files = iter_images(folder)
     step = max(1, len(files) // max(limit, 1))
     picked, seen = [], set()
     for path in tqdm(files[::step], unit="img", disable=not progress, desc=f"reading {folder}"):
         try:
-            decoded = decode_image(path.read_bytes(), max_bytes=settings.max_image_bytes,
-                                   max_pixels=settings.max_image_pixels)
+            decoded = decode_image(
+                path.read_bytes(), max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
+            )
         except (ApiError, OSError) as exc:
             log.info("calibrate: skipping %s (%s)", path, getattr(exc, "msg", exc))
             continue
@@ -90,11 +96,17 @@ def score(model: Model, images: list[Image.Image], progress: bool = True) -> Sco
     """Embed the originals and their generated copies; the score distributions of copies and distinct pairs."""
     if len(images) < MIN_IMAGES:
         raise ValueError(f"calibration needs at least {MIN_IMAGES} distinct images, got {len(images)}")
-    with tqdm(total=len(images) * (1 + len(COPY_KINDS)), unit="img", disable=not progress,
-              desc="embedding originals and copies") as bar:
+    with tqdm(
+        total=len(images) * (1 + len(COPY_KINDS)),
+        unit="img",
+        disable=not progress,
+        desc="embedding originals and copies",
+    ) as bar:
         originals = _embed(model, iter(images), bar)
-        copies = {name: (_embed(model, (make(img) for img in images), bar) * originals).sum(axis=1)
-                  for name, make in COPY_KINDS}
+        copies = {
+            name: (_embed(model, (make(img) for img in images), bar) * originals).sum(axis=1)
+            for name, make in COPY_KINDS
+        }
     similarity = originals @ originals.T
     upper = np.triu_indices(len(images), k=1)
     np.fill_diagonal(similarity, -np.inf)
@@ -118,6 +130,7 @@ def _embed(model: Model, images: Iterator[Image.Image], bar: tqdm) -> np.ndarray
 
 def report(scores: Scores, threshold: float) -> list[str]:
     """The score distributions and what the threshold means, as lines for a person."""
+
     def row(label: str, values: np.ndarray) -> str:
         p = np.percentile(values, [0, 1, 5, 50, 95, 99, 100])
         return f"  {label:<24} " + " ".join(f"{v:7.4f}" for v in p)
@@ -127,8 +140,10 @@ def report(scores: Scores, threshold: float) -> list[str]:
     lines.append(row("distinct pairs", scores.distinct))
     lines.append(row("nearest distinct image", scores.nearest))
     kept = np.mean(scores.every_copy >= threshold)
-    lines.append(f"duplicate threshold {threshold:.3f}: keeps {kept:.1%} of the generated "
-                 f"copies; {np.mean(scores.distinct >= threshold):.3%} of distinct-image pairs score at least as "
-                 f"much, and {np.mean(scores.nearest >= threshold):.1%} of images have a distinct image that does "
-                 f"(real duplicates inside DIR count as distinct here, so these shares are upper bounds).")
+    lines.append(
+        f"duplicate threshold {threshold:.3f}: keeps {kept:.1%} of the generated "
+        f"copies; {np.mean(scores.distinct >= threshold):.3%} of distinct-image pairs score at least as "
+        f"much, and {np.mean(scores.nearest >= threshold):.1%} of images have a distinct image that does "
+        f"(real duplicates inside DIR count as distinct here, so these shares are upper bounds)."
+    )
     return lines

@@ -79,8 +79,10 @@ class Deps:
             return self.settings.duplicate_score, "DUPLICATE_SCORE"
         calibrated = self.store.duplicate_threshold  # read from the collection when the store connected
         if calibrated is not None:
-            return calibrated.score, (f"calibrated on {calibrated.images} images at {calibrated.created} "
-                                      f"(keeps {calibrated.copies_kept:.0%} of copies)")
+            return calibrated.score, (
+                f"calibrated on {calibrated.images} images at {calibrated.created} "
+                f"(keeps {calibrated.copies_kept:.0%} of copies)"
+            )
         return self.duplicate_default, f"default for {self.model_info.get('name', 'this model')}"
 
     def embed_each(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -98,15 +100,33 @@ def build_deps(settings: Settings, store: VectorStore, model: Model, on_batch: B
 
     `on_batch` is told of every batch of the model ("embed") and Milvus search ("search") queues.
     """
+
     def observer(name: str) -> Callable[[int, float], None] | None:
         """The batcher `name`'s own callback: on_batch with its name filled in."""
         return None if on_batch is None else lambda size, seconds: on_batch(name, size, seconds)
 
     embeds: Batcher[np.ndarray, np.ndarray] = Batcher(
-        lambda arrays: list(model.embed(np.stack(arrays))), settings.batch_max_size, settings.batch_window_ms,
-        "embed-batcher", observer("embed"))
+        lambda arrays: list(model.embed(np.stack(arrays))),
+        settings.batch_max_size,
+        settings.batch_window_ms,
+        "embed-batcher",
+        observer("embed"),
+    )
     searches: Batcher[Query, list[Hit]] = Batcher(
-        store.search_many, settings.batch_max_size, max(settings.batch_window_ms, SEARCH_WINDOW_MS), "search-batcher",
-        observer("search"))
-    return Deps(settings, store, embeds, searches, PixelBudget.for_settings(settings), model.info,
-                Thumbnails(settings.thumb_dir), model.preprocess, model.duplicate_default)
+        store.search_many,
+        settings.batch_max_size,
+        max(settings.batch_window_ms, SEARCH_WINDOW_MS),
+        "search-batcher",
+        observer("search"),
+    )
+    return Deps(
+        settings,
+        store,
+        embeds,
+        searches,
+        PixelBudget.for_settings(settings),
+        model.info,
+        Thumbnails(settings.thumb_dir),
+        model.preprocess,
+        model.duplicate_default,
+    )

@@ -61,9 +61,12 @@ class ImportSummary:
     def lines(self) -> list[str]:
         """A human summary, one line per fact and per failure reason."""
         rate = f", {self.files / self.seconds:.1f} files/s" if self.seconds > 0 else ""
-        out = [f"imported: {self.imported}", f"skipped as duplicates: {self.duplicates}",
-               f"failed: {len(self.failed)}",
-               f"took: {self.seconds:.2f} s for {self.files} files{rate}; model busy {self.model_seconds:.2f} s"]
+        out = [
+            f"imported: {self.imported}",
+            f"skipped as duplicates: {self.duplicates}",
+            f"failed: {len(self.failed)}",
+            f"took: {self.seconds:.2f} s for {self.files} files{rate}; model busy {self.model_seconds:.2f} s",
+        ]
         example = {f.reason: f.message for f in reversed(list(self.failed.values()))}  # the first of each reason
         for reason, n in Counter(f.reason for f in self.failed.values()).most_common():
             out.append(f"  {n} x {reason} (e.g. {example[reason]})")
@@ -95,8 +98,11 @@ class _Item:
 
 def iter_images(folder: Path) -> list[Path]:
     """Every regular file below `folder` (hidden files and folders skipped), in a stable order."""
-    return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
 
 
 def _destination(src: Path, root: Path, move_to: Path, md5: str) -> Path:
@@ -130,8 +136,15 @@ def _move(src: Path, dest: Path) -> None:
 class Importer:
     """Imports folders of images into the store, embedding them in batches."""
 
-    def __init__(self, settings: Settings, embedder: Embedder, store: VectorStore, batch_size: int = MODEL_BATCH,
-                 hooks: ImportHooks | None = None, thumbs: Thumbnails | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        embedder: Embedder,
+        store: VectorStore,
+        batch_size: int = MODEL_BATCH,
+        hooks: ImportHooks | None = None,
+        thumbs: Thumbnails | None = None,
+    ) -> None:
         """`thumbs`: the service's own thumbnail folder object when it runs the import (one lock against its
         deletes); a new one on THUMB_DIR by default (`main.py import`, a process of its own)."""
         self._settings = settings
@@ -156,19 +169,27 @@ class Importer:
         item.image = PreparedImage(src.stem if key_mode == "filename" else md5, md5, filepath, array, thumb)
         return item
 
-    def _batches(self, files: list[Path], root: Path, key_mode: str, move_to: Path | None,
-                 pool: ThreadPoolExecutor) -> Iterator[list[_Item]]:
+    def _batches(
+        self, files: list[Path], root: Path, key_mode: str, move_to: Path | None, pool: ThreadPoolExecutor
+    ) -> Iterator[list[_Item]]:
         # Decode the next batch in worker threads while the model embeds the current one.
-        chunks = [files[i:i + self._batch_size] for i in range(0, len(files), self._batch_size)]
-        ahead: list[Future[_Item]] = [pool.submit(self._load, f, root, key_mode, move_to) for f in chunks[0]] \
-            if chunks else []
+        chunks = [files[i : i + self._batch_size] for i in range(0, len(files), self._batch_size)]
+        ahead: list[Future[_Item]] = (
+            [pool.submit(self._load, f, root, key_mode, move_to) for f in chunks[0]] if chunks else []
+        )
         for nxt in [*chunks[1:], []]:
             current = ahead
             ahead = [pool.submit(self._load, f, root, key_mode, move_to) for f in nxt]
             yield [fut.result() for fut in current]
 
-    def run(self, folder: Path, key_mode: str = "md5", move_to: Path | None = None,
-            progress: bool = True, namespace: str = DEFAULT_NAMESPACE) -> ImportSummary:
+    def run(
+        self,
+        folder: Path,
+        key_mode: str = "md5",
+        move_to: Path | None = None,
+        progress: bool = True,
+        namespace: str = DEFAULT_NAMESPACE,
+    ) -> ImportSummary:
         """Import every image below `folder` into `namespace`; `key_mode` is 'md5' or 'filename' (the stem).
 
         Raises NamespaceError for a malformed namespace and Conflict when the collection cannot hold
@@ -183,17 +204,18 @@ class Importer:
         finally:
             self._hooks.finished()
 
-    def _run(self, folder: Path, key_mode: str, move_to: Path | None, progress: bool,
-             scope: Scope) -> ImportSummary:
+    def _run(self, folder: Path, key_mode: str, move_to: Path | None, progress: bool, scope: Scope) -> ImportSummary:
         root = folder.resolve()
         if move_to is not None:
             move_to = move_to.resolve()
         files = iter_images(root)
         summary = ImportSummary(files=len(files))
         started = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="import-decode") as pool, \
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-store") as writer, \
-                tqdm(total=len(files), unit="img", disable=not progress, desc=f"import {root}") as bar:
+        with (
+            ThreadPoolExecutor(max_workers=2, thread_name_prefix="import-decode") as pool,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-store") as writer,
+            tqdm(total=len(files), unit="img", disable=not progress, desc=f"import {root}") as bar,
+        ):
             storing: Future[tuple[int, int, int]] | None = None
             for batch in self._batches(files, root, key_mode, move_to, pool):
                 embedded = self._embed_batch(batch, summary, scope)
@@ -215,8 +237,9 @@ class Importer:
         good = [it.image for it in batch if it.image is not None]
         # On a rerun most images are already stored: those skip the model. A stored image keeps the
         # filepath it was recorded with.
-        embedded, _held = embed_unstored(self._store, scope, lambda arrays: self._embed(arrays, summary), good,
-                                         refresh_filepath=False)
+        embedded, _held = embed_unstored(
+            self._store, scope, lambda arrays: self._embed(arrays, summary), good, refresh_filepath=False
+        )
         summary.duplicates += len(good) - len(embedded)
         return embedded
 

@@ -71,8 +71,9 @@ class PixelBudget:
                 self._cond.notify_all()
 
 
-def model_input(data: bytes, settings: Settings, preprocess: Preprocess,
-                budget: PixelBudget | None = None) -> tuple[str, np.ndarray]:
+def model_input(
+    data: bytes, settings: Settings, preprocess: Preprocess, budget: PixelBudget | None = None
+) -> tuple[str, np.ndarray]:
     """(MD5 of the bytes, model input array); raises NotAnImage or TooLarge.
 
     With a budget, decoding waits until the pixels it will hold fit in it; the
@@ -82,8 +83,9 @@ def model_input(data: bytes, settings: Settings, preprocess: Preprocess,
     return md5, array
 
 
-def stored_input(data: bytes, settings: Settings, preprocess: Preprocess,
-                 budget: PixelBudget | None = None) -> tuple[str, np.ndarray, Image.Image]:
+def stored_input(
+    data: bytes, settings: Settings, preprocess: Preprocess, budget: PixelBudget | None = None
+) -> tuple[str, np.ndarray, Image.Image]:
     """As `model_input`, plus the image's thumbnail (for images about to be stored)."""
     md5, array, thumb = _decode(data, settings, preprocess, budget, thumbnail=True)
     assert thumb is not None
@@ -97,8 +99,9 @@ def thumbnail_input(data: bytes, settings: Settings, budget: PixelBudget | None 
         return decoded.md5, make_thumbnail(decoded.image)
 
 
-def _decode(data: bytes, settings: Settings, preprocess: Preprocess, budget: PixelBudget | None,
-            thumbnail: bool) -> tuple[str, np.ndarray, Image.Image | None]:
+def _decode(
+    data: bytes, settings: Settings, preprocess: Preprocess, budget: PixelBudget | None, thumbnail: bool
+) -> tuple[str, np.ndarray, Image.Image | None]:
     with _held(data, settings, budget) as limits:
         decoded = decode_image(data, **limits)
         thumb = make_thumbnail(decoded.image) if thumbnail else None
@@ -116,6 +119,8 @@ def _held(data: bytes, settings: Settings, budget: PixelBudget | None) -> Iterat
 def checked_filepath(filepath: str) -> str:
     """The filepath to record, refused (BadInput) when it is longer than the store keeps."""
     if len(filepath) > FILEPATH_MAX_CHARS:
-        raise BadInput(f"the filepath to record is {len(filepath)} characters long; at most "
-                       f"{FILEPATH_MAX_CHARS} are allowed (send a shorter 'imgPath')")
+        raise BadInput(
+            f"the filepath to record is {len(filepath)} characters long; at most "
+            f"{FILEPATH_MAX_CHARS} are allowed (send a shorter 'imgPath')"
+        )
     return filepath

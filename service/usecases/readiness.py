@@ -11,8 +11,14 @@ def readiness(deps: Deps) -> dict[str, Any]:
     """What /ready reports; raises NotReady when Milvus does not serve the collection now."""
     store = deps.store
     store.ping()
-    return {"model": deps.model_info,
-            "duplicate": {"score": deps.duplicate_score, "source": deps.duplicate_source},
-            "milvus": {"target": store.target, "server_version": store.server_version,
-                       "vector_index": store.vector_index, "key_index": store.key_index},
-            "batching": {"embed": deps.embeds.stats(), "search": deps.searches.stats()}}
+    return {
+        "model": deps.model_info,
+        "duplicate": {"score": deps.duplicate_score, "source": deps.duplicate_source},
+        "milvus": {
+            "target": store.target,
+            "server_version": store.server_version,
+            "vector_index": store.vector_index,
+            "key_index": store.key_index,
+        },
+        "batching": {"embed": deps.embeds.stats(), "search": deps.searches.stats()},
+    }

@@ -56,8 +56,15 @@ def checked_filter(deps: Deps, namespace: str, options: SearchOptions) -> tuple[
     return deps.store.scope(namespace, filtered=bool(expr)), expr
 
 
-def _found(deps: Deps, vector: np.ndarray, md5: str, scope: Scope, options: SearchOptions, expr: str,
-           exclude_id: int | None = None) -> list[Found]:
+def _found(
+    deps: Deps,
+    vector: np.ndarray,
+    md5: str,
+    scope: Scope,
+    options: SearchOptions,
+    expr: str,
+    exclude_id: int | None = None,
+) -> list[Found]:
     query = Query(scope, vector, options.limit, options.min_score, expr, exclude_id, options.group_by_key)
     # Searches that arrive together (a model batch finishing) go to Milvus as one multi-vector search.
     hits = deps.searches.submit(query)
@@ -74,8 +81,9 @@ def search_image(deps: Deps, namespace: str, image: ImageInput, options: SearchO
     return _found(deps, vector, md5, scope, options, expr)
 
 
-def search_by_id(deps: Deps, namespace: str, record_id: int, options: SearchOptions,
-                 include_self: bool = False) -> list[Found]:
+def search_by_id(
+    deps: Deps, namespace: str, record_id: int, options: SearchOptions, include_self: bool = False
+) -> list[Found]:
     """The namespace's images most similar to its stored record `record_id` (left out unless include_self)."""
     scope, expr = checked_filter(deps, namespace, options)
     stored = deps.store.vector_of(scope, record_id)

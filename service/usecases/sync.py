@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from conf.errors import ApiError
-from service.usecases.add import AddRequest, Added
+from service.usecases.add import Added, AddRequest
 from service.usecases.batch import Outcome, add_in_scope, batch_scope
 from service.usecases.delete import forget_thumbnails
 from service.usecases.deps import Deps

@@ -31,8 +31,10 @@ def thumbnail(deps: Deps, record_id: int, namespace: str = "") -> bytes:
         return stored
     made = _from_filepath(deps, record["filepath"], record["md5"])
     if made is None:
-        raise NotFound(f"record {record_id} has no thumbnail, and its filepath is not a readable copy of its "
-                       "image below PATH_ROOTS to make one from")
+        raise NotFound(
+            f"record {record_id} has no thumbnail, and its filepath is not a readable copy of its "
+            "image below PATH_ROOTS to make one from"
+        )
     return made
 
 
