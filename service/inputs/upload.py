@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from conf.settings import Settings
 from service.inputs import Source
 
 
+# runtime_checkable: the request models (service/api/contract.py) hold an Upload, and pydantic builds an
+# isinstance check for each of its fields.
+@runtime_checkable
 class Readable(Protocol):
     """What an upload is read through: a binary file, or Werkzeug's FileStorage (which passes read on to its
     stream)."""

@@ -126,14 +126,19 @@ else:
 
 
 class _GuardedConnection(_ConnectionBase):
-    """Mixin for urllib3 connections: report each new socket to the download running in this thread."""
+    """Mixin for urllib3 connections: report each new socket to the download running in this thread.
 
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
+    It extends the public `connect()`, so the check runs once the connection is up (after the TLS handshake
+    for https) and before any request is written: a private target sees a TCP connect and, for https, a TLS
+    hello, never a request. Each attempt is still bounded by URL_CONNECT_TIMEOUT.
+    """
+
+    def connect(self) -> None:
+        """Connect as urllib3 does, then hand the socket to the running download (SSRF guard, timeout)."""
+        super().connect()
         fetch = getattr(_active, "fetch", None)
-        if fetch is not None:
-            fetch.opened(sock, self.host, via_proxy=bool(self.proxy))
-        return sock
+        if fetch is not None and self.sock is not None:
+            fetch.opened(self.sock, self.host, via_proxy=bool(self.proxy))
 
 
 class _GuardedHTTPConnection(_GuardedConnection, HTTPConnection):
