@@ -187,47 +187,31 @@ def _insert(store: Any, base: np.ndarray, start: int, stop: int) -> float:
     return time.perf_counter() - t0
 
 
-@contextmanager
-def _lite_one_segment() -> Iterator[None]:
-    """Bench-only: let one bulk load become one Milvus Lite segment.
-
-    Lite flushes its memtable every 128 MB (~15k vectors of 2048-d) and then
-    compacts the small segments in the background, re-building the HNSW index
-    of every merged segment; loading 100k vectors that way costs ~10 minutes of
-    index builds. One flush per load gives the same kind of on-disk state (an
-    HNSW-indexed segment) with one build.
-    """
-    import milvus_lite.engine.collection as engine  # noqa: PLC0415
-
-    saved = engine.MEMTABLE_MEMORY_LIMIT, engine.WAL_SIZE_LIMIT
-    engine.MEMTABLE_MEMORY_LIMIT = engine.WAL_SIZE_LIMIT = 1 << 40
-    try:
-        yield
-    finally:
-        engine.MEMTABLE_MEMORY_LIMIT, engine.WAL_SIZE_LIMIT = saved
-
-
 def _lite_load(store: Any, uri: str, base: np.ndarray, start: int, stop: int) -> tuple[Any, float, float]:
-    """Bulk-load rows start..stop into the Lite file through its engine (5x faster than over gRPC),
-    then reconnect the service's store, which loads the collection and builds the missing HNSW index.
-    Returns (store, insert seconds, flush + index seconds)."""
-    from milvus_lite.db import MilvusLite  # noqa: PLC0415
-    from milvus_lite.server_manager import server_manager_instance  # noqa: PLC0415
+    """Bulk-load rows start..stop into the Lite file through milvus_lite's public embedded `MilvusLite` (5x faster
+    than over gRPC), then reconnect the service's store, which loads the collection and builds the missing HNSW
+    index. Returns (store, insert seconds, flush + index seconds).
+
+    Lite flushes its memtable every 128 MB (~15k vectors of 2048-d) and compacts the small segments in the
+    background; an earlier version raised those limits through milvus_lite's engine module to get one segment
+    per load, but that module is not public, so the load now takes Lite's own segmenting (slower, and the
+    state a real import leaves)."""
+    from milvus_lite.db import MilvusLite  # noqa: PLC0415 - Lite's embedded engine, loaded only for this load
+    from milvus_lite.server_manager import server_manager_instance  # noqa: PLC0415 - as above
 
     extras = store.scope().row_extras({})
     store.close()
     server_manager_instance.release_server(uri)  # the in-process Lite server holds the file's lock
     t0 = time.perf_counter()
-    with _lite_one_segment():
-        db = MilvusLite(uri)
-        try:
-            col = db.get_collection("bench_vectors")
-            for i in range(start, stop, 5000):
-                col.insert(_rows(base, i, min(stop, i + 5000), extras))
-            inserted = time.perf_counter()
-            col.flush()
-        finally:
-            db.close()
+    db = MilvusLite(uri)
+    try:
+        col = db.get_collection("bench_vectors")
+        for i in range(start, stop, 5000):
+            col.insert(_rows(base, i, min(stop, i + 5000), extras))
+        inserted = time.perf_counter()
+        col.flush()
+    finally:
+        db.close()
     store = _store(store.connection.settings, uri)  # load_collection: builds the new segment's HNSW index
     return store, inserted - t0, time.perf_counter() - inserted
 
@@ -264,7 +248,7 @@ def _write_probe(
         store = _store(settings, uri)
         if not flushing:
             store._flusher.close()  # noqa: SLF001 - bench-only: the store as it was without the flusher
-            store._flusher = None  # noqa: SLF001
+            store._flusher = None  # noqa: SLF001 - as above
         try:
             written = 0
             for n in rows:
@@ -285,7 +269,7 @@ def _write_probe(
 
 def _release_lite(uri: str) -> None:
     """Stop the in-process Milvus Lite server of `uri` (VectorStore.close leaves it running until exit)."""
-    from milvus_lite.server_manager import server_manager_instance  # noqa: PLC0415
+    from milvus_lite.server_manager import server_manager_instance  # noqa: PLC0415 - only where Lite runs
 
     server_manager_instance.release_server(uri)
 
@@ -317,7 +301,7 @@ def vector_search(plan: VectorPlan, workdir: Path, settings: Settings) -> dict[s
         log.info("vector search: %s", backend)
         try:
             result["backends"][backend] = _backend(settings, backend, plan, workdir, base, queries, sweep_q, exact)
-        except Exception as exc:  # noqa: BLE001 - one backend failing must not lose the other numbers
+        except Exception as exc:
             log.exception("vector search on %s failed", backend)
             result["backends"][backend] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
     return result
