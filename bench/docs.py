@@ -13,6 +13,7 @@ copied into docs/data only by `make bench` or `make docs`.
 from __future__ import annotations
 
 import shutil
+import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ DOCS = ROOT / "docs"
 DATA = DOCS / "data"
 IMG = DOCS / "img"
 RESULTS = ROOT / "results"  # git-ignored: what runs write
+LABELS = Path(__file__).with_name("labels")
 
 Lang = Literal["en", "zh"]
 LANGS: tuple[Lang, ...] = ("en", "zh")
@@ -82,6 +84,12 @@ class Per(dict[Lang, str]):
 
 class Labels:
     """A label table: `labels("key", x="1.0")` is the Msg of that key. Keys are checked at once."""
+
+    @classmethod
+    def load(cls, name: str) -> Labels:
+        """The label table of bench/labels/<name>.toml: the translatable words of one renderer, kept apart from
+        its code so that a translator edits one file (each key's `en` and `zh` template)."""
+        return cls(tomllib.loads((LABELS / f"{name}.toml").read_text("utf-8")))
 
     def __init__(self, table: Mapping[str, Mapping[Lang, str]]) -> None:
         missing = [k for k, v in table.items() if set(v) != set(LANGS)]

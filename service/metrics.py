@@ -50,33 +50,28 @@ class Metrics:
         """Create every family in `registry` (a new one by default); `process` adds CPU/RSS/fd metrics."""
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+
+        def histogram(name: str, documentation: str, label: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, documentation, [label], buckets=buckets, registry=r)
+
         self.requests = Counter(
             "imgsim_http_requests", "HTTP requests answered, by endpoint and status", ["endpoint", "status"], registry=r
         )
-        self.latency = Histogram(
-            "imgsim_http_request_duration_seconds",
-            "HTTP request latency by endpoint",
-            ["endpoint"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.latency = histogram(
+            "imgsim_http_request_duration_seconds", "HTTP request latency by endpoint", "endpoint", LATENCY_BUCKETS
         )
-        self.batch_size = Histogram(
+        self.batch_size = histogram(
             "imgsim_batch_size",
-            "Items per batch run by a batcher (embed: the model "
-            "for requests, import: the model for bulk imports, search: Milvus)",
-            ["batcher"],
-            buckets=BATCH_BUCKETS,
-            registry=r,
+            "Items per batch run by a batcher (embed: the model for requests, import: the model for bulk imports, "
+            "search: Milvus)",
+            "batcher",
+            BATCH_BUCKETS,
         )
         self.batch_busy = Counter(
             "imgsim_batch_busy_seconds", "Seconds a batcher spent running batches", ["batcher"], registry=r
         )
-        self.milvus_latency = Histogram(
-            "imgsim_milvus_call_duration_seconds",
-            "Milvus call latency by operation",
-            ["operation"],
-            buckets=MILVUS_BUCKETS,
-            registry=r,
+        self.milvus_latency = histogram(
+            "imgsim_milvus_call_duration_seconds", "Milvus call latency by operation", "operation", MILVUS_BUCKETS
         )
         self.milvus_failures = Counter(
             "imgsim_milvus_call_failures", "Milvus calls that failed, by operation", ["operation"], registry=r

@@ -18,18 +18,25 @@ from pathlib import Path
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import NotFound
 
+
+def page_csp(img_src: str) -> str:
+    """The Content-Security-Policy of imgsim's own pages: 'self' only (no CDN, no web font, no inline script or
+    style), with `img_src` for the images the page shows."""
+    return (
+        f"default-src 'none'; script-src 'self'; style-src 'self'; img-src {img_src}; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+
+
 STATIC_DIR = Path(__file__).with_name("static")
 ASSETS = ("console.js", "console.css")
 PAGE = "console.html"
 # Endpoints the app-wide token check must let through (the page and its assets; the API stays guarded).
 PUBLIC_ENDPOINTS = frozenset({"console.page", "console.asset"})
 # The token's own grant: needs a known token (the app's check) but no particular right.
-# 'self' only: no CDN, no web font, no inline script or style; blob: for thumbnails fetched with the token
-# header and for the preview of the query image; data: for the empty favicon.
-CONSOLE_CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
-    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-)
+# blob: for thumbnails fetched with the token header and for the preview of the query image; data: for the
+# empty favicon.
+CONSOLE_CSP = page_csp(img_src="'self' blob: data:")
 LONG_CACHE = "public, max-age=31536000, immutable"
 
 

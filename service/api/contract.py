@@ -15,7 +15,9 @@ models: they arrive as the validation context (`Limits`), built from Settings fo
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -454,28 +456,54 @@ def _wire(shape: Any) -> Any:
     return PlainValidator(lambda value: value, json_schema_input_type=shape)
 
 
-# Annotated order matters: Field (constraints, checked again after ours and always true), then _wire (the
-# documented shape, where it differs from the Python type), then our check, which runs first.
-URL = Annotated[
-    str,
-    _doc(
-        "An http:// or https:// URL of the image. At most URL_MAX_REDIRECTS redirects are followed; the download is "
-        "bounded by URL_TOTAL_TIMEOUT and MAX_IMAGE_BYTES.",
-        min_length=1,
-        max_length=8192,
-    ),
-    _required(lambda v, _: text_value(v, "url", required=True, max_len=8192)),
-]
-PATH = Annotated[
-    str,
-    _doc(
-        "Path of an image file below PATH_ROOTS (a relative path is taken relative to the first root, not the "
-        "working directory). Symlinks are resolved before the check.",
-        min_length=1,
-        max_length=4096,
-    ),
-    _required(lambda v, _: text_value(v, "path", required=True, max_len=4096)),
-]
+# What the image fields that are text say they take.
+IMAGE_TEXT_DOCS = {
+    "url": "An http:// or https:// URL of the image. At most URL_MAX_REDIRECTS redirects are followed; the download "
+    "is bounded by URL_TOTAL_TIMEOUT and MAX_IMAGE_BYTES.",
+    "path": "Path of an image file below PATH_ROOTS (a relative path is taken relative to the first root, not the "
+    "working directory). Symlinks are resolved before the check.",
+}
+
+
+def _image_text(name: str, max_len: int) -> tuple[Any, Any]:
+    """The metadata of the required text field `name` naming an image (url, path): its doc, then its check."""
+    return (
+        _doc(IMAGE_TEXT_DOCS[name], min_length=1, max_length=max_len),
+        _required(lambda v, _: text_value(v, name, required=True, max_len=max_len)),
+    )
+
+
+def _limit(doc: str, setting: str, default: int) -> tuple[Any, Any]:
+    """The metadata of a page size: 1 up to the limit `setting` (MAX_LIMIT: the Limits field max_limit), documented
+    at its default value; `default` when absent."""
+    name = setting.lower()
+    return (
+        _doc(doc, ge=1, json_schema_extra={"maximum": getattr(DEFAULT, name), "x-setting": setting}),
+        _required(lambda v, info: limit_value(v, getattr(_limits(info), name), default=default)),
+    )
+
+
+def _json_object(doc: str, shape: Any, check: Callable[[object], dict[str, Any] | None]) -> tuple[Any, Any, Any]:
+    """The metadata of an optional JSON-object field (attrs, filter): documented as `shape`, sent as an object or, in
+    a form, as JSON text, which `check` reads."""
+    return _doc(doc), _wire(shape), _optional(lambda v, _: check(v))
+
+
+def _batch(item: Any, *single: Any) -> Any:
+    """The documented shape of a batch field: an array of 1..MAX_BATCH_KEYS `item`s, or one of `single`, or
+    comma-separated text."""
+    array = Annotated[
+        list[item],
+        Field(min_length=1, max_length=DEFAULT.max_batch_keys, json_schema_extra={"x-setting": "MAX_BATCH_KEYS"}),
+    ]
+    return functools.reduce(operator.or_, (array, *single, Annotated[str, Field(min_length=1)]))
+
+
+# Annotated order matters (the helpers above return their parts in it): Field (constraints, checked again after
+# ours and always true), then _wire (the documented shape, where it differs from the Python type), then our check,
+# which runs first.
+URL = Annotated[str, *_image_text("url", 8192)]
+PATH = Annotated[str, *_image_text("path", 4096)]
 # Decoded (and checked) when the image is read, by the use case: the field carries the raw value.
 BASE64 = Annotated[
     object,
@@ -506,9 +534,7 @@ IMG_PATH = Annotated[
 ]
 ATTRS = Annotated[
     dict[str, Any] | None,
-    _doc("The record's attributes, a flat JSON object (in a form: JSON text)."),
-    _wire(Attrs),
-    _optional(lambda v, _: attrs_value(v)),
+    *_json_object("The record's attributes, a flat JSON object (in a form: JSON text).", Attrs, attrs_value),
 ]
 ON_DUPLICATE = Annotated[
     OnDuplicate,
@@ -521,13 +547,7 @@ ON_DUPLICATE = Annotated[
     _optional(lambda v, _: on_duplicate_value(v)),
 ]
 LIMIT = Annotated[
-    int,
-    _doc(
-        "How many results at most, 1..MAX_LIMIT. A string of digits is accepted too.",
-        ge=1,
-        json_schema_extra={"maximum": DEFAULT.max_limit, "x-setting": "MAX_LIMIT"},
-    ),
-    _required(lambda v, info: limit_value(v, _limits(info).max_limit, default=10)),
+    int, *_limit("How many results at most, 1..MAX_LIMIT. A string of digits is accepted too.", "MAX_LIMIT", 10)
 ]
 MIN_SCORE = Annotated[
     float | None,
@@ -537,9 +557,11 @@ MIN_SCORE = Annotated[
 ]
 FILTER = Annotated[
     dict[str, Any] | None,
-    _doc("Attribute conditions, a JSON object (in a form: JSON text); Milvus expressions are not accepted."),
-    _wire(Filter),
-    _optional(lambda v, _: filter_value(v)),
+    *_json_object(
+        "Attribute conditions, a JSON object (in a form: JSON text); Milvus expressions are not accepted.",
+        Filter,
+        filter_value,
+    ),
 ]
 GROUP_BY_KEY = Annotated[
     bool,
@@ -552,26 +574,13 @@ INCLUDE_SELF = Annotated[
 KEYS = Annotated[
     list[str],
     _doc('The keys: an array (at most MAX_BATCH_KEYS), or comma-separated text "SKU-1,SKU-2".'),
-    _wire(
-        Annotated[
-            list[KeyText],
-            Field(min_length=1, max_length=DEFAULT.max_batch_keys, json_schema_extra={"x-setting": "MAX_BATCH_KEYS"}),
-        ]
-        | Annotated[str, Field(min_length=1)]
-    ),
+    _wire(_batch(KeyText)),
     _required(lambda v, info: key_list(v, _limits(info).max_key_length, _limits(info).max_batch_keys)),
 ]
 IDS = Annotated[
     list[int],
     _doc('Record ids: an array (at most MAX_BATCH_KEYS), one id, or comma-separated text "1,2,3".'),
-    _wire(
-        Annotated[
-            list[Id],
-            Field(min_length=1, max_length=DEFAULT.max_batch_keys, json_schema_extra={"x-setting": "MAX_BATCH_KEYS"}),
-        ]
-        | Id
-        | Annotated[str, Field(min_length=1)]
-    ),
+    _wire(_batch(Id, Id)),
     _required(lambda v, info: id_list(v, _limits(info).max_batch_keys)),
 ]
 
@@ -732,13 +741,7 @@ class ListBody(Body):
         _optional(_after_id),
     ] = 0
     limit: Annotated[
-        int,
-        _doc(
-            "Records per page, 1..MAX_BATCH_KEYS. A string of digits is accepted too.",
-            ge=1,
-            json_schema_extra={"maximum": DEFAULT.max_batch_keys, "x-setting": "MAX_BATCH_KEYS"},
-        ),
-        _required(lambda v, info: limit_value(v, _limits(info).max_batch_keys, default=100)),
+        int, *_limit("Records per page, 1..MAX_BATCH_KEYS. A string of digits is accepted too.", "MAX_BATCH_KEYS", 100)
     ] = 100
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import flask_swagger_ui
 from flask import Blueprint
 
-from service.api.console import STATIC_DIR, Asset, load_asset, page_blueprint, render_page
+from service.api.console import STATIC_DIR, Asset, load_asset, page_blueprint, page_csp, render_page
 
 SWAGGER_DIST = Path(flask_swagger_ui.__file__).with_name("dist")
 SWAGGER_FILES = ("swagger-ui.css", "swagger-ui-bundle.js")
@@ -26,10 +26,7 @@ PAGE = "docs.html"
 PUBLIC_ENDPOINTS = frozenset({"docs.page", "docs.asset"})
 # Swagger UI sets styles through the DOM (allowed) but also renders <style>-free inline SVG; data: covers
 # its embedded icons. connect-src 'self' keeps try-it-out on this origin, where the token may go.
-DOCS_CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-)
+DOCS_CSP = page_csp(img_src="'self' data:")
 
 
 def swagger_ui_version() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
@@ -13,37 +14,19 @@ from service.api.views import Alive, Readiness
 from service.usecases.readiness import readiness
 
 probes = Blueprint("probes", __name__)
+# Every probe is a GET without fields or a right; /health and /ready are open, even when tokens are set.
+probe = partial(endpoint, probes, methods=("GET",), right=None, body=None, tag="probes")
+ALIVE_OK = Ok(Alive, "Alive.", msg={"type": "string", "enum": ["ok"]})
+READY_OK = Ok(Readiness, "Ready: the model is loaded and Milvus answers.", msg={"type": "string", "pattern": "^ready"})
 
 
-@endpoint(
-    probes,
-    "/health",
-    methods=("GET",),
-    right=None,
-    body=None,
-    open_=True,
-    tag="probes",
-    errors=(500,),
-    ok=Ok(Alive, "Alive.", msg={"type": "string", "enum": ["ok"]}),
-    summary="Liveness",
-)
+@probe("/health", open_=True, errors=(500,), ok=ALIVE_OK, summary="Liveness")
 def health() -> tuple[Response, int]:
     """The process answers HTTP. Never needs the token."""
     return envelope({"status": "alive"}, msg="ok")
 
 
-@endpoint(
-    probes,
-    "/ready",
-    methods=("GET",),
-    right=None,
-    body=None,
-    open_=True,
-    tag="probes",
-    errors=(500, 503),
-    ok=Ok(Readiness, "Ready: the model is loaded and Milvus answers.", msg={"type": "string", "pattern": "^ready"}),
-    summary="Readiness",
-)
+@probe("/ready", open_=True, errors=(500, 503), ok=READY_OK, summary="Readiness")
 def ready() -> tuple[Response, int]:
     """200 when the model is loaded and Milvus answers, 503 otherwise. Never needs the token."""
     info = readiness(deps())
@@ -53,16 +36,8 @@ def ready() -> tuple[Response, int]:
     return envelope(info, msg=msg)
 
 
-@endpoint(
-    probes,
-    "/openapi.json",
-    methods=("GET",),
-    right=None,
-    body=None,
-    tag="probes",
-    errors=(401, 500),
-    ok=Ok(dict[str, Any], "This document.", msg={}),
-    summary="This OpenAPI document",
+@probe(
+    "/openapi.json", errors=(401, 500), ok=Ok(dict[str, Any], "This document.", msg={}), summary="This OpenAPI document"
 )
 def openapi() -> Response:
     """The OpenAPI 3 description of this API, generated from the routes and their body models."""

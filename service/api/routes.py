@@ -7,6 +7,7 @@ token (and an open service) the request's `namespace` field, default "".
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Literal
 
 from flask import Blueprint, Response, g
@@ -62,7 +63,18 @@ KINDS = "<any(file, url, path, base64):kind>"
 ALWAYS = (401, 403, 409, 500, 503)
 WITH_BODY = (400, 413, *ALWAYS)
 WITH_IMAGE = (415, *WITH_BODY)
+# The answers of more than one route, or too long to read inside a decorator.
 SEARCH_OK = Ok(list[Hit], "The most similar stored images, best first.")
+COUNT_OK = Ok(Count, "A number of records.")
+PAGE_OK = Ok(Page, "A page of the namespace's records, in id order.")
+ITEMS_OK = Ok(
+    list[ItemResult], "One result per item, in the order sent (200 whenever the request itself is well formed)."
+)
+KEY_SET_OK = Ok(SetKeyResult, "The key now holds the listed images (unless an item failed).")
+# What the routes on records and the writing routes without an image share.
+reads = partial(endpoint, api, right=READ, tag="records", errors=WITH_BODY)
+deletes = partial(endpoint, api, right=WRITE, tag="records", errors=WITH_BODY)
+writes = partial(endpoint, api, right=WRITE, tag="add", errors=WITH_BODY)
 
 
 @endpoint(
@@ -115,15 +127,8 @@ def search_id(body: SearchByIdBody, namespace: str) -> tuple[Response, int]:
     return envelope([found_view(f) for f in found])
 
 
-@endpoint(
-    api,
-    "/del/id",
-    right=WRITE,
-    body=IdsBody,
-    tag="records",
-    errors=WITH_BODY,
-    ok=Ok(Count, "How many records existed and were deleted."),
-    summary="Delete records by id",
+@deletes(
+    "/del/id", body=IdsBody, ok=Ok(Count, "How many records existed and were deleted."), summary="Delete records by id"
 )
 def delete_ids(body: IdsBody, namespace: str) -> tuple[Response, int]:
     """Delete the records with these ids; `data` is how many existed and were deleted (0 when none matched,
@@ -131,64 +136,27 @@ def delete_ids(body: IdsBody, namespace: str) -> tuple[Response, int]:
     return envelope(delete_by_ids(deps(), namespace, body.id))
 
 
-@endpoint(
-    api,
-    "/del/key",
-    right=WRITE,
-    body=KeysBody,
-    tag="records",
-    errors=WITH_BODY,
-    ok=Ok(Count, "How many records were deleted."),
-    summary="Delete records by key",
-)
+@deletes("/del/key", body=KeysBody, ok=Ok(Count, "How many records were deleted."), summary="Delete records by key")
 def delete_keys(body: KeysBody, namespace: str) -> tuple[Response, int]:
     """Delete every record of these keys; `data` is how many were deleted."""
     note_request(key_count=len(body.key))
     return envelope(delete_by_keys(deps(), namespace, body.key))
 
 
-@endpoint(
-    api,
-    "/get/key",
-    right=READ,
-    body=KeysBody,
-    tag="records",
-    errors=WITH_BODY,
-    ok=Ok(list[Record], "The records of the keys."),
-    summary="Look up records by key",
-)
+@reads("/get/key", body=KeysBody, ok=Ok(list[Record], "The records of the keys."), summary="Look up records by key")
 def get_keys(body: KeysBody, namespace: str) -> tuple[Response, int]:
     """The records stored under these keys, ordered by key then id."""
     note_request(key_count=len(body.key))
     return envelope([record_view(r) for r in get_by_keys(deps(), namespace, body.key)])
 
 
-@endpoint(
-    api,
-    "/count",
-    methods=("GET", "POST"),
-    right=READ,
-    body=CountBody,
-    tag="records",
-    errors=WITH_BODY,
-    ok=Ok(Count, "A number of records."),
-    summary="Count the namespace's records",
-)
+@reads("/count", methods=("GET", "POST"), body=CountBody, ok=COUNT_OK, summary="Count the namespace's records")
 def count(_body: CountBody, namespace: str) -> tuple[Response, int]:
     """How many records the namespace holds (an admin token names the namespace in the body)."""
     return envelope(count_records(deps(), namespace))
 
 
-@endpoint(
-    api,
-    "/list",
-    right=READ,
-    body=ListBody,
-    tag="records",
-    errors=WITH_BODY,
-    ok=Ok(Page, "A page of the namespace's records, in id order."),
-    summary="List the namespace's records page by page",
-)
+@reads("/list", body=ListBody, ok=PAGE_OK, summary="List the namespace's records page by page")
 def list_records(body: ListBody, namespace: str) -> tuple[Response, int]:
     """Records (id, key, filepath, md5, attrs) in id order, `limit` per page: send the answer's `next_after_id` as
     `after_id` for the next page, until it is null. For reconciling a catalog with imgsim."""
@@ -196,16 +164,7 @@ def list_records(body: ListBody, namespace: str) -> tuple[Response, int]:
     return envelope({"records": page.rows, "next_after_id": page.next_after_id})
 
 
-@endpoint(
-    api,
-    "/add/batch",
-    right=WRITE,
-    body=AddBatchBody,
-    tag="add",
-    errors=WITH_BODY,
-    ok=Ok(list[ItemResult], "One result per item, in the order sent (200 whenever the request itself is well formed)."),
-    summary="Add many images in one request",
-)
+@writes("/add/batch", body=AddBatchBody, ok=ITEMS_OK, summary="Add many images in one request")
 def add_batch(body: AddBatchBody, namespace: str) -> tuple[Response, int]:
     """Items are read with bounded concurrency, embedded in model batches and written together. The answer lists
     one result per item, in order, with the code and msg a single add of it would have given; the call answers
@@ -214,16 +173,7 @@ def add_batch(body: AddBatchBody, namespace: str) -> tuple[Response, int]:
     return envelope([outcome_view(o) for o in add_many(deps(), namespace, body.items, body.on_duplicate)])
 
 
-@endpoint(
-    api,
-    "/set/key",
-    right=WRITE,
-    body=SetKeyBody,
-    tag="add",
-    errors=WITH_BODY,
-    ok=Ok(SetKeyResult, "The key now holds the listed images (unless an item failed)."),
-    summary="Make a key hold exactly these images",
-)
+@writes("/set/key", body=SetKeyBody, ok=KEY_SET_OK, summary="Make a key hold exactly these images")
 def set_key(body: SetKeyBody, namespace: str) -> tuple[Response, int]:
     """Images not yet stored under the key are added, stored ones that are listed are kept (untouched), and the
     key's other images are deleted. If any item fails, nothing of the key is deleted. Answers the counts and each
