@@ -196,8 +196,7 @@ def _lite_load(store: Any, uri: str, base: np.ndarray, start: int, stop: int) ->
     background; an earlier version raised those limits through milvus_lite's engine module to get one segment
     per load, but that module is not public, so the load now takes Lite's own segmenting (slower, and the
     state a real import leaves)."""
-    from milvus_lite.db import MilvusLite  # noqa: PLC0415 - Lite's embedded engine, loaded only for this load
-    from milvus_lite.server_manager import server_manager_instance  # noqa: PLC0415 - as above
+    from milvus_lite import MilvusLite, server_manager_instance  # noqa: PLC0415 - public API; only where Lite runs
 
     extras = store.scope().row_extras({})
     store.close()
@@ -269,7 +268,7 @@ def _write_probe(
 
 def _release_lite(uri: str) -> None:
     """Stop the in-process Milvus Lite server of `uri` (VectorStore.close leaves it running until exit)."""
-    from milvus_lite.server_manager import server_manager_instance  # noqa: PLC0415 - only where Lite runs
+    from milvus_lite import server_manager_instance  # noqa: PLC0415 - public API; only where Lite runs
 
     server_manager_instance.release_server(uri)
 
