@@ -25,6 +25,18 @@ from typing import Any
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+# Debian's chromium, driven by Playwright in the console's browser test and the README screenshot (never a
+# downloaded browser build); headless, and quiet: no network of its own.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 API = "api/image/sim"
 
 

@@ -26,19 +26,9 @@ import skimage
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
-from tests.procs import ROOT, ServeProcess
+from tests.procs import CHROMIUM, CHROMIUM_ARGS, ROOT, ServeProcess
 
 SKIMAGE_DATA = Path(skimage.__file__).with_name("data")
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 README_SHOT = ROOT / "img" / "console.png"
 QUERY = "motorcycle_right.png"  # the right camera of the stereo pair; only the left one is stored
 RESULTS = 8

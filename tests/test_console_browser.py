@@ -26,8 +26,8 @@ from flask import request
 from playwright.sync_api import expect, sync_playwright
 
 from tests.conftest import ROOT, LiveService, photo
+from tests.procs import CHROMIUM, CHROMIUM_ARGS
 
-CHROMIUM = Path("/usr/bin/chromium")
 needs_chromium = pytest.mark.skipif(
     not CHROMIUM.exists(),
     reason="needs Debian's chromium at /usr/bin/chromium "
@@ -37,15 +37,6 @@ needs_chromium = pytest.mark.skipif(
 
 TOKEN = "console-T0ken_42.x"
 ARTIFACTS = ROOT / "tests" / "artifacts"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 TIMEOUT_MS = 30_000
 
 
