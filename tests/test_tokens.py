@@ -12,10 +12,14 @@ import threading
 from pathlib import Path
 
 import pytest
+from flask import Blueprint, Flask, Response, request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conf.errors import Forbidden as RefusedRight
 from service.api import tokens
+from service.api.auth import admit
+from service.api.endpoint import Ok, endpoint
 from service.api.tokens import (
     RELOAD_INTERVAL_S,
     Forbidden,
@@ -24,7 +28,7 @@ from service.api.tokens import (
     TokenTable,
     Unauthorized,
     authenticate,
-    resolve_namespace,
+    namespace_for,
 )
 from service.store.filters import NamespaceError
 
@@ -248,7 +252,7 @@ def test_lookups_during_reloads_never_fail(tmp_path: Path) -> None:
     assert not failures
 
 
-# --- authenticate and resolve_namespace --------------------------------------------------
+# --- authenticate, rights and namespace_for --------------------------------------------------
 
 
 def test_authenticate(tmp_path: Path) -> None:
@@ -268,51 +272,65 @@ READ_ANY = Grant(None, frozenset({"read"}))
 
 
 def test_bound_token_acts_only_in_its_namespace() -> None:
-    assert resolve_namespace(WRITE_A, None, "write") == "shop-a"
-    assert resolve_namespace(WRITE_A, "shop-a", "read") == "shop-a"
-    assert resolve_namespace(WRITE_DEFAULT, None, "write") == ""
-    assert resolve_namespace(WRITE_DEFAULT, "", "read") == ""
+    assert namespace_for(WRITE_A, None) == "shop-a"
+    assert namespace_for(WRITE_A, "shop-a") == "shop-a"
+    assert namespace_for(WRITE_DEFAULT, None) == ""
+    assert namespace_for(WRITE_DEFAULT, "") == ""
     for other in ["shop-b", "", "SHOP-A", "shop-a ", " shop-a", "shop-a\x00", "*", "-", 0, ["shop-a"], {"x": 1}]:
         with pytest.raises(Forbidden) as info:
-            resolve_namespace(WRITE_A, other, "read")
+            namespace_for(WRITE_A, other)
         assert info.value.reason == "namespace_forbidden"
     with pytest.raises(Forbidden):
-        resolve_namespace(WRITE_DEFAULT, "shop-a", "read")
+        namespace_for(WRITE_DEFAULT, "shop-a")
 
 
 def test_rights() -> None:
     for right in ["write", "admin"]:
-        with pytest.raises(Forbidden) as info:
-            resolve_namespace(READ_A, None, right)
-        assert info.value.reason == "right_missing"
-    with pytest.raises(Forbidden):
-        resolve_namespace(WRITE_A, "shop-a", "admin")
-    with pytest.raises(Forbidden, match="right"):
-        resolve_namespace(READ_ANY, "shop-b", "write")
+        assert not READ_A.allows(right)
+    assert WRITE_A.allows("write") and not WRITE_A.allows("admin")
+    assert not READ_ANY.allows("write")
     with pytest.raises(ValueError, match="unknown right"):
-        resolve_namespace(Grant.admin(), None, "search")
+        endpoint(Blueprint("t", __name__), "/x", right="search", body=None, ok=Ok(int, "n"), errors=(), tag="t")
     assert tokens.ACTION_RIGHTS["delete"] == "write" and tokens.ACTION_RIGHTS["list"] == "read"
 
 
+def test_the_token_check_refuses_a_token_without_the_declared_right(tmp_path: Path) -> None:
+    """admit() is the one check of a right: the right comes from the route's @endpoint declaration."""
+    blueprint = Blueprint("t", __name__)
+
+    @endpoint(blueprint, "/write-only", right="write", body=None, ok=Ok(int, "n"), errors=(403,), tag="t")
+    def write_only() -> tuple[Response, int]:
+        raise AssertionError("never reached")
+
+    app = Flask(__name__)
+    app.register_blueprint(blueprint)
+    table = TokenTable.from_file(write(tmp_path / "t", f"{SECRET} shop-1 read\n"))
+    with (
+        app.test_request_context("/write-only", method="POST", headers={"token": SECRET}),
+        pytest.raises(RefusedRight) as info,
+    ):
+        admit(request, table)
+    assert info.value.reason == "right_missing" and "write right" in info.value.msg
+
+
 def test_any_namespace_token_chooses() -> None:
-    assert resolve_namespace(Grant.admin(), None, "write") == ""
-    assert resolve_namespace(Grant.admin(), "shop-b", "admin") == "shop-b"
-    assert resolve_namespace(READ_ANY, "shop-b", "read") == "shop-b"
+    assert namespace_for(Grant.admin(), None) == ""
+    assert namespace_for(Grant.admin(), "shop-b") == "shop-b"
+    assert namespace_for(READ_ANY, "shop-b") == "shop-b"
     for bad in ["*", "-", "../x", "a b", 3, "x" * 65]:
         with pytest.raises(NamespaceError):
-            resolve_namespace(Grant.admin(), bad, "read")
+            namespace_for(Grant.admin(), bad)
 
 
 @settings(max_examples=300, deadline=None)
 @given(
     bound=st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", fullmatch=True) | st.just(""),
     requested=st.none() | st.text(max_size=70) | st.integers() | st.lists(st.text(max_size=3), max_size=2),
-    right=st.sampled_from(["read", "write"]),
 )
-def test_a_bound_token_never_reaches_another_namespace(bound: str, requested: object, right: str) -> None:
+def test_a_bound_token_never_reaches_another_namespace(bound: str, requested: object) -> None:
     grant = Grant(bound, frozenset({"read", "write"}))
     try:
-        acted_in = resolve_namespace(grant, requested, right)
+        acted_in = namespace_for(grant, requested)
     except Forbidden:
         assert requested is not None and requested != bound
         return

@@ -104,6 +104,9 @@ def endpoint(
 ) -> Callable[[RouteFunction], EndpointView]:
     """Register the decorated function as the route `rule` of `blueprint`, with everything it declares."""
 
+    if right is not None and right not in tokens.RIGHTS:
+        raise ValueError(f"unknown right {right!r}")  # a programming error in a route's declaration
+
     def register(function: RouteFunction) -> EndpointView:
         spec = Endpoint(
             rule,

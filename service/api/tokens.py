@@ -316,18 +316,6 @@ def authenticate(table: TokenTable | None, presented: str | None) -> Grant:
     return grant
 
 
-def resolve_namespace(grant: Grant, requested: object, right: str) -> str:
-    """The namespace a request acts in, given its grant, its `namespace` field (None: absent) and the right needed.
-
-    Missing rights raise Forbidden; then namespace_for() decides the namespace.
-    """
-    if right not in RIGHTS:
-        raise ValueError(f"unknown right {right!r}")  # a programming error, not a caller's
-    if not grant.allows(right):
-        raise Forbidden(f"this token does not have the {right} right", reason="right_missing")
-    return namespace_for(grant, requested)
-
-
 def namespace_for(grant: Grant, requested: object) -> str:
     """The namespace a grant acts in, given the request's `namespace` field (None: absent).
 
