@@ -23,6 +23,7 @@ from model.backbones import Backbone, backbone
 from model.cpu import cpu_budget
 from model.engines import Engine, TensorFlowEngine
 from model.fingerprint import Fingerprint, numeric_space
+from model.regions import Box, Proposal
 from model.transforms import INPUT_SIZE, fit_square, trim_border
 from model.weights import RANDOM_SEED, Weights
 
@@ -138,6 +139,19 @@ class Embedder:
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """Embed a (n, 224, 224, 3) preprocessed batch into (n, dim) float32 unit vectors."""
         return normalize(self.engine.predict(batch))
+
+    def preprocess_box(self, img: Image.Image, box: Box) -> np.ndarray:
+        """The model input of one part of the image: cropped to `box`, resized and normalised, never trimmed
+        (the box already says where the content is)."""
+        return self.spec.backbone.normalise(np.asarray(fit_square(img.crop(box.corners), self.spec.resize)))
+
+    def propose(self, img: Image.Image) -> Proposal:
+        """The whole image's unit vector, and candidate boxes of its main object, best first (may be none).
+
+        Runs the engine directly (not through a batcher): the boxes come from the same pass as the vector.
+        """
+        vector = self.embed(self.preprocess(img)[None])[0]
+        return Proposal(vector, [])
 
     @property
     def backbone(self) -> Any:

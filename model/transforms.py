@@ -55,12 +55,18 @@ def trim_border(img: Image.Image) -> Image.Image:
     TRIM_MAX_SIDE of the image, and a margin of TRIM_MARGIN of the content box is kept.
     Returns `img` itself when there is nothing worth trimming.
     """
+    box = trim_box(img)
+    return img if box is None else img.crop(box)
+
+
+def trim_box(img: Image.Image) -> tuple[int, int, int, int] | None:
+    """(left, top, right, bottom) of what `trim_border` keeps, or None when it keeps the whole image."""
     probe = img.copy()
     probe.thumbnail((TRIM_PROBE_SIDE, TRIM_PROBE_SIDE), Image.Resampling.NEAREST)
     pixels = np.asarray(probe.convert("RGB"), dtype=np.int16)
     box = _content_box(pixels)
     if box is None:
-        return img
+        return None
     scale_x, scale_y = img.width / probe.width, img.height / probe.height
     left, top, right, bottom = box
     cuts = _bounded_cuts(
@@ -70,8 +76,8 @@ def trim_border(img: Image.Image) -> Image.Image:
         _edges_flat(pixels),
     )
     if max(cuts[0] / img.width, cuts[2] / img.width, cuts[1] / img.height, cuts[3] / img.height) < TRIM_MIN_CUT:
-        return img
-    return img.crop((cuts[0], cuts[1], img.width - cuts[2], img.height - cuts[3]))
+        return None
+    return cuts[0], cuts[1], img.width - cuts[2], img.height - cuts[3]
 
 
 def _border_colour(pixels: np.ndarray) -> np.ndarray:

@@ -1,0 +1,79 @@
+"""Regions of an image: boxes in pixels, and finding the main object from the backbone's own activations.
+
+A customer's photo shows the product in a scene; one vector of the whole frame lets the background outvote it.
+A caller may name the part to search (a box), or ask imgsim to find it ("auto"). No detector weights can be had
+offline, so "auto" reads the backbone's last feature map, which the model computes anyway: the cells where its
+activations are strongest are where the object is. docs/region-search.md gives the measurements behind every
+constant here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Box:
+    """A box in whole pixels of an image as decoded (after its EXIF orientation): left, top, width, height."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+
+    def as_dict(self) -> dict[str, int]:
+        """The box as the API spells it."""
+        return {"x": self.x, "y": self.y, "w": self.w, "h": self.h}
+
+    @classmethod
+    def whole(cls, width: int, height: int) -> Box:
+        """The whole image."""
+        return cls(0, 0, width, height)
+
+    def is_whole(self, width: int, height: int) -> bool:
+        """Whether the box covers the whole `width` x `height` image."""
+        return self == Box.whole(width, height)
+
+    @property
+    def corners(self) -> tuple[int, int, int, int]:
+        """(left, top, right, bottom), as Pillow's crop takes it."""
+        return self.x, self.y, self.x + self.w, self.y + self.h
+
+
+def clip_box(x: float, y: float, w: float, h: float, width: int, height: int) -> Box | None:
+    """The box rounded outward to whole pixels and clipped to the image; None when no pixel of it is inside."""
+    left, top = max(0, math.floor(x)), max(0, math.floor(y))
+    right, bottom = min(width, math.ceil(x + w)), min(height, math.ceil(y + h))
+    if right <= left or bottom <= top:
+        return None
+    return Box(left, top, right - left, bottom - top)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What one pass of the model over a whole image says: its unit vector, and where the main object may be."""
+
+    vector: np.ndarray
+    boxes: list[Box]
+
+
+# A whole-image search whose best hit scores at least this keeps the whole image: the photo already matches
+# something in the catalog as it is, and cropping it could only lose (measured: docs/region-search.md).
+AUTO_GATE = 1.01  # placeholder until the locator lands: never gate
+
+
+def choose(whole_best: float | None, candidate_best: Sequence[float | None]) -> int | None:
+    """Which candidate box's search answers an "auto" search (None: the whole image's).
+
+    `whole_best` and `candidate_best` are the scores of each search's best hit (None when it found nothing).
+    The search that found the closest match wins.
+    """
+    best, chosen = -math.inf if whole_best is None else whole_best, None
+    for i, score in enumerate(candidate_best):
+        if score is not None and score > best:
+            best, chosen = score, i
+    return chosen
