@@ -156,8 +156,8 @@ class Embedder:
     def propose(self, img: Image.Image) -> Proposal:
         """The whole image's unit vector, and candidate boxes of its main object, best first (may be none).
 
-        Runs the engine directly (not through a batcher): the first boxes come from the same pass as the
-        vector; a candidate that zooms in costs one more pass over its part of the image.
+        Runs the engine directly (not through a batcher). The boxes come from the same pass's feature map,
+        worked out when first asked for; a candidate that zooms in costs one more pass over its part.
         """
         trimmed = trim_box(img) if self.spec.trim else None
         content = img if trimmed is None else img.crop(trimmed)
@@ -165,14 +165,18 @@ class Embedder:
         pooled, maps = self.engine.predict_with_maps(self.spec.preprocess_content(content)[None])
         frame = input_frame(content.width, content.height, self.spec.resize, left, top)
         energy = activation_energy(maps[0])
-        boxes: list[Box] = []
-        for k, zoom in AUTO_CANDIDATES:
-            box = self._blob(energy, k, frame, img)
-            if box is not None and zoom is not None:
-                box = self._zoom(img, box, zoom)
-            if box is not None and box not in boxes and not box.is_whole(img.width, img.height):
-                boxes.append(box)
-        return Proposal(normalize(pooled)[0], boxes)
+
+        def locate() -> list[Box]:
+            boxes: list[Box] = []
+            for k, zoom in AUTO_CANDIDATES:
+                box = self._blob(energy, k, frame, img)
+                if box is not None and zoom is not None:
+                    box = self._zoom(img, box, zoom)
+                if box is not None and box not in boxes and not box.is_whole(img.width, img.height):
+                    boxes.append(box)
+            return boxes
+
+        return Proposal(normalize(pooled)[0], locate)
 
     @staticmethod
     def _blob(energy: np.ndarray, k: float, frame: Frame, img: Image.Image) -> Box | None:

@@ -10,8 +10,9 @@ constant here.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy import ndimage
@@ -105,12 +106,21 @@ def strongest_blob(energy: np.ndarray, k: float) -> tuple[float, float, float, f
     return cols.min() / gw, rows.min() / gh, (cols.max() + 1) / gw, (rows.max() + 1) / gh
 
 
-@dataclass(frozen=True)
 class Proposal:
-    """What one pass of the model over a whole image says: its unit vector, and where the main object may be."""
+    """What one pass of the model over a whole image says: its unit vector, and where the main object may be.
 
-    vector: np.ndarray
-    boxes: list[Box]
+    The boxes are worked out on first use: a caller whose whole-image search is already good enough never pays
+    for the second look some candidates take.
+    """
+
+    def __init__(self, vector: np.ndarray, locate: Callable[[], list[Box]]) -> None:
+        self.vector = vector
+        self._locate = locate
+
+    @cached_property
+    def boxes(self) -> list[Box]:
+        """Candidate boxes of the main object, best first; none when nothing stands out."""
+        return self._locate()
 
 
 # The candidate boxes "auto" proposes, best first: (k, zoom). k: cells above mean + k std of the activation
