@@ -127,9 +127,16 @@ class Proposal:
 # energy form the object; zoom (widen share, k) looks again inside the box widened by that share.
 AUTO_CANDIDATES: tuple[tuple[float, tuple[float, float] | None], ...] = ((1.0, (0.3, 0.5)), (0.5, None))
 
-# A whole-image search whose best hit scores at least this keeps the whole image: the photo already matches
-# something in the catalog as it is, and cropping it could only lose (measured: docs/region-search.md).
-AUTO_GATE = 1.01  # placeholder until the locator lands: never gate
+# A whole-image search whose best hit scores at least this share of the duplicate threshold in force keeps the
+# whole image: the photo already nearly duplicates something in the catalog as it is, and a crop of it would
+# more often match a detail shot or a neighbour than its own original. Measured on the benchmark's tune split
+# (EfficientNet-Lite0, duplicate threshold 0.746, so a gate of 0.65): docs/region-search.md.
+AUTO_GATE_SHARE = 0.87
+
+
+def auto_gate(duplicate_score: float) -> float:
+    """The whole-image best score at or above which "auto" keeps the whole image, for this threshold in force."""
+    return AUTO_GATE_SHARE * duplicate_score
 
 
 def choose(whole_best: float | None, candidate_best: Sequence[float | None]) -> int | None:

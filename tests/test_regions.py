@@ -11,7 +11,7 @@ import pytest
 
 from conf.settings import ResizeMode
 from model.embedder import input_frame
-from model.regions import Box, choose, clip_box, strongest_blob, widen
+from model.regions import Box, auto_gate, choose, clip_box, strongest_blob, widen
 
 
 def test_boxes_round_outward_and_clip_to_the_image() -> None:
@@ -62,3 +62,10 @@ def test_auto_answers_with_the_search_that_found_the_closest_match() -> None:
     assert choose(0.5, [0.8, 0.85]) == 1
     assert choose(None, [None, 0.3]) == 1
     assert choose(0.5, [None]) is None
+
+
+def test_the_auto_gate_follows_the_duplicate_threshold_in_force() -> None:
+    # EfficientNet-Lite0's measured default (0.746) gives the gate chosen on the tune split; a calibrated or
+    # configured threshold moves it along.
+    assert auto_gate(0.746) == pytest.approx(0.649, abs=0.001)
+    assert auto_gate(0.9) > auto_gate(0.746)
