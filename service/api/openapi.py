@@ -3,7 +3,8 @@ methods, rights, summaries and answers; their pydantic body models (service/api/
 (service/api/views.py) give the schemas. Nothing is written by hand twice.
 
 The document is OpenAPI 3.0.3, which every client generator and Swagger UI read; pydantic writes JSON Schema
-2020-12, so `_openapi30` rewrites the few keywords 3.0 spells differently (null, const, examples).
+2020-12, so `_openapi30` rewrites the few keywords 3.0 spells differently (null, const, examples, exclusive
+bounds).
 Each operation documents ONE request content type, so that generated clients have one body type per call:
 multipart/form-data for the `file` endpoints, application/json for the rest. The server also accepts a
 urlencoded or multipart form on every endpoint (bogv's clients send forms), which the description says.
@@ -267,6 +268,10 @@ def _openapi30(node: Any, in_properties: bool = False) -> Any:
     out = {key: _openapi30(value, in_properties=key == "properties") for key, value in node.items()}
     if "const" in out:
         out["enum"] = [out.pop("const")]
+    for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        value = out.get(exclusive)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):  # 2020-12's number; 3.0's flag
+            out[bound], out[exclusive] = value, True
     if "examples" in out and isinstance(out["examples"], list):
         out["example"] = out.pop("examples")[0]
     if out.get("default", 0) is None:
