@@ -172,3 +172,24 @@ def test_a_box_outside_the_image_is_a_400_that_stores_nothing(lite_service: Live
         assert resp.status_code == 400 and body["code"] == 400 and body["data"] is None
         assert "'region'" in body["msg"] and "320 x 240 px" in body["msg"] and "inside" in body["msg"], body
     assert lite_service.count() == 0
+
+
+def test_auto_searches_a_proposed_box_when_the_whole_image_falls_short(lite_service: LiveService) -> None:
+    """The cat on a dark canvas: with min_score 0.99 the whole image finds nothing, and auto answers the hits of a
+    box the model proposed around the cat (random weights: the scores are squeezed near 1, so is the bar)."""
+    add_catalog(lite_service)
+    canvas = Image.new("RGB", (900, 640), (20, 20, 20))
+    canvas.paste(Image.fromarray(data.chelsea()), (300, 240))  # 451 x 300 px
+    image = jpeg(canvas)
+    form = {"min_score": "0.99"}
+    whole = lite_service.post("search/file", files={"file": ("q.jpg", image)}, data={**form, "region": "whole"})
+    assert whole.json()["data"] == [] and whole.json()["region"] == {"x": 0, "y": 0, "w": 900, "h": 640}
+    auto = lite_service.post("search/file", files={"file": ("q.jpg", image)}, data={**form, "region": "auto"}).json()
+    box = auto["region"]
+    assert auto["data"] and all(h["score"] >= 0.99 for h in auto["data"]), auto
+    assert box != {"x": 0, "y": 0, "w": 900, "h": 640}
+    assert box["x"] >= 0 and box["x"] + box["w"] <= 900 and box["y"] >= 0 and box["y"] + box["h"] <= 640
+    # the box holds most of the cat
+    overlap_w = min(box["x"] + box["w"], 751) - max(box["x"], 300)
+    overlap_h = min(box["y"] + box["h"], 540) - max(box["y"], 240)
+    assert overlap_w > 0 and overlap_h > 0 and overlap_w * overlap_h >= 0.5 * 451 * 300, box

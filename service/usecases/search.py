@@ -11,7 +11,7 @@ import numpy as np
 from conf.errors import BadInput, NotFound
 from conf.settings import SearchRegion
 from model.images import DecodedImage
-from model.regions import AUTO_GATE, Box, choose
+from model.regions import Box, auto_gate, choose
 from service.inputs import ImageInput
 from service.store.filters import FilterError, compile_filter
 from service.store.records import Hit, Query, Scope
@@ -128,12 +128,6 @@ def _best(found: list[Found]) -> float | None:
     return found[0].hit.score if found else None
 
 
-def auto_gate(deps: Deps) -> float:
-    """The whole-image best score at or above which "auto" keeps the whole image."""
-    del deps  # the gate may come to depend on the duplicate threshold in force
-    return AUTO_GATE
-
-
 def _search_auto(deps: Deps, decoded: DecodedImage, scope: Scope, options: SearchOptions, expr: str) -> Searched:
     """The "auto" flow: the whole image's search (its vector from the model's proposal pass) answers when its best
     hit reaches the gate or the model proposes no box; else every box is embedded and searched (each step queued
@@ -142,7 +136,7 @@ def _search_auto(deps: Deps, decoded: DecodedImage, scope: Scope, options: Searc
     proposal = deps.framing.propose(picture.image)
     whole = _found(deps, proposal.vector, decoded.md5, scope, options, expr)
     best = _best(whole)
-    if best is not None and best >= auto_gate(deps):
+    if best is not None and best >= auto_gate(deps.duplicate_score):
         return Searched(whole, picture.whole)
     boxes = proposal.boxes
     if not boxes:
