@@ -3,7 +3,7 @@ OpenAPI document (service/api/openapi.py renders the models' JSON schema).
 
 bogv's clients send forms as often as JSON, so every model also takes what a form can carry: numbers as
 digit text ("10"), booleans as "true"/"false", lists as comma-separated text ("a,b,c"), and objects or
-arrays (attrs, filter, items) as JSON text. Those spellings are validators on the fields. Each validator
+arrays (attrs, filter, items, a region's box) as JSON text. Those spellings are validators on the fields. Each validator
 raises BadInput with the message the caller sees ("field 'limit' is 100000; it must be from 1 to 100"), so
 the first faulty field, in the model's field order, is the one reported; `parse` turns anything pydantic
 itself refuses into BadInput as well. The schema documents the JSON spelling; an absent field and an

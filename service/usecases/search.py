@@ -118,7 +118,11 @@ def search_image(
         )
         return searched
     md5, frame, _ = decoded_use(
-        source.data, deps.settings, lambda img: framed(img, region, deps.framing), deps.decode_budget, thumbnail=False
+        source.data,
+        deps.settings,
+        lambda decoded: framed(decoded, region, deps.framing),
+        deps.decode_budget,
+        thumbnail=False,
     )
     [vector] = deps.embed_each([frame.array])
     return Searched(_found(deps, vector, md5, scope, options, expr), frame.box)
