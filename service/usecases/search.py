@@ -1,5 +1,5 @@
-"""Search: the stored images of a namespace most similar to an image, or to a stored record, each with a
-verdict (exact, duplicate, similar)."""
+"""Search: the stored images of a namespace most similar to an image (or to a part of it: a box, or the main object
+found by the model), or to a stored record, each with a verdict (exact, duplicate, similar)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ from typing import Any
 import numpy as np
 
 from conf.errors import BadInput, NotFound
+from conf.settings import SearchRegion
+from model.images import DecodedImage
+from model.regions import Box, auto_gate, choose
 from service.inputs import ImageInput
 from service.store.filters import FilterError, compile_filter
 from service.store.records import Hit, Query, Scope
 from service.usecases.deps import Deps
-from service.usecases.prepare import model_input
+from service.usecases.prepare import Picture, Region, decoded_use, framed
 
 EXACT, DUPLICATE, SIMILAR = "exact", "duplicate", "similar"
 
@@ -36,6 +39,14 @@ class Found:
     match: str
 
 
+@dataclass(frozen=True)
+class Searched:
+    """A search by image's hits, and the box (pixels of the EXIF-oriented image) whose vector was searched."""
+
+    found: list[Found]
+    region: Box
+
+
 def verdict(hit: Hit, query_md5: str, duplicate_score: float) -> str:
     """How a hit relates to the query image."""
     if hit.md5 and hit.md5 == query_md5:
@@ -56,6 +67,24 @@ def checked_filter(deps: Deps, namespace: str, options: SearchOptions) -> tuple[
     return deps.store.scope(namespace, filtered=bool(expr)), expr
 
 
+def _found_each(
+    deps: Deps,
+    vectors: list[np.ndarray],
+    md5: str,
+    scope: Scope,
+    options: SearchOptions,
+    expr: str,
+    exclude_id: int | None = None,
+) -> list[list[Found]]:
+    queries = [
+        Query(scope, v, options.limit, options.min_score, expr, exclude_id, options.group_by_key) for v in vectors
+    ]
+    # Searches that arrive together (a model batch finishing) go to Milvus as one multi-vector search.
+    hits_each = deps.searches.submit_many(queries)
+    threshold = deps.duplicate_score
+    return [[Found(hit, verdict(hit, md5, threshold)) for hit in hits] for hits in hits_each]
+
+
 def _found(
     deps: Deps,
     vector: np.ndarray,
@@ -65,20 +94,63 @@ def _found(
     expr: str,
     exclude_id: int | None = None,
 ) -> list[Found]:
-    query = Query(scope, vector, options.limit, options.min_score, expr, exclude_id, options.group_by_key)
-    # Searches that arrive together (a model batch finishing) go to Milvus as one multi-vector search.
-    hits = deps.searches.submit(query)
-    threshold = deps.duplicate_score
-    return [Found(hit, verdict(hit, md5, threshold)) for hit in hits]
+    [found] = _found_each(deps, [vector], md5, scope, options, expr, exclude_id)
+    return found
 
 
-def search_image(deps: Deps, namespace: str, image: ImageInput, options: SearchOptions) -> list[Found]:
-    """The namespace's images most similar to this one, best first, as the options say."""
+def search_image(
+    deps: Deps, namespace: str, image: ImageInput, options: SearchOptions, region: Region | None = None
+) -> Searched:
+    """The namespace's images most similar to this one (or to the part `region` names; none named: SEARCH_REGION),
+    best first, as the options say, and the box searched."""
     scope, expr = checked_filter(deps, namespace, options)
+    region = deps.settings.search_region if region is None else region
     source = image.load(deps.settings)
-    md5, array = model_input(source.data, deps.settings, deps.preprocess, deps.decode_budget)
-    [vector] = deps.embed_each([array])
-    return _found(deps, vector, md5, scope, options, expr)
+    if region is SearchRegion.AUTO:
+        # The whole auto flow runs while the image is held: its candidate boxes are worked out (and cropped) only
+        # when the whole image's search falls short, and they need the decoded pixels.
+        _md5, searched, _ = decoded_use(
+            source.data,
+            deps.settings,
+            lambda decoded: _search_auto(deps, decoded, scope, options, expr),
+            deps.decode_budget,
+            thumbnail=False,
+        )
+        return searched
+    md5, frame, _ = decoded_use(
+        source.data,
+        deps.settings,
+        lambda decoded: framed(decoded, region, deps.framing),
+        deps.decode_budget,
+        thumbnail=False,
+    )
+    [vector] = deps.embed_each([frame.array])
+    return Searched(_found(deps, vector, md5, scope, options, expr), frame.box)
+
+
+def _best(found: list[Found]) -> float | None:
+    return found[0].hit.score if found else None
+
+
+def _search_auto(deps: Deps, decoded: DecodedImage, scope: Scope, options: SearchOptions, expr: str) -> Searched:
+    """The "auto" flow: the whole image's search (its vector from the model's proposal pass) answers when its best
+    hit reaches the gate or the model proposes no box; else every box is embedded and searched (each step queued
+    together) and model.regions.choose picks the answer."""
+    picture = Picture(decoded)
+    proposal = deps.framing.propose(picture.image)
+    whole = _found(deps, proposal.vector, decoded.md5, scope, options, expr)
+    best = _best(whole)
+    if best is not None and best >= auto_gate(deps.duplicate_score):
+        return Searched(whole, picture.whole)
+    boxes = proposal.boxes
+    if not boxes:
+        return Searched(whole, picture.whole)
+    vectors = deps.embed_each([deps.framing.preprocess_box(picture.image, box) for box in boxes])
+    each = _found_each(deps, vectors, decoded.md5, scope, options, expr)
+    chosen = choose(best, [_best(found) for found in each])
+    if chosen is None:
+        return Searched(whole, picture.whole)
+    return Searched(each[chosen], picture.callers_box(boxes[chosen]))
 
 
 def search_by_id(
