@@ -7,7 +7,7 @@ from typing import Any
 from bench.docs import Labels, Msg, Row, Seq
 
 L = Labels.load("report_regions")
-SCENE_METHODS = ("whole", "auto", "box", "box_full")
+SCENE_METHODS = ("whole", "auto", "box")
 
 
 def ci(metrics: dict[str, Any], name: str) -> str:

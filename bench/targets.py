@@ -435,8 +435,7 @@ def region_targets(regions: dict[str, Any]) -> list[Row]:
                     located="n/a" if x.get("iou_50_share") is None else f"{x['iou_50_share']:.0%}",
                 )
             else:
-                full = e.get("box_full", {}).get("recall_at_1")
-                why = L("region_box_why", short=short, full="n/a" if full is None else f"{full:.3f}")
+                why = L("region_box_why", short=short)
             rows.append(
                 target(
                     "20",

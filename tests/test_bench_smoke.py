@@ -176,7 +176,7 @@ def test_regions_scores_every_area_and_method_on_both_splits(regions_result: dic
     assert r["model"]["precision"] == "fp32" and r["auto"]["whole_equals_proposal_max_abs_diff"] < 1e-5
     for row in r["scene_rows"].values():
         for split in ("eval", "tune"):
-            for method in (*regions.METHODS, "box_full"):
+            for method in regions.METHODS:
                 m = row[split][method]
                 assert m["n"] > 0 and 0 <= m["recall_at_1"] <= m["recall_at_10"] <= 1
                 assert m["map_ci95"][0] <= m["map"] <= m["map_ci95"][1]
