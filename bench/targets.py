@@ -426,7 +426,9 @@ def region_targets(regions: dict[str, Any]) -> list[Row]:
             x = e[method]
             got = x["recall_at_1"]
             short = f"{need - got:.3f}"
-            if method == "auto":
+            if method == "auto" and not x["proposed_share"]:
+                why = L("region_no_boxes", short=short)
+            elif method == "auto":
                 why = L(
                     "region_why",
                     short=short,
