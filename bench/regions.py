@@ -341,6 +341,7 @@ class Answer:
     gated: bool = False  # auto: the whole image's best score reached AUTO_GATE
     truth: Box | None = None  # auto: the true box in the pixels of the image as decoded, where known
     whole_best: float | None = None  # auto: the whole image's best score over the gallery (what AUTO_GATE is on)
+    whole: np.ndarray | None = None  # auto: the whole image's vector (the proposal's, identical to today's search)
 
 
 def search_whole(embedder: Embedder, img: Image.Image, gallery: np.ndarray) -> Answer:
@@ -367,12 +368,14 @@ def search_auto(embedder: Embedder, img: Image.Image, gallery: np.ndarray) -> An
     whole_best = float((gallery @ proposal.vector).max())
     if not proposal.boxes or whole_best >= AUTO_GATE:
         seconds = time.perf_counter() - t0
-        return Answer(proposal.vector, seconds, None, len(proposal.boxes), bool(proposal.boxes), whole_best=whole_best)
+        return Answer(
+            proposal.vector, seconds, None, len(proposal.boxes), bool(proposal.boxes), None, whole_best, proposal.vector
+        )
     vectors = embedder.embed(np.stack([embedder.preprocess_box(img, b) for b in proposal.boxes]))
     best = (vectors @ gallery.T).max(axis=1)
     chosen = choose(whole_best, [float(s) for s in best])
     vec, box = (proposal.vector, None) if chosen is None else (vectors[chosen], proposal.boxes[chosen])
-    return Answer(vec, time.perf_counter() - t0, box, len(proposal.boxes), whole_best=whole_best)
+    return Answer(vec, time.perf_counter() - t0, box, len(proposal.boxes), whole_best=whole_best, whole=proposal.vector)
 
 
 def iou(a: Box, b: Box) -> float:
@@ -651,26 +654,11 @@ def _proposal_vs_whole(embedder: Embedder, queries: Sequence[Query], whole: Sequ
 def transform_answers(embedder: Embedder, lay: Layout, g_vec: np.ndarray) -> tuple[list[Answer], np.ndarray]:
     """ "auto" over today's transform queries, and each proposal's whole-image vector (today's search)."""
     out: list[Answer] = []
-    whole = np.empty((len(lay.queries), g_vec.shape[1]), np.float32)
     for n, path in enumerate(lay.queries):
-        img = decoded(path)
-        t0 = time.perf_counter()
-        proposal = embedder.propose(img)
-        whole_best = float((g_vec @ proposal.vector).max())
-        whole[n] = proposal.vector
-        ans = Answer(proposal.vector, 0.0, None, len(proposal.boxes), whole_best=whole_best)
-        if proposal.boxes and whole_best < AUTO_GATE:
-            vectors = embedder.embed(np.stack([embedder.preprocess_box(img, b) for b in proposal.boxes]))
-            chosen = choose(whole_best, [float(s) for s in (vectors @ g_vec.T).max(axis=1)])
-            if chosen is not None:
-                ans.vector, ans.box = vectors[chosen], proposal.boxes[chosen]
-        else:
-            ans.gated = bool(proposal.boxes)
-        ans.seconds = time.perf_counter() - t0
-        out.append(ans)
+        out.append(search_auto(embedder, decoded(path), g_vec))
         if n % 200 == 0:
             log.info("transform queries (auto): %d/%d", n + 1, len(lay.queries))
-    return out, whole
+    return out, np.stack([a.whole for a in out if a.whole is not None])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,7 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from bench import perf, quality, regions
 from bench import run as bench_run
@@ -22,9 +24,12 @@ from bench.cli import model_settings
 from bench.corpus import Corpus, build_corpus
 from bench.docs import between, markers, page, render_lines
 from bench.engines import OV_INT8, TF_FP32
+from bench.features import decoded, embed_with
 from bench.report import bench_lines
 from bench.targets import all_targets
 from conf.settings import ModelName
+from model.embedder import Embedder, load_embedder
+from model.regions import Box, Proposal
 from tests.conftest import make_settings
 
 TRANSFORMS = bench_run.SMOKE_TRANSFORMS
@@ -214,3 +219,32 @@ def test_regions_report_and_targets_render_in_both_languages(regions_result: dic
     assert "## Product in a scene (region search)" in en and "## 场景中的商品（区域搜索）" in zh
     box = regions_result["scene_rows"]["15%"]["eval"]["box"]
     assert f"| true box | {box['recall_at_1']:.3f}" in en and f"| 真实框 | {box['recall_at_1']:.3f}" in zh
+
+
+def test_regions_auto_searches_the_proposed_boxes_and_answers_with_the_closest(corpus: Corpus, tmp_path: Path) -> None:
+    # Until the coordinator's locator proposes boxes, the real propose() returns none; a stand-in that proposes a
+    # wrong box and then the true one drives the bench's own auto path (embed the boxes, search each, choose).
+    settings = regions.region_settings(model_settings(make_settings(tmp_path), "models-smoke"))
+    real = load_embedder(settings)
+    queries = regions.scene_queries(corpus, regions.load_scenes(tmp_path, small=True), tmp_path / "q")
+    small = [q for q in queries if q.group == "15%"][:4]
+    lay = quality.layout(corpus, TRANSFORMS)
+    gallery = embed_with(real, lay.gallery, "gallery")
+
+    class StandIn(Embedder):
+        truth: Box
+
+        def propose(self, img: Image.Image) -> Proposal:
+            whole = real.propose(img).vector
+            return Proposal(whole, [Box(0, 0, max(1, img.width // 4), max(1, img.height // 4)), self.truth])
+
+    stand_in = StandIn(real.spec, real.engine, real.fingerprint)
+    index = {p.stem: i for i, p in enumerate(lay.gallery)}
+    for q in small:
+        img = decoded(q.file)
+        stand_in.truth = regions.scaled(q.box, q.size, img)
+        got = regions.search_auto(stand_in, img, gallery)
+        boxed = regions.search_box(real, img, stand_in.truth, gallery)
+        assert got.candidates == 2 and got.whole is not None and got.whole_best is not None
+        assert got.box == stand_in.truth and regions.iou(got.box, stand_in.truth) == 1.0
+        assert np.allclose(got.vector, boxed.vector) and int(np.argmax(gallery @ got.vector)) == index[q.photo]
