@@ -223,8 +223,9 @@ def _key(payload: dict[str, Any]) -> str:
 
 
 def scene_queries(corpus: Any, scenes: dict[str, Image.Image], root: Path) -> list[Query]:
-    """Every corpus photo pasted into a scene of its own split at each of AREAS; rendered once into `root` (a
-    cache keyed by the photos, the scenes and this code's constants) and reused while the key holds."""
+    """Every corpus photo (its gallery image, long side at most 1024 px) pasted into a scene of its own split at
+    each of AREAS; rendered once into `root` (a cache keyed by the photos, the scenes and this code's constants)
+    and reused while the key holds."""
     photo_file = {g.source: g.file for g in corpus.gallery if g.kind == "photo"}
     by_split = {s: sorted(k for k in scenes if scene_split(k) == s) for s in SPLITS}
     if not all(by_split.values()):
