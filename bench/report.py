@@ -109,9 +109,15 @@ def charts(perf: dict[str, Any], folder: Path = IMG) -> list[Path]:
 # --------------------------------------------------------------------------------------------
 
 
-def bench_lines(quality: dict[str, Any] | None, perf: dict[str, Any] | None, meta: dict[str, Any]) -> list[Any]:
+def bench_lines(
+    quality: dict[str, Any] | None,
+    perf: dict[str, Any] | None,
+    meta: dict[str, Any],
+    regions: dict[str, Any] | None = None,
+) -> list[Any]:
     """Everything between the bench markers, once, for every language (only from the results JSON)."""
     from bench.report_quality import quality_section  # noqa: PLC0415 - it imports this module's helpers
+    from bench.report_regions import regions_section  # noqa: PLC0415
 
     m = (perf or {}).get("machine", meta.get("machine", {}))
     out: list[Any] = [
@@ -129,11 +135,13 @@ def bench_lines(quality: dict[str, Any] | None, perf: dict[str, Any] | None, met
             load1=str((m.get("loadavg_at_end") or ["?"])[0]),
         )
     ]
-    out += targets_table(all_targets(perf, quality))
+    out += targets_table(all_targets(perf, quality, regions))
     if perf and perf.get("engines"):
         out += perf_section(perf)
     if quality:
         out += quality_section(quality)
+    if regions:
+        out += regions_section(regions)
     return out
 
 

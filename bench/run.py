@@ -1,7 +1,7 @@
 """`make bench`: build the corpus, run the quality and performance benchmarks, write results, charts and pages.
 
     python -m bench.run                  # everything (30-40 minutes on 2 cores)
-    python -m bench.run --only quality   # one part (the other part's JSON is kept)
+    python -m bench.run --only quality   # one part (quality, perf or regions; the others' JSON is kept)
     python -m bench.run --report-only    # `make docs`: charts and pages from the latest results
 
 A run writes its raw results to results/bench/ (git-ignored). At its end, and on --report-only, the results
@@ -42,7 +42,8 @@ SMOKE_TRANSFORMS = ("scale_0.25", "center_crop_50", "pad_white_canvas")
 
 
 DATA_BENCH = DATA / "bench"
-RUN_FILES = ("quality.json", "perf.json", "run.json")  # what a run writes; the rest is derived from these
+# What a run writes; the rest is derived from these.
+RUN_FILES = ("quality.json", "perf.json", "regions.json", "run.json")
 
 
 def report(
@@ -51,22 +52,26 @@ def report(
     """Copy a run's results from `results` into `data`, then render from `data` alone: the charts, targets.json,
     thresholds.json and the generated part of the benchmarks page in every language. Returns the pages changed."""
     take_results(results, data, RUN_FILES)
-    quality, perf, meta = load_data(data)
+    quality, perf, meta, regions = load_data(data)
     if perf and perf.get("engines"):
         charts(perf, img)
-    targets = all_targets(perf, quality)
+    targets = all_targets(perf, quality, regions)
     write_json(data / "targets.json", {"targets": [targets_entry(t) for t in targets]})
     if quality:
         write_json(data / "thresholds.json", duplicate_defaults(quality))
-    return write_pages(KIND, bench_lines(quality, perf, meta), pages)
+    return write_pages(KIND, bench_lines(quality, perf, meta, regions), pages)
 
 
-def load_data(data: Path = DATA_BENCH) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any]]:
-    """The quality results, the speed results and the run's facts the page is rendered from."""
+def load_data(
+    data: Path = DATA_BENCH,
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any], dict[str, Any] | None]:
+    """The quality results, the speed results, the run's facts and the region-search results the page is
+    rendered from."""
     # Results written by an older bench (before the engine and backbone rows) are not reported: re-run it.
     quality = _current(_load(data / "quality.json"), "rows")
     perf = _current(_load(data / "perf.json"), "engines")
-    return quality, perf, _load(data / "run.json") or {}
+    regions = _current(_load(data / "regions.json"), "scene_rows")
+    return quality, perf, _load(data / "run.json") or {}, regions
 
 
 def targets_entry(t: dict[str, Any]) -> dict[str, Any]:
@@ -159,10 +164,17 @@ def run_perf(corpus: Any, settings: Settings, resnet_file: Path | None, smoke: b
     return perf.run(corpus, ps, perf.PerfPlan.smoke() if smoke else perf.PerfPlan())
 
 
+def run_regions(corpus: Any, settings: Settings, resnet_file: Path | None, smoke: bool) -> dict[str, Any]:
+    """The region-search benchmark (products pasted into scenes, second views, auto over today's transforms)."""
+    from bench import regions  # noqa: PLC0415
+
+    return regions.run(corpus, settings, small=smoke, transforms=SMOKE_TRANSFORMS if smoke else None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m bench.run`."""
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=("quality", "perf"), help="run one part only")
+    ap.add_argument("--only", choices=("quality", "perf", "regions"), help="run one part only")
     ap.add_argument(
         "--report-only",
         action="store_true",
@@ -184,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = bench_settings()
     resnet_file = resnet50_imagenet_file(base)
     settings = model_settings(base)
-    for part, fn in (("quality", run_quality), ("perf", run_perf)):
+    for part, fn in (("quality", run_quality), ("perf", run_perf), ("regions", run_regions)):
         if args.only in (None, part):
             log.info("%s benchmark", part)
             write_json(args.results / f"{part}.json", fn(corpus, settings, resnet_file, args.smoke))

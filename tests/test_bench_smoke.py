@@ -14,16 +14,22 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from bench import perf, quality
+from bench import perf, quality, regions
 from bench import run as bench_run
 from bench.cli import model_settings
 from bench.corpus import Corpus, build_corpus
-from bench.docs import between, markers, page
+from bench.docs import between, markers, page, render_lines
 from bench.engines import OV_INT8, TF_FP32
+from bench.features import decoded, embed_with
+from bench.report import bench_lines
 from bench.targets import all_targets
 from conf.settings import ModelName
+from model.embedder import Embedder, load_embedder
+from model.regions import Box, Proposal
 from tests.conftest import make_settings
 
 TRANSFORMS = bench_run.SMOKE_TRANSFORMS
@@ -155,3 +161,90 @@ def test_targets_and_report_render_only_the_bench_section_in_both_languages(
     before = {lang: path.read_text(encoding="utf-8") for lang, path in pages.items()}
     bench_run.report(run_dir, data, pages, img)
     assert {lang: path.read_text(encoding="utf-8") for lang, path in pages.items()} == before  # idempotent
+
+
+# --------------------------------------------------------------------------------------------
+# Region search (bench/regions.py): its own small run, independent of the fixtures above
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def regions_result(corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The region benchmark on the scikit-image corpus with scikit-image's textures as scenes (offline)."""
+    settings = model_settings(make_settings(tmp_path_factory.mktemp("regions")), "models-smoke")
+    return regions.run(corpus, settings, small=True, cache_dir=tmp_path_factory.mktemp("cache"), transforms=TRANSFORMS)
+
+
+def test_regions_scores_every_area_and_method_on_both_splits(regions_result: dict[str, Any]) -> None:
+    r = regions_result
+    assert list(r["scene_rows"]) == ["50%", "30%", "15%"] and r["model"]["name"] == "efficientnet-lite0"
+    assert r["model"]["precision"] == "fp32" and r["auto"]["whole_equals_proposal_max_abs_diff"] < 1e-5
+    for row in r["scene_rows"].values():
+        for split in ("eval", "tune"):
+            for method in regions.METHODS:
+                m = row[split][method]
+                assert m["n"] > 0 and 0 <= m["recall_at_1"] <= m["recall_at_10"] <= 1
+                assert m["map_ci95"][0] <= m["map"] <= m["map_ci95"][1]
+    # The product alone, cut out by its true box, is found where the whole frame is mostly scene.
+    small = r["scene_rows"]["15%"]["eval"]
+    assert small["box"]["recall_at_1"] >= 0.9 and small["box"]["recall_at_1"] > small["whole"]["recall_at_1"]
+    assert r["scenes"]["near_duplicates"]["flagged"] == [] and r["scenes"]["tune"] and r["scenes"]["eval"]
+    assert [p["pair"] for p in r["second_views"]["pairs"]] == ["motorcycle"]
+    assert r["second_views"]["pairs"][0]["whole"]["rank"] >= 1
+    assert set(r["transforms"]["names"]) == set(TRANSFORMS)
+    assert all(r["transforms"]["eval"][t]["n"] > 0 for t in TRANSFORMS)
+    assert all(r["timing"][m]["p50_ms"] > 0 for m in regions.METHODS)
+
+
+def test_region_queries_are_pasted_deterministically_into_scenes_of_their_own_split(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    scenes = regions.load_scenes(tmp_path, small=True)
+    first = regions.scene_queries(corpus, scenes, tmp_path / "a")
+    second = regions.scene_queries(corpus, scenes, tmp_path / "b")
+    assert [q.file.read_bytes() for q in first] == [q.file.read_bytes() for q in second]
+    assert len(first) == len(regions.AREAS) * sum(g.kind == "photo" for g in corpus.gallery)
+    for q in first:
+        assert regions.scene_split(q.params["scene"]) == q.split == quality.split_of(q.photo)
+        assert q.params["true_area"] <= q.params["area"] + 0.01
+        assert q.box.x >= 0 and q.box.x + q.box.w <= q.size[0] and q.box.y + q.box.h <= q.size[1]
+    assert sum(abs(q.params["true_area"] - q.params["area"]) < 0.01 for q in first) > len(first) // 2
+
+
+def test_regions_report_and_targets_render_in_both_languages(regions_result: dict[str, Any]) -> None:
+    rows = [t for t in all_targets(None, None, regions_result) if t["issue"] == "20"]
+    assert len(rows) == 5 and all(t["met"] or t["why"] for t in rows)
+    lines = bench_lines(None, None, {}, regions_result)
+    en, zh = render_lines(lines, "en"), render_lines(lines, "zh")
+    assert "## Product in a scene (region search)" in en and "## 场景中的商品（区域搜索）" in zh
+    box = regions_result["scene_rows"]["15%"]["eval"]["box"]
+    assert f"| true box | {box['recall_at_1']:.3f}" in en and f"| 真实框 | {box['recall_at_1']:.3f}" in zh
+
+
+def test_regions_auto_searches_the_proposed_boxes_and_answers_with_the_closest(corpus: Corpus, tmp_path: Path) -> None:
+    # Until the coordinator's locator proposes boxes, the real propose() returns none; a stand-in that proposes a
+    # wrong box and then the true one drives the bench's own auto path (embed the boxes, search each, choose).
+    settings = regions.region_settings(model_settings(make_settings(tmp_path), "models-smoke"))
+    real = load_embedder(settings)
+    queries = regions.scene_queries(corpus, regions.load_scenes(tmp_path, small=True), tmp_path / "q")
+    small = [q for q in queries if q.group == "15%"][:4]
+    lay = quality.layout(corpus, TRANSFORMS)
+    gallery = embed_with(real, lay.gallery, "gallery")
+
+    class StandIn(Embedder):
+        truth: Box
+
+        def propose(self, img: Image.Image) -> Proposal:
+            whole = real.propose(img).vector
+            return Proposal(whole, [Box(0, 0, max(1, img.width // 4), max(1, img.height // 4)), self.truth])
+
+    stand_in = StandIn(real.spec, real.engine, real.fingerprint)
+    index = {p.stem: i for i, p in enumerate(lay.gallery)}
+    for q in small:
+        img = decoded(q.file)
+        stand_in.truth = regions.scaled(q.box, q.size, img)
+        got = regions.search_auto(stand_in, img, gallery)
+        boxed = regions.search_box(real, img, stand_in.truth, gallery)
+        assert got.candidates == 2 and got.whole is not None and got.whole_best is not None
+        assert got.box == stand_in.truth and regions.iou(got.box, stand_in.truth) == 1.0
+        assert np.allclose(got.vector, boxed.vector) and int(np.argmax(gallery @ got.vector)) == index[q.photo]
