@@ -105,6 +105,19 @@ def scene_table(r: dict[str, Any]) -> list[Any]:
             transforms=ms(timing["auto_transforms"]),
         ),
     ]
+    lone = timing.get("lone_http")
+    if lone is not None:
+        out += [
+            "",
+            L(
+                "lone",
+                catalog=str(lone["catalog"]),
+                queries=str(lone["queries"]),
+                plain=ms(lone["plain"]),
+                auto=ms(lone["auto"]),
+                ratio=f"{lone['auto_over_plain_p50']:.2f}",
+            ),
+        ]
     return out
 
 

@@ -3,7 +3,7 @@
 A customer's photo shows the product in a scene; one vector of the whole frame lets the background outvote it.
 A caller may name the part to search (a box), or ask imgsim to find it ("auto"). No detector weights can be had
 offline, so "auto" reads the backbone's last feature map, which the model computes anyway: the cells where its
-activations are strongest are where the object is. docs/region-search.md gives the measurements behind every
+activations are strongest are where the object is. docs/model.md ("Region search") gives the measurements behind every
 constant here.
 """
 
@@ -130,7 +130,7 @@ AUTO_CANDIDATES: tuple[tuple[float, tuple[float, float] | None], ...] = ((1.0, (
 # A whole-image search whose best hit scores at least this share of the duplicate threshold in force keeps the
 # whole image: the photo already nearly duplicates something in the catalog as it is, and a crop of it would
 # more often match a detail shot or a neighbour than its own original. Measured on the benchmark's tune split
-# (EfficientNet-Lite0, duplicate threshold 0.746, so a gate of 0.65): docs/region-search.md.
+# (EfficientNet-Lite0, duplicate threshold 0.746, so a gate of 0.65): docs/model.md, "Region search".
 AUTO_GATE_SHARE = 0.87
 
 
