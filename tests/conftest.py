@@ -58,6 +58,25 @@ def make_settings(tmp: Path, **overrides: Any) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg] - _env_file: pydantic-settings' option
 
 
+def create_collection_before_regions(uri: str, name: str, dim: int) -> Any:
+    """A collection with imgsim's schema from before regions (namespace and attrs, no `region`), built field by
+    field as that version did: today's code cannot make one (collection_schema always adds `region`). Returns the
+    open MilvusClient; the caller closes it."""
+    from pymilvus import DataType, MilvusClient  # noqa: PLC0415 - only the tests of old collections need it
+
+    client = MilvusClient(uri=uri)
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("namespace", DataType.VARCHAR, max_length=64)
+    schema.add_field("key", DataType.VARCHAR, max_length=1024)
+    schema.add_field("md5", DataType.VARCHAR, max_length=32)
+    schema.add_field("filepath", DataType.VARCHAR, max_length=8192)
+    schema.add_field("attrs", DataType.JSON)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+    client.create_collection(name, schema=schema, consistency_level="Strong")
+    return client
+
+
 def photo(seed: int, size: tuple[int, int] = (320, 240), fmt: str = "JPEG", mode: str = "RGB") -> bytes:
     """A synthetic but structured picture (smooth gradients and blocks, unlike noise) as encoded bytes."""
     rng = np.random.default_rng(seed)

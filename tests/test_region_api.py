@@ -10,11 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
-from pymilvus import DataType, MilvusClient
 from skimage import data
 
 from model.embedder import DIM
-from tests.conftest import LiveService, photo
+from tests.conftest import LiveService, create_collection_before_regions, photo
 
 # The catalog: real photos (scikit-image's sample data), stored as JPEG.
 PRODUCTS = {"cat": data.chelsea, "coffee": data.coffee, "rocket": data.rocket, "astronaut": data.astronaut}
@@ -201,19 +200,8 @@ def test_auto_searches_a_proposed_box_when_the_whole_image_falls_short(lite_serv
 def test_a_collection_created_before_regions_searches_with_boxes_but_refuses_to_store_them(
     start_service: Callable[..., LiveService], tmp_path: Path
 ) -> None:
-    # The schema of imgsim before regions (namespace and attrs, no region), built field by field as that version did.
     uri, name = str(tmp_path / "old.db"), "before_regions"
-    client = MilvusClient(uri=uri)
-    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-    schema.add_field("id", DataType.INT64, is_primary=True)
-    schema.add_field("namespace", DataType.VARCHAR, max_length=64)
-    schema.add_field("key", DataType.VARCHAR, max_length=1024)
-    schema.add_field("md5", DataType.VARCHAR, max_length=32)
-    schema.add_field("filepath", DataType.VARCHAR, max_length=8192)
-    schema.add_field("attrs", DataType.JSON)
-    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
-    client.create_collection(name, schema=schema, consistency_level="Strong")
-    client.close()
+    create_collection_before_regions(uri, name, DIM).close()
     svc = start_service(milvus_uri=uri, milvus_collection=name)
     image = base64.b64encode(photo(4)).decode()
     refused = svc.post(

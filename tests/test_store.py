@@ -16,7 +16,7 @@ from service.store import records as store_module
 from service.store.filters import JS_MAX_SAFE_INTEGER, compile_filter
 from service.store.lite import LiteFlusher
 from service.store.records import Query, Record, VectorStore, derive_id, public_record
-from tests.conftest import make_settings
+from tests.conftest import create_collection_before_regions, make_settings
 
 DIM = 2048
 
@@ -387,20 +387,9 @@ def test_readding_a_record_with_another_region_replaces_region_and_vector(settin
 
 def test_a_collection_created_before_regions_keeps_serving_whole_images(settings) -> None:
     # Collections made by imgsim before regions existed have the namespace and attrs fields but no
-    # `region`: such a collection cannot be made through today's code (collection_schema always adds
-    # it), so the test builds the previous schema itself, field by field, and stores a record the way
-    # the previous version did.
-    client = MilvusClient(uri=settings.milvus_uri)
-    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-    schema.add_field("id", DataType.INT64, is_primary=True)
-    schema.add_field("namespace", DataType.VARCHAR, max_length=64)
-    schema.add_field("key", DataType.VARCHAR, max_length=1024)
-    schema.add_field("md5", DataType.VARCHAR, max_length=32)
-    schema.add_field("filepath", DataType.VARCHAR, max_length=8192)
-    schema.add_field("attrs", DataType.JSON)
-    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
+    # `region`; the test stores a record in one the way the previous version did.
     name = settings.milvus_collection
-    client.create_collection(name, schema=schema, consistency_level="Strong")
+    client = create_collection_before_regions(settings.milvus_uri, name, DIM)
     old_id = derive_id("old", "0" * 32)
     row = {"id": old_id, "namespace": "", "key": "old", "md5": "0" * 32, "filepath": "/old.jpg", "attrs": {"a": 1}}
     client.insert(name, [{**row, "vector": unit(31).tolist()}])
