@@ -69,6 +69,13 @@ class Precision(StrEnum):
     INT8 = "int8"  # OpenVINO only; needs `python main.py calibrate DIR` first
 
 
+class SearchRegion(StrEnum):
+    """What part of an image a search by image embeds when the request names no `region`."""
+
+    WHOLE = "whole"  # the whole frame, as before regions existed
+    AUTO = "auto"  # the main object, found by the model (service/usecases/search.py: the "auto" flow)
+
+
 class Consistency(StrEnum):
     """Which writes a Milvus read is guaranteed to see."""
 
@@ -125,6 +132,8 @@ class Settings(BaseSettings):
     image_trim: bool = False
     # Score at or above which a search hit is a `duplicate`; unset: the calibrated or per-backbone default.
     duplicate_score: float | None = Field(None, ge=-1.0, le=1.0)
+    # A request's own `region` wins; adds always default to the whole image.
+    search_region: SearchRegion = SearchRegion.WHOLE
     batch_max_size: int = Field(MODEL_BATCH, ge=1, le=256)
     # 0: a batch takes what queued up while the previous one ran, without waiting for more. Measured (README,
     # Benchmarks): waiting 2 or 5 ms grew no batch (they hold about half the clients either way) and cost

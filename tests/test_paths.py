@@ -224,7 +224,7 @@ class NoModel:
     info, duplicate_default = {}, 0.9
     def embed(self, batch):
         raise AssertionError("these requests never reach the model")
-    preprocess = embed
+    preprocess = preprocess_box = propose = embed
 client = create_app(settings, build_deps(settings, VectorStore(settings, 2048), NoModel())).test_client()
 for warm_up in ("readable.txt", "missing.jpg"):  # load Flask's and Pillow's lazy imports while still root
     client.post("/api/image/sim/add/path", json={"path": warm_up})

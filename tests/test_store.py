@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from pymilvus import DataType, MilvusClient
 
-from conf.errors import StartupError
+from conf.errors import Conflict, StartupError
 from service.store import records as store_module
 from service.store.filters import JS_MAX_SAFE_INTEGER, compile_filter
 from service.store.lite import LiteFlusher
-from service.store.records import Query, Record, VectorStore, derive_id
+from service.store.records import Query, Record, VectorStore, derive_id, public_record
 from tests.conftest import make_settings
 
 DIM = 2048
@@ -324,3 +324,95 @@ def test_searches_return_the_exact_nearest_live_records_of_the_namespace(setting
         assert [h.score for h in hits] == pytest.approx([score for _, score in want], abs=1e-4)
         assert all(h.attrs == live[h.key][2] and h.filepath == live[h.key][3] and h.id == by_key[h.key] for h in hits)
     store.close()
+
+
+BAG = {"x": 40, "y": 30, "w": 120, "h": 90}
+
+
+def test_a_record_keeps_the_region_its_vector_describes(settings) -> None:
+    # A lifestyle shot stored by the bag in it: get/key, get by id, list and the duplicate-skip record
+    # all say which part of the photo the vector describes; a whole-image record says None.
+    store = VectorStore(settings, DIM)
+    assert store.layout.regions is False  # not connected yet
+    scope = store.scope(regions=True)
+    assert store.layout.regions
+    [(bag_id, _), (whole_id, _)] = store.put_many(
+        scope,
+        [Record("bag", "b" * 32, "room.jpg", unit(11), region=BAG), Record("plain", "c" * 32, "p.jpg", unit(12))],
+    )
+    assert [(r["key"], r["region"]) for r in store.get_keys(scope, ["bag", "plain"])] == [("bag", BAG), ("plain", None)]
+    assert [r["region"] for r in store.get_ids(scope, [bag_id, whole_id])] == [BAG, None]
+    page = store.list_records(scope, 0, 10)
+    assert {r["key"]: r["region"] for r in page.rows} == {"bag": BAG, "plain": None}
+    assert public_record(store.find(scope, "bag", "b" * 32) or {})["region"] == BAG
+    # The same image under another key is a duplicate: the record shown is the stored one, with its region.
+    rid, created, other = store.put_unless_duplicate(scope, Record("bag-2", "b" * 32, "x.jpg", unit(11)), 0.99)
+    assert (rid, created) == (bag_id, False) and other is not None and other["region"] == BAG
+    # Searches answer hits without the region (it stays out of search answers), but find the record.
+    assert [h.id for h in store.search(scope, unit(11), 1)] == [bag_id]
+    store.close()
+
+
+def test_readding_a_record_with_another_region_replaces_region_and_vector(settings) -> None:
+    store = VectorStore(settings, DIM)
+    scope = store.scope(regions=True)
+    [(rid, _)] = store.put_many(scope, [Record("bag", "b" * 32, "room.jpg", unit(21), region=BAG)])
+    other = {"x": 0, "y": 0, "w": 60, "h": 50}
+    assert store.put_many(scope, [Record("bag", "b" * 32, "room.jpg", unit(22), region=other)]) == [(rid, False)]
+    assert [(r["id"], r["region"]) for r in store.get_keys(scope, ["bag"])] == [(rid, other)]
+    [hit] = store.search(scope, unit(22), 1)
+    assert (hit.id, hit.score) == (rid, pytest.approx(1.0, abs=1e-4))  # the new box's vector, not the old one
+    # No region is the whole image again: the stored box goes, with its vector.
+    assert store.put_many(scope, [Record("bag", "b" * 32, "room.jpg", unit(23))]) == [(rid, False)]
+    assert [r["region"] for r in store.get_keys(scope, ["bag"])] == [None]
+    assert store.search(scope, unit(23), 1)[0].score == pytest.approx(1.0, abs=1e-4)
+    assert store.count(scope) == 1
+    store.close()
+
+
+def test_a_collection_created_before_regions_keeps_serving_whole_images(settings) -> None:
+    # Collections made by imgsim before regions existed have the namespace and attrs fields but no
+    # `region`: such a collection cannot be made through today's code (collection_schema always adds
+    # it), so the test builds the previous schema itself, field by field, and stores a record the way
+    # the previous version did.
+    client = MilvusClient(uri=settings.milvus_uri)
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("namespace", DataType.VARCHAR, max_length=64)
+    schema.add_field("key", DataType.VARCHAR, max_length=1024)
+    schema.add_field("md5", DataType.VARCHAR, max_length=32)
+    schema.add_field("filepath", DataType.VARCHAR, max_length=8192)
+    schema.add_field("attrs", DataType.JSON)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
+    name = settings.milvus_collection
+    client.create_collection(name, schema=schema, consistency_level="Strong")
+    old_id = derive_id("old", "0" * 32)
+    row = {"id": old_id, "namespace": "", "key": "old", "md5": "0" * 32, "filepath": "/old.jpg", "attrs": {"a": 1}}
+    client.insert(name, [{**row, "vector": unit(31).tolist()}])
+    try:
+        store = VectorStore(settings, DIM)
+        scope = store.scope()
+        assert store.layout.tenancy and not store.layout.regions
+        [(new_id, created)] = store.put_many(scope, [Record("new", "1" * 32, "/new.jpg", unit(32), {"b": 2})])
+        assert created
+        assert [(r["id"], r["attrs"], r["region"]) for r in store.get_keys(scope, ["old", "new"])] == [
+            (new_id, {"b": 2}, None),
+            (old_id, {"a": 1}, None),
+        ]
+        assert {r["key"]: r["region"] for r in store.list_records(scope, 0, 10).rows} == {"old": None, "new": None}
+        assert [h.id for h in store.search(store.scope("shop"), unit(31), 1)] == []  # namespaces still work
+        with pytest.raises(Conflict) as refused:
+            store.scope(regions=True)
+        assert refused.value.reason == "collection_without_regions"
+        assert all(
+            word in refused.value.msg for word in (name, "'region'", "MILVUS_COLLECTION", "re-import", "reindex")
+        )
+        # A region that reaches a write anyway is refused too, and nothing is written.
+        with pytest.raises(Conflict):
+            store.put_many(scope, [Record("bag", "2" * 32, "/bag.jpg", unit(33), region=BAG)])
+        assert store.count(scope) == 2
+        store.close()
+        assert {f["name"] for f in client.describe_collection(name)["fields"]} == {*row, "vector"}  # left as it was
+    finally:
+        client.drop_collection(name)
+        client.close()

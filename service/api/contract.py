@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -38,7 +39,7 @@ from pydantic_core import PydanticUseDefault
 from werkzeug.datastructures import FileStorage
 
 from conf.errors import ApiError, BadInput, json_type_name
-from conf.settings import Settings
+from conf.settings import SearchRegion, Settings
 from service.inputs import ImageInput
 from service.inputs.base64 import Base64Image
 from service.inputs.path import SharedPath
@@ -46,11 +47,21 @@ from service.inputs.upload import Upload
 from service.inputs.url import Url
 from service.store.filters import FILTER_EXAMPLE, JS_MAX_SAFE_INTEGER, NAMESPACE_RE, AttrsError, validate_attrs
 from service.usecases.add import AddRequest, OnDuplicate
+from service.usecases.prepare import Region, RegionBox
 from service.usecases.search import SearchOptions
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 ATTRS_EXAMPLE = '{"category": "shoes", "price": 49.9, "in_stock": true, "tags": ["red", "sale"]}'
 ITEMS_EXAMPLE = '[{"url": "https://...", "key": "SKU-1"}]'
+REGION_EXAMPLE = '{"x": 40, "y": 60, "w": 200, "h": 150}'
+BOX_KEYS = ("x", "y", "w", "h")
+# A box side or offset beyond any image imgsim decodes (MAX_IMAGE_PIXELS caps far below a million pixels a side).
+MAX_BOX_PIXELS = 1_000_000
+REGION_SHAPES = f'"auto", "whole" or a box such as {REGION_EXAMPLE} (pixels of the image after its EXIF orientation)'
+SEARCH_ID_REGION = (
+    "field 'region' applies to an image you send; search/id searches with the record's stored vector: leave "
+    "'region' out (to search with part of the picture, send the image to /search/{file,url,path,base64})"
+)
 
 
 @dataclass(frozen=True)
@@ -263,6 +274,56 @@ def json_text(value: object, name: str, example: str, what: str = "a JSON object
     return value
 
 
+def _bad_region(what: str) -> BadInput:
+    return BadInput(f"field 'region' {what}", reason="bad_region")
+
+
+def region_value(value: object) -> Region:
+    """`region`: "auto", "whole", or a box {x, y, w, h} in pixels (in a form: the box as JSON text)."""
+    if isinstance(value, str) and value.strip() in (SearchRegion.AUTO, SearchRegion.WHOLE):
+        return SearchRegion(value.strip())
+    if isinstance(value, str) and not value.lstrip().startswith("{"):
+        raise _bad_region(f"must be {REGION_SHAPES}, not {value[:50]!r}")
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            raise _bad_region(
+                f"must be {REGION_SHAPES}; the text sent is not JSON (in a form, send the box as JSON text "
+                f"such as {REGION_EXAMPLE})"
+            ) from None
+    if not isinstance(value, dict):
+        raise _bad_region(f"must be {REGION_SHAPES}, not {json_type_name(value)}")
+    unknown = [str(k)[:30] for k in value if k not in BOX_KEYS]
+    missing = [k for k in BOX_KEYS if k not in value]
+    if unknown or missing:
+        wrong = f"has the unknown key(s) {', '.join(map(repr, unknown))}" if unknown else f"lacks {', '.join(missing)}"
+        raise _bad_region(f"{wrong}: a box has exactly the keys x, y, w and h, such as {REGION_EXAMPLE}")
+    return RegionBox(*(_box_number(k, value[k]) for k in BOX_KEYS))
+
+
+def _box_number(name: str, number: object) -> float:
+    """One coordinate of a region box: a finite JSON number, x and y at least 0, w and h above 0."""
+    if isinstance(number, bool) or not isinstance(number, (int, float)):
+        raise _bad_region(
+            f"has {name}={json.dumps(number)[:30]} ({json_type_name(number)}); the box's x, y, w and h must be numbers "
+            f"of pixels, such as {REGION_EXAMPLE}"
+        )
+    if not math.isfinite(number) or abs(number) > MAX_BOX_PIXELS:
+        raise _bad_region(f"has {name}={number!r}; coordinates must be finite numbers of at most {MAX_BOX_PIXELS} px")
+    if name in ("x", "y") and number < 0:
+        raise _bad_region(
+            f"has {name}={number!r}; x and y (the box's left and top edge) must be 0 or more, in pixels from the "
+            "image's top-left corner"
+        )
+    if name in ("w", "h") and number <= 0:
+        raise _bad_region(
+            f"has {name}={number!r}; w and h (the box's width and height) must be more than 0 pixels (an empty box "
+            'shows nothing: leave region out or send "whole" for the whole image)'
+        )
+    return float(number)
+
+
 def attrs_value(value: object) -> dict[str, Any]:
     """`attrs`: a flat JSON object of the record's attributes."""
     try:
@@ -419,6 +480,21 @@ class Filter(RootModel[dict[str, Scalar | list[Scalar] | Range]]):
     ]
 
 
+class RequestedBox(BaseModel):
+    """A box in pixels of the image as decoded, after its EXIF orientation: left x, top y, width w, height h.
+    Fractions are rounded outward to whole pixels; a box over the edge is clipped to the image, and a box with
+    no pixel inside it is a 400."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [json.loads(REGION_EXAMPLE)]})
+    x: Annotated[float, Field(ge=0, le=MAX_BOX_PIXELS)]
+    y: Annotated[float, Field(ge=0, le=MAX_BOX_PIXELS)]
+    w: Annotated[float, Field(gt=0, le=MAX_BOX_PIXELS)]
+    h: Annotated[float, Field(gt=0, le=MAX_BOX_PIXELS)]
+
+
+RegionShape = Literal["auto", "whole"] | RequestedBox
+
+
 # --- the bodies ------------------------------------------------------------------------------------------------
 class Body(BaseModel):
     """What every body shares: `namespace`, resolved with the token before the body is read (service.api.endpoint)."""
@@ -563,6 +639,25 @@ FILTER = Annotated[
         filter_value,
     ),
 ]
+REGION_DOC = (
+    'The part of the image to embed: "whole", "auto" (imgsim finds the main object) or a box {x, y, w, h} in '
+    "pixels of the image after its EXIF orientation (clipped to the image; in a form: the box as JSON text)."
+)
+SEARCH_REGION = Annotated[
+    Region | None,
+    _doc(
+        f"{REGION_DOC} Default: SEARCH_REGION (whole unless the server says otherwise). The answer's `region` is "
+        "the box searched."
+    ),
+    _wire(RegionShape),
+    _optional(lambda v, _: region_value(v)),
+]
+ADD_REGION = Annotated[
+    Region,
+    _doc(f"{REGION_DOC} The stored vector describes that part; the thumbnail stays the whole photo. Default: whole."),
+    _wire(RegionShape),
+    _optional(lambda v, _: region_value(v)),
+]
 GROUP_BY_KEY = Annotated[
     bool,
     _doc('At most one hit per key (its best image); limit then counts keys. In a form: "true" or "false".'),
@@ -631,10 +726,11 @@ class AddFields(ImageOptions):
     img_path: IMG_PATH = Field(None, alias="imgPath")
     attrs: ATTRS = None
     on_duplicate: ON_DUPLICATE = OnDuplicate.ALLOW
+    region: ADD_REGION = SearchRegion.WHOLE
 
     def add_request(self) -> AddRequest:
         """The add this body asks for."""
-        return AddRequest(self.image(), self.key, self.img_path, self.attrs, self.on_duplicate)
+        return AddRequest(self.image(), self.key, self.img_path, self.attrs, self.on_duplicate, self.region)
 
 
 class SearchFields(Body):
@@ -652,6 +748,8 @@ class SearchFields(Body):
 
 class SearchImageFields(SearchFields, ImageOptions):
     """A search with an image."""
+
+    region: SEARCH_REGION = None
 
 
 class AddFileBody(AddFields, FileImage):
@@ -707,6 +805,14 @@ class SearchByIdBody(SearchFields, RecordIdField):
 
     include_self: INCLUDE_SELF = False
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_region(cls, data: Any) -> Any:
+        """A region names part of a sent image; search/id sends none."""
+        if isinstance(data, dict) and not _absent(data.get("region")):
+            raise BadInput(SEARCH_ID_REGION, reason="bad_region")
+        return data
+
 
 class KeysBody(Body):
     """A list of keys: the records of get/key and del/key."""
@@ -754,6 +860,7 @@ class SyncItem(BaseModel):
     base64: Annotated[str, Field(min_length=1)] | None = None
     img_path: Annotated[str, Field(max_length=4096)] | None = Field(None, alias="imgPath")
     attrs: Attrs | None = None
+    region: RegionShape | None = Field(None, description=f"{REGION_DOC} Default: whole.")
 
 
 class BatchItem(SyncItem):
@@ -780,11 +887,11 @@ def item_request(raw: object, limits: Limits, on_duplicate: OnDuplicate, key: st
         )
     if key is not None and raw.get("key") not in (None, "", key):
         raise BadInput("the items of set/key take the request's key; leave 'key' out of the items")
-    fields = {name: raw.get(name) for name in (kinds[0], "key", "imgPath", "attrs")}
+    fields = {name: raw.get(name) for name in (kinds[0], "key", "imgPath", "attrs", "region")}
     if key is not None:
         fields["key"] = key
     body = parse(ITEM_BODIES[kinds[0]], fields, limits)
-    return AddRequest(body.image(), body.key, body.img_path, body.attrs, on_duplicate)
+    return AddRequest(body.image(), body.key, body.img_path, body.attrs, on_duplicate, body.region)
 
 
 def item_requests(

@@ -32,12 +32,14 @@ RouteFunction = Callable[..., ResponseReturnValue]
 @dataclass(frozen=True)
 class Ok:
     """A successful answer: the schema of `data` in the envelope (any pydantic-describable type), its
-    description, and the `msg` it carries (a JSON schema for the string)."""
+    description, the `msg` it carries (a JSON schema for the string), and the fields the envelope carries beside
+    them (name: (type, description); the `region` of a search by image or an add)."""
 
     data: Any
     description: str
     msg: Mapping[str, Any] = field(default_factory=lambda: {"type": "string", "enum": ["success"]})
     media_type: str = "application/json"
+    beside: Mapping[str, tuple[Any, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -189,15 +189,18 @@ def _operation(spec: Endpoint, kind: str | None, method: str, schemas: _Schemas)
     return op
 
 
-def _envelope(code_schema: dict[str, Any], msg: Mapping[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+def _envelope(
+    code_schema: dict[str, Any], msg: Mapping[str, Any], data: dict[str, Any], beside: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     return {
         "type": "object",
-        "required": ["code", "msg", "data"],
+        "required": ["code", "msg", "data", *(beside or {})],
         "additionalProperties": False,
         "properties": {
             "code": {**code_schema, "description": "always equals the HTTP status"},
             "msg": dict(msg),
             "data": data,
+            **(beside or {}),
         },
     }
 
@@ -207,7 +210,8 @@ def _ok(spec: Endpoint, schemas: _Schemas) -> dict[str, Any]:
     data = schemas.of(ok.data)
     if ok.media_type != "application/json" or not ok.msg:
         return {"description": ok.description, "content": {ok.media_type: {"schema": data}}}
-    schema = _envelope({"type": "integer", "enum": [200]}, ok.msg, data)
+    beside = {name: {"allOf": [schemas.of(shape)], "description": text} for name, (shape, text) in ok.beside.items()}
+    schema = _envelope({"type": "integer", "enum": [200]}, ok.msg, data, beside)
     return {"description": ok.description, "content": {"application/json": {"schema": schema}}}
 
 

@@ -32,6 +32,7 @@ from service.api.endpoint import Ok, deps, endpoint
 from service.api.envelope import envelope
 from service.api.tokens import ADMIN, READ, WRITE, Grant
 from service.api.views import (
+    Box,
     Count,
     Hit,
     ItemResult,
@@ -65,6 +66,10 @@ WITH_BODY = (400, 413, *ALWAYS)
 WITH_IMAGE = (415, *WITH_BODY)
 # The answers of more than one route, or too long to read inside a decorator.
 SEARCH_OK = Ok(list[Hit], "The most similar stored images, best first.")
+SEARCHED_BOX = (
+    "the box of the image whose vector was searched (pixels after EXIF orientation; the whole image when none)"
+)
+SEARCH_IMAGE_OK = Ok(list[Hit], "The most similar stored images, best first.", beside={"region": (Box, SEARCHED_BOX)})
 COUNT_OK = Ok(Count, "A number of records.")
 PAGE_OK = Ok(Page, "A page of the namespace's records, in id order.")
 ITEMS_OK = Ok(
@@ -89,6 +94,7 @@ writes = partial(endpoint, api, right=WRITE, tag="add", errors=WITH_BODY)
         "Stored (or already stored: adding is idempotent), or skipped as a "
         "duplicate (on_duplicate=skip): then data is the record already stored.",
         msg={"type": "string", "minLength": 1},
+        beside={"region": (Box, "the box of the image the stored vector describes (the whole image when none)")},
     ),
 )
 def add(body: AddFields, namespace: str) -> tuple[Response, int]:
@@ -98,16 +104,18 @@ def add(body: AddFields, namespace: str) -> tuple[Response, int]:
     another key."""
     added = add_image(deps(), namespace, body.add_request())
     if added.duplicate_of is not None:
-        return envelope(added.duplicate_of, msg=duplicate_message(added.duplicate_of))
-    return envelope(True)
+        return envelope(added.duplicate_of, msg=duplicate_message(added.duplicate_of), region=added.region)
+    return envelope(True, region=added.region)
 
 
-@endpoint(api, f"/search/{KINDS}", right=READ, body=SEARCH_BODIES, tag="search", errors=WITH_IMAGE, ok=SEARCH_OK)
+@endpoint(api, f"/search/{KINDS}", right=READ, body=SEARCH_BODIES, tag="search", errors=WITH_IMAGE, ok=SEARCH_IMAGE_OK)
 def search(body: SearchImageFields, namespace: str) -> tuple[Response, int]:
     """The stored images most similar to this one, best first, each with its cosine `score` and a `match` verdict
     (exact, duplicate, similar). `filter` keeps hits whose attributes meet it; `group_by_key` returns one hit per
-    key."""
-    return envelope([found_view(f) for f in search_image(deps(), namespace, body.image(), body.options())])
+    key. `region` searches with part of the image: a box, or "auto" (the main object); the answer's `region`
+    beside `data` is the box searched."""
+    searched = search_image(deps(), namespace, body.image(), body.options(), body.region)
+    return envelope([found_view(f) for f in searched.found], region=searched.region.as_dict())
 
 
 @endpoint(

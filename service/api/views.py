@@ -27,6 +27,18 @@ class Shape(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Box(Shape):
+    """A box in whole pixels of the image as decoded, after its EXIF orientation: left x, top y, width w, height h."""
+
+    x: int = Field(ge=0)
+    y: int = Field(ge=0)
+    w: int = Field(ge=1)
+    h: int = Field(ge=1)
+
+
+REGION_OF_RECORD = "the part of the image the record's vector describes; null: the whole image"
+
+
 class Hit(Shape):
     """A search hit."""
 
@@ -54,6 +66,7 @@ class Record(Shape):
     filepath: str
     md5: MD5
     attrs: Attrs | None = Field(None, description="present when the record has attributes")
+    region: Box | None = Field(description=REGION_OF_RECORD)
 
 
 class ListedRecord(Shape):
@@ -64,6 +77,7 @@ class ListedRecord(Shape):
     filepath: str
     md5: MD5
     attrs: Attrs = Field(description="{} when the record has none")
+    region: Box | None = Field(description=REGION_OF_RECORD)
 
 
 class Page(Shape):
@@ -84,6 +98,10 @@ class ItemResult(Shape):
         description="the record's id (for a duplicate: the record it duplicates); null when the item failed"
     )
     created: bool = Field(description="true when this item stored a new record")
+    region: Box | None = Field(
+        description="the box of the image the record's vector describes (the whole image when the item named no "
+        "region); null when the item failed"
+    )
 
 
 class SetKeyResult(Shape):
@@ -196,20 +214,22 @@ def found_view(found: Found) -> dict[str, Any]:
 
 
 def record_view(record: dict[str, Any]) -> dict[str, Any]:
-    """A stored record as get/key shows it: id, key, filepath, md5 (and attrs when it has some)."""
+    """A stored record as get/key shows it: id, key, filepath, md5 (and attrs when it has some), region."""
     view = {"id": record["id"], "key": record["key"], "filepath": record["filepath"], "md5": record["md5"]}
     if record.get("attrs"):
         view["attrs"] = record["attrs"]
+    view["region"] = record.get("region")
     return view
 
 
 def outcome_view(outcome: Added | ApiError) -> dict[str, Any]:
-    """One item of a batch or sync: the code and msg a single add would have answered, its id, and created."""
+    """One item of a batch or sync: the code and msg a single add would have answered, its id, created, and the box
+    its vector describes."""
     if isinstance(outcome, ApiError):
         data = outcome.data if isinstance(outcome.data, dict) else {}
-        return {"code": status_of(outcome), "msg": outcome.msg, "id": data.get("id"), "created": False}
+        return {"code": status_of(outcome), "msg": outcome.msg, "id": data.get("id"), "created": False, "region": None}
     msg = "success" if outcome.duplicate_of is None else duplicate_message(outcome.duplicate_of)
-    return {"code": 200, "msg": msg, "id": outcome.id, "created": outcome.created}
+    return {"code": 200, "msg": msg, "id": outcome.id, "created": outcome.created, "region": outcome.region}
 
 
 def duplicate_message(other: dict[str, Any]) -> str:

@@ -30,7 +30,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from conf.errors import NotReady, StartupError
 from conf.settings import Consistency, Settings
-from service.store.filters import Layout, namespace_expr
+from service.store.filters import REGION_FIELD, Layout, namespace_expr
 from service.store.meta import (
     DUPLICATE_PROPERTY,
     DuplicateThreshold,
@@ -221,7 +221,9 @@ def _probe(client: MilvusClient, settings: Settings) -> bool | None:
 # New collections have the tenancy fields `namespace` (a partition key where the server handles one
 # correctly, see the capabilities above) and `attrs` (JSON). A collection created by an earlier imgsim
 # has neither: it keeps working as the default namespace without attributes (Layout.tenancy is False,
-# see service.store.filters.Scope).
+# see service.store.filters.Scope). New collections also have `region` (JSON: the box of the photo the
+# record's vector describes, {} for the whole image); one created before regions lacks it and keeps
+# working with whole-image records (Layout.regions is False).
 MD5_LEN = 32
 FILEPATH_MAX_CHARS = 2048
 # Milvus counts VARCHAR length in bytes; a character is at most 4 bytes in UTF-8.
@@ -236,6 +238,8 @@ FIELD_TYPES = {
 }
 # Fields of collections created since namespaces exist; a collection has both or neither.
 TENANCY_FIELDS = {"namespace": DataType.VARCHAR, "attrs": DataType.JSON}
+# The field of collections created since regions exist; its absence is no error either.
+REGION_FIELDS = {REGION_FIELD: DataType.JSON}
 # (index type, build params), best first; the first one the server accepts is used.
 VECTOR_INDEXES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("HNSW", {"M": 16, "efConstruction": 200}),
@@ -268,7 +272,7 @@ def prepare_collection(
     created = not client.has_collection(name, timeout=t)
     desc: dict[str, Any] = {}
     if created:
-        layout = Layout(tenancy=True, partition_key=partition_key_works(client, settings, server_version))
+        layout = Layout(tenancy=True, partition_key=partition_key_works(client, settings, server_version), regions=True)
         # Strong consistency: a search right after an add or delete sees it (read-after-write).
         client.create_collection(
             name,
@@ -317,6 +321,8 @@ def collection_schema(settings: Settings, dim: int, description: str, partition_
     schema.add_field("md5", DataType.VARCHAR, max_length=MD5_LEN)
     schema.add_field("filepath", DataType.VARCHAR, max_length=FILEPATH_MAX_CHARS * _UTF8_MAX)
     schema.add_field("attrs", DataType.JSON)
+    # JSON rather than four ints: one field, {} for the whole image (Milvus 2.3 has no nullable fields).
+    schema.add_field(REGION_FIELD, DataType.JSON)
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
     return schema
 
@@ -350,7 +356,8 @@ def _create_first_accepted(
 def _check_schema(desc: dict[str, Any], settings: Settings, dim: int) -> Layout:
     fields = {f["name"]: f for f in desc.get("fields", [])}
     tenancy = any(name in fields for name in TENANCY_FIELDS)
-    wanted = {**FIELD_TYPES, **TENANCY_FIELDS} if tenancy else FIELD_TYPES
+    regions = REGION_FIELD in fields
+    wanted = {**FIELD_TYPES, **(TENANCY_FIELDS if tenancy else {}), **(REGION_FIELDS if regions else {})}
     for name, dtype in wanted.items():
         if name not in fields:
             raise StartupError(_incompatible(settings, f"it has no field {name!r} (fields: {sorted(fields)})"))
@@ -370,7 +377,15 @@ def _check_schema(desc: dict[str, Any], settings: Settings, dim: int) -> Layout:
             "default namespace only (see the README, 'Namespaces')",
             settings.milvus_collection,
         )
-    return Layout(tenancy=tenancy, partition_key=bool(fields.get("namespace", {}).get("is_partition_key")))
+    if not regions:
+        log.warning(
+            "collection %r was created by an earlier imgsim without regions: its records describe whole "
+            "images, and an add with a region is refused (searching with a region works)",
+            settings.milvus_collection,
+        )
+    return Layout(
+        tenancy=tenancy, partition_key=bool(fields.get("namespace", {}).get("is_partition_key")), regions=regions
+    )
 
 
 def _incompatible(settings: Settings, why: str) -> str:
@@ -476,7 +491,7 @@ class Connection:
         self.client: MilvusClient | None = None
         self.server_version = ""
         self.indexes = Indexes("", "")
-        self.layout = Layout(tenancy=False, partition_key=False)
+        self.layout = Layout(tenancy=False, partition_key=False, regions=False)
         self.native_grouping = False
         self._dim = dim
         self.space = space
@@ -506,13 +521,14 @@ class Connection:
             with self._observed("connect") if observed else nullcontext():
                 self.client = self._open()
             log.info(
-                "connected to %s (server %s), collection %r, vector index %s, key index %s, namespaces %s",
+                "connected to %s (server %s), collection %r, vector index %s, key index %s, namespaces %s, regions %s",
                 self.target,
                 self.server_version,
                 self.collection,
                 self.indexes.vector,
                 self.indexes.key or "none",
                 _namespaces(self.layout),
+                _regions(self.layout),
             )
             return self.client
 
@@ -675,6 +691,10 @@ def _namespaces(layout: Layout) -> str:
     if not layout.tenancy:
         return "unavailable (a collection of an earlier imgsim: default namespace only)"
     return "by partition key" if layout.partition_key else "by filter"
+
+
+def _regions(layout: Layout) -> str:
+    return "stored" if layout.regions else "unavailable (a collection of an earlier imgsim: whole images only)"
 
 
 def _log_retry(state: Any) -> None:

@@ -111,16 +111,19 @@ def all_of(*exprs: str) -> str:
 # an earlier imgsim has neither; rather than refuse to start on it (its ids and records stay valid), the
 # store serves it as the default namespace without attributes, and anything that needs the new fields
 # (another namespace, attrs, a filter) is refused with a Conflict naming the way out: a new
-# MILVUS_COLLECTION and a re-import.
+# MILVUS_COLLECTION and a re-import. The `region` field (the part of the photo a record's vector
+# describes) came later still and is handled the same way: without it, records describe whole images.
 TENANCY_ONLY = (NAMESPACE_FIELD, ATTRS_FIELD)
+REGION_FIELD = "region"
 
 
 @dataclass(frozen=True)
 class Layout:
-    """How the collection tells namespaces apart: tenancy fields at all, and a partition key on `namespace`."""
+    """What the collection's schema offers: tenancy fields at all, a partition key on `namespace`, a `region` field."""
 
     tenancy: bool
     partition_key: bool
+    regions: bool
 
 
 def legacy_conflict(collection: str, what: str) -> Conflict:
@@ -134,12 +137,24 @@ def legacy_conflict(collection: str, what: str) -> Conflict:
     )
 
 
+def regions_conflict(collection: str) -> Conflict:
+    """The refusal to store a region in a collection created before regions existed."""
+    return Conflict(
+        f"collection {collection!r} was created by an earlier imgsim without the 'region' field, so its "
+        "records describe whole images only and an add cannot store a region (searching with a region "
+        "works). Add without 'region' (or with \"whole\"), or, to store regions, set MILVUS_COLLECTION to a "
+        "new name and re-import the images (python main.py import DIR, or the add endpoints); a "
+        "'main.py reindex' command that does this is planned.",
+        reason="collection_without_regions",
+    )
+
+
 class Scope:
     """One namespace of one collection, checked once: every expression the store sends for it starts here.
 
     Built by VectorStore.scope, once per request: it raises NamespaceError for a malformed name and
-    Conflict when the collection (one of an earlier imgsim) cannot serve the namespace, attributes or
-    filter asked for. Store operations then take it and check nothing again.
+    Conflict when the collection (one of an earlier imgsim) cannot serve the namespace, attributes,
+    filter or stored regions asked for. Store operations then take it and check nothing again.
     """
 
     def __init__(
@@ -149,6 +164,7 @@ class Scope:
         namespace: str = DEFAULT_NAMESPACE,
         attrs: bool = False,
         filtered: bool = False,
+        regions: bool = False,
     ) -> None:
         self.namespace = check_namespace(namespace)
         self.layout = layout
@@ -160,6 +176,8 @@ class Scope:
                 raise legacy_conflict(collection, "attributes ('attrs')")
             if filtered:
                 raise legacy_conflict(collection, "attributes to filter on ('filter')")
+        if regions and not layout.regions:
+            raise regions_conflict(collection)
         self._condition = namespace_expr(namespace) if layout.tenancy else ""
 
     def expr(self, *conditions: str) -> str:
@@ -167,16 +185,28 @@ class Scope:
         return all_of(self._condition, *conditions)
 
     def fields(self, names: Iterable[str]) -> list[str]:
-        """The fields of `names` this collection has (a legacy one lacks namespace and attrs)."""
-        return [n for n in names if self.layout.tenancy or n not in TENANCY_ONLY]
+        """The fields of `names` this collection has (an older one lacks namespace and attrs, or region)."""
+        return [
+            n
+            for n in names
+            if (self.layout.tenancy or n not in TENANCY_ONLY) and (self.layout.regions or n != REGION_FIELD)
+        ]
 
-    def row_extras(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        """The tenancy fields of a row to write (none in a legacy collection, which refuses attributes)."""
-        if not self.layout.tenancy:
-            if attrs:
-                raise legacy_conflict(self.collection, "attributes ('attrs')")
-            return {}
-        return {NAMESPACE_FIELD: self.namespace, ATTRS_FIELD: attrs}
+    def row_extras(self, attrs: dict[str, Any], region: dict[str, int] | None = None) -> dict[str, Any]:
+        """The fields of a row to write beyond id, key, md5, filepath and vector: the tenancy fields, and the
+        region ({} for the whole image: Milvus 2.3 has no nullable fields). An older collection gets only
+        those it has, and refuses attributes or a region it cannot store.
+        """
+        extras: dict[str, Any] = {}
+        if self.layout.tenancy:
+            extras.update({NAMESPACE_FIELD: self.namespace, ATTRS_FIELD: attrs})
+        elif attrs:
+            raise legacy_conflict(self.collection, "attributes ('attrs')")
+        if self.layout.regions:
+            extras[REGION_FIELD] = {name: int(value) for name, value in region.items()} if region else {}
+        elif region:
+            raise regions_conflict(self.collection)
+        return extras
 
 
 # --- literals ----------------------------------------------------------------------------

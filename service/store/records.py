@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # The scalar fields of a stored record, in the order answers list them.
-RECORD_FIELDS = ("id", "namespace", "key", "md5", "filepath", "attrs")
+RECORD_FIELDS = ("id", "namespace", "key", "md5", "filepath", "attrs", "region")
 # Candidate ids tried for one (key, md5) after its first choice is owned by another record.
 MAX_ID_CANDIDATES = 16
 # Paging: aim each window at this many times the page size, so one round usually fills the page.
@@ -58,7 +58,9 @@ class Record:
     """One image to store: the caller's key, the image MD5, where it came from, and its vector.
 
     `attrs` None means "keep what is stored" when the record exists already ({} for a new one);
-    a dict replaces the stored attributes.
+    a dict replaces the stored attributes. `region` is the box (x, y, w, h in pixels of the image as
+    decoded) that `vector` describes; None is the whole image. Unlike attrs it always replaces the
+    stored one, since it goes with the vector.
     """
 
     key: str
@@ -66,6 +68,7 @@ class Record:
     filepath: str
     vector: np.ndarray
     attrs: dict[str, Any] | None = None
+    region: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -77,13 +80,15 @@ class Page:
 
 
 def public_record(row: dict[str, Any]) -> dict[str, Any]:
-    """A stored row as answers show it: id, key, filepath, md5 and attrs ({} when it has none)."""
+    """A stored row as answers show it: id, key, filepath, md5, attrs ({} when it has none) and region
+    (the box its vector describes; None for the whole image, and in a collection without regions)."""
     return {
         "id": int(row["id"]),
         "key": row["key"],
         "filepath": row["filepath"],
         "md5": row["md5"],
         "attrs": row.get("attrs") or {},
+        "region": row.get("region") or None,
     }
 
 
@@ -152,16 +157,26 @@ class VectorStore:
         """Connect, create or verify the collection, and load it (see Connection.connect)."""
         self.connection.connect()
 
-    def scope(self, namespace: str = DEFAULT_NAMESPACE, attrs: bool = False, filtered: bool = False) -> Scope:
+    def scope(
+        self, namespace: str = DEFAULT_NAMESPACE, attrs: bool = False, filtered: bool = False, regions: bool = False
+    ) -> Scope:
         """The namespace, checked once: what every record operation of one request takes.
 
         Connects first (the answer depends on the collection's schema), so a Milvus that is away
         answers NotReady here, before a use case spends model time. Raises NamespaceError for a
         malformed name and Conflict when the collection cannot serve this namespace, attributes
-        (`attrs`) or an attribute filter (`filtered`).
+        (`attrs`), an attribute filter (`filtered`) or records of a region rather than the whole
+        image (`regions`; reason collection_without_regions).
         """
         self.connection.connect()
-        return Scope(self.connection.layout, self.connection.collection, namespace, attrs=attrs, filtered=filtered)
+        return Scope(
+            self.connection.layout,
+            self.connection.collection,
+            namespace,
+            attrs=attrs,
+            filtered=filtered,
+            regions=regions,
+        )
 
     def ping(self) -> None:
         """Raise NotReady unless Milvus serves the collection now."""
@@ -194,7 +209,7 @@ class VectorStore:
         return allocate_ids(refs, rows_by_id)
 
     def stored(self, scope: Scope, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
-        """The stored row (id, key, md5, filepath, attrs...) of each of these (key, md5) pairs of the namespace."""
+        """The stored row (id, key, md5, filepath, attrs, region...) of each of these (key, md5) pairs."""
         unique = list(dict.fromkeys(pairs))
         if not unique:
             return {}
@@ -214,8 +229,8 @@ class VectorStore:
     def put_many(self, scope: Scope, records: Sequence[Record]) -> list[tuple[int, bool]]:
         """Store records; returns (id, created) for each. Re-putting a stored (namespace, key, md5) creates nothing.
 
-        A record that is stored already keeps its id; its filepath (and attrs, when
-        given) are updated when they changed. The whole batch is one upsert.
+        A record that is stored already keeps its id; its filepath, region (with the vector that
+        describes it) and attrs (when given) are updated when they changed. The whole batch is one upsert.
         """
         if not records:
             return []
@@ -253,7 +268,7 @@ class VectorStore:
         for rec, slot in zip(records, slots, strict=True):
             if slot.stored is not None:
                 row = _row(scope, slot.id, rec, slot.stored)
-                if any(row.get(f) != slot.stored.get(f) for f in ("filepath", "attrs") if f in row):
+                if any(_changed(row, slot.stored, f) for f in ("filepath", "attrs", "region") if f in row):
                     rows[slot.id] = row
                 result.append((slot.id, False))
             elif slot.id not in rows:
@@ -351,12 +366,12 @@ class VectorStore:
         return (np.asarray(rows[0]["vector"], dtype=np.float32), rows[0]["md5"]) if rows else None
 
     def get_keys(self, scope: Scope, keys: Iterable[str]) -> list[dict[str, Any]]:
-        """The records (id, key, filepath, md5, attrs) of these keys in the namespace, ordered by key then id."""
+        """The namespace's records (id, key, filepath, md5, attrs, region) of these keys, by key then id."""
         match = key_in(keys)
         return self._records(scope, match) if match is not None else []
 
     def get_ids(self, scope: Scope, ids: Iterable[int]) -> list[dict[str, Any]]:
-        """The namespace's records (id, key, filepath, md5, attrs) with these ids, ordered by key then id."""
+        """The namespace's records (id, key, filepath, md5, attrs, region) with these ids, ordered by key then id."""
         wanted = sorted({int(i) for i in ids})
         return self._records(scope, f"id in {wanted}") if wanted else []
 
@@ -423,8 +438,15 @@ def _row(scope: Scope, rid: int, rec: Record, stored: dict[str, Any] | None) -> 
         "md5": rec.md5,
         "filepath": rec.filepath,
         "vector": np.asarray(rec.vector, dtype=np.float32).tolist(),
-        **scope.row_extras(attrs),
+        **scope.row_extras(attrs, rec.region),
     }
+
+
+def _changed(row: dict[str, Any], stored: dict[str, Any], field: str) -> bool:
+    """Whether writing `row` changes `field` of the stored row (an empty JSON object and a missing one are alike)."""
+    if field in ("attrs", "region"):
+        return (row.get(field) or {}) != (stored.get(field) or {})
+    return row.get(field) != stored.get(field)
 
 
 # --- ids --------------------------------------------------------------------------------

@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 
 from conf.errors import Conflict
+from conf.settings import SearchRegion
 from service.inputs import ImageInput
 from service.store.records import Record, Scope, VectorStore
 from service.thumbs import Thumbnails
 from service.usecases.deps import Deps
-from service.usecases.prepare import PreparedImage, checked_filepath, stored_input
+from service.usecases.prepare import PreparedImage, Region, checked_filepath, decoded_use, framed
 
 log = logging.getLogger(__name__)
 
@@ -36,23 +37,27 @@ class OnDuplicate(StrEnum):
 
 @dataclass(frozen=True)
 class AddRequest:
-    """One image to add and how: key (default: its MD5), recorded filepath, attributes, duplicate policy."""
+    """One image to add and how: key (default: its MD5), recorded filepath, attributes, duplicate policy, and the
+    part of the image the stored vector is to describe (default: the whole image, whatever SEARCH_REGION says)."""
 
     image: ImageInput
     key: str | None = None
     img_path: str | None = None
     attrs: dict[str, Any] | None = None
     on_duplicate: OnDuplicate = OnDuplicate.ALLOW
+    region: Region = SearchRegion.WHOLE
 
 
 @dataclass(frozen=True)
 class Added:
-    """What an add did: the record's id, whether it is new, and the other record it duplicates (if skipped)."""
+    """What an add did: the record's id, whether it is new, the other record it duplicates (if skipped), and the box
+    the image's vector describes (pixels of the EXIF-oriented image; the whole image when no region was asked)."""
 
     id: int
     created: bool
     md5: str = ""
     duplicate_of: dict[str, Any] | None = None
+    region: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,11 @@ def _held(row: dict[str, Any] | None, im: PreparedImage, refresh: bool) -> bool:
         return False
     if not refresh:
         return True
-    return row["filepath"] == im.filepath and (im.attrs is None or (row.get("attrs") or {}) == im.attrs)
+    return (
+        row["filepath"] == im.filepath
+        and (im.attrs is None or (row.get("attrs") or {}) == im.attrs)
+        and (row.get("region") or None) == im.region
+    )
 
 
 def embed_unstored(
@@ -79,7 +88,7 @@ def embed_unstored(
 
     An image is held when its (key, MD5) is stored, and with `refresh_filepath`
     only when it is stored with the same filepath and attributes (so that storing
-    it again updates them). Held images skip the model.
+    it again updates them; and with the same region, whose vector it is). Held images skip the model.
     """
     stored = store.stored(scope, [(im.key, im.md5) for im in images])
     fresh: list[PreparedImage] = []
@@ -97,7 +106,7 @@ def embed_unstored(
 def record_of(embedded: Embedded) -> Record:
     """The store record for an embedded image."""
     im = embedded.image
-    return Record(im.key, im.md5, im.filepath, embedded.vector, im.attrs)
+    return Record(im.key, im.md5, im.filepath, embedded.vector, im.attrs, region=im.region)
 
 
 def put_embedded(
@@ -120,7 +129,7 @@ def put_guarded(deps: Deps, scope: Scope, embedded: Embedded, policy: OnDuplicat
     rid, created, other = deps.store.put_unless_duplicate(scope, record_of(embedded), deps.duplicate_score)
     if other is None:
         keep_thumbnails(deps.thumbs, [embedded.image])
-        return Added(rid, created, embedded.image.md5)
+        return added_of(embedded.image, rid, created)
     if policy is OnDuplicate.REJECT:
         raise Conflict(
             f"this image is already stored under key {other['key']!r} (id {other['id']}); nothing was "
@@ -128,15 +137,38 @@ def put_guarded(deps: Deps, scope: Scope, embedded: Embedded, policy: OnDuplicat
             reason="duplicate",
             data=other,
         )
-    return Added(rid, False, embedded.image.md5, duplicate_of=other)
+    return Added(rid, False, embedded.image.md5, duplicate_of=other, region=_box_of(embedded.image))
+
+
+def _box_of(im: PreparedImage) -> dict[str, int] | None:
+    return None if im.box is None else im.box.as_dict()
+
+
+def added_of(im: PreparedImage, rid: int, created: bool) -> Added:
+    """What adding the prepared image did: stored (or found stored) as record `rid`."""
+    return Added(rid, created, im.md5, region=_box_of(im))
 
 
 def prepare(deps: Deps, request: AddRequest) -> PreparedImage:
-    """Read and decode the request's image into a model input and the record it is to become."""
+    """Read and decode the request's image into the model input of its region and the record it is to become.
+
+    A box wholly outside the image is refused (BadInput) here, before anything is stored.
+    """
     source = request.image.load(deps.settings)
-    md5, array, thumb = stored_input(source.data, deps.settings, deps.preprocess, deps.decode_budget)
+    md5, frame, thumb = decoded_use(
+        source.data,
+        deps.settings,
+        lambda img: framed(img, request.region, deps.framing),
+        deps.decode_budget,
+        thumbnail=True,
+    )
     filepath = checked_filepath(request.img_path if request.img_path is not None else source.default_filepath)
-    return PreparedImage(request.key or md5, md5, filepath, array, thumb, request.attrs)
+    return PreparedImage(request.key or md5, md5, filepath, frame.array, thumb, request.attrs, frame.box, frame.region)
+
+
+def region_scope(deps: Deps, scope: Scope, attrs: bool) -> Scope:
+    """The scope for writing records with a region: Conflict when the collection predates regions."""
+    return deps.store.scope(scope.namespace, attrs=attrs, regions=True)
 
 
 def add_image(deps: Deps, namespace: str, request: AddRequest) -> Added:
@@ -148,13 +180,15 @@ def add_image(deps: Deps, namespace: str, request: AddRequest) -> Added:
     """
     scope = deps.store.scope(namespace, attrs=bool(request.attrs))
     prepared = prepare(deps, request)
+    if prepared.region is not None:
+        scope = region_scope(deps, scope, bool(request.attrs))
     embedded, held = embed_unstored(deps.store, scope, deps.embed_each, [prepared], refresh_filepath=True)
     if not embedded:
         keep_thumbnails(deps.thumbs, [prepared])
-        return Added(held[(prepared.key, prepared.md5)], False, prepared.md5)  # already there: the model did not run
+        return added_of(prepared, held[(prepared.key, prepared.md5)], False)  # already there: the model did not run
     if request.on_duplicate is OnDuplicate.ALLOW:
         [(rid, created)] = put_embedded(deps.store, scope, deps.thumbs, embedded)
-        added = Added(rid, created, prepared.md5)
+        added = added_of(prepared, rid, created)
     else:
         added = put_guarded(deps, scope, embedded[0], request.on_duplicate)
     log.info(

@@ -17,11 +17,13 @@ from service.usecases.add import (
     AddRequest,
     Embedded,
     OnDuplicate,
+    added_of,
     embed_unstored,
     keep_thumbnails,
     prepare,
     put_embedded,
     put_guarded,
+    region_scope,
 )
 from service.usecases.deps import Deps
 from service.usecases.prepare import PreparedImage
@@ -51,6 +53,11 @@ def add_in_scope(
 ) -> list[Outcome]:
     """add_batch within a scope the caller already holds."""
     prepared = _prepare_all(deps, items)
+    if any(isinstance(p, PreparedImage) and p.region is not None for p in prepared):
+        try:
+            scope = region_scope(deps, scope, any(isinstance(p, PreparedImage) and bool(p.attrs) for p in prepared))
+        except Conflict as exc:  # a collection older than regions: the items with one fail, the others go on
+            prepared = [exc if isinstance(p, PreparedImage) and p.region is not None else p for p in prepared]
     good = [p for p in prepared if isinstance(p, PreparedImage)]
     embedded, held = embed_unstored(deps.store, scope, deps.embed_each, good, refresh_filepath=True)
     keep_thumbnails(deps.thumbs, [p for p in good if (p.key, p.md5) in held])
@@ -78,7 +85,7 @@ def _write(deps: Deps, scope: Scope, embedded: list[Embedded], policy: OnDuplica
     out: dict[Pair, Outcome] = {}
     if policy is OnDuplicate.ALLOW:
         for e, (rid, created) in zip(embedded, put_embedded(deps.store, scope, deps.thumbs, embedded), strict=True):
-            out.setdefault((e.image.key, e.image.md5), Added(rid, created, e.image.md5))
+            out.setdefault((e.image.key, e.image.md5), added_of(e.image, rid, created))
         return out
     for e in embedded:
         pair = (e.image.key, e.image.md5)
@@ -101,7 +108,7 @@ def _outcomes(
             outcomes.append(p)
             continue
         pair = (p.key, p.md5)
-        outcome = Added(held[pair], False, p.md5) if pair in held else written[pair]
+        outcome = added_of(p, held[pair], False) if pair in held else written[pair]
         if isinstance(outcome, Added) and outcome.created and pair in seen:
             outcome = replace(outcome, created=False)
         seen.add(pair)

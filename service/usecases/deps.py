@@ -10,10 +10,11 @@ import numpy as np
 from PIL import Image
 
 from conf.settings import Settings
+from model.regions import Box, Proposal
 from service.batcher import Batcher
 from service.store.records import Hit, Query, VectorStore
 from service.thumbs import Thumbnails
-from service.usecases.prepare import PixelBudget, Preprocess
+from service.usecases.prepare import Framing, PixelBudget
 
 
 class Model(Protocol):
@@ -36,6 +37,14 @@ class Model(Protocol):
 
     def preprocess(self, img: Image.Image) -> np.ndarray:
         """A decoded RGB image -> one model input."""
+        ...
+
+    def preprocess_box(self, img: Image.Image, box: Box) -> np.ndarray:
+        """The model input of the part `box` of a decoded RGB image."""
+        ...
+
+    def propose(self, img: Image.Image) -> Proposal:
+        """The whole image's unit vector (run now, outside the batcher) and candidate boxes of its main object."""
         ...
 
 
@@ -61,7 +70,7 @@ class Deps:
     decode_budget: PixelBudget
     model_info: dict[str, Any]
     thumbs: Thumbnails
-    preprocess: Preprocess
+    framing: Framing
     duplicate_default: float
 
     @property
@@ -127,6 +136,6 @@ def build_deps(settings: Settings, store: VectorStore, model: Model, on_batch: B
         PixelBudget.for_settings(settings),
         model.info,
         Thumbnails(settings.thumb_dir),
-        model.preprocess,
+        Framing(model.preprocess, model.preprocess_box, model.propose),
         model.duplicate_default,
     )

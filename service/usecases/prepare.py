@@ -1,7 +1,9 @@
 """Image bytes to a model input: decoded, resized and normalised, within a budget of decoded pixels.
 
 Shared by every path that stores or searches an image (add, search, the bulk
-and the start-up import), so they decode and preprocess exactly alike.
+and the start-up import), so they decode and preprocess exactly alike. A request's
+`region` (the whole image, a box, or "auto") is applied here too, to the image as
+decoded and EXIF-oriented, so every image is decoded once whatever part of it is used.
 """
 
 from __future__ import annotations
@@ -10,14 +12,15 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
 
 from conf.errors import BadInput
-from conf.settings import Settings
+from conf.settings import SearchRegion, Settings
 from model.images import decode_image, decoded_pixels
+from model.regions import Box, Proposal, clip_box
 from service.store.connection import FILEPATH_MAX_CHARS
 from service.thumbs import make_thumbnail
 
@@ -29,6 +32,94 @@ DECODE_BUDGET_IMAGES = 2
 
 # The model's own preprocessing (Embedder.preprocess): decoded RGB image -> model input array.
 Preprocess = Callable[[Image.Image], np.ndarray]
+# Embedder.preprocess_box: the model input of one part of the image.
+PreprocessBox = Callable[[Image.Image, Box], np.ndarray]
+# Embedder.propose: the whole image's vector and candidate boxes of its main object.
+Propose = Callable[[Image.Image], Proposal]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RegionBox:
+    """A box as the request gives it (pixels of the EXIF-oriented image, possibly fractional or hanging over the
+    edge): checked for shape by the HTTP layer, clipped to the image once it is decoded."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+
+    def __str__(self) -> str:
+        return f"x={self.x:g},y={self.y:g},w={self.w:g},h={self.h:g}"
+
+
+# What part of an image a request uses: the whole image, the main object ("auto"), or a box.
+Region = SearchRegion | RegionBox
+
+
+@dataclass(frozen=True)
+class Framing:
+    """The model's ways of turning a decoded image into model inputs (model.embedder.Embedder's methods)."""
+
+    preprocess: Preprocess
+    preprocess_box: PreprocessBox
+    propose: Propose
+
+
+@dataclass(frozen=True)
+class Framed:
+    """A decoded image's model input for one part of it, the box that part is, and the image's size."""
+
+    array: np.ndarray
+    box: Box
+    width: int
+    height: int
+
+    @property
+    def region(self) -> dict[str, int] | None:
+        """The box as a record stores it: None for the whole image."""
+        return None if self.box.is_whole(self.width, self.height) else self.box.as_dict()
+
+
+@dataclass(frozen=True)
+class Proposed:
+    """An "auto" search's start: the whole image's vector, and the model input of each candidate box."""
+
+    vector: np.ndarray
+    whole: Box
+    candidates: list[tuple[Box, np.ndarray]]
+
+
+def clipped(region: RegionBox, img: Image.Image) -> Box:
+    """The requested box clipped to the decoded image; BadInput when no pixel of it is inside."""
+    box = clip_box(region.x, region.y, region.w, region.h, img.width, img.height)
+    if box is None:
+        raise BadInput(
+            f"field 'region': the box {region} lies outside the image ({img.width} x {img.height} px after EXIF "
+            "orientation): give a box inside it",
+            reason="bad_region",
+        )
+    return box
+
+
+def framed(img: Image.Image, region: Region, framing: Framing) -> Framed:
+    """The model input of the part of `img` that `region` names; "auto" takes the first proposed box (adds)."""
+    if isinstance(region, RegionBox):
+        box: Box | None = clipped(region, img)
+    elif region is SearchRegion.AUTO:
+        box = next(iter(framing.propose(img).boxes), None)
+    else:
+        box = None
+    if box is None or box.is_whole(img.width, img.height):
+        return Framed(framing.preprocess(img), Box.whole(img.width, img.height), img.width, img.height)
+    return Framed(framing.preprocess_box(img, box), box, img.width, img.height)
+
+
+def proposed(img: Image.Image, framing: Framing) -> Proposed:
+    """An "auto" search's inputs: one pass of the model over the whole image, and a crop of each box it proposes."""
+    proposal = framing.propose(img)
+    candidates = [(box, framing.preprocess_box(img, box)) for box in proposal.boxes]
+    return Proposed(proposal.vector, Box.whole(img.width, img.height), candidates)
 
 
 @dataclass(frozen=True)
@@ -41,6 +132,8 @@ class PreparedImage:
     array: np.ndarray
     thumb: Image.Image | None = None  # for the thumbnail store, made while the image was decoded anyway
     attrs: dict[str, Any] | None = None  # None: keep what is stored (nothing, for a new record)
+    box: Box | None = None  # the part of the image `array` shows (None: the whole image, size not kept)
+    region: dict[str, int] | None = None  # what the record stores of `box`: None when it is the whole image
 
 
 class PixelBudget:
@@ -71,25 +164,24 @@ class PixelBudget:
                 self._cond.notify_all()
 
 
-def model_input(
-    data: bytes, settings: Settings, preprocess: Preprocess, budget: PixelBudget | None = None
-) -> tuple[str, np.ndarray]:
-    """(MD5 of the bytes, model input array); raises NotAnImage or TooLarge.
-
-    With a budget, decoding waits until the pixels it will hold fit in it; the
-    full-size image is dropped before this returns.
-    """
-    md5, array, _thumb = _decode(data, settings, preprocess, budget, thumbnail=False)
-    return md5, array
-
-
 def stored_input(
     data: bytes, settings: Settings, preprocess: Preprocess, budget: PixelBudget | None = None
 ) -> tuple[str, np.ndarray, Image.Image]:
-    """As `model_input`, plus the image's thumbnail (for images about to be stored)."""
-    md5, array, thumb = _decode(data, settings, preprocess, budget, thumbnail=True)
+    """(MD5 of the bytes, model input of the whole image, its thumbnail), for images about to be stored."""
+    md5, array, thumb = decoded_use(data, settings, preprocess, budget, thumbnail=True)
     assert thumb is not None
     return md5, array, thumb
+
+
+def decoded_use(
+    data: bytes, settings: Settings, use: Callable[[Image.Image], T], budget: PixelBudget | None, thumbnail: bool
+) -> tuple[str, T, Image.Image | None]:
+    """(MD5 of the bytes, what `use` makes of the decoded image, its thumbnail when asked); raises NotAnImage or
+    TooLarge. Decodes once, within the caps and the budget; the full-size image is dropped before this returns."""
+    with _held(data, settings, budget) as limits:
+        decoded = decode_image(data, **limits)
+        thumb = make_thumbnail(decoded.image) if thumbnail else None
+        return decoded.md5, use(decoded.image), thumb
 
 
 def thumbnail_input(data: bytes, settings: Settings, budget: PixelBudget | None = None) -> tuple[str, Image.Image]:
@@ -97,15 +189,6 @@ def thumbnail_input(data: bytes, settings: Settings, budget: PixelBudget | None 
     with _held(data, settings, budget) as limits:
         decoded = decode_image(data, **limits)
         return decoded.md5, make_thumbnail(decoded.image)
-
-
-def _decode(
-    data: bytes, settings: Settings, preprocess: Preprocess, budget: PixelBudget | None, thumbnail: bool
-) -> tuple[str, np.ndarray, Image.Image | None]:
-    with _held(data, settings, budget) as limits:
-        decoded = decode_image(data, **limits)
-        thumb = make_thumbnail(decoded.image) if thumbnail else None
-        return decoded.md5, preprocess(decoded.image), thumb
 
 
 @contextmanager

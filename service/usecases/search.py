@@ -1,5 +1,5 @@
-"""Search: the stored images of a namespace most similar to an image, or to a stored record, each with a
-verdict (exact, duplicate, similar)."""
+"""Search: the stored images of a namespace most similar to an image (or to a part of it: a box, or the main object
+found by the model), or to a stored record, each with a verdict (exact, duplicate, similar)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from typing import Any
 import numpy as np
 
 from conf.errors import BadInput, NotFound
+from conf.settings import SearchRegion
+from model.regions import AUTO_GATE, Box, choose
 from service.inputs import ImageInput
 from service.store.filters import FilterError, compile_filter
 from service.store.records import Hit, Query, Scope
 from service.usecases.deps import Deps
-from service.usecases.prepare import model_input
+from service.usecases.prepare import Proposed, Region, decoded_use, framed, proposed
 
 EXACT, DUPLICATE, SIMILAR = "exact", "duplicate", "similar"
 
@@ -36,6 +38,14 @@ class Found:
     match: str
 
 
+@dataclass(frozen=True)
+class Searched:
+    """A search by image's hits, and the box (pixels of the EXIF-oriented image) whose vector was searched."""
+
+    found: list[Found]
+    region: Box
+
+
 def verdict(hit: Hit, query_md5: str, duplicate_score: float) -> str:
     """How a hit relates to the query image."""
     if hit.md5 and hit.md5 == query_md5:
@@ -56,6 +66,24 @@ def checked_filter(deps: Deps, namespace: str, options: SearchOptions) -> tuple[
     return deps.store.scope(namespace, filtered=bool(expr)), expr
 
 
+def _found_each(
+    deps: Deps,
+    vectors: list[np.ndarray],
+    md5: str,
+    scope: Scope,
+    options: SearchOptions,
+    expr: str,
+    exclude_id: int | None = None,
+) -> list[list[Found]]:
+    queries = [
+        Query(scope, v, options.limit, options.min_score, expr, exclude_id, options.group_by_key) for v in vectors
+    ]
+    # Searches that arrive together (a model batch finishing) go to Milvus as one multi-vector search.
+    hits_each = deps.searches.submit_many(queries)
+    threshold = deps.duplicate_score
+    return [[Found(hit, verdict(hit, md5, threshold)) for hit in hits] for hits in hits_each]
+
+
 def _found(
     deps: Deps,
     vector: np.ndarray,
@@ -65,20 +93,48 @@ def _found(
     expr: str,
     exclude_id: int | None = None,
 ) -> list[Found]:
-    query = Query(scope, vector, options.limit, options.min_score, expr, exclude_id, options.group_by_key)
-    # Searches that arrive together (a model batch finishing) go to Milvus as one multi-vector search.
-    hits = deps.searches.submit(query)
-    threshold = deps.duplicate_score
-    return [Found(hit, verdict(hit, md5, threshold)) for hit in hits]
+    [found] = _found_each(deps, [vector], md5, scope, options, expr, exclude_id)
+    return found
 
 
-def search_image(deps: Deps, namespace: str, image: ImageInput, options: SearchOptions) -> list[Found]:
-    """The namespace's images most similar to this one, best first, as the options say."""
+def search_image(
+    deps: Deps, namespace: str, image: ImageInput, options: SearchOptions, region: Region | None = None
+) -> Searched:
+    """The namespace's images most similar to this one (or to the part `region` names; none named: SEARCH_REGION),
+    best first, as the options say, and the box searched."""
     scope, expr = checked_filter(deps, namespace, options)
+    region = deps.settings.search_region if region is None else region
     source = image.load(deps.settings)
-    md5, array = model_input(source.data, deps.settings, deps.preprocess, deps.decode_budget)
-    [vector] = deps.embed_each([array])
-    return _found(deps, vector, md5, scope, options, expr)
+    if region is SearchRegion.AUTO:
+        md5, start, _ = decoded_use(
+            source.data, deps.settings, lambda img: proposed(img, deps.framing), deps.decode_budget, thumbnail=False
+        )
+        return _search_auto(deps, start, md5, scope, options, expr)
+    md5, frame, _ = decoded_use(
+        source.data, deps.settings, lambda img: framed(img, region, deps.framing), deps.decode_budget, thumbnail=False
+    )
+    [vector] = deps.embed_each([frame.array])
+    return Searched(_found(deps, vector, md5, scope, options, expr), frame.box)
+
+
+def _best(found: list[Found]) -> float | None:
+    return found[0].hit.score if found else None
+
+
+def _search_auto(deps: Deps, start: Proposed, md5: str, scope: Scope, options: SearchOptions, expr: str) -> Searched:
+    """The "auto" flow: the whole image's search answers unless the model proposed boxes and its best hit is below
+    AUTO_GATE; then every box is embedded and searched (each step queued together) and model.regions.choose
+    picks the answer."""
+    whole = _found(deps, start.vector, md5, scope, options, expr)
+    best = _best(whole)
+    if not start.candidates or (best is not None and best >= AUTO_GATE):
+        return Searched(whole, start.whole)
+    vectors = deps.embed_each([array for _box, array in start.candidates])
+    each = _found_each(deps, vectors, md5, scope, options, expr)
+    chosen = choose(best, [_best(found) for found in each])
+    if chosen is None:
+        return Searched(whole, start.whole)
+    return Searched(each[chosen], start.candidates[chosen][0])
 
 
 def search_by_id(
