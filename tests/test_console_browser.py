@@ -362,7 +362,9 @@ def test_console_search_errors_and_options(site: Site, browser: Any) -> None:
 
 @needs_chromium
 def test_console_search_by_url_and_path(site: Site, browser: Any, image_host: Callable[[bytes], str]) -> None:
-    """Search by an image URL and by a path on the shared volume: the stored image comes first, with its thumbnail."""
+    """Search by an image URL and by a path on the shared volume: the stored image comes first, with its thumbnail.
+    The box searched is shown as coordinates (the page may not load that picture), and Auto asks for region=auto
+    for that query only."""
     record_id, data = add(site, 31, "SKU-4004")
     add(site, 32, "SKU-5005")
     shared = site.live.runtime.settings.image_pool_path / "query.jpg"
@@ -380,6 +382,16 @@ def test_console_search_by_url_and_path(site: Site, browser: Any, image_host: Ca
             assert best.get_attribute("data-id") == str(record_id), kind
             assert float(best.get_by_test_id("result-score").inner_text()) > 0.999
             best.get_by_test_id("thumb-img").wait_for()
+            assert "region" not in json.loads(site.search_bodies[-1])  # Auto on the URL did not stick to the path
+            expect(page.get_by_test_id("region-pane")).to_be_visible()
+            expect(page.get_by_test_id("region-stage")).to_be_hidden()
+            expect(page.get_by_test_id("region-coords")).to_have_text('{"x":0,"y":0,"w":320,"h":240}')
+            with page.expect_response(f"**/search/{kind}") as caught:
+                page.get_by_test_id("region-auto").click()
+            expect(page.get_by_test_id("region-auto")).to_have_attribute("aria-pressed", "true")
+            sent = json.loads(site.search_bodies[-1])
+            assert sent["region"] == "auto" and sent[kind] == value
+            expect(page.get_by_test_id("region-coords")).to_have_text(as_shown(caught.value.json()["region"]))
         assert_clean(site, watch)
     finally:
         context.close()
@@ -411,6 +423,11 @@ def sent_region(body: bytes) -> str | None:
     """The multipart form field `region` the page sent, as text (None when it sent none)."""
     found = re.search(rb'name="region"\r\n\r\n(.*?)\r\n--', body, re.S)
     return found.group(1).decode() if found else None
+
+
+def as_shown(box: dict[str, int]) -> str:
+    """A box as the pane shows it: compact JSON in the API docs' order x, y, w, h, ready to paste."""
+    return json.dumps({k: box[k] for k in ("x", "y", "w", "h")}, separators=(",", ":"))
 
 
 def shown_box(page: Any) -> dict[str, int]:
@@ -515,15 +532,68 @@ def test_console_region_box_drag_reruns_search(site: Site, browser: Any, fmt: st
                 page.keyboard.press("Enter")
             expect(page.get_by_test_id(button)).to_have_attribute("aria-pressed", "true")
             assert sent_region(site.search_bodies[-1]) == value
-            region = caught.value.json()["region"]  # shown as x, y, w, h, the order of the API's docs
-            shown = json.dumps({k: region[k] for k in ("x", "y", "w", "h")}, separators=(",", ":"))
-            expect(page.get_by_test_id("region-coords")).to_have_text(shown)
+            expect(page.get_by_test_id("region-coords")).to_have_text(as_shown(caught.value.json()["region"]))
         assert shown_box(page) == whole
+
+        page.get_by_test_id("region-box").focus()  # keyboard: Shift+Left narrows the box by 1%, Enter searches
+        page.keyboard.press("Shift+ArrowLeft")
+        narrower = {**whole, "w": SCENE_SIZE[0] - 10}
+        assert shown_box(page) == narrower
+        with page.expect_response(lambda r: r.url.endswith("/search/file")) as caught:
+            page.keyboard.press("Enter")
+        assert json.loads(sent_region(site.search_bodies[-1]) or "null") == narrower == caught.value.json()["region"]
 
         page.get_by_test_id("lang-toggle").click()
         expect(page.get_by_test_id("region-auto")).to_have_text("自动")
         expect(page.get_by_test_id("region-whole")).to_have_text("整张图片")
         page.get_by_test_id("lang-toggle").click()
+        assert_clean(site, watch)
+    finally:
+        context.close()
+
+
+def turned_jpeg(width: int, height: int) -> bytes:
+    """A JPEG stored `width` x `height` whose EXIF orientation 6 turns it a quarter (shown `height` x `width`)."""
+    img = Image.open(io.BytesIO(photo(70, size=(width, height)))).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=90, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+@needs_chromium
+def test_console_region_box_follows_exif_orientation(site: Site, browser: Any) -> None:
+    """A phone photo stored sideways with EXIF orientation 6: the browser shows it upright, and the box drawn on
+    it is sent and answered in the same (oriented) pixels the service decodes."""
+    context, page, watch = open_page(browser)
+    try:
+        page.goto(f"{site.url}/console")
+        log_in(page, TOKEN)
+        page.get_by_test_id("nav-search").wait_for()
+        with page.expect_response(lambda r: r.url.endswith("/search/file")) as caught:
+            page.get_by_test_id("search-file-input").set_input_files(
+                {"name": "phone.jpg", "mimeType": "image/jpeg", "buffer": turned_jpeg(400, 300)}
+            )
+        upright = {"x": 0, "y": 0, "w": 300, "h": 400}
+        assert caught.value.json()["region"] == upright
+        expect(page.get_by_test_id("region-box")).to_be_visible()
+        assert page.get_by_test_id("region-img").evaluate("i => [i.naturalWidth, i.naturalHeight]") == [300, 400]
+        assert shown_box(page) == upright
+        rect = page.get_by_test_id("region-img").bounding_box()
+        assert rect["height"] > rect["width"]  # shown upright
+
+        def at(x: float, y: float) -> tuple[float, float]:
+            return rect["x"] + x * rect["width"] / 300, rect["y"] + y * rect["height"] / 400
+
+        with page.expect_response(lambda r: r.url.endswith("/search/file")) as caught:
+            page.mouse.move(*at(30, 200))  # the lower half, upright
+            page.mouse.down()
+            page.mouse.move(*at(270, 380), steps=5)
+            page.mouse.up()
+        sent = json.loads(sent_region(site.search_bodies[-1]) or "null")
+        assert near(sent, {"x": 30, "y": 200, "w": 240, "h": 180}), sent
+        assert caught.value.json()["region"] == sent == shown_box(page)
         assert_clean(site, watch)
     finally:
         context.close()
