@@ -41,6 +41,9 @@ class DecodedImage:
 
     image: Image.Image
     md5: str
+    # The size of the image as stored, after its EXIF orientation: what a caller's pixel coordinates (a region)
+    # refer to. `image` may be smaller: a large JPEG is decoded at 1/2, 1/4 or 1/8 scale (draft).
+    full_size: tuple[int, int]
 
 
 def md5_hex(data: bytes) -> str:
@@ -48,8 +51,9 @@ def md5_hex(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def _open_header(data: bytes, max_pixels: int) -> Image.Image:
-    """Open image bytes without decoding the pixels: format and pixel cap checked, JPEGs set to draft scale."""
+def _open_header(data: bytes, max_pixels: int) -> tuple[Image.Image, tuple[int, int]]:
+    """Open image bytes without decoding the pixels: format and pixel cap checked, JPEGs set to draft scale.
+    Also returns the size the file holds (a draft scale changes the image's `size`)."""
     img = Image.open(io.BytesIO(data))
     if img.format not in SUPPORTED_FORMATS:
         raise NotAnImage(
@@ -65,7 +69,7 @@ def _open_header(data: bytes, max_pixels: int) -> Image.Image:
         # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the photo is far larger than
         # what the model sees: several times faster and smaller in memory, same vector.
         img.draft(None, (DECODE_MIN_SIDE, DECODE_MIN_SIDE))
-    return img
+    return img, (width, height)
 
 
 def decoded_pixels(data: bytes, *, max_bytes: int, max_pixels: int) -> int:
@@ -78,7 +82,7 @@ def decoded_pixels(data: bytes, *, max_bytes: int, max_pixels: int) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            img = _open_header(data, max_pixels)
+            img, _stored_size = _open_header(data, max_pixels)
             return img.width * img.height
     except Exception:  # noqa: BLE001 - decode_image will say what is wrong with it
         return 0
@@ -100,7 +104,7 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow warns on odd-but-readable files; we judge by decoding
-            img = _open_header(data, max_pixels)
+            img, stored_size = _open_header(data, max_pixels)
             img.seek(0)  # first frame of a GIF/WEBP animation or multi-page TIFF
             img.load()
             rgb = _to_rgb(_apply_orientation(img))
@@ -125,7 +129,9 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
         raise _corrupt(exc) from None
     if rgb.width < 1 or rgb.height < 1:
         raise NotAnImage("the image has no pixels", reason="no_pixels")
-    return DecodedImage(image=rgb, md5=md5_hex(data))
+    # An orientation that turns the image swaps its sides (5 to 8); a draft scales both by one factor.
+    turned = (rgb.width > rgb.height) != (img.width > img.height)
+    return DecodedImage(image=rgb, md5=md5_hex(data), full_size=stored_size[::-1] if turned else stored_size)
 
 
 def _corrupt(exc: Exception) -> NotAnImage:

@@ -27,7 +27,9 @@ def search_file(svc: LiveService, data: bytes, **fields: object) -> list[dict]:
 def test_add_then_search_finds_it_first_with_full_score(service: LiveService) -> None:
     for seed in range(4):
         resp = add_file(service, photo(seed), key=f"sku-{seed}", name=f"p{seed}.jpg")
-        assert resp.status_code == 200 and resp.json() == {"code": 200, "msg": "success", "data": True}
+        # bogv's envelope unchanged, and beside it the box the stored vector describes (here: the whole photo)
+        whole = {"x": 0, "y": 0, "w": 320, "h": 240}
+        assert resp.status_code == 200 and resp.json() == {"code": 200, "msg": "success", "data": True, "region": whole}
     hits = search_file(service, photo(2))
     assert [h["key"] for h in hits][0] == "sku-2"
     assert hits[0]["filepath"] == "p2.jpg"

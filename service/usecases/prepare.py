@@ -19,7 +19,7 @@ from PIL import Image
 
 from conf.errors import BadInput
 from conf.settings import SearchRegion, Settings
-from model.images import decode_image, decoded_pixels
+from model.images import DecodedImage, decode_image, decoded_pixels
 from model.regions import Box, Proposal, clip_box
 from service.store.connection import FILEPATH_MAX_CHARS
 from service.thumbs import make_thumbnail
@@ -68,7 +68,8 @@ class Framing:
 
 @dataclass(frozen=True)
 class Framed:
-    """A decoded image's model input for one part of it, the box that part is, and the image's size."""
+    """A decoded image's model input for one part of it, the box that part is, and the image's size (the box and
+    the size in pixels of the image as stored, after its EXIF orientation)."""
 
     array: np.ndarray
     box: Box
@@ -90,36 +91,69 @@ class Proposed:
     candidates: list[tuple[Box, np.ndarray]]
 
 
-def clipped(region: RegionBox, img: Image.Image) -> Box:
-    """The requested box clipped to the decoded image; BadInput when no pixel of it is inside."""
-    box = clip_box(region.x, region.y, region.w, region.h, img.width, img.height)
-    if box is None:
-        raise BadInput(
-            f"field 'region': the box {region} lies outside the image ({img.width} x {img.height} px after EXIF "
-            "orientation): give a box inside it",
-            reason="bad_region",
+class Picture:
+    """A decoded image and the size a caller's pixels refer to: the image as stored, after its EXIF orientation.
+    The two differ when a large JPEG was decoded at 1/2, 1/4 or 1/8 scale (model.images: draft)."""
+
+    def __init__(self, decoded: DecodedImage) -> None:
+        self.image = decoded.image
+        self.width, self.height = decoded.full_size
+        self._sx, self._sy = self.image.width / self.width, self.image.height / self.height
+
+    @property
+    def whole(self) -> Box:
+        """The whole image, in the caller's pixels."""
+        return Box.whole(self.width, self.height)
+
+    def clipped(self, region: RegionBox) -> Box:
+        """The requested box clipped to the image; BadInput when no pixel of it is inside."""
+        box = clip_box(region.x, region.y, region.w, region.h, self.width, self.height)
+        if box is None:
+            raise BadInput(
+                f"field 'region': the box {region} lies outside the image ({self.width} x {self.height} px after "
+                "EXIF orientation): give a box inside it",
+                reason="bad_region",
+            )
+        return box
+
+    def decoded_box(self, box: Box) -> Box:
+        """A box of the caller's pixels in pixels of the decoded image (rounded outward)."""
+        img = self.image
+        scaled = clip_box(box.x * self._sx, box.y * self._sy, box.w * self._sx, box.h * self._sy, img.width, img.height)
+        return scaled or Box.whole(img.width, img.height)  # never None: the box is inside the image
+
+    def callers_box(self, box: Box) -> Box:
+        """A box of the decoded image in the caller's pixels (rounded outward)."""
+        scaled = clip_box(
+            box.x / self._sx, box.y / self._sy, box.w / self._sx, box.h / self._sy, self.width, self.height
         )
-    return box
+        return scaled or self.whole
+
+    def framed(self, box: Box | None, framing: Framing) -> Framed:
+        """The model input of the part `box` (the caller's pixels; None: the whole image)."""
+        if box is None or box.is_whole(self.width, self.height):
+            return Framed(framing.preprocess(self.image), self.whole, self.width, self.height)
+        return Framed(framing.preprocess_box(self.image, self.decoded_box(box)), box, self.width, self.height)
 
 
-def framed(img: Image.Image, region: Region, framing: Framing) -> Framed:
-    """The model input of the part of `img` that `region` names; "auto" takes the first proposed box (adds)."""
+def framed(decoded: DecodedImage, region: Region, framing: Framing) -> Framed:
+    """The model input of the part of the image that `region` names; "auto" takes the first proposed box (adds)."""
+    picture = Picture(decoded)
     if isinstance(region, RegionBox):
-        box: Box | None = clipped(region, img)
-    elif region is SearchRegion.AUTO:
-        box = next(iter(framing.propose(img).boxes), None)
-    else:
-        box = None
-    if box is None or box.is_whole(img.width, img.height):
-        return Framed(framing.preprocess(img), Box.whole(img.width, img.height), img.width, img.height)
-    return Framed(framing.preprocess_box(img, box), box, img.width, img.height)
+        return picture.framed(picture.clipped(region), framing)
+    if region is SearchRegion.AUTO:
+        first = next(iter(framing.propose(picture.image).boxes), None)
+        return picture.framed(None if first is None else picture.callers_box(first), framing)
+    return picture.framed(None, framing)
 
 
-def proposed(img: Image.Image, framing: Framing) -> Proposed:
-    """An "auto" search's inputs: one pass of the model over the whole image, and a crop of each box it proposes."""
-    proposal = framing.propose(img)
-    candidates = [(box, framing.preprocess_box(img, box)) for box in proposal.boxes]
-    return Proposed(proposal.vector, Box.whole(img.width, img.height), candidates)
+def proposed(decoded: DecodedImage, framing: Framing) -> Proposed:
+    """An "auto" search's inputs: one pass of the model over the whole image, and a crop of each box it proposes
+    (the boxes in the caller's pixels)."""
+    picture = Picture(decoded)
+    proposal = framing.propose(picture.image)
+    candidates = [(picture.callers_box(b), framing.preprocess_box(picture.image, b)) for b in proposal.boxes]
+    return Proposed(proposal.vector, picture.whole, candidates)
 
 
 @dataclass(frozen=True)
@@ -168,20 +202,20 @@ def stored_input(
     data: bytes, settings: Settings, preprocess: Preprocess, budget: PixelBudget | None = None
 ) -> tuple[str, np.ndarray, Image.Image]:
     """(MD5 of the bytes, model input of the whole image, its thumbnail), for images about to be stored."""
-    md5, array, thumb = decoded_use(data, settings, preprocess, budget, thumbnail=True)
+    md5, array, thumb = decoded_use(data, settings, lambda decoded: preprocess(decoded.image), budget, thumbnail=True)
     assert thumb is not None
     return md5, array, thumb
 
 
 def decoded_use(
-    data: bytes, settings: Settings, use: Callable[[Image.Image], T], budget: PixelBudget | None, thumbnail: bool
+    data: bytes, settings: Settings, use: Callable[[DecodedImage], T], budget: PixelBudget | None, thumbnail: bool
 ) -> tuple[str, T, Image.Image | None]:
     """(MD5 of the bytes, what `use` makes of the decoded image, its thumbnail when asked); raises NotAnImage or
     TooLarge. Decodes once, within the caps and the budget; the full-size image is dropped before this returns."""
     with _held(data, settings, budget) as limits:
         decoded = decode_image(data, **limits)
         thumb = make_thumbnail(decoded.image) if thumbnail else None
-        return decoded.md5, use(decoded.image), thumb
+        return decoded.md5, use(decoded), thumb
 
 
 def thumbnail_input(data: bytes, settings: Settings, budget: PixelBudget | None = None) -> tuple[str, Image.Image]:
