@@ -398,7 +398,7 @@ def test_console_search_by_url_and_path(site: Site, browser: Any, image_host: Ca
 
 
 # The scene of the region test: a room photo (960 x 720) with the catalog's bag photo (320 x 240, 11% of the frame)
-# pasted at (600, 420), saved as a customer's JPEG.
+# pasted at (600, 420), saved as PNG and as a customer's JPEG.
 SCENE_SIZE = (960, 720)
 BAG_AT = (600, 420)
 BAG_BOX = {"x": 600, "y": 420, "w": 320, "h": 240}
@@ -463,16 +463,10 @@ def near(box: dict[str, int], expected: dict[str, int], slack: int = 3) -> bool:
     return box.keys() == expected.keys() and all(abs(box[k] - expected[k]) <= slack for k in expected)
 
 
-# A JPEG far larger than the model's input is decoded at a libjpeg draft scale (model/images.py); the region must
-# still be in pixels of the full image, as the contract says, else the box lands on the wrong part of the picture.
-JPEG_DRAFT_SCALE_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="r20-api: regions are in pixels of the JPEG's draft-scale decode (960x720 -> 480x360), not of the image",
-)
-
-
+# The JPEG scene is decoded at a libjpeg draft scale (model/images.py, 960x720 -> 480x360): its region must still
+# be in pixels of the full image, else the box lands on the wrong part of the picture.
 @needs_chromium
-@pytest.mark.parametrize("fmt", ["PNG", pytest.param("JPEG", marks=JPEG_DRAFT_SCALE_BUG)])
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
 def test_console_region_box_drag_reruns_search(site: Site, browser: Any, fmt: str) -> None:
     """A scene photo with a catalog product in one corner: the pane shows the box searched (the answer's region,
     whole image by default); drawing a box, dragging it onto the product and resizing it by a corner reruns the
