@@ -504,7 +504,7 @@ def test_console_region_box_drag_reruns_search(site: Site, browser: Any, fmt: st
         steps = [  # draw a box in the empty top-left, drag it onto the bag, then pull its bottom-right corner
             ((40, 40), (300, 240), {"x": 40, "y": 40, "w": 260, "h": 200}),
             ((170, 140), (170 + 560, 140 + 380), {"x": 600, "y": 420, "w": 260, "h": 200}),
-            ((860 - 4, 620 - 4), (920, 660), BAG_BOX),  # the se handle sits just inside the corner
+            ((860 - 4, 620 - 4), (920 - 4, 660 - 4), BAG_BOX),  # grab the se handle (inside the corner), pull it
         ]
         for start, end, expected in steps:
             searches = len(site.search_bodies)

@@ -677,7 +677,9 @@ function onStageDown(event) {
   var whole = box.w >= shown.width && box.h >= shown.height;
   if (corner) {
     var anchor = { x: corner[1] === 'w' ? box.x + box.w : box.x, y: corner[0] === 'n' ? box.y + box.h : box.y };
-    drag = { mode: 'resize', anchor: anchor, start: box, box: box };
+    var held = { x: corner[1] === 'w' ? box.x : box.x + box.w, y: corner[0] === 'n' ? box.y : box.y + box.h };
+    // The corner keeps its distance from the pointer, so grabbing a handle off-centre does not make it jump.
+    drag = { mode: 'resize', anchor: anchor, offset: { x: held.x - point.x, y: held.y - point.y }, start: box, box: box };
   } else if (event.target === byId('region-box') && !whole) {
     drag = { mode: 'move', from: point, start: box, box: box };
   } else {
@@ -699,6 +701,9 @@ function onStageMove(event) {
       y: Math.round(clamp(start.y + point.y - drag.from.y, 0, shown.height - start.h)),
       w: start.w, h: start.h
     };
+  } else if (drag.mode === 'resize') {
+    var corner = { x: clamp(point.x + drag.offset.x, 0, shown.width), y: clamp(point.y + drag.offset.y, 0, shown.height) };
+    drag.box = spanBox(drag.anchor, corner);
   } else {
     drag.box = spanBox(drag.anchor, point);
   }
