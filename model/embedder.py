@@ -23,8 +23,8 @@ from model.backbones import Backbone, backbone
 from model.cpu import cpu_budget
 from model.engines import Engine, TensorFlowEngine
 from model.fingerprint import Fingerprint, numeric_space
-from model.regions import Box, Proposal
-from model.transforms import INPUT_SIZE, fit_square, trim_border
+from model.regions import AUTO_CANDIDATES, Box, Frame, Proposal, activation_energy, strongest_blob, widen
+from model.transforms import INPUT_SIZE, fit_square, trim_border, trim_box
 from model.weights import RANDOM_SEED, Weights
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,10 @@ class ModelSpec:
         """A decoded RGB image -> the (224, 224, 3) float32 model input: trim (IMAGE_TRIM), resize, normalise."""
         if self.trim:
             img = trim_border(img)
+        return self.preprocess_content(img)
+
+    def preprocess_content(self, img: Image.Image) -> np.ndarray:
+        """An image already trimmed (or a part of one) -> the model input: resize, normalise."""
         return self.backbone.normalise(np.asarray(fit_square(img, self.resize)))
 
     def feature_model(self) -> Any:
@@ -80,8 +84,12 @@ class ModelSpec:
             keras.utils.set_random_seed(RANDOM_SEED)
         return self.backbone.build(self.weights.path)
 
-    def keras_model(self) -> Any:
-        """The backbone with its pooling: (n, 224, 224, 3) -> (n, dim) features, not yet normalised."""
+    def keras_model(self, with_map: bool = False) -> Any:
+        """The backbone with its pooling: (n, 224, 224, 3) -> (n, dim) features, not yet normalised.
+
+        `with_map`: the un-pooled (n, 7, 7, dim) feature map is a second output (what the TensorFlow engine
+        runs; the OpenVINO engine converts the single-output model and adds that output to the compiled graph).
+        """
         import keras  # noqa: PLC0415 - only building needs Keras (a cached OpenVINO model never does)
 
         base = self.feature_model()
@@ -93,7 +101,7 @@ class ModelSpec:
             pooled = keras.ops.power(keras.ops.mean(keras.ops.power(clipped, GEM_POWER), axis=(1, 2)), 1.0 / GEM_POWER)
         else:
             pooled = keras.ops.mean(features, axis=(1, 2))
-        return keras.Model(base.input, pooled)
+        return keras.Model(base.input, [pooled, features] if with_map else pooled)
 
 
 class Embedder:
@@ -143,15 +151,45 @@ class Embedder:
     def preprocess_box(self, img: Image.Image, box: Box) -> np.ndarray:
         """The model input of one part of the image: cropped to `box`, resized and normalised, never trimmed
         (the box already says where the content is)."""
-        return self.spec.backbone.normalise(np.asarray(fit_square(img.crop(box.corners), self.spec.resize)))
+        return self.spec.preprocess_content(img.crop(box.corners))
 
     def propose(self, img: Image.Image) -> Proposal:
         """The whole image's unit vector, and candidate boxes of its main object, best first (may be none).
 
-        Runs the engine directly (not through a batcher): the boxes come from the same pass as the vector.
+        Runs the engine directly (not through a batcher). The boxes come from the same pass's feature map,
+        worked out when first asked for; a candidate that zooms in costs one more pass over its part.
         """
-        vector = self.embed(self.preprocess(img)[None])[0]
-        return Proposal(vector, [])
+        trimmed = trim_box(img) if self.spec.trim else None
+        content = img if trimmed is None else img.crop(trimmed)
+        left, top = (0, 0) if trimmed is None else trimmed[:2]
+        pooled, maps = self.engine.predict_with_maps(self.spec.preprocess_content(content)[None])
+        frame = input_frame(content.width, content.height, self.spec.resize, left, top)
+        energy = activation_energy(maps[0])
+
+        def locate() -> list[Box]:
+            boxes: list[Box] = []
+            for k, zoom in AUTO_CANDIDATES:
+                box = self._blob(energy, k, frame, img)
+                if box is not None and zoom is not None:
+                    box = self._zoom(img, box, zoom)
+                if box is not None and box not in boxes and not box.is_whole(img.width, img.height):
+                    boxes.append(box)
+            return boxes
+
+        return Proposal(normalize(pooled)[0], locate)
+
+    @staticmethod
+    def _blob(energy: np.ndarray, k: float, frame: Frame, img: Image.Image) -> Box | None:
+        found = strongest_blob(energy, k)
+        return None if found is None else frame.box(*found, img.width, img.height)
+
+    def _zoom(self, img: Image.Image, box: Box, share_and_k: tuple[float, float]) -> Box | None:
+        """The blob found again inside `box` widened by `share`: a second look at 7x7 finer cells."""
+        share, k = share_and_k
+        around = widen(box, share, img.width, img.height)
+        _, maps = self.engine.predict_with_maps(self.preprocess_box(img, around)[None])
+        frame = input_frame(around.w, around.h, self.spec.resize, around.x, around.y)
+        return self._blob(activation_energy(maps[0]), k, frame, img) or box
 
     @property
     def backbone(self) -> Any:
@@ -160,6 +198,14 @@ class Embedder:
             if self._backbone is None:
                 self._backbone = self.spec.feature_model()
             return self._backbone
+
+
+def input_frame(width: int, height: int, resize: ResizeMode, left: int = 0, top: int = 0) -> Frame:
+    """Where the model's square input lies over a `width` x `height` image whose top-left is at (left, top)."""
+    if resize is ResizeMode.SQUASH:
+        return Frame(left, top, width, height)
+    side = min(width, height) if resize is ResizeMode.CENTER_CROP else max(width, height)
+    return Frame(left + (width - side) / 2, top + (height - side) / 2, side, side)
 
 
 def normalize(raw: np.ndarray) -> np.ndarray:
@@ -226,7 +272,7 @@ def _build_engine(spec: ModelSpec, settings: Settings) -> Engine:
                 f"MODEL_PRECISION={precision.value} needs MODEL_ENGINE=openvino; the TensorFlow "
                 "engine runs fp32 only. Set MODEL_ENGINE=openvino or MODEL_PRECISION=fp32."
             )
-        return TensorFlowEngine(spec.keras_model(), INPUT_SIZE, threads=engine_threads(settings))
+        return TensorFlowEngine(spec.keras_model(with_map=True), INPUT_SIZE, threads=engine_threads(settings))
     try:
         from model.openvino_engine import NotCalibrated, OpenVinoEngine  # noqa: PLC0415 - a missing OpenVINO gets advice
     except ImportError as exc:

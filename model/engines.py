@@ -35,6 +35,10 @@ class Engine(Protocol):
         """Features of a (n, size, size, 3) float32 batch as an (n, width) float32 array."""
         ...
 
+    def predict_with_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Features (n, width) and the backbone's last feature map (n, h, w, channels) of a batch."""
+        ...
+
 
 def check_batch(batch: np.ndarray, input_size: int) -> np.ndarray:
     """The batch as a C-contiguous float32 array, or ValueError if its shape is not (n, size, size, 3)."""
@@ -56,7 +60,8 @@ class TensorFlowEngine:
     name = "tensorflow"
 
     def __init__(self, keras_model: Any, input_size: int = 224, threads: int = 1) -> None:
-        """Wrap `keras_model` (input (None, input_size, input_size, 3)); size TF's pools to `threads`."""
+        """Wrap `keras_model` (input (None, input_size, input_size, 3); outputs the pooled features and the
+        feature map, see ModelSpec.keras_model); size TF's pools to `threads`."""
         import tensorflow as tf  # noqa: PLC0415 - keep `import model.engines` free of TensorFlow
 
         if threads < 1:
@@ -71,11 +76,24 @@ class TensorFlowEngine:
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Features of a (n, size, size, 3) float32 batch as an (n, width) float32 array."""
+        return self._run(batch)[0]
+
+    def predict_with_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Features (n, width) and the backbone's last feature map (n, h, w, channels) of a batch."""
+        pooled, feature_map = self._run(batch)
+        if feature_map is None:
+            raise ValueError("this Keras model has no feature-map output (build it with keras_model(with_map=True))")
+        return pooled, feature_map
+
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         array = check_batch(batch, self.input_size)
         # One batch at a time: two concurrent graph runs would split the same intra-op
         # pool and each take twice as long, for no gain in throughput.
         with self._lock:
-            return np.asarray(self._forward(array).numpy(), dtype=np.float32)
+            out = self._forward(array)
+        if isinstance(out, (list, tuple)):
+            return np.asarray(out[0], np.float32), np.asarray(out[1], np.float32)
+        return np.asarray(out, np.float32), None
 
 
 def _keras_precision(keras_model: Any) -> str:

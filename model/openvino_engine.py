@@ -230,6 +230,9 @@ class OpenVinoEngine:
         # The cached slot's manifest (its files' sha256 name an INT8 model's embedding space); {} when just converted.
         self.manifest = prepared.manifest
         started = time.perf_counter()
+        # The feature map before pooling becomes a second output: "auto" regions read where the object is
+        # from it, at no extra cost (the network computes it anyway). The cached IR stays as it was.
+        prepared.model.add_outputs([feature_map_output(prepared.model)])
         self._compiled = _compile(core, prepared.model, threads, PRECISION_HINTS[precision])
         self.compile_seconds = time.perf_counter() - started
         self.precision = _precision_in_force(self._compiled, precision)
@@ -278,7 +281,34 @@ class OpenVinoEngine:
         # so a second concurrent batch would only queue; reusing the request avoids re-allocating
         # its buffers. share_inputs reads the caller's array in place; outputs come back as copies.
         with self._lock:
-            return np.asarray(self._request.infer({0: array}, share_inputs=True)[0], dtype=np.float32)
+            # share_outputs: only the vectors are copied out, never the feature map nobody asked for.
+            return np.array(self._request.infer({0: array}, share_inputs=True, share_outputs=True)[0], np.float32)
+
+    def predict_with_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Features (n, width) and the backbone's last feature map (n, h, w, channels) of a batch."""
+        array = check_batch(batch, self.input_size)
+        with self._lock:
+            out = self._request.infer({0: array}, share_inputs=True, share_outputs=True)
+            # The converted graph keeps its maps channels-first; callers get Keras' channels-last layout.
+            return np.array(out[0], np.float32), np.array(out[1], np.float32).transpose(0, 2, 3, 1)
+
+
+# Elementwise steps a pooling head may put between the backbone's map and the pooled vector (GeM's clip and
+# power; an INT8 model's quantize and convert nodes).
+_POOLING_STEPS = frozenset({"Power", "Maximum", "Multiply", "FakeQuantize", "Convert", "ReduceMean"})
+
+
+def feature_map_output(model: ov.Model) -> ov.Output:
+    """The backbone's last feature map in a pooled model: walking back from the vector, the first 4-d tensor
+    that is not itself a pooling step."""
+    node = model.output(0).get_node().input_value(0).get_node()
+    while True:
+        shape = node.output(0).get_partial_shape()
+        if shape.rank.is_static and shape.rank.get_length() == 4 and node.get_type_name() not in _POOLING_STEPS:
+            return node.output(0)
+        if not node.inputs():
+            raise ValueError("no feature map before the pooled output of this model")
+        node = node.input_value(0).get_node()
 
 
 def full_cache_key(cache_key: CacheKey, stored_precision: str, input_size: int) -> dict[str, Any]:

@@ -185,7 +185,10 @@ def test_list_pages_through_a_namespace_in_id_order(service: LiveService) -> Non
     assert pages == 4 and [r["id"] for r in seen] == sorted(r["id"] for r in seen)
     assert sorted(r["key"] for r in seen) == sorted(f"p{i}" for i in range(23))
     assert all(
-        set(r) == {"id", "key", "filepath", "md5", "attrs"} and r["attrs"] == {"i": int(r["key"][1:])} for r in seen
+        set(r) == {"id", "key", "filepath", "md5", "attrs", "region"}
+        and r["attrs"] == {"i": int(r["key"][1:])}
+        and r["region"] is None  # added without a region: the whole image
+        for r in seen
     )
     assert ok(svc.post("list", json={"after_id": seen[-1]["id"]}))["data"] == {"records": [], "next_after_id": None}
     assert [r["key"] for r in ok(svc.post("list", data={"namespace": "other"}))["data"]["records"]] == ["elsewhere"]
@@ -264,7 +267,11 @@ def test_on_duplicate_skip_and_reject(
     add(svc, 40, "first")
     [first] = ok(svc.post("get/key", json={"key": "first"}))["data"]
     skipped = svc.post("add/base64", json={"base64": b64(40), "key": "second", "on_duplicate": "skip"}).json()
-    assert skipped["code"] == 200 and skipped["data"] == {**first, "attrs": {}} and "skipped" in skipped["msg"]
+    assert (
+        skipped["code"] == 200
+        and skipped["data"] == {**first, "attrs": {}, "region": None}
+        and "skipped" in skipped["msg"]
+    )
     rejected = svc.post("add/base64", json={"base64": _png_of(40), "key": "third", "on_duplicate": "reject"})
     assert rejected.status_code == 409 and rejected.json()["data"]["id"] == first["id"]
     assert "already stored under key 'first'" in rejected.json()["msg"]

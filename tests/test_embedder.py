@@ -182,3 +182,30 @@ def test_each_backbone_gets_the_preprocessing_measured_best_for_it_unless_the_en
     ) == (ResizeMode.SQUASH, ResizeMode.CENTER_CROP)
     assert chosen.for_model(ModelName.RESNET50, "random").image_resize == ResizeMode.CENTER_CROP
     assert chosen.for_model(ModelName.EFFICIENTNET_LITE0, "imagenet").image_trim is False
+
+
+@pytest.mark.parametrize("which", ["embedder", "tf_embedder", "int8_embedder"])
+def test_the_feature_map_is_what_the_vector_pools(which: str, request: pytest.FixtureRequest) -> None:
+    """Region search reads the object's place from the feature map the engine hands out beside the vectors: it
+    must be the map those vectors are pooled from (average pooling here), on every engine and precision."""
+    model: Embedder = request.getfixturevalue(which)
+    batch = inputs(model, 11, 12)
+    pooled, maps = model.engine.predict_with_maps(batch)
+    assert maps.shape == (2, 7, 7, model.dim)
+    np.testing.assert_allclose(pooled, model.engine.predict(batch), rtol=1e-5, atol=1e-5)
+    means = maps.mean(axis=(1, 2))
+    cosines = (means * pooled).sum(axis=1) / (np.linalg.norm(means, axis=1) * np.linalg.norm(pooled, axis=1))
+    # FP32 agrees to rounding; INT8 quantizes between the map and the pooling (measured 0.9999+).
+    assert cosines.min() > 0.999
+
+
+def test_propose_gives_the_whole_image_vector_and_boxes_inside_the_image(embedder: Embedder) -> None:
+    """propose() runs the whole image once: its vector is the one a plain embed gives, and every box it proposes
+    lies inside the image and is smaller than it."""
+    [img] = pictures(21)
+    proposal = embedder.propose(img)
+    np.testing.assert_allclose(proposal.vector, embedder.embed(embedder.preprocess(img)[None])[0], atol=1e-5)
+    for box in proposal.boxes:
+        assert 0 <= box.x and 0 <= box.y and box.w > 0 and box.h > 0
+        assert box.x + box.w <= img.width and box.y + box.h <= img.height
+        assert not box.is_whole(img.width, img.height)

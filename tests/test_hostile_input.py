@@ -965,3 +965,66 @@ def test_filter_values_that_look_like_milvus_syntax_stay_values(service: LiveSer
             hostile_counts.tried("filter_injection_values")
     assert ok(svc.post("search/id", json={"id": anchor, "filter": {"v": '" or 1==1 or "x'}}))["data"] == []
     still_serving(svc, 116)
+
+
+def test_bad_regions_are_400s_naming_region_and_store_nothing(lite_service: LiveService) -> None:
+    svc = lite_service
+    image = b64(photo(19, size=(64, 48)))
+    box = {"x": 1, "y": 2, "w": 30, "h": 20}
+    bad: list[object] = [
+        {**box, "x": -1},
+        {**box, "y": -0.5},
+        {**box, "w": 0},
+        {**box, "h": -3},
+        {**box, "x": "1"},
+        {**box, "w": "30"},
+        {**box, "x": True},
+        {**box, "h": None},
+        {**box, "w": [30]},
+        {**box, "z": 1},
+        {"x": 1, "y": 2, "w": 30},
+        {},
+        {**box, "x": 1e300},
+        {**box, "w": 10**400},
+        {**box, "x": 2_000_000},
+        {"x": 64, "y": 0, "w": 5, "h": 5},  # wholly outside the 64 x 48 image (its right edge is x=64)
+        {"x": 0, "y": 100, "w": 5, "h": 5},
+        "Auto",
+        "box",
+        "{",
+        '{"x": 1, "y": 2, "w": 30, "h": 20',
+        DEEP,
+        "[1, 2, 3, 4]",
+        [1, 2, 3, 4],
+        5,
+        True,
+    ]
+    for region in bad:
+        for endpoint in ("add/base64", "search/base64"):
+            expect(svc.post(endpoint, json={"base64": image, "key": "r", "region": region}), 400, "'region'")
+            hostile_counts.tried("wrong_field_types")
+    for raw in ('"region": {"x": NaN, "y": 0, "w": 1, "h": 1}', '"region": {"x": 0, "y": 0, "w": Infinity, "h": 1}'):
+        for endpoint in ("add/base64", "search/base64"):
+            expect(post_raw(svc, endpoint, f'{{"base64": "{image}", {raw}}}'), 400, "'region'", "finite")
+            hostile_counts.tried("wrong_field_types")
+    # In a form the box is JSON text: malformed text, or a box that is wrong, is the same 400.
+    for text in ("{x: 1}", '{"x": 1, "y": 1, "w": 1, "h": 1', '{"x": -1, "y": 0, "w": 1, "h": 1}', "1,2,3,4"):
+        for endpoint in ("add/file", "search/file"):
+            resp = svc.post(endpoint, files={"file": ("a.jpg", photo(19, size=(64, 48)))}, data={"region": text})
+            expect(resp, 400, "'region'")
+            hostile_counts.tried("wrong_field_types")
+    # search/id searches with the stored vector: a region there is refused, saying so.
+    ok(svc.post("add/base64", json={"base64": image, "key": "target"}))
+    [target] = ok(svc.post("get/key", json={"key": "target"}))["data"]
+    for region in ("auto", box, "whole"):
+        expect(svc.post("search/id", json={"id": target["id"], "region": region}), 400, "region", "stored vector")
+        hostile_counts.tried("wrong_field_types")
+    # add/batch: each bad region fails its own item (region null); the good item is stored.
+    items = [{"base64": image, "key": f"i{i}", "region": r} for i, r in enumerate(bad[:6])]
+    results = ok(svc.post("add/batch", json={"items": [*items, {"base64": image, "key": "good", "region": box}]}))
+    assert [r["code"] for r in results["data"]] == [400] * len(items) + [200]
+    assert all("'region'" in r["msg"] and r["region"] is None for r in results["data"][:-1])
+    assert results["data"][-1]["region"] == box
+    hostile_counts.tried("wrong_field_types", len(items))
+    assert {r["key"] for r in ok(svc.post("list", json={}))["data"]["records"]} == {"target", "good"}
+    still_serving(svc, 116)

@@ -17,9 +17,12 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from conf.errors import ApiError, BadInput, NotAnImage, TooLarge
+from conf.settings import SearchRegion
 from model.embedder import DIM
 from model.images import decode_image
+from model.regions import clip_box
 from service.api.contract import (
+    MAX_BOX_PIXELS,
     AddBase64Body,
     AddBatchBody,
     IdsBody,
@@ -43,8 +46,9 @@ from service.store.filters import (
 )
 from service.store.records import Record, VectorStore, derive_id
 from service.usecases.add import AddRequest
+from service.usecases.prepare import RegionBox
 from tests import hostile_counts
-from tests.conftest import make_settings, photo
+from tests.conftest import LiveService, make_settings, photo
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MILVUS = settings(
@@ -446,3 +450,64 @@ def test_namespaces_are_exactly_the_documented_names(name: Any) -> None:
         assert check_namespace(name) == name and valid
     except NamespaceError:
         assert not valid
+
+
+# --- regions: the box parser, clipping, and a box's way through add and get/key --------------------------------
+@FAST
+@given(json_values | json_texts)
+def test_region_answers_any_value_with_a_region_or_bad_input(value: Any) -> None:
+    region = only_bad_input(lambda: parse(AddBase64Body, {"region": value}, LIMITS).region)
+    if isinstance(region, RegionBox):
+        assert all(math.isfinite(v) and abs(v) <= MAX_BOX_PIXELS for v in (region.x, region.y, region.w, region.h))
+        assert region.x >= 0 and region.y >= 0 and region.w > 0 and region.h > 0
+    else:
+        assert isinstance(region, (SearchRegion, BadInput))
+        assert not isinstance(region, BadInput) or "'region'" in region.msg
+    searched = only_bad_input(lambda: parse(SearchByIdBody, {"id": 1, "region": value}, LIMITS))
+    assert value in (None, "") or isinstance(searched, BadInput)
+
+
+# Quarter pixels: exact in binary floating point, so the expected edges below are exact too.
+quarters = st.integers(min_value=-4000, max_value=4000).map(lambda n: n / 4)
+sizes = st.integers(min_value=1, max_value=4000).map(lambda n: n / 4)
+sides = st.integers(min_value=1, max_value=600)
+
+
+@FAST
+@given(quarters, quarters, sizes, sizes, sides, sides)
+def test_clip_box_is_the_smallest_whole_pixel_box_inside_the_image_holding_the_overlap(
+    x: float, y: float, w: float, h: float, width: int, height: int
+) -> None:
+    counted(None)
+    box = clip_box(x, y, w, h, width, height)
+    disjoint = x >= width or y >= height or x + w <= 0 or y + h <= 0
+    assert (box is None) == disjoint
+    if box is None:
+        return
+    assert box.x >= 0 and box.y >= 0 and box.w >= 1 and box.h >= 1
+    assert box.x + box.w <= width and box.y + box.h <= height
+    left, top, right, bottom = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
+    assert box.x <= left < box.x + 1 and box.y <= top < box.y + 1  # holds the overlap, no pixel more
+    assert box.x + box.w - 1 < right <= box.x + box.w and box.y + box.h - 1 < bottom <= box.y + box.h
+
+
+@MILVUS
+@given(quarters, quarters, sizes, sizes)
+def test_a_box_added_comes_back_clipped_from_get_key(
+    lite_service: LiveService, x: float, y: float, w: float, h: float
+) -> None:
+    """Over real HTTP: the same image re-added under one key with each box (its region replaced every time)."""
+    counted(None)
+    assume(x >= 0 and y >= 0)
+    image = base64.b64encode(photo(31, size=(96, 64))).decode()
+    resp = lite_service.post(
+        "add/base64", json={"base64": image, "key": "boxed", "region": {"x": x, "y": y, "w": w, "h": h}}
+    )
+    answer = resp.json()
+    expected = clip_box(x, y, w, h, 96, 64)
+    if expected is None:
+        assert resp.status_code == 400 and "'region'" in answer["msg"] and "96 x 64 px" in answer["msg"], answer
+        return
+    assert resp.status_code == 200 and answer["region"] == expected.as_dict(), answer
+    [record] = lite_service.post("get/key", json={"key": "boxed"}).json()["data"]
+    assert record["region"] == (None if expected.is_whole(96, 64) else expected.as_dict())

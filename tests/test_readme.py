@@ -150,14 +150,15 @@ def run_examples(page: Path, svc: LiveService, cwd: Path, image_url: str) -> lis
 
 
 def answers(results: list[tuple[str, str]]) -> Callable[..., object]:
-    """`answer(*words)`: the `data` of the first example whose line holds all the words."""
+    """`answer(*words)`: the `data` (or another `field` of the envelope) of the first example whose line holds all
+    the words."""
 
-    def answer(*words: str) -> object:
+    def answer(*words: str, field: str = "data") -> object:
         out = next(out for line, out in results if all(w in line for w in words))
         if "/metrics" in words:  # Prometheus text, not JSON
             return out
         body = json.loads(out)
-        return body["data"] if isinstance(body, dict) and "data" in body else body
+        return body[field] if isinstance(body, dict) and field in body else body
 
     return answer
 
@@ -199,6 +200,13 @@ def check_api(answer: Callable[..., object], svc: LiveService, cwd: Path) -> Non
         "SKU-2004",
     }
     assert "/api/image/sim/add/file" in answer("openapi.json")
+    box = {"x": 150, "y": 80, "w": 440, "h": 340}  # the region examples: the photo is 741 x 500 px
+    assert answer("add/file", "region=", field="region") == box
+    assert answer("search/file", "region=", field="region") == {**box, "w": 741 - 150}  # clipped at the right edge
+    assert answer("search/file", "region=")[0]["key"] == "SKU-3001"
+    auto = answer("search/path", "auto", field="region")
+    assert 0 <= auto["x"] < auto["x"] + auto["w"] <= 741 and 0 <= auto["y"] < auto["y"] + auto["h"] <= 500
+    assert [r["region"] for r in answer("get/key", "SKU-3001")] == [box]
     assert svc.count() == 0  # the namespace examples all act in shop-1
 
 

@@ -7,10 +7,13 @@ import base64
 import io
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 from PIL import Image
+from pymilvus import DataType, MilvusClient
 from skimage import data
 
+from model.embedder import DIM
 from tests.conftest import LiveService, photo
 
 # The catalog: real photos (scikit-image's sample data), stored as JPEG.
@@ -172,3 +175,62 @@ def test_a_box_outside_the_image_is_a_400_that_stores_nothing(lite_service: Live
         assert resp.status_code == 400 and body["code"] == 400 and body["data"] is None
         assert "'region'" in body["msg"] and "320 x 240 px" in body["msg"] and "inside" in body["msg"], body
     assert lite_service.count() == 0
+
+
+def test_auto_searches_a_proposed_box_when_the_whole_image_falls_short(lite_service: LiveService) -> None:
+    """The cat on a dark canvas: with min_score 0.99 the whole image finds nothing, and auto answers the hits of a
+    box the model proposed around the cat (random weights: the scores are squeezed near 1, so is the bar)."""
+    add_catalog(lite_service)
+    canvas = Image.new("RGB", (900, 640), (20, 20, 20))
+    canvas.paste(Image.fromarray(data.chelsea()), (300, 240))  # 451 x 300 px
+    image = jpeg(canvas)
+    form = {"min_score": "0.99"}
+    whole = lite_service.post("search/file", files={"file": ("q.jpg", image)}, data={**form, "region": "whole"})
+    assert whole.json()["data"] == [] and whole.json()["region"] == {"x": 0, "y": 0, "w": 900, "h": 640}
+    auto = lite_service.post("search/file", files={"file": ("q.jpg", image)}, data={**form, "region": "auto"}).json()
+    box = auto["region"]
+    assert auto["data"] and all(h["score"] >= 0.99 for h in auto["data"]), auto
+    assert box != {"x": 0, "y": 0, "w": 900, "h": 640}
+    assert box["x"] >= 0 and box["x"] + box["w"] <= 900 and box["y"] >= 0 and box["y"] + box["h"] <= 640
+    # the box holds most of the cat
+    overlap_w = min(box["x"] + box["w"], 751) - max(box["x"], 300)
+    overlap_h = min(box["y"] + box["h"], 540) - max(box["y"], 240)
+    assert overlap_w > 0 and overlap_h > 0 and overlap_w * overlap_h >= 0.5 * 451 * 300, box
+
+
+def test_a_collection_created_before_regions_searches_with_boxes_but_refuses_to_store_them(
+    start_service: Callable[..., LiveService], tmp_path: Path
+) -> None:
+    # The schema of imgsim before regions (namespace and attrs, no region), built field by field as that version did.
+    uri, name = str(tmp_path / "old.db"), "before_regions"
+    client = MilvusClient(uri=uri)
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("namespace", DataType.VARCHAR, max_length=64)
+    schema.add_field("key", DataType.VARCHAR, max_length=1024)
+    schema.add_field("md5", DataType.VARCHAR, max_length=32)
+    schema.add_field("filepath", DataType.VARCHAR, max_length=8192)
+    schema.add_field("attrs", DataType.JSON)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
+    client.create_collection(name, schema=schema, consistency_level="Strong")
+    client.close()
+    svc = start_service(milvus_uri=uri, milvus_collection=name)
+    image = base64.b64encode(photo(4)).decode()
+    refused = svc.post(
+        "add/base64", json={"base64": image, "key": "boxed", "region": {"x": 0, "y": 0, "w": 50, "h": 50}}
+    )
+    body = refused.json()
+    assert refused.status_code == 409 and body["data"] is None
+    assert "'region'" in body["msg"] and "MILVUS_COLLECTION" in body["msg"], body
+    assert svc.post("add/base64", json={"base64": image, "key": "plain"}).status_code == 200
+    assert svc.post("add/base64", json={"base64": image, "key": "plain2", "region": "whole"}).status_code == 200
+    boxed = svc.post("search/base64", json={"base64": image, "region": {"x": 0, "y": 0, "w": 50, "h": 50}}).json()
+    assert boxed["region"] == {"x": 0, "y": 0, "w": 50, "h": 50} and boxed["data"]
+    items = [
+        {"base64": image, "key": "b1", "region": {"x": 0, "y": 0, "w": 50, "h": 50}},
+        {"base64": image, "key": "b2"},
+    ]
+    results = svc.post("add/batch", json={"items": items}).json()["data"]
+    assert [(r["code"], r["region"]) for r in results] == [(409, None), (200, {"x": 0, "y": 0, "w": 320, "h": 240})]
+    records = svc.post("list", json={}).json()["data"]["records"]
+    assert sorted(r["key"] for r in records) == ["b2", "plain", "plain2"] and all(r["region"] is None for r in records)

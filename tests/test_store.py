@@ -67,6 +67,21 @@ def test_refuses_a_collection_with_other_fields(tmp_path: Path) -> None:
         VectorStore(settings, DIM).connect()
 
 
+def test_refuses_a_region_field_imgsim_did_not_make(tmp_path: Path) -> None:
+    # A `region` that is not JSON is someone else's field: imgsim must not read boxes out of it or write into it.
+    settings = make_settings(tmp_path)
+    client = MilvusClient(settings.milvus_uri)
+    schema = MilvusClient.create_schema(auto_id=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    for name in ("namespace", "key", "md5", "filepath", "region"):
+        schema.add_field(name, DataType.VARCHAR, max_length=64)
+    schema.add_field("attrs", DataType.JSON)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
+    client.create_collection(settings.milvus_collection, schema=schema)
+    with pytest.raises(StartupError, match="field 'region' is .*MILVUS_COLLECTION"):
+        VectorStore(settings, DIM).connect()
+
+
 def test_reopening_keeps_records_and_indexes(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     first = VectorStore(settings, DIM)

@@ -3,7 +3,7 @@ OpenAPI document (service/api/openapi.py renders the models' JSON schema).
 
 bogv's clients send forms as often as JSON, so every model also takes what a form can carry: numbers as
 digit text ("10"), booleans as "true"/"false", lists as comma-separated text ("a,b,c"), and objects or
-arrays (attrs, filter, items) as JSON text. Those spellings are validators on the fields. Each validator
+arrays (attrs, filter, items, a region's box) as JSON text. Those spellings are validators on the fields. Each validator
 raises BadInput with the message the caller sees ("field 'limit' is 100000; it must be from 1 to 100"), so
 the first faulty field, in the model's field order, is the one reported; `parse` turns anything pydantic
 itself refuses into BadInput as well. The schema documents the JSON spelling; an absent field and an
@@ -305,20 +305,26 @@ def region_value(value: object) -> Region:
 def _box_number(name: str, number: object) -> float:
     """One coordinate of a region box: a finite JSON number, x and y at least 0, w and h above 0."""
     if isinstance(number, bool) or not isinstance(number, (int, float)):
-        raise _bad_region(
-            f"has {name}={json.dumps(number)[:30]} ({json_type_name(number)}); the box's x, y, w and h must be numbers "
-            f"of pixels, such as {REGION_EXAMPLE}"
+        shown = (
+            f"{name}={json.dumps(number[:30])} (a string)"
+            if isinstance(number, str)
+            else f"{name} as {json_type_name(number)}"
         )
-    if not math.isfinite(number) or abs(number) > MAX_BOX_PIXELS:
-        raise _bad_region(f"has {name}={number!r}; coordinates must be finite numbers of at most {MAX_BOX_PIXELS} px")
+        raise _bad_region(f"has {shown}; the box's x, y, w and h must be numbers of pixels, such as {REGION_EXAMPLE}")
+    # abs() first: an integer too large for a float makes isfinite() raise.
+    if abs(number) > MAX_BOX_PIXELS or not math.isfinite(number):
+        raise _bad_region(
+            f"has {name}={number if isinstance(number, float) else 'a huge integer'}; coordinates must be finite "
+            f"numbers of at most {MAX_BOX_PIXELS} px"
+        )
     if name in ("x", "y") and number < 0:
         raise _bad_region(
-            f"has {name}={number!r}; x and y (the box's left and top edge) must be 0 or more, in pixels from the "
+            f"has {name}={number:g}; x and y (the box's left and top edge) must be 0 or more, in pixels from the "
             "image's top-left corner"
         )
     if name in ("w", "h") and number <= 0:
         raise _bad_region(
-            f"has {name}={number!r}; w and h (the box's width and height) must be more than 0 pixels (an empty box "
+            f"has {name}={number:g}; w and h (the box's width and height) must be more than 0 pixels (an empty box "
             'shows nothing: leave region out or send "whole" for the whole image)'
         )
     return float(number)

@@ -3,7 +3,8 @@ methods, rights, summaries and answers; their pydantic body models (service/api/
 (service/api/views.py) give the schemas. Nothing is written by hand twice.
 
 The document is OpenAPI 3.0.3, which every client generator and Swagger UI read; pydantic writes JSON Schema
-2020-12, so `_openapi30` rewrites the few keywords 3.0 spells differently (null, const, examples).
+2020-12, so `_openapi30` rewrites the few keywords 3.0 spells differently (null, const, examples, exclusive
+bounds).
 Each operation documents ONE request content type, so that generated clients have one body type per call:
 multipart/form-data for the `file` endpoints, application/json for the rest. The server also accepts a
 urlencoded or multipart form on every endpoint (bogv's clients send forms), which the description says.
@@ -52,8 +53,8 @@ DESCRIPTION = (
     "Request bodies: each operation is documented with one content type, JSON (`application/json`), or "
     "`multipart/form-data` for the `file` endpoints. For bogv compatibility the server also accepts a urlencoded "
     'or multipart form with the same fields on every endpoint: there numbers and booleans are text ("10", '
-    '"true"), a list of keys or ids may be comma-separated text ("a,b,c"), and `attrs`, `filter` and `items` '
-    "are JSON text. An empty field counts as absent.\n\n"
+    '"true"), a list of keys or ids may be comma-separated text ("a,b,c"), and `attrs`, `filter`, `items` and a '
+    "`region` box are JSON text. An empty field counts as absent.\n\n"
     "Limits shown (MAX_LIMIT, MAX_KEY_LENGTH, MAX_BATCH_KEYS, MAX_BATCH_ITEMS) are this server's settings.\n\n"
     "Every answer carries an `X-Request-Id` header: the caller's own (1-64 of `A-Za-z0-9._:-`, starting with a "
     "letter or digit) or a new one; it is the reference a 500 quotes and it is on every log line of the request."
@@ -70,9 +71,9 @@ ERRORS = {
     "or link-local address.",
     404: "The record does not exist (or is not the caller's), or it has no thumbnail: show a placeholder. For "
     "search/id: the namespace holds no record with this id.",
-    409: "A duplicate image with on_duplicate=reject (data: the record already stored), or namespaces, attrs or a "
-    "filter asked of a collection created by an earlier imgsim (data: null; the message names the migration: "
-    "a new MILVUS_COLLECTION and a re-import).",
+    409: "A duplicate image with on_duplicate=reject (data: the record already stored), or namespaces, attrs, a "
+    "filter or a region to store asked of a collection created by an earlier imgsim (data: null; the message "
+    "names the migration: a new MILVUS_COLLECTION and a re-import).",
     413: "The image is over MAX_IMAGE_BYTES or MAX_IMAGE_PIXELS, its metadata is too large to decode safely, the "
     "request body is over MAX_IMAGE_BYTES*4/3 + 64 KiB, or a form has over 1000 fields.",
     415: "The bytes are not a decodable JPEG, PNG, GIF, BMP, WEBP or TIFF image (empty, truncated, corrupt or "
@@ -267,6 +268,10 @@ def _openapi30(node: Any, in_properties: bool = False) -> Any:
     out = {key: _openapi30(value, in_properties=key == "properties") for key, value in node.items()}
     if "const" in out:
         out["enum"] = [out.pop("const")]
+    for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        value = out.get(exclusive)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):  # 2020-12's number; 3.0's flag
+            out[bound], out[exclusive] = value, True
     if "examples" in out and isinstance(out["examples"], list):
         out["example"] = out.pop("examples")[0]
     if out.get("default", 0) is None:

@@ -158,7 +158,7 @@ def prepare(deps: Deps, request: AddRequest) -> PreparedImage:
     md5, frame, thumb = decoded_use(
         source.data,
         deps.settings,
-        lambda img: framed(img, request.region, deps.framing),
+        lambda decoded: framed(decoded, request.region, deps.framing),
         deps.decode_budget,
         thumbnail=True,
     )

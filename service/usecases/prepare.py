@@ -82,15 +82,6 @@ class Framed:
         return None if self.box.is_whole(self.width, self.height) else self.box.as_dict()
 
 
-@dataclass(frozen=True)
-class Proposed:
-    """An "auto" search's start: the whole image's vector, and the model input of each candidate box."""
-
-    vector: np.ndarray
-    whole: Box
-    candidates: list[tuple[Box, np.ndarray]]
-
-
 class Picture:
     """A decoded image and the size a caller's pixels refer to: the image as stored, after its EXIF orientation.
     The two differ when a large JPEG was decoded at 1/2, 1/4 or 1/8 scale (model.images: draft)."""
@@ -145,15 +136,6 @@ def framed(decoded: DecodedImage, region: Region, framing: Framing) -> Framed:
         first = next(iter(framing.propose(picture.image).boxes), None)
         return picture.framed(None if first is None else picture.callers_box(first), framing)
     return picture.framed(None, framing)
-
-
-def proposed(decoded: DecodedImage, framing: Framing) -> Proposed:
-    """An "auto" search's inputs: one pass of the model over the whole image, and a crop of each box it proposes
-    (the boxes in the caller's pixels)."""
-    picture = Picture(decoded)
-    proposal = framing.propose(picture.image)
-    candidates = [(picture.callers_box(b), framing.preprocess_box(picture.image, b)) for b in proposal.boxes]
-    return Proposed(proposal.vector, picture.whole, candidates)
 
 
 @dataclass(frozen=True)

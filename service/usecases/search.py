@@ -10,12 +10,13 @@ import numpy as np
 
 from conf.errors import BadInput, NotFound
 from conf.settings import SearchRegion
-from model.regions import AUTO_GATE, Box, choose
+from model.images import DecodedImage
+from model.regions import Box, auto_gate, choose
 from service.inputs import ImageInput
 from service.store.filters import FilterError, compile_filter
 from service.store.records import Hit, Query, Scope
 from service.usecases.deps import Deps
-from service.usecases.prepare import Proposed, Region, decoded_use, framed, proposed
+from service.usecases.prepare import Picture, Region, decoded_use, framed
 
 EXACT, DUPLICATE, SIMILAR = "exact", "duplicate", "similar"
 
@@ -106,12 +107,22 @@ def search_image(
     region = deps.settings.search_region if region is None else region
     source = image.load(deps.settings)
     if region is SearchRegion.AUTO:
-        md5, start, _ = decoded_use(
-            source.data, deps.settings, lambda img: proposed(img, deps.framing), deps.decode_budget, thumbnail=False
+        # The whole auto flow runs while the image is held: its candidate boxes are worked out (and cropped) only
+        # when the whole image's search falls short, and they need the decoded pixels.
+        _md5, searched, _ = decoded_use(
+            source.data,
+            deps.settings,
+            lambda decoded: _search_auto(deps, decoded, scope, options, expr),
+            deps.decode_budget,
+            thumbnail=False,
         )
-        return _search_auto(deps, start, md5, scope, options, expr)
+        return searched
     md5, frame, _ = decoded_use(
-        source.data, deps.settings, lambda img: framed(img, region, deps.framing), deps.decode_budget, thumbnail=False
+        source.data,
+        deps.settings,
+        lambda decoded: framed(decoded, region, deps.framing),
+        deps.decode_budget,
+        thumbnail=False,
     )
     [vector] = deps.embed_each([frame.array])
     return Searched(_found(deps, vector, md5, scope, options, expr), frame.box)
@@ -121,20 +132,25 @@ def _best(found: list[Found]) -> float | None:
     return found[0].hit.score if found else None
 
 
-def _search_auto(deps: Deps, start: Proposed, md5: str, scope: Scope, options: SearchOptions, expr: str) -> Searched:
-    """The "auto" flow: the whole image's search answers unless the model proposed boxes and its best hit is below
-    AUTO_GATE; then every box is embedded and searched (each step queued together) and model.regions.choose
-    picks the answer."""
-    whole = _found(deps, start.vector, md5, scope, options, expr)
+def _search_auto(deps: Deps, decoded: DecodedImage, scope: Scope, options: SearchOptions, expr: str) -> Searched:
+    """The "auto" flow: the whole image's search (its vector from the model's proposal pass) answers when its best
+    hit reaches the gate or the model proposes no box; else every box is embedded and searched (each step queued
+    together) and model.regions.choose picks the answer."""
+    picture = Picture(decoded)
+    proposal = deps.framing.propose(picture.image)
+    whole = _found(deps, proposal.vector, decoded.md5, scope, options, expr)
     best = _best(whole)
-    if not start.candidates or (best is not None and best >= AUTO_GATE):
-        return Searched(whole, start.whole)
-    vectors = deps.embed_each([array for _box, array in start.candidates])
-    each = _found_each(deps, vectors, md5, scope, options, expr)
+    if best is not None and best >= auto_gate(deps.duplicate_score):
+        return Searched(whole, picture.whole)
+    boxes = proposal.boxes
+    if not boxes:
+        return Searched(whole, picture.whole)
+    vectors = deps.embed_each([deps.framing.preprocess_box(picture.image, box) for box in boxes])
+    each = _found_each(deps, vectors, decoded.md5, scope, options, expr)
     chosen = choose(best, [_best(found) for found in each])
     if chosen is None:
-        return Searched(whole, start.whole)
-    return Searched(each[chosen], start.candidates[chosen][0])
+        return Searched(whole, picture.whole)
+    return Searched(each[chosen], picture.callers_box(boxes[chosen]))
 
 
 def search_by_id(
