@@ -15,6 +15,8 @@ Chromium does not report multipart bodies to Playwright, and the thumbnail reque
 from __future__ import annotations
 
 import base64
+import io
+import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ from typing import Any
 
 import pytest
 from flask import request
+from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
 from tests.conftest import ROOT, LiveService, photo
@@ -359,7 +362,9 @@ def test_console_search_errors_and_options(site: Site, browser: Any) -> None:
 
 @needs_chromium
 def test_console_search_by_url_and_path(site: Site, browser: Any, image_host: Callable[[bytes], str]) -> None:
-    """Search by an image URL and by a path on the shared volume: the stored image comes first, with its thumbnail."""
+    """Search by an image URL and by a path on the shared volume: the stored image comes first, with its thumbnail.
+    The box searched is shown as coordinates (the page may not load that picture), and Auto asks for region=auto
+    for that query only."""
     record_id, data = add(site, 31, "SKU-4004")
     add(site, 32, "SKU-5005")
     shared = site.live.runtime.settings.image_pool_path / "query.jpg"
@@ -377,6 +382,212 @@ def test_console_search_by_url_and_path(site: Site, browser: Any, image_host: Ca
             assert best.get_attribute("data-id") == str(record_id), kind
             assert float(best.get_by_test_id("result-score").inner_text()) > 0.999
             best.get_by_test_id("thumb-img").wait_for()
+            assert "region" not in json.loads(site.search_bodies[-1])  # Auto on the URL did not stick to the path
+            expect(page.get_by_test_id("region-pane")).to_be_visible()
+            expect(page.get_by_test_id("region-stage")).to_be_hidden()
+            expect(page.get_by_test_id("region-coords")).to_have_text('{"x":0,"y":0,"w":320,"h":240}')
+            with page.expect_response(f"**/search/{kind}") as caught:
+                page.get_by_test_id("region-auto").click()
+            expect(page.get_by_test_id("region-auto")).to_have_attribute("aria-pressed", "true")
+            sent = json.loads(site.search_bodies[-1])
+            assert sent["region"] == "auto" and sent[kind] == value
+            expect(page.get_by_test_id("region-coords")).to_have_text(as_shown(caught.value.json()["region"]))
+        assert_clean(site, watch)
+    finally:
+        context.close()
+
+
+# The scene of the region test: a room photo (960 x 720) with the catalog's bag photo (320 x 240, 11% of the frame)
+# pasted at (600, 420), saved as PNG and as a customer's JPEG.
+SCENE_SIZE = (960, 720)
+BAG_AT = (600, 420)
+BAG_BOX = {"x": 600, "y": 420, "w": 320, "h": 240}
+
+
+def scene_with(product: bytes, background: bytes, fmt: str) -> bytes:
+    """`background` with `product` pasted at BAG_AT, as PNG or as a customer's JPEG (quality 80)."""
+    room = Image.open(io.BytesIO(background)).convert("RGB")
+    room.paste(Image.open(io.BytesIO(product)).convert("RGB"), BAG_AT)
+    buf = io.BytesIO()
+    room.save(buf, format=fmt, **({"quality": 80} if fmt == "JPEG" else {}))
+    return buf.getvalue()
+
+
+def add_bytes(site: Site, data: bytes, key: str) -> None:
+    """Add `data` under `key` through the API."""
+    answer = site.live.post("add/file", files={"file": (f"{key}.jpg", data)}, data={"key": key})
+    assert answer.status_code == 200, answer.text
+
+
+def sent_region(body: bytes) -> str | None:
+    """The multipart form field `region` the page sent, as text (None when it sent none)."""
+    found = re.search(rb'name="region"\r\n\r\n(.*?)\r\n--', body, re.S)
+    return found.group(1).decode() if found else None
+
+
+def as_shown(box: dict[str, int]) -> str:
+    """A box as the pane shows it: compact JSON in the API docs' order x, y, w, h, ready to paste."""
+    return json.dumps({k: box[k] for k in ("x", "y", "w", "h")}, separators=(",", ":"))
+
+
+def shown_box(page: Any) -> dict[str, int]:
+    """The box coordinates the pane shows beside the picture (JSON, ready for an API call)."""
+    return dict(json.loads(page.get_by_test_id("region-coords").inner_text()))
+
+
+def ranking(page: Any) -> list[tuple[str, float]]:
+    """(key, score) of every result card, best first."""
+    cards = page.get_by_test_id("result-card")
+    return [
+        (card.get_attribute("data-key") or "", float(card.get_by_test_id("result-score").inner_text()))
+        for card in cards.all()
+    ]
+
+
+def to_screen(page: Any, x: float, y: float) -> tuple[float, float]:
+    """A point in pixels of the (oriented) query image -> page coordinates of the displayed picture."""
+    rect = page.get_by_test_id("region-img").bounding_box()
+    return rect["x"] + x * rect["width"] / SCENE_SIZE[0], rect["y"] + y * rect["height"] / SCENE_SIZE[1]
+
+
+def drag(page: Any, start: tuple[float, float], end: tuple[float, float]) -> None:
+    """Press the mouse at `start`, move to `end` in steps, release (points in image pixels)."""
+    page.mouse.move(*to_screen(page, *start))
+    page.mouse.down()
+    page.mouse.move(*to_screen(page, *end), steps=8)
+    page.mouse.up()
+
+
+def near(box: dict[str, int], expected: dict[str, int], slack: int = 3) -> bool:
+    """Each coordinate within `slack` image pixels (the mouse lands on displayed pixels, 2 image px each)."""
+    return box.keys() == expected.keys() and all(abs(box[k] - expected[k]) <= slack for k in expected)
+
+
+# The JPEG scene is decoded at a libjpeg draft scale (model/images.py, 960x720 -> 480x360): its region must still
+# be in pixels of the full image, else the box lands on the wrong part of the picture.
+@needs_chromium
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_console_region_box_drag_reruns_search(site: Site, browser: Any, fmt: str) -> None:
+    """A scene photo with a catalog product in one corner: the pane shows the box searched (the answer's region,
+    whole image by default); drawing a box, dragging it onto the product and resizing it by a corner reruns the
+    search with that box, and the product rises to rank 1; Auto and Whole image (keyboard) send their values."""
+    background = photo(60, size=SCENE_SIZE)
+    bag = photo(61)
+    add_bytes(site, background, "SKU-ROOM")
+    add_bytes(site, bag, "SKU-BAG")
+    add_bytes(site, photo(62), "SKU-OTHER")
+    scene = scene_with(bag, background, fmt)
+    context, page, watch = open_page(browser)
+    try:
+        page.goto(f"{site.url}/console")
+        log_in(page, TOKEN)
+        page.get_by_test_id("nav-search").wait_for()
+        with page.expect_response(lambda r: r.url.endswith("/search/file")) as caught:
+            page.get_by_test_id("search-file-input").set_input_files(
+                {"name": f"scene.{fmt.lower()}", "mimeType": f"image/{fmt.lower()}", "buffer": scene}
+            )
+        answer = caught.value.json()
+        whole = {"x": 0, "y": 0, "w": SCENE_SIZE[0], "h": SCENE_SIZE[1]}
+        assert answer["region"] == whole  # no region asked: the whole (oriented) image was searched
+        assert sent_region(site.search_bodies[-1]) is None  # nothing asked, nothing sent
+        expect(page.get_by_test_id("region-box")).to_be_visible()
+        assert shown_box(page) == whole
+        assert page.get_by_test_id("region-img").evaluate("i => [i.naturalWidth, i.naturalHeight]") == list(SCENE_SIZE)
+        # The box covers the displayed picture exactly.
+        stage, box = page.get_by_test_id("region-img").bounding_box(), page.get_by_test_id("region-box").bounding_box()
+        assert all(abs(stage[k] - box[k]) <= 1 for k in ("x", "y", "width", "height")), (stage, box)
+        before = ranking(page)
+        assert before[0][0] == "SKU-ROOM", before  # the room outvotes the bag
+        bag_before = dict(before)["SKU-BAG"]
+        shot(page, f"console-region-whole-{fmt.lower()}")
+
+        steps = [  # draw a box in the empty top-left, drag it onto the bag, then pull its bottom-right corner
+            ((40, 40), (300, 240), {"x": 40, "y": 40, "w": 260, "h": 200}),
+            ((170, 140), (170 + 560, 140 + 380), {"x": 600, "y": 420, "w": 260, "h": 200}),
+            ((860 - 4, 620 - 4), (920 - 4, 660 - 4), BAG_BOX),  # grab the se handle (inside the corner), pull it
+        ]
+        for start, end, expected in steps:
+            searches = len(site.search_bodies)
+            with page.expect_response(lambda r: r.url.endswith("/search/file")) as caught:
+                drag(page, start, end)
+            expect(page.get_by_test_id("search-message")).to_contain_text("results in")
+            sent = json.loads(sent_region(site.search_bodies[-1]) or "null")
+            assert len(site.search_bodies) == searches + 1 and near(sent, expected), (sent, expected)
+            assert caught.value.json()["region"] == sent == shown_box(page)  # the server searched what was sent
+
+        after = ranking(page)
+        assert after[0][0] == "SKU-BAG", after  # on the bag alone, the bag comes first
+        assert dict(after)["SKU-BAG"] > bag_before
+        shot(page, f"console-region-bag-{fmt.lower()}")
+
+        for button, value in (("region-auto", "auto"), ("region-whole", "whole")):
+            page.get_by_test_id(button).focus()  # keyboard reachable: focus and Enter
+            with page.expect_response(lambda r: r.url.endswith("/search/file")) as caught:
+                page.keyboard.press("Enter")
+            expect(page.get_by_test_id(button)).to_have_attribute("aria-pressed", "true")
+            assert sent_region(site.search_bodies[-1]) == value
+            expect(page.get_by_test_id("region-coords")).to_have_text(as_shown(caught.value.json()["region"]))
+        assert shown_box(page) == whole
+
+        page.get_by_test_id("region-box").focus()  # keyboard: Shift+Left narrows the box by 1%, Enter searches
+        page.keyboard.press("Shift+ArrowLeft")
+        narrower = {**whole, "w": SCENE_SIZE[0] - 10}
+        assert shown_box(page) == narrower
+        with page.expect_response(lambda r: r.url.endswith("/search/file")) as caught:
+            page.keyboard.press("Enter")
+        assert json.loads(sent_region(site.search_bodies[-1]) or "null") == narrower == caught.value.json()["region"]
+
+        page.get_by_test_id("lang-toggle").click()
+        expect(page.get_by_test_id("region-auto")).to_have_text("自动")
+        expect(page.get_by_test_id("region-whole")).to_have_text("整张图片")
+        page.get_by_test_id("lang-toggle").click()
+        assert_clean(site, watch)
+    finally:
+        context.close()
+
+
+def turned_jpeg(width: int, height: int) -> bytes:
+    """A JPEG stored `width` x `height` whose EXIF orientation 6 turns it a quarter (shown `height` x `width`)."""
+    img = Image.open(io.BytesIO(photo(70, size=(width, height)))).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=90, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+@needs_chromium
+def test_console_region_box_follows_exif_orientation(site: Site, browser: Any) -> None:
+    """A phone photo stored sideways with EXIF orientation 6: the browser shows it upright, and the box drawn on
+    it is sent and answered in the same (oriented) pixels the service decodes."""
+    context, page, watch = open_page(browser)
+    try:
+        page.goto(f"{site.url}/console")
+        log_in(page, TOKEN)
+        page.get_by_test_id("nav-search").wait_for()
+        with page.expect_response(lambda r: r.url.endswith("/search/file")) as caught:
+            page.get_by_test_id("search-file-input").set_input_files(
+                {"name": "phone.jpg", "mimeType": "image/jpeg", "buffer": turned_jpeg(400, 300)}
+            )
+        upright = {"x": 0, "y": 0, "w": 300, "h": 400}
+        assert caught.value.json()["region"] == upright
+        expect(page.get_by_test_id("region-box")).to_be_visible()
+        assert page.get_by_test_id("region-img").evaluate("i => [i.naturalWidth, i.naturalHeight]") == [300, 400]
+        assert shown_box(page) == upright
+        rect = page.get_by_test_id("region-img").bounding_box()
+        assert rect["height"] > rect["width"]  # shown upright
+
+        def at(x: float, y: float) -> tuple[float, float]:
+            return rect["x"] + x * rect["width"] / 300, rect["y"] + y * rect["height"] / 400
+
+        with page.expect_response(lambda r: r.url.endswith("/search/file")) as caught:
+            page.mouse.move(*at(30, 200))  # the lower half, upright
+            page.mouse.down()
+            page.mouse.move(*at(270, 380), steps=5)
+            page.mouse.up()
+        sent = json.loads(sent_region(site.search_bodies[-1]) or "null")
+        assert near(sent, {"x": 30, "y": 200, "w": 240, "h": 180}), sent
+        assert caught.value.json()["region"] == sent == shown_box(page)
         assert_clean(site, watch)
     finally:
         context.close()

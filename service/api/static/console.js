@@ -15,7 +15,7 @@ var THUMB_CACHE_MAX = 400;
 var THUMB_PARALLEL = 4;
 
 var state = { token: null, view: 'search', query: null, queryUrl: null, browseKey: null, browseRecords: [],
-  grant: null, search: null };
+  grant: null, search: null, searchSeq: 0, region: null, shown: null };
 
 // ---------------------------------------------------------------- i18n (English labels, optional 中文)
 var ZH = {
@@ -45,7 +45,13 @@ var ZH = {
   'token.refused': '令牌被拒绝：', 'Enter a key first.': '请先输入 key。', 'in namespace': '命名空间',
   'batches': '批次', 'requests': '请求', 'mean batch': '平均批大小', 'busy s': '忙碌秒数',
   'no.write': '此令牌没有写权限，不能删除记录。', 'ns.bound': '此令牌绑定在命名空间“{ns}”，不能选择其他命名空间。',
-  'ns.default': '默认', 'removed': '（之后已删除 {n} 条）'
+  'ns.default': '默认', 'removed': '（之后已删除 {n} 条）',
+  'Box searched': '搜索的区域', 'Auto': '自动', 'Whole image': '整张图片',
+  'region.help': '拖动方框或它的四个角，或在图片上另画一个方框：松开后重新搜索。键盘：方向键移动方框，Shift+方向键调整大小，Enter 搜索。',
+  'region.label': 'region（按 EXIF 方向摆正后的图片像素）：', 'region.size': '图片 {w} × {h} 像素',
+  'region.box': '搜索的区域，x={x} y={y} w={w} h={h}', 'region.whole': '整张图片',
+  'region.auto.title': '让 imgsim 找出图中的主体并只搜索它（region=auto）',
+  'region.whole.title': '搜索整张图片（region=whole）'
 };
 var EN = {
   'n.results': '{n} results in {ms} ms', 'n.results.one': '1 result in {ms} ms', 'key.head': 'Key “{key}”: {n} images',
@@ -63,7 +69,12 @@ var EN = {
   'search.empty': 'Results appear here: drop, choose or paste an image, or search by URL, path or id.',
   'no.write': 'This token has no write right, so it cannot delete records.',
   'ns.bound': 'This token is bound to namespace “{ns}” and cannot choose another.', 'ns.default': 'default',
-  'removed': ' ({n} deleted since)'
+  'removed': ' ({n} deleted since)',
+  'region.help': 'Drag the box or its corners, or draw a new one on the picture: the search reruns when you let go. Keyboard: arrows move the box, Shift+arrows resize it, Enter searches.',
+  'region.label': 'region (pixels of the image after its EXIF orientation):', 'region.size': 'of a {w} × {h} px image',
+  'region.box': 'Box searched, x={x} y={y} w={w} h={h}', 'region.whole': 'the whole image',
+  'region.auto.title': 'Let imgsim find the main object and search only that (region=auto)',
+  'region.whole.title': 'Search the whole image (region=whole)'
 };
 var lang = 'en';
 
@@ -83,7 +94,10 @@ function applyLang() {
   toggle.textContent = lang === 'zh' ? 'English' : '中文';
   toggle.lang = lang === 'zh' ? 'en' : 'zh';
   toggle.setAttribute('aria-label', lang === 'zh' ? 'Switch to English' : '切换到中文');
+  byId('region-auto').title = t('region.auto.title');
+  byId('region-whole').title = t('region.whole.title');
   applyRights();
+  renderRegion();
 }
 
 // ---------------------------------------------------------------- small DOM helpers
@@ -230,6 +244,7 @@ function lock(message) {
 // The records a token was shown leave the page with it: the next token (maybe another tenant's) starts empty.
 function clearRecords() {
   state.search = null;
+  hideRegion();
   state.browseKey = null;
   state.browseRecords = [];
   byId('search-results').textContent = '';
@@ -394,10 +409,15 @@ function textInput(id) {
 function buildSearch(kind, opts) {
   if (kind === 'image') {
     if (!state.query) { throw new ApiError(t('Choose an image first.'), 0); }
-    return { path: 'search/file', req: { form: toForm(state.query, opts) } };
+    withRegion(opts, state.query);
+    return { path: 'search/file', req: { form: toForm(state.query, opts) }, query: state.query };
   }
-  if (kind === 'url') { opts.url = textInput('q-url'); return { path: 'search/url', req: { json: opts } }; }
-  if (kind === 'path') { opts.path = textInput('q-path'); return { path: 'search/path', req: { json: opts } }; }
+  if (kind === 'url' || kind === 'path') {
+    opts[kind] = textInput('q-' + kind);
+    var query = kind + ':' + opts[kind];
+    withRegion(opts, query);
+    return { path: 'search/' + kind, req: { json: opts }, query: query };
+  }
   var id = textInput('q-id');
   if (!/^[0-9]{1,16}$/.test(id) || !Number.isSafeInteger(Number(id)) || Number(id) < 1) { throw new ApiError(t('id.bad'), 0); }
   opts.id = Number(id);
@@ -412,12 +432,23 @@ function runSearch(event) {
   showMsg(msg, t('Searching…'), 'info');
   var started = performance.now();
   var namespace = byId('namespace').value.trim();
+  // Only the latest search is shown: a box dragged twice quickly must not end with the first box's hits.
+  var seq = ++state.searchSeq;
+  byId('region-pane').classList.add('busy');
   return call(API + plan.path, plan.req).then(function (body) {
+    if (seq !== state.searchSeq) { return null; }
     var hits = Array.isArray(body.data) ? body.data : [];
     renderHits(hits);
     state.search = { namespace: namespace, found: hits.length, removed: 0, ms: Math.round(performance.now() - started) };
     showSearchSummary();
-  }, function (err) { state.search = null; renderHits([]); showError(msg, err); });
+    return showRegion(plan.query, body.region);
+  }, function (err) {
+    if (seq !== state.searchSeq) { return; }
+    state.search = null;
+    renderHits([]);
+    showError(msg, err);
+    if (!plan.query) { hideRegion(); } else { renderRegion(); } // the box stays where the user left it
+  }).then(function () { if (seq === state.searchSeq) { byId('region-pane').classList.remove('busy'); } });
 }
 
 function showSearchSummary() {
@@ -497,6 +528,7 @@ function setQuery(file) {
   if (state.queryUrl) { URL.revokeObjectURL(state.queryUrl); }
   state.query = file;
   state.queryUrl = URL.createObjectURL(file);
+  hideRegion(); // until this image's answer says which box was searched
   var preview = byId('query-preview');
   preview.src = state.queryUrl;
   preview.alt = file.name || 'pasted image';
@@ -527,6 +559,202 @@ function wireSearch() {
     var file = e.clipboardData && imageFrom(Array.from(e.clipboardData.items || []).map(function (item) { return item.kind === 'file' ? item.getAsFile() : null; }));
     if (file && !byId('app').hidden) { e.preventDefault(); showView('search'); setQuery(file); }
   });
+}
+
+// ---------------------------------------------------------------- the box searched (issue 20: region)
+// After a search by an image, the pane shows the box the answer says was searched (envelope `region`, pixels of
+// the image after its EXIF orientation; a service without regions sends none, which means the whole image).
+// The box is placed in percent of the image's natural size, which Chromium reports after EXIF orientation, so
+// it follows the picture at any displayed size. Dragging, resizing or drawing it asks for that box, and the
+// search reruns on release; the ask holds for that one query (a new image or URL starts with none sent).
+var drag = null;
+
+function clamp(value, low, high) { return Math.min(high, Math.max(low, value)); }
+
+function validBox(region) {
+  if (!region || typeof region !== 'object') { return null; }
+  var names = ['x', 'y', 'w', 'h'];
+  if (!names.every(function (name) { return typeof region[name] === 'number' && isFinite(region[name]); })) { return null; }
+  return { x: region.x, y: region.y, w: region.w, h: region.h };
+}
+
+function sameBox(a, b) { return !!a && !!b && a.x === b.x && a.y === b.y && a.w === b.w && a.h === b.h; }
+
+function withRegion(opts, query) {
+  if (state.region && state.region.query === query) { opts.region = state.region.value; }
+  return opts;
+}
+
+function hideRegion() {
+  state.shown = null;
+  drag = null;
+  byId('region-pane').hidden = true;
+}
+
+// `query` is the File searched, or 'url:<url>' / 'path:<path>' (no picture: the page may not load those).
+function showRegion(query, region) {
+  if (!query) { hideRegion(); return null; }
+  var image = typeof query !== 'string';
+  var shown = { query: query, box: validBox(region), searched: validBox(region), width: 0, height: 0, image: image };
+  state.shown = shown;
+  byId('region-pane').hidden = false;
+  if (!image) { renderRegion(); return null; }
+  var img = byId('region-img');
+  if (img.getAttribute('src') !== state.queryUrl) { img.src = state.queryUrl; }
+  img.alt = query.name || 'pasted image';
+  return img.decode().catch(function () { return null; }).then(function () {
+    if (state.shown !== shown) { return; }
+    shown.width = img.naturalWidth;
+    shown.height = img.naturalHeight;
+    if (!shown.box && shown.width) { shown.box = shown.searched = { x: 0, y: 0, w: shown.width, h: shown.height }; }
+    renderRegion();
+  });
+}
+
+function renderRegion() {
+  var shown = state.shown;
+  if (!shown) { return; }
+  var box = drag ? drag.box : shown.box;
+  var drawn = shown.image && shown.width > 0;
+  byId('region-stage').hidden = !drawn;
+  var node = byId('region-box');
+  node.hidden = !box;
+  if (box && drawn) {
+    node.style.left = (box.x / shown.width) * 100 + '%'; // CSSOM, which the CSP allows
+    node.style.top = (box.y / shown.height) * 100 + '%';
+    node.style.width = (box.w / shown.width) * 100 + '%';
+    node.style.height = (box.h / shown.height) * 100 + '%';
+  }
+  byId('region-coords').textContent = box ? JSON.stringify(box) : t('region.whole');
+  byId('region-size').textContent = drawn ? t('region.size', { w: shown.width, h: shown.height }) : '';
+  node.setAttribute('aria-label', box ? t('region.box', box) : t('region.whole'));
+  var asked = state.region && state.region.query === shown.query ? state.region.value : null;
+  byId('region-auto').setAttribute('aria-pressed', asked === 'auto' ? 'true' : 'false');
+  byId('region-whole').setAttribute('aria-pressed', asked === 'whole' ? 'true' : 'false');
+  byId('region-pane').classList.toggle('edited', !!box && !sameBox(box, shown.searched));
+}
+
+// Search the shown query again with `value` ('auto', 'whole' or a box) as its region.
+function askRegion(value) {
+  var shown = state.shown;
+  if (!shown) { return Promise.resolve(); }
+  state.region = { query: shown.query, value: value };
+  if (shown.image) {
+    setKind('image');
+  } else {
+    var kind = shown.query.slice(0, shown.query.indexOf(':'));
+    setKind(kind);
+    byId('q-' + kind).value = shown.query.slice(kind.length + 1);
+  }
+  renderRegion();
+  return runSearch();
+}
+
+function imagePoint(event) {
+  var rect = byId('region-img').getBoundingClientRect();
+  var shown = state.shown;
+  return {
+    x: clamp(((event.clientX - rect.left) * shown.width) / rect.width, 0, shown.width),
+    y: clamp(((event.clientY - rect.top) * shown.height) / rect.height, 0, shown.height)
+  };
+}
+
+// The box between two points, in whole pixels.
+function spanBox(a, b) {
+  var x0 = Math.round(Math.min(a.x, b.x));
+  var y0 = Math.round(Math.min(a.y, b.y));
+  return { x: x0, y: y0, w: Math.round(Math.max(a.x, b.x)) - x0, h: Math.round(Math.max(a.y, b.y)) - y0 };
+}
+
+function onStageDown(event) {
+  var shown = state.shown;
+  if (!shown || !shown.width || event.button !== 0) { return; }
+  event.preventDefault(); // no native image drag, no text selection
+  var box = shown.box || { x: 0, y: 0, w: shown.width, h: shown.height };
+  var point = imagePoint(event);
+  var corner = event.target.getAttribute('data-corner');
+  // A box covering the whole image cannot move: pressing inside it draws a new one instead.
+  var whole = box.w >= shown.width && box.h >= shown.height;
+  if (corner) {
+    var anchor = { x: corner[1] === 'w' ? box.x + box.w : box.x, y: corner[0] === 'n' ? box.y + box.h : box.y };
+    var held = { x: corner[1] === 'w' ? box.x : box.x + box.w, y: corner[0] === 'n' ? box.y : box.y + box.h };
+    // The corner keeps its distance from the pointer, so grabbing a handle off-centre does not make it jump.
+    drag = { mode: 'resize', anchor: anchor, offset: { x: held.x - point.x, y: held.y - point.y }, start: box, box: box };
+  } else if (event.target === byId('region-box') && !whole) {
+    drag = { mode: 'move', from: point, start: box, box: box };
+  } else {
+    drag = { mode: 'draw', anchor: point, start: box, box: spanBox(point, point) };
+  }
+  byId('region-stage').setPointerCapture(event.pointerId);
+  byId('region-stage').classList.add('dragging');
+  renderRegion();
+}
+
+function onStageMove(event) {
+  if (!drag) { return; }
+  var shown = state.shown;
+  var point = imagePoint(event);
+  if (drag.mode === 'move') {
+    var start = drag.start;
+    drag.box = {
+      x: Math.round(clamp(start.x + point.x - drag.from.x, 0, shown.width - start.w)),
+      y: Math.round(clamp(start.y + point.y - drag.from.y, 0, shown.height - start.h)),
+      w: start.w, h: start.h
+    };
+  } else if (drag.mode === 'resize') {
+    var corner = { x: clamp(point.x + drag.offset.x, 0, shown.width), y: clamp(point.y + drag.offset.y, 0, shown.height) };
+    drag.box = spanBox(drag.anchor, corner);
+  } else {
+    drag.box = spanBox(drag.anchor, point);
+  }
+  renderRegion();
+}
+
+function onStageUp(event) {
+  if (!drag) { return; }
+  if (event.type === 'pointerup') { onStageMove(event); }
+  var done = drag;
+  drag = null;
+  byId('region-stage').classList.remove('dragging');
+  var rect = byId('region-img').getBoundingClientRect();
+  var least = Math.max(1, (4 * state.shown.width) / Math.max(1, rect.width)); // a click is not a box
+  var box = done.box;
+  if (event.type !== 'pointerup' || box.w < least || box.h < least || sameBox(box, done.start)) {
+    renderRegion();
+    return;
+  }
+  state.shown.box = box;
+  askRegion(box);
+}
+
+// Keyboard: arrows move the box, Shift+arrows resize it (a 1% step), Enter searches with it.
+function onBoxKey(event) {
+  var shown = state.shown;
+  if (!shown || !shown.box || !shown.width) { return; }
+  if (event.key === 'Enter') { event.preventDefault(); askRegion(shown.box); return; }
+  var step = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] }[event.key];
+  if (!step) { return; }
+  event.preventDefault();
+  var px = Math.max(1, Math.round(Math.max(shown.width, shown.height) / 100));
+  var b = shown.box;
+  if (event.shiftKey) {
+    shown.box = { x: b.x, y: b.y, w: clamp(b.w + step[0] * px, 1, shown.width - b.x), h: clamp(b.h + step[1] * px, 1, shown.height - b.y) };
+  } else {
+    shown.box = { x: clamp(b.x + step[0] * px, 0, shown.width - b.w), y: clamp(b.y + step[1] * px, 0, shown.height - b.h), w: b.w, h: b.h };
+  }
+  renderRegion();
+}
+
+function wireRegion() {
+  var stage = byId('region-stage');
+  stage.addEventListener('pointerdown', onStageDown);
+  stage.addEventListener('pointermove', onStageMove);
+  stage.addEventListener('pointerup', onStageUp);
+  stage.addEventListener('pointercancel', onStageUp);
+  stage.addEventListener('dragstart', function (e) { e.preventDefault(); });
+  byId('region-box').addEventListener('keydown', onBoxKey);
+  byId('region-auto').addEventListener('click', function () { askRegion('auto'); });
+  byId('region-whole').addEventListener('click', function () { askRegion('whole'); });
 }
 
 // ---------------------------------------------------------------- browse a key
@@ -686,6 +914,7 @@ function wire() {
   });
   window.addEventListener('hashchange', function () { if (!byId('app').hidden) { showView(viewFromHash()); } });
   wireSearch();
+  wireRegion();
 }
 
 function start() {
