@@ -213,7 +213,9 @@ def test_region_queries_are_pasted_deterministically_into_scenes_of_their_own_sp
 
 def test_regions_report_and_targets_render_in_both_languages(regions_result: dict[str, Any]) -> None:
     rows = [t for t in all_targets(None, None, regions_result) if t["issue"] == "20"]
-    assert len(rows) == 5 and all(t["met"] or t["why"] for t in rows)
+    # Four quality targets; the time target is judged over HTTP, which the --small run leaves out.
+    assert "lone_http" not in regions_result["timing"]
+    assert len(rows) == 4 and all(t["met"] or t["why"] for t in rows)
     lines = bench_lines(None, None, {}, regions_result)
     en, zh = render_lines(lines, "en"), render_lines(lines, "zh")
     assert "## Product in a scene (region search)" in en and "## 场景中的商品（区域搜索）" in zh
@@ -222,8 +224,8 @@ def test_regions_report_and_targets_render_in_both_languages(regions_result: dic
 
 
 def test_regions_auto_searches_the_proposed_boxes_and_answers_with_the_closest(corpus: Corpus, tmp_path: Path) -> None:
-    # Until the coordinator's locator proposes boxes, the real propose() returns none; a stand-in that proposes a
-    # wrong box and then the true one drives the bench's own auto path (embed the boxes, search each, choose).
+    # Whatever the real locator finds, the bench's own auto path must embed every proposed box, search each and
+    # answer with the closest: a stand-in that proposes a wrong box and then the true one checks that.
     settings = regions.region_settings(model_settings(make_settings(tmp_path), "models-smoke"))
     real = load_embedder(settings)
     queries = regions.scene_queries(corpus, regions.load_scenes(tmp_path, small=True), tmp_path / "q")
@@ -236,7 +238,8 @@ def test_regions_auto_searches_the_proposed_boxes_and_answers_with_the_closest(c
 
         def propose(self, img: Image.Image) -> Proposal:
             whole = real.propose(img).vector
-            return Proposal(whole, [Box(0, 0, max(1, img.width // 4), max(1, img.height // 4)), self.truth])
+            wrong, truth = Box(0, 0, max(1, img.width // 4), max(1, img.height // 4)), self.truth
+            return Proposal(whole, lambda: [wrong, truth])
 
     stand_in = StandIn(real.spec, real.engine, real.fingerprint)
     index = {p.stem: i for i, p in enumerate(lay.gallery)}
