@@ -458,6 +458,17 @@ def drag(page: Any, start: tuple[float, float], end: tuple[float, float]) -> Non
     page.mouse.up()
 
 
+def search_upload(site: Site, page: Any, name: str, mime: str, data: bytes) -> dict[str, Any]:
+    """Open the console logged in, search by uploading `data`, and return the search's JSON answer."""
+    page.goto(f"{site.url}/console")
+    log_in(page, TOKEN)
+    page.get_by_test_id("nav-search").wait_for()
+    with page.expect_response(lambda r: r.url.endswith("/search/file")) as caught:
+        page.get_by_test_id("search-file-input").set_input_files({"name": name, "mimeType": mime, "buffer": data})
+    answer: dict[str, Any] = caught.value.json()
+    return answer
+
+
 def near(box: dict[str, int], expected: dict[str, int], slack: int = 3) -> bool:
     """Each coordinate within `slack` image pixels (the mouse lands on displayed pixels, 2 image px each)."""
     return box.keys() == expected.keys() and all(abs(box[k] - expected[k]) <= slack for k in expected)
@@ -479,14 +490,7 @@ def test_console_region_box_drag_reruns_search(site: Site, browser: Any, fmt: st
     scene = scene_with(bag, background, fmt)
     context, page, watch = open_page(browser)
     try:
-        page.goto(f"{site.url}/console")
-        log_in(page, TOKEN)
-        page.get_by_test_id("nav-search").wait_for()
-        with page.expect_response(lambda r: r.url.endswith("/search/file")) as caught:
-            page.get_by_test_id("search-file-input").set_input_files(
-                {"name": f"scene.{fmt.lower()}", "mimeType": f"image/{fmt.lower()}", "buffer": scene}
-            )
-        answer = caught.value.json()
+        answer = search_upload(site, page, f"scene.{fmt.lower()}", f"image/{fmt.lower()}", scene)
         whole = {"x": 0, "y": 0, "w": SCENE_SIZE[0], "h": SCENE_SIZE[1]}
         assert answer["region"] == whole  # no region asked: the whole (oriented) image was searched
         assert sent_region(site.search_bodies[-1]) is None  # nothing asked, nothing sent
@@ -562,15 +566,9 @@ def test_console_region_box_follows_exif_orientation(site: Site, browser: Any) -
     it is sent and answered in the same (oriented) pixels the service decodes."""
     context, page, watch = open_page(browser)
     try:
-        page.goto(f"{site.url}/console")
-        log_in(page, TOKEN)
-        page.get_by_test_id("nav-search").wait_for()
-        with page.expect_response(lambda r: r.url.endswith("/search/file")) as caught:
-            page.get_by_test_id("search-file-input").set_input_files(
-                {"name": "phone.jpg", "mimeType": "image/jpeg", "buffer": turned_jpeg(400, 300)}
-            )
+        answer = search_upload(site, page, "phone.jpg", "image/jpeg", turned_jpeg(400, 300))
         upright = {"x": 0, "y": 0, "w": 300, "h": 400}
-        assert caught.value.json()["region"] == upright
+        assert answer["region"] == upright
         expect(page.get_by_test_id("region-box")).to_be_visible()
         assert page.get_by_test_id("region-img").evaluate("i => [i.naturalWidth, i.naturalHeight]") == [300, 400]
         assert shown_box(page) == upright
