@@ -202,9 +202,9 @@ def decoded_use(
 
 def thumbnail_input(data: bytes, settings: Settings, budget: PixelBudget | None = None) -> tuple[str, Image.Image]:
     """(MD5 of the bytes, thumbnail), decoded within the caps and the budget; the full image is dropped."""
-    with _held(data, settings, budget) as limits:
-        decoded = decode_image(data, **limits)
-        return decoded.md5, make_thumbnail(decoded.image)
+    md5, _nothing, thumb = decoded_use(data, settings, lambda _decoded: None, budget, thumbnail=True)
+    assert thumb is not None
+    return md5, thumb
 
 
 @contextmanager
