@@ -353,24 +353,6 @@ class ScanJob:
         """Queued or running."""
         return self.state in (ScanState.QUEUED, ScanState.RUNNING)
 
-    def view(self) -> dict[str, Any]:
-        """The job as answers show it (views.Scan)."""
-        return {
-            "job": self.job,
-            "state": self.state.value,
-            "namespace": self.namespace,
-            "min_score": self.min_score,
-            "filter": self.filter,
-            "records_done": self.records_done,
-            "records_total": self.records_total,
-            "groups": self.group_count,
-            "grouped_records": self.grouped_records,
-            "started": self.started,
-            "finished": self.finished,
-            "seconds": None if self.seconds is None else round(self.seconds, 3),
-            "error": self.error,
-        }
-
 
 class Scans:
     """The scan jobs of this process: queued and run one at a time by one worker thread, kept in memory.
@@ -378,7 +360,11 @@ class Scans:
     The latest done scan of a namespace is its result until a newer one is done; a failed scan keeps it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, pace: Callable[[ScanJob], None] | None = None) -> None:
+        """`pace(job)` is called by the worker at each step of a running scan (each window read, each row block
+        compared); it may raise ApiError to fail the scan. Nothing uses it in the service: tests hold a scan
+        mid-way with it, to see what the service does while a scan runs, whatever the machine's speed."""
+        self._pace = pace
         self._lock = threading.Lock()
         self._jobs: dict[str, ScanJob] = {}  # in the order started (dicts keep it): the oldest are forgotten first
         self._latest: dict[str, ScanJob] = {}  # namespace -> latest done job
@@ -466,6 +452,8 @@ class Scans:
             if self._stop.is_set():
                 raise _Stopped
             job.records_done, job.records_total = done, total
+            if self._pace is not None:
+                self._pace(job)
 
         job.state, job.started = ScanState.RUNNING, _now()
         started = time.perf_counter()
