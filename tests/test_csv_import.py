@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -297,3 +298,43 @@ def test_cli_exit_status_2_names_the_expected_columns(tmp_path: Path) -> None:
     missing = run_cli(tmp_path, str(tmp_path / "absent.csv"))
     assert missing.returncode == 2 and "cannot be read" in missing.stderr
     assert run_cli(tmp_path, str(path), "--move-to", str(tmp_path)).returncode == 2
+
+
+def docs_example(page: Path) -> str:
+    """The example CSV file a page shows."""
+    blocks = re.findall(r"```csv\n(.*?)```", page.read_text("utf-8"), flags=re.S)
+    assert len(blocks) == 1, page
+    return blocks[0]
+
+
+def test_the_docs_example_file_imports_as_shown(
+    tmp_path: Path, image_host: Callable[[bytes], str], embedder: Embedder
+) -> None:
+    example = docs_example(ROOT / "docs" / "deployment.md")
+    assert docs_example(ROOT / "docs" / "zh-CN" / "deployment.md") == example
+    folder = tmp_path / "cli"
+    (folder / "shared").mkdir(parents=True)
+    images = {}
+    for n, name in enumerate(re.findall(r"photos/[\w.-]+", example)):
+        images[name] = photo(500 + n)
+        (folder / name).parent.mkdir(exist_ok=True)
+        (folder / name).write_bytes(images[name])
+    url = "https://img.example.com/1002.jpg"  # no internet here: the loopback host serves it
+    path = folder / "products.csv"
+    path.write_text(example.replace(url, image_host(photo(600))), encoding="utf-8")
+    settings = cli_settings(folder)
+    summary = rerun(settings, embedder, path)
+    assert (summary.imported, summary.failed) == (4, [])
+    store = VectorStore(settings, embedder.dim)
+    store.connect()
+    try:
+        shoes = stored(store, ["SKU-1001"])
+        assert len(shoes) == 2
+        assert shoes[0]["attrs"] == {"category": "shoes", "price": 49.9, "tags": ["red", "sale"], "shop": "旗舰店"}
+        assert stored(store, ["SKU-1002"])[0]["attrs"] == {"category": "bags", "price": 120, "shop": "outlet"}
+        misc = hashlib.md5(images["photos/misc.jpg"]).hexdigest()
+        assert [(r["filepath"], r["attrs"]) for r in stored(store, [misc])] == [
+            ("catalog/misc.jpg", {"category": "bags", "price": 0.5})
+        ]
+    finally:
+        store.close()
