@@ -156,6 +156,11 @@ def _import_csv(settings: Settings, args: argparse.Namespace) -> int:
         summary = import_csv(
             settings, embedder, store, args.folder, rows, sync=args.sync, progress=not args.no_progress
         )
+    except NotReady as exc:  # Milvus went away mid-import: the rows before are stored
+        print(
+            f"error: {exc}; run the same command again once Milvus answers (nothing is stored twice)", file=sys.stderr
+        )
+        return 2
     finally:
         store.close()
     print("\n".join(summary.lines()))

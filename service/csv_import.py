@@ -12,6 +12,7 @@ recognised and only its attrs and imgPath are refreshed.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -26,7 +27,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from conf.errors import ApiError, BadInput, Forbidden
+from conf.errors import ApiError, BadInput, Forbidden, NotReady
 from conf.settings import Settings
 from model.embedder import Embedder
 from service.api.contract import Limits, item_request, key_value
@@ -56,8 +57,9 @@ EXPECTED = (
 TAGS_COLUMN = "tags"
 # A number as a spreadsheet writes one. Text with a leading zero ("007", zip and product codes) stays text: as a
 # number it would lose its zeros.
-_INTEGER = re.compile(r"[+-]?(0|[1-9][0-9]*)")
-_DECIMAL = re.compile(r"[+-]?(0|[1-9][0-9]*)?\.[0-9]+([eE][+-]?[0-9]+)?|[+-]?(0|[1-9][0-9]*)\.?[eE][+-]?[0-9]+")
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_LEADING_ZERO = re.compile(r"[+-]?0[0-9]")
 _ATTR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
@@ -147,6 +149,11 @@ def _header(cells: list[str]) -> _Header:
     names = [c.strip() for c in cells]
     if not any(names):
         raise CsvFileError(f"the first line is empty; {EXPECTED}")
+    if len(names) == 1 and (";" in names[0] or "\t" in names[0]):  # a European Excel's or a TSV export
+        raise CsvFileError(
+            f"the header {names[0]!r} is one column: separate the columns with commas "
+            "(Excel: save as 'CSV UTF-8 (comma delimited)')"
+        )
     canonical = {k.lower(): k for k in KNOWN_COLUMNS}  # spreadsheets capitalise: "Key", "URL", "imgpath"
     index: dict[str, int] = {}
     attributes: list[tuple[str, int]] = []
@@ -179,13 +186,13 @@ def _header(cells: list[str]) -> _Header:
 
 def _number(text: str) -> int | float | None:
     """The number a cell holds (int for integral text), or None when it is text (also NaN, inf, "007", 1e400)."""
+    if not _NUMBER.fullmatch(text) or _LEADING_ZERO.match(text):
+        return None
     if _INTEGER.fullmatch(text):
         value = int(text)
-        return value if abs(value) <= JS_MAX_SAFE_INTEGER else None  # a long code (EAN...) stays exact as text
-    if _DECIMAL.fullmatch(text):
-        number = float(text)
-        return number if math.isfinite(number) else None
-    return None
+        return value if abs(value) <= JS_MAX_SAFE_INTEGER else None  # a longer code stays exact, as text
+    number = float(text)
+    return number if math.isfinite(number) else None
 
 
 def _attributes(cells: list[str], header: _Header) -> dict[str, Any]:
@@ -195,7 +202,7 @@ def _attributes(cells: list[str], header: _Header) -> dict[str, Any]:
         text = cells[pos].strip() if pos < len(cells) else ""
         if not text:
             continue
-        if name == TAGS_COLUMN:
+        if name.lower() == TAGS_COLUMN:
             attrs[name] = [t.strip() for t in text.split("|") if t.strip()]
             continue
         number = _number(text)
@@ -250,9 +257,12 @@ def _request(
     answer for the same item."""
     item = _item(cells, header)
     key: str | None = None
-    try:
-        if "key" in item:
+    if "key" in item:
+        # A refused key: item_request below refuses the row with the API's message, after the checks the API makes
+        # first; such a row names no product to sync.
+        with contextlib.suppress(ApiError):
             key = key_value(item["key"], limits.max_key_length)
+    try:
         extra = [c for c in cells[header.width :] if c.strip()]
         if extra:  # a stray comma or an unquoted comma inside a value shifts every later column
             raise BadInput(
@@ -354,12 +364,13 @@ class CsvImport:
 
     def _add_batch(self, namespace: str, rows: Sequence[Row]) -> list[Outcome]:
         requests = [r.request for r in rows]
-        if all(isinstance(r, ApiError) for r in requests):
-            return list(requests)  # type: ignore[arg-type]  # all ApiError: nothing to store
+        refused: list[Outcome] = [r for r in requests if isinstance(r, ApiError)]
+        if len(refused) == len(requests):
+            return refused  # nothing to store
         try:
             return add_batch(self._deps, namespace, requests)
         except ApiError as exc:  # the namespace cannot take these items at all (a collection without attrs)
-            if exc.reason == "not_ready":
+            if isinstance(exc, NotReady):  # Milvus away: not the rows' fault; the rerun picks up from here
                 raise
             return [exc] * len(rows)
 
@@ -376,24 +387,25 @@ class CsvImport:
                 unkeyed.append(r)
         self._add(unkeyed, summary, advance)
         with ThreadPoolExecutor(max_workers=SYNC_WORKERS, thread_name_prefix="csv-sync") as pool:
-            for (_namespace, key), of_key, outcome in zip(
-                products.keys(), products.values(), pool.map(self._set_key, products.items()), strict=True
-            ):
-                outcomes, deleted = outcome
-                _count(summary, of_key, outcomes)
-                if all(isinstance(o, Added) for o in outcomes):
-                    summary.keys_synced += 1
-                    summary.deleted += deleted
-                else:
-                    summary.keys_not_synced.append(key)
-                advance(len(of_key))
+            # A few keys per worker at a time: if Milvus goes away, the error stops the import after them.
+            for page in _pages(list(products.items()), SYNC_WORKERS * 4):
+                for ((_namespace, key), of_key), (outcomes, deleted) in zip(
+                    page, pool.map(self._set_key, page), strict=True
+                ):
+                    _count(summary, of_key, outcomes)
+                    if all(isinstance(o, Added) for o in outcomes):
+                        summary.keys_synced += 1
+                        summary.deleted += deleted
+                    else:
+                        summary.keys_not_synced.append(key)
+                    advance(len(of_key))
 
     def _set_key(self, product: tuple[tuple[str, str], list[Row]]) -> tuple[list[Outcome], int]:
         (namespace, key), of_key = product
         try:
             synced = set_key(self._deps, namespace, key, [r.request for r in of_key])
         except ApiError as exc:
-            if exc.reason == "not_ready":
+            if isinstance(exc, NotReady):  # Milvus away: not the rows' fault; the rerun picks up from here
                 raise
             return [exc] * len(of_key), 0
         return synced.outcomes, synced.deleted

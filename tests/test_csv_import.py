@@ -21,6 +21,7 @@ from conf.settings import Settings
 from model.embedder import Embedder
 from service.csv_import import CsvFileError, CsvSummary, import_csv, read_rows, report_path
 from service.store.records import VectorStore
+from service.usecases.add import AddRequest
 from tests.conftest import ROOT, LiveService, make_settings, photo
 
 GOOD = 195
@@ -279,6 +280,7 @@ def test_json_attrs_column_namespaces_and_report_cleared(
         (b"key,path,attrs,colour\n", "not both"),
         (b"key,path,unit price\n", "'unit price' is not a usable attribute name"),
         (b"key,path\nA,\xff\xfe.jpg\n", "is not UTF-8 text (line 2)"),
+        (b"key;path;price\nA;a.jpg;1\n", "is one column: separate the columns with commas"),
     ],
 )
 def test_unusable_files_are_refused_before_anything_is_stored(tmp_path: Path, content: bytes, words: str) -> None:
@@ -287,6 +289,46 @@ def test_unusable_files_are_refused_before_anything_is_stored(tmp_path: Path, co
     with pytest.raises(CsvFileError) as info:
         read_rows(path, make_settings(tmp_path), "")
     assert words in str(info.value)
+
+
+def test_attribute_cells_become_numbers_tags_or_text(tmp_path: Path) -> None:
+    cells = {
+        "int": "12",
+        "neg": "-3.5",
+        "exp": "1e3",
+        "half": ".5",
+        "zero": "0.25",
+        "spaced": " 5 ",
+        "code": "007",
+        "nan": "nan",
+        "inf": "inf",
+        "big": "9007199254740993",  # beyond 2^53-1: kept exact, as text
+        "comma": "1,5",
+        "under": "1_000",
+        "empty": "",
+        "tags": "a| b ||c",
+    }
+    path = tmp_path / "products.csv"
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh).writerows([["key", "path", *cells], ["A", "a.jpg", *cells.values()]])
+    (row,) = read_rows(path, make_settings(tmp_path), "")
+    assert isinstance(row.request, AddRequest), row.request
+    assert row.request.attrs == {
+        "int": 12,
+        "neg": -3.5,
+        "exp": 1000.0,
+        "half": 0.5,
+        "zero": 0.25,
+        "spaced": 5,
+        "code": "007",
+        "nan": "nan",
+        "inf": "inf",
+        "big": "9007199254740993",
+        "comma": "1,5",
+        "under": "1_000",
+        "tags": ["a", "b", "c"],
+    }
+    assert type(row.request.attrs["int"]) is int and type(row.request.attrs["exp"]) is float
 
 
 def test_cli_exit_status_2_names_the_expected_columns(tmp_path: Path) -> None:
