@@ -56,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument(
         "--namespace",
         default="",
-        help='the namespace (tenant) the images belong to (default: the default namespace "")',
+        help='the namespace (tenant) the images belong to (default: the default namespace ""; '
+        "in a CSV file, a row's namespace cell wins)",
     )
     imp.add_argument(
         "--batch-size", type=int, default=MODEL_BATCH, help=f"images per model call (default {MODEL_BATCH})"
@@ -108,6 +109,9 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if not 1 <= args.batch_size <= 256:  # BATCH_MAX_SIZE's range: the CSV import batches through that queue
+        print(f"error: --batch-size {args.batch_size}: use 1 to 256", file=sys.stderr)
+        return 2
     if args.sync and not is_csv:
         print("error: --sync applies to CSV files (a folder import only adds)", file=sys.stderr)
         return 2
@@ -149,6 +153,8 @@ def _import_csv(settings: Settings, args: argparse.Namespace) -> int:
     except CsvFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    # The rows' images reach the model through the service's batching queue: --batch-size is its batch size.
+    settings = settings.model_copy(update={"batch_max_size": args.batch_size})
     embedder = load_embedder(settings)
     store = open_store(settings, embedder)
     store.connect()
