@@ -1,6 +1,7 @@
-"""imgsim entry point: `python main.py [serve]` runs the API; `python main.py import DIR` bulk-imports a folder;
-`python main.py calibrate DIR [--int8]` calibrates the duplicate threshold (and the INT8 model) on your images;
-`python main.py duplicates [--csv FILE | --json FILE]` writes a namespace's duplicate groups for review."""
+"""imgsim entry point: `python main.py [serve]` runs the API; `python main.py import DIR` bulk-imports a folder
+(`python main.py import products.csv` a CSV file of products); `python main.py calibrate DIR [--int8]` calibrates
+the duplicate threshold (and the INT8 model) on your images; `python main.py duplicates [--csv FILE | --json FILE]`
+writes a namespace's duplicate groups for review."""
 
 from __future__ import annotations
 
@@ -32,13 +33,22 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="main.py", description=__doc__)
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="run the HTTP API (the default)")
-    imp = sub.add_parser("import", help="embed and store every image below a folder (rerun-safe)")
-    imp.add_argument("folder", type=Path, help="folder to import (searched recursively)")
+    imp = sub.add_parser(
+        "import",
+        help="embed and store every image below a folder, or every row of a .csv file of products (rerun-safe)",
+    )
+    imp.add_argument(
+        "folder",
+        type=Path,
+        help="folder to import (searched recursively), or a .csv file with a header row: key, path or url, "
+        "imgPath, namespace, and attrs (JSON) or one column per attribute",
+    )
     imp.add_argument(
         "--key",
         choices=("md5", "filename"),
-        default="md5",
-        help="record key: the image MD5 (default) or the file name without extension",
+        default=None,
+        help="folders: record key: the image MD5 (default) or the file name without extension "
+        "(a CSV file has a key column)",
     )
     imp.add_argument(
         "--move-to",
@@ -49,10 +59,17 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument(
         "--namespace",
         default="",
-        help='the namespace (tenant) the images belong to (default: the default namespace "")',
+        help='the namespace (tenant) the images belong to (default: the default namespace ""; '
+        "in a CSV file, a row's namespace cell wins)",
     )
     imp.add_argument(
         "--batch-size", type=int, default=MODEL_BATCH, help=f"images per model call (default {MODEL_BATCH})"
+    )
+    imp.add_argument(
+        "--sync",
+        action="store_true",
+        help="CSV files: make every key of the file hold exactly its listed images (like set/key: images of the key "
+        "not listed are deleted, unless a row of the key failed)",
     )
     imp.add_argument("--no-progress", action="store_true", help="no progress bar")
     cal = sub.add_parser(
@@ -106,27 +123,74 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
     from service.store.filters import NamespaceError, check_namespace  # noqa: PLC0415 - as above: pymilvus
     from service.usecases.importer import Importer  # noqa: PLC0415 - as above: the model
 
-    if not args.folder.is_dir():
-        print(f"error: {args.folder} is not a folder", file=sys.stderr)
+    is_csv = args.folder.suffix.lower() == ".csv" and not args.folder.is_dir()
+    if not is_csv and not args.folder.is_dir():
+        print(f"error: {args.folder} is not a folder (nor a .csv file)", file=sys.stderr)
+        return 2
+    folder_only = [opt for opt, given in (("--key", args.key), ("--move-to", args.move_to)) if given is not None]
+    if is_csv and folder_only:
+        print(
+            f"error: {', '.join(folder_only)} apply to folders; a CSV file names keys in its key column",
+            file=sys.stderr,
+        )
+        return 2
+    if not 1 <= args.batch_size <= 256:  # BATCH_MAX_SIZE's range: the CSV import batches through that queue
+        print(f"error: --batch-size {args.batch_size}: use 1 to 256", file=sys.stderr)
+        return 2
+    if args.sync and not is_csv:
+        print("error: --sync applies to CSV files (a folder import only adds)", file=sys.stderr)
         return 2
     try:
         check_namespace(args.namespace)  # before the model loads: a typo costs no wait
     except NamespaceError as exc:
         print(f"error: --namespace {args.namespace!r}: {exc}", file=sys.stderr)
         return 2
+    if is_csv:
+        return _import_csv(settings, args)
     embedder = load_embedder(settings)
     store = open_store(settings, embedder)
     store.connect()
     try:
         summary = Importer(settings, embedder, store, batch_size=args.batch_size).run(
             args.folder,
-            key_mode=args.key,
+            key_mode=args.key or "md5",
             move_to=args.move_to,
             progress=not args.no_progress,
             namespace=args.namespace,
         )
     except Conflict as exc:  # a collection of an earlier imgsim holds the default namespace only
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    print("\n".join(summary.lines()))
+    return 0 if not summary.failed else 1
+
+
+def _import_csv(settings: Settings, args: argparse.Namespace) -> int:
+    """`import products.csv`: exit 1 when a row failed (listed in the report), 2 when the file is unusable."""
+    from model.embedder import load_embedder  # noqa: PLC0415 - keep `--help` fast: no model import
+    from service.csv_import import CsvFileError, import_csv, read_rows  # noqa: PLC0415 - as above: Flask
+    from service.runtime import open_store  # noqa: PLC0415 - pymilvus only for a command that needs it
+
+    try:
+        rows = read_rows(args.folder, settings, args.namespace, args.sync)  # before the model loads: no wait
+    except CsvFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    # The rows' images reach the model through the service's batching queue: --batch-size is its batch size.
+    settings = settings.model_copy(update={"batch_max_size": args.batch_size})
+    embedder = load_embedder(settings)
+    store = open_store(settings, embedder)
+    store.connect()
+    try:
+        summary = import_csv(
+            settings, embedder, store, args.folder, rows, sync=args.sync, progress=not args.no_progress
+        )
+    except NotReady as exc:  # Milvus went away mid-import: the rows before are stored
+        print(
+            f"error: {exc}; run the same command again once Milvus answers (nothing is stored twice)", file=sys.stderr
+        )
         return 2
     finally:
         store.close()
