@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -33,7 +33,7 @@ from service.store.lite import LiteFlusher, SharedExclusiveLock
 from service.store.meta import DuplicateThreshold, SpaceTag
 from service.store.search import Hit, Query, Searcher
 
-__all__ = ["Hit", "Page", "Query", "Record", "Scope", "VectorStore"]
+__all__ = ["Hit", "Page", "Query", "Record", "Scope", "VectorChunk", "VectorStore"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,11 @@ MAX_ID_CANDIDATES = 16
 # Paging: aim each window at this many times the page size, so one round usually fills the page.
 WINDOW_OVERSHOOT = 2
 WIDEN_FACTOR = 4
+
+# Reading whole namespaces (vector_chunks): rows a window may hold at most, by default. 4096 rows of
+# 1280 floats are ~21 MB of answer, well inside gRPC's message limits, and short enough that a search
+# waiting for Milvus Lite's gate waits one window, not the whole read.
+VECTOR_CHUNK = 4096
 
 # Which record a row is: (namespace, key, md5).
 Ref = tuple[str, str, str]
@@ -77,6 +82,15 @@ class Page:
 
     rows: list[dict[str, Any]]
     next_after_id: int | None
+
+
+@dataclass(frozen=True)
+class VectorChunk:
+    """Some records of a namespace with their vectors: ids (int64), MD5s and unit rows as stored (float32)."""
+
+    ids: np.ndarray
+    md5s: list[str]
+    vectors: np.ndarray
 
 
 def public_record(row: dict[str, Any]) -> dict[str, Any]:
@@ -394,9 +408,41 @@ class VectorStore:
             return wanted
         return {r["md5"] for r in rows}
 
-    def count(self, scope: Scope, retry: bool = True) -> int:
-        """How many records the namespace holds; `retry=False` gives up at the first failure."""
-        return self._call(lambda c: self._count(c, scope.expr()), "count", retry=retry)
+    def count(self, scope: Scope, retry: bool = True, filter_expr: str = "") -> int:
+        """How many records the namespace holds (those matching the compiled attrs filter `filter_expr`, when
+        given); `retry=False` gives up at the first failure."""
+        return self._call(lambda c: self._count(c, scope.expr(filter_expr)), "count", retry=retry)
+
+    def vector_chunks(self, scope: Scope, filter_expr: str = "", chunk: int = VECTOR_CHUNK) -> Iterator[VectorChunk]:
+        """Every record of the namespace (matching the compiled attrs filter) with its vector, in id windows.
+
+        Like list_page, ids being hashes spread evenly over 1..2^53-1, each window of ids is aimed at half of
+        `chunk` records and read whole: a window that comes back with `chunk` rows (the row cap; it may have
+        been cut) is halved and read again. Never offset paging (Milvus caps offset + limit at 16384), never
+        the whole namespace in one answer, and each window is its own store call: Milvus Lite's gate is taken
+        per window, so searches interleave with a long read. Records written meanwhile may or may not appear;
+        none appears twice (the windows do not overlap).
+        """
+        cap = max(2, min(int(chunk), QUERY_PAGE))
+        total = self.count(scope, filter_expr=filter_expr)
+        if total <= 0:
+            return
+        nominal = max(1, int(JS_MAX_SAFE_INTEGER * min(1.0, cap / 2 / total)))
+        fields = ("id", "md5", "vector")
+        low, width = 0, nominal
+        while low < JS_MAX_SAFE_INTEGER:
+            high = min(JS_MAX_SAFE_INTEGER, low + width)
+            rows = self._window(scope.expr(f"id > {low} and id <= {high}", filter_expr), fields, cap)
+            if len(rows) >= cap and high > low + 1:
+                width = max(1, (high - low) // 2)  # possibly cut at the cap: read the halves instead
+                continue
+            if rows:
+                yield VectorChunk(
+                    np.fromiter((int(r["id"]) for r in rows), dtype=np.int64, count=len(rows)),
+                    [r["md5"] for r in rows],
+                    np.asarray([r["vector"] for r in rows], dtype=np.float32),
+                )
+            low, width = high, nominal
 
     def count_all(self, retry: bool = True) -> int:
         """How many records the collection holds in all namespaces: for the operator's metrics, not for callers."""
@@ -417,6 +463,10 @@ class VectorStore:
             return Page([public_record(r) for r in page.rows], page.next_after_id)
 
         return self._call(run, "query")
+
+    def _window(self, expr: str, fields: Sequence[str], cap: int) -> list[dict[str, Any]]:
+        """The rows of one id window (at most `cap`), one store call."""
+        return self._call(lambda c: self.connection.query(c, expr, fields, limit=cap), "query")
 
     def _count(self, client: MilvusClient, expr: str) -> int:
         rows = client.query(

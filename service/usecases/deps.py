@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -14,6 +14,7 @@ from model.regions import Box, Proposal
 from service.batcher import Batcher
 from service.store.records import Hit, Query, VectorStore
 from service.thumbs import Thumbnails
+from service.usecases.duplicates import Scans
 from service.usecases.prepare import Framing, PixelBudget
 
 
@@ -72,6 +73,8 @@ class Deps:
     thumbs: Thumbnails
     framing: Framing
     duplicate_default: float
+    # Duplicate-group scans, run by their own worker thread (started with the first scan).
+    scans: Scans = field(default_factory=Scans)
 
     @property
     def duplicate_score(self) -> float:
@@ -84,24 +87,34 @@ class Deps:
         return self._duplicate()[1]
 
     def _duplicate(self) -> tuple[float, str]:
-        if self.settings.duplicate_score is not None:
-            return self.settings.duplicate_score, "DUPLICATE_SCORE"
-        calibrated = self.store.duplicate_threshold  # read from the collection when the store connected
-        if calibrated is not None:
-            return calibrated.score, (
-                f"calibrated on {calibrated.images} images at {calibrated.created} "
-                f"(keeps {calibrated.copies_kept:.0%} of copies)"
-            )
-        return self.duplicate_default, f"default for {self.model_info.get('name', 'this model')}"
+        return duplicate_threshold(self.settings, self.store, self.duplicate_default, self.model_info)
 
     def embed_each(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Vectors of preprocessed images through the model's micro-batching queue, queued together."""
         return self.embeds.submit_many(list(arrays))
 
     def close(self) -> None:
-        """Stop both queues after the work already queued (the store is closed by its owner)."""
+        """Stop scans and both queues after the work already queued (the store is closed by its owner)."""
+        self.scans.close()
         self.searches.close()
         self.embeds.close()
+
+
+def duplicate_threshold(
+    settings: Settings, store: VectorStore, default: float, model_info: dict[str, Any]
+) -> tuple[float, str]:
+    """The duplicate score in force and where it comes from: DUPLICATE_SCORE, else the one calibrated for the
+    store's collection (read when it connected), else the model's `default`. The service (Deps) and
+    `main.py duplicates` both take it from here, so a scan finds the same groups either way."""
+    if settings.duplicate_score is not None:
+        return settings.duplicate_score, "DUPLICATE_SCORE"
+    calibrated = store.duplicate_threshold
+    if calibrated is not None:
+        return calibrated.score, (
+            f"calibrated on {calibrated.images} images at {calibrated.created} "
+            f"(keeps {calibrated.copies_kept:.0%} of copies)"
+        )
+    return default, f"default for {model_info.get('name', 'this model')}"
 
 
 def build_deps(settings: Settings, store: VectorStore, model: Model, on_batch: BatchObserver | None = None) -> Deps:
