@@ -8,24 +8,16 @@ stores under other keys, whatever the weights.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import expect, sync_playwright
 
 from tests.conftest import LiveService, photo
-from tests.test_console_browser import (  # noqa: F401 - browser: a fixture, used by name
-    Site,
-    Watch,
-    assert_clean,
-    browser,
-    log_in,
-    needs_chromium,
-    open_page,
-    shot,
-)
+from tests.procs import CHROMIUM, CHROMIUM_ARGS
+from tests.test_console_browser import Site, Watch, assert_clean, log_in, needs_chromium, open_page, shot
 
 ADMIN, READER, WRITER = "dups-admin-5f1", "dups-reader-0b7", "dups-writer-c44"
 
@@ -60,6 +52,17 @@ def dup_site(start_service: Callable[..., LiveService], tmp_path: Path) -> Site:
     return site
 
 
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """The system Chromium, headless (never a downloaded browser build), as tests/test_console_browser.py has it."""
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
 def keys_left(site: Site, keys: list[str]) -> list[str]:
     """Which of `keys` still hold a record in shop-1, through the HTTP API."""
     answer = site.live.post("get/key", headers={"token": ADMIN}, json={"key": keys, "namespace": "shop-1"})
@@ -85,12 +88,12 @@ def scan_in_view(page: Any, watch: Watch) -> None:
 
 
 @needs_chromium
-def test_console_scan_keep_one_and_delete_chosen(dup_site: Site, browser: Any) -> None:
+def test_console_scan_keep_one_and_delete_chosen(dup_site: Site, chromium: Any) -> None:
     """A write token scans shop-1 from the view: two groups, largest first, with thumbnails, keys and scores.
     Reloading shows the finished scan at once. "Keep this one" on SKU-A asks "Delete 2 records?" and deletes
     exactly its two copies; in 中文 mode, "Delete chosen" on SKU-B-copy asks "删除 1 条记录？"; each group left with
     one record leaves the view."""
-    context, page, watch = open_page(browser)
+    context, page, watch = open_page(chromium)
     try:
         page.goto(f"{dup_site.url}/console")
         log_in(page, WRITER)
@@ -143,11 +146,11 @@ def test_console_scan_keep_one_and_delete_chosen(dup_site: Site, browser: Any) -
 
 
 @needs_chromium
-def test_console_admin_scans_a_namespace_read_token_only_views(dup_site: Site, browser: Any) -> None:
+def test_console_admin_scans_a_namespace_read_token_only_views(dup_site: Site, chromium: Any) -> None:
     """An admin token scans shop-1 chosen in the namespace field (its thumbnails and progress asked for that
     namespace); a read token bound to shop-1 then sees those groups with every scan and delete control disabled,
     saying why, and cannot delete."""
-    context, page, watch = open_page(browser)
+    context, page, watch = open_page(chromium)
     try:
         page.goto(f"{dup_site.url}/console")
         log_in(page, ADMIN)
