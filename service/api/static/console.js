@@ -65,6 +65,8 @@ var ZH = {
   'dups.summary': '{when} 的扫描：{groups} 个重复组，共 {records} 条记录，扫描了 {total} 条（最低分数 {score}）',
   'dups.queued': '扫描排队中，等待开始…', 'dups.running': '扫描中：已读 {done} / {total} 条记录',
   'dups.starting': '正在开始扫描…', 'dups.done': '扫描完成，用时 {s} 秒：{groups} 个重复组。',
+  'dups.done.one': '扫描完成，用时 {s} 秒：1 个重复组。',
+  'dups.summary.one': '{when} 的扫描：1 个重复组，共 {records} 条记录，扫描了 {total} 条（最低分数 {score}）',
   'dups.failed': '扫描失败：', 'dups.group': '{n} 条记录', 'dups.capped': '共 {size} 条，只列出 {shown} 条',
   'dups.delete.chosen': '删除选中的 {n} 条', 'dups.choose.first': '请先选中要删除的记录。',
   'confirm.dups': '删除 {n} 条记录？此操作无法撤销。',
@@ -103,6 +105,8 @@ var EN = {
   'dups.summary': 'Scan of {when}: {groups} duplicate groups holding {records} records, of {total} scanned (min score {score})',
   'dups.queued': 'The scan is queued and starts soon…', 'dups.running': 'Scanning: {done} / {total} records read',
   'dups.starting': 'Starting the scan…', 'dups.done': 'The scan finished in {s} s: {groups} duplicate groups.',
+  'dups.done.one': 'The scan finished in {s} s: 1 duplicate group.',
+  'dups.summary.one': 'Scan of {when}: 1 duplicate group holding {records} records, of {total} scanned (min score {score})',
   'dups.failed': 'The scan failed: ', 'dups.group': '{n} records', 'dups.capped': '{shown} of {size} listed',
   'dups.delete.chosen': 'Delete chosen ({n})', 'dups.choose.first': 'Choose the records to delete first.',
   'confirm.dups': 'Delete {n} records? This cannot be undone.', 'confirm.dups.one': 'Delete 1 record? This cannot be undone.',
@@ -956,7 +960,7 @@ function renderDups(relabel) {
   byId('dups-head').hidden = !scan;
   if (scan) {
     var when = scan.finished ? new Date(scan.finished).toLocaleString(lang === 'zh' ? 'zh-CN' : 'en-GB', { dateStyle: 'medium', timeStyle: 'short' }) : '—';
-    byId('dups-summary').textContent = t('dups.summary', { when: when, groups: show(scan.groups),
+    byId('dups-summary').textContent = t(scan.groups === 1 ? 'dups.summary.one' : 'dups.summary', { when: when, groups: show(scan.groups),
       records: show(scan.grouped_records), total: show(scan.records_total), score: show(scan.min_score) }) +
       (d.removed ? t('removed', { n: d.removed }) : '');
   }
@@ -1126,6 +1130,14 @@ function startScan(event) {
     d.timer = setTimeout(pollScan, DUPS_POLL_MS);
   }, function (err) {
     if (seq !== state.dups.seq) { return; }
+    // 409 scan_running names the namespace's running job (started elsewhere, or before a reload): follow it.
+    var running = err.status === 409 ? /\(job ([0-9A-Za-z_-]+)\)/.exec(err.message) : null;
+    if (running) {
+      d.polling = running[1];
+      showMsg(byId('dups-msg'), err.message, 'info');
+      d.timer = setTimeout(pollScan, 0);
+      return;
+    }
     d.polling = null;
     showError(byId('dups-msg'), err);
     applyRights();
@@ -1164,7 +1176,7 @@ function pollScan() {
         return null;
       }
       return loadDups().then(function () {
-        showMsg(byId('dups-msg'), t('dups.done', { s: show(scan.seconds), groups: show(scan.groups) }), 'ok');
+        showMsg(byId('dups-msg'), t(scan.groups === 1 ? 'dups.done.one' : 'dups.done', { s: show(scan.seconds), groups: show(scan.groups) }), 'ok');
       });
     }
     showProgress(scan);
