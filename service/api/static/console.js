@@ -61,6 +61,7 @@ var ZH = {
   'dups.help': '两条记录的图片 MD5 相同，或相似分数不低于最低分数时，视为重复。扫描会读取整个命名空间，期间搜索照常响应。',
   'no.write.dups': '此令牌没有写权限，不能开始扫描，也不能删除记录。',
   'dups.none': '这个命名空间还没有完成的扫描：点击“扫描重复”找出重复组。',
+  'dups.none.read': '这个命名空间还没有完成的扫描；有写权限的令牌才能开始扫描。',
   'dups.clean': '没有剩下的重复组。', 'dups.found.none': '这次扫描没有找到重复。',
   'dups.summary': '{when} 的扫描：{groups} 个重复组，共 {records} 条记录，扫描了 {total} 条（最低分数 {score}）',
   'dups.queued': '扫描排队中，等待开始…', 'dups.running': '扫描中：已读 {done} / {total} 条记录',
@@ -101,6 +102,7 @@ var EN = {
   'dups.help': 'Two records are duplicates when their images have the same MD5 or score at least the minimum score. A scan reads the whole namespace; searches keep answering meanwhile.',
   'no.write.dups': 'This token has no write right, so it cannot start a scan or delete records.',
   'dups.none': 'This namespace has no finished scan yet: press Scan for duplicates to find its duplicate groups.',
+  'dups.none.read': 'This namespace has no finished scan yet; a token with the write right can start one.',
   'dups.clean': 'No duplicate groups are left.', 'dups.found.none': 'The scan found no duplicates.',
   'dups.summary': 'Scan of {when}: {groups} duplicate groups holding {records} records, of {total} scanned (min score {score})',
   'dups.queued': 'The scan is queued and starts soon…', 'dups.running': 'Scanning: {done} / {total} records read',
@@ -969,6 +971,7 @@ function renderDups(relabel) {
   byId('dups-more').disabled = !!d.loading;
   var empty = d.empty || (scan && !shownGroups.length && !d.next ? (scan.groups ? 'dups.clean' : 'dups.found.none') : null);
   byId('dups-empty').hidden = !empty;
+  if (empty === 'dups.none' && !canWrite()) { empty = 'dups.none.read'; }
   byId('dups-empty').textContent = empty ? t(empty) : '';
   document.querySelectorAll('#dups-groups [data-testid=dup-group]').forEach(function (node) {
     var group = d.groups[Number(node.getAttribute('data-index'))];
