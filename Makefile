@@ -55,7 +55,7 @@ sample: install-dev
 	  .save(sys.argv[1], quality=99)" $(SAMPLE_DIR)/motorcycle.jpg
 
 ## The README's console screenshot (img/console.png): real photos searched with EfficientNet-Lite0's real weights
-## in headless Chromium. Run on purpose after a console change; make test never rewrites it.
+## in headless Chromium; and the Duplicates view's (img/console-duplicates.png), copies of some of them scanned. Run on purpose after a console change; make test never rewrites it.
 screenshot: install-dev browser
 	$(PY) -m tests.screenshot
 

@@ -5,7 +5,8 @@
  * shown as the API wrote them. Thumbnails are fetched with the token header and shown through blob: URLs,
  * because an <img src> cannot send headers. The token's namespace and rights come from GET whoami: controls
  * it may not use are disabled, with a note saying why, instead of failing after a confirmation. A deleted
- * record leaves every view at once (search results, the key's cards, the counts, the thumbnail cache).
+ * record leaves every view at once (search results, the key's cards, the duplicate groups, the counts, the
+ * thumbnail cache).
  */
 var API = '/api/image/sim/';
 var TOKEN_KEY = 'imgsim.token';
@@ -13,9 +14,12 @@ var NS_KEY = 'imgsim.namespace';
 var LANG_KEY = 'imgsim.lang';
 var THUMB_CACHE_MAX = 400;
 var THUMB_PARALLEL = 4;
+var DUPS_PAGE = 20; // groups per page of POST duplicates
+var DUPS_POLL_MS = 700; // how often a running scan's progress is asked
+var DEL_CHUNK = 100; // ids per del/id call (MAX_BATCH_KEYS is at least this on any sane setting)
 
 var state = { token: null, view: 'search', query: null, queryUrl: null, browseKey: null, browseRecords: [],
-  grant: null, search: null, searchSeq: 0, region: null, shown: null };
+  grant: null, search: null, searchSeq: 0, region: null, shown: null, dups: null };
 
 // ---------------------------------------------------------------- i18n (English labels, optional 中文)
 var ZH = {
@@ -51,7 +55,26 @@ var ZH = {
   'region.label': 'region（按 EXIF 方向摆正后的图片像素）：', 'region.size': '图片 {w} × {h} 像素',
   'region.box': '搜索的区域，x={x} y={y} w={w} h={h}', 'region.whole': '整张图片',
   'region.auto.title': '让 imgsim 找出图中的主体并只搜索它（region=auto）',
-  'region.whole.title': '搜索整张图片（region=whole）'
+  'region.whole.title': '搜索整张图片（region=whole）',
+  'Duplicates': '重复', 'Scan for duplicates': '扫描重复', 'More groups': '更多重复组', 'Choose': '选中',
+  'Keep this one': '保留这张', 'dups.threshold': '默认：当前的重复阈值', 'capped': '已截断',
+  'dups.help': '两条记录的图片 MD5 相同，或相似分数不低于最低分数时，视为重复。扫描会读取整个命名空间，期间搜索照常响应。',
+  'no.write.dups': '此令牌没有写权限，不能开始扫描，也不能删除记录。',
+  'dups.none': '这个命名空间还没有完成的扫描：点击“扫描重复”找出重复组。',
+  'dups.none.read': '这个命名空间还没有完成的扫描；有写权限的令牌才能开始扫描。',
+  'dups.clean': '没有剩下的重复组。', 'dups.found.none': '这次扫描没有找到重复。',
+  'dups.summary': '{when} 的扫描：{groups} 个重复组，共 {records} 条记录，扫描了 {total} 条（最低分数 {score}）',
+  'dups.queued': '扫描排队中，等待开始…', 'dups.running': '扫描中：已读 {done} / {total} 条记录',
+  'dups.starting': '正在开始扫描…', 'dups.done': '扫描完成，用时 {s} 秒：{groups} 个重复组。',
+  'dups.done.one': '扫描完成，用时 {s} 秒：1 个重复组。',
+  'dups.summary.one': '{when} 的扫描：1 个重复组，共 {records} 条记录，扫描了 {total} 条（最低分数 {score}）',
+  'dups.failed': '扫描失败：', 'dups.group': '{n} 条记录', 'dups.capped': '共 {size} 条，只列出 {shown} 条',
+  'dups.delete.chosen': '删除选中的 {n} 条', 'dups.choose.first': '请先选中要删除的记录。',
+  'confirm.dups': '删除 {n} 条记录？此操作无法撤销。',
+  'confirm.dups.one': '删除 1 条记录？此操作无法撤销。',
+  'confirm.dups.keep': '删除 {n} 条记录？保留 id {id}（key “{key}”），删除同组的其他记录。此操作无法撤销。',
+  'confirm.dups.keep.one': '删除 1 条记录？保留 id {id}（key “{key}”），删除同组的另一条记录。此操作无法撤销。',
+  'keep.label': '保留 id {id}，删除同组其他记录', 'choose.label': '选中 id {id}'
 };
 var EN = {
   'n.results': '{n} results in {ms} ms', 'n.results.one': '1 result in {ms} ms', 'key.head': 'Key “{key}”: {n} images',
@@ -74,7 +97,24 @@ var EN = {
   'region.label': 'region (pixels of the image after its EXIF orientation):', 'region.size': 'of a {w} × {h} px image',
   'region.box': 'Box searched, x={x} y={y} w={w} h={h}', 'region.whole': 'the whole image',
   'region.auto.title': 'Let imgsim find the main object and search only that (region=auto)',
-  'region.whole.title': 'Search the whole image (region=whole)'
+  'region.whole.title': 'Search the whole image (region=whole)',
+  'dups.threshold': 'default: the duplicate threshold',
+  'dups.help': 'Two records are duplicates when their images have the same MD5 or score at least the minimum score. A scan reads the whole namespace; searches keep answering meanwhile.',
+  'no.write.dups': 'This token has no write right, so it cannot start a scan or delete records.',
+  'dups.none': 'This namespace has no finished scan yet: press Scan for duplicates to find its duplicate groups.',
+  'dups.none.read': 'This namespace has no finished scan yet; a token with the write right can start one.',
+  'dups.clean': 'No duplicate groups are left.', 'dups.found.none': 'The scan found no duplicates.',
+  'dups.summary': 'Scan of {when}: {groups} duplicate groups holding {records} records, of {total} scanned (min score {score})',
+  'dups.queued': 'The scan is queued and starts soon…', 'dups.running': 'Scanning: {done} / {total} records read',
+  'dups.starting': 'Starting the scan…', 'dups.done': 'The scan finished in {s} s: {groups} duplicate groups.',
+  'dups.done.one': 'The scan finished in {s} s: 1 duplicate group.',
+  'dups.summary.one': 'Scan of {when}: 1 duplicate group holding {records} records, of {total} scanned (min score {score})',
+  'dups.failed': 'The scan failed: ', 'dups.group': '{n} records', 'dups.capped': '{shown} of {size} listed',
+  'dups.delete.chosen': 'Delete chosen ({n})', 'dups.choose.first': 'Choose the records to delete first.',
+  'confirm.dups': 'Delete {n} records? This cannot be undone.', 'confirm.dups.one': 'Delete 1 record? This cannot be undone.',
+  'confirm.dups.keep': 'Delete {n} records? Id {id} (key “{key}”) stays, the others of its group go. This cannot be undone.',
+  'confirm.dups.keep.one': 'Delete 1 record? Id {id} (key “{key}”) stays, the other of its group goes. This cannot be undone.',
+  'keep.label': 'Keep id {id}, delete the rest of its group', 'choose.label': 'Choose id {id}'
 };
 var lang = 'en';
 
@@ -98,6 +138,7 @@ function applyLang() {
   byId('region-whole').title = t('region.whole.title');
   applyRights();
   renderRegion();
+  renderDups(true);
 }
 
 // ---------------------------------------------------------------- small DOM helpers
@@ -131,6 +172,12 @@ function withNamespace(body) {
   var ns = byId('namespace').value.trim();
   if (ns) { body.namespace = ns; }
   return body;
+}
+
+// The namespace an admin chose, for GET endpoints (thumb, scan state), which take it in the query string.
+function namespaceQuery() {
+  var ns = byId('namespace').value.trim();
+  return ns ? '?namespace=' + encodeURIComponent(ns) : '';
 }
 
 function readEnvelope(res, text) {
@@ -181,7 +228,7 @@ function pumpThumbs() {
 }
 
 function fetchThumb(id) {
-  return fetch(API + 'thumb/' + encodeURIComponent(id), { headers: authHeaders(), credentials: 'same-origin' })
+  return fetch(API + 'thumb/' + encodeURIComponent(id) + namespaceQuery(), { headers: authHeaders(), credentials: 'same-origin' })
     .then(function (res) {
       if (res.status === 401) {
         return res.text().then(function (text) { readEnvelope(res, text); return null; });
@@ -254,6 +301,7 @@ function clearRecords() {
   ['search-msg', 'browse-msg', 'catalog-msg'].forEach(function (id) { showMsg(byId(id), '', null); });
   byId('count-chip').textContent = '–';
   byId('count-value').textContent = '–';
+  resetDups();
 }
 
 function unlock() {
@@ -284,15 +332,23 @@ function boundNamespace() {
   return state.grant && typeof state.grant.namespace === 'string' ? state.grant.namespace : null;
 }
 
+// A control that needs the write right may also need something to act on.
+function lacksWork(control) {
+  if (control.id === 'browse-delete-key') { return !state.browseRecords.length; }
+  if (control.id === 'dups-delete-chosen') { return !state.dups || !state.dups.chosen.size || state.dups.busy; }
+  if (control.id === 'dups-scan') { return !!(state.dups && state.dups.polling); }
+  if (control.classList.contains('dup-action')) { return !!(state.dups && state.dups.busy); }
+  return false;
+}
+
 function applyRights() {
   var write = canWrite();
-  var note = byId('rights-note');
-  note.hidden = write;
+  document.querySelectorAll('.rights-note').forEach(function (note) { note.hidden = write; });
   document.querySelectorAll('[data-needs=write]').forEach(function (button) {
-    // Delete whole key also needs records to delete.
-    button.disabled = !write || (button.id === 'browse-delete-key' && !state.browseRecords.length);
-    if (write) { button.removeAttribute('title'); } else { button.title = t('no.write'); }
-    if (write) { button.removeAttribute('aria-describedby'); } else { button.setAttribute('aria-describedby', 'rights-note'); }
+    var note = button.getAttribute('data-note') || 'rights-note';
+    button.disabled = !write || lacksWork(button);
+    if (write) { button.removeAttribute('title'); } else { button.title = t(note === 'rights-note' ? 'no.write' : 'no.write.dups'); }
+    if (write) { button.removeAttribute('aria-describedby'); } else { button.setAttribute('aria-describedby', note); }
   });
   var ns = byId('namespace');
   var bound = boundNamespace();
@@ -326,7 +382,7 @@ function accept() {
 // ---------------------------------------------------------------- views
 function viewFromHash() {
   var name = window.location.hash.replace('#', '');
-  return ['search', 'browse', 'catalog'].indexOf(name) >= 0 ? name : 'search';
+  return ['search', 'browse', 'dups', 'catalog'].indexOf(name) >= 0 ? name : 'search';
 }
 
 function showView(name) {
@@ -339,6 +395,7 @@ function showView(name) {
   });
   if (window.location.hash !== '#' + name) { history.replaceState(null, '', '#' + name); }
   if (name === 'catalog') { loadCatalog(); }
+  if (name === 'dups' && !state.dups.loaded && !state.dups.polling) { loadDups(); }
 }
 
 function onTabKey(event) {
@@ -472,6 +529,7 @@ function forgetRecords(ids, key, namespace) {
     }
   });
   gone.forEach(dropThumb);
+  dropFromDups(ids, key, namespace);
   if (removed && state.search) {
     state.search.removed += removed;
     showSearchSummary();
@@ -825,6 +883,323 @@ function deleteKey() {
   }, function (err) { showError(byId('browse-msg'), err); });
 }
 
+// ---------------------------------------------------------------- duplicates
+// A scan is a job of the service: POST duplicates/scan answers its id, GET duplicates/scan/<job> its progress,
+// POST duplicates the groups of the namespace's latest finished scan, a page at a time. The groups shown are
+// those of one namespace (the one chosen when they were loaded); records deleted here leave them at once.
+function resetDups() {
+  if (state.dups && state.dups.timer) { clearTimeout(state.dups.timer); }
+  state.dups = { loaded: false, polling: null, timer: null, scan: null, next: null, groups: [], chosen: new Set(),
+    removed: 0, busy: false, namespace: '', seq: (state.dups ? state.dups.seq : 0) + 1, empty: null };
+  if (!byId('dups-groups')) { return; }
+  byId('dups-groups').textContent = '';
+  byId('dups-progress').hidden = true;
+  showMsg(byId('dups-msg'), '', null);
+  renderDups();
+}
+
+function dupsBody(extra) {
+  var body = withNamespace({ limit: DUPS_PAGE });
+  Object.keys(extra || {}).forEach(function (name) { body[name] = extra[name]; });
+  return body;
+}
+
+// The first page of groups (replacing those shown), or the next one when `more`.
+function loadDups(more) {
+  var d = state.dups;
+  var seq = d.seq;
+  var msg = byId('dups-msg');
+  if (!more) { showMsg(msg, t('Loading…'), 'info'); }
+  d.loading = true;
+  renderDups();
+  var body = more ? dupsBody({ cursor: d.next }) : dupsBody();
+  return call(API + 'duplicates', { json: body }).then(function (answer) {
+    if (seq !== state.dups.seq) { return; }
+    var data = answer.data || {};
+    if (!more) {
+      d.groups = [];
+      d.chosen.clear();
+      d.removed = 0;
+      byId('dups-groups').textContent = '';
+      showMsg(msg, '', null);
+    }
+    d.loaded = true;
+    d.empty = null;
+    d.scan = data.scan || d.scan;
+    d.next = data.next || null;
+    d.namespace = body.namespace || '';
+    (Array.isArray(data.groups) ? data.groups : []).forEach(function (group) {
+      var shown = { size: Number(group.size), capped: !!group.capped, records: Array.isArray(group.records) ? group.records : [] };
+      d.groups.push(shown);
+      byId('dups-groups').appendChild(groupBlock(shown));
+    });
+  }, function (err) {
+    if (seq !== state.dups.seq) { return; }
+    if (err.status === 404 && !more) { // no_scan: nothing to show yet
+      d.loaded = true;
+      d.scan = null;
+      d.groups = [];
+      d.next = null;
+      byId('dups-groups').textContent = '';
+      d.empty = 'dups.none';
+      showMsg(msg, '', null);
+    } else if (err.status === 409 && more) { // scan_replaced: a newer scan's groups, from its first page
+      return loadDups().then(function () { showError(msg, err); });
+    } else {
+      showError(msg, err);
+    }
+  }).then(function () {
+    if (seq === state.dups.seq) { d.loading = false; renderDups(); }
+  });
+}
+
+// `relabel`: the language changed, so the cards are drawn again too (their thumbnails come from the cache).
+function renderDups(relabel) {
+  var d = state.dups;
+  if (!d || !byId('dups-groups')) { return; }
+  var scan = d.scan;
+  var shownGroups = d.groups.filter(function (g) { return g.records.length >= 2; });
+  byId('dups-head').hidden = !scan;
+  if (scan) {
+    var when = scan.finished ? new Date(scan.finished).toLocaleString(lang === 'zh' ? 'zh-CN' : 'en-GB', { dateStyle: 'medium', timeStyle: 'short' }) : '—';
+    byId('dups-summary').textContent = t(scan.groups === 1 ? 'dups.summary.one' : 'dups.summary', { when: when, groups: show(scan.groups),
+      records: show(scan.grouped_records), total: show(scan.records_total), score: show(scan.min_score) }) +
+      (d.removed ? t('removed', { n: d.removed }) : '');
+  }
+  byId('dups-delete-chosen').textContent = t('dups.delete.chosen', { n: d.chosen.size });
+  byId('dups-more').hidden = !d.next;
+  byId('dups-more').disabled = !!d.loading;
+  var empty = d.empty || (scan && !shownGroups.length && !d.next ? (scan.groups ? 'dups.clean' : 'dups.found.none') : null);
+  byId('dups-empty').hidden = !empty;
+  if (empty === 'dups.none' && !canWrite()) { empty = 'dups.none.read'; }
+  byId('dups-empty').textContent = empty ? t(empty) : '';
+  document.querySelectorAll('#dups-groups [data-testid=dup-group]').forEach(function (node) {
+    var group = d.groups[Number(node.getAttribute('data-index'))];
+    node.querySelector('.dup-group-head').replaceWith(groupHead(group));
+    if (!relabel) { return; }
+    node.querySelectorAll('[data-testid=dup-card]').forEach(function (card) {
+      var record = group.records.filter(function (r) { return String(r.id) === card.getAttribute('data-id'); })[0];
+      if (record) { card.replaceWith(dupCard(record, group)); }
+    });
+  });
+  applyRights();
+}
+
+function groupHead(group) {
+  var listed = group.records.length;
+  return el('header', { className: 'dup-group-head' }, [
+    el('h3', { 'data-testid': 'dup-group-size', text: t('dups.group', { n: group.size }) }),
+    group.capped ? el('span', { className: 'badge badge-duplicate', 'data-testid': 'dup-capped', text: t('capped') }) : null,
+    group.capped ? el('span', { className: 'muted small', text: t('dups.capped', { shown: listed, size: group.size }) }) : null
+  ]);
+}
+
+function groupBlock(group) {
+  var row = el('div', { className: 'dup-row' }, group.records.map(function (record) { return dupCard(record, group); }));
+  return el('section', { className: 'panel dup-group', 'data-testid': 'dup-group', 'data-index': String(state.dups.groups.indexOf(group)) },
+    [groupHead(group), row]);
+}
+
+function dupCard(record, group) {
+  var id = String(record.id);
+  var d = state.dups;
+  var dl = el('dl', { className: 'kv kv-card' });
+  field('key', record.key, 'dup-key', keyLink(record.key)).forEach(dl.appendChild, dl);
+  field('id', record.id, 'dup-id').forEach(dl.appendChild, dl);
+  field('filepath', record.filepath || '—', 'dup-filepath').forEach(dl.appendChild, dl);
+  var score = Number(record.score);
+  var box = el('input', { type: 'checkbox', className: 'dup-action', 'data-testid': 'dup-choose', 'data-needs': 'write',
+    'data-note': 'dups-rights-note', 'aria-label': t('choose.label', { id: id }),
+    onchange: function () { if (box.checked) { d.chosen.add(id); } else { d.chosen.delete(id); } renderChosen(); } });
+  box.checked = d.chosen.has(id);
+  var keep = el('button', { type: 'button', className: 'btn btn-danger btn-small dup-action', 'data-testid': 'dup-keep',
+    'data-needs': 'write', 'data-note': 'dups-rights-note', text: t('Keep this one'), 'aria-label': t('keep.label', { id: id }),
+    onclick: function () { keepOnly(record, group); } });
+  var choose = el('label', { className: 'check' }, [box, el('span', { text: t('Choose') })]);
+  return el('article', { className: 'card dup-card' + (box.checked ? ' chosen' : ''), 'data-testid': 'dup-card', 'data-id': id, 'data-key': String(record.key) },
+    [thumbBox(record), el('div', { className: 'card-body' }, [
+      el('div', { className: 'score-row' }, [el('span', { className: 'score', 'data-testid': 'dup-score', title: t('score') + ' ' + score, text: score.toFixed(3) })]),
+      dl, attrsList(record.attrs), el('div', { className: 'dup-actions' }, [choose, keep])])]);
+}
+
+function renderChosen() {
+  var d = state.dups;
+  document.querySelectorAll('#dups-groups [data-testid=dup-card]').forEach(function (card) {
+    card.classList.toggle('chosen', d.chosen.has(card.getAttribute('data-id')));
+  });
+  byId('dups-delete-chosen').textContent = t('dups.delete.chosen', { n: d.chosen.size });
+  applyRights();
+}
+
+function keepOnly(record, group) {
+  var ids = group.records.filter(function (r) { return String(r.id) !== String(record.id); }).map(function (r) { return r.id; });
+  var n = ids.length;
+  if (!n || !canWrite() || !window.confirm(t(n === 1 ? 'confirm.dups.keep.one' : 'confirm.dups.keep', { n: n, id: record.id, key: record.key }))) {
+    return Promise.resolve();
+  }
+  return deleteDups(ids);
+}
+
+function deleteChosen() {
+  var d = state.dups;
+  var ids = Array.from(d.chosen).map(Number);
+  var n = ids.length;
+  if (!n) { showMsg(byId('dups-msg'), t('dups.choose.first'), 'error'); return Promise.resolve(); }
+  if (!canWrite() || !window.confirm(t(n === 1 ? 'confirm.dups.one' : 'confirm.dups', { n: n }))) { return Promise.resolve(); }
+  return deleteDups(ids);
+}
+
+// del/id in chunks, one after another; whatever was deleted before a failure still leaves the view.
+function deleteDups(ids) {
+  var d = state.dups;
+  var namespace = d.namespace;
+  var msg = byId('dups-msg');
+  var deleted = 0;
+  var done = [];
+  d.busy = true;
+  applyRights();
+  var chain = Promise.resolve();
+  for (var i = 0; i < ids.length; i += DEL_CHUNK) {
+    (function (chunk) {
+      chain = chain.then(function () {
+        var body = { id: chunk };
+        if (namespace) { body.namespace = namespace; }
+        return call(API + 'del/id', { json: body }).then(function (answer) {
+          deleted += Number(answer.data) || 0;
+          done = done.concat(chunk);
+        });
+      });
+    })(ids.slice(i, i + DEL_CHUNK));
+  }
+  return chain.then(function () {
+    forgetRecords(done, null, namespace);
+    showMsg(msg, t(deleted === 1 ? 'deleted.one' : 'deleted', { n: deleted }), 'ok');
+  }, function (err) {
+    forgetRecords(done, null, namespace);
+    showError(msg, err);
+  }).then(function () {
+    d.busy = false;
+    renderDups();
+    refreshCount();
+    if (state.browseKey) { loadKey(state.browseKey); } // its cards may be among those gone
+  });
+}
+
+// Records deleted anywhere in the console leave the groups shown (the same namespace's): a group left with one
+// record goes; a whole key deleted takes its records with it.
+function dropFromDups(ids, key, namespace) {
+  var d = state.dups;
+  if (!d || !d.groups.length || namespace !== d.namespace) { return; }
+  var gone = ids.map(String);
+  var removed = 0;
+  d.groups.forEach(function (group) {
+    var before = group.records.length;
+    group.records = group.records.filter(function (r) { return gone.indexOf(String(r.id)) < 0 && (key === null || String(r.key) !== key); });
+    var left = before - group.records.length;
+    removed += left;
+    group.size -= left;
+  });
+  gone.forEach(function (id) { d.chosen.delete(id); });
+  if (!removed) { return; }
+  d.removed += removed;
+  document.querySelectorAll('#dups-groups [data-testid=dup-group]').forEach(function (node) {
+    var group = d.groups[Number(node.getAttribute('data-index'))];
+    if (group.records.length < 2) { node.remove(); return; }
+    var keptIds = group.records.map(function (r) { return String(r.id); });
+    node.querySelectorAll('[data-testid=dup-card]').forEach(function (card) {
+      if (keptIds.indexOf(card.getAttribute('data-id')) < 0) { card.remove(); }
+    });
+  });
+  d.groups.forEach(function (group) { if (group.records.length < 2) { group.records.forEach(function (r) { d.chosen.delete(String(r.id)); }); } });
+  renderDups();
+}
+
+function startScan(event) {
+  if (event) { event.preventDefault(); }
+  var d = state.dups;
+  if (!canWrite() || d.polling) { return Promise.resolve(); }
+  var body = withNamespace({});
+  var minScore = byId('dups-min-score').value.trim();
+  if (minScore) { body.min_score = Number(minScore); }
+  var seq = d.seq;
+  showMsg(byId('dups-msg'), t('dups.starting'), 'info');
+  d.polling = 'starting';
+  applyRights();
+  return call(API + 'duplicates/scan', { json: body }).then(function (answer) {
+    if (seq !== state.dups.seq) { return; }
+    showMsg(byId('dups-msg'), '', null);
+    d.polling = answer.data.job;
+    showProgress(answer.data);
+    d.timer = setTimeout(pollScan, DUPS_POLL_MS);
+  }, function (err) {
+    if (seq !== state.dups.seq) { return; }
+    // 409 scan_running names the namespace's running job (started elsewhere, or before a reload): follow it.
+    var running = err.status === 409 ? /\(job ([0-9A-Za-z_-]+)\)/.exec(err.message) : null;
+    if (running) {
+      d.polling = running[1];
+      showMsg(byId('dups-msg'), err.message, 'info');
+      d.timer = setTimeout(pollScan, 0);
+      return;
+    }
+    d.polling = null;
+    showError(byId('dups-msg'), err);
+    applyRights();
+  });
+}
+
+function showProgress(scan) {
+  var bar = byId('dups-bar');
+  var total = Number(scan.records_total) || 0;
+  var done = Number(scan.records_done) || 0;
+  byId('dups-progress').hidden = false;
+  if (scan.state === 'queued' || !total) {
+    bar.removeAttribute('value'); // indeterminate until the scan knows its size
+  } else {
+    bar.max = total;
+    bar.value = Math.min(done, total);
+  }
+  byId('dups-progress-text').textContent = scan.state === 'queued' ? t('dups.queued')
+    : t('dups.running', { done: done.toLocaleString(), total: total.toLocaleString() });
+}
+
+function pollScan() {
+  var d = state.dups;
+  var seq = d.seq;
+  var job = d.polling;
+  d.timer = null;
+  return call(API + 'duplicates/scan/' + encodeURIComponent(job) + namespaceQuery(), { method: 'GET' }).then(function (answer) {
+    if (seq !== state.dups.seq) { return null; }
+    var scan = answer.data || {};
+    if (scan.state === 'done' || scan.state === 'failed') {
+      d.polling = null;
+      byId('dups-progress').hidden = true;
+      if (scan.state === 'failed') {
+        showMsg(byId('dups-msg'), t('dups.failed') + (scan.error && scan.error.msg ? scan.error.msg : ''), 'error');
+        applyRights();
+        return null;
+      }
+      return loadDups().then(function () {
+        showMsg(byId('dups-msg'), t(scan.groups === 1 ? 'dups.done.one' : 'dups.done', { s: show(scan.seconds), groups: show(scan.groups) }), 'ok');
+      });
+    }
+    showProgress(scan);
+    d.timer = setTimeout(pollScan, DUPS_POLL_MS);
+    return null;
+  }, function (err) {
+    if (seq !== state.dups.seq) { return; }
+    d.polling = null;
+    byId('dups-progress').hidden = true;
+    showError(byId('dups-msg'), err);
+    applyRights();
+  });
+}
+
+function wireDups() {
+  byId('dups-form').addEventListener('submit', startScan);
+  byId('dups-more').addEventListener('click', function () { loadDups(true); });
+  byId('dups-delete-chosen').addEventListener('click', deleteChosen);
+}
+
 // ---------------------------------------------------------------- catalog
 var MODEL_ORDER = ['name', 'engine', 'precision', 'fingerprint', 'weights', 'dim', 'resize', 'pooling'];
 var MILVUS_ORDER = ['target', 'server_version', 'vector_index', 'key_index'];
@@ -905,7 +1280,9 @@ function wire() {
     try { sessionStorage.setItem(NS_KEY, byId('namespace').value.trim()); } catch (e) { /* optional */ }
     clearThumbs();
     refreshCount();
+    resetDups(); // another namespace's groups (and its scan) are not this one's
     if (state.view === 'catalog') { loadCatalog(); }
+    if (state.view === 'dups') { loadDups(); }
   });
   byId('lang').addEventListener('click', function () {
     lang = lang === 'zh' ? 'en' : 'zh';
@@ -915,10 +1292,12 @@ function wire() {
   window.addEventListener('hashchange', function () { if (!byId('app').hidden) { showView(viewFromHash()); } });
   wireSearch();
   wireRegion();
+  wireDups();
 }
 
 function start() {
   var saved = null;
+  resetDups();
   try {
     lang = localStorage.getItem(LANG_KEY) || ((navigator.language || '').toLowerCase().indexOf('zh') === 0 ? 'zh' : 'en');
     saved = sessionStorage.getItem(TOKEN_KEY);
