@@ -316,12 +316,12 @@ def _compare_all(
         report = on_progress  # bound here, for the closure below
         search.on_rows = lambda done: report(done, max(total, search.n))
         report(0, total)
-    for chunk in _read_ahead(store.vector_chunks(scope, filter_expr)):
+    for chunk in read_ahead(store.vector_chunks(scope, filter_expr)):
         search.add(chunk.ids, chunk.md5s, chunk.vectors)
     return search.groups(), search.n
 
 
-def _read_ahead(chunks: Iterator[VectorChunk], ahead: int = 2) -> Iterator[VectorChunk]:
+def read_ahead(chunks: Iterator[VectorChunk], ahead: int = 2) -> Iterator[VectorChunk]:
     """The chunks, read by a thread of their own up to `ahead` chunks in advance; its failure is raised here.
 
     When the consumer stops early (an exception, a cancelled scan), the reader stops after its current chunk.
