@@ -219,8 +219,14 @@ def scan(store: Any, min_score: float) -> ScanOutcome:
     scope = store.scope(NAMESPACE)
     marks: dict[str, float] = {}
 
-    def progress(done: int, _total: int) -> None:
-        marks["compare" if done else "read"] = time.perf_counter()  # reading reports 0 done, comparing more
+    def progress(done: int, total: int) -> None:
+        now = time.perf_counter()
+        marks["compare" if done else "read"] = now  # reading reports 0 done, comparing more
+        if now - marks.get("logged", t0) >= 30:
+            marks["logged"] = now
+            log.info(
+                "scan: %s, %d of %d rows compared, %.0f s", "comparing" if done else "reading", done, total, now - t0
+            )
 
     t0 = time.perf_counter()
     with one_blas_thread():

@@ -23,7 +23,7 @@ CEILING = 0.995
 L = Labels.load("targets")
 
 
-def target(issue: str, text: Msg, measured: Msg | Seq, met: bool, why: Msg | None = None) -> Row:
+def target(issue: str, text: Msg, measured: Msg | Seq, met: bool, why: Msg | Seq | None = None) -> Row:
     """One row of the targets table (`why` only matters when the target is missed)."""
     return {"issue": issue, "target": text, "measured": measured, "met": bool(met), "why": None if met else why}
 
@@ -509,7 +509,13 @@ def duplicate_targets(dups: dict[str, Any]) -> list[Row]:
             L("dup_scan", records=records, backend=L(f"dup_{b}"), limit=f"{DUP_SCAN_S:.0f}", cpus=str(dups["cpus"])),
             L("dup_scan_got", seconds=f"{e['scan_s']:.1f}", **_phases(e)),
             e["scan_s"] <= DUP_SCAN_S,
-            L("dup_scan_why", **_phases(e)),
+            L(
+                "dup_scan_why",
+                **_phases(e),
+                searches=str(e["searches"]["during_scan"]["n"]),
+                load0=f"{e['loadavg_before'][0]:.1f}",
+                load1=f"{e['loadavg_after'][0]:.1f}",
+            ),
         )
         for b, e in measured.items()
     ]
@@ -520,11 +526,17 @@ def duplicate_targets(dups: dict[str, Any]) -> list[Row]:
             L("dup_rss", records=records, limit=f"{DUP_RSS_MB / 1024:.1f}"),
             Seq([L("dup_rss_got", backend=L(f"dup_{b}"), mb=f"{mb:.0f}") for b, mb in rss.items()], "clauses"),
             all(mb <= DUP_RSS_MB for mb in rss.values()),
-            L(
-                "dup_rss_why",
-                matrix=f"{dups['records'] * dups['dim'] * 4 / 2**20:.0f}",
-                records=records,
-                dim=str(dups["dim"]),
+            Seq(
+                [
+                    L(
+                        "dup_rss_why",
+                        matrix=f"{dups['records'] * dups['dim'] * 4 / 2**20:.0f}",
+                        records=records,
+                        dim=str(dups["dim"]),
+                    ),
+                    *([L("dup_rss_lite")] if rss.get("lite", 0) > DUP_RSS_MB else []),
+                ],
+                "clauses",
             ),
         )
     )
