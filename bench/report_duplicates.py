@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.docs import Labels, Row
+from bench.docs import Labels, Row, Seq
 from bench.report import fmt
 
 L = Labels.load("report_duplicates")
@@ -71,5 +71,10 @@ def duplicates_section(d: dict[str, Any]) -> list[Any]:
                 ]
             )
         )
-    out += ["", L("notes")]
+    loads = [
+        L("load_of", backend=L(b), load0=f"{e['loadavg_before'][0]:.1f}", load1=f"{e['loadavg_after'][0]:.1f}")
+        for b, e in d["backends"].items()
+        if "loadavg_before" in e
+    ]
+    out += ["", L("notes", date=d["date"], cpus=str(d["cpus"]), loads=Seq(loads, "clauses"))]
     return out
