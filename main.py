@@ -1,17 +1,20 @@
 """imgsim entry point: `python main.py [serve]` runs the API; `python main.py import DIR` bulk-imports a folder;
-`python main.py calibrate DIR [--int8]` calibrates the duplicate threshold (and the INT8 model) on your images."""
+`python main.py calibrate DIR [--int8]` calibrates the duplicate threshold (and the INT8 model) on your images;
+`python main.py duplicates [--csv FILE | --json FILE]` writes a namespace's duplicate groups for review."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import ctypes
+import json
 import logging
 import os
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import ValidationError
 
@@ -72,6 +75,28 @@ def _parser() -> argparse.ArgumentParser:
         help=f"images to read, spread over the folder (default {CALIBRATION_IMAGES})",
     )
     cal.add_argument("--no-progress", action="store_true", help="no progress bar")
+    dup = sub.add_parser(
+        "duplicates",
+        help="find the duplicate groups of a namespace (same MD5, or a score at least the duplicate threshold) "
+        "and write them for review",
+    )
+    dup.add_argument("--namespace", default="", help='the namespace to scan (default: the default namespace "")')
+    dup.add_argument(
+        "--min-score",
+        type=float,
+        default=None,
+        help="pair records scoring at least this, above 0 and at most 1 (default: the duplicate threshold in "
+        "force: DUPLICATE_SCORE, else calibrated, else the model's default)",
+    )
+    dup.add_argument(
+        "--filter",
+        default=None,
+        help='scan only records whose attributes meet this JSON filter, e.g. \'{"shop": "x"}\'',
+    )
+    out = dup.add_mutually_exclusive_group()
+    out.add_argument("--csv", type=Path, default=None, help="write one row per grouped record to this CSV file")
+    out.add_argument("--json", type=Path, default=None, help="write the groups to this JSON file (default: stdout)")
+    dup.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -163,6 +188,103 @@ def _store_threshold(settings: Settings, embedder: Embedder, result: DuplicateTh
     return 0
 
 
+def _duplicates(settings: Settings, args: argparse.Namespace) -> int:
+    from tqdm import tqdm  # noqa: PLC0415 - keep `--help` fast
+
+    from model.embedder import load_embedder  # noqa: PLC0415 - as above: the model
+    from service.runtime import open_store  # noqa: PLC0415 - as above: pymilvus
+    from service.store.filters import (  # noqa: PLC0415 - as above
+        FilterError,
+        NamespaceError,
+        check_namespace,
+        compile_filter,
+    )
+    from service.usecases.deps import duplicate_threshold  # noqa: PLC0415 - as above
+    from service.usecases.duplicates import checked_scan_filter, scan_namespace  # noqa: PLC0415 - as above
+
+    try:  # every argument is checked before the model loads: a typo costs no wait
+        check_namespace(args.namespace)
+    except NamespaceError as exc:
+        print(f"error: --namespace {args.namespace!r}: {exc}", file=sys.stderr)
+        return 2
+    if args.min_score is not None and not 0.0 < args.min_score <= 1.0:
+        print(f"error: --min-score {args.min_score}: it must be above 0 and at most 1", file=sys.stderr)
+        return 2
+    try:
+        filter_value = None if args.filter is None else json.loads(args.filter)
+        compile_filter(filter_value)
+    except FilterError as exc:
+        print(f"error: --filter: {exc}", file=sys.stderr)
+        return 2
+    except ValueError:
+        print(f'error: --filter {args.filter!r} is not JSON; for example --filter \'{{"shop": "x"}}\'', file=sys.stderr)
+        return 2
+    embedder = load_embedder(settings)
+    store = open_store(settings, embedder)
+    try:
+        store.connect()
+        try:  # the filter was checked above: what is left is the collection refusing it
+            scope, expr = checked_scan_filter(store, args.namespace, filter_value)
+        except Conflict as exc:  # a filter on a collection of an earlier imgsim, without attrs
+            print(f"error: {exc.msg}", file=sys.stderr)
+            return 2
+        score = args.min_score
+        if score is None:
+            score = duplicate_threshold(settings, store, embedder.duplicate_default, embedder.info)[0]
+        with tqdm(total=0, unit="rec", disable=args.no_progress, desc="compare", file=sys.stderr) as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            result = scan_namespace(store, scope, score, expr, progress)
+    finally:
+        store.close()
+    report = {
+        "namespace": args.namespace,
+        "min_score": score,
+        "records_total": result.records_total,
+        "groups": result.described,
+    }
+    if args.csv is not None:
+        with args.csv.open("w", newline="", encoding="utf-8") as file:
+            _write_groups_csv(file, result.described)
+    elif args.json is not None:
+        args.json.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    else:
+        print(json.dumps(report, ensure_ascii=False, indent=1))
+    grouped = sum(g["size"] for g in result.described)
+    print(
+        f"{len(result.described)} duplicate groups holding {grouped} of {result.records_total} records in namespace "
+        f"{args.namespace!r} (min_score {score:g}), found in {result.seconds:.1f} s"
+        + (f"; written to {args.csv or args.json}" if args.csv or args.json else ""),
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _write_groups_csv(file: TextIO, groups: list[dict[str, Any]]) -> None:
+    """One row per listed record: its group (1 = the largest), the group's size and capped, then the record."""
+    writer = csv.writer(file)
+    writer.writerow(["group", "size", "capped", "id", "key", "md5", "filepath", "score", "attrs", "region"])
+    for number, group in enumerate(groups, start=1):
+        for r in group["records"]:
+            writer.writerow(
+                [
+                    number,
+                    group["size"],
+                    "true" if group["capped"] else "false",
+                    r["id"],
+                    r["key"],
+                    r["md5"],
+                    r["filepath"],
+                    r["score"],
+                    json.dumps(r["attrs"], ensure_ascii=False),
+                    json.dumps(r["region"]),
+                ]
+            )
+
+
 def _cap_malloc_arenas(arenas: int = 2) -> None:
     """Cap glibc's malloc arenas (as MALLOC_ARENA_MAX=2 would) unless the environment sets it.
 
@@ -199,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
             return _import(settings, args)
         if args.command == "calibrate":
             return _calibrate(settings, args)
+        if args.command == "duplicates":
+            return _duplicates(settings, args)
         from service.runtime import serve  # noqa: PLC0415 - the whole service only for `serve`
 
         serve(settings)

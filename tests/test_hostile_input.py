@@ -25,6 +25,7 @@ from PIL import Image, ImageOps
 
 from tests import hostile_counts
 from tests.conftest import LiveService, photo
+from tests.procs import wait_until
 
 JSON = {"Content-Type": "application/json"}
 
@@ -1027,4 +1028,68 @@ def test_bad_regions_are_400s_naming_region_and_store_nothing(lite_service: Live
     assert results["data"][-1]["region"] == box
     hostile_counts.tried("wrong_field_types", len(items))
     assert {r["key"] for r in ok(svc.post("list", json={}))["data"]["records"]} == {"target", "good"}
+    still_serving(svc, 116)
+
+
+# --- 11. duplicate scans ---------------------------------------------------------------------------
+def test_hostile_values_of_the_duplicate_scan_fields_are_400_naming_the_field(lite_service: LiveService) -> None:
+    svc = lite_service
+    image = b64(photo(19, size=(64, 48)))
+    for key in ("a", "b"):
+        ok(svc.post("add/base64", json={"base64": image, "key": key}))
+    cases: list[tuple[str, dict, str]] = []
+    for score in (0, -0.5, 1.5, 1.0000001, "x", "", " ", True, [1], {"a": 1}, "NaN", "inf", "1e400"):
+        if score in ("", " "):
+            continue  # empty means "absent": the duplicate threshold in force applies
+        cases.append(("duplicates/scan", {"min_score": score}, "'min_score'"))
+    bad_filters = ('category == "shoes"', "id > 0", "{", DEEP, "[]", 7, ["a"], {"a": {"ne": 1}}, {'a"]': 1})
+    cases.extend(("duplicates/scan", {"filter": bad}, "'filter'") for bad in bad_filters)
+    for ns in ("-x", "../etc", "*", "x" * 65, "ns\x00", 5, ["a"]):
+        cases.append(("duplicates/scan", {"namespace": ns}, "'namespace'"))
+        cases.append(("duplicates", {"namespace": ns}, "'namespace'"))
+    for field, values in (
+        (
+            "cursor",
+            (
+                5,
+                ["x"],
+                {"a": 1},
+                True,
+                "x" * 100,
+                "nonsense",
+                "abc.1",
+                "0" * 16,
+                f"{'0' * 16}.x",
+                f"{'0' * 16}.-1",
+                f"{'0' * 16}.1e3",
+                f"{'0' * 16}.１",
+                f"{'A' * 16}.1",
+                "\x00",
+                "é.1",
+            ),
+        ),
+        ("limit", (0, 101, -1, "x", 1.5, [1], True, "1e2")),
+    ):
+        cases.extend(("duplicates", {field: value}, f"'{field}'") for value in values)
+    # A scan must be done first: without one, a page answers 404 before it reads the cursor.
+    job = svc.post("duplicates/scan", json={}).json()["data"]["job"]
+    wait_until(lambda: ok(svc.get(f"api/image/sim/duplicates/scan/{job}"))["data"]["state"] == "done", 30)
+    for endpoint, body, field in cases:
+        expect(svc.post(endpoint, json=body), 400, field)
+        hostile_counts.tried("duplicate_scan_fields")
+    for raw in ('{"min_score": NaN}', '{"min_score": Infinity}', '{"filter": {"a": NaN}}'):
+        expect(post_raw(svc, "duplicates/scan", raw), 400, "'min_score'" if "min" in raw else "'filter'")
+        hostile_counts.tried("duplicate_scan_fields")
+    # Job ids: text that cannot be one is 400 saying what a job id is; a well-formed unknown one is 404.
+    for raw in ("x", "0" * 15, "0" * 17, "g" * 16, "A" * 16, "%00", "0%2e0", "1" * 300, "%C3%A9" * 8, job.upper()):
+        expect(svc.get(f"api/image/sim/duplicates/scan/{raw}"), 400, "not a scan job id", "POST")
+        hostile_counts.tried("duplicate_scan_fields")
+    for unknown in ("0" * 16, "f" * 16):
+        expect(svc.get(f"api/image/sim/duplicates/scan/{unknown}"), 404, "no scan job", "POST")
+        hostile_counts.tried("duplicate_scan_fields")
+    expect(svc.get(f"api/image/sim/duplicates/scan/{job}/x"), 404, "no such endpoint")
+    expect(svc.get("api/image/sim/duplicates/scan"), 405, "not allowed")
+    # Nothing hostile reached the store or the scan: the scan's one group is intact.
+    [group] = ok(svc.post("duplicates", json={}))["data"]["groups"]
+    assert sorted(r["key"] for r in group["records"]) == ["a", "b"] and svc.count() == 2
     still_serving(svc, 116)

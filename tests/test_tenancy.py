@@ -92,6 +92,28 @@ def test_tenant_isolation_on_every_endpoint(tenants: LiveService) -> None:
     assert all(r["attrs"] == {"shop": SHOP_A} and r["filepath"] == "" for r in a_after)
     assert ok(as_(svc, SHOP_A, "count"))["data"] == 2 and ok(as_(svc, ADMIN, "count"))["data"] == 1
 
+    # Duplicate scans: the same pictures are in A, B and the default namespace; a scan groups only its own.
+    ok(as_(svc, SHOP_A, "add/base64", json={"base64": b64(1), "key": "k1-again"}))
+    [again] = ok(as_(svc, SHOP_A, "get/key", json={"key": "k1-again"}))["data"]
+    scans = {}
+    for token in (SHOP_A, SHOP_B):
+        answer = as_(svc, token, "duplicates/scan", json={"min_score": 1.0})
+        assert answer.status_code == 202, answer.text
+        scans[token] = answer.json()["data"]["job"]
+    for token, job in scans.items():
+        scan_path = f"api/image/sim/duplicates/scan/{job}"
+        wait_until(lambda p=scan_path, t=token: ok(svc.get(p, headers={"token": t}))["data"]["state"] == "done", 60)
+    [group] = ok(as_(svc, READER_A, "duplicates", json={}))["data"]["groups"]
+    assert {r["id"] for r in group["records"]} == {a_ids["k1"], again["id"]}
+    b_scan = ok(svc.get(f"api/image/sim/duplicates/scan/{scans[SHOP_B]}", headers={"token": SHOP_B}))["data"]
+    assert (b_scan["records_total"], b_scan["groups"]) == (2, 0)  # B's k2 is A's k2's picture: not a group of B's
+    assert ok(as_(svc, SHOP_B, "duplicates", json={}))["data"]["groups"] == []
+    # Another namespace's job id is unknown, never forbidden: B cannot even learn that A's job exists.
+    expect(svc.get(f"api/image/sim/duplicates/scan/{scans[SHOP_A]}", headers={"token": SHOP_B}), 404, "no scan job")
+    expect(svc.get(f"api/image/sim/duplicates/scan/{scans[SHOP_B]}", headers={"token": READER_A}), 404, "no scan job")
+    expect(as_(svc, SHOP_B, "duplicates", json={"cursor": f"{scans[SHOP_A]}.0"}), 409, "older scan")
+    expect(as_(svc, ADMIN, "duplicates", json={}), 404, "no finished duplicate scan")  # the default namespace
+
 
 def test_tokens_rights_and_namespace_choice(tenants: LiveService) -> None:
     svc = tenants
@@ -100,7 +122,7 @@ def test_tokens_rights_and_namespace_choice(tenants: LiveService) -> None:
     expect(as_(svc, "nope", "count"), 401, "invalid token")
     expect(as_(svc, SHOP_A, "count", json={"namespace": "shop-b"}), 403, "bound to one namespace")
     expect(as_(svc, SHOP_A, "count", json={"namespace": ""}), 403, "bound to one namespace")
-    for path in ("add/base64", "add/batch", "set/key", "del/id", "del/key"):
+    for path in ("add/base64", "add/batch", "set/key", "del/id", "del/key", "duplicates/scan"):
         expect(as_(svc, READER_A, path, json=body), 403, "write right")
     ok(as_(svc, SHOP_A, "add/base64", json={**body, "namespace": "shop-a"}))  # its own namespace, spelled out
     expect(as_(svc, ADMIN, "count", json={"namespace": "-bad"}), 400, "'namespace'")

@@ -47,6 +47,7 @@ from service.inputs.upload import Upload
 from service.inputs.url import Url
 from service.store.filters import FILTER_EXAMPLE, JS_MAX_SAFE_INTEGER, NAMESPACE_RE, AttrsError, validate_attrs
 from service.usecases.add import AddRequest, OnDuplicate
+from service.usecases.duplicates import PAGE_DEFAULT, PAGE_MAX
 from service.usecases.prepare import Region, RegionBox
 from service.usecases.search import SearchOptions
 
@@ -855,6 +856,76 @@ class ListBody(Body):
     limit: Annotated[
         int, *_limit("Records per page, 1..MAX_BATCH_KEYS. A string of digits is accepted too.", "MAX_BATCH_KEYS", 100)
     ] = 100
+
+
+def scan_score_value(value: object) -> float:
+    """`min_score` of a duplicate scan: a cosine similarity above 0 and at most 1 (0 would pair everything)."""
+    if isinstance(value, bool):
+        raise BadInput("field 'min_score' must be a number above 0 and at most 1, not a boolean")
+    try:
+        number = float(value)  # type: ignore[arg-type]  # any JSON value; what float() refuses is answered below
+    except (TypeError, ValueError, OverflowError):
+        raise BadInput(f"field 'min_score' must be a number above 0 and at most 1, not {str(value)[:50]!r}") from None
+    if not 0.0 < number <= 1.0:  # also rejects NaN
+        raise BadInput(
+            f"field 'min_score' is {number}; a duplicate scan takes a score above 0 and at most 1 (leave it out for "
+            "the duplicate threshold in force, which /ready shows)"
+        )
+    return number
+
+
+def cursor_value(value: object) -> str:
+    """`cursor`: the `next` of the previous page of groups, as text (its meaning is checked by the use case)."""
+    if not isinstance(value, str) or len(value) > 64:
+        raise BadInput(
+            f"field 'cursor' must be the text `next` of the previous page, not {str(value)[:50]!r}", reason="bad_cursor"
+        )
+    return value
+
+
+JobId = Annotated[
+    str, Field(pattern="^[0-9a-f]{16}$", description="A scan job id, as POST /duplicates/scan answered it.")
+]
+
+
+class ScanBody(Body):
+    """Start a duplicate scan of the namespace."""
+
+    min_score: Annotated[
+        float | None,
+        _doc(
+            "Two records are duplicates when their score is at least this (or their images have the same MD5). "
+            "Default: the duplicate threshold in force (DUPLICATE_SCORE, else calibrated, else the model's "
+            "default; /ready shows it). A numeric string is accepted too."
+        ),
+        _wire(Annotated[float, Field(gt=0, le=1)]),
+        _optional(lambda v, _: scan_score_value(v)),
+    ] = None
+    filter: Annotated[
+        dict[str, Any] | None,
+        *_json_object(
+            "Scan only the records whose attributes meet these conditions (the search filter's grammar; in a "
+            "form: JSON text).",
+            Filter,
+            filter_value,
+        ),
+    ] = None
+
+
+class DuplicatesBody(Body):
+    """A page of the duplicate groups of the namespace's latest finished scan."""
+
+    cursor: Annotated[
+        str | None,
+        _doc("The `next` of the previous page (absent: the first page)."),
+        _wire(Annotated[str, Field(max_length=64)]),
+        _optional(lambda v, _: cursor_value(v)),
+    ] = None
+    limit: Annotated[
+        int,
+        _doc(f"Groups per page, 1..{PAGE_MAX}. A string of digits is accepted too.", ge=1, le=PAGE_MAX),
+        _required(lambda v, _: limit_value(v, PAGE_MAX, PAGE_DEFAULT)),
+    ] = PAGE_DEFAULT
 
 
 class SyncItem(BaseModel):

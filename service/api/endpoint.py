@@ -33,13 +33,15 @@ RouteFunction = Callable[..., ResponseReturnValue]
 class Ok:
     """A successful answer: the schema of `data` in the envelope (any pydantic-describable type), its
     description, the `msg` it carries (a JSON schema for the string), and the fields the envelope carries beside
-    them (name: (type, description); the `region` of a search by image or an add)."""
+    them (name: (type, description); the `region` of a search by image or an add), and its HTTP status (202 for
+    a job accepted and still to run)."""
 
     data: Any
     description: str
     msg: Mapping[str, Any] = field(default_factory=lambda: {"type": "string", "enum": ["success"]})
     media_type: str = "application/json"
     beside: Mapping[str, tuple[Any, str]] = field(default_factory=dict)
+    status: int = 200
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ TAGS = [
     {"name": "add", "description": "store images"},
     {"name": "search", "description": "find similar images"},
     {"name": "records", "description": "look up, delete and count records"},
+    {"name": "duplicates", "description": "duplicate groups of a whole namespace, found by a background scan"},
     {"name": "probes", "description": "liveness, readiness and this document"},
 ]
 # Blueprints that are not API operations; the description names them instead.
@@ -184,7 +185,7 @@ def _operation(spec: Endpoint, kind: str | None, method: str, schemas: _Schemas)
         }
     if parameters:
         op["parameters"] = parameters
-    op["responses"] = {"200": _ok(spec, schemas)}
+    op["responses"] = {str(spec.ok.status): _ok(spec, schemas)}
     for status in sorted(spec.errors):
         op["responses"][str(status)] = {"$ref": f"#/components/responses/{ERROR_NAMES[status]}"}
     return op
@@ -212,7 +213,7 @@ def _ok(spec: Endpoint, schemas: _Schemas) -> dict[str, Any]:
     if ok.media_type != "application/json" or not ok.msg:
         return {"description": ok.description, "content": {ok.media_type: {"schema": data}}}
     beside = {name: {"allOf": [schemas.of(shape)], "description": text} for name, (shape, text) in ok.beside.items()}
-    schema = _envelope({"type": "integer", "enum": [200]}, ok.msg, data, beside)
+    schema = _envelope({"type": "integer", "enum": [ok.status]}, ok.msg, data, beside)
     return {"description": ok.description, "content": {"application/json": {"schema": schema}}}
 
 

@@ -18,11 +18,14 @@ from service.api.contract import (
     AddBatchBody,
     AddFields,
     CountBody,
+    DuplicatesBody,
     Id,
     IdsBody,
+    JobId,
     KeysBody,
     ListBody,
     NamespaceQuery,
+    ScanBody,
     SearchByIdBody,
     SearchImageFields,
     SetKeyBody,
@@ -34,22 +37,26 @@ from service.api.tokens import ADMIN, READ, WRITE, Grant
 from service.api.views import (
     Box,
     Count,
+    GroupsPage,
     Hit,
     ItemResult,
     ListedRecord,
     Page,
     Record,
+    Scan,
     SetKeyResult,
     Whoami,
     duplicate_message,
     found_view,
     outcome_view,
     record_view,
+    scan_view,
 )
 from service.logs import note_request
 from service.usecases.add import add_image
 from service.usecases.batch import add_batch as add_many
 from service.usecases.delete import delete_by_ids, delete_by_keys
+from service.usecases.duplicates import groups_page, scan_job, start_scan
 from service.usecases.listing import list_records as list_page
 from service.usecases.lookup import count_records, get_by_keys
 from service.usecases.search import search_by_id, search_image
@@ -195,6 +202,62 @@ def set_key(body: SetKeyBody, namespace: str) -> tuple[Response, int]:
             "items": [outcome_view(o) for o in synced.outcomes],
         }
     )
+
+
+@endpoint(
+    api,
+    "/duplicates/scan",
+    right=WRITE,
+    body=ScanBody,
+    tag="duplicates",
+    errors=WITH_BODY,
+    ok=Ok(Scan, "The scan is queued: follow it with GET /duplicates/scan/{job}.", status=202),
+    summary="Start a scan for the namespace's duplicate groups",
+)
+def duplicates_scan(body: ScanBody, namespace: str) -> tuple[Response, int]:
+    """Queue a scan of the namespace (the records meeting `filter`, when given) for duplicate groups: records whose
+    images have the same MD5 or score at least `min_score`, linked into groups. Answers 202 at once with the job;
+    the scan runs in the background, one at a time, and its groups replace the namespace's previous ones when it is
+    done. 409 `scan_running` while a scan of the namespace is queued or running. Results live in memory until the
+    service restarts."""
+    return envelope(scan_view(start_scan(deps(), namespace, body.min_score, body.filter)), code=202)
+
+
+@endpoint(
+    api,
+    "/duplicates/scan/<job>",
+    methods=("GET",),
+    right=READ,
+    body=NamespaceQuery,
+    query=True,
+    tag="duplicates",
+    errors=(400, 404, *ALWAYS),
+    ok=Ok(Scan, "The scan's state and progress."),
+    summary="Follow a duplicate scan",
+    path_params={"job": (JobId, "the job id POST /duplicates/scan answered")},
+)
+def duplicates_scan_state(_query: NamespaceQuery, namespace: str, job: str) -> tuple[Response, int]:
+    """The scan's state (queued, running, done, failed), `records_done` of `records_total`, and when done the
+    number of groups; when failed, `error`. 404 `scan_not_found` for a job of another namespace or one forgotten
+    since a restart. An admin token names the namespace in the query string (`?namespace=shop-1`)."""
+    return envelope(scan_view(scan_job(deps(), namespace, job)))
+
+
+@reads(
+    "/duplicates",
+    body=DuplicatesBody,
+    tag="duplicates",
+    errors=(404, *WITH_BODY),
+    ok=Ok(GroupsPage, "A page of the latest finished scan's groups, largest first."),
+    summary="Page through the duplicate groups",
+)
+def duplicates(body: DuplicatesBody, namespace: str) -> tuple[Response, int]:
+    """The groups of the namespace's latest finished scan, largest first, `limit` per page: send the answer's
+    `next` as `cursor` for the next page, until it is null. Each record carries its best score to another member;
+    records deleted since the scan are left out. 404 `no_scan` before any scan is done; 409 `scan_replaced` when
+    a newer scan replaced the one the cursor belongs to (start again from the first page)."""
+    page = groups_page(deps(), namespace, body.cursor, body.limit)
+    return envelope({"groups": page.groups, "next": page.next, "scan": scan_view(page.scan)})
 
 
 @endpoint(

@@ -15,6 +15,7 @@ from conf.errors import ApiError
 from service.api.contract import Attrs, Id
 from service.api.errors import status_of
 from service.usecases.add import Added
+from service.usecases.duplicates import GROUP_CAP, ScanJob
 from service.usecases.search import Found
 
 MD5 = Annotated[str, Field(pattern="^[0-9a-f]{32}$", description="MD5 of the image bytes")]
@@ -102,6 +103,55 @@ class ItemResult(Shape):
         description="the box of the image the record's vector describes (the whole image when the item named no "
         "region); null when the item failed"
     )
+
+
+class ScanError(Shape):
+    """Why a scan failed."""
+
+    reason: str = Field(description="machine-readable, as the `reason` of an error answer (not_ready...)")
+    msg: str = Field(min_length=1)
+
+
+class Scan(Shape):
+    """A duplicate scan job and where it is."""
+
+    job: Annotated[str, Field(pattern="^[0-9a-f]{16}$", description="the job id")]
+    state: Literal["queued", "running", "done", "failed"] = Field(
+        description="queued (another namespace's scan runs first), running, done or failed"
+    )
+    namespace: str
+    min_score: float = Field(description="the score at or above which two records are duplicates in this scan")
+    filter: dict[str, Any] | None = Field(description="the attribute filter the scan was limited to")
+    records_done: Count = Field(description="records compared with every other so far (reading comes first)")
+    records_total: Count = Field(description="records the scan compares (0 until they are counted)")
+    groups: Count | None = Field(description="how many groups it found; null until done")
+    grouped_records: Count | None = Field(description="how many records are in some group; null until done")
+    started: str | None = Field(description="when it started running (ISO 8601, UTC); null while queued")
+    finished: str | None = Field(description="when it finished or failed (ISO 8601, UTC)")
+    seconds: float | None = Field(description="how long it ran; null until done")
+    error: ScanError | None = Field(description="why it failed; null unless failed")
+
+
+class GroupRecord(ListedRecord):
+    """A record of a duplicate group."""
+
+    score: float = Field(description="its best score to another member of the group (1.0: the same image bytes)")
+
+
+class Group(Shape):
+    """Records linked by duplicate pairs, best score first."""
+
+    size: Annotated[int, Field(ge=2)] = Field(description="how many records the group holds")
+    capped: bool = Field(description=f"true when the group holds more records than it lists ({GROUP_CAP} at most)")
+    records: list[GroupRecord] = Field(min_length=2, max_length=GROUP_CAP)
+
+
+class GroupsPage(Shape):
+    """A page of duplicate groups, largest first."""
+
+    groups: list[Group]
+    next: str | None = Field(description="send as `cursor` for the next page; null on the last page")
+    scan: Scan = Field(description="the scan the groups come from")
 
 
 class SetKeyResult(Shape):
@@ -230,6 +280,25 @@ def outcome_view(outcome: Added | ApiError) -> dict[str, Any]:
         return {"code": status_of(outcome), "msg": outcome.msg, "id": data.get("id"), "created": False, "region": None}
     msg = "success" if outcome.duplicate_of is None else duplicate_message(outcome.duplicate_of)
     return {"code": 200, "msg": msg, "id": outcome.id, "created": outcome.created, "region": outcome.region}
+
+
+def scan_view(job: ScanJob) -> dict[str, Any]:
+    """A scan job as answers show it (Scan)."""
+    return {
+        "job": job.job,
+        "state": job.state.value,
+        "namespace": job.namespace,
+        "min_score": job.min_score,
+        "filter": job.filter,
+        "records_done": job.records_done,
+        "records_total": job.records_total,
+        "groups": job.group_count,
+        "grouped_records": job.grouped_records,
+        "started": job.started,
+        "finished": job.finished,
+        "seconds": None if job.seconds is None else round(job.seconds, 3),
+        "error": job.error,
+    }
 
 
 def duplicate_message(other: dict[str, Any]) -> str:

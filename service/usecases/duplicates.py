@@ -32,7 +32,7 @@ from threadpoolctl import threadpool_limits
 
 from conf.errors import ApiError, BadInput, Conflict, NotFound, NotReady
 from service.store.filters import FilterError, compile_filter
-from service.store.records import Scope, VectorStore
+from service.store.records import Scope, VectorChunk, VectorStore
 
 if TYPE_CHECKING:  # only for type hints: Deps holds the Scans defined here
     from service.usecases.deps import Deps
@@ -85,38 +85,129 @@ class FoundGroup:
 class _Edges:
     """The pairs found so far, folded into (record, representative) edges whenever they grow past EDGE_FOLD."""
 
-    def __init__(self, n: int) -> None:
-        self.n = n
+    def __init__(self) -> None:
         self._rows: list[np.ndarray] = []
         self._cols: list[np.ndarray] = []
         self._kept = 0
 
-    def add(self, rows: np.ndarray, cols: np.ndarray) -> None:
+    def add(self, rows: np.ndarray, cols: np.ndarray, n: int) -> None:
+        """Add pairs among the first `n` records."""
         if rows.size == 0:
             return
         self._rows.append(rows.astype(np.int64, copy=False))
         self._cols.append(cols.astype(np.int64, copy=False))
         self._kept += rows.size
         if self._kept > EDGE_FOLD:
-            self._fold()
+            self._fold(n)
 
-    def labels(self) -> np.ndarray:
-        """The component label of every record (a record without pairs is a component of its own)."""
+    def labels(self, n: int) -> np.ndarray:
+        """The component label of each of the first `n` records (one without pairs is a component of its own)."""
         rows = np.concatenate(self._rows) if self._rows else np.empty(0, np.int64)
         cols = np.concatenate(self._cols) if self._cols else np.empty(0, np.int64)
-        graph = coo_matrix((np.ones(rows.size, np.int8), (rows, cols)), shape=(self.n, self.n))
+        graph = coo_matrix((np.ones(rows.size, np.int8), (rows, cols)), shape=(n, n))
         _count, labels = connected_components(graph, directed=False)
         return labels
 
-    def _fold(self) -> None:
-        labels = self.labels()
+    def _fold(self, n: int) -> None:
+        labels = self.labels(n)
         # One edge from each paired record to its component's first record keeps the components, nothing more.
         sizes = np.bincount(labels, minlength=labels.max() + 1)
-        first = np.full(sizes.size, self.n, np.int64)
-        np.minimum.at(first, labels, np.arange(self.n))
+        first = np.full(sizes.size, n, np.int64)
+        np.minimum.at(first, labels, np.arange(n))
         members = np.nonzero(sizes[labels] > 1)[0]
         self._rows, self._cols = [members], [first[labels[members]]]
         self._kept = members.size
+
+
+class PairSearch:
+    """Finds the duplicate pairs among records as they arrive: each block of new rows is compared with every row
+    before it and with itself (the lower triangle), so a scan compares while it is still reading.
+
+    Memory: the vector matrix (allocated once at the expected size, grown only if more records come), one block
+    product of at most `block` x `columns` scores, and the edges found.
+    """
+
+    def __init__(
+        self,
+        min_score: float,
+        capacity: int = 0,
+        block: int = ROW_BLOCK,
+        columns: int = COLUMN_BLOCK,
+        on_rows: Callable[[int], None] | None = None,
+    ) -> None:
+        self.min_score = min_score
+        self.block = block
+        self.columns = max(block, columns)
+        self.on_rows = on_rows
+        self.capacity = capacity
+        self.vectors: np.ndarray | None = None
+        self.ids = np.empty(capacity, np.int64)
+        self.md5s: list[str] = []
+        self.best = np.full(capacity, -np.inf, np.float32)
+        self.n = 0  # rows held
+        self.compared = 0  # rows compared with every row before them
+        self._edges = _Edges()
+
+    def add(self, ids: np.ndarray, md5s: Sequence[str], vectors: np.ndarray) -> None:
+        """Take more records, and compare the full blocks of rows that are now complete."""
+        size = len(ids)
+        if self.vectors is None and size >= self.capacity:  # all at once (find_groups): no copy of the matrix
+            self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+            self.capacity = size
+            self.ids = np.asarray(ids, dtype=np.int64)
+            self.md5s = list(md5s)
+            self.best = np.full(size, -np.inf, np.float32)
+            self.n = size
+            self._compare(final=False)
+            return
+        if self.vectors is None:
+            self.capacity = max(self.capacity, size)
+            self.vectors = np.empty((self.capacity, vectors.shape[1]), np.float32)
+            self.ids = np.empty(self.capacity, np.int64)
+            self.best = np.full(self.capacity, -np.inf, np.float32)
+        if self.n + size > self.capacity:  # records written since they were counted: grow (rare)
+            self._grow(max(self.n + size, 2 * self.capacity))
+        self.vectors[self.n : self.n + size] = vectors
+        self.ids[self.n : self.n + size] = ids
+        self.md5s.extend(md5s)
+        self.n += size
+        self._compare(final=False)
+
+    def groups(self) -> list[FoundGroup]:
+        """Compare the last rows, add the pairs of equal MD5s, and make the groups (see find_groups)."""
+        self._compare(final=True)
+        n = self.n
+        best = self.best[:n]
+        _md5_pairs(self.md5s, best, self._edges, n)
+        return _groups(self.ids[:n], self._edges.labels(n), best)
+
+    def _grow(self, capacity: int) -> None:
+        assert self.vectors is not None
+        vectors = np.empty((capacity, self.vectors.shape[1]), np.float32)
+        vectors[: self.n] = self.vectors[: self.n]
+        self.vectors = vectors
+        self.ids = np.concatenate([self.ids[: self.n], np.empty(capacity - self.n, np.int64)])
+        self.best = np.concatenate([self.best[: self.n], np.full(capacity - self.n, -np.inf, np.float32)])
+        self.capacity = capacity
+
+    def _compare(self, final: bool) -> None:
+        vectors = self.vectors
+        while vectors is not None and (self.n - self.compared >= self.block or (final and self.compared < self.n)):
+            i = self.compared
+            end = min(self.n, i + self.block)
+            rows = vectors[i:end]
+            for j in range(0, end, self.columns):
+                scores = rows @ vectors[j : min(end, j + self.columns)].T
+                r, c = np.nonzero(scores >= self.min_score)
+                gi, gj = r + i, c + j
+                lower = gj < gi  # each pair once, and never a record with itself
+                gi, gj, s = gi[lower], gj[lower], scores[r[lower], c[lower]]
+                np.maximum.at(self.best, gi, s)
+                np.maximum.at(self.best, gj, s)
+                self._edges.add(gi, gj, self.n)
+            self.compared = end
+            if self.on_rows is not None:
+                self.on_rows(end)
 
 
 def find_groups(
@@ -131,33 +222,16 @@ def find_groups(
     """The duplicate groups among these records: largest first, then by best score, then by smallest id.
 
     `vectors` are unit rows (n, dim); a pair is a duplicate when its dot product is >= `min_score` or its MD5s
-    are equal (score 1.0). Memory: the matrix itself, one block product of at most `block` x `columns`
-    scores, and the edges found. `on_rows(done)` is told after each row block how many rows are compared with
-    every other (the upper triangle: early blocks take longest).
+    are equal (score 1.0). Each block of `block` rows is compared with the rows before it, `columns` at a time.
+    `on_rows(done)` is told after each block how many rows are compared with every row before them.
     """
-    n = len(ids)
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    best = np.full(n, -np.inf, dtype=np.float32)
-    edges = _Edges(n)
-    _md5_pairs(md5s, best, edges)
-    columns = max(block, columns)
-    for i in range(0, n, block):
-        rows_end = min(n, i + block)
-        for j in range(i, n, columns):
-            scores = vectors[i:rows_end] @ vectors[j : j + columns].T
-            r, c = np.nonzero(scores >= min_score)
-            gi, gj = r + i, c + j
-            upper = gj > gi  # each pair once, and never a record with itself
-            gi, gj, s = gi[upper], gj[upper], scores[r[upper], c[upper]]
-            np.maximum.at(best, gi, s)
-            np.maximum.at(best, gj, s)
-            edges.add(gi, gj)
-        if on_rows is not None:
-            on_rows(rows_end)
-    return _groups(np.asarray(ids, dtype=np.int64), edges.labels(), best)
+    search = PairSearch(min_score, len(ids), block, columns, on_rows)
+    if len(ids):
+        search.add(np.asarray(ids, dtype=np.int64), md5s, vectors)
+    return search.groups()
 
 
-def _md5_pairs(md5s: Sequence[str], best: np.ndarray, edges: _Edges) -> None:
+def _md5_pairs(md5s: Sequence[str], best: np.ndarray, edges: _Edges, n: int) -> None:
     """Link the records of the same image bytes (score 1.0): each to the first record of its MD5."""
     first: dict[str, int] = {}
     rows: list[int] = []
@@ -171,10 +245,12 @@ def _md5_pairs(md5s: Sequence[str], best: np.ndarray, edges: _Edges) -> None:
         r, c = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
         best[r] = 1.0
         best[c] = 1.0
-        edges.add(r, c)
+        edges.add(r, c, n)
 
 
 def _groups(ids: np.ndarray, labels: np.ndarray, best: np.ndarray) -> list[FoundGroup]:
+    if labels.size == 0:
+        return []
     sizes = np.bincount(labels)
     paired = np.nonzero(sizes[labels] > 1)[0]
     # Members by score desc, then id; the rounding keeps float noise from reordering equal scores.
@@ -208,38 +284,6 @@ class ScanResult:
         return sum(g.size for g in self.groups)
 
 
-def read_vectors(
-    store: VectorStore, scope: Scope, filter_expr: str = "", on_read: Progress | None = None
-) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """The ids, MD5s and vectors of the namespace's records (matching the filter), read in id windows.
-
-    The matrix is allocated once at the counted size (growing only if records arrive meanwhile), so reading
-    100,000 x 1280 floats never holds two copies of them.
-    """
-    total = store.count(scope, filter_expr=filter_expr)
-    ids = np.empty(total, np.int64)
-    md5s: list[str] = []
-    matrix: np.ndarray | None = None
-    done = 0
-    for chunk in store.vector_chunks(scope, filter_expr):
-        size = len(chunk.ids)
-        if matrix is None:
-            matrix = np.empty((max(total, size), chunk.vectors.shape[1]), np.float32)
-        if done + size > len(matrix):  # written since the count: grow (rare)
-            more = max(done + size, 2 * len(matrix))
-            matrix = np.concatenate([matrix, np.empty((more - len(matrix), matrix.shape[1]), np.float32)])
-            ids = np.concatenate([ids, np.empty(more - len(ids), np.int64)])
-        matrix[done : done + size] = chunk.vectors
-        ids[done : done + size] = chunk.ids
-        md5s.extend(chunk.md5s)
-        done += size
-        if on_read is not None:
-            on_read(done, max(total, done))
-    if matrix is None:
-        return np.empty(0, np.int64), [], np.empty((0, 0), np.float32)
-    return ids[:done], md5s, matrix[:done]
-
-
 def scan_namespace(
     store: VectorStore,
     scope: Scope,
@@ -250,23 +294,72 @@ def scan_namespace(
 ) -> ScanResult:
     """Find the duplicate groups of the namespace (its records matching the compiled filter `filter_expr`).
 
-    `on_progress(records_done, records_total)` is told after each row block of the comparison (reading the
-    vectors comes first and reports 0 done); it may raise to stop the scan. With `details`, each group's
-    records are read (get_ids) into `described`, as the CLI writes them and the benchmark checks them.
+    A reader thread reads the vectors in id windows while this thread compares the rows already read: reading
+    (Milvus and pymilvus, mostly Python) and the matrix products (numpy, outside the GIL) overlap. `on_progress(
+    records_done, records_total)` is told as rows are compared; it may raise to stop the scan. With `details`,
+    each group's records are read (get_ids) into `described`, as the CLI writes them and the benchmark checks them.
     """
     started = time.perf_counter()
-    ids, md5s, vectors = read_vectors(
-        store, scope, filter_expr, None if on_progress is None else lambda _done, total: on_progress(0, total)
-    )
-    total = len(ids)
-    if on_progress is not None:
-        on_progress(0, total)
-    groups = find_groups(
-        ids, md5s, vectors, min_score, on_rows=None if on_progress is None else lambda done: on_progress(done, total)
-    )
-    del vectors  # the matrix is the scan's biggest allocation: free it before the records are read
+    # The matrix lives only inside _compare_all: it is freed before the grouped records are read.
+    groups, records = _compare_all(store, scope, min_score, filter_expr, on_progress)
     described = describe_groups(store, scope, groups) if details else []
-    return ScanResult(groups, total, time.perf_counter() - started, described)
+    return ScanResult(groups, records, time.perf_counter() - started, described)
+
+
+def _compare_all(
+    store: VectorStore, scope: Scope, min_score: float, filter_expr: str, on_progress: Progress | None
+) -> tuple[list[FoundGroup], int]:
+    """The groups of the namespace's records, and how many records were compared."""
+    total = store.count(scope, filter_expr=filter_expr)
+    search = PairSearch(min_score, total)
+    if on_progress is not None:
+        report = on_progress  # bound here, for the closure below
+        search.on_rows = lambda done: report(done, max(total, search.n))
+        report(0, total)
+    for chunk in _read_ahead(store.vector_chunks(scope, filter_expr)):
+        search.add(chunk.ids, chunk.md5s, chunk.vectors)
+    return search.groups(), search.n
+
+
+def _read_ahead(chunks: Iterator[VectorChunk], ahead: int = 2) -> Iterator[VectorChunk]:
+    """The chunks, read by a thread of their own up to `ahead` chunks in advance; its failure is raised here.
+
+    When the consumer stops early (an exception, a cancelled scan), the reader stops after its current chunk.
+    """
+    handoff: queue.Queue[VectorChunk | BaseException | None] = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+
+    def put(item: VectorChunk | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for chunk in chunks:
+                if not put(chunk):
+                    return
+            put(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            put(exc)
+
+    reader = threading.Thread(target=read, name="duplicate-scan-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = handoff.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
 
 
 def describe_groups(store: VectorStore, scope: Scope, groups: Sequence[FoundGroup]) -> list[dict[str, Any]]:
@@ -353,24 +446,6 @@ class ScanJob:
         """Queued or running."""
         return self.state in (ScanState.QUEUED, ScanState.RUNNING)
 
-    def view(self) -> dict[str, Any]:
-        """The job as answers show it (views.Scan)."""
-        return {
-            "job": self.job,
-            "state": self.state.value,
-            "namespace": self.namespace,
-            "min_score": self.min_score,
-            "filter": self.filter,
-            "records_done": self.records_done,
-            "records_total": self.records_total,
-            "groups": self.group_count,
-            "grouped_records": self.grouped_records,
-            "started": self.started,
-            "finished": self.finished,
-            "seconds": None if self.seconds is None else round(self.seconds, 3),
-            "error": self.error,
-        }
-
 
 class Scans:
     """The scan jobs of this process: queued and run one at a time by one worker thread, kept in memory.
@@ -378,7 +453,11 @@ class Scans:
     The latest done scan of a namespace is its result until a newer one is done; a failed scan keeps it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, pace: Callable[[ScanJob], None] | None = None) -> None:
+        """`pace(job)` is called by the worker at each step of a running scan (each window read, each row block
+        compared); it may raise ApiError to fail the scan. Nothing uses it in the service: tests hold a scan
+        mid-way with it, to see what the service does while a scan runs, whatever the machine's speed."""
+        self._pace = pace
         self._lock = threading.Lock()
         self._jobs: dict[str, ScanJob] = {}  # in the order started (dicts keep it): the oldest are forgotten first
         self._latest: dict[str, ScanJob] = {}  # namespace -> latest done job
@@ -466,6 +545,8 @@ class Scans:
             if self._stop.is_set():
                 raise _Stopped
             job.records_done, job.records_total = done, total
+            if self._pace is not None:
+                self._pace(job)
 
         job.state, job.started = ScanState.RUNNING, _now()
         started = time.perf_counter()
