@@ -209,32 +209,55 @@ class ScanOutcome:
     phases: dict[str, float]
 
 
+class TimedReads:
+    """The store, with its `vector_chunks` timed: when the last window was read (the scan compares the rows
+    already read meanwhile, on another thread), and how long the reading itself took."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.last_read: float | None = None
+        self.reading_s = 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def vector_chunks(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        chunks = self.store.vector_chunks(*args, **kwargs)
+        while True:
+            t0 = time.perf_counter()
+            chunk = next(chunks, None)
+            self.last_read = time.perf_counter()
+            self.reading_s += self.last_read - t0
+            if chunk is None:
+                return
+            yield chunk
+
+
 def scan(store: Any, min_score: float) -> ScanOutcome:
     """The namespace's duplicate groups as the service finds them: its scan job (`scan_namespace` without
-    details, BLAS on one thread: reading the vectors in id windows, then the blockwise matrix products and the
-    groups), then every group's records read back (`describe_groups`, what the pages of groups and the CLI
-    read). The job's progress calls split its time into reading and comparing."""
+    details, BLAS on one thread: a reader thread reads the vectors in id windows while the rows already read
+    are compared blockwise, then the groups), then every group's records read back (`describe_groups`, what the
+    pages of groups and the CLI read). Phases: until the last window was read, the comparing left after it, and
+    the groups' records."""
     from service.usecases.duplicates import describe_groups, one_blas_thread, scan_namespace  # noqa: PLC0415
 
+    timed = TimedReads(store)
     scope = store.scope(NAMESPACE)
-    marks: dict[str, float] = {}
+    logged = [time.perf_counter()]
 
     def progress(done: int, total: int) -> None:
         now = time.perf_counter()
-        marks["compare" if done else "read"] = now  # reading reports 0 done, comparing more
-        if now - marks.get("logged", t0) >= 30:
-            marks["logged"] = now
-            log.info(
-                "scan: %s, %d of %d rows compared, %.0f s", "comparing" if done else "reading", done, total, now - t0
-            )
+        if now - logged[0] >= 30:
+            logged[0] = now
+            log.info("scan: %d of %d rows compared, %.0f s", done, total, now - t0)
 
     t0 = time.perf_counter()
     with one_blas_thread():
-        result = scan_namespace(store, scope, min_score, on_progress=progress, details=False)
+        result = scan_namespace(timed, scope, min_score, on_progress=progress, details=False)
     job = time.perf_counter()
     described = describe_groups(store, scope, result.groups)
     end = time.perf_counter()
-    read = marks.get("read", t0)
+    read = timed.last_read or t0
     return ScanOutcome(
         result.records_total,
         [(g.size, [m.id for m in g.members]) for g in result.groups],
@@ -242,8 +265,9 @@ def scan(store: Any, min_score: float) -> ScanOutcome:
         end - t0,
         {
             "job_s": job - t0,
-            "read_vectors_s": read - t0,
-            "find_groups_s": job - read,  # the products, then the connected components and the ordering
+            "read_vectors_s": read - t0,  # the rows read so far are compared meanwhile
+            "reading_busy_s": timed.reading_s,  # the reader thread's own time in vector_chunks
+            "find_groups_s": job - read,  # the comparing left after the last window, then the groups
             "read_details_s": end - job,
         },
     )
