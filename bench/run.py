@@ -1,6 +1,6 @@
 """`make bench`: build the corpus, run the quality and performance benchmarks, write results, charts and pages.
 
-    python -m bench.run                  # everything (30-40 minutes on 2 cores)
+    python -m bench.run                  # everything (about an hour on 2 cores)
     python -m bench.run --only quality   # one part (quality, perf, regions or duplicates; the others' JSON is kept)
     python -m bench.run --report-only    # `make docs`: charts and pages from the latest results
 
