@@ -6,12 +6,14 @@ from __future__ import annotations
 import base64
 import csv
 import functools
+import itertools
 import json
 import os
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from conf.errors import NotReady
 from service.store.filters import compile_filter
 from service.store.records import Record, VectorStore
 from service.usecases import duplicates
@@ -306,3 +309,34 @@ def test_the_cli_refuses_bad_arguments_with_2(tmp_path: Path, args: tuple[str, .
     done = run_cli(tmp_path, *args)
     assert done.returncode == 2 and message in done.stderr, (done.returncode, done.stderr)
     assert not (tmp_path / "milvus.db").exists()  # refused before the store (or the model) was opened
+
+
+def test_theread_ahead_hands_over_a_reader_failure_and_stops_with_its_consumer() -> None:
+    from service.store.records import VectorChunk  # noqa: PLC0415 - only this test builds chunks by hand
+
+    def chunk(n: int) -> VectorChunk:
+        return VectorChunk(np.array([n]), [f"{n:032x}"], unit_rows(np.ones((1, 4))))
+
+    def failing() -> Iterator[VectorChunk]:
+        yield chunk(1)
+        raise NotReady("Milvus went away")
+
+    got = []
+    with pytest.raises(NotReady, match="went away"):
+        got.extend(int(c.ids[0]) for c in duplicates.read_ahead(failing()))
+    assert got == [1]
+
+    read: list[int] = []
+
+    def endless() -> Iterator[VectorChunk]:
+        for n in itertools.count():
+            read.append(n)
+            yield chunk(n)
+
+    for c in duplicates.read_ahead(endless(), ahead=2):
+        if int(c.ids[0]) == 3:
+            break  # the consumer stops (a cancelled scan): the reader must stop too, not read on for ever
+    stopped_at = len(read)
+    assert stopped_at <= 3 + 2 + 2  # what was consumed, what the queue holds, and the chunk in hand
+    time.sleep(0.3)
+    assert len(read) == stopped_at

@@ -2,8 +2,9 @@
 
 Two records are duplicates when their images have the same MD5 or their vectors score at least `min_score`
 (cosine). A group is a connected set of such pairs, so no record is in two groups. A scan reads the
-namespace's vectors in id windows (VectorStore.vector_chunks) into one matrix and compares it with itself
-block by block over the upper triangle: never an all-pairs search through Milvus, never a dense n x n matrix.
+namespace's vectors in id windows (VectorStore.vector_chunks) into one matrix, and compares each block of rows
+with the rows before it as soon as they are read (PairSearch): never an all-pairs search through Milvus,
+never a dense n x n matrix.
 
 In the service scans are jobs (Scans, in Deps): one worker thread runs them one at a time, so memory stays
 bounded by one scan, and a request thread only queues a job or reads its state. Results live in memory
@@ -316,12 +317,12 @@ def _compare_all(
         report = on_progress  # bound here, for the closure below
         search.on_rows = lambda done: report(done, max(total, search.n))
         report(0, total)
-    for chunk in _read_ahead(store.vector_chunks(scope, filter_expr)):
+    for chunk in read_ahead(store.vector_chunks(scope, filter_expr)):
         search.add(chunk.ids, chunk.md5s, chunk.vectors)
     return search.groups(), search.n
 
 
-def _read_ahead(chunks: Iterator[VectorChunk], ahead: int = 2) -> Iterator[VectorChunk]:
+def read_ahead(chunks: Iterator[VectorChunk], ahead: int = 2) -> Iterator[VectorChunk]:
     """The chunks, read by a thread of their own up to `ahead` chunks in advance; its failure is raised here.
 
     When the consumer stops early (an exception, a cancelled scan), the reader stops after its current chunk.
@@ -454,7 +455,7 @@ class Scans:
     """
 
     def __init__(self, pace: Callable[[ScanJob], None] | None = None) -> None:
-        """`pace(job)` is called by the worker at each step of a running scan (each window read, each row block
+        """`pace(job)` is called by the worker at each step of a running scan (its start, then each block of rows
         compared); it may raise ApiError to fail the scan. Nothing uses it in the service: tests hold a scan
         mid-way with it, to see what the service does while a scan runs, whatever the machine's speed."""
         self._pace = pace
