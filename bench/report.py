@@ -114,8 +114,10 @@ def bench_lines(
     perf: dict[str, Any] | None,
     meta: dict[str, Any],
     regions: dict[str, Any] | None = None,
+    duplicates: dict[str, Any] | None = None,
 ) -> list[Any]:
     """Everything between the bench markers, once, for every language (only from the results JSON)."""
+    from bench.report_duplicates import duplicates_section  # noqa: PLC0415 - it imports this module's helpers
     from bench.report_quality import quality_section  # noqa: PLC0415 - it imports this module's helpers
     from bench.report_regions import regions_section  # noqa: PLC0415
 
@@ -135,13 +137,15 @@ def bench_lines(
             load1=str((m.get("loadavg_at_end") or ["?"])[0]),
         )
     ]
-    out += targets_table(all_targets(perf, quality, regions))
+    out += targets_table(all_targets(perf, quality, regions, duplicates))
     if perf and perf.get("engines"):
         out += perf_section(perf)
     if quality:
         out += quality_section(quality)
     if regions:
         out += regions_section(regions)
+    if duplicates:
+        out += duplicates_section(duplicates)
     return out
 
 

@@ -1,7 +1,7 @@
 """`make bench`: build the corpus, run the quality and performance benchmarks, write results, charts and pages.
 
-    python -m bench.run                  # everything (30-40 minutes on 2 cores)
-    python -m bench.run --only quality   # one part (quality, perf or regions; the others' JSON is kept)
+    python -m bench.run                  # everything (about an hour on 2 cores)
+    python -m bench.run --only quality   # one part (quality, perf, regions or duplicates; the others' JSON is kept)
     python -m bench.run --report-only    # `make docs`: charts and pages from the latest results
 
 A run writes its raw results to results/bench/ (git-ignored). At its end, and on --report-only, the results
@@ -43,7 +43,7 @@ SMOKE_TRANSFORMS = ("scale_0.25", "center_crop_50", "pad_white_canvas")
 
 DATA_BENCH = DATA / "bench"
 # What a run writes; the rest is derived from these.
-RUN_FILES = ("quality.json", "perf.json", "regions.json", "run.json")
+RUN_FILES = ("quality.json", "perf.json", "regions.json", "duplicates.json", "run.json")
 
 
 def report(
@@ -52,26 +52,28 @@ def report(
     """Copy a run's results from `results` into `data`, then render from `data` alone: the charts, targets.json,
     thresholds.json and the generated part of the benchmarks page in every language. Returns the pages changed."""
     take_results(results, data, RUN_FILES)
-    quality, perf, meta, regions = load_data(data)
+    quality, perf, meta, regions, duplicates = load_data(data)
     if perf and perf.get("engines"):
         charts(perf, img)
-    targets = all_targets(perf, quality, regions)
+    targets = all_targets(perf, quality, regions, duplicates)
     write_json(data / "targets.json", {"targets": [targets_entry(t) for t in targets]})
     if quality:
         write_json(data / "thresholds.json", duplicate_defaults(quality))
-    return write_pages(KIND, bench_lines(quality, perf, meta, regions), pages)
+    return write_pages(KIND, bench_lines(quality, perf, meta, regions, duplicates), pages)
 
 
-def load_data(
-    data: Path = DATA_BENCH,
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any], dict[str, Any] | None]:
-    """The quality results, the speed results, the run's facts and the region-search results the page is
-    rendered from."""
+Results = dict[str, Any] | None
+
+
+def load_data(data: Path = DATA_BENCH) -> tuple[Results, Results, dict[str, Any], Results, Results]:
+    """The quality results, the speed results, the run's facts, the region-search results and the
+    duplicate-scan results the page is rendered from."""
     # Results written by an older bench (before the engine and backbone rows) are not reported: re-run it.
     quality = _current(_load(data / "quality.json"), "rows")
     perf = _current(_load(data / "perf.json"), "engines")
     regions = _current(_load(data / "regions.json"), "scene_rows")
-    return quality, perf, _load(data / "run.json") or {}, regions
+    duplicates = _current(_load(data / "duplicates.json"), "backends")
+    return quality, perf, _load(data / "run.json") or {}, regions, duplicates
 
 
 def targets_entry(t: dict[str, Any]) -> dict[str, Any]:
@@ -171,10 +173,21 @@ def run_regions(corpus: Any, settings: Settings, resnet_file: Path | None, smoke
     return regions.run(corpus, settings, small=smoke, transforms=SMOKE_TRANSFORMS if smoke else None)
 
 
+def run_duplicates(_corpus: Any, settings: Settings, _resnet_file: Path | None, smoke: bool) -> dict[str, Any]:
+    """The duplicate-group scan of 100,000 synthetic records on Milvus Lite and the Milvus server."""
+    from bench import duplicates  # noqa: PLC0415
+
+    return duplicates.run(settings, duplicates.DupPlan.small() if smoke else duplicates.DupPlan())
+
+
+RUNNERS = {"quality": run_quality, "perf": run_perf, "regions": run_regions, "duplicates": run_duplicates}
+PARTS = tuple(RUNNERS)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m bench.run`."""
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=("quality", "perf", "regions"), help="run one part only")
+    ap.add_argument("--only", choices=PARTS, help="run one part only")
     ap.add_argument(
         "--report-only",
         action="store_true",
@@ -192,11 +205,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bench.perf import machine  # noqa: PLC0415
 
     t0 = time.perf_counter()
-    corpus = build_corpus(small=args.smoke)
+    corpus = build_corpus(small=args.smoke) if args.only != "duplicates" else None  # the scan's data is synthetic
     base = bench_settings()
     resnet_file = resnet50_imagenet_file(base)
     settings = model_settings(base)
-    for part, fn in (("quality", run_quality), ("perf", run_perf), ("regions", run_regions)):
+    for part in PARTS:
+        fn = RUNNERS[part]
         if args.only in (None, part):
             log.info("%s benchmark", part)
             write_json(args.results / f"{part}.json", fn(corpus, settings, resnet_file, args.smoke))

@@ -23,7 +23,7 @@ CEILING = 0.995
 L = Labels.load("targets")
 
 
-def target(issue: str, text: Msg, measured: Msg | Seq, met: bool, why: Msg | None = None) -> Row:
+def target(issue: str, text: Msg, measured: Msg | Seq, met: bool, why: Msg | Seq | None = None) -> Row:
     """One row of the targets table (`why` only matters when the target is missed)."""
     return {"issue": issue, "target": text, "measured": measured, "met": bool(met), "why": None if met else why}
 
@@ -491,11 +491,99 @@ def region_targets(regions: dict[str, Any]) -> list[Row]:
     return rows
 
 
+DUP_SCAN_S = 300.0  # issue 21: a scan of 100,000 records at most this long on 2 cores, on each backend
+DUP_RSS_MB = 1536  # and at most 1.5 GB of RAM added by it
+DUP_BACKENDS = ("lite", "server")
+
+
+def duplicate_targets(dups: dict[str, Any]) -> list[Row]:
+    """Issue 21 on duplicates.json: the scan's time on Milvus Lite and on the server, the RAM it adds, and the
+    searches answered while it runs (their p50 beside the idle one)."""
+    measured = {b: dups["backends"][b] for b in DUP_BACKENDS if "scan_s" in dups["backends"].get(b, {})}
+    if not measured:
+        return []
+    records = f"{dups['records']:,}"
+    rows = [
+        target(
+            "21",
+            L("dup_scan", records=records, backend=L(f"dup_{b}"), limit=f"{DUP_SCAN_S:.0f}", cpus=str(dups["cpus"])),
+            L("dup_scan_got", seconds=f"{e['scan_s']:.1f}", **_phases(e)),
+            e["scan_s"] <= DUP_SCAN_S,
+            L(
+                "dup_scan_why",
+                **_phases(e),
+                searches=str(e["searches"]["during_scan"]["n"]),
+                load0=f"{e['loadavg_before'][0]:.1f}",
+                load1=f"{e['loadavg_after'][0]:.1f}",
+            ),
+        )
+        for b, e in measured.items()
+    ]
+    rss = {b: e["rss"]["added_mb"] for b, e in measured.items()}
+    rows.append(
+        target(
+            "21",
+            L("dup_rss", records=records, limit=f"{DUP_RSS_MB / 1024:.1f}"),
+            Seq([L("dup_rss_got", backend=L(f"dup_{b}"), mb=f"{mb:.0f}") for b, mb in rss.items()], "clauses"),
+            all(mb <= DUP_RSS_MB for mb in rss.values()),
+            Seq(
+                [
+                    L(
+                        "dup_rss_why",
+                        matrix=f"{dups['records'] * dups['dim'] * 4 / 2**20:.0f}",
+                        records=records,
+                        dim=str(dups["dim"]),
+                    ),
+                    *([L("dup_rss_lite")] if rss.get("lite", 0) > DUP_RSS_MB else []),
+                ],
+                "clauses",
+            ),
+        )
+    )
+    during = {b: e["searches"]["during_scan"] for b, e in measured.items()}
+    rows.append(
+        target(
+            "21",
+            L("dup_search"),
+            Seq(
+                [
+                    L(
+                        "dup_search_got",
+                        backend=L(f"dup_{b}"),
+                        n=str(d["n"]),
+                        p50="n/a" if d["p50_ms"] is None else f"{d['p50_ms']:.1f}",
+                        idle=f"{measured[b]['searches']['idle']['p50_ms']:.1f}",
+                        errors=str(d["errors"]),
+                    )
+                    for b, d in during.items()
+                ],
+                "clauses",
+            ),
+            all(d["n"] > 0 and d["errors"] == 0 for d in during.values()),
+            L("dup_search_why"),
+        )
+    )
+    return rows
+
+
+def _phases(e: dict[str, Any]) -> dict[str, str]:
+    """The scan's phases, formatted for the target's words."""
+    p = e["phases"]
+    return {
+        "read": f"{p['read_vectors_s']:.1f}",
+        "pairs": f"{p['find_groups_s']:.1f}",
+        "details": f"{p['read_details_s']:.1f}",
+    }
+
+
 def all_targets(
-    perf: dict[str, Any] | None, quality: dict[str, Any] | None, regions: dict[str, Any] | None = None
+    perf: dict[str, Any] | None,
+    quality: dict[str, Any] | None,
+    regions: dict[str, Any] | None = None,
+    duplicates: dict[str, Any] | None = None,
 ) -> list[Row]:
     """Every target the results can judge: issue 10 (speed, INT8), issue 11 (quality), issue 20 (region search),
-    then the earlier ones."""
+    issue 21 (duplicate scans), then the earlier ones."""
     rows: list[Row] = []
     if perf and perf.get("engines"):
         rows += raw_targets(perf) + service_targets(perf) + latency_import_memory(perf)
@@ -503,6 +591,8 @@ def all_targets(
         rows += int8_targets(quality, perf) + quality_targets(quality)
     if regions:
         rows += region_targets(regions)
+    if duplicates:
+        rows += duplicate_targets(duplicates)
     if perf and perf.get("engines"):
         rows += earlier_targets(perf)
     return rows

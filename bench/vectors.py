@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,13 +97,13 @@ def exact_topk(base: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarra
     return ids, times
 
 
-def _store(settings: Settings, uri: str) -> Any:
-    """The service's VectorStore on `uri` (collection bench_vectors), connected."""
+def open_store(settings: Settings, uri: str, dim: int = DIM, collection: str = "bench_vectors") -> Any:
+    """The service's VectorStore of `dim`-d vectors on `uri` (`collection`), connected."""
     from service.store.records import VectorStore  # noqa: PLC0415
 
     store = VectorStore(
-        settings.model_copy(update={"milvus_uri": uri, "milvus_collection": "bench_vectors", "milvus_timeout": 300.0}),
-        DIM,
+        settings.model_copy(update={"milvus_uri": uri, "milvus_collection": collection, "milvus_timeout": 300.0}),
+        dim,
     )
     store.connect()
     return store
@@ -177,18 +177,25 @@ def _rows(base: np.ndarray, start: int, stop: int, extras: dict[str, Any]) -> li
     ]
 
 
-def _insert(store: Any, base: np.ndarray, start: int, stop: int) -> float:
-    """Insert rows start..stop straight through pymilvus: setup, not measured."""
-    client, name = store.connection.client, store.connection.collection  # bench-only bulk load
-    extras = store.scope().row_extras({})
-    t0 = time.perf_counter()
+def row_batches(base: np.ndarray, start: int, stop: int, extras: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
+    """Rows start..stop (see _rows) in batches of 5,000, what `insert_rows` and `lite_load` take."""
     for i in range(start, stop, 5000):
-        client.insert(name, _rows(base, i, min(stop, i + 5000), extras), timeout=600)
+        yield _rows(base, i, min(stop, i + 5000), extras)
+
+
+def insert_rows(store: Any, batches: Iterable[list[dict[str, Any]]]) -> float:
+    """Insert batches of rows straight through pymilvus: setup, not measured."""
+    client, name = store.connection.client, store.connection.collection  # bench-only bulk load
+    t0 = time.perf_counter()
+    for rows in batches:
+        client.insert(name, rows, timeout=600)
     return time.perf_counter() - t0
 
 
-def _lite_load(store: Any, uri: str, base: np.ndarray, start: int, stop: int) -> tuple[Any, float, float]:
-    """Bulk-load rows start..stop into the Lite file through milvus_lite's public embedded `MilvusLite` (5x faster
+def lite_load(
+    store: Any, uri: str, batches: Iterable[list[dict[str, Any]]], dim: int = DIM
+) -> tuple[Any, float, float]:
+    """Bulk-load batches of rows into the Lite file through milvus_lite's public embedded `MilvusLite` (5x faster
     than over gRPC), then reconnect the service's store, which loads the collection and builds the missing HNSW
     index. Returns (store, insert seconds, flush + index seconds).
 
@@ -198,24 +205,24 @@ def _lite_load(store: Any, uri: str, base: np.ndarray, start: int, stop: int) ->
     state a real import leaves)."""
     from milvus_lite import MilvusLite, server_manager_instance  # noqa: PLC0415 - public API; only where Lite runs
 
-    extras = store.scope().row_extras({})
+    settings, name = store.connection.settings, store.connection.collection
     store.close()
     server_manager_instance.release_server(uri)  # the in-process Lite server holds the file's lock
     t0 = time.perf_counter()
     db = MilvusLite(uri)
     try:
-        col = db.get_collection("bench_vectors")
-        for i in range(start, stop, 5000):
-            col.insert(_rows(base, i, min(stop, i + 5000), extras))
+        col = db.get_collection(name)
+        for rows in batches:
+            col.insert(rows)
         inserted = time.perf_counter()
         col.flush()
     finally:
         db.close()
-    store = _store(store.connection.settings, uri)  # load_collection: builds the new segment's HNSW index
+    store = open_store(settings, uri, dim, name)  # load_collection: builds the new segment's HNSW index
     return store, inserted - t0, time.perf_counter() - inserted
 
 
-def _server_settle(store: Any, total: int, timeout: float) -> float:
+def server_settle(store: Any, total: int, timeout: float) -> float:
     """Flush (seal the segments) and wait until the server reports every row indexed; returns seconds.
 
     Only indexed_rows counts: the server keeps compacting sealed segments in the
@@ -244,7 +251,7 @@ def _write_probe(
     out: dict[int, dict[str, Any]] = {n: {"rows_written": n} for n in rows}
     for flushing in (True, False):
         uri = str(workdir / f"writes-{'flushed' if flushing else 'unflushed'}.db")
-        store = _store(settings, uri)
+        store = open_store(settings, uri)
         if not flushing:
             store._flusher.close()  # noqa: SLF001 - bench-only: the store as it was without the flusher
             store._flusher = None  # noqa: SLF001 - as above
@@ -262,11 +269,11 @@ def _write_probe(
                 out[n]["flushed_by_store" if flushing else "never_flushed"] = ms_stats(times)
         finally:
             store.close()
-            _release_lite(uri)
+            release_lite(uri)
     return list(out.values())
 
 
-def _release_lite(uri: str) -> None:
+def release_lite(uri: str) -> None:
     """Stop the in-process Milvus Lite server of `uri` (VectorStore.close leaves it running until exit)."""
     from milvus_lite import server_manager_instance  # noqa: PLC0415 - public API; only where Lite runs
 
@@ -319,8 +326,8 @@ def _backend(
     """Load one backend to each size in turn and measure its search there; then the ef sweep."""
     bdir = workdir / f"vectors-{backend}"
     bdir.mkdir(parents=True, exist_ok=True)
-    with milvus_server_on_loopback(bdir) if backend == "server" else _nullctx(str(bdir / "vectors.db")) as uri:
-        store = _store(settings, uri)
+    with milvus_server_on_loopback(bdir) if backend == "server" else nullctx(str(bdir / "vectors.db")) as uri:
+        store = open_store(settings, uri)
         entry: dict[str, Any] = {
             "index": store.vector_index,
             "server_version": store.server_version,
@@ -330,11 +337,12 @@ def _backend(
         loaded = 0
         try:
             for n in plan.sizes:
+                batches = row_batches(base, loaded, n, store.scope().row_extras({}))
                 if backend == "lite":
-                    store, insert_s, settle = _lite_load(store, uri, base, loaded, n)
+                    store, insert_s, settle = lite_load(store, uri, batches)
                 else:
-                    insert_s = _insert(store, base, loaded, n)
-                    settle = _server_settle(store, n, plan.settle_timeout)
+                    insert_s = insert_rows(store, batches)
+                    settle = server_settle(store, n, plan.settle_timeout)
                 loaded = n
                 found, times = timed_searches(store_search(store), queries)
                 row = {
@@ -368,12 +376,13 @@ def _backend(
         finally:
             store.close()
             if backend == "lite":
-                _release_lite(uri)
+                release_lite(uri)
         if backend == "lite" and plan.write_probe:
             entry["write_probe"] = _write_probe(settings, bdir, base, queries, plan.write_probe)
     return entry
 
 
 @contextmanager
-def _nullctx(value: str) -> Iterator[str]:
+def nullctx(value: str) -> Iterator[str]:
+    """`value`, as a context manager (Milvus Lite's file path beside milvus_server_on_loopback's URI)."""
     yield value

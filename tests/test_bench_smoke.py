@@ -4,8 +4,8 @@
 the quality rows (EfficientNet-Lite0 with real weights, trim off/on, INT8
 calibrated on the corpus' photos, plain and --match-fp32; ResNet50 random) against pHash, the raw engine
 matrix, `main.py import` and `main.py serve` per engine under 1 and 2 clients
-over HTTP, vector search on Milvus Lite against numpy, then the targets, the
-charts and the benchmarks page in both languages from the results.
+over HTTP, vector search on Milvus Lite against numpy, the duplicate-group scan on Milvus Lite with searches
+beside it, then the targets, the charts and the benchmarks page in both languages from the results.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench import perf, quality, regions
+from bench import duplicates, perf, quality, regions
 from bench import run as bench_run
 from bench.cli import model_settings
 from bench.corpus import Corpus, build_corpus
@@ -251,3 +251,52 @@ def test_regions_auto_searches_the_proposed_boxes_and_answers_with_the_closest(c
         assert got.candidates == 2 and got.whole is not None and got.whole_best is not None
         assert got.box == stand_in.truth and regions.iou(got.box, stand_in.truth) == 1.0
         assert np.allclose(got.vector, boxed.vector) and int(np.argmax(gallery @ got.vector)) == index[q.photo]
+
+
+# --------------------------------------------------------------------------------------------
+# Duplicate-group scan (bench/duplicates.py): 3,000 synthetic records on Milvus Lite
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def duplicates_result(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The scan benchmark's --small plan: the service's scan of one namespace, searches running beside it."""
+    settings = make_settings(tmp_path_factory.mktemp("dups"))
+    return duplicates.run(settings, duplicates.DupPlan.small(), workdir=tmp_path_factory.mktemp("dups-work"))
+
+
+def test_duplicate_scan_finds_exactly_the_planted_groups_while_searches_answer(
+    duplicates_result: dict[str, Any],
+) -> None:
+    r = duplicates_result
+    assert list(r["backends"]) == ["lite"] and r["dim"] == 1280 and r["model"] == "efficientnet-lite0"
+    e = r["backends"]["lite"]
+    assert e["records_scanned"] == 3000, e
+    g = e["groups"]
+    # Every planted group found with exactly its members; no group of unrelated records at this min_score, and
+    # none holding a record of the other namespace (exact copies of planted sources sit there).
+    assert (
+        g["planted"] == 24
+        and g["planted_found_exactly"] == 24
+        and g["planted_found_by_kind"] == {"exact": 12, "near": 12}
+    )
+    assert g["found"] == 24 and g["other_groups"] == 0 and g["foreign_records"] == 0
+    assert g["described_records"] == g["grouped_records"] == r["planted"]["copies"] + 24
+    phases = e["phases"]
+    assert phases["read_vectors_s"] > 0 and phases["find_groups_s"] > 0
+    assert abs(phases["read_vectors_s"] + phases["find_groups_s"] + phases["read_details_s"] - e["scan_s"]) < 0.3
+    s = e["searches"]
+    assert s["idle"]["n"] == 20 and s["during_scan"]["n"] > 0 and s["during_scan"]["errors"] == 0
+    assert e["rss"]["baseline_mb"] > 100 and e["rss"]["added_mb"] >= e["rss"]["added_sampled_mb"] - 1
+
+
+def test_duplicate_targets_and_report_render_in_both_languages(duplicates_result: dict[str, Any]) -> None:
+    rows = [t for t in all_targets(None, None, None, duplicates_result) if t["issue"] == "21"]
+    # The scan time on Lite (the --small run has no server), the RAM it adds, the searches beside it.
+    assert len(rows) == 3 and all(t["met"] or t["why"] for t in rows)
+    lines = bench_lines(None, None, {}, None, duplicates_result)
+    en, zh = render_lines(lines, "en"), render_lines(lines, "zh")
+    assert "## Duplicate groups of a namespace (the scan)" in en and "## 命名空间的重复组（扫描）" in zh
+    e = duplicates_result["backends"]["lite"]
+    assert f"| {e['scan_s']:.1f} |" in en and f"| {e['scan_s']:.1f} |" in zh
+    assert "24 of 24 planted found exactly" in en and "预放的 24 组中 24 组完全找出" in zh
