@@ -24,7 +24,7 @@ from werkzeug.routing import Rule
 from conf.settings import Settings
 from service.api.endpoint import Endpoint, endpoint_of
 from service.api.errors import STATUS
-from service.api.views import ListedRecord
+from service.api.views import ListedRecord, RunningScan
 
 OPENAPI_VERSION = "3.0.3"
 REF_TEMPLATE = "#/components/schemas/{model}"
@@ -74,7 +74,8 @@ ERRORS = {
     "search/id: the namespace holds no record with this id.",
     409: "A duplicate image with on_duplicate=reject (data: the record already stored), or namespaces, attrs, a "
     "filter or a region to store asked of a collection created by an earlier imgsim (data: null; the message "
-    "names the migration: a new MILVUS_COLLECTION and a re-import).",
+    "names the migration: a new MILVUS_COLLECTION and a re-import), or a duplicate scan while one of the namespace "
+    "is queued or running (data: that job, to follow).",
     413: "The image is over MAX_IMAGE_BYTES or MAX_IMAGE_PIXELS, its metadata is too large to decode safely, the "
     "request body is over MAX_IMAGE_BYTES*4/3 + 64 KiB, or a form has over 1000 fields.",
     415: "The bytes are not a decodable JPEG, PNG, GIF, BMP, WEBP or TIFF image (empty, truncated, corrupt or "
@@ -221,9 +222,10 @@ def _error(status: int, schemas: _Schemas) -> dict[str, Any]:
     data: dict[str, Any] = {"type": "object", "nullable": True, "enum": [None], "description": "always null on errors"}
     if status == 409:
         data = {
-            "allOf": [schemas.of(ListedRecord)],
+            "anyOf": [schemas.of(ListedRecord), schemas.of(RunningScan)],
             "nullable": True,
-            "description": "the record already stored (on_duplicate=reject), else null",
+            "description": "the record already stored (on_duplicate=reject), the namespace's running scan "
+            "(scan_running), else null",
         }
     schema = _envelope({"type": "integer", "enum": [status]}, {"type": "string", "minLength": 1}, data)
     return {"description": ERRORS[status], "content": {"application/json": {"schema": schema}}}

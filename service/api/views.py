@@ -112,6 +112,13 @@ class ScanError(Shape):
     msg: str = Field(min_length=1)
 
 
+class RunningScan(Shape):
+    """The scan a 409 scan_running refers to: the namespace's queued or running job, to follow instead."""
+
+    job: Annotated[str, Field(pattern="^[0-9a-f]{16}$", description="the job id")]
+    state: Literal["queued", "running"]
+
+
 class Scan(Shape):
     """A duplicate scan job and where it is."""
 

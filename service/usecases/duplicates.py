@@ -470,7 +470,7 @@ class Scans:
         """Queue a scan of the namespace; the default `min_score` is the duplicate score in force.
 
         The filter and namespace are checked now (4xx, 503), before anything is queued. 409 scan_running
-        when a scan of the namespace is queued or running.
+        when a scan of the namespace is queued or running; its `data` names that job, to follow it.
         """
         scope, expr = checked_scan_filter(deps.store, namespace, filter)
         score = deps.duplicate_score if min_score is None else min_score
@@ -483,6 +483,7 @@ class Scans:
                         f"a scan of this namespace is {other.state.value} already (job {other.job}); follow it "
                         f"with GET /api/image/sim/duplicates/scan/{other.job} and start another once it is done",
                         reason="scan_running",
+                        data={"job": other.job, "state": other.state.value},
                     )
             job = ScanJob(secrets.token_hex(8), namespace, float(score), filter or None, expr, scope)
             self._jobs[job.job] = job

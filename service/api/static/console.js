@@ -163,7 +163,7 @@ function showMsg(node, text, kind, code) {
 function showError(node, err) { showMsg(node, err.message, 'error', err.status || null); }
 
 // ---------------------------------------------------------------- API calls
-function ApiError(message, status) { this.message = message; this.status = status; }
+function ApiError(message, status, data) { this.message = message; this.status = status; this.data = data; }
 ApiError.prototype = Object.create(Error.prototype);
 
 function authHeaders() { return state.token ? { token: state.token } : {}; }
@@ -190,7 +190,7 @@ function readEnvelope(res, text) {
     if (state.token !== null) { lock(msg); }
     throw new ApiError(msg, 401);
   }
-  if (!res.ok || !body) { throw new ApiError(msg, res.status); }
+  if (!res.ok || !body) { throw new ApiError(msg, res.status, body ? body.data : null); }
   return body;
 }
 
@@ -1133,10 +1133,10 @@ function startScan(event) {
     d.timer = setTimeout(pollScan, DUPS_POLL_MS);
   }, function (err) {
     if (seq !== state.dups.seq) { return; }
-    // 409 scan_running names the namespace's running job (started elsewhere, or before a reload): follow it.
-    var running = err.status === 409 ? /\(job ([0-9A-Za-z_-]+)\)/.exec(err.message) : null;
+    // 409 scan_running carries the namespace's running job (started elsewhere, or before a reload): follow it.
+    var running = err.status === 409 && err.data && typeof err.data.job === 'string' ? err.data.job : null;
     if (running) {
-      d.polling = running[1];
+      d.polling = running;
       showMsg(byId('dups-msg'), err.message, 'info');
       d.timer = setTimeout(pollScan, 0);
       return;
