@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
 import re
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from service.csv_import import CsvFileError, CsvSummary, import_csv, read_rows, 
 from service.store.records import VectorStore
 from service.usecases.add import AddRequest
 from tests.conftest import ROOT, LiveService, make_settings, photo
+from tests.test_importer import run_import
 
 GOOD = 195
 PER_KEY = 3
@@ -31,22 +30,7 @@ HEADER = ["key", "path", "url", "price", "stock", "code", "tags", "shop", "note"
 
 def run_cli(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`python main.py import ...` as a user runs it, on the test's own Milvus Lite file."""
-    env = {
-        **os.environ,
-        "MODEL_WEIGHTS": "random",
-        "MILVUS_URI": str(folder / "milvus.db"),
-        "MILVUS_COLLECTION": "products",
-        "THUMB_DIR": str(folder / "thumbs"),
-        "PATH_ROOTS": str(folder / "shared"),
-    }
-    return subprocess.run(
-        [sys.executable, "main.py", "import", *args, "--no-progress"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_import(folder, *args, MILVUS_COLLECTION="products", PATH_ROOTS=str(folder / "shared"))
 
 
 def cli_settings(folder: Path) -> Settings:

@@ -14,18 +14,19 @@ from service.store.records import VectorStore
 from tests.conftest import ROOT, LiveService, make_settings, photo
 
 
-def run_import(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
+def run_import(tmp: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python main.py import ...` as a user runs it, on the test's own Milvus Lite file (`env` adds settings)."""
+    settings = {
         "MODEL_WEIGHTS": "random",
         "MILVUS_URI": str(tmp / "milvus.db"),
         "MILVUS_COLLECTION": "imported",
         "THUMB_DIR": str(tmp / "thumbs"),
+        **env,
     }
     return subprocess.run(
         [sys.executable, "main.py", "import", *args, "--no-progress"],
         cwd=ROOT,
-        env=env,
+        env={**os.environ, **settings},
         capture_output=True,
         text=True,
         timeout=600,
