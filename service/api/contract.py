@@ -233,14 +233,20 @@ def limit_value(value: object, max_limit: int, default: int) -> int:
 
 def min_score_value(value: object) -> float:
     """`min_score`: only return results with a cosine similarity at least this (-1..1)."""
+    return score_value(value, "from -1 to 1", lambda n: -1.0 <= n <= 1.0, "it must be from -1 to 1")
+
+
+def score_value(value: object, wanted: str, in_range: Callable[[float], bool], out_of_range: str) -> float:
+    """A `min_score` field: a number (not a boolean) `wanted` ("from -1 to 1"), which `in_range` accepts; NaN never
+    is. `out_of_range` follows "field 'min_score' is <number>; " when it is outside."""
     if isinstance(value, bool):
-        raise BadInput("field 'min_score' must be a number from -1 to 1, not a boolean")
+        raise BadInput(f"field 'min_score' must be a number {wanted}, not a boolean")
     try:
         number = float(value)  # type: ignore[arg-type]  # any JSON value; what float() refuses is answered below
     except (TypeError, ValueError, OverflowError):
-        raise BadInput(f"field 'min_score' must be a number from -1 to 1, not {str(value)[:50]!r}") from None
-    if not -1.0 <= number <= 1.0:  # also rejects NaN
-        raise BadInput(f"field 'min_score' is {number}; it must be from -1 to 1")
+        raise BadInput(f"field 'min_score' must be a number {wanted}, not {str(value)[:50]!r}") from None
+    if not in_range(number):  # comparisons with NaN are false: NaN is refused too
+        raise BadInput(f"field 'min_score' is {number}; {out_of_range}")
     return number
 
 
@@ -860,18 +866,13 @@ class ListBody(Body):
 
 def scan_score_value(value: object) -> float:
     """`min_score` of a duplicate scan: a cosine similarity above 0 and at most 1 (0 would pair everything)."""
-    if isinstance(value, bool):
-        raise BadInput("field 'min_score' must be a number above 0 and at most 1, not a boolean")
-    try:
-        number = float(value)  # type: ignore[arg-type]  # any JSON value; what float() refuses is answered below
-    except (TypeError, ValueError, OverflowError):
-        raise BadInput(f"field 'min_score' must be a number above 0 and at most 1, not {str(value)[:50]!r}") from None
-    if not 0.0 < number <= 1.0:  # also rejects NaN
-        raise BadInput(
-            f"field 'min_score' is {number}; a duplicate scan takes a score above 0 and at most 1 (leave it out for "
-            "the duplicate threshold in force, which /ready shows)"
-        )
-    return number
+    return score_value(
+        value,
+        "above 0 and at most 1",
+        lambda n: 0.0 < n <= 1.0,
+        "a duplicate scan takes a score above 0 and at most 1 (leave it out for the duplicate threshold in force, "
+        "which /ready shows)",
+    )
 
 
 def cursor_value(value: object) -> str:
