@@ -1,7 +1,8 @@
 """imgsim entry point: `python main.py [serve]` runs the API; `python main.py import DIR` bulk-imports a folder
 (`python main.py import products.csv` a CSV file of products); `python main.py calibrate DIR [--int8]` calibrates
 the duplicate threshold (and the INT8 model) on your images; `python main.py duplicates [--csv FILE | --json FILE]`
-writes a namespace's duplicate groups for review."""
+writes a namespace's duplicate groups for review; `python main.py reindex --from OLD` copies every record of
+collection OLD into MILVUS_COLLECTION, re-embedded with the configured model."""
 
 from __future__ import annotations
 
@@ -114,6 +115,37 @@ def _parser() -> argparse.ArgumentParser:
     out.add_argument("--csv", type=Path, default=None, help="write one row per grouped record to this CSV file")
     out.add_argument("--json", type=Path, default=None, help="write the groups to this JSON file (default: stdout)")
     dup.add_argument("--no-progress", action="store_true", help="no progress bar")
+    rx = sub.add_parser(
+        "reindex",
+        help="copy every record of collection OLD (every namespace) into MILVUS_COLLECTION, re-embedded with the "
+        "configured model (rerun-safe: a rerun continues, and is a no-op once both agree)",
+    )
+    rx.add_argument(
+        "--from", dest="old", required=True, metavar="OLD", help="the old collection, in the same MILVUS_URI"
+    )
+    rx.add_argument(
+        "--threshold",
+        choices=("default", "derive"),
+        default="default",
+        help="the duplicate threshold of the new collection: the model's default (default), or derive one by "
+        "calibrating on the records' images (as `main.py calibrate` does)",
+    )
+    rx.add_argument(
+        "--switch-alias",
+        default=None,
+        metavar="NAME",
+        help="Milvus servers: at the end, point alias NAME at the new collection (services reading through it move)",
+    )
+    rx.add_argument(
+        "--batch-size", type=int, default=MODEL_BATCH, help=f"images per model call and write (default {MODEL_BATCH})"
+    )
+    rx.add_argument(
+        "--missing-csv",
+        type=Path,
+        default=Path("reindex-missing.csv"),
+        help="where the records without source are listed (default ./reindex-missing.csv)",
+    )
+    rx.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -327,6 +359,90 @@ def _duplicates(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# Test-only: seconds to sleep after each written batch of a reindex, so a test can write to the old service,
+# or SIGKILL the reindex, while it runs (tests/test_reindex.py). Not a setting: nothing else reads it.
+REINDEX_PACE_ENV = "IMGSIM_TEST_REINDEX_PACE"
+REINDEX_DOCS = "docs/operations.md, section 'Change the model: reindex'"
+
+
+def _reindex(settings: Settings, args: argparse.Namespace) -> int:
+    """`reindex --from OLD`: exit 0 when every record was copied, 1 when records without source were left out,
+    2 when refused (nothing was written)."""
+    import time  # noqa: PLC0415 - only the test-only pace needs it
+
+    from tqdm import tqdm  # noqa: PLC0415 - keep `--help` fast
+
+    from model.embedder import load_embedder  # noqa: PLC0415 - as above: the model
+    from service.runtime import open_store  # noqa: PLC0415 - as above: pymilvus
+    from service.store.meta import SpaceTag  # noqa: PLC0415 - as above
+    from service.store.records import DataDirHeld  # noqa: PLC0415 - as above
+    from service.thumbs import Sources, Thumbnails  # noqa: PLC0415 - as above
+    from service.usecases.reindex import Finder, Reindex, open_old, reindex  # noqa: PLC0415 - as above
+
+    if not 1 <= args.batch_size <= 256:
+        print(f"error: --batch-size {args.batch_size}: use 1 to 256", file=sys.stderr)
+        return 2
+    # milvus_lite logs a traceback when its file is held; the message below says what it means.
+    logging.getLogger("milvus_lite").setLevel(logging.CRITICAL)
+    try:  # before the model loads: a wrong name, or a held Lite file, costs no wait
+        old, old_info = open_old(settings, args.old)
+    except DataDirHeld as exc:
+        print(
+            f"error: {exc}. Stop the service that uses it, then run the reindex again (Milvus Lite reindexes "
+            "with the service stopped); or, to reindex while the service keeps answering, use a Milvus server "
+            f"(MILVUS_URI=http://...). See {REINDEX_DOCS}.",
+            file=sys.stderr,
+        )
+        return 2
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    store = None
+    pace_seconds = float(os.environ.get(REINDEX_PACE_ENV) or 0)
+    try:
+        embedder = load_embedder(settings)
+        store = open_store(settings, embedder)
+        with tqdm(total=0, unit="rec", disable=args.no_progress, file=sys.stderr) as bar:
+
+            def progress(number: int, done: int, total: int) -> None:
+                if bar.n > done or bar.total != total:  # a new pass
+                    bar.reset(total=total)
+                bar.set_description("copy" if number == 1 else f"catch-up {number - 1}")
+                bar.update(done - bar.n)
+
+            run = Reindex(
+                settings,
+                embedder,
+                SpaceTag(embedder.fingerprint.digest, embedder.fingerprint.summary),
+                old,
+                store,
+                Finder(settings, Sources(settings.source_dir), Thumbnails(settings.thumb_dir)),
+                batch_size=args.batch_size,
+                progress=progress,
+                pace=(lambda: time.sleep(pace_seconds)) if pace_seconds > 0 else None,
+            )
+            summary = reindex(
+                run,
+                old_info,
+                threshold=args.threshold,
+                switch_alias=args.switch_alias,
+                missing_path=args.missing_csv,
+                calibration_progress=not args.no_progress,
+            )
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except NotReady as exc:
+        print(f"error: {exc}; run the same command again once Milvus answers (it continues)", file=sys.stderr)
+        return 2
+    finally:
+        old.close()
+        if store is not None:
+            store.close()
+    print("\n".join(summary.lines()))
+    return 1 if summary.missing else 0
+
+
 def _write_groups_csv(file: TextIO, groups: list[dict[str, Any]]) -> None:
     """One row per listed record: its group (1 = the largest), the group's size and capped, then the record."""
     writer = csv.writer(file)
@@ -387,6 +503,8 @@ def main(argv: list[str] | None = None) -> int:
             return _calibrate(settings, args)
         if args.command == "duplicates":
             return _duplicates(settings, args)
+        if args.command == "reindex":
+            return _reindex(settings, args)
         from service.runtime import serve  # noqa: PLC0415 - the whole service only for `serve`
 
         serve(settings)

@@ -13,6 +13,11 @@ files are shared) and count_all (the operator's metrics).
 Record ids are derived from (namespace, key, MD5), stay below 2^53, and are allocated by probing
 when two records collide. Pages list a namespace's records in id order (list_page). Iterating
 whole namespaces or the whole collection belongs here too.
+
+A reindex (service.usecases.reindex, an operator's job like count_all) also looks past namespaces on
+purpose: OldCollection reads every row of another collection of the same Milvus and never writes,
+indexes, alters or adopts anything there; the target's rows of all namespaces are read in id windows
+(rows_window), written with their explicit ids (write_rows) and deleted by id (delete_any).
 """
 
 from __future__ import annotations
@@ -25,15 +30,38 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from conf.errors import NotReady, StartupError
 from conf.settings import Settings
-from service.store.connection import QUERY_PAGE, CallObserver, Connection, MilvusClient, short
-from service.store.filters import DEFAULT_NAMESPACE, JS_MAX_SAFE_INTEGER, Layout, Scope, key_in, md5_in, quote_literal
+from service.store.connection import (
+    QUERY_PAGE,
+    CallObserver,
+    Connection,
+    MilvusClient,
+    _check_schema,
+    describe_target,
+    is_transient,
+    open_client,
+    short,
+)
+from service.store.filters import (
+    ATTRS_FIELD,
+    DEFAULT_NAMESPACE,
+    JS_MAX_SAFE_INTEGER,
+    NAMESPACE_FIELD,
+    REGION_FIELD,
+    Layout,
+    Scope,
+    key_in,
+    md5_in,
+    quote_literal,
+)
 from service.store.lite import LiteFlusher, SharedExclusiveLock
-from service.store.meta import DuplicateThreshold, SpaceTag
+from service.store.meta import DuplicateThreshold, SpaceTag, stored_space
 from service.store.search import Hit, Query, Searcher
 
-__all__ = ["Hit", "Page", "Query", "Record", "Scope", "VectorChunk", "VectorStore"]
+__all__ = ["Hit", "OldCollection", "Page", "Query", "Record", "Scope", "VectorChunk", "VectorStore"]
 
 log = logging.getLogger(__name__)
 
@@ -464,6 +492,60 @@ class VectorStore:
 
         return self._call(run, "query")
 
+    # --- every namespace at once: a reindex's target (see the module docstring) ----------
+    def rows_window(self, low: int, high: int, cap: int, vectors: bool = False) -> list[dict[str, Any]]:
+        """The rows of every namespace with low < id <= high (at most `cap`), as written_row shows them, read
+        Strong (this process's own writes included); with `vectors`, each with its stored vector."""
+        fields = list(OLD_FIELDS) + (["vector"] if vectors else [])
+        expr = f"id > {int(low)} and id <= {int(high)}"
+        layout = self.layout
+        return [
+            normalised(r, layout)
+            for r in self._call(
+                lambda c: self.connection.query(c, expr, present(fields, layout), limit=cap, level="Strong"), "query"
+            )
+        ]
+
+    def rows_of(self, ids: Iterable[int], vectors: bool = True) -> list[dict[str, Any]]:
+        """The rows (of any namespace) with these ids, with their vectors unless told."""
+        wanted = sorted({int(i) for i in ids})
+        if not wanted:
+            return []
+        fields = list(OLD_FIELDS) + (["vector"] if vectors else [])
+        layout = self.layout
+        rows = self._call(
+            lambda c: self.connection.query(c, f"id in {wanted}", present(fields, layout), level="Strong"), "query"
+        )
+        return [normalised(r, layout) for r in rows]
+
+    def write_rows(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Upsert whole rows under their own ids (id, namespace, key, md5, filepath, attrs, region, vector) in one
+        call: a reindex copies ids as they are, so writing a row twice stores it once."""
+        if not rows:
+            return
+        layout = self.layout
+        data = [written_row(r, layout) for r in rows]
+        self._call(
+            lambda c: c.upsert(self.connection.collection, data, timeout=self._settings.milvus_timeout),
+            "upsert",
+            writes=True,
+        )
+        self._wrote(len(data))
+
+    def delete_any(self, ids: Iterable[int]) -> int:
+        """Delete the rows with these ids, whatever their namespace; returns how many ids were given."""
+        wanted = sorted({int(i) for i in ids})
+        if not wanted:
+            return 0
+
+        def run(c: MilvusClient) -> int:
+            c.delete(self.connection.collection, ids=wanted, timeout=self._settings.milvus_timeout)
+            self._deleted(c, len(wanted))
+            return len(wanted)
+
+        with self._write_lock:
+            return self._call(run, "delete", writes=True)
+
     def _window(self, expr: str, fields: Sequence[str], cap: int) -> list[dict[str, Any]]:
         """The rows of one id window (at most `cap`), one store call."""
         return self._call(lambda c: self.connection.query(c, expr, fields, limit=cap), "query")
@@ -477,6 +559,194 @@ class VectorStore:
             timeout=self._settings.milvus_timeout,
         )
         return int(rows[0]["count(*)"]) if rows else 0
+
+
+# --- another collection: the old one of a reindex --------------------------------------
+# The scalar fields a reindex copies; `vector` is re-embedded.
+OLD_FIELDS = RECORD_FIELDS
+
+
+def present(fields: Sequence[str], layout: Layout) -> list[str]:
+    """The fields of `fields` a collection of this layout has (an older one lacks namespace and attrs, or region)."""
+    return [
+        f
+        for f in fields
+        if (layout.tenancy or f not in (NAMESPACE_FIELD, ATTRS_FIELD)) and (layout.regions or f != REGION_FIELD)
+    ]
+
+
+def normalised(row: dict[str, Any], layout: Layout) -> dict[str, Any]:
+    """A row with every field of OLD_FIELDS: the default namespace, {} attrs and {} region where the collection
+    has none (or they are empty), and the id an int."""
+    del layout  # what is absent is filled the same way, whatever the reason
+    out = dict(row)
+    out["id"] = int(row["id"])
+    out[NAMESPACE_FIELD] = row.get(NAMESPACE_FIELD) or DEFAULT_NAMESPACE
+    out[ATTRS_FIELD] = row.get(ATTRS_FIELD) or {}
+    out[REGION_FIELD] = row.get(REGION_FIELD) or {}
+    return out
+
+
+def written_row(row: dict[str, Any], layout: Layout) -> dict[str, Any]:
+    """A normalised row (with its `vector`) as a collection of this layout stores it; ValueError when the
+    collection cannot hold it (a namespace, attrs or a region in a collection of an earlier imgsim)."""
+    out: dict[str, Any] = {
+        "id": int(row["id"]),
+        "key": row["key"],
+        "md5": row["md5"],
+        "filepath": row["filepath"],
+        "vector": np.asarray(row["vector"], dtype=np.float32).tolist(),
+    }
+    if layout.tenancy:
+        out[NAMESPACE_FIELD] = row[NAMESPACE_FIELD]
+        out[ATTRS_FIELD] = row[ATTRS_FIELD]
+    elif row[NAMESPACE_FIELD] != DEFAULT_NAMESPACE or row[ATTRS_FIELD]:
+        raise ValueError(f"record {row['id']} has a namespace or attrs, which this collection cannot store")
+    if layout.regions:
+        out[REGION_FIELD] = {name: int(value) for name, value in row[REGION_FIELD].items()}
+    elif row[REGION_FIELD]:
+        raise ValueError(f"record {row['id']} has a region, which this collection cannot store")
+    return out
+
+
+class DataDirHeld(StartupError):
+    """Milvus Lite's data folder is held by another process (a running service): it cannot be opened twice."""
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """What a collection is: its name, vector width, layout, recorded embedding space and row count."""
+
+    name: str
+    dim: int
+    layout: Layout
+    space: str | None  # the fingerprint digest recorded on it (None: made before imgsim recorded one)
+    space_summary: str
+    rows: int
+    properties: dict[str, str]
+
+
+class OldCollection:
+    """Another collection of the same Milvus, read and never written: the old collection of a reindex.
+
+    It never creates, indexes, alters, adopts or writes anything: describe, load (when the server released it),
+    count and query only, always at Strong consistency (a catch-up pass must see what the old service wrote a
+    moment ago). Rows of all namespaces, on purpose: a reindex copies the whole collection.
+    """
+
+    def __init__(self, settings: Settings, name: str) -> None:
+        """The collection `name` in MILVUS_URI; nothing is opened before `open`."""
+        # Its own settings: messages from the schema check name this collection, not MILVUS_COLLECTION.
+        self._settings = settings.model_copy(update={"milvus_collection": name})
+        self.name = name
+        self.target = describe_target(settings)
+        self._client: MilvusClient | None = None
+        self.layout = Layout(tenancy=False, partition_key=False, regions=False)
+
+    def open(self) -> CollectionInfo | None:
+        """Connect and describe the collection; None when it does not exist. Raises DataDirHeld when another
+        process holds the Milvus Lite file, NotReady when Milvus is away, StartupError when the collection is
+        not one imgsim wrote."""
+        s = self._settings
+        try:
+            self._client = open_client(s)
+        except Exception as exc:
+            if s.milvus_is_lite and "open local milvus failed" in str(exc).lower():
+                raise DataDirHeld(
+                    f"{self.target} is held by another process (a running imgsim service?): Milvus Lite opens its "
+                    "file in one process at a time"
+                ) from exc
+            raise NotReady(f"{self.target} is unreachable ({short(exc)}); retry later") from exc
+        if not self._call(lambda c: c.has_collection(self.name, timeout=s.milvus_timeout)):
+            return None
+        desc = self._call(lambda c: c.describe_collection(self.name, timeout=s.milvus_timeout))
+        fields = {f["name"]: f for f in desc.get("fields", [])}
+        dim = int(fields.get("vector", {}).get("params", {}).get("dim", 0))
+        self.layout = _check_schema(desc, s, dim)  # the service's own check: a collection imgsim wrote
+        digest, summary = stored_space(desc)
+        self._ensure_loaded()
+        props = {str(k): str(v) for k, v in (desc.get("properties") or {}).items()}
+        return CollectionInfo(self.name, dim, self.layout, digest, summary, self.count(), props)
+
+    def _ensure_loaded(self) -> None:
+        t = self._settings.milvus_timeout
+        state = self._call(lambda c: c.get_load_state(self.name, timeout=t))
+        if str(getattr(state.get("state"), "name", state.get("state"))).lower() != "loaded":
+            # Loading changes nothing stored: it makes the collection readable (the old service loads it too).
+            self._call(lambda c: c.load_collection(self.name, timeout=max(t, 60)))
+
+    def count(self) -> int:
+        """How many rows the collection holds, in all namespaces."""
+        rows = self._query("", ["count(*)"], None)
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    def rows_window(self, low: int, high: int, cap: int) -> list[dict[str, Any]]:
+        """The rows with low < id <= high (at most `cap`), every field of OLD_FIELDS (see `normalised`)."""
+        rows = self._query(f"id > {int(low)} and id <= {int(high)}", present(OLD_FIELDS, self.layout), cap)
+        return [normalised(r, self.layout) for r in rows]
+
+    def _query(self, expr: str, fields: list[str], cap: int | None) -> list[dict[str, Any]]:
+        extra = {"limit": cap} if cap is not None else {}
+        return list(
+            self._call(
+                lambda c: c.query(
+                    self.name,
+                    filter=expr,
+                    output_fields=fields,
+                    consistency_level="Strong",
+                    timeout=self._settings.milvus_timeout,
+                    **extra,
+                )
+            )
+        )
+
+    def _call(self, fn: Callable[[MilvusClient], T]) -> T:
+        """One read, retried while Milvus is away (as Connection.call does); NotReady if it stays away."""
+        client = self._client
+        if client is None:
+            raise NotReady(f"collection {self.name!r} was not opened")
+        try:
+            for attempt in Retrying(
+                stop=stop_after_attempt(self._settings.milvus_retries),
+                wait=wait_exponential(0.2, max=2.0),
+                retry=retry_if_exception(is_transient),
+                reraise=True,
+            ):
+                with attempt:
+                    return fn(client)
+        except Exception as exc:
+            if is_transient(exc):
+                raise NotReady(f"{self.target} is not answering ({short(exc)}); run the reindex again later") from exc
+            raise
+        raise AssertionError("unreachable")  # pragma: no cover - Retrying either returns or raises
+
+    def close(self) -> None:
+        """Drop the connection (the collection itself is left as it was)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def id_windows(
+    readers: Sequence[Callable[[int, int, int], list[dict[str, Any]]]], total: int, cap: int = VECTOR_CHUNK
+) -> Iterator[tuple[int, list[list[dict[str, Any]]]]]:
+    """Walk ids 1..2^53-1 in windows read whole by every reader; yields (window's upper id, rows of each reader).
+
+    As in vector_chunks: ids are hashes spread evenly, so each window is aimed at half of `cap` rows of the
+    larger side (`total`); a window any reader answers with `cap` rows (it may have been cut) is halved and read
+    again. The same window is read from every reader, so rows with one id meet in one step.
+    """
+    cap = max(2, min(int(cap), QUERY_PAGE))
+    nominal = max(1, int(JS_MAX_SAFE_INTEGER * min(1.0, cap / 2 / max(total, 1))))
+    low, width = 0, nominal
+    while low < JS_MAX_SAFE_INTEGER:
+        high = min(JS_MAX_SAFE_INTEGER, low + width)
+        parts = [read(low, high, cap) for read in readers]
+        if any(len(p) >= cap for p in parts) and high > low + 1:
+            width = max(1, (high - low) // 2)
+            continue
+        yield high, parts
+        low, width = high, nominal
 
 
 def _row(scope: Scope, rid: int, rec: Record, stored: dict[str, Any] | None) -> dict[str, Any]:
