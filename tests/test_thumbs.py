@@ -1,6 +1,7 @@
 """Thumbnails (service/thumbs.py, GET /api/image/sim/thumb/<id>): written with the record, shared by records of
 the same image, removed with the last of them, made on first view for records stored before, served only
-with the token, and never a picture other than the record's."""
+with the token, and never a picture other than the record's. And the kept sources (SOURCE_DIR), what a reindex
+re-embeds from: the same folder scheme, carrying the original's size."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from service.thumbs import THUMB_SIDE, Thumbnails, make_thumbnail
+from model.images import decode_image
+from service.thumbs import SOURCE_SIDE, THUMB_SIDE, KeptSource, Sources, Thumbnails, make_source, make_thumbnail
 from tests.conftest import LiveService, photo
 
 TOKEN = "thumb-T0ken"
@@ -68,6 +71,83 @@ def test_concurrent_writers_of_one_image_leave_one_whole_file(tmp_path: Path) ->
         t.join()
     files = [p for p in (tmp_path / "thumbs").rglob("*") if p.is_file()]
     assert files == [thumbs.path_of(key)] and webp_size(files[0].read_bytes()) == (THUMB_SIDE, 192)
+
+
+def decoded(data: bytes) -> KeptSource:
+    """The kept source `add` would make of these bytes (the service's real decode, then make_source)."""
+    return make_source(decode_image(data, max_bytes=1 << 26, max_pixels=1 << 26))
+
+
+def turned_jpeg(size: tuple[int, int]) -> bytes:
+    """A JPEG of `size` stored pixels whose EXIF says to turn it 90 degrees clockwise for display."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(photo(11, size=size))).save(buf, "JPEG", exif=exif.tobytes())
+    return buf.getvalue()
+
+
+def difference(a: Image.Image, b: Image.Image) -> float:
+    """Mean absolute difference of two same-sized RGB pictures, 0-255."""
+    assert a.size == b.size
+    return float(np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).mean())
+
+
+@pytest.mark.parametrize(
+    ("data", "full_size", "kept_size"),
+    [
+        # 1200 x 800 stored, turned for display: regions refer to 800 x 1200; decoded at half scale, then fitted
+        (turned_jpeg((1200, 800)), (800, 1200), (341, 512)),
+        (photo(12, size=(2000, 1500), fmt="PNG"), (2000, 1500), (SOURCE_SIDE, 384)),
+        (photo(13, size=(90, 60), fmt="PNG"), (90, 60), (90, 60)),  # never enlarged
+    ],
+    ids=["exif-turned-jpeg", "large-png", "small-png"],
+)
+def test_kept_source_round_trips_the_original_size(
+    tmp_path: Path, data: bytes, full_size: tuple[int, int], kept_size: tuple[int, int]
+) -> None:
+    """A kept source reads back as the picture that was kept (turned once, not twice) and the original's size."""
+    sources = Sources(tmp_path / "sources")
+    kept = decoded(data)
+    assert kept.full_size == full_size and kept.image.size == kept_size
+    sources.write(md5(data), kept)
+    back = sources.read(md5(data))
+    assert back is not None and back.full_size == full_size and back.image.mode == "RGB"
+    # The same picture, within the loss of JPEG (a turned or another picture differs by 40 and more).
+    assert back.image.size == kept_size and difference(back.image, kept.image) < 10
+    assert sources.path_of(md5(data)) == tmp_path / "sources" / md5(data)[:2] / md5(data)[2] / f"{md5(data)}.jpg"
+
+
+def test_kept_sources_atomic_shared_and_forgotten_only_when_unused(tmp_path: Path) -> None:
+    """Eight writers of one source leave one whole file and no temporary one; forget() removes only unused
+    images; an absent or unreadable file reads as None; a failed write is logged, never raised."""
+    sources = Sources(tmp_path / "sources")
+    a, b = photo(14, size=(900, 700)), photo(15)
+    kept_a = decoded(a)
+    threads = [threading.Thread(target=sources.write, args=(md5(a), kept_a)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sources.write_many([(md5(b), decoded(b)), (md5(b"none"), None)])
+    files = sorted(p.name for p in (tmp_path / "sources").rglob("*") if p.is_file())
+    assert files == sorted([f"{md5(a)}.jpg", f"{md5(b)}.jpg"])
+    assert (sources.read(md5(a)) or pytest.fail("no source")).full_size == (900, 700)
+
+    assert sources.forget([md5(a), md5(b), "../x"], in_use=lambda md5s: {md5(b)}) == 1
+    assert sources.read(md5(a)) is None and sources.read(md5(b)) is not None
+
+    broken, plain = md5(b"broken"), md5(b"plain")
+    sources.path_of(broken).parent.mkdir(parents=True)
+    sources.path_of(broken).write_bytes(a[: len(a) // 3])  # truncated
+    sources.path_of(plain).parent.mkdir(parents=True)
+    sources.path_of(plain).write_bytes(photo(16))  # a JPEG, but not one that says the original's size
+    assert sources.read(broken) is None and sources.read(plain) is None
+
+    blocked = Sources(tmp_path / "a-file")
+    blocked.root.write_bytes(b"")
+    blocked.write_many([(md5(a), kept_a)])  # cannot create folders below a file: logged
+    assert blocked.root.is_file()
 
 
 def test_written_with_the_record_shared_and_removed_with_the_last(start_service: Callable[..., LiveService]) -> None:
