@@ -199,6 +199,24 @@ def run_import(
     )
 
 
+def run_reindex(
+    tmp: Path, milvus_uri: str, new: str, old: str, *args: str, log_path: Path | None = None, **extra_env: str
+) -> subprocess.Popen[bytes]:
+    """Start `python main.py reindex --from old args...` into collection `new` (no progress bar) from `tmp`, with the
+    settings of service_env (ResNet50, random weights) unless `extra_env` says otherwise; the caller waits or kills.
+
+    Its output goes to `log_path` (default: a new file in `tmp`).
+    """
+    log = open(log_path or tmp / f"reindex-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115 - the child holds it
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), "reindex", "--from", old, *args, "--no-progress"],
+        cwd=tmp,
+        env=service_env(tmp, milvus_uri, free_port(), MILVUS_COLLECTION=new, **extra_env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
 def milvus_server_config() -> Any:
     """A MilvusServerConfig whose embedded etcd listens on ports of its own.
 
