@@ -23,8 +23,8 @@ RUN pip install --no-cache-dir -r requirements.txt
 
 RUN groupadd --gid "${APP_GID}" imgsim \
     && useradd --uid "${APP_UID}" --gid "${APP_GID}" --create-home --shell /usr/sbin/nologin imgsim \
-    && mkdir -p /app/data /models /thumbs /images \
-    && chown imgsim:imgsim /app/data /models /thumbs /images
+    && mkdir -p /app/data /models /thumbs /sources /images \
+    && chown imgsim:imgsim /app/data /models /thumbs /sources /images
 
 # The code stays owned by root: the service cannot modify itself.
 COPY main.py ./

@@ -148,6 +148,10 @@ class Settings(BaseSettings):
     path_roots: str | None = None
     # 256 px WEBP thumbnails for the console, one file per distinct image (content-addressed by MD5).
     thumb_dir: Path = Path("./data/thumbs")
+    # The kept source of each distinct image (a bounded JPEG, content-addressed by MD5), what `main.py reindex`
+    # re-embeds from when the caller's original is gone; off: a reindex falls back to filepaths and thumbnails.
+    source_dir: Path = Path("./data/sources")
+    keep_sources: bool = True
 
     # Limits
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1024)

@@ -108,7 +108,12 @@ def _startup_import(runtime: Runtime, stop: threading.Event) -> None:
         return
     # The importer drives the model directly in big batches; the batcher keeps serving requests meanwhile.
     importer = Importer(
-        settings, runtime.embedder, runtime.store, hooks=import_hooks(runtime.metrics), thumbs=runtime.deps.thumbs
+        settings,
+        runtime.embedder,
+        runtime.store,
+        hooks=import_hooks(runtime.metrics),
+        thumbs=runtime.deps.thumbs,
+        sources=runtime.deps.sources,
     )  # the service's own: one lock against its deletes
     summary = importer.run(settings.image_inc_path, key_mode="md5", move_to=settings.image_pool_path, progress=False)
     log.info("start-up import of %s: %s", settings.image_inc_path, "; ".join(summary.lines()))

@@ -50,6 +50,7 @@ def make_settings(tmp: Path, **overrides: Any) -> Settings:
         "milvus_collection": f"t_{uuid.uuid4().hex[:12]}",
         "image_pool_path": pool,
         "thumb_dir": tmp / "thumbs",
+        "source_dir": tmp / "sources",
         "token": None,
         "milvus_timeout": 10.0,
         "batch_window_ms": 2.0,

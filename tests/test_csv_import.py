@@ -186,6 +186,9 @@ def test_csv_import_stores_good_rows_reports_bad_ones_reruns_and_syncs(
         assert [r["key"] for r in stored(store, [unkeyed])] == [unkeyed]  # an empty key: the MD5
     finally:
         store.close()
+    # Every stored image keeps its source for a reindex, like an add.
+    kept = {p.stem for p in settings.source_dir.rglob("*.jpg")}
+    assert kept == {hashlib.md5(catalog.images[i]).hexdigest() for i in range(GOOD)}
 
     # A rerun stores nothing twice.
     again = rerun(settings, embedder, catalog.csv)
@@ -209,6 +212,10 @@ def test_csv_import_stores_good_rows_reports_bad_ones_reruns_and_syncs(
         assert len(stored(store, ["SKU-001"])) == 1  # rows 3 and 4 left, 5 stays
     finally:
         store.close()
+    # The deleted images' sources went with them.
+    assert kept - {p.stem for p in settings.source_dir.rglob("*.jpg")} == {
+        hashlib.md5(catalog.images[i]).hexdigest() for i in (3, 4, 30, 31, 33)
+    }
 
 
 def test_json_attrs_column_namespaces_and_report_cleared(

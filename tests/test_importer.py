@@ -21,6 +21,7 @@ def run_import(tmp: Path, *args: str, **env: str) -> subprocess.CompletedProcess
         "MILVUS_URI": str(tmp / "milvus.db"),
         "MILVUS_COLLECTION": "imported",
         "THUMB_DIR": str(tmp / "thumbs"),
+        "SOURCE_DIR": str(tmp / "sources"),
         **env,
     }
     return subprocess.run(
@@ -60,8 +61,9 @@ def test_import_moves_stores_and_reruns_without_duplicates(tmp_path: Path) -> No
     assert {r["md5"] for r in records} == md5s and len(records) == 5
     assert {r["filepath"] for r in records} == {str(pool / n) for n in images}
     store.close()
-    # Each imported image has its thumbnail, named by its MD5 (the same store path as add).
+    # Each imported image has its thumbnail and its kept source, named by its MD5 (the same store path as add).
     assert {p.stem for p in (tmp_path / "thumbs").rglob("*.webp")} == md5s
+    assert {p.stem for p in (tmp_path / "sources").rglob("*.jpg")} == md5s
 
 
 def test_same_image_in_consecutive_batches_is_stored_once(tmp_path: Path) -> None:
@@ -86,8 +88,9 @@ def test_import_with_filename_keys(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "SKU-1.png").write_bytes(photo(1, fmt="PNG"))
     (folder / "SKU-2.jpg").write_bytes(photo(2))
-    result = run_import(tmp_path, str(folder), "--key", "filename")
+    result = run_import(tmp_path, str(folder), "--key", "filename", KEEP_SOURCES="false")
     assert result.returncode == 0 and "imported: 2" in result.stdout
+    assert not (tmp_path / "sources").exists() and len(list((tmp_path / "thumbs").rglob("*.webp"))) == 2
     store = VectorStore(make_settings(tmp_path, milvus_collection="imported"), 2048)
     assert [r["key"] for r in store.get_keys(store.scope(), ["SKU-1", "SKU-2"])] == ["SKU-1", "SKU-2"]
     assert (folder / "SKU-1.png").exists()  # without --move-to nothing moves

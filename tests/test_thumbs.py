@@ -5,6 +5,7 @@ re-embeds from: the same folder scheme, carrying the original's size."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import threading
@@ -211,3 +212,50 @@ def test_re_adding_an_image_restores_its_missing_thumbnail(start_service: Callab
     path.unlink()
     assert svc.post("add/file", files={"file": ("a.jpg", image)}, data={"key": "k"}).status_code == 200
     assert path.is_file()
+
+
+def kept_files(root: Path) -> dict[str, Path]:
+    """The kept sources under SOURCE_DIR, by MD5 (`ab/c/<md5>.jpg`), checking nothing else lies there."""
+    files = [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+    assert all(p.relative_to(root).parts[:2] == (p.stem[:2], p.stem[2]) and p.suffix == ".jpg" for p in files), files
+    return {p.stem: p for p in files}
+
+
+def test_adds_by_upload_base64_path_and_batch_keep_the_source_until_the_last_record_goes(
+    start_service: Callable[..., LiveService],
+) -> None:
+    """Every way of adding keeps the image's source under SOURCE_DIR, with the original's size; the same image
+    under two keys shares one file, which goes with the last record of that MD5."""
+    svc = start_service(token=TOKEN)
+    pool, root = svc.runtime.settings.image_pool_path, svc.runtime.settings.source_dir
+    upload, encoded, on_disk, batched = turned_jpeg((1600, 1200)), photo(21, (700, 500), "PNG"), photo(22), photo(23)
+    (pool / "p.jpg").write_bytes(on_disk)
+    assert svc.post("add/file", files={"file": ("u.jpg", upload)}, data={"key": "up"}).status_code == 200
+    b64 = "data:image/png;base64," + base64.b64encode(encoded).decode()
+    assert svc.post("add/base64", json={"base64": b64, "key": "b64"}).status_code == 200
+    assert svc.post("add/path", json={"path": str(pool / "p.jpg"), "key": "path"}).status_code == 200
+    batch = svc.post("add/batch", json={"items": [{"base64": base64.b64encode(batched).decode(), "key": "batch"}]})
+    assert batch.status_code == 200 and batch.json()["data"][0]["code"] == 200, batch.text
+    assert svc.post("add/base64", json={"base64": b64, "key": "b64-again"}).status_code == 200
+
+    files = kept_files(root)
+    assert set(files) == {md5(upload), md5(encoded), md5(on_disk), md5(batched)}
+    sizes = {m: (svc.runtime.deps.sources.read(m) or pytest.fail(f"unreadable {m}")).full_size for m in files}
+    assert sizes[md5(upload)] == (1200, 1600) and sizes[md5(encoded)] == (700, 500)  # turned as displayed
+    assert Image.open(files[md5(encoded)]).size == (SOURCE_SIDE, 366)
+
+    assert svc.post("del/key", json={"key": ["b64"]}).json()["data"] == 1
+    assert files[md5(encoded)].is_file()  # "b64-again" still holds the picture
+    assert svc.post("del/key", json={"key": ["b64-again", "up"]}).json()["data"] == 2
+    assert set(kept_files(root)) == {md5(on_disk), md5(batched)}
+
+
+def test_keep_sources_false_keeps_none(start_service: Callable[..., LiveService]) -> None:
+    """KEEP_SOURCES=false: adds store records and thumbnails, and nothing under SOURCE_DIR."""
+    svc = start_service(token=TOKEN, keep_sources=False)
+    image = photo(24)
+    (svc.runtime.settings.image_pool_path / "a.jpg").write_bytes(image)
+    assert svc.post("add/file", files={"file": ("u.jpg", photo(25))}, data={"key": "up"}).status_code == 200
+    assert svc.post("add/path", json={"path": "a.jpg", "key": "path"}).status_code == 200
+    assert svc.runtime.deps.thumbs.path_of(md5(image)).is_file() and svc.count() == 2
+    assert kept_files(svc.runtime.settings.source_dir) == {}

@@ -1,7 +1,7 @@
 """Add one image; and the embed-and-store steps every way of adding shares (add, batch, sync and the import).
 
-Storing an image also keeps its thumbnail (service/thumbs.py), written right after the record, so the
-console can show every stored image.
+Storing an image also keeps its thumbnail and its kept source (service/thumbs.py), written right after the
+record, so the console can show every stored image and a reindex can re-embed it without the caller.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from conf.errors import Conflict
 from conf.settings import SearchRegion
 from service.inputs import ImageInput
 from service.store.records import Record, Scope, VectorStore
-from service.thumbs import Thumbnails
+from service.thumbs import Sources, Thumbnails
 from service.usecases.deps import Deps
 from service.usecases.prepare import PreparedImage, Region, checked_filepath, decoded_use, framed
 
@@ -110,25 +110,27 @@ def record_of(embedded: Embedded) -> Record:
 
 
 def put_embedded(
-    store: VectorStore, scope: Scope, thumbs: Thumbnails, embedded: Sequence[Embedded]
+    store: VectorStore, scope: Scope, thumbs: Thumbnails, sources: Sources, embedded: Sequence[Embedded]
 ) -> list[tuple[int, bool]]:
-    """Store embedded images in one write, then their missing thumbnails; (id, created) for each."""
+    """Store embedded images in one write, then their missing thumbnails and sources; (id, created) for each."""
     results = store.put_many(scope, [record_of(e) for e in embedded])
-    # After the write: a thumbnail exists only for an image that has a record (a failed write leaves none).
-    keep_thumbnails(thumbs, [e.image for e in embedded])
+    # After the write: a file exists only for an image that has a record (a failed write leaves none).
+    keep_files(thumbs, sources, [e.image for e in embedded])
     return results
 
 
-def keep_thumbnails(thumbs: Thumbnails, images: Sequence[PreparedImage]) -> None:
-    """Write the thumbnails these stored images do not have yet (those of records stored before thumbnails)."""
+def keep_files(thumbs: Thumbnails, sources: Sources, images: Sequence[PreparedImage]) -> None:
+    """Write the thumbnails and kept sources these stored images do not have yet (also those of records stored
+    before thumbnails or sources existed). Failures are logged: they never fail the add."""
     thumbs.write_many((im.md5, im.thumb) for im in images)
+    sources.write_many((im.md5, im.source) for im in images)
 
 
 def put_guarded(deps: Deps, scope: Scope, embedded: Embedded, policy: OnDuplicate) -> Added:
     """Store one embedded image under the duplicate policy (skip or reject); a rejected one raises Conflict."""
     rid, created, other = deps.store.put_unless_duplicate(scope, record_of(embedded), deps.duplicate_score)
     if other is None:
-        keep_thumbnails(deps.thumbs, [embedded.image])
+        keep_files(deps.thumbs, deps.sources, [embedded.image])
         return added_of(embedded.image, rid, created)
     if policy is OnDuplicate.REJECT:
         raise Conflict(
@@ -155,15 +157,18 @@ def prepare(deps: Deps, request: AddRequest) -> PreparedImage:
     A box wholly outside the image is refused (BadInput) here, before anything is stored.
     """
     source = request.image.load(deps.settings)
-    md5, frame, thumb = decoded_use(
+    md5, frame, thumb, kept = decoded_use(
         source.data,
         deps.settings,
         lambda decoded: framed(decoded, request.region, deps.framing),
         deps.decode_budget,
         thumbnail=True,
+        source=True,
     )
     filepath = checked_filepath(request.img_path if request.img_path is not None else source.default_filepath)
-    return PreparedImage(request.key or md5, md5, filepath, frame.array, thumb, request.attrs, frame.box, frame.region)
+    return PreparedImage(
+        request.key or md5, md5, filepath, frame.array, thumb, kept, request.attrs, frame.box, frame.region
+    )
 
 
 def region_scope(deps: Deps, scope: Scope, attrs: bool) -> Scope:
@@ -184,10 +189,10 @@ def add_image(deps: Deps, namespace: str, request: AddRequest) -> Added:
         scope = region_scope(deps, scope, bool(request.attrs))
     embedded, held = embed_unstored(deps.store, scope, deps.embed_each, [prepared], refresh_filepath=True)
     if not embedded:
-        keep_thumbnails(deps.thumbs, [prepared])
+        keep_files(deps.thumbs, deps.sources, [prepared])
         return added_of(prepared, held[(prepared.key, prepared.md5)], False)  # already there: the model did not run
     if request.on_duplicate is OnDuplicate.ALLOW:
-        [(rid, created)] = put_embedded(deps.store, scope, deps.thumbs, embedded)
+        [(rid, created)] = put_embedded(deps.store, scope, deps.thumbs, deps.sources, embedded)
         added = added_of(prepared, rid, created)
     else:
         added = put_guarded(deps, scope, embedded[0], request.on_duplicate)

@@ -19,7 +19,7 @@ from service.usecases.add import (
     OnDuplicate,
     added_of,
     embed_unstored,
-    keep_thumbnails,
+    keep_files,
     prepare,
     put_embedded,
     put_guarded,
@@ -60,7 +60,7 @@ def add_in_scope(
             prepared = [exc if isinstance(p, PreparedImage) and p.region is not None else p for p in prepared]
     good = [p for p in prepared if isinstance(p, PreparedImage)]
     embedded, held = embed_unstored(deps.store, scope, deps.embed_each, good, refresh_filepath=True)
-    keep_thumbnails(deps.thumbs, [p for p in good if (p.key, p.md5) in held])
+    keep_files(deps.thumbs, deps.sources, [p for p in good if (p.key, p.md5) in held])
     written = _write(deps, scope, embedded, on_duplicate)
     return _outcomes(prepared, held, written)
 
@@ -84,7 +84,8 @@ def _write(deps: Deps, scope: Scope, embedded: list[Embedded], policy: OnDuplica
     """Store the embedded images: all in one write, or (skip/reject) one at a time, each checked for duplicates."""
     out: dict[Pair, Outcome] = {}
     if policy is OnDuplicate.ALLOW:
-        for e, (rid, created) in zip(embedded, put_embedded(deps.store, scope, deps.thumbs, embedded), strict=True):
+        results = put_embedded(deps.store, scope, deps.thumbs, deps.sources, embedded)
+        for e, (rid, created) in zip(embedded, results, strict=True):
             out.setdefault((e.image.key, e.image.md5), added_of(e.image, rid, created))
         return out
     for e in embedded:

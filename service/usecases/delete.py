@@ -1,4 +1,5 @@
-"""Delete records by id or by key, within one namespace; a thumbnail goes with the last record of its image."""
+"""Delete records by id or by key, within one namespace; a thumbnail and a kept source go with the last record of
+its image."""
 
 from __future__ import annotations
 
@@ -21,15 +22,19 @@ def delete_by_keys(deps: Deps, namespace: str, keys: list[str]) -> int:
 
 
 def _delete(deps: Deps, found: list[dict[str, Any]], delete: Callable[[], int]) -> int:
-    """Run `delete`, then drop the thumbnails of the `found` records' images that no record has any more."""
+    """Run `delete`, then drop the files of the `found` records' images that no record has any more."""
     deleted = delete()
-    forget_thumbnails(deps, {r["md5"] for r in found}, deleted)
+    forget_files(deps, {r["md5"] for r in found}, deleted)
     return deleted
 
 
-def forget_thumbnails(deps: Deps, md5s: Iterable[str], deleted: int) -> None:
-    """After `deleted` records went: drop the thumbnails of these images that no record has any more."""
-    # Thumbnails are shared by every record of the same image (any key, any namespace): a file goes only
-    # when no record of its MD5 is left anywhere in the collection.
+def forget_files(deps: Deps, md5s: Iterable[str], deleted: int) -> None:
+    """After `deleted` records went: drop the thumbnails and kept sources of these images that no record has any
+    more."""
+    # The files are shared by every record of the same image (any key, any namespace): a file goes only
+    # when no record of its MD5 is left anywhere in the collection. Each folder asks the store under its own
+    # lock, so an add of the same image racing this delete never loses its file.
     if deleted:
-        deps.thumbs.forget(set(md5s), deps.store.md5s_in_use)
+        going = set(md5s)
+        deps.thumbs.forget(going, deps.store.md5s_in_use)
+        deps.sources.forget(going, deps.store.md5s_in_use)

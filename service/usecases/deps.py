@@ -13,7 +13,7 @@ from conf.settings import Settings
 from model.regions import Box, Proposal
 from service.batcher import Batcher
 from service.store.records import Hit, Query, VectorStore
-from service.thumbs import Thumbnails
+from service.thumbs import Sources, Thumbnails
 from service.usecases.duplicates import Scans
 from service.usecases.prepare import Framing, PixelBudget
 
@@ -71,6 +71,7 @@ class Deps:
     decode_budget: PixelBudget
     model_info: dict[str, Any]
     thumbs: Thumbnails
+    sources: Sources  # the kept sources (SOURCE_DIR), what a reindex re-embeds from
     framing: Framing
     duplicate_default: float
     # Duplicate-group scans, run by their own worker thread (started with the first scan).
@@ -149,6 +150,7 @@ def build_deps(settings: Settings, store: VectorStore, model: Model, on_batch: B
         PixelBudget.for_settings(settings),
         model.info,
         Thumbnails(settings.thumb_dir),
+        Sources(settings.source_dir),
         Framing(model.preprocess, model.preprocess_box, model.propose),
         model.duplicate_default,
     )

@@ -32,8 +32,8 @@ from model.embedder import Embedder
 from model.images import md5_hex
 from service.store.filters import DEFAULT_NAMESPACE
 from service.store.records import Scope, VectorStore
-from service.thumbs import Thumbnails
-from service.usecases.add import Embedded, embed_unstored, keep_thumbnails, put_embedded
+from service.thumbs import Sources, Thumbnails
+from service.usecases.add import Embedded, embed_unstored, keep_files, put_embedded
 from service.usecases.prepare import PreparedImage, stored_input
 
 log = logging.getLogger(__name__)
@@ -144,20 +144,22 @@ class Importer:
         batch_size: int = MODEL_BATCH,
         hooks: ImportHooks | None = None,
         thumbs: Thumbnails | None = None,
+        sources: Sources | None = None,
     ) -> None:
-        """`thumbs`: the service's own thumbnail folder object when it runs the import (one lock against its
-        deletes); a new one on THUMB_DIR by default (`main.py import`, a process of its own)."""
+        """`thumbs`, `sources`: the service's own folder objects when it runs the import (one lock against its
+        deletes); new ones on THUMB_DIR and SOURCE_DIR by default (`main.py import`, a process of its own)."""
         self._settings = settings
         self._embedder = embedder
         self._store = store
         self._batch_size = batch_size
         self._hooks = hooks or ImportHooks()
         self._thumbs = thumbs or Thumbnails(settings.thumb_dir)
+        self._sources = sources or Sources(settings.source_dir)
 
     def _load(self, src: Path, root: Path, key_mode: str, move_to: Path | None) -> _Item:
         item = _Item(src)
         try:
-            md5, array, thumb = stored_input(src.read_bytes(), self._settings, self._embedder.preprocess)
+            md5, array, thumb, source = stored_input(src.read_bytes(), self._settings, self._embedder.preprocess)
         except ApiError as exc:
             item.failure = Failure(exc.reason, exc.msg)
             return item
@@ -166,7 +168,7 @@ class Importer:
             return item
         item.dest = _destination(src, root, move_to, md5) if move_to else None
         filepath = str((item.dest or src).resolve())
-        item.image = PreparedImage(src.stem if key_mode == "filename" else md5, md5, filepath, array, thumb)
+        item.image = PreparedImage(src.stem if key_mode == "filename" else md5, md5, filepath, array, thumb, source)
         return item
 
     def _batches(
@@ -254,9 +256,10 @@ class Importer:
 
     def _store_batch(self, batch: list[_Item], embedded: list[Embedded], scope: Scope) -> tuple[int, int, int]:
         """Store the embedded images, then move the batch's files; returns (imported, duplicates, files)."""
-        results = put_embedded(self._store, scope, self._thumbs, embedded)
-        # Images stored by an earlier run (before thumbnails existed, or killed in between) get theirs now.
-        keep_thumbnails(self._thumbs, [it.image for it in batch if it.image is not None])
+        # The thumbnails and sources are encoded here, in the writer thread, while the model embeds the next batch.
+        results = put_embedded(self._store, scope, self._thumbs, self._sources, embedded)
+        # Images stored by an earlier run (before thumbnails or sources existed, or killed in between) get theirs.
+        keep_files(self._thumbs, self._sources, [it.image for it in batch if it.image is not None])
         imported = sum(1 for _rid, created in results if created)
         duplicates = len(results) - imported
         # Move only after the records are safely stored: a crash before this line leaves

@@ -22,7 +22,7 @@ from conf.settings import SearchRegion, Settings
 from model.images import DecodedImage, decode_image, decoded_pixels
 from model.regions import Box, Proposal, clip_box
 from service.store.connection import FILEPATH_MAX_CHARS
-from service.thumbs import make_thumbnail
+from service.thumbs import KeptSource, make_source, make_thumbnail
 
 # Decoded pixels that may be in memory at once across all requests, in units of MAX_IMAGE_PIXELS.
 # A decoded image takes ~3 bytes a pixel plus conversion copies, so without a budget API_THREADS
@@ -147,6 +147,7 @@ class PreparedImage:
     filepath: str
     array: np.ndarray
     thumb: Image.Image | None = None  # for the thumbnail store, made while the image was decoded anyway
+    source: KeptSource | None = None  # for the kept sources (KEEP_SOURCES), made from the same decode
     attrs: dict[str, Any] | None = None  # None: keep what is stored (nothing, for a new record)
     box: Box | None = None  # the part of the image `array` shows (None: the whole image, size not kept)
     region: dict[str, int] | None = None  # what the record stores of `box`: None when it is the whole image
@@ -182,27 +183,37 @@ class PixelBudget:
 
 def stored_input(
     data: bytes, settings: Settings, preprocess: Preprocess, budget: PixelBudget | None = None
-) -> tuple[str, np.ndarray, Image.Image]:
-    """(MD5 of the bytes, model input of the whole image, its thumbnail), for images about to be stored."""
-    md5, array, thumb = decoded_use(data, settings, lambda decoded: preprocess(decoded.image), budget, thumbnail=True)
+) -> tuple[str, np.ndarray, Image.Image, KeptSource | None]:
+    """(MD5 of the bytes, model input of the whole image, its thumbnail, its kept source unless KEEP_SOURCES is
+    off), for images about to be stored."""
+    md5, array, thumb, source = decoded_use(
+        data, settings, lambda decoded: preprocess(decoded.image), budget, thumbnail=True, source=True
+    )
     assert thumb is not None
-    return md5, array, thumb
+    return md5, array, thumb, source
 
 
 def decoded_use(
-    data: bytes, settings: Settings, use: Callable[[DecodedImage], T], budget: PixelBudget | None, thumbnail: bool
-) -> tuple[str, T, Image.Image | None]:
-    """(MD5 of the bytes, what `use` makes of the decoded image, its thumbnail when asked); raises NotAnImage or
-    TooLarge. Decodes once, within the caps and the budget; the full-size image is dropped before this returns."""
+    data: bytes,
+    settings: Settings,
+    use: Callable[[DecodedImage], T],
+    budget: PixelBudget | None,
+    thumbnail: bool,
+    source: bool = False,
+) -> tuple[str, T, Image.Image | None, KeptSource | None]:
+    """(MD5 of the bytes, what `use` makes of the decoded image, its thumbnail when asked, its kept source when
+    asked and KEEP_SOURCES is on); raises NotAnImage or TooLarge. Decodes once, within the caps and the budget;
+    the full-size image is dropped before this returns."""
     with _held(data, settings, budget) as limits:
         decoded = decode_image(data, **limits)
         thumb = make_thumbnail(decoded.image) if thumbnail else None
-        return decoded.md5, use(decoded), thumb
+        kept = make_source(decoded) if source and settings.keep_sources else None
+        return decoded.md5, use(decoded), thumb, kept
 
 
 def thumbnail_input(data: bytes, settings: Settings, budget: PixelBudget | None = None) -> tuple[str, Image.Image]:
     """(MD5 of the bytes, thumbnail), decoded within the caps and the budget; the full image is dropped."""
-    md5, _nothing, thumb = decoded_use(data, settings, lambda _decoded: None, budget, thumbnail=True)
+    md5, _nothing, thumb, _source = decoded_use(data, settings, lambda _decoded: None, budget, thumbnail=True)
     assert thumb is not None
     return md5, thumb
 

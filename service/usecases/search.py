@@ -109,7 +109,7 @@ def search_image(
     if region is SearchRegion.AUTO:
         # The whole auto flow runs while the image is held: its candidate boxes are worked out (and cropped) only
         # when the whole image's search falls short, and they need the decoded pixels.
-        _md5, searched, _ = decoded_use(
+        _md5, searched, _, _ = decoded_use(
             source.data,
             deps.settings,
             lambda decoded: _search_auto(deps, decoded, scope, options, expr),
@@ -117,7 +117,7 @@ def search_image(
             thumbnail=False,
         )
         return searched
-    md5, frame, _ = decoded_use(
+    md5, frame, _, _ = decoded_use(
         source.data,
         deps.settings,
         lambda decoded: framed(decoded, region, deps.framing),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from conf.errors import ApiError
 from service.usecases.add import Added, AddRequest
 from service.usecases.batch import Outcome, add_in_scope, batch_scope
-from service.usecases.delete import forget_thumbnails
+from service.usecases.delete import forget_files
 from service.usecases.deps import Deps
 
 
@@ -39,5 +39,5 @@ def set_key(deps: Deps, namespace: str, key: str, items: Sequence[AddRequest | A
         keep = {o.md5 for o in done}
         going = {r["md5"] for r in deps.store.get_keys(scope, [key])} - keep
         deleted = deps.store.delete_key_except(scope, key, keep)
-        forget_thumbnails(deps, going, deleted)
+        forget_files(deps, going, deleted)
     return Synced(len(created), len(kept), deleted, outcomes)
