@@ -367,7 +367,7 @@ REINDEX_DOCS = "docs/operations.md, section 'Change the model: reindex'"
 
 def _reindex(settings: Settings, args: argparse.Namespace) -> int:
     """`reindex --from OLD`: exit 0 when every record was copied, 1 when records without source were left out,
-    2 when refused (nothing was written)."""
+    2 when refused (nothing was written; or, after the copy, --switch-alias was)."""
     import time  # noqa: PLC0415 - only the test-only pace needs it
 
     from tqdm import tqdm  # noqa: PLC0415 - keep `--help` fast
@@ -440,6 +440,8 @@ def _reindex(settings: Settings, args: argparse.Namespace) -> int:
         if store is not None:
             store.close()
     print("\n".join(summary.lines()))
+    if summary.alias_refused:
+        return 2
     return 1 if summary.missing else 0
 
 

@@ -73,6 +73,7 @@ class ReindexSummary:
     seconds: float = 0.0
     threshold: str = ""
     switch: list[str] = field(default_factory=list)
+    alias_refused: str = ""  # why --switch-alias was refused (the records are copied all the same)
 
     @property
     def copied_total(self) -> int:
@@ -185,7 +186,7 @@ class Reindex:
         """The model's ways of turning a decoded image into inputs."""
         return Framing(self.model.preprocess, self.model.preprocess_box, self.model.propose)
 
-    def run(self, old_info: CollectionInfo) -> ReindexSummary:
+    def run(self) -> ReindexSummary:
         """Bulk pass, catch-up passes, and the summary (without threshold and switch-over: see `reindex`)."""
         started = time.monotonic()
         summary = ReindexSummary(self.old.name, self.settings.milvus_collection)
@@ -204,7 +205,6 @@ class Reindex:
         summary.records_old = self.old.count()
         summary.records_new = self.store.count_all()
         summary.seconds = time.monotonic() - started
-        del old_info
         return summary
 
     def _pass(self, number: int) -> _Pass:
@@ -409,15 +409,20 @@ def reindex(
     check_space(old_info, run.space)
     run.store.connect()  # creates the new collection (in the new space) when missing
     check_target(old_info, run.store)
-    summary = run.run(old_info)
+    summary = run.run()
     if threshold == "derive":
         summary.threshold = derive_threshold(run, calibration_progress)
     elif run.store.duplicate_threshold is not None:
         summary.threshold = f"{run.store.duplicate_threshold.score:g}, calibrated on the new collection before"
     else:
         summary.threshold = f"model default {run.model.duplicate_default:g} (--threshold derive calibrates one)"
-    alias_result = run.store.point_alias(switch_alias) if switch_alias else None
-    summary.switch = switch_over(run.settings, alias_result)
+    summary.switch = switch_over(run.settings, None)
+    if switch_alias:
+        try:
+            summary.switch = switch_over(run.settings, run.store.point_alias(switch_alias))
+        except StartupError as exc:  # the copy is done; only the switch was refused
+            summary.alias_refused = str(exc)
+            summary.switch = [f"the alias was NOT switched: {exc}", *summary.switch]
     if summary.missing:
         summary.missing_csv = write_missing(summary.missing, missing_path)
     return summary
