@@ -275,6 +275,19 @@ def server_count(uri: str, name: str) -> int:
         client.close()
 
 
+def server_rows_where(uri: str, name: str, expr: str) -> list[dict[str, Any]]:
+    """The rows (without vectors) of a collection on the server matching `expr`; none until it is loaded."""
+    from service.store.connection import MilvusClient  # noqa: PLC0415 - the server allows any number of clients
+
+    if not server_count(uri, name):
+        return []
+    client = MilvusClient(uri=uri)
+    try:
+        return list(client.query(name, filter=expr, output_fields=list(COMPARED), consistency_level="Strong"))
+    finally:
+        client.close()
+
+
 def as_(svc: LiveService, token: str, path: str, **kwargs: Any) -> dict:
     return ok(svc.post(path, headers={"token": token}, **kwargs))
 
@@ -311,11 +324,31 @@ def test_reindex_while_the_old_service_serves_copies_every_record_and_catches_up
     env = {**LITE0_ENV, "THUMB_DIR": str(dirs["thumb_dir"]), "SOURCE_DIR": str(dirs["source_dir"])}
     log = tmp_path / "reindex-1.log"
     proc = run_reindex(
-        tmp_path, milvus_server, new_name, old_name, "--batch-size", "1", log_path=log, **env, **{REINDEX_PACE_ENV: "1"}
+        tmp_path,
+        milvus_server,
+        new_name,
+        old_name,
+        "--batch-size",
+        "1",
+        log_path=log,
+        **env,
+        **{REINDEX_PACE_ENV: "1.5"},
     )
     try:
-        wait_until(lambda: server_count(milvus_server, new_name) >= 1, 300, what="the reindex's first record")
-        # Meanwhile the old service keeps serving: two records added, one key (two records) deleted.
+        copied: list[dict[str, Any]] = []
+        wait_until(
+            lambda: bool(copied.extend(server_rows_where(milvus_server, new_name, 'key != "a1"')) or copied),
+            300,
+            what="the reindex's first records",
+        )
+        # Meanwhile the old service keeps serving: a copied record's attrs change, two records are added, one key
+        # (two records) is deleted.
+        first = copied[0]
+        i = next(i for i in range(8) if md5(p[i]) == first["md5"])
+        token = SHOP_A if first["namespace"] == "shop-a" else SHOP_B
+        region = {"region": first["region"]} if first["region"] else {}
+        again = {"base64": b64(p[i]), "key": first["key"], "imgPath": first["filepath"], "attrs": {"changed": 1}}
+        as_(old, token, "add/base64", json={**again, **region})
         as_(old, SHOP_A, "add/base64", json={"base64": b64(p[6]), "key": "late-a", "attrs": {"late": True}})
         as_(old, SHOP_B, "add/file", files={"file": ("l.jpg", p[7])}, data={"key": "late-b"})
         assert as_(old, SHOP_A, "del/key", json={"key": "a1"})["data"] == 2
@@ -326,7 +359,7 @@ def test_reindex_while_the_old_service_serves_copies_every_record_and_catches_up
             proc.wait()
     out = log.read_text()
     numbers = summary_numbers(out)
-    assert numbers["passes"] >= 2 and "0 records without source" in out, out
+    assert numbers["passes"] >= 2 and numbers["updated"] >= 1 and "0 records without source" in out, out
     before = records(dump(milvus_server, old_name))
     assert records(dump(milvus_server, new_name)) == before and len(before) == 6
     assert {r["key"] for r in before.values()} == {"a2", "b1", "late-a", "b2", "late-b"}
