@@ -143,8 +143,8 @@ def regions_conflict(collection: str) -> Conflict:
         f"collection {collection!r} was created by an earlier imgsim without the 'region' field, so its "
         "records describe whole images only and an add cannot store a region (searching with a region "
         "works). Add without 'region' (or with \"whole\"), or, to store regions, set MILVUS_COLLECTION to a "
-        "new name and re-import the images (python main.py import DIR, or the add endpoints); a "
-        "'main.py reindex' command that does this is planned.",
+        "new name and re-import the images (python main.py import DIR, or the add endpoints); when the model "
+        "changes too, 'python main.py reindex --from OLD' copies every record into the new collection.",
         reason="collection_without_regions",
     )
 
