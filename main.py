@@ -377,7 +377,7 @@ def _reindex(settings: Settings, args: argparse.Namespace) -> int:
     from service.store.meta import SpaceTag  # noqa: PLC0415 - as above
     from service.store.records import DataDirHeld  # noqa: PLC0415 - as above
     from service.thumbs import Sources, Thumbnails  # noqa: PLC0415 - as above
-    from service.usecases.reindex import Finder, Reindex, open_old, reindex  # noqa: PLC0415 - as above
+    from service.usecases.reindex import Finder, Reindex, copy, finish, open_old  # noqa: PLC0415 - as above
 
     if not 1 <= args.batch_size <= 256:
         print(f"error: --batch-size {args.batch_size}: use 1 to 256", file=sys.stderr)
@@ -421,14 +421,15 @@ def _reindex(settings: Settings, args: argparse.Namespace) -> int:
                 progress=progress,
                 pace=(lambda: time.sleep(pace_seconds)) if pace_seconds > 0 else None,
             )
-            summary = reindex(
-                run,
-                old_info,
-                threshold=args.threshold,
-                switch_alias=args.switch_alias,
-                missing_path=args.missing_csv,
-                calibration_progress=not args.no_progress,
-            )
+            summary = copy(run, old_info)
+        summary = finish(
+            run,
+            summary,
+            threshold=args.threshold,
+            switch_alias=args.switch_alias,
+            missing_path=args.missing_csv,
+            calibration_progress=not args.no_progress,
+        )
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

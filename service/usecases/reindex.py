@@ -396,20 +396,24 @@ def write_missing(rows: Iterable[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def reindex(
+def copy(run: Reindex, old_info: CollectionInfo) -> ReindexSummary:
+    """Check both collections (the new one is created when missing), then copy: the bulk and catch-up passes."""
+    check_space(old_info, run.space)
+    run.store.connect()  # creates the new collection (in the new space) when missing
+    check_target(old_info, run.store)
+    return run.run()
+
+
+def finish(
     run: Reindex,
-    old_info: CollectionInfo,
+    summary: ReindexSummary,
     threshold: str = "default",
     switch_alias: str | None = None,
     missing_path: Path = Path(MISSING_CSV),
     calibration_progress: bool = False,
 ) -> ReindexSummary:
-    """The whole reindex: check both collections, copy (bulk and catch-up passes), the threshold (`threshold`
-    "derive" calibrates on the sources, "default" leaves the model's), the alias switch, the missing CSV."""
-    check_space(old_info, run.space)
-    run.store.connect()  # creates the new collection (in the new space) when missing
-    check_target(old_info, run.store)
-    summary = run.run()
+    """After the copy: the threshold (`threshold` "derive" calibrates on the sources, "default" leaves the model's),
+    the alias switch (a refusal is reported in the summary: the records are copied all the same), the missing CSV."""
     if threshold == "derive":
         summary.threshold = derive_threshold(run, calibration_progress)
     elif run.store.duplicate_threshold is not None:
