@@ -104,6 +104,8 @@ class ReindexSummary:
 
 @dataclass
 class _Pass:
+    """What one pass did (`missing`: id -> the record without source, with why)."""
+
     copied: Counter[str] = field(default_factory=Counter)
     unchanged: int = 0
     updated: int = 0
@@ -112,6 +114,7 @@ class _Pass:
 
     @property
     def changed(self) -> int:
+        """Records written or deleted: a pass that changed nothing ends the catch-up."""
         return sum(self.copied.values()) + self.updated + self.deleted
 
 
