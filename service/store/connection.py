@@ -8,7 +8,7 @@
 * Connection: connected on first use, loaded when released, calls retried while Milvus is away.
 * Aliases: MILVUS_COLLECTION may name an alias. The connection resolves it and calls the collection behind
   it by its own name, so a moved alias never sends a query to a collection nobody checked; it looks again
-  where the alias points (at most every ALIAS_CHECK seconds, and after a failed call) and follows a move to a
+  where the alias points (every ALIAS_CHECK seconds at most, and after a failed call) and follows a move to a
   collection of its embedding space, or answers CollectionMoved while it points at another space.
   point_alias moves an alias (the blue/green handover after a reindex).
 
@@ -531,9 +531,14 @@ def _set_properties(client: MilvusClient, settings: Settings, properties: dict[s
 
 
 # --- aliases ----------------------------------------------------------------------------
-# Where MILVUS_COLLECTION's alias points is looked up again at most this often (seconds), and after a failed
-# call: a describe per request would double a search's Milvus round trips, and a switch of the alias is rare.
+# Where MILVUS_COLLECTION's alias points is looked up again at most this often (seconds) while the service
+# serves, and after a failed call: a describe per request would double a search's Milvus round trips, and a
+# switch of the alias is rare.
 ALIAS_CHECK = 2.0
+# ...and this often while it waits for the alias to come to its space (it answers nothing then, so a look
+# costs no answer time): in a blue/green handover the waiting service takes over a fraction of a second
+# after the switch, and a client that tries the other service on a 503 finds one that answers.
+ALIAS_WAIT_CHECK = 0.25
 
 
 def alias_moved(settings: Settings, alias: str, collection: str, desc: dict[str, Any], why: str) -> CollectionMoved:
@@ -545,7 +550,7 @@ def alias_moved(settings: Settings, alias: str, collection: str, desc: dict[str,
         f"{describe_target(settings)}, of {space}; {why}, so it will not answer from it. Restart the service "
         "with the model settings of that space (MODEL_NAME, MODEL_WEIGHTS, MODEL_PRECISION, IMAGE_RESIZE, "
         "IMAGE_TRIM, MODEL_POOLING), or point the alias back at a collection of this service's space: it "
-        f"serves again within {ALIAS_CHECK:g} s."
+        "serves again at once."
     )
 
 
@@ -646,7 +651,7 @@ class Connection:
             if self.client is not None:  # another thread connected meanwhile
                 return self.client
             moved = self._moved
-            if moved is not None and time.monotonic() - self._checked < ALIAS_CHECK:
+            if moved is not None and time.monotonic() - self._checked < ALIAS_WAIT_CHECK:
                 raise moved  # looked a moment ago: the alias has not come back yet
             with self._observed("connect") if observed else nullcontext():
                 self.client = self._open()
@@ -705,23 +710,28 @@ class Connection:
         return self.call(lambda client: point_alias(client, self.settings, alias, self.collection), operation="alias")
 
     def follow_alias(self, client: MilvusClient, force: bool = False) -> bool:
-        """Look where MILVUS_COLLECTION's alias points (at most every ALIAS_CHECK seconds unless `force`).
+        """Look where MILVUS_COLLECTION's alias points (unless `force`, at most every ALIAS_CHECK seconds while
+        serving, ALIAS_WAIT_CHECK while waiting for it to come back).
 
         A move to a collection of this service's space is followed (True: calls now go there); while it
         points at another space, raises CollectionMoved. Nothing to do when MILVUS_COLLECTION is a collection.
         """
         if self.alias is None:
             return False
-        if not force and time.monotonic() - self._checked < ALIAS_CHECK:
+        if not force and not self._look_due():
             if self._moved is not None:
                 raise self._moved
             return False
         with self._alias_lock:
-            if not force and time.monotonic() - self._checked < ALIAS_CHECK:  # another request just looked
+            if not force and not self._look_due():  # another request just looked
                 if self._moved is not None:
                     raise self._moved
                 return False
             return self._look(client, self.alias)
+
+    def _look_due(self) -> bool:
+        interval = ALIAS_CHECK if self._moved is None else ALIAS_WAIT_CHECK
+        return time.monotonic() - self._checked >= interval
 
     def _look(self, client: MilvusClient, alias: str) -> bool:
         t = self.settings.milvus_timeout
@@ -736,7 +746,7 @@ class Connection:
             exc = CollectionMoved(
                 f"MILVUS_COLLECTION {alias!r} no longer names an alias of collection {self.collection!r} in "
                 f"{self.target}. Point the alias at a collection of this service's embedding space (it serves "
-                f"again within {ALIAS_CHECK:g} s), or restart with MILVUS_COLLECTION naming one."
+                "again at once), or restart with MILVUS_COLLECTION naming one."
             )
         else:
             try:
@@ -847,7 +857,7 @@ class Connection:
         except CollectionMoved:
             raise
         except Exception as exc:
-            if self.alias is not None and not is_transient(exc) and self._moved_meanwhile(client):
+            if self.alias is not None and not is_transient(exc) and self._moved_meanwhile(client, exc):
                 with self._gated(writes):  # followed to a collection of this space: once more, there
                     return fn(client)
             if is_transient(exc) or not_loaded(exc):
@@ -858,9 +868,15 @@ class Connection:
             raise
         raise AssertionError("unreachable")  # pragma: no cover - Retrying either returns or raises
 
-    def _moved_meanwhile(self, client: MilvusClient) -> bool:
+    def _moved_meanwhile(self, client: MilvusClient, failure: BaseException) -> bool:
         """After a failed call through an alias: True when the alias moved to a collection of this space (now
         followed); CollectionMoved when it points at another space; False when it has not moved."""
+        log.info(
+            "a call on collection %r failed (%s); looking where alias %r points",
+            self.collection,
+            short(failure),
+            self.alias,
+        )
         try:
             return self.follow_alias(client, force=True)
         except CollectionMoved:
