@@ -339,6 +339,9 @@ def test_switching_the_alias_hands_the_reads_over_to_the_new_space(
         time.sleep(2 * ALIAS_CHECK)
         switched = time.monotonic()
         assert green_store.point_alias(alias) == f"alias {alias}: {blue_name} -> {green_name}"
+        # A write looks where the alias points first: none lands in the old collection after the switch.
+        late = blue.post("add/file", files={"file": ("p.jpg", photo(50))}, data={"key": "late"})
+        assert late.status_code == 503 and repr(green_name) in late.json()["msg"], late.text
         time.sleep(4 * ALIAS_CHECK)  # both keep being asked for a while after the handover
         answers = collect()
     finally:
@@ -370,10 +373,18 @@ def test_switching_the_alias_hands_the_reads_over_to_the_new_space(
     assert ready.status_code == 200 and ready.json()["data"]["milvus"]["collection"] == green_name
     moved = blue.get("ready")
     assert moved.status_code == 503 and padded.fingerprint.digest in moved.json()["msg"]
-    # Every endpoint that touches the store says the same, writes included.
+    # Every endpoint that touches the store says the same, writes included; the old collection kept its records.
     for response in (
         blue.get("api/image/sim/count"),
-        blue.post("add/file", files={"file": ("p.jpg", photo(50))}, data={"key": "late"}),
+        blue.post("get/key", json={"key": ["blue-0"]}),
+        blue.post("list", json={}),
+        blue.post("search/id", json={"id": 1}),
         blue.post("del/key", json={"key": ["blue-0"]}),
     ):
         assert response.status_code == 503 and repr(alias) in response.json()["msg"], response.text
+    assert green.count() == len(seeds)
+    old = VectorStore(make_settings(tmp_path, milvus_uri=milvus_server, milvus_collection=blue_name), embedder.dim)
+    try:
+        assert old.count_all() == len(seeds)  # neither the late add nor the delete reached it
+    finally:
+        old.close()

@@ -8,8 +8,9 @@
 * Connection: connected on first use, loaded when released, calls retried while Milvus is away.
 * Aliases: MILVUS_COLLECTION may name an alias. The connection resolves it and calls the collection behind
   it by its own name, so a moved alias never sends a query to a collection nobody checked; it looks again
-  where the alias points (every ALIAS_CHECK seconds at most, and after a failed call) and follows a move to a
-  collection of its embedding space, or answers CollectionMoved while it points at another space.
+  where the alias points (before a write, after a failed call, else every ALIAS_CHECK seconds at most) and
+  follows a move to a collection of its embedding space, or answers CollectionMoved while it points at
+  another space.
   point_alias moves an alias (the blue/green handover after a reindex).
 
 Every module of this package takes pymilvus' names from here, so the import-time workaround below runs
@@ -412,7 +413,9 @@ def _create_first_accepted(
     log.warning("no scalar index on %r (%s); filters on it will scan", field, "; ".join(errors))
 
 
-def _check_schema(desc: dict[str, Any], settings: Settings, dim: int, collection: str) -> Layout:
+def _check_schema(desc: dict[str, Any], settings: Settings, dim: int, collection: str | None = None) -> Layout:
+    """The layout of a described collection (`collection`, default MILVUS_COLLECTION); StartupError when unfit."""
+    collection = collection or settings.milvus_collection
     fields = {f["name"]: f for f in desc.get("fields", [])}
     tenancy = any(name in fields for name in TENANCY_FIELDS)
     regions = REGION_FIELD in fields
@@ -846,7 +849,8 @@ class Connection:
                 before_sleep=_log_retry,
             ):
                 with attempt, self._gated(writes):
-                    self.follow_alias(client)
+                    # A write looks every time: one written into the old collection after a switch would be lost.
+                    self.follow_alias(client, force=writes)
                     try:
                         return fn(client)
                     except MilvusException as exc:
