@@ -5,6 +5,8 @@ a collection's name is never taken for one, a store opened on an alias reads and
 it and checks that collection's embedding space, follows a move to a collection of its own space and refuses
 (503, collection_moved) one of another space. The handover itself runs on the server, where the alias can be
 moved while services read through it (on Lite the service holds the data file: the switch is a restart).
+Everything here works on the 2.3 server. point_alias's refusal on a Milvus without aliases is not shown: both
+backends of the suite have them (the refusal passes Milvus' own message on, with the way forward).
 """
 
 from __future__ import annotations
@@ -388,3 +390,28 @@ def test_switching_the_alias_hands_the_reads_over_to_the_new_space(
         assert old.count_all() == len(seeds)  # neither the late add nor the delete reached it
     finally:
         old.close()
+
+
+def test_a_service_started_on_an_alias_of_another_space_waits_not_ready(
+    embedder: Embedder, start_service: Callable[..., LiveService], tmp_path: Path
+) -> None:
+    # On Milvus Lite: the service does not exit; it answers 503 with the reason until the alias comes to its space.
+    first, alias = unique("blue"), unique("catalog")
+    uri = str(tmp_path / "lite.db")
+    other = VectorStore(make_settings(tmp_path, milvus_uri=uri, milvus_collection=first), embedder.dim, OTHER)
+    try:
+        other.connect()
+        other.point_alias(alias)
+    finally:
+        other.close()
+    waiting = start_service(milvus_uri=uri, milvus_collection=alias)
+    for response in (
+        waiting.get("ready"),
+        waiting.post("search/file", files={"file": ("q.jpg", photo(1))}),
+        waiting.post("add/file", files={"file": ("p.jpg", photo(1))}, data={"key": "k"}),
+        waiting.get("api/image/sim/count"),
+    ):
+        assert response.status_code == 503, response.text
+        message = response.json()["msg"]
+        assert repr(alias) in message and repr(first) in message and OTHER.summary in message, message
+    assert waiting.get("health").status_code == 200  # alive, only not ready
