@@ -67,6 +67,12 @@ class NotReady(ApiError):
     """Milvus is unreachable or the service is shutting down: try again later."""
 
 
+class CollectionMoved(NotReady):
+    """MILVUS_COLLECTION is an alias that now points at a collection of another embedding space: this service
+    will not answer from it until the alias points at a collection of its own space again (or it is restarted
+    with that space's model settings)."""
+
+
 class StartupError(Exception):
     """A configuration problem that must stop the service from starting (never sent to a client)."""
 

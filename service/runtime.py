@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from flask import Flask
 
-from conf.errors import NotReady, StartupError
+from conf.errors import CollectionMoved, NotReady, StartupError
 from conf.settings import Settings
 from model.embedder import Embedder, load_embedder
 from service.api.app import create_app
@@ -54,6 +54,8 @@ def build_runtime(settings: Settings, embedder: Embedder | None = None) -> Runti
     metrics.track_records(lambda: _quick_count(store))
     try:
         store.connect()
+    except CollectionMoved:  # logged by the store; an alias may come back to this space
+        log.warning("the API starts anyway, answers 503 (collection_moved) until then, and keeps looking")
     except NotReady as exc:
         log.warning("%s; the API starts anyway, answers 503 until Milvus is reachable, and keeps retrying", exc.msg)
     deps = build_deps(settings, store, embedder, on_batch=metrics.observe_batch)

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from conf.errors import ApiError, BadInput, Conflict, Forbidden, NotAnImage, NotFound, NotReady, TooLarge, Unauthorized
+from conf.errors import (
+    ApiError,
+    BadInput,
+    CollectionMoved,
+    Conflict,
+    Forbidden,
+    NotAnImage,
+    NotFound,
+    NotReady,
+    TooLarge,
+    Unauthorized,
+)
 from model.images import decode_image
 from service.api.errors import status_of
 from tests.conftest import photo
@@ -21,6 +32,7 @@ from tests.conftest import photo
         (TooLarge, 413, "too_large"),
         (NotAnImage, 415, "not_an_image"),
         (NotReady, 503, "not_ready"),
+        (CollectionMoved, 503, "collection_moved"),
     ],
 )
 def test_each_kind_has_a_status_and_a_default_reason(kind: type[ApiError], status: int, reason: str) -> None:

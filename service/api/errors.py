@@ -7,7 +7,18 @@ import logging
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from conf.errors import ApiError, BadInput, Conflict, Forbidden, NotAnImage, NotFound, NotReady, TooLarge, Unauthorized
+from conf.errors import (
+    ApiError,
+    BadInput,
+    CollectionMoved,
+    Conflict,
+    Forbidden,
+    NotAnImage,
+    NotFound,
+    NotReady,
+    TooLarge,
+    Unauthorized,
+)
 from conf.settings import Settings
 from service.api.envelope import envelope
 from service.logs import current_request_id, request_id_from
@@ -23,6 +34,7 @@ STATUS: dict[type[ApiError], int] = {
     TooLarge: 413,
     NotAnImage: 415,
     NotReady: 503,
+    CollectionMoved: 503,
 }
 
 

@@ -217,6 +217,8 @@ class MilvusInfo(BaseModel):
     """The Milvus in use."""
 
     target: str
+    collection: str  # the collection read: MILVUS_COLLECTION, or the one its alias points at
+    alias: str | None  # MILVUS_COLLECTION when it names an alias
     server_version: str
     vector_index: str
     key_index: str

@@ -6,6 +6,12 @@
 * The collection's schema and indexes: created when missing, checked when present, index types negotiated;
   the embedding space it holds and the calibrated duplicate threshold (service.store.meta), read and written.
 * Connection: connected on first use, loaded when released, calls retried while Milvus is away.
+* Aliases: MILVUS_COLLECTION may name an alias. The connection resolves it and calls the collection behind
+  it by its own name, so a moved alias never sends a query to a collection nobody checked; it looks again
+  where the alias points (before a write, after a failed call, else every ALIAS_CHECK seconds at most) and
+  follows a move to a collection of its embedding space, or answers CollectionMoved while it points at
+  another space.
+  point_alias moves an alias (the blue/green handover after a reindex).
 
 Every module of this package takes pymilvus' names from here, so the import-time workaround below runs
 before pymilvus is first imported. Collection-level operations (an alias to switch, a collection to build
@@ -28,7 +34,7 @@ from typing import Any, Protocol, TypeVar
 import grpc
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from conf.errors import NotReady, StartupError
+from conf.errors import CollectionMoved, NotReady, StartupError
 from conf.settings import Consistency, Settings
 from service.store.filters import REGION_FIELD, Layout, namespace_expr
 from service.store.meta import (
@@ -258,20 +264,62 @@ class Indexes:
     key: str
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """The collection a connection calls, and what it offers."""
+
+    collection: str  # the collection's own name (behind the alias, when MILVUS_COLLECTION names one)
+    alias: str | None  # MILVUS_COLLECTION when it names an alias, else None
+    indexes: Indexes
+    layout: Layout
+
+
+def resolve_name(client: MilvusClient, name: str, timeout: float) -> tuple[str, dict[str, Any] | None]:
+    """(the collection `name` is, or the alias `name` points at; its description), or (name, None) when
+    neither exists.
+
+    A Milvus 2.3 server and Milvus Lite both say has_collection True for an alias and describe the collection
+    behind it under that collection's own name: the name in the description tells an alias apart.
+    """
+    if not client.has_collection(name, timeout=timeout):
+        return name, None
+    desc = client.describe_collection(name, timeout=timeout)
+    return str(desc.get("collection_name") or name), desc
+
+
 def prepare_collection(
     client: MilvusClient, settings: Settings, dim: int, space: SpaceTag | None = None, server_version: str = ""
-) -> tuple[Indexes, Layout]:
-    """Create the collection and its indexes if missing (or check an existing one), then load it.
+) -> Prepared:
+    """Create MILVUS_COLLECTION and its indexes if missing (or check an existing one), then load it.
 
     With `space`, a new collection records it and an existing one must carry it
-    (check_space); `server_version` keys the partition-key probe. Raises StartupError when an existing collection has an
-    incompatible schema, vector metric or embedding space, or when the server
-    accepts none of the vector index types.
+    (check_space); `server_version` keys the partition-key probe. When MILVUS_COLLECTION
+    names an alias, the collection it points at is prepared (never one created under the
+    alias's name). Raises StartupError when an existing collection has an incompatible
+    schema, vector metric or embedding space, or when the server accepts none of the vector
+    index types; CollectionMoved (service waits) when an alias points at such a collection.
     """
-    name, t = settings.milvus_collection, settings.milvus_timeout
-    created = not client.has_collection(name, timeout=t)
-    desc: dict[str, Any] = {}
-    if created:
+    name = settings.milvus_collection
+    collection, desc = resolve_name(client, name, settings.milvus_timeout)
+    alias = name if collection != name else None
+    indexes, layout = prepare_target(client, settings, dim, space, server_version, collection, alias, desc)
+    return Prepared(collection, alias, indexes, layout)
+
+
+def prepare_target(
+    client: MilvusClient,
+    settings: Settings,
+    dim: int,
+    space: SpaceTag | None,
+    server_version: str,
+    name: str,
+    alias: str | None,
+    desc: dict[str, Any] | None,
+) -> tuple[Indexes, Layout]:
+    """prepare_collection for collection `name` (reached through `alias`, described as `desc`; None: create it)."""
+    t = settings.milvus_timeout
+    created = desc is None
+    if desc is None:
         layout = Layout(tenancy=True, partition_key=partition_key_works(client, settings, server_version), regions=True)
         # Strong consistency: a search right after an add or delete sees it (read-after-write).
         client.create_collection(
@@ -286,25 +334,36 @@ def prepare_collection(
             describe_target(settings),
             "partition key" if layout.partition_key else "filtered",
         )
+    elif alias is not None:
+        # An alias is expected to move: whatever its collection is unfit for, the service waits for it to come back.
+        stored, _ = stored_space(desc)
+        if space is not None and stored is not None and stored != space.digest:
+            raise alias_moved(settings, alias, name, desc, f"this service embeds into {space.digest} ({space.summary})")
+        try:
+            if space is not None:
+                check_space(client, settings, space, desc, name)  # adopts a collection without a recorded space
+            layout = _check_schema(desc, settings, dim, name)
+        except StartupError as exc:
+            raise alias_moved(settings, alias, name, desc, str(exc)) from None
     else:
-        desc = client.describe_collection(name, timeout=t)
-        layout = _check_schema(desc, settings, dim)
-    if space is not None:
-        check_space(client, settings, space, None if created else desc)
+        layout = _check_schema(desc, settings, dim, name)
+    if space is not None and alias is None:
+        check_space(client, settings, space, None if created else desc, name)
     existing = set(client.list_indexes(name, timeout=t))
     if "vector" not in existing:
-        _create_first_accepted(client, settings, "vector", [(n, p, "IP") for n, p in VECTOR_INDEXES], required=True)
+        _create_first_accepted(client, settings, name, "vector", [(n, p, "IP") for n, p in VECTOR_INDEXES], True)
     if "key" not in existing:
-        _create_first_accepted(client, settings, "key", [(n, {}, None) for n in KEY_INDEXES], required=False)
+        _create_first_accepted(client, settings, name, "key", [(n, {}, None) for n in KEY_INDEXES], False)
     if layout.tenancy and not layout.partition_key and "namespace" not in existing:
         # Without partitions every namespace filter would scan the collection; a scalar index narrows it.
-        _create_first_accepted(client, settings, "namespace", [(n, {}, None) for n in KEY_INDEXES], required=False)
+        _create_first_accepted(client, settings, name, "namespace", [(n, {}, None) for n in KEY_INDEXES], False)
     vec = client.describe_index(name, "vector", timeout=t) or {}
     if str(vec.get("metric_type", "IP")).upper() != "IP":
         raise StartupError(
             _incompatible(
                 settings,
                 f"its vector index uses metric {vec.get('metric_type')}, but imgsim needs IP (cosine on unit vectors)",
+                name,
             )
         )
     key = client.describe_index(name, "key", timeout=t) or {}
@@ -330,6 +389,7 @@ def collection_schema(settings: Settings, dim: int, description: str, partition_
 def _create_first_accepted(
     client: MilvusClient,
     settings: Settings,
+    name: str,
     field: str,
     candidates: Sequence[tuple[str, dict[str, Any], str | None]],
     required: bool,
@@ -341,7 +401,7 @@ def _create_first_accepted(
         extra = {"metric_type": metric} if metric else {}
         index.add_index(field_name=field, index_name=field, index_type=index_type, params=params, **extra)
         try:
-            client.create_index(settings.milvus_collection, index, timeout=settings.milvus_timeout)
+            client.create_index(name, index, timeout=settings.milvus_timeout)
             return
         except MilvusException as exc:
             errors.append(f"{index_type}: {short(exc)}")
@@ -353,59 +413,70 @@ def _create_first_accepted(
     log.warning("no scalar index on %r (%s); filters on it will scan", field, "; ".join(errors))
 
 
-def _check_schema(desc: dict[str, Any], settings: Settings, dim: int) -> Layout:
+def _check_schema(desc: dict[str, Any], settings: Settings, dim: int, collection: str | None = None) -> Layout:
+    """The layout of a described collection (`collection`, default MILVUS_COLLECTION); StartupError when unfit."""
+    collection = collection or settings.milvus_collection
     fields = {f["name"]: f for f in desc.get("fields", [])}
     tenancy = any(name in fields for name in TENANCY_FIELDS)
     regions = REGION_FIELD in fields
     wanted = {**FIELD_TYPES, **(TENANCY_FIELDS if tenancy else {}), **(REGION_FIELDS if regions else {})}
     for name, dtype in wanted.items():
         if name not in fields:
-            raise StartupError(_incompatible(settings, f"it has no field {name!r} (fields: {sorted(fields)})"))
+            why = f"it has no field {name!r} (fields: {sorted(fields)})"
+            raise StartupError(_incompatible(settings, why, collection))
         if fields[name]["type"] != dtype:
-            raise StartupError(_incompatible(settings, f"field {name!r} is {fields[name]['type']!r}, not {dtype!r}"))
+            why = f"field {name!r} is {fields[name]['type']!r}, not {dtype!r}"
+            raise StartupError(_incompatible(settings, why, collection))
     if not fields["id"].get("is_primary") or fields["id"].get("auto_id"):
-        raise StartupError(_incompatible(settings, "'id' must be the primary key with auto_id off"))
+        raise StartupError(_incompatible(settings, "'id' must be the primary key with auto_id off", collection))
     found = int(fields["vector"].get("params", {}).get("dim", 0))
     if found != dim:
-        raise StartupError(_incompatible(settings, f"its vectors have dimension {found}, not {dim}"))
+        raise StartupError(_incompatible(settings, f"its vectors have dimension {found}, not {dim}", collection))
     extra = sorted(set(fields) - set(wanted))
     if extra:
-        raise StartupError(_incompatible(settings, f"it has fields imgsim does not write: {extra}"))
+        raise StartupError(_incompatible(settings, f"it has fields imgsim does not write: {extra}", collection))
     if not tenancy:
         log.warning(
             "collection %r was created by an earlier imgsim without namespaces and attributes: it serves the "
             "default namespace only (see the README, 'Namespaces')",
-            settings.milvus_collection,
+            collection,
         )
     if not regions:
         log.warning(
             "collection %r was created by an earlier imgsim without regions: its records describe whole "
             "images, and an add with a region is refused (searching with a region works)",
-            settings.milvus_collection,
+            collection,
         )
     return Layout(
         tenancy=tenancy, partition_key=bool(fields.get("namespace", {}).get("is_partition_key")), regions=regions
     )
 
 
-def _incompatible(settings: Settings, why: str) -> str:
+def _incompatible(settings: Settings, why: str, name: str | None = None) -> str:
     return (
-        f"collection {settings.milvus_collection!r} in {describe_target(settings)} has an incompatible "
+        f"collection {name or settings.milvus_collection!r} in {describe_target(settings)} has an incompatible "
         f"schema: {why}. imgsim will not write into it. Set MILVUS_COLLECTION to a new name, or drop that "
         "collection if it is safe to lose."
     )
 
 
 # --- what imgsim records on the collection (service.store.meta) ------------------------
-def check_space(client: MilvusClient, settings: Settings, space: SpaceTag, existing: dict[str, Any] | None) -> None:
+def check_space(
+    client: MilvusClient,
+    settings: Settings,
+    space: SpaceTag,
+    existing: dict[str, Any] | None,
+    collection: str | None = None,
+) -> None:
     """Record the space on a new collection (`existing` None); on an existing one, given its description
     (describe_collection), refuse another space and adopt a pre-fingerprint one.
 
-    Raises StartupError naming both spaces and the ways out on a mismatch.
+    `collection`: the collection's own name (default MILVUS_COLLECTION). Raises StartupError naming both
+    spaces and the ways out on a mismatch.
     """
-    name = settings.milvus_collection
+    name = collection or settings.milvus_collection
     if existing is None:
-        if not _set_properties(client, settings, space.properties()):
+        if not _set_properties(client, settings, space.properties(), name):
             log.warning(
                 "%s does not accept collection properties; the embedding space of %r is recorded in its "
                 "description only",
@@ -423,7 +494,7 @@ def check_space(client: MilvusClient, settings: Settings, space: SpaceTag, exist
             describe_target(settings),
             space,
         )
-        _set_properties(client, settings, space.properties())
+        _set_properties(client, settings, space.properties(), name)
         return
     if stored != space.digest:
         raise StartupError(
@@ -431,31 +502,89 @@ def check_space(client: MilvusClient, settings: Settings, space: SpaceTag, exist
         )
 
 
-def read_threshold(client: MilvusClient, settings: Settings, space: SpaceTag) -> DuplicateThreshold | None:
-    """The threshold calibrated for this collection in this space: from its properties, else the sidecar file."""
-    props = (
-        client.describe_collection(settings.milvus_collection, timeout=settings.milvus_timeout).get("properties") or {}
-    )
+def read_threshold(
+    client: MilvusClient, settings: Settings, space: SpaceTag, collection: str | None = None
+) -> DuplicateThreshold | None:
+    """The threshold calibrated for this collection (default MILVUS_COLLECTION) in this space: from its
+    properties, else the sidecar file."""
+    name = collection or settings.milvus_collection
+    props = client.describe_collection(name, timeout=settings.milvus_timeout).get("properties") or {}
     return pick_threshold([props.get(DUPLICATE_PROPERTY), read_sidecar(settings, space)], space)
 
 
-def write_threshold(client: MilvusClient, settings: Settings, threshold: DuplicateThreshold) -> str:
-    """Store a calibrated threshold with the collection (or in the sidecar file); returns where it went."""
-    if _set_properties(client, settings, {DUPLICATE_PROPERTY: threshold.as_json()}):
-        return f"property {DUPLICATE_PROPERTY} of collection {settings.milvus_collection!r}"
+def write_threshold(
+    client: MilvusClient, settings: Settings, threshold: DuplicateThreshold, collection: str | None = None
+) -> str:
+    """Store a calibrated threshold with the collection (default MILVUS_COLLECTION), or in the sidecar file;
+    returns where it went."""
+    name = collection or settings.milvus_collection
+    if _set_properties(client, settings, {DUPLICATE_PROPERTY: threshold.as_json()}, name):
+        return f"property {DUPLICATE_PROPERTY} of collection {name!r}"
     return write_sidecar(settings, threshold)
 
 
-def _set_properties(client: MilvusClient, settings: Settings, properties: dict[str, str]) -> bool:
+def _set_properties(client: MilvusClient, settings: Settings, properties: dict[str, str], collection: str) -> bool:
     """Set collection properties; False (logged) when the server refuses."""
     try:
-        client.alter_collection_properties(
-            settings.milvus_collection, properties=properties, timeout=settings.milvus_timeout
-        )
+        client.alter_collection_properties(collection, properties=properties, timeout=settings.milvus_timeout)
         return True
     except MilvusException as exc:
         log.info("%s refused collection properties %s (%s)", describe_target(settings), sorted(properties), short(exc))
         return False
+
+
+# --- aliases ----------------------------------------------------------------------------
+# Where MILVUS_COLLECTION's alias points is looked up again at most this often (seconds) while the service
+# serves, and after a failed call: a describe per request would double a search's Milvus round trips, and a
+# switch of the alias is rare.
+ALIAS_CHECK = 2.0
+# ...and this often while it waits for the alias to come to its space (it answers nothing then, so a look
+# costs no answer time): in a blue/green handover the waiting service takes over a fraction of a second
+# after the switch, and a client that tries the other service on a 503 finds one that answers.
+ALIAS_WAIT_CHECK = 0.25
+
+
+def alias_moved(settings: Settings, alias: str, collection: str, desc: dict[str, Any], why: str) -> CollectionMoved:
+    """The refusal while `alias` points at `collection` (described as `desc`), unfit for this service for `why`."""
+    stored, summary = stored_space(desc)
+    space = f"embedding space {stored} ({summary or 'no summary recorded'})" if stored else "no recorded space"
+    return CollectionMoved(
+        f"MILVUS_COLLECTION {alias!r} is an alias that now points at collection {collection!r} in "
+        f"{describe_target(settings)}, of {space}; {why}, so it will not answer from it. Restart the service "
+        "with the model settings of that space (MODEL_NAME, MODEL_WEIGHTS, MODEL_PRECISION, IMAGE_RESIZE, "
+        "IMAGE_TRIM, MODEL_POOLING), or point the alias back at a collection of this service's space: it "
+        "serves again at once."
+    )
+
+
+def point_alias(client: MilvusClient, settings: Settings, alias: str, collection: str) -> str:
+    """Point `alias` at `collection` in one step (create_alias when new, alter_alias when it exists); returns
+    what was done. Raises StartupError when `alias` names a collection, or when the Milvus refuses aliases."""
+    t, target = settings.milvus_timeout, describe_target(settings)
+    if alias == collection:
+        raise StartupError(f"{alias!r} is the collection itself; an alias needs a name of its own")
+    now_at, desc = resolve_name(client, alias, t)
+    if now_at == alias and desc is not None:
+        raise StartupError(
+            f"{alias!r} is a collection in {target}, not an alias: a name is either one. Choose another alias "
+            f"name, or (once nothing reads it) drop collection {alias!r} and run this again."
+        )
+    if now_at == collection:
+        return f"alias {alias}: already points at {collection}"
+    try:
+        if desc is None:  # no such alias yet
+            client.create_alias(collection, alias, timeout=t)
+            return f"alias {alias}: created, -> {collection}"
+        client.alter_alias(collection, alias, timeout=t)  # one step on the server: no moment without the alias
+        return f"alias {alias}: {now_at} -> {collection}"
+    except MilvusException as exc:
+        if is_transient(exc):
+            raise
+        raise StartupError(
+            f"{target} refused to point alias {alias!r} at collection {collection!r} ({short(exc)}). Milvus 2.x "
+            "servers and Milvus Lite (milvus-lite 3) have aliases; without them, switch by restarting the service "
+            f"with MILVUS_COLLECTION={collection}."
+        ) from exc
 
 
 # --- the connection ---------------------------------------------------------------------
@@ -485,7 +614,9 @@ class Connection:
         """`gate`: held by every call, shared by reads and exclusively by writes and flushes (Milvus Lite)."""
         self.settings = settings
         self._on_call = on_call
+        # The collection every call names: MILVUS_COLLECTION, or the collection behind it when it is an alias.
         self.collection = settings.milvus_collection
+        self.alias: str | None = None  # MILVUS_COLLECTION, once it turned out to be an alias
         self.target = describe_target(settings)
         self.read_level = MILVUS_LEVELS[settings.milvus_consistency]
         self.client: MilvusClient | None = None
@@ -500,6 +631,10 @@ class Connection:
         self._connect_lock = threading.Lock()
         self._load_lock = threading.Lock()
         self._gate = gate
+        # While the alias points at a collection this service must not answer from: the answer to every call.
+        self._moved: CollectionMoved | None = None
+        self._checked = 0.0  # time.monotonic() of the last look at where the alias points
+        self._alias_lock = threading.Lock()
 
     def connect(self) -> MilvusClient:
         """Connect, create or verify the collection, and load it; returns the client. Idempotent.
@@ -518,13 +653,18 @@ class Connection:
         with self._connect_lock:
             if self.client is not None:  # another thread connected meanwhile
                 return self.client
+            moved = self._moved
+            if moved is not None and time.monotonic() - self._checked < ALIAS_WAIT_CHECK:
+                raise moved  # looked a moment ago: the alias has not come back yet
             with self._observed("connect") if observed else nullcontext():
                 self.client = self._open()
             log.info(
-                "connected to %s (server %s), collection %r, vector index %s, key index %s, namespaces %s, regions %s",
+                "connected to %s (server %s), collection %r%s, vector index %s, key index %s, namespaces %s, "
+                "regions %s",
                 self.target,
                 self.server_version,
                 self.collection,
+                f" (through alias {self.alias!r})" if self.alias else "",
                 self.indexes.vector,
                 self.indexes.key or "none",
                 _namespaces(self.layout),
@@ -538,12 +678,19 @@ class Connection:
         try:
             client = open_client(self.settings)
             self.server_version = str(client.get_server_version(timeout=self.settings.milvus_timeout))
-            self.indexes, self.layout = prepare_collection(
-                client, self.settings, self._dim, self.space, self.server_version
-            )
+            try:
+                prepared = prepare_collection(client, self.settings, self._dim, self.space, self.server_version)
+            except CollectionMoved as exc:
+                if self._moved is None:
+                    log.warning("%s; waiting for it", exc.msg)
+                self._moved, self._checked = exc, time.monotonic()
+                raise
+            self.collection, self.alias = prepared.collection, prepared.alias
+            self.indexes, self.layout = prepared.indexes, prepared.layout
+            self._moved, self._checked = None, time.monotonic()
             self.native_grouping = grouping_supported(self.server_version)
             if self.space is not None:
-                self.threshold = read_threshold(client, self.settings, self.space)
+                self.threshold = read_threshold(client, self.settings, self.space, self.collection)
             return client
         except Exception as exc:
             if client is not None:  # opened, then failed: the next try opens a new one, so drop this one
@@ -555,9 +702,77 @@ class Connection:
 
     def save_threshold(self, threshold: DuplicateThreshold) -> str:
         """Store a calibrated duplicate threshold with the collection; returns where it went."""
-        where = self.call(lambda client: write_threshold(client, self.settings, threshold), writes=True)
+        where = self.call(
+            lambda client: write_threshold(client, self.settings, threshold, self.collection), writes=True
+        )
         self.threshold = threshold
         return where
+
+    def point_alias(self, alias: str) -> str:
+        """Point `alias` at this connection's collection in one step; returns what was done (see point_alias)."""
+        return self.call(lambda client: point_alias(client, self.settings, alias, self.collection), operation="alias")
+
+    def follow_alias(self, client: MilvusClient, force: bool = False) -> bool:
+        """Look where MILVUS_COLLECTION's alias points (unless `force`, at most every ALIAS_CHECK seconds while
+        serving, ALIAS_WAIT_CHECK while waiting for it to come back).
+
+        A move to a collection of this service's space is followed (True: calls now go there); while it
+        points at another space, raises CollectionMoved. Nothing to do when MILVUS_COLLECTION is a collection.
+        """
+        if self.alias is None:
+            return False
+        if not force and not self._look_due():
+            if self._moved is not None:
+                raise self._moved
+            return False
+        with self._alias_lock:
+            if not force and not self._look_due():  # another request just looked
+                if self._moved is not None:
+                    raise self._moved
+                return False
+            return self._look(client, self.alias)
+
+    def _look_due(self) -> bool:
+        interval = ALIAS_CHECK if self._moved is None else ALIAS_WAIT_CHECK
+        return time.monotonic() - self._checked >= interval
+
+    def _look(self, client: MilvusClient, alias: str) -> bool:
+        t = self.settings.milvus_timeout
+        self._checked = time.monotonic()
+        now_at, desc = resolve_name(client, alias, t)
+        if now_at == self.collection:
+            if self._moved is not None:
+                log.warning("alias %r points at collection %r again: serving", alias, now_at)
+                self._moved = None
+            return False
+        if desc is None or now_at == alias:  # the alias is gone (or a collection took its name)
+            exc = CollectionMoved(
+                f"MILVUS_COLLECTION {alias!r} no longer names an alias of collection {self.collection!r} in "
+                f"{self.target}. Point the alias at a collection of this service's embedding space (it serves "
+                "again at once), or restart with MILVUS_COLLECTION naming one."
+            )
+        else:
+            try:
+                indexes, layout = prepare_target(
+                    client, self.settings, self._dim, self.space, self.server_version, now_at, alias, desc
+                )
+            except CollectionMoved as moved:
+                exc = moved
+            else:
+                log.warning(
+                    "alias %r moved from collection %r to %r, of this service's embedding space: following it",
+                    alias,
+                    self.collection,
+                    now_at,
+                )
+                self.collection, self.indexes, self.layout, self._moved = now_at, indexes, layout, None
+                if self.space is not None:
+                    self.threshold = read_threshold(client, self.settings, self.space, now_at)
+                return True
+        if self._moved is None or self._moved.msg != exc.msg:
+            log.warning("%s", exc.msg)
+        self._moved = exc
+        raise exc
 
     def ping(self) -> None:
         """Raise NotReady unless Milvus serves the collection now: loaded, and a read answers in time."""
@@ -634,6 +849,8 @@ class Connection:
                 before_sleep=_log_retry,
             ):
                 with attempt, self._gated(writes):
+                    # A write looks every time: one written into the old collection after a switch would be lost.
+                    self.follow_alias(client, force=writes)
                     try:
                         return fn(client)
                     except MilvusException as exc:
@@ -641,7 +858,12 @@ class Connection:
                             raise
                         self.ensure_loaded(client)
                         return fn(client)
+        except CollectionMoved:
+            raise
         except Exception as exc:
+            if self.alias is not None and not is_transient(exc) and self._moved_meanwhile(client, exc):
+                with self._gated(writes):  # followed to a collection of this space: once more, there
+                    return fn(client)
             if is_transient(exc) or not_loaded(exc):
                 raise NotReady(
                     f"{self.target} is not answering ({short(exc)}); nothing was changed. "
@@ -649,6 +871,23 @@ class Connection:
                 ) from exc
             raise
         raise AssertionError("unreachable")  # pragma: no cover - Retrying either returns or raises
+
+    def _moved_meanwhile(self, client: MilvusClient, failure: BaseException) -> bool:
+        """After a failed call through an alias: True when the alias moved to a collection of this space (now
+        followed); CollectionMoved when it points at another space; False when it has not moved."""
+        log.info(
+            "a call on collection %r failed (%s); looking where alias %r points",
+            self.collection,
+            short(failure),
+            self.alias,
+        )
+        try:
+            return self.follow_alias(client, force=True)
+        except CollectionMoved:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the failure of the call itself is the one to report
+            log.debug("looking up alias %r after a failed call failed too: %s", self.alias, short(exc))
+            return False
 
     def query(
         self, client: MilvusClient, expr: str, fields: Sequence[str], limit: int = QUERY_PAGE, level: str | None = None

@@ -162,6 +162,29 @@ class VectorStore:
         return self.connection.target
 
     @property
+    def collection(self) -> str:
+        """The collection the records are in: MILVUS_COLLECTION, or (once connected) the one its alias points at."""
+        return self.connection.collection
+
+    @property
+    def alias(self) -> str | None:
+        """MILVUS_COLLECTION when it names an alias (known once connected), else None."""
+        return self.connection.alias
+
+    def point_alias(self, alias: str) -> str:
+        """Point `alias` at this store's collection in one step, so services reading through it move here.
+
+        Creates the alias, or moves it from the collection it points at (atomic on a Milvus server: every
+        request names either collection, never none). Returns what was done, e.g.
+        "alias catalog: image_sim_v1 -> image_sim_v2". Raises StartupError when `alias` is the name of a
+        collection, or when this Milvus refuses aliases (the way forward is in the message).
+        """
+        self.connection.connect()
+        done = self.connection.point_alias(alias)
+        log.info("%s in %s", done, self.target)
+        return done
+
+    @property
     def server_version(self) -> str:
         """The Milvus version reported at connection ('' before)."""
         return self.connection.server_version

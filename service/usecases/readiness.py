@@ -16,6 +16,8 @@ def readiness(deps: Deps) -> dict[str, Any]:
         "duplicate": {"score": deps.duplicate_score, "source": deps.duplicate_source},
         "milvus": {
             "target": store.target,
+            "collection": store.collection,
+            "alias": store.alias,
             "server_version": store.server_version,
             "vector_index": store.vector_index,
             "key_index": store.key_index,
