@@ -411,8 +411,14 @@ def test_a_reindex_killed_half_way_and_rerun_holds_every_record_once(
             proc.kill()
             proc.wait()
     assert 3 <= server_count(milvus_server, new_name) < 8  # half-way
-    code, out = reindex(tmp_path, milvus_server, new_name, old_name, "--threshold", "derive", **env)
+    # A name for the alias the services of the new space will read through; the old service uses the collection.
+    alias = f"catalog_{new_name}"
+    code, out = reindex(
+        tmp_path, milvus_server, new_name, old_name, "--threshold", "derive", "--switch-alias", alias, **env
+    )
     assert code == 0, out
+    assert f"switched: alias {alias}: created, -> {new_name}" in out, out
+    assert alias_target(milvus_server, alias) == new_name
     assert 3 <= summary_numbers(out)["unchanged"] < 8
     # The threshold of the new space, calibrated on the records' images and stored with the new collection.
     assert re.search(
@@ -423,3 +429,18 @@ def test_a_reindex_killed_half_way_and_rerun_holds_every_record_once(
     count, ids = server_rows(milvus_server, new_name)
     old_count, old_ids = server_rows(milvus_server, old_name)
     assert count == old_count == 8 == server_count(milvus_server, new_name) and sorted(ids) == sorted(old_ids)
+    # The alias is for the services: a reindex writing through it is refused, and nothing is written.
+    code, out = reindex(tmp_path, milvus_server, alias, old_name, **env)
+    assert code == 2 and f"MILVUS_COLLECTION {alias!r} is an alias (of {new_name!r})" in out, out
+    assert server_rows(milvus_server, new_name)[0] == 8
+
+
+def alias_target(uri: str, alias: str) -> str:
+    """The collection an alias points at on the server."""
+    from service.store.connection import MilvusClient  # noqa: PLC0415 - the server allows any number of clients
+
+    client = MilvusClient(uri=uri)
+    try:
+        return str(client.describe_alias(alias)["collection_name"])
+    finally:
+        client.close()

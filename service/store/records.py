@@ -683,6 +683,9 @@ class OldCollection:
         if not self._call(lambda c: c.has_collection(self.name, timeout=s.milvus_timeout)):
             return None
         desc = self._call(lambda c: c.describe_collection(self.name, timeout=s.milvus_timeout))
+        # --from may name an alias: read the collection behind it, which stays put when the alias moves.
+        self.name = str(desc.get("collection_name") or self.name)
+        s = self._settings = s.model_copy(update={"milvus_collection": self.name})
         fields = {f["name"]: f for f in desc.get("fields", [])}
         dim = int(fields.get("vector", {}).get("params", {}).get("dim", 0))
         self.layout = _check_schema(desc, s, dim)  # the service's own check: a collection imgsim wrote

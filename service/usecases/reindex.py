@@ -339,7 +339,15 @@ def check_space(info: CollectionInfo, space: SpaceTag) -> None:
 
 
 def check_target(old: CollectionInfo, store: VectorStore) -> None:
-    """Refuse a new collection (one of an earlier imgsim) that cannot hold what the old one has."""
+    """Refuse a new collection that is the old one behind an alias, or one of an earlier imgsim that cannot hold
+    what the old one has."""
+    if store.alias is not None:
+        # Writing through an alias would write wherever it points (maybe the old collection itself).
+        raise StartupError(
+            f"MILVUS_COLLECTION {store.alias!r} is an alias (of {store.collection!r}): a reindex writes into a "
+            "collection of its own. Set MILVUS_COLLECTION to the new collection's name and pass "
+            f"--switch-alias {store.alias} to move the alias there at the end."
+        )
     new = store.layout
     lacks = [
         what
