@@ -27,8 +27,10 @@ what the pipeline loses, not retrieval quality).
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -43,6 +45,7 @@ from bench.features import decoded, decoded_bytes, embed_with, settings_variant
 from bench.metrics import rank_stats, summarise
 from bench.quality import Layout, layout, paired
 from conf.settings import ModelName, Precision, Settings
+from model.cpu import cpu_budget
 from model.embedder import Embedder, load_embedder
 from service.thumbs import THUMB_METHOD, THUMB_QUALITY, THUMB_SIDE, encode, make_thumbnail
 
@@ -259,6 +262,7 @@ def run(
 ) -> dict[str, Any]:
     """Every model's eval queries against the gallery embedded from every kind of kept source."""
     t0 = time.perf_counter()
+    load_before = os.getloadavg()
     lay = layout(corpus, transforms)
     ev = lay.rows("eval")
     queries = [lay.queries[i] for i in ev]
@@ -316,6 +320,10 @@ def run(
         "main_row": models[0].key,
         "decision": decide(kinds_out, rows),
         "seconds": round(time.perf_counter() - t0, 1),
+        "date": dt.date.today().isoformat(),
+        "cpus": cpu_budget(),
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
     }
 
 
