@@ -57,10 +57,11 @@ def model_table(key: str, row: dict[str, Any]) -> list[Any]:
             label=L(f"row_{key}") if f"row_{key}" in L.table else row["label"],
             config=row["configuration"],
             precision=row["precision"],
+            threshold=f"{next(iter(row['kinds'].values()))['cosine_to_original']['duplicate_default']:.3f}",
         ),
         "",
         L("model_head"),
-        "|---|---:|---:|---:|---:|---|",
+        "|---|---:|---:|---:|---:|---|---:|",
     ]
     for kind, k in row["kinds"].items():
         o, c = k["eval"]["overall"], k["cosine_to_original"]
@@ -73,6 +74,7 @@ def model_table(key: str, row: dict[str, Any]) -> list[Any]:
                     loss(k["loss_recall_at_1"]),
                     loss(k["loss_map"]),
                     f"{c['min']:.4f} / {c['p1']:.4f} / {c['median']:.4f}",
+                    f"{c['below_duplicate_default'] * 100:.1f}%",
                 ]
             )
         )
@@ -98,29 +100,61 @@ def transform_table(key: str, row: dict[str, Any], transforms: list[str]) -> lis
     return out
 
 
-def decision_text(r: dict[str, Any]) -> list[Any]:
-    """The thumbnail against the bar, the kinds within it, and the kept source chosen."""
-    d = r["decision"]
-
-    def losses(values: dict[str, float]) -> Seq:
-        return Seq([L("loss_of", model=L(f"short_{m}"), loss=f"{v:+.4f}") for m, v in values.items()], "list")
-
-    thumb = L(
-        "thumb_within" if d["thumbnail_meets_bar"] else "thumb_over",
-        losses=losses(d["thumbnail_loss"]),
-        bar=f"{d['bar']:.3f}",
+def _losses(check: dict[str, dict[str, Any]]) -> Seq:
+    """'EfficientNet-Lite0 +0.0035 (95%: up to +0.0129), ...': each model's loss and its interval's upper end."""
+    return Seq(
+        [
+            L("loss_of", model=L(f"short_{m}"), loss=f"{c['loss']:+.4f}", upper=f"{c['loss_upper']:+.4f}")
+            for m, c in check.items()
+        ],
+        "list",
     )
-    out: list[Any] = ["", thumb, ""]
+
+
+def _reasons(check: dict[str, dict[str, Any]], rows: dict[str, Any], kind: str) -> Seq:
+    """Why a kind fails the rule: each model's loss bound over the bar, or its vectors leaving the threshold."""
+    out: list[Any] = []
+    for m, c in check.items():
+        if not c["within_bar"]:
+            out.append(L("reason_loss", model=L(f"short_{m}"), upper=f"{c['loss_upper']:+.4f}"))
+        if not c["stays_duplicate"]:
+            cos = rows[m]["kinds"][kind]["cosine_to_original"]
+            out.append(
+                L(
+                    "reason_cos",
+                    model=L(f"short_{m}"),
+                    min=f"{cos['min']:.3f}",
+                    threshold=f"{cos['duplicate_default']:.3f}",
+                    share=f"{cos['below_duplicate_default'] * 100:.1f}%",
+                )
+            )
+    return Seq(out, "clauses")
+
+
+def decision_text(r: dict[str, Any]) -> list[Any]:
+    """The rule, today's thumbnail against it, the candidates within the bar that it rejects, the choice."""
+    d, rows = r["decision"], r["rows"]
+    checks = d["checks"]
+    out: list[Any] = ["", L("rule", bar=f"{d['bar']:.3f}"), ""]
+    if "thumbnail" in checks:
+        thumb = checks["thumbnail"]
+        if d["thumbnail_passes"]:
+            out += [L("thumb_pass", losses=_losses(thumb)), ""]
+        else:
+            out += [L("thumb_fail", losses=_losses(thumb), reasons=_reasons(thumb, rows, "thumbnail")), ""]
+    rejected = [k for k in d["point_within_bar"] if k != "thumbnail" and k not in d["meet_rule"]]
+    if rejected:
+        items = [L("rejected_item", kind=kind_name(k), reasons=_reasons(checks[k], rows, k)) for k in rejected]
+        out += [L("rejected", items=Seq(items, "clauses")), ""]
     if d["chosen"] is None:
         out.append(L("none_within", bar=f"{d['bar']:.3f}"))
         return out
-    others = [kind_name(k) for k in d["meet_bar"] if k != d["chosen"]]
+    others = [kind_name(k) for k in d["meet_rule"] if k != d["chosen"]]
     out.append(
         L(
             "chosen",
             kind=kind_name(d["chosen"]),
-            losses=losses(d["loss"]),
-            bar=f"{d['bar']:.3f}",
+            losses=_losses(checks[d["chosen"]]),
             others=Seq(others, "names") if others else L("no_others"),
             gb=f"{d['per_100k_gb']:.2f}",
             disk=f"{d['per_100k_disk_gb']:.2f}",

@@ -342,7 +342,8 @@ def test_reembed_scores_every_model_and_kind_against_the_original(reembed_result
         base = row["kinds"]["original"]
         # The gallery embedded from the originals, against itself: nothing lost, every vector its own.
         assert base["loss_recall_at_1"] == {"delta": 0.0, "ci95": [0.0, 0.0]} and base["loss_map"]["delta"] == 0
-        assert base["cosine_to_original"] == {"min": 1.0, "p1": 1.0, "median": 1.0}
+        cos = base["cosine_to_original"]
+        assert (cos["min"], cos["p1"], cos["median"], cos["below_duplicate_default"]) == (1.0, 1.0, 1.0, 0.0)
         assert set(base["loss_recall_at_1_per_transform"].values()) == {0.0}
         for k in row["kinds"].values():
             o = k["eval"]["overall"]
@@ -361,8 +362,48 @@ def test_reembed_scores_every_model_and_kind_against_the_original(reembed_result
     for k in f.values():
         assert k["per_100k_gb"] == round(k["bytes_mean"] * 100_000 / 1e9, 3) <= k["per_100k_disk_gb"]
     d = r["decision"]
-    assert d["bar"] == 0.005 and set(d["thumbnail_loss"]) == set(r["rows"]) and "thumbnail" not in d["meet_bar"]
-    assert d["chosen"] is None or (d["chosen"] in d["meet_bar"] and d["source_format"] == "JPEG")
+    assert d["bar"] == 0.005 and set(d["checks"]) == {"thumbnail", "jpeg-512-q90"} and "thumbnail" not in d["meet_rule"]
+    assert all(set(check) == set(r["rows"]) for check in d["checks"].values())
+    assert d["chosen"] is None or (d["chosen"] in d["meet_rule"] and d["source_format"] == "JPEG")
+
+
+def _kind_result(loss: float, upper: float, cos_min: float, threshold: float = 0.75) -> dict[str, Any]:
+    """One model's figures for one kind, as much of them as the decision reads."""
+    return {
+        "loss_recall_at_1": {"delta": loss, "ci95": [loss - 0.004, upper]},
+        "cosine_to_original": {"min": cos_min, "duplicate_default": threshold},
+    }
+
+
+def test_the_kept_source_is_the_smallest_within_the_bar_that_keeps_every_image_its_own_duplicate() -> None:
+    kinds = {
+        "original": {"bytes_mean": 40_000},
+        "thumbnail": {"bytes_mean": 7_000},
+        "webp-384-q90": {"bytes_mean": 14_000},  # within the bar, but some vectors leave the duplicate threshold
+        "jpeg-384-q80": {"bytes_mean": 15_000},  # within the bar on the point estimate only
+        "jpeg-384-q90": {"bytes_mean": 17_000},
+        "jpeg-512-q90": {"bytes_mean": 21_000},
+    }
+    figures = {
+        "original": (0.0, 0.0, 1.0),
+        "thumbnail": (0.0035, 0.0129, 0.41),
+        "webp-384-q90": (-0.003, 0.003, 0.55),
+        "jpeg-384-q80": (0.001, 0.0053, 0.9),
+        "jpeg-384-q90": (-0.001, 0.0035, 0.88),
+        "jpeg-512-q90": (-0.002, 0.003, 0.81),
+    }
+    rows = {"a": {"kinds": {k: _kind_result(*v) for k, v in figures.items()}}}
+    rows["b"] = {"kinds": {k: _kind_result(0.0, 0.002, 0.9999, 0.9) for k in figures}}
+    for kind in kinds.values():
+        kind.update({"format": "JPEG", "side": 384, "quality": 90, "per_100k_gb": 1.7, "per_100k_disk_gb": 1.9})
+    d = reembed.decide(kinds, rows)
+    assert d["meet_rule"] == ["jpeg-384-q90", "jpeg-512-q90"] and d["chosen"] == "jpeg-384-q90"
+    assert d["point_within_bar"] == ["thumbnail", "webp-384-q90", "jpeg-384-q80", "jpeg-384-q90", "jpeg-512-q90"]
+    assert d["thumbnail_passes"] is False and not d["checks"]["thumbnail"]["a"]["stays_duplicate"]
+    assert not d["checks"]["jpeg-384-q80"]["a"]["within_bar"] and d["checks"]["jpeg-384-q80"]["b"]["within_bar"]
+    # A model on which no candidate keeps its vectors leaves no choice, rather than a silent pick.
+    rows["b"]["kinds"] = {k: _kind_result(0.0, 0.002, 0.5, 0.9) for k in figures}
+    assert reembed.decide(kinds, rows)["chosen"] is None
 
 
 def test_reembed_report_renders_in_both_languages(reembed_result: dict[str, Any]) -> None:
