@@ -86,7 +86,8 @@ lint: install-dev
 lint-imports: install-dev
 	$(VENV)/bin/lint-imports
 
-## The benchmarks of bench/ (about an hour): raw results in results/bench/ (git-ignored), then, like `make docs`,
+## The benchmarks of bench/ (about an hour: quality, speed, region search, duplicate scans and re-embedding from kept
+## sources, bench/run.py's parts): raw results in results/bench/ (git-ignored), then, like `make docs`,
 ## copied into docs/data/bench/ and rendered into docs/benchmarks.md, docs/zh-CN/benchmarks.md and docs/img/.
 bench: install-dev browser
 	$(PY) -m bench.run

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +58,12 @@ def settings_variant(settings: Settings) -> str:
 
 def decoded(path: Path) -> Image.Image:
     """A benchmark image decoded exactly as the service decodes uploads (without the service's size caps)."""
-    return decode_image(path.read_bytes(), max_bytes=1 << 30, max_pixels=1 << 31).image
+    return decoded_bytes(path.read_bytes())
+
+
+def decoded_bytes(data: bytes) -> Image.Image:
+    """Image bytes decoded exactly as the service decodes uploads (without the service's size caps)."""
+    return decode_image(data, max_bytes=1 << 30, max_pixels=1 << 31).image
 
 
 def model_input(img: Image.Image, variant: Variant, normalise: Any) -> np.ndarray:
@@ -163,13 +168,17 @@ def embed_all(
     return vectors, hashes, model_s
 
 
-def embed_with(embedder: Any, paths: Sequence[Path], label: str) -> np.ndarray:
-    """Vectors of every image through a service Embedder (its own preprocessing), a batch at a time."""
+def embed_with(
+    embedder: Any, paths: Sequence[Any], label: str, load: Callable[[Any], Image.Image] = decoded
+) -> np.ndarray:
+    """Vectors of every image through a service Embedder (its own preprocessing), a batch at a time.
+
+    `paths` are files by default; with `load` they are whatever it decodes (`decoded_bytes`: image bytes)."""
     out = np.empty((len(paths), embedder.dim), np.float32)
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="bench-decode") as pool:
         for start in range(0, len(paths), MODEL_BATCH):
             part = paths[start : start + MODEL_BATCH]
-            batch = list(pool.map(lambda p: embedder.preprocess(decoded(p)), part))
+            batch = list(pool.map(lambda p: embedder.preprocess(load(p)), part))
             out[start : start + len(part)] = embedder.embed(np.stack(batch))
             if (start // MODEL_BATCH) % 40 == 0:
                 log.info("%s: %d/%d images", label, start + len(part), len(paths))

@@ -115,10 +115,12 @@ def bench_lines(
     meta: dict[str, Any],
     regions: dict[str, Any] | None = None,
     duplicates: dict[str, Any] | None = None,
+    reembed: dict[str, Any] | None = None,
 ) -> list[Any]:
     """Everything between the bench markers, once, for every language (only from the results JSON)."""
     from bench.report_duplicates import duplicates_section  # noqa: PLC0415 - it imports this module's helpers
     from bench.report_quality import quality_section  # noqa: PLC0415 - it imports this module's helpers
+    from bench.report_reembed import reembed_section  # noqa: PLC0415 - it imports this module's helpers
     from bench.report_regions import regions_section  # noqa: PLC0415
 
     m = (perf or {}).get("machine", meta.get("machine", {}))
@@ -146,6 +148,8 @@ def bench_lines(
         out += regions_section(regions)
     if duplicates:
         out += duplicates_section(duplicates)
+    if reembed:
+        out += reembed_section(reembed)
     return out
 
 

@@ -1,7 +1,8 @@
 """`make bench`: build the corpus, run the quality and performance benchmarks, write results, charts and pages.
 
     python -m bench.run                  # everything (about an hour on 2 cores)
-    python -m bench.run --only quality   # one part (quality, perf, regions or duplicates; the others' JSON is kept)
+    python -m bench.run --only quality   # one part (quality, perf, regions, duplicates or reembed; the others'
+                                         # JSON is kept)
     python -m bench.run --report-only    # `make docs`: charts and pages from the latest results
 
 A run writes its raw results to results/bench/ (git-ignored). At its end, and on --report-only, the results
@@ -43,7 +44,7 @@ SMOKE_TRANSFORMS = ("scale_0.25", "center_crop_50", "pad_white_canvas")
 
 DATA_BENCH = DATA / "bench"
 # What a run writes; the rest is derived from these.
-RUN_FILES = ("quality.json", "perf.json", "regions.json", "duplicates.json", "run.json")
+RUN_FILES = ("quality.json", "perf.json", "regions.json", "duplicates.json", "reembed.json", "run.json")
 
 
 def report(
@@ -52,28 +53,29 @@ def report(
     """Copy a run's results from `results` into `data`, then render from `data` alone: the charts, targets.json,
     thresholds.json and the generated part of the benchmarks page in every language. Returns the pages changed."""
     take_results(results, data, RUN_FILES)
-    quality, perf, meta, regions, duplicates = load_data(data)
+    quality, perf, meta, regions, duplicates, reembed = load_data(data)
     if perf and perf.get("engines"):
         charts(perf, img)
     targets = all_targets(perf, quality, regions, duplicates)
     write_json(data / "targets.json", {"targets": [targets_entry(t) for t in targets]})
     if quality:
         write_json(data / "thresholds.json", duplicate_defaults(quality))
-    return write_pages(KIND, bench_lines(quality, perf, meta, regions, duplicates), pages)
+    return write_pages(KIND, bench_lines(quality, perf, meta, regions, duplicates, reembed), pages)
 
 
 Results = dict[str, Any] | None
 
 
-def load_data(data: Path = DATA_BENCH) -> tuple[Results, Results, dict[str, Any], Results, Results]:
-    """The quality results, the speed results, the run's facts, the region-search results and the
-    duplicate-scan results the page is rendered from."""
+def load_data(data: Path = DATA_BENCH) -> tuple[Results, Results, dict[str, Any], Results, Results, Results]:
+    """The quality results, the speed results, the run's facts, the region-search results, the
+    duplicate-scan results and the re-embedding results the page is rendered from."""
     # Results written by an older bench (before the engine and backbone rows) are not reported: re-run it.
     quality = _current(_load(data / "quality.json"), "rows")
     perf = _current(_load(data / "perf.json"), "engines")
     regions = _current(_load(data / "regions.json"), "scene_rows")
     duplicates = _current(_load(data / "duplicates.json"), "backends")
-    return quality, perf, _load(data / "run.json") or {}, regions, duplicates
+    reembed = _current(_load(data / "reembed.json"), "decision")
+    return quality, perf, _load(data / "run.json") or {}, regions, duplicates, reembed
 
 
 def targets_entry(t: dict[str, Any]) -> dict[str, Any]:
@@ -180,7 +182,21 @@ def run_duplicates(_corpus: Any, settings: Settings, _resnet_file: Path | None, 
     return duplicates.run(settings, duplicates.DupPlan.small() if smoke else duplicates.DupPlan())
 
 
-RUNNERS = {"quality": run_quality, "perf": run_perf, "regions": run_regions, "duplicates": run_duplicates}
+def run_reembed(corpus: Any, settings: Settings, _resnet_file: Path | None, smoke: bool) -> dict[str, Any]:
+    """The gallery re-embedded from each kind of kept source (issue 22): EfficientNet-Lite0, ResNet50 random."""
+    from bench import reembed  # noqa: PLC0415
+
+    kinds = reembed.SMOKE_KINDS if smoke else reembed.KINDS
+    return reembed.run(corpus, settings, kinds, transforms=SMOKE_TRANSFORMS if smoke else None)
+
+
+RUNNERS = {
+    "quality": run_quality,
+    "perf": run_perf,
+    "regions": run_regions,
+    "duplicates": run_duplicates,
+    "reembed": run_reembed,
+}
 PARTS = tuple(RUNNERS)
 
 

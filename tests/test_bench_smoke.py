@@ -5,11 +5,13 @@ the quality rows (EfficientNet-Lite0 with real weights, trim off/on, INT8
 calibrated on the corpus' photos, plain and --match-fp32; ResNet50 random) against pHash, the raw engine
 matrix, `main.py import` and `main.py serve` per engine under 1 and 2 clients
 over HTTP, vector search on Milvus Lite against numpy, the duplicate-group scan on Milvus Lite with searches
-beside it, then the targets, the charts and the benchmarks page in both languages from the results.
+beside it, the gallery re-embedded from kept sources, then the targets, the charts and the benchmarks page in
+both languages from the results.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -18,13 +20,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench import duplicates, perf, quality, regions
+from bench import duplicates, perf, quality, reembed, regions
 from bench import run as bench_run
 from bench.cli import model_settings
 from bench.corpus import Corpus, build_corpus
 from bench.docs import between, markers, page, render_lines
 from bench.engines import OV_INT8, TF_FP32
-from bench.features import decoded, embed_with
+from bench.features import decoded, decoded_bytes, embed_with
 from bench.report import bench_lines
 from bench.targets import all_targets
 from conf.settings import ModelName
@@ -300,3 +302,115 @@ def test_duplicate_targets_and_report_render_in_both_languages(duplicates_result
     e = duplicates_result["backends"]["lite"]
     assert f"| {e['scan_s']:.1f} |" in en and f"| {e['scan_s']:.1f} |" in zh
     assert "24 of 24 planted found exactly" in en and "预放的 24 组中 24 组完全找出" in zh
+
+
+# --------------------------------------------------------------------------------------------
+# Re-embedding from kept sources (bench/reembed.py): the original, today's thumbnail, one candidate
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reembed_result(corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The re-embedding benchmark's smoke run: both models, three kinds of source, the smoke transforms."""
+    settings = model_settings(make_settings(tmp_path_factory.mktemp("reembed")), "models-smoke")
+    return reembed.run(corpus, settings, reembed.SMOKE_KINDS, transforms=TRANSFORMS)
+
+
+def test_kept_files_are_the_kind_they_name_made_from_the_decoded_image(corpus: Corpus) -> None:
+    data = [g.file.read_bytes() for g in corpus.gallery[:3]]
+    thumbs, _ = reembed.kept_files(reembed.THUMBNAIL, data)
+    jpegs, seconds = reembed.kept_files(reembed.SourceKind("jpeg-128-q90", "JPEG", 128, 90), data)
+    assert reembed.kept_files(reembed.ORIGINAL, data) == (data, [])
+    assert len(seconds) == 3 and all(t > 0 for t in seconds)
+    for thumb, jpeg, original in zip(thumbs, jpegs, data, strict=True):
+        with Image.open(io.BytesIO(thumb)) as t, Image.open(io.BytesIO(jpeg)) as j:
+            assert t.format == "WEBP" and max(t.size) <= 256 and j.format == "JPEG" and max(j.size) == 128
+            # The same picture, only smaller: its aspect ratio is the original's as the service decodes it.
+            source = decoded_bytes(original)
+            assert abs(j.width / j.height - source.width / source.height) < 0.02
+
+
+def test_reembed_scores_every_model_and_kind_against_the_original(reembed_result: dict[str, Any]) -> None:
+    r = reembed_result
+    keys = [k.key for k in reembed.SMOKE_KINDS]
+    assert list(r["rows"]) == ["efficientnet-lite0", "resnet50-random"] and list(r["kinds"]) == keys
+    assert [row["weights"] for row in r["rows"].values()] == ["imagenet", "random"]
+    assert all(row["precision"] == "fp32" for row in r["rows"].values())
+    assert r["corpus"]["eval_queries"] == len(TRANSFORMS) * r["corpus"]["eval_photos"]
+    for row in r["rows"].values():
+        assert list(row["kinds"]) == keys
+        base = row["kinds"]["original"]
+        # The gallery embedded from the originals, against itself: nothing lost, every vector its own.
+        assert base["loss_recall_at_1"] == {"delta": 0.0, "ci95": [0.0, 0.0]} and base["loss_map"]["delta"] == 0
+        cos = base["cosine_to_original"]
+        assert (cos["min"], cos["p1"], cos["median"], cos["below_duplicate_default"]) == (1.0, 1.0, 1.0, 0.0)
+        assert set(base["loss_recall_at_1_per_transform"].values()) == {0.0}
+        for k in row["kinds"].values():
+            o = k["eval"]["overall"]
+            assert set(k["eval"]["per_transform"]) == set(TRANSFORMS)
+            assert o["recall_at_1_ci95"][0] <= o["recall_at_1"] <= o["recall_at_1_ci95"][1]
+            # Every transform has one query per eval photo, so the paired loss is the overall difference.
+            expected = base["eval"]["overall"]["recall_at_1"] - o["recall_at_1"]
+            assert abs(k["loss_recall_at_1"]["delta"] - expected) < 2e-4
+            assert -1 <= k["cosine_to_original"]["min"] <= k["cosine_to_original"]["p1"] <= 1
+        # A re-encoded, smaller gallery is not the original: some vector moved.
+        assert row["kinds"]["thumbnail"]["cosine_to_original"]["min"] < 1.0
+    f = r["kinds"]
+    assert f["thumbnail"] | {"format": "WEBP", "side": 256, "quality": 80} == f["thumbnail"]
+    assert f["original"]["encode_ms_median"] is None and f["thumbnail"]["encode_ms_median"] > 0
+    assert f["thumbnail"]["bytes_mean"] < f["jpeg-512-q90"]["bytes_mean"] < f["original"]["bytes_mean"]
+    for k in f.values():
+        assert k["per_100k_gb"] == round(k["bytes_mean"] * 100_000 / 1e9, 3) <= k["per_100k_disk_gb"]
+    d = r["decision"]
+    assert d["bar"] == 0.005 and set(d["checks"]) == {"thumbnail", "jpeg-512-q90"} and "thumbnail" not in d["meet_rule"]
+    assert all(set(check) == set(r["rows"]) for check in d["checks"].values())
+    assert d["chosen"] is None or (d["chosen"] in d["meet_rule"] and d["source_format"] == "JPEG")
+
+
+def _kind_result(loss: float, upper: float, cos_min: float, threshold: float = 0.75) -> dict[str, Any]:
+    """One model's figures for one kind, as much of them as the decision reads."""
+    return {
+        "loss_recall_at_1": {"delta": loss, "ci95": [loss - 0.004, upper]},
+        "cosine_to_original": {"min": cos_min, "duplicate_default": threshold},
+    }
+
+
+def test_the_kept_source_is_the_smallest_within_the_bar_that_keeps_every_image_its_own_duplicate() -> None:
+    kinds = {
+        "original": {"bytes_mean": 40_000},
+        "thumbnail": {"bytes_mean": 7_000},
+        "webp-384-q90": {"bytes_mean": 14_000},  # within the bar, but some vectors leave the duplicate threshold
+        "jpeg-384-q80": {"bytes_mean": 15_000},  # within the bar on the point estimate only
+        "jpeg-384-q90": {"bytes_mean": 17_000},
+        "jpeg-512-q90": {"bytes_mean": 21_000},
+    }
+    figures = {
+        "original": (0.0, 0.0, 1.0),
+        "thumbnail": (0.0035, 0.0129, 0.41),
+        "webp-384-q90": (-0.003, 0.003, 0.55),
+        "jpeg-384-q80": (0.001, 0.0053, 0.9),
+        "jpeg-384-q90": (-0.001, 0.0035, 0.88),
+        "jpeg-512-q90": (-0.002, 0.003, 0.81),
+    }
+    rows = {"a": {"kinds": {k: _kind_result(*v) for k, v in figures.items()}}}
+    rows["b"] = {"kinds": {k: _kind_result(0.0, 0.002, 0.9999, 0.9) for k in figures}}
+    for kind in kinds.values():
+        kind.update({"format": "JPEG", "side": 384, "quality": 90, "per_100k_gb": 1.7, "per_100k_disk_gb": 1.9})
+    d = reembed.decide(kinds, rows)
+    assert d["meet_rule"] == ["jpeg-384-q90", "jpeg-512-q90"] and d["chosen"] == "jpeg-384-q90"
+    assert d["point_within_bar"] == ["thumbnail", "webp-384-q90", "jpeg-384-q80", "jpeg-384-q90", "jpeg-512-q90"]
+    assert d["thumbnail_passes"] is False and not d["checks"]["thumbnail"]["a"]["stays_duplicate"]
+    assert not d["checks"]["jpeg-384-q80"]["a"]["within_bar"] and d["checks"]["jpeg-384-q80"]["b"]["within_bar"]
+    # A model on which no candidate keeps its vectors leaves no choice, rather than a silent pick.
+    rows["b"]["kinds"] = {k: _kind_result(0.0, 0.002, 0.5, 0.9) for k in figures}
+    assert reembed.decide(kinds, rows)["chosen"] is None
+
+
+def test_reembed_report_renders_in_both_languages(reembed_result: dict[str, Any]) -> None:
+    lines = bench_lines(None, None, {}, None, None, reembed_result)
+    en, zh = render_lines(lines, "en"), render_lines(lines, "zh")
+    assert "## Re-embedding from kept sources" in en and "## 从保留的源图重新嵌入" in zh
+    thumb = reembed_result["rows"]["efficientnet-lite0"]["kinds"]["thumbnail"]["loss_recall_at_1"]
+    cell = f"| {thumb['delta']:+.4f} ({thumb['ci95'][0]:+.4f}..{thumb['ci95'][1]:+.4f}) |"
+    assert cell in en and cell in zh
+    assert "RANDOM weights" in en and "随机" in zh

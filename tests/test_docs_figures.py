@@ -72,19 +72,19 @@ def test_the_hand_written_parts_carry_the_same_numbers_in_both_languages(kind: s
 
 def test_a_changed_figure_reaches_both_languages() -> None:
     # A new run's numbers flow into both languages from the same formatted value, with no translation step.
-    quality, perf, meta, regions, duplicates = bench_run.load_data()
+    quality, perf, meta, regions, duplicates, reembed = bench_run.load_data()
     assert quality is not None and perf is not None
     quality, perf = copy.deepcopy(quality), copy.deepcopy(perf)
     quality["rows"][quality["main_row"]]["variants"]["squash+avg"]["tune_map"] = 0.4321
     perf["engines"]["ov-int8"]["levels"][-1]["throughput_rps"] = 987.65
-    lines = bench_lines(quality, perf, meta, regions, duplicates)
+    lines = bench_lines(quality, perf, meta, regions, duplicates, reembed)
     for lang in LANGS:
         text = render_lines(lines, lang)
         assert "| 0.432 |" in text and "| ov-int8 | 16 | 987.6 |" in text, lang
 
 
 def test_the_bench_data_derived_from_the_results_is_current() -> None:
-    quality, perf, _meta, regions, duplicates = bench_run.load_data()
+    quality, perf, _meta, regions, duplicates, _reembed = bench_run.load_data()
     targets = json.loads((DATA / "bench" / "targets.json").read_text(encoding="utf-8"))
     rows = bench_run.all_targets(perf, quality, regions, duplicates)
     assert targets == {"targets": [bench_run.targets_entry(t) for t in rows]}
@@ -116,6 +116,7 @@ def test_test_and_bench_runs_write_only_to_ignored_files() -> None:
         BENCH_RESULTS / "perf.json",
         BENCH_RESULTS / "regions.json",
         BENCH_RESULTS / "duplicates.json",
+        BENCH_RESULTS / "reembed.json",
         BENCH_RESULTS / "run.json",
     ]
     for path in writers:
