@@ -20,7 +20,7 @@ own Embedder at FP32 in the model's default configuration.
 
 The decision (`decide`): the smallest candidate on disk whose overall recall@1 loss is within BAR at the upper end
 of its 95% interval, and that keeps every image a duplicate of its own original (cosine at least the model's
-duplicate threshold), on every model. EfficientNet-Lite0 runs with its real ImageNet weights; ResNet50 with
+duplicate threshold), on every model, among those of at least REGION_SIDE (a region's box keeps its pixels). EfficientNet-Lite0 runs with its real ImageNet weights; ResNet50 with
 RANDOM weights (its figures show what the pipeline loses, not retrieval quality).
 
     python -m bench.reembed [--small]          # writes results/bench/reembed.json
@@ -53,6 +53,10 @@ from service.thumbs import THUMB_METHOD, THUMB_QUALITY, THUMB_SIDE, encode, make
 log = logging.getLogger("bench.reembed")
 
 BAR = 0.005  # the issue's bar: overall recall@1 lost by re-embedding from the kept source
+# The long side the service's decoder keeps of a 12 MP phone photo (4032x3024 at libjpeg's 1/8 draft: 504x378).
+# A record with a region re-embeds a box of its kept source; a kept source at least this large holds as many
+# pixels of the box as the add saw. The gallery measures whole images only, so this is a rule, not a figure.
+REGION_SIDE = 504
 BLOCK = 4096  # a filesystem block: a small file takes whole blocks on disk
 PER = 100_000  # disk cost is given per this many distinct images
 
@@ -241,7 +245,7 @@ def passes(check: dict[str, dict[str, Any]]) -> bool:
 
 
 def decide(kinds: dict[str, Any], rows: dict[str, Any], bar: float = BAR) -> dict[str, Any]:
-    """The kept source: the smallest candidate that passes both conditions on every model.
+    """The kept source: the smallest candidate of at least REGION_SIDE that passes both conditions on every model.
 
     The recall@1 loss must be within `bar` with the data's 95% confidence (the interval's upper end, not only
     the point estimate: candidates differ by less than the noise of one eval split), and every gallery image
@@ -249,13 +253,17 @@ def decide(kinds: dict[str, Any], rows: dict[str, Any], bar: float = BAR) -> dic
     threshold), so that a reindex never turns a re-sent image into a stranger."""
     candidates = [k for k in kinds if k not in (ORIGINAL.key, THUMBNAIL.key)]
     per_kind = {k: checks(rows, k, bar) for k in kinds if k != ORIGINAL.key}
-    meets = [k for k in candidates if passes(per_kind[k])]
+    qualify = [k for k in candidates if passes(per_kind[k])]
+    meets = [k for k in qualify if kinds[k]["side"] >= REGION_SIDE]
     chosen = min(meets, key=lambda k: kinds[k]["bytes_mean"]) if meets else None
     out: dict[str, Any] = {
         "bar": bar,
         "rule": "the smallest candidate (mean bytes) whose overall recall@1 loss has a 95% upper bound within the "
         "bar, and whose every re-embedded gallery vector keeps a cosine to its original vector of at least the "
-        "model's duplicate threshold, on every model",
+        "model's duplicate threshold, on every model; and whose side is at least region_side (a record's region "
+        "is re-embedded from a box of its kept source)",
+        "region_side": REGION_SIDE,
+        "too_small": [k for k in qualify if k not in meets],
         "checks": per_kind,
         "point_within_bar": [k for k in per_kind if all(c["loss"] <= bar for c in per_kind[k].values())],
         "thumbnail_passes": passes(per_kind[THUMBNAIL.key]) if THUMBNAIL.key in per_kind else None,

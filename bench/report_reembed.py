@@ -135,7 +135,7 @@ def decision_text(r: dict[str, Any]) -> list[Any]:
     """The rule, today's thumbnail against it, the candidates within the bar that it rejects, the choice."""
     d, rows = r["decision"], r["rows"]
     checks = d["checks"]
-    out: list[Any] = ["", L("rule", bar=f"{d['bar']:.3f}"), ""]
+    out: list[Any] = ["", L("rule", bar=f"{d['bar']:.3f}", side=str(d.get("region_side", ""))), ""]
     if "thumbnail" in checks:
         thumb = checks["thumbnail"]
         if d["thumbnail_passes"]:
@@ -146,6 +146,9 @@ def decision_text(r: dict[str, Any]) -> list[Any]:
     if rejected:
         items = [L("rejected_item", kind=kind_name(k), reasons=_reasons(checks[k], rows, k)) for k in rejected]
         out += [L("rejected", items=Seq(items, "clauses")), ""]
+    if d.get("too_small"):
+        small = [kind_name(k) for k in d["too_small"]]
+        out += [L("too_small", kinds=Seq(small, "names"), side=str(d["region_side"])), ""]
     if d["chosen"] is None:
         out.append(L("none_within", bar=f"{d['bar']:.3f}"))
         return out

@@ -394,10 +394,13 @@ def test_the_kept_source_is_the_smallest_within_the_bar_that_keeps_every_image_i
     }
     rows = {"a": {"kinds": {k: _kind_result(*v) for k, v in figures.items()}}}
     rows["b"] = {"kinds": {k: _kind_result(0.0, 0.002, 0.9999, 0.9) for k in figures}}
-    for kind in kinds.values():
-        kind.update({"format": "JPEG", "side": 384, "quality": 90, "per_100k_gb": 1.7, "per_100k_disk_gb": 1.9})
+    for key, kind in kinds.items():
+        side = int(key.split("-")[1]) if key.count("-") == 2 else 0
+        kind.update({"format": "JPEG", "side": side, "quality": 90, "per_100k_gb": 1.7, "per_100k_disk_gb": 1.9})
     d = reembed.decide(kinds, rows)
-    assert d["meet_rule"] == ["jpeg-384-q90", "jpeg-512-q90"] and d["chosen"] == "jpeg-384-q90"
+    # 384 px meets both conditions but is smaller than the decoder keeps of a phone photo: a region would lose pixels.
+    assert d["too_small"] == ["jpeg-384-q90"] and d["meet_rule"] == ["jpeg-512-q90"] and d["chosen"] == "jpeg-512-q90"
+    assert d["source_side"] == 512 >= reembed.REGION_SIDE
     assert d["point_within_bar"] == ["thumbnail", "webp-384-q90", "jpeg-384-q80", "jpeg-384-q90", "jpeg-512-q90"]
     assert d["thumbnail_passes"] is False and not d["checks"]["thumbnail"]["a"]["stays_duplicate"]
     assert not d["checks"]["jpeg-384-q80"]["a"]["within_bar"] and d["checks"]["jpeg-384-q80"]["b"]["within_bar"]
