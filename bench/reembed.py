@@ -20,8 +20,9 @@ own Embedder at FP32 in the model's default configuration.
 
 The decision (`decide`): the smallest candidate on disk whose overall recall@1 loss is within BAR at the upper end
 of its 95% interval, and that keeps every image a duplicate of its own original (cosine at least the model's
-duplicate threshold), on every model, among those of at least REGION_SIDE (a region's box keeps its pixels). EfficientNet-Lite0 runs with its real ImageNet weights; ResNet50 with
-RANDOM weights (its figures show what the pipeline loses, not retrieval quality).
+duplicate threshold), on every model, among those of at least REGION_SIDE (a region's box keeps its pixels).
+EfficientNet-Lite0 runs with its real ImageNet weights; ResNet50 with RANDOM weights (its figures show what
+the pipeline loses, not retrieval quality).
 
     python -m bench.reembed [--small]          # writes results/bench/reembed.json
 """
