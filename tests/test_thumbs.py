@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from PIL import Image
 
 from model.images import decode_image
+from service import thumbs
 from service.thumbs import SOURCE_SIDE, THUMB_SIDE, KeptSource, Sources, Thumbnails, make_source, make_thumbnail
 from tests.conftest import LiveService, photo
 
@@ -259,3 +261,11 @@ def test_keep_sources_false_keeps_none(start_service: Callable[..., LiveService]
     assert svc.post("add/path", json={"path": "a.jpg", "key": "path"}).status_code == 200
     assert svc.runtime.deps.thumbs.path_of(md5(image)).is_file() and svc.count() == 2
     assert kept_files(svc.runtime.settings.source_dir) == {}
+
+
+def test_the_kept_source_is_the_one_the_re_embedding_benchmark_chose() -> None:
+    """The format, side and quality imgsim writes are the ones `make bench` measured and chose (bench.reembed):
+    changing them without re-running the benchmark would leave the docs' disk cost and quality loss untrue."""
+    decision = json.loads((Path(__file__).parent.parent / "docs/data/bench/reembed.json").read_text())["decision"]
+    chosen = (decision["source_format"], decision["source_side"], decision["source_quality"])
+    assert chosen == (thumbs.SOURCE_FORMAT, thumbs.SOURCE_SIDE, thumbs.SOURCE_QUALITY)
