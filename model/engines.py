@@ -55,7 +55,7 @@ class PixelNorm:
 
     def to_pixels(self, inputs: np.ndarray) -> np.ndarray:
         """The uint8 RGB pixels that normalise to float `inputs` (exact for inputs made from 8-bit pixels)."""
-        x = np.asarray(inputs, np.float32) * np.float32(self.scale) + np.float32(self.mean)
+        x = np.asarray(inputs, np.float32) * np.asarray(self.scale, np.float32) + np.asarray(self.mean, np.float32)
         if self.reverse_channels:
             x = x[..., ::-1]
         return np.ascontiguousarray(np.clip(np.rint(x), 0, 255).astype(np.uint8))
@@ -63,7 +63,7 @@ class PixelNorm:
 
 def check_batch(batch: np.ndarray, input_size: int, dtype: type = np.float32) -> np.ndarray:
     """The batch as a C-contiguous `dtype` array, or ValueError if its shape is not (n, size, size, 3)."""
-    array = np.ascontiguousarray(batch, dtype=dtype)
+    array: np.ndarray = np.ascontiguousarray(batch, dtype=dtype)
     if array.ndim != 4 or array.shape[1:] != (input_size, input_size, 3):
         raise ValueError(f"expected a (n, {input_size}, {input_size}, 3) batch, got shape {array.shape}")
     return array
