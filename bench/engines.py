@@ -127,7 +127,8 @@ def speeds(
     for _ in range(rounds):
         for key, embedder in embedders.items():
             for batch in batches:
-                x = np.concatenate([pool] * -(-batch // len(pool)))[:batch]
+                # Each engine's own input kind (uint8 pixels or normalised floats), converted ahead of the clock.
+                x = embedder.engine_input(np.concatenate([pool] * -(-batch // len(pool)))[:batch])
                 times, cpu = timed_calls(embedder.embed, x, seconds)
                 samples[key][batch].append((batch * len(times) / sum(times), cpu / (batch * len(times)) * 1000))
     return {

@@ -116,7 +116,7 @@ def check_against_service(
     ours = np.stack(
         [model_input(i, Variant(settings.image_resize, settings.image_trim), features.normalise) for i in imgs]
     )
-    theirs = np.stack([embedder.preprocess(i) for i in imgs])
+    theirs = embedder.normalised(np.stack([embedder.preprocess(i) for i in imgs]))
     vectors = features(ours)[settings.model_pooling]
     return {
         "input_max_abs_diff": float(np.abs(ours - theirs).max()),

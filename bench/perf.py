@@ -254,7 +254,7 @@ def recheck(embedders: dict[str, Any], raw: dict[str, Any], pool: np.ndarray, se
         best = max(
             (r for r in entry["by_batch"] if r["batch"] > 1), key=lambda r: r["img_per_s"], default=entry["by_batch"][0]
         )
-        x = np.concatenate([pool] * -(-best["batch"] // len(pool)))[: best["batch"]]
+        x = embedders[key].engine_input(np.concatenate([pool] * -(-best["batch"] // len(pool)))[: best["batch"]])
         times, _ = timed_calls(embedders[key].embed, x, seconds)
         after = best["batch"] * len(times) / sum(times)
         entry["recheck"] = {"batch": best["batch"], "img_per_s": rnd(after)}

@@ -19,6 +19,7 @@ from typing import Any
 from conf.errors import StartupError
 from conf.settings import ModelName
 from model import efficientnet_lite, resnet50  # neither imports Keras before it builds a network
+from model.engines import PixelNorm
 from model.weights import Weights, local_file, random_weights
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class Backbone:
     label: str
     dim: int
     normalise: Callable[[Any], Any]  # RGB 0..255 (h, w, 3) array -> float32 model input
+    pixel_norm: PixelNorm  # the same normalisation, for an engine that runs it inside the network
     resolve: Callable[[str, Path], Weights]
     build: Callable[[Path | None], Any]  # -> keras.Model mapping (n, 224, 224, 3) to the (n, 7, 7, dim) map
     duplicate_default: float
@@ -65,6 +67,7 @@ BACKBONES: dict[ModelName, Backbone] = {
         "ResNet50",
         resnet50.DIM,
         resnet50.preprocess,
+        PixelNorm(resnet50.CAFFE_MEAN_BGR_TUPLE, (1.0, 1.0, 1.0), reverse_channels=True),
         resnet50.resolve_weights,
         resnet50.build,
         # Not measured: ImageNet ResNet50 cannot be downloaded where imgsim is benchmarked, and random weights
@@ -76,6 +79,7 @@ BACKBONES: dict[ModelName, Backbone] = {
         "EfficientNet-Lite0",
         efficientnet_lite.DIM,
         efficientnet_lite.preprocess,
+        PixelNorm((efficientnet_lite.MEAN,) * 3, (efficientnet_lite.STD,) * 3),
         _lite0_resolve,
         _lite0_build,
         # Measured (docs/data/bench/thresholds.json, tune split, squash + avg + trim, fp32): the score that keeps

@@ -69,8 +69,8 @@ _BN_MOMENTUM = 0.99
 # with MEAN_RGB = [127.0] * 3, STDDEV_RGB = [128.0] * 3 ("inception-style, better post-quantization").
 # Checked on the reference PyTorch model: skimage's coffee photo is espresso at 94.4% with 127/128
 # against 83.8% with the ImageNet mean/std, and the astronaut's top-1 changes with mean/std.
-_MEAN = 127.0
-_STD = 128.0
+MEAN = 127.0
+STD = 128.0
 
 
 class _Stage(NamedTuple):
@@ -104,12 +104,12 @@ def preprocess(arr: np.ndarray) -> np.ndarray:
     """Normalise RGB pixels (0..255, uint8 or float, channels last) as the weights expect.
 
     Returns float32 ``(arr - 127) / 128`` with the input's shape; resizing to `INPUT_SIZE` is the
-    caller's job. See `_MEAN` for where this normalisation comes from.
+    caller's job. See `MEAN` for where this normalisation comes from.
     """
     x = np.asarray(arr, dtype=np.float32)
     if x.ndim < 3 or x.shape[-1] != 3:
         raise ValueError(f"expected RGB images with channels last, got shape {x.shape}")
-    return (x - _MEAN) / _STD
+    return (x - MEAN) / STD
 
 
 def build(weights: str | None, include_top: bool = False, *, pooling: str | None = None) -> keras.Model:

@@ -68,13 +68,21 @@ class ModelSpec:
 
     def preprocess(self, img: Image.Image) -> np.ndarray:
         """A decoded RGB image -> the (224, 224, 3) float32 model input: trim (IMAGE_TRIM), resize, normalise."""
-        if self.trim:
-            img = trim_border(img)
-        return self.preprocess_content(img)
+        return self.backbone.normalise(self.pixels(img))
 
     def preprocess_content(self, img: Image.Image) -> np.ndarray:
         """An image already trimmed (or a part of one) -> the model input: resize, normalise."""
-        return self.backbone.normalise(np.asarray(fit_square(img, self.resize)))
+        return self.backbone.normalise(self.pixels_content(img))
+
+    def pixels(self, img: Image.Image) -> np.ndarray:
+        """A decoded RGB image -> the (224, 224, 3) uint8 pixels the network sees: trim (IMAGE_TRIM), resize."""
+        if self.trim:
+            img = trim_border(img)
+        return self.pixels_content(img)
+
+    def pixels_content(self, img: Image.Image) -> np.ndarray:
+        """An image already trimmed (or a part of one) -> the (224, 224, 3) uint8 pixels: resize."""
+        return np.asarray(fit_square(img, self.resize))
 
     def feature_model(self) -> Any:
         """The backbone as a Keras model: (n, 224, 224, 3) input -> (n, 7, 7, dim) feature map."""
@@ -107,10 +115,12 @@ class ModelSpec:
 class Embedder:
     """Images to L2-normalised vectors with one backbone, engine and precision.
 
-    `preprocess` turns a decoded RGB image into the model input (run by request
-    threads, in parallel); `embed` runs whole batches through the engine, which
-    serialises them. `info` is what /ready reports, `fingerprint` names the
-    embedding space the vectors belong to.
+    `preprocess` turns a decoded RGB image into the engine's input (run by request
+    threads, in parallel): uint8 pixels when the engine normalises inside its
+    graph (OpenVINO), else normalised float32; `embed` runs whole batches through
+    the engine, which serialises them, and takes either kind of input. `info` is
+    what /ready reports, `fingerprint` names the embedding space the vectors
+    belong to.
     """
 
     def __init__(self, spec: ModelSpec, engine: Engine, fingerprint: Fingerprint) -> None:
@@ -141,17 +151,37 @@ class Embedder:
         }
 
     def preprocess(self, img: Image.Image) -> np.ndarray:
-        """A decoded RGB image -> the (224, 224, 3) float32 model input (trim, resize, normalise)."""
-        return self.spec.preprocess(img)
+        """A decoded RGB image -> the (224, 224, 3) engine input (trim, resize; normalise unless the engine does)."""
+        return self._engine_ready(self.spec.pixels(img))
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
-        """Embed a (n, 224, 224, 3) preprocessed batch into (n, dim) float32 unit vectors."""
-        return normalize(self.engine.predict(batch))
+        """Embed a (n, 224, 224, 3) batch into (n, dim) float32 unit vectors: uint8 pixels (as `preprocess` gives
+        for an engine that normalises) or normalised float32 (as `ModelSpec.preprocess` gives), either engine."""
+        return normalize(self.engine.predict(self.engine_input(batch)))
 
     def preprocess_box(self, img: Image.Image, box: Box) -> np.ndarray:
-        """The model input of one part of the image: cropped to `box`, resized and normalised, never trimmed
-        (the box already says where the content is)."""
-        return self.spec.preprocess_content(img.crop(box.corners))
+        """The engine input of one part of the image: cropped to `box`, resized (and normalised unless the engine
+        does), never trimmed (the box already says where the content is)."""
+        return self._engine_ready(self.spec.pixels_content(img.crop(box.corners)))
+
+    def normalised(self, batch: np.ndarray) -> np.ndarray:
+        """The normalised float32 model input of a batch of either kind `embed` takes (for tools that compare
+        inputs)."""
+        array = np.asarray(batch)
+        return self.spec.backbone.normalise(array) if array.dtype == np.uint8 else array.astype(np.float32)
+
+    def _engine_ready(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 pixels as the engine takes them: as they are, or normalised in numpy here (the request thread)."""
+        return pixels if self.engine.takes_pixels else self.spec.backbone.normalise(pixels)
+
+    def engine_input(self, batch: np.ndarray) -> np.ndarray:
+        """A batch of either kind as the engine takes it (what `embed` runs; benchmarks convert ahead of their
+        clock with it). Normalised floats reach an engine that takes pixels only from tools (the service hands it
+        pixels); they turn back into the pixels they came from exactly."""
+        array = np.asarray(batch)
+        if array.dtype == np.uint8:
+            return array if self.engine.takes_pixels else self.spec.backbone.normalise(array)
+        return self.spec.backbone.pixel_norm.to_pixels(array) if self.engine.takes_pixels else array
 
     def propose(self, img: Image.Image) -> Proposal:
         """The whole image's unit vector, and candidate boxes of its main object, best first (may be none).
@@ -162,7 +192,7 @@ class Embedder:
         trimmed = trim_box(img) if self.spec.trim else None
         content = img if trimmed is None else img.crop(trimmed)
         left, top = (0, 0) if trimmed is None else trimmed[:2]
-        pooled, maps = self.engine.predict_with_maps(self.spec.preprocess_content(content)[None])
+        pooled, maps = self.engine.predict_with_maps(self._engine_ready(self.spec.pixels_content(content))[None])
         frame = input_frame(content.width, content.height, self.spec.resize, left, top)
         energy = activation_energy(maps[0])
 
@@ -288,6 +318,8 @@ def _build_engine(spec: ModelSpec, settings: Settings) -> Engine:
             threads=engine_threads(settings),
             precision=precision.value,
             input_size=INPUT_SIZE,
+            # Conversion and normalisation run inside the compiled graph: request threads hand over uint8.
+            pixels=spec.backbone.pixel_norm,
         )
     except NotCalibrated as exc:
         raise StartupError(str(exc)) from exc
@@ -312,7 +344,8 @@ def _int8_shares_fp32(engine: Engine) -> bool:
 
 
 def quantize_int8(settings: Settings, images: np.ndarray, match_fp32: bool = False) -> Any:
-    """Calibrate and cache the INT8 model of the configured network on `images` (preprocessed as served).
+    """Calibrate and cache the INT8 model of the configured network on `images` (preprocessed as served:
+    normalised float32, or the uint8 pixels an engine that normalises takes; calibration runs on floats).
 
     With `match_fp32`, a model that shares FP32's embedding space or none (GateMissed). Returns the
     CalibrationReport (cosine to FP32 and neighbour stability on held-out images, how it was made).
@@ -322,7 +355,7 @@ def quantize_int8(settings: Settings, images: np.ndarray, match_fp32: bool = Fal
     spec = model_spec(settings)
     return calibrate_int8(
         spec.keras_model,
-        images,
+        spec.backbone.normalise(images) if np.asarray(images).dtype == np.uint8 else images,
         cache_dir=settings.model_cache_dir,
         cache_key=spec.cache_key(),
         threads=engine_threads(settings),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -19,17 +20,20 @@ log = logging.getLogger(__name__)
 
 @runtime_checkable
 class Engine(Protocol):
-    """A compiled network: (n, size, size, 3) float32 in, (n, width) float32 features out.
+    """A compiled network: (n, size, size, 3) model inputs in, (n, width) float32 features out.
 
     `name` says which runtime runs it ("tensorflow", "openvino"), `precision`
     the arithmetic really in force ("fp32", "bf16", "int8"; not merely what was
-    asked for), `threads` the size of the pool one batch runs on. `predict` is
-    safe to call from several threads; batches run one at a time.
+    asked for), `threads` the size of the pool one batch runs on. `takes_pixels`:
+    the inputs are uint8 RGB pixels the network normalises itself (else float32
+    inputs already normalised). `predict` is safe to call from several threads;
+    batches run one at a time.
     """
 
     name: str
     precision: str
     threads: int
+    takes_pixels: bool
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Features of a (n, size, size, 3) float32 batch as an (n, width) float32 array."""
@@ -40,9 +44,26 @@ class Engine(Protocol):
         ...
 
 
-def check_batch(batch: np.ndarray, input_size: int) -> np.ndarray:
-    """The batch as a C-contiguous float32 array, or ValueError if its shape is not (n, size, size, 3)."""
-    array = np.ascontiguousarray(batch, dtype=np.float32)
+@dataclass(frozen=True)
+class PixelNorm:
+    """How a backbone turns uint8 RGB pixels into its float input: reverse the channels to BGR when
+    `reverse_channels`, then (x - mean) / scale per channel (in the order after the reversal)."""
+
+    mean: tuple[float, float, float]
+    scale: tuple[float, float, float]
+    reverse_channels: bool = False
+
+    def to_pixels(self, inputs: np.ndarray) -> np.ndarray:
+        """The uint8 RGB pixels that normalise to float `inputs` (exact for inputs made from 8-bit pixels)."""
+        x = np.asarray(inputs, np.float32) * np.asarray(self.scale, np.float32) + np.asarray(self.mean, np.float32)
+        if self.reverse_channels:
+            x = x[..., ::-1]
+        return np.ascontiguousarray(np.clip(np.rint(x), 0, 255).astype(np.uint8))
+
+
+def check_batch(batch: np.ndarray, input_size: int, dtype: type = np.float32) -> np.ndarray:
+    """The batch as a C-contiguous `dtype` array, or ValueError if its shape is not (n, size, size, 3)."""
+    array: np.ndarray = np.ascontiguousarray(batch, dtype=dtype)
     if array.ndim != 4 or array.shape[1:] != (input_size, input_size, 3):
         raise ValueError(f"expected a (n, {input_size}, {input_size}, 3) batch, got shape {array.shape}")
     return array
@@ -58,6 +79,7 @@ class TensorFlowEngine:
     """
 
     name = "tensorflow"
+    takes_pixels = False  # the Embedder normalises in numpy (request threads), as the Keras model expects
 
     def __init__(self, keras_model: Any, input_size: int = 224, threads: int = 1) -> None:
         """Wrap `keras_model` (input (None, input_size, input_size, 3); outputs the pooled features and the

@@ -40,9 +40,10 @@ from typing import Any
 
 import numpy as np
 import openvino as ov
+from openvino.preprocess import PrePostProcessor
 
 from model import int8
-from model.engines import check_batch
+from model.engines import PixelNorm, check_batch
 from model.int8 import Gate
 
 log = logging.getLogger(__name__)
@@ -190,7 +191,8 @@ class OpenVinoEngine:
     "int8", or e.g. "int8+bf16"), `requested_precision`, `threads`, `width`
     (feature size), `converted` (True when this construction converted the Keras
     model, False when it reused the cache), `cache_status` ("hit", "missing",
-    "stale", "corrupt"), `cache_path`, `manifest`, `prepare_seconds`, `compile_seconds`.
+    "stale", "corrupt"), `cache_path`, `manifest`, `prepare_seconds`, `compile_seconds`,
+    `takes_pixels` (True when built with `pixels`: batches are uint8 RGB pixels).
     """
 
     name = "openvino"
@@ -204,14 +206,17 @@ class OpenVinoEngine:
         threads: int,
         precision: str = "fp32",
         input_size: int = 224,
+        pixels: PixelNorm | None = None,
     ) -> None:
         """Load the cached model (converting `model_factory()` on a miss) and compile it for the CPU.
 
         `model_factory` is called only when the FP32 cache misses, so a warm start
         never builds the Keras model; it may be None for precision "int8", which
         never converts. `cache_key`: everything that changes the network's output
-        (see `full_cache_key`). Raises NotCalibrated for "int8" without a usable
-        calibrated model.
+        (see `full_cache_key`). `pixels`: the compiled model takes uint8 RGB pixels
+        and applies this normalisation itself (the cached IR, FP32 or INT8, stays
+        float: it is applied at compile time). Raises NotCalibrated for "int8"
+        without a usable calibrated model.
         """
         if precision not in PRECISION_HINTS:
             raise ValueError(f"precision must be one of {sorted(PRECISION_HINTS)}, got {precision!r}")
@@ -233,7 +238,9 @@ class OpenVinoEngine:
         # The feature map before pooling becomes a second output: "auto" regions read where the object is
         # from it, at no extra cost (the network computes it anyway). The cached IR stays as it was.
         prepared.model.add_outputs([feature_map_output(prepared.model)])
-        self._compiled = _compile(core, prepared.model, threads, PRECISION_HINTS[precision])
+        self.takes_pixels = pixels is not None
+        model = prepared.model if pixels is None else with_pixel_input(prepared.model, pixels)
+        self._compiled = _compile(core, model, threads, PRECISION_HINTS[precision])
         self.compile_seconds = time.perf_counter() - started
         self.precision = _precision_in_force(self._compiled, precision)
         self.threads = int(self._compiled.get_property("INFERENCE_NUM_THREADS"))
@@ -272,9 +279,15 @@ class OpenVinoEngine:
                 calibration.get("cosine_min"),
             )
 
+    def _input(self, batch: np.ndarray) -> np.ndarray:
+        """The batch as the compiled model's input array: uint8 pixels or float32, as it was compiled."""
+        if self.takes_pixels and np.asarray(batch).dtype != np.uint8:
+            raise ValueError(f"this engine takes uint8 RGB pixels, got {np.asarray(batch).dtype} (normalised?)")
+        return check_batch(batch, self.input_size, np.uint8 if self.takes_pixels else np.float32)
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Features of a (n, size, size, 3) float32 batch as an (n, width) float32 array."""
-        array = check_batch(batch, self.input_size)
+        """Features of a (n, size, size, 3) batch (see `takes_pixels`) as an (n, width) float32 array."""
+        array = self._input(batch)
         if not len(array):
             return np.zeros((0, self.width), np.float32)
         # One infer request behind a lock: the compiled model has one stream using every thread,
@@ -286,7 +299,7 @@ class OpenVinoEngine:
 
     def predict_with_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Features (n, width) and the backbone's last feature map (n, h, w, channels) of a batch."""
-        array = check_batch(batch, self.input_size)
+        array = self._input(batch)
         with self._lock:
             out = self._request.infer({0: array}, share_inputs=True, share_outputs=True)
             # The converted graph keeps its maps channels-first; callers get Keras' channels-last layout.
@@ -309,6 +322,21 @@ def feature_map_output(model: ov.Model) -> ov.Output:
         if not node.inputs():
             raise ValueError("no feature map before the pooled output of this model")
         node = node.input_value(0).get_node()
+
+
+def with_pixel_input(model: ov.Model, norm: PixelNorm) -> ov.Model:
+    """`model` taking uint8 RGB pixels (NHWC): the conversion to float, the channel order and the
+    normalisation run inside the compiled graph instead of numpy in every request thread; a request then
+    hands the batcher a quarter of the bytes to copy and stack. `model` is changed in place and returned."""
+    ppp = PrePostProcessor(model)
+    image = ppp.input(0)
+    image.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+    image.model().set_layout(ov.Layout("NHWC"))
+    steps = image.preprocess().convert_element_type(ov.Type.f32)
+    if norm.reverse_channels:
+        steps.reverse_channels()
+    steps.mean(list(norm.mean)).scale(list(norm.scale))
+    return ppp.build()
 
 
 def full_cache_key(cache_key: CacheKey, stored_precision: str, input_size: int) -> dict[str, Any]:

@@ -23,6 +23,12 @@ IMAGENET_MD5 = "4d473c1dd8becc155b73f8504c6f6626"
 # Keras' "caffe" convention, which these weights were trained with: BGR channel order and the
 # per-channel ImageNet mean (given here in BGR order) subtracted, no scaling.
 CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype=np.float32)
+# The same float32 values as plain floats, for the OpenVINO graph's own normalisation (model.engines.PixelNorm).
+CAFFE_MEAN_BGR_TUPLE: tuple[float, float, float] = (
+    float(CAFFE_MEAN_BGR[0]),
+    float(CAFFE_MEAN_BGR[1]),
+    float(CAFFE_MEAN_BGR[2]),
+)
 
 
 def preprocess(rgb: np.ndarray) -> np.ndarray:

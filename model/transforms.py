@@ -64,7 +64,10 @@ def trim_box(img: Image.Image) -> tuple[int, int, int, int] | None:
     probe = img.copy()
     probe.thumbnail((TRIM_PROBE_SIDE, TRIM_PROBE_SIDE), Image.Resampling.NEAREST)
     pixels = np.asarray(probe.convert("RGB"), dtype=np.int16)
-    box = _content_box(pixels)
+    if min(pixels.shape[:2]) < 8:
+        return None
+    fg = _foreground(pixels)
+    box = _content_box(fg)
     if box is None:
         return None
     scale_x, scale_y = img.width / probe.width, img.height / probe.height
@@ -73,7 +76,7 @@ def trim_box(img: Image.Image) -> tuple[int, int, int, int] | None:
         (left * scale_x, top * scale_y, (probe.width - right) * scale_x, (probe.height - bottom) * scale_y),
         img.width,
         img.height,
-        _edges_flat(pixels),
+        _edges_flat(fg),
     )
     if max(cuts[0] / img.width, cuts[2] / img.width, cuts[1] / img.height, cuts[3] / img.height) < TRIM_MIN_CUT:
         return None
@@ -88,23 +91,26 @@ def _border_colour(pixels: np.ndarray) -> np.ndarray:
 
 def _foreground(pixels: np.ndarray) -> np.ndarray:
     """Boolean (h, w): pixels that differ from the border colour by more than the tolerance in some channel."""
-    return (np.abs(pixels - _border_colour(pixels)) > TRIM_TOLERANCE).any(axis=-1)
+    # In doubled int16 units (a median may end in .5): the same test as |p - median| > tolerance in floats,
+    # several times faster than float64 arrays over a request's every pixel.
+    diff = pixels * 2
+    diff -= np.rint(2.0 * _border_colour(pixels)).astype(np.int16)
+    np.abs(diff, out=diff)
+    limit = 2 * TRIM_TOLERANCE
+    return (diff[..., 0] > limit) | (diff[..., 1] > limit) | (diff[..., 2] > limit)
 
 
-def _edges_flat(pixels: np.ndarray) -> tuple[bool, bool, bool, bool]:
-    """Whether the left, top, right and bottom outer lines are (mostly) canvas."""
-    fg = _foreground(pixels)
+def _edges_flat(fg: np.ndarray) -> tuple[bool, bool, bool, bool]:
+    """Whether the left, top, right and bottom outer lines of the foreground mask are (mostly) canvas."""
     left, top, right, bottom = (
         bool(1.0 - line.mean() >= TRIM_EDGE_SHARE) for line in (fg[:, 0], fg[0], fg[:, -1], fg[-1])
     )
     return left, top, right, bottom
 
 
-def _content_box(pixels: np.ndarray) -> tuple[int, int, int, int] | None:
-    """(left, top, right, bottom) of the content in probe pixels, or None when none can be located."""
-    if min(pixels.shape[:2]) < 8:
-        return None
-    fg = _foreground(pixels)
+def _content_box(fg: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(left, top, right, bottom) of the content in probe pixels given its foreground mask, or None when none
+    can be located."""
     if fg.mean() < TRIM_MIN_CONTENT:
         return None
     rows = np.flatnonzero(fg.mean(axis=1) > TRIM_LINE_SHARE)

@@ -29,7 +29,8 @@ def test_numpy_preprocessing_matches_keras(embedder: Embedder) -> None:
     from keras.applications.resnet50 import preprocess_input  # noqa: PLC0415 - Keras only for the tests using it
 
     img = decode_image(photo(7), max_bytes=10**7, max_pixels=10**8).image
-    ours = embedder.preprocess(img)
+    # The numpy path (TensorFlow engine, INT8 calibration); the OpenVINO graph's own is held to it in test_pixel_input.
+    ours = embedder.spec.preprocess(img)
     theirs = preprocess_input(np.asarray(fit_square(img, embedder.spec.resize), dtype=np.float32))
     assert ours.dtype == np.float32 and ours.shape == (224, 224, 3)
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4)
