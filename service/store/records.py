@@ -474,26 +474,21 @@ class VectorStore:
         per window, so searches interleave with a long read. Records written meanwhile may or may not appear;
         none appears twice (the windows do not overlap).
         """
-        cap = max(2, min(int(chunk), QUERY_PAGE))
         total = self.count(scope, filter_expr=filter_expr)
         if total <= 0:
             return
-        nominal = max(1, int(JS_MAX_SAFE_INTEGER * min(1.0, cap / 2 / total)))
         fields = ("id", "md5", "vector")
-        low, width = 0, nominal
-        while low < JS_MAX_SAFE_INTEGER:
-            high = min(JS_MAX_SAFE_INTEGER, low + width)
-            rows = self._window(scope.expr(f"id > {low} and id <= {high}", filter_expr), fields, cap)
-            if len(rows) >= cap and high > low + 1:
-                width = max(1, (high - low) // 2)  # possibly cut at the cap: read the halves instead
-                continue
+
+        def read(low: int, high: int, cap: int) -> list[dict[str, Any]]:
+            return self._window(scope.expr(f"id > {low} and id <= {high}", filter_expr), fields, cap)
+
+        for _high, (rows,) in id_windows([read], total, chunk):
             if rows:
                 yield VectorChunk(
                     np.fromiter((int(r["id"]) for r in rows), dtype=np.int64, count=len(rows)),
                     [r["md5"] for r in rows],
                     np.asarray([r["vector"] for r in rows], dtype=np.float32),
                 )
-            low, width = high, nominal
 
     def count_all(self, retry: bool = True) -> int:
         """How many records the collection holds in all namespaces: for the operator's metrics, not for callers."""
@@ -523,7 +518,7 @@ class VectorStore:
         expr = f"id > {int(low)} and id <= {int(high)}"
         layout = self.layout
         return [
-            normalised(r, layout)
+            normalised(r)
             for r in self._call(
                 lambda c: self.connection.query(c, expr, present(fields, layout), limit=cap, level="Strong"), "query"
             )
@@ -539,7 +534,7 @@ class VectorStore:
         rows = self._call(
             lambda c: self.connection.query(c, f"id in {wanted}", present(fields, layout), level="Strong"), "query"
         )
-        return [normalised(r, layout) for r in rows]
+        return [normalised(r) for r in rows]
 
     def write_rows(self, rows: Sequence[dict[str, Any]]) -> None:
         """Upsert whole rows under their own ids (id, namespace, key, md5, filepath, attrs, region, vector) in one
@@ -598,10 +593,9 @@ def present(fields: Sequence[str], layout: Layout) -> list[str]:
     ]
 
 
-def normalised(row: dict[str, Any], layout: Layout) -> dict[str, Any]:
+def normalised(row: dict[str, Any]) -> dict[str, Any]:
     """A row with every field of OLD_FIELDS: the default namespace, {} attrs and {} region where the collection
     has none (or they are empty), and the id an int."""
-    del layout  # what is absent is filled the same way, whatever the reason
     out = dict(row)
     out["id"] = int(row["id"])
     out[NAMESPACE_FIELD] = row.get(NAMESPACE_FIELD) or DEFAULT_NAMESPACE
@@ -709,7 +703,7 @@ class OldCollection:
     def rows_window(self, low: int, high: int, cap: int) -> list[dict[str, Any]]:
         """The rows with low < id <= high (at most `cap`), every field of OLD_FIELDS (see `normalised`)."""
         rows = self._query(f"id > {int(low)} and id <= {int(high)}", present(OLD_FIELDS, self.layout), cap)
-        return [normalised(r, self.layout) for r in rows]
+        return [normalised(r) for r in rows]
 
     def _query(self, expr: str, fields: list[str], cap: int | None) -> list[dict[str, Any]]:
         extra = {"limit": cap} if cap is not None else {}
@@ -758,7 +752,7 @@ def id_windows(
 ) -> Iterator[tuple[int, list[list[dict[str, Any]]]]]:
     """Walk ids 1..2^53-1 in windows read whole by every reader; yields (window's upper id, rows of each reader).
 
-    As in vector_chunks: ids are hashes spread evenly, so each window is aimed at half of `cap` rows of the
+    Ids are hashes spread evenly (as list_page relies on too), so each window is aimed at half of `cap` rows of the
     larger side (`total`); a window any reader answers with `cap` rows (it may have been cut) is halved and read
     again. The same window is read from every reader, so rows with one id meet in one step.
     """
