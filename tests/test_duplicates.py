@@ -198,7 +198,10 @@ def test_vector_chunks_read_every_record_of_the_namespace_once(store: VectorStor
     chunks = list(store.vector_chunks(scope, chunk=cap))
     seen = np.concatenate([c.ids for c in chunks])
     assert sorted(seen.tolist()) == sorted(mine)  # each once, none of shop-b's
-    assert all(len(c.ids) < cap for c in chunks)
+    if store.connection.settings.milvus_is_lite:  # Lite reads listed ids by id, `cap` at a time: no windows
+        assert [len(c.ids) for c in chunks] == [cap] * (len(mine) // cap)
+    else:
+        assert all(len(c.ids) < cap for c in chunks)
     for chunk in chunks:
         assert chunk.vectors.dtype == np.float32 and chunk.vectors.shape == (len(chunk.ids), DIM)
         for rid, md5, vector in zip(chunk.ids.tolist(), chunk.md5s, chunk.vectors, strict=True):
