@@ -111,9 +111,13 @@ def _losses(check: dict[str, dict[str, Any]]) -> Seq:
     )
 
 
-def _reasons(check: dict[str, dict[str, Any]], rows: dict[str, Any], kind: str) -> Seq:
-    """Why a kind fails the rule: each model's loss bound over the bar, or its vectors leaving the threshold."""
+def _reasons(check: dict[str, dict[str, Any]], rows: dict[str, Any], kind: str, r: dict[str, Any] | None = None) -> Seq:
+    """Why a kind fails the rule: each model's loss bound over the bar, its vectors leaving the threshold, or (with
+    the whole result `r`) its side below the region side."""
     out: list[Any] = []
+    side, needed = (r["kinds"][kind].get("side"), r["decision"].get("region_side")) if r else (None, None)
+    if side and needed and side < needed:
+        out.append(L("reason_side", side=str(side), region_side=str(needed)))
     for m, c in check.items():
         if not c["within_bar"]:
             out.append(L("reason_loss", model=L(f"short_{m}"), upper=f"{c['loss_upper']:+.4f}"))
@@ -144,7 +148,7 @@ def decision_text(r: dict[str, Any]) -> list[Any]:
             out += [L("thumb_fail", losses=_losses(thumb), reasons=_reasons(thumb, rows, "thumbnail")), ""]
     rejected = [k for k in d["point_within_bar"] if k != "thumbnail" and k not in d["meet_rule"]]
     if rejected:
-        items = [L("rejected_item", kind=kind_name(k), reasons=_reasons(checks[k], rows, k)) for k in rejected]
+        items = [L("rejected_item", kind=kind_name(k), reasons=_reasons(checks[k], rows, k, r)) for k in rejected]
         out += [L("rejected", items=Seq(items, "clauses")), ""]
     if d.get("too_small"):
         small = [kind_name(k) for k in d["too_small"]]
