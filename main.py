@@ -370,6 +370,9 @@ def _duplicates(settings: Settings, args: argparse.Namespace) -> int:
 # Test-only: seconds to sleep after each written batch of a reindex, so a test can write to the old service,
 # or SIGKILL the reindex, while it runs (tests/test_reindex.py). Not a setting: nothing else reads it.
 REINDEX_PACE_ENV = "IMGSIM_TEST_REINDEX_PACE"
+# What a paced reindex prints after each written batch: on Milvus Lite a test cannot read the new file the
+# reindex holds, so it counts these lines instead.
+REINDEX_PACED = "reindex pace: a batch is written"
 REINDEX_DOCS = "docs/operations.md, section 'Change the model: reindex'"
 
 
@@ -409,11 +412,17 @@ def _open_old(settings: Settings, args: argparse.Namespace) -> tuple[Any, Any] |
     return 2
 
 
+def _paced(seconds: float) -> None:
+    """The test-only pace: say that a batch is written, then sleep."""
+    import time  # noqa: PLC0415 - only the test-only pace needs it
+
+    print(REINDEX_PACED, file=sys.stderr, flush=True)
+    time.sleep(seconds)
+
+
 def _reindex(settings: Settings, args: argparse.Namespace) -> int:
     """`reindex --from OLD`: exit 0 when every record was copied, 1 when records without source were left out,
     2 when refused (nothing was written; or, after the copy, --switch-alias was)."""
-    import time  # noqa: PLC0415 - only the test-only pace needs it
-
     from tqdm import tqdm  # noqa: PLC0415 - keep `--help` fast
 
     from model.embedder import load_embedder  # noqa: PLC0415 - as above: the model
@@ -451,7 +460,7 @@ def _reindex(settings: Settings, args: argparse.Namespace) -> int:
                 Finder(settings, Sources(settings.source_dir), Thumbnails(settings.thumb_dir)),
                 batch_size=args.batch_size,
                 progress=progress,
-                pace=(lambda: time.sleep(pace_seconds)) if pace_seconds > 0 else None,
+                pace=(lambda: _paced(pace_seconds)) if pace_seconds > 0 else None,
             )
             summary = copy(run, old_info)
         summary = finish(
