@@ -957,13 +957,11 @@ def test_hostile_values_of_the_export_fields_are_400_naming_the_field(lite_servi
         ("limit", (0, 1001, -1, "x", 1.5, [1], True, "1e2")),
     ):
         cases.extend(({field: value}, (f"'{field}'",)) for value in values)
-    for after, upto in ((10, 10), (10, 5), (2**53 - 1, 2**53 - 1), ("7", "3")):
-        cases.append(({"after": after, "upto": upto}, ("'upto'", "above 'after'")))
-    for extra in ({"after_id": 5}, {"cursor": "x"}, {"id": 1}, {"Limit": 3}, {"rows": []}):
-        cases.append((extra, (f"'{next(iter(extra))}'", "unknown")))
-    for ns in ("n1", "", "-x", 5, ["n1"]):
-        if ns != "":  # empty means absent
-            cases.append(({"namespace": ns}, ("'namespace'",)))
+    windows = ((10, 10), (10, 5), (2**53 - 1, 2**53 - 1), ("7", "3"))
+    cases.extend(({"after": after, "upto": upto}, ("'upto'", "above 'after'")) for after, upto in windows)
+    extras = ({"after_id": 5}, {"cursor": "x"}, {"id": 1}, {"Limit": 3}, {"rows": []})
+    cases.extend((extra, (f"'{next(iter(extra))}'", "unknown")) for extra in extras)
+    cases.extend(({"namespace": ns}, ("'namespace'",)) for ns in ("n1", "-x", 5, ["n1"]))  # "" is absent
     for body, words in cases:
         expect(svc.post("export", json=body), 400, *words)
         hostile_counts.tried("tenancy_fields")
