@@ -121,7 +121,11 @@ def _parser() -> argparse.ArgumentParser:
         "configured model (rerun-safe: a rerun continues, and is a no-op once both agree)",
     )
     rx.add_argument(
-        "--from", dest="old", required=True, metavar="OLD", help="the old collection, in the same MILVUS_URI"
+        "--from",
+        dest="old",
+        required=True,
+        metavar="OLD",
+        help="the old collection: in the same MILVUS_URI, or the one the --service serves",
     )
     rx.add_argument(
         "--service",

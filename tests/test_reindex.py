@@ -34,6 +34,8 @@ from conf.settings import ModelName
 from main import REINDEX_PACE_ENV, REINDEX_PACED
 from model.embedder import Embedder, load_embedder
 from model.images import decode_image
+from service.store.records import id_windows
+from service.store.remote import RemoteCollection
 from service.thumbs import Sources, Thumbnails, make_source
 from tests.conftest import LiveService, make_settings, photo
 from tests.procs import ROOT, ServeProcess, free_port, run_reindex, service_env, wait_until
@@ -605,3 +607,15 @@ def test_on_lite_a_reindex_through_the_service_killed_half_way_and_rerun_holds_e
     old_rows = exported(old)
     assert records(new) == old_rows and len(old_rows) == 8
     assert new is not None and sorted(r["id"] for r in new["rows"]) == sorted(old_rows)  # each exactly once
+
+    # A window holding more rows than one export answer is split until each answer is whole: every row, once,
+    # also when id_windows halves a window the reader answered with `cap` rows.
+    remote = RemoteCollection(old.base_url, old_name, ADMIN, page=3)
+    try:
+        assert remote.open().rows == 8
+        whole = remote.rows_window(0, 2**53 - 1, 4096)
+        assert {r["id"]: {f: r[f] for f in COMPARED} for r in whole} == old_rows and len(whole) == 8
+        walked = [r["id"] for _high, (part,) in id_windows([remote.rows_window], 8, cap=4) for r in part]
+        assert sorted(walked) == sorted(old_rows)
+    finally:
+        remote.close()

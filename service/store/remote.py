@@ -43,14 +43,18 @@ def _transient(exc: BaseException) -> bool:
 class RemoteCollection:
     """The collection a running imgsim service serves, read through its export endpoint (never written)."""
 
-    def __init__(self, url: str, name: str, token: str | None, attempts: int = ATTEMPTS) -> None:
+    def __init__(
+        self, url: str, name: str, token: str | None, attempts: int = ATTEMPTS, page: int = EXPORT_MAX
+    ) -> None:
         """The service at `url` (http://HOST:PORT), which must serve collection `name` (or an alias of that name);
-        `token`: an admin token of that service (None: an open service). Nothing is sent before `open`."""
+        `token`: an admin token of that service (None: an open service); `page`: rows asked per answer (at most
+        EXPORT_MAX). Nothing is sent before `open`."""
         self.base = url.rstrip("/")
         self.name = name
         self.target = f"the imgsim service at {self.base}"
         self.layout = Layout(tenancy=False, partition_key=False, regions=False)
         self._attempts = attempts
+        self._page = max(1, min(page, EXPORT_MAX))
         self._http = requests.Session()
         if token:
             self._http.headers["Authorization"] = f"Bearer {token}"
@@ -81,11 +85,11 @@ class RemoteCollection:
     def rows_window(self, low: int, high: int, cap: int) -> list[dict[str, Any]]:
         """The rows with low < id <= high (at most `cap`), as OldCollection.rows_window shows them.
 
-        One answer holds at most EXPORT_MAX rows, not necessarily the smallest ids, so a window answered full is
-        split in halves and read again; once `cap` rows are found the rest is left (service.store.records.
-        id_windows halves a window answered with `cap` rows and reads it again).
+        One answer holds at most `page` rows, not necessarily the smallest ids, so a window answered full is split
+        in halves and read again; once `cap` rows are found the rest is left (service.store.records.id_windows
+        halves a window answered with `cap` rows and reads it again).
         """
-        limit = max(1, min(int(cap), EXPORT_MAX))
+        limit = max(1, min(int(cap), self._page))
         found: list[dict[str, Any]] = []
         pending = [(int(low), int(high))]
         while pending and len(found) < cap:
