@@ -28,6 +28,8 @@ from service.logs import configure_logging
 if TYPE_CHECKING:  # the real imports are deferred: `--help` must not load the model
     from model.embedder import Embedder
     from service.store.meta import DuplicateThreshold
+    from service.store.records import CollectionInfo
+    from service.usecases.reindex import OldCatalog
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -380,7 +382,7 @@ REINDEX_PACED = "reindex pace: a batch is written"
 REINDEX_DOCS = "docs/operations.md, section 'Change the model: reindex'"
 
 
-def _open_old(settings: Settings, args: argparse.Namespace) -> tuple[Any, Any] | int:
+def _open_old(settings: Settings, args: argparse.Namespace) -> tuple[OldCatalog, CollectionInfo] | int:
     """The old collection of `reindex` (in MILVUS_URI, or through --service) and what it is; or the exit code 2,
     having said why. Runs before the model loads: a wrong name, or a held Lite file, costs no wait."""
     from service.store.records import DataDirHeld  # noqa: PLC0415 - keep `--help` fast: no pymilvus
