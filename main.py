@@ -1,8 +1,8 @@
 """imgsim entry point: `python main.py [serve]` runs the API; `python main.py import DIR` bulk-imports a folder
 (`python main.py import products.csv` a CSV file of products); `python main.py calibrate DIR [--int8]` calibrates
 the duplicate threshold (and the INT8 model) on your images; `python main.py duplicates [--csv FILE | --json FILE]`
-writes a namespace's duplicate groups for review; `python main.py reindex --from OLD` copies every record of
-collection OLD into MILVUS_COLLECTION, re-embedded with the configured model."""
+writes a namespace's duplicate groups for review; `python main.py reindex --from OLD [--service URL]` copies every
+record of collection OLD into MILVUS_COLLECTION, re-embedded with the configured model."""
 
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ from service.logs import configure_logging
 if TYPE_CHECKING:  # the real imports are deferred: `--help` must not load the model
     from model.embedder import Embedder
     from service.store.meta import DuplicateThreshold
+    from service.store.records import CollectionInfo
+    from service.usecases.reindex import OldCatalog
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -121,7 +123,19 @@ def _parser() -> argparse.ArgumentParser:
         "configured model (rerun-safe: a rerun continues, and is a no-op once both agree)",
     )
     rx.add_argument(
-        "--from", dest="old", required=True, metavar="OLD", help="the old collection, in the same MILVUS_URI"
+        "--from",
+        dest="old",
+        required=True,
+        metavar="OLD",
+        help="the old collection: in the same MILVUS_URI, or the one the --service serves",
+    )
+    rx.add_argument(
+        "--service",
+        default=None,
+        metavar="URL",
+        help="read OLD through the running old service at URL (e.g. http://127.0.0.1:7000), which keeps serving and "
+        "writing meanwhile: what Milvus Lite needs (it opens a file in one process at a time); MILVUS_URI is then "
+        "a new file for the new collection. Sends REINDEX_TOKEN (else TOKEN), which must be an admin token",
     )
     rx.add_argument(
         "--threshold",
@@ -362,41 +376,74 @@ def _duplicates(settings: Settings, args: argparse.Namespace) -> int:
 # Test-only: seconds to sleep after each written batch of a reindex, so a test can write to the old service,
 # or SIGKILL the reindex, while it runs (tests/test_reindex.py). Not a setting: nothing else reads it.
 REINDEX_PACE_ENV = "IMGSIM_TEST_REINDEX_PACE"
+# What a paced reindex prints after each written batch: on Milvus Lite a test cannot read the new file the
+# reindex holds, so it counts these lines instead.
+REINDEX_PACED = "reindex pace: a batch is written"
 REINDEX_DOCS = "docs/operations.md, section 'Change the model: reindex'"
+
+
+def _open_old(settings: Settings, args: argparse.Namespace) -> tuple[OldCatalog, CollectionInfo] | int:
+    """The old collection of `reindex` (in MILVUS_URI, or through --service) and what it is; or the exit code 2,
+    having said why. Runs before the model loads: a wrong name, or a held Lite file, costs no wait."""
+    from service.store.records import DataDirHeld  # noqa: PLC0415 - keep `--help` fast: no pymilvus
+    from service.usecases.reindex import check_new_file, open_old  # noqa: PLC0415 - as above
+
+    service = args.service
+    if service is not None and not service.startswith(("http://", "https://")):
+        print(f"error: --service {service!r}: give the old service's URL, e.g. http://127.0.0.1:7000", file=sys.stderr)
+        return 2
+    secret = settings.reindex_token or settings.token
+    # milvus_lite logs a traceback when its file is held; the messages below say what it means.
+    logging.getLogger("milvus_lite").setLevel(logging.CRITICAL)
+    try:
+        if service is not None:
+            check_new_file(settings)
+        return open_old(settings, args.old, service, secret.get_secret_value() if secret else None)
+    except DataDirHeld as exc:
+        if service is not None:
+            print(
+                f"error: {exc}. With --service the old service keeps its file: set MILVUS_URI to a new file for the "
+                f"new collection (e.g. MILVUS_URI=./data/milvus-v2.db). See {REINDEX_DOCS}.",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                f"error: {exc}. To reindex while the service keeps answering, pass --service http://HOST:PORT (the "
+                "running service's URL) with MILVUS_URI set to a new file for the new collection; or stop the "
+                f"service that uses it and run the reindex again. See {REINDEX_DOCS}.",
+                file=sys.stderr,
+            )
+    except (StartupError, NotReady) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    return 2
+
+
+def _paced(seconds: float) -> None:
+    """The test-only pace: say that a batch is written, then sleep."""
+    import time  # noqa: PLC0415 - only the test-only pace needs it
+
+    print(REINDEX_PACED, file=sys.stderr, flush=True)
+    time.sleep(seconds)
 
 
 def _reindex(settings: Settings, args: argparse.Namespace) -> int:
     """`reindex --from OLD`: exit 0 when every record was copied, 1 when records without source were left out,
     2 when refused (nothing was written; or, after the copy, --switch-alias was)."""
-    import time  # noqa: PLC0415 - only the test-only pace needs it
-
     from tqdm import tqdm  # noqa: PLC0415 - keep `--help` fast
 
     from model.embedder import load_embedder  # noqa: PLC0415 - as above: the model
     from service.runtime import open_store  # noqa: PLC0415 - as above: pymilvus
     from service.store.meta import SpaceTag  # noqa: PLC0415 - as above
-    from service.store.records import DataDirHeld  # noqa: PLC0415 - as above
     from service.thumbs import Sources, Thumbnails  # noqa: PLC0415 - as above
-    from service.usecases.reindex import Finder, Reindex, copy, finish, open_old  # noqa: PLC0415 - as above
+    from service.usecases.reindex import Finder, Reindex, copy, finish  # noqa: PLC0415 - as above
 
     if not 1 <= args.batch_size <= 256:
         print(f"error: --batch-size {args.batch_size}: use 1 to 256", file=sys.stderr)
         return 2
-    # milvus_lite logs a traceback when its file is held; the message below says what it means.
-    logging.getLogger("milvus_lite").setLevel(logging.CRITICAL)
-    try:  # before the model loads: a wrong name, or a held Lite file, costs no wait
-        old, old_info = open_old(settings, args.old)
-    except DataDirHeld as exc:
-        print(
-            f"error: {exc}. Stop the service that uses it, then run the reindex again (Milvus Lite reindexes "
-            "with the service stopped); or, to reindex while the service keeps answering, use a Milvus server "
-            f"(MILVUS_URI=http://...). See {REINDEX_DOCS}.",
-            file=sys.stderr,
-        )
-        return 2
-    except StartupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    opened = _open_old(settings, args)
+    if isinstance(opened, int):
+        return opened
+    old, old_info = opened
     store = None
     pace_seconds = float(os.environ.get(REINDEX_PACE_ENV) or 0)
     try:
@@ -419,7 +466,7 @@ def _reindex(settings: Settings, args: argparse.Namespace) -> int:
                 Finder(settings, Sources(settings.source_dir), Thumbnails(settings.thumb_dir)),
                 batch_size=args.batch_size,
                 progress=progress,
-                pace=(lambda: time.sleep(pace_seconds)) if pace_seconds > 0 else None,
+                pace=(lambda: _paced(pace_seconds)) if pace_seconds > 0 else None,
             )
             summary = copy(run, old_info)
         summary = finish(

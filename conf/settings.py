@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Images per model call where the caller has whole batches at hand (the bulk import, the benchmarks),
@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     api_threads: int = Field(16, ge=1, le=256)
     token: SecretStr | None = None
     tokens_file: Path | None = None
+    # The admin token `main.py reindex --service URL` sends to the running old service (else TOKEN; neither: none).
+    reindex_token: SecretStr | None = None
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.TEXT
     # METRICS_PUBLIC: /metrics counts the records and requests of every namespace, so by default only an admin
@@ -171,6 +173,7 @@ class Settings(BaseSettings):
     @field_validator(
         "token",
         "tokens_file",
+        "reindex_token",
         "milvus_token",
         "milvus_password",
         "image_inc_path",
@@ -185,12 +188,14 @@ class Settings(BaseSettings):
         # docker-compose passes `TOKEN=${TOKEN:-}` as an empty string: that means "not set".
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("token")
+    @field_validator("token", "reindex_token")
     @classmethod
-    def _printable_ascii_token(cls, value: SecretStr | None) -> SecretStr | None:
+    def _printable_ascii_token(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         # HTTP header values arrive as Latin-1; a non-ASCII token could never be matched.
         if value is not None and not all(" " < ch < "\x7f" for ch in value.get_secret_value()):
-            raise ValueError("TOKEN must be printable ASCII without spaces (it travels in an HTTP header)")
+            raise ValueError(
+                f"{str(info.field_name).upper()} must be printable ASCII without spaces (it travels in an HTTP header)"
+            )
         return value
 
     @field_validator("milvus_consistency", "log_format", "model_name", "model_engine", "model_precision", mode="before")

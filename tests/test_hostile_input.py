@@ -945,6 +945,35 @@ def test_hostile_values_of_the_tenancy_fields_are_400_naming_the_field(lite_serv
     still_serving(svc, 115)
 
 
+def test_hostile_values_of_the_export_fields_are_400_naming_the_field(lite_service: LiveService) -> None:
+    """POST /export (an admin's read of every namespace): a bad window, a misspelt field or a namespace is a 400
+    naming the field, never a window the caller did not mean."""
+    svc = lite_service
+    ok(svc.post("add/base64", json={"base64": b64(photo(18, size=(64, 48))), "key": "k", "namespace": "n1"}))
+    cases: list[tuple[dict, tuple[str, ...]]] = []
+    for field, values in (
+        ("after", (-1, "x", 1.5, "1.5", 2**53, 10**30, [1], True, {"a": 1}, "1e3", " -2")),
+        ("upto", (0, -1, "x", 1.5, 2**53, [1], False, {"a": 1})),
+        ("limit", (0, 1001, -1, "x", 1.5, [1], True, "1e2")),
+    ):
+        cases.extend(({field: value}, (f"'{field}'",)) for value in values)
+    windows = ((10, 10), (10, 5), (2**53 - 1, 2**53 - 1), ("7", "3"))
+    cases.extend(({"after": after, "upto": upto}, ("'upto'", "above 'after'")) for after, upto in windows)
+    extras = ({"after_id": 5}, {"cursor": "x"}, {"id": 1}, {"Limit": 3}, {"rows": []})
+    cases.extend((extra, (f"'{next(iter(extra))}'", "unknown")) for extra in extras)
+    cases.extend(({"namespace": ns}, ("'namespace'",)) for ns in ("n1", "-x", 5, ["n1"]))  # "" is absent
+    for body, words in cases:
+        expect(svc.post("export", json=body), 400, *words)
+        hostile_counts.tried("tenancy_fields")
+    for raw in ('{"after": NaN}', '{"limit": Infinity}', "[1]", '"x"', "{"):
+        expect(post_raw(svc, "export", raw), 400)
+        hostile_counts.tried("tenancy_fields")
+    # Forms carry digits as text; an empty field is absent (its default).
+    answer = ok(svc.post("export", data={"after": "0", "upto": str(2**53 - 1), "limit": "", "namespace": ""}))
+    assert [r["key"] for r in answer["data"]["rows"]] == ["k"] and answer["data"]["total"] == 1
+    still_serving(svc, 115)
+
+
 def test_filter_values_that_look_like_milvus_syntax_stay_values(service: LiveService) -> None:
     """Every injection string of section 8 as an attribute value: the filter on it finds exactly its record."""
     svc = service

@@ -202,6 +202,11 @@ def check_api(answer: Callable[..., object], svc: LiveService, cwd: Path) -> Non
         "SKU-2004",
     }
     assert "/api/image/sim/add/file" in answer("openapi.json")
+    exported = answer("/export")  # every namespace (the example's token is an admin's), in id order
+    assert exported["total"] == len(exported["rows"]) >= 4
+    assert exported["collection"]["name"] == svc.runtime.store.collection
+    assert {r["namespace"] for r in exported["rows"]} >= {"shop-1"}
+    assert [r["id"] for r in exported["rows"]] == sorted(r["id"] for r in exported["rows"])
     box = {"x": 150, "y": 80, "w": 440, "h": 340}  # the region examples: the photo is 741 x 500 px
     assert answer("add/file", "region=", field="region") == box
     assert answer("search/file", "region=", field="region") == {**box, "w": 741 - 150}  # clipped at the right edge
@@ -262,6 +267,7 @@ def test_every_endpoint_has_an_example() -> None:
         "del/key",
         "count",
         "list",
+        "export",
         "thumb/",
         "duplicates/scan",
         "duplicates/scan/",

@@ -1,9 +1,10 @@
 """`python main.py reindex --from OLD`: every record of the old collection in a new embedding space, the old one
 untouched; on the Milvus server while the old service keeps serving and writing (catch-up), killed and rerun.
 
-Everything real: the reindex runs as the `main.py` process an operator starts, against Milvus Lite (with the
-service stopped: Lite opens its file in one process at a time) and the Milvus 2.3 server of the suite (marker
-`server`), with the old records written through a real service over HTTP.
+Everything real: the reindex runs as the `main.py` process an operator starts, against Milvus Lite and the Milvus
+2.3 server of the suite (marker `server`), with the old records written through a real service over HTTP. Milvus
+Lite opens its file in one process at a time: there the reindex reads the old file directly with the service
+stopped, or, while the service serves, through its export endpoint (`--service URL`) into a new file.
 
 The test-only environment variable IMGSIM_TEST_REINDEX_PACE (main.REINDEX_PACE_ENV) makes the reindex sleep after
 each written batch, so a test can write to the old service, or SIGKILL the reindex, while it runs.
@@ -30,9 +31,11 @@ from PIL import Image
 
 from bench.corpus import AI_BENCHMARK_PHOTOS, DEFAULT_CACHE, ensure_pypi_sources, src_path
 from conf.settings import ModelName
-from main import REINDEX_PACE_ENV
+from main import REINDEX_PACE_ENV, REINDEX_PACED
 from model.embedder import Embedder, load_embedder
 from model.images import decode_image
+from service.store.records import id_windows
+from service.store.remote import RemoteCollection
 from service.thumbs import Sources, Thumbnails, make_source
 from tests.conftest import LiveService, make_settings, photo
 from tests.procs import ROOT, ServeProcess, free_port, run_reindex, service_env, wait_until
@@ -161,11 +164,13 @@ def test_on_lite_with_the_service_stopped_every_source_kind_is_used_and_the_old_
         ok(svc.post("add/base64", json={"base64": b64(images["none"]), "key": "n"}))
         box = {"x": 10, "y": 12, "w": 100, "h": 90}
         ok(svc.post("add/base64", json={"base64": b64(images["boxed"]), "key": "b", "region": box}))
-        # Lite opens its file in one process at a time: with the service running, the reindex refuses.
+        # Lite opens its file in one process at a time: with the service running, the reindex of its file refuses,
+        # and says the way forward (read it through the running service with --service, or stop the service).
         code, out = reindex(tmp_path, uri, NEW, OLD, IMAGE_RESIZE="squash")
         assert code == 2, out
-        for words in ("held by another process", "Stop the service", "Milvus server", "docs/operations.md"):
+        for words in ("held by another process", "--service http://HOST:PORT", "MILVUS_URI set to a new file"):
             assert words in out, (words, out)
+        assert "stop the service" in out and "docs/operations.md" in out, out
     finally:
         svc.stop()
     # One record of each source kind: the kept source (written by the service, or here for a service without
@@ -444,3 +449,173 @@ def alias_target(uri: str, alias: str) -> str:
         return str(client.describe_alias(alias)["collection_name"])
     finally:
         client.close()
+
+
+# --- Milvus Lite: while the old service serves, read through its export endpoint (--service) ----------------------
+def exported(svc: LiveService) -> dict[int, dict[str, Any]]:
+    """Every record of the service's collection, read through POST /export with the admin token, as `records`
+    shows a dump (the pytest process holds the old service's Lite file: nothing else may open it)."""
+    rows: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        data = as_(svc, ADMIN, "export", json={"after": after, "limit": 1000})["data"]
+        rows += data["rows"]
+        if len(data["rows"]) < 1000:
+            break
+        after = data["rows"][-1]["id"]
+    assert len(rows) == data["total"]
+    return {r["id"]: {f: (r.get(f) or {}) if f in ("attrs", "region") else r.get(f) for f in COMPARED} for r in rows}
+
+
+def paced(log: Path) -> int:
+    """How many batches a paced reindex has written so far (the lines it prints after each)."""
+    return log.read_text(errors="replace").count(REINDEX_PACED) if log.exists() else 0
+
+
+def test_on_lite_the_reindex_reads_the_serving_old_service_and_catches_up(
+    real_photos: list[bytes], lite0: Embedder, start_service: Callable[..., LiveService], tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(TOKENS, encoding="utf-8")
+    pool = tmp_path / "pool"
+    pool.mkdir(exist_ok=True)
+    dirs = {"thumb_dir": tmp_path / "thumbs", "source_dir": tmp_path / "sources"}
+    old = start_service(tokens_file=tokens, **dirs)  # Milvus Lite: this process holds its file from now on
+    old_uri, old_name = old.runtime.settings.milvus_uri, old.runtime.settings.milvus_collection
+    new_uri, new_name = str(tmp_path / "milvus-v2.db"), f"{old_name}_v2"
+    p = real_photos
+    for i in (2, 5):
+        (pool / f"p{i}.jpg").write_bytes(p[i])
+    width, height = Image.open(io.BytesIO(p[5])).size
+    box = {"x": 4, "y": 4, "w": width - 8, "h": height - 8}
+    # Two namespaces; upload, base64 and path; several images per key; attrs; one record of a region.
+    as_(old, SHOP_A, "add/file", files={"file": ("a.jpg", p[0])}, data={"key": "a1", "attrs": '{"shop": "a"}'})
+    as_(old, SHOP_A, "add/base64", json={"base64": b64(p[1]), "key": "a1", "imgPath": "/erp/a1-2.jpg"})
+    as_(old, SHOP_A, "add/path", json={"path": str(pool / "p2.jpg"), "key": "a2", "attrs": {"price": 9.5}})
+    as_(old, SHOP_B, "add/file", files={"file": ("b.jpg", p[3])}, data={"key": "b1"})
+    as_(old, SHOP_B, "add/base64", json={"base64": b64(p[4]), "key": "b1", "attrs": {"tags": ["x", "y"]}})
+    as_(old, SHOP_B, "add/path", json={"path": str(pool / "p5.jpg"), "key": "b2", "region": box})
+    url = old.base_url
+    env = {**LITE0_ENV, "THUMB_DIR": str(dirs["thumb_dir"]), "SOURCE_DIR": str(dirs["source_dir"])}
+
+    # Refused before anything is written: the service's own file as the new one (it holds it), a token without
+    # the admin right, a collection the service does not serve.
+    for uri, args, extra, words in (
+        (old_uri, (old_name, "--service", url), {"REINDEX_TOKEN": ADMIN}, "set MILVUS_URI to a new file"),
+        (new_uri, (old_name, "--service", url), {"REINDEX_TOKEN": SHOP_A}, "ADMIN token"),
+        (new_uri, (old_name, "--service", url), {}, "ADMIN token"),  # no token at all: 401
+        (new_uri, ("other", "--service", url), {"REINDEX_TOKEN": ADMIN}, f"serves collection {old_name!r}"),
+    ):
+        code, out = reindex(tmp_path, uri, new_name, *args, **env, **extra)
+        assert code == 2 and words in out, (words, out)
+        assert ADMIN not in out and SHOP_A not in out  # the token is never printed
+    assert not Path(new_uri).exists() or dump(new_uri, new_name) is None
+
+    log = tmp_path / "reindex-1.log"
+    proc = run_reindex(
+        tmp_path,
+        new_uri,
+        new_name,
+        old_name,
+        "--service",
+        url,
+        "--batch-size",
+        "1",
+        log_path=log,
+        **env,
+        REINDEX_TOKEN=ADMIN,
+        **{REINDEX_PACE_ENV: "1.5"},
+    )
+    try:
+        wait_until(lambda: paced(log) >= 1 or proc.poll() is not None, 300, what="the reindex's first records")
+        assert proc.poll() is None, log.read_text()
+        # Meanwhile the old service keeps serving and writing: a record's attrs change (every record of the bulk
+        # pass was read before this), two records are added, one key (two records) is deleted.
+        [first] = as_(old, SHOP_B, "get/key", json={"key": "b2"})["data"]
+        again = {"path": str(pool / "p5.jpg"), "key": "b2", "region": box, "attrs": {"changed": 1}}
+        as_(old, SHOP_B, "add/path", json=again)
+        as_(old, SHOP_A, "add/base64", json={"base64": b64(p[6]), "key": "late-a", "attrs": {"late": True}})
+        as_(old, SHOP_B, "add/file", files={"file": ("l.jpg", p[7])}, data={"key": "late-b"})
+        assert as_(old, SHOP_A, "del/key", json={"key": "a1"})["data"] == 2
+        assert as_(old, SHOP_A, "count")["data"] == 2  # the old service answers while the reindex runs
+        assert proc.wait(timeout=600) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = log.read_text()
+    numbers = summary_numbers(out)
+    assert numbers["passes"] >= 2 and numbers["updated"] >= 1 and "0 records without source" in out, out
+    assert f"MILVUS_URI={new_uri} MILVUS_COLLECTION={new_name}" in out, out
+    before = exported(old)
+    assert len(before) == 6 and {r["key"] for r in before.values()} == {"a2", "b1", "late-a", "b2", "late-b"}
+    assert before[first["id"]]["attrs"] == {"changed": 1}
+    assert records(dump(new_uri, new_name)) == before
+
+    # Run again: a no-op once both agree.
+    code, out = reindex(tmp_path, new_uri, new_name, old_name, "--service", url, **env, REINDEX_TOKEN=ADMIN)
+    assert code == 0 and summary_numbers(out)["copied"] == 0 and summary_numbers(out)["passes"] == 1, out
+
+    # The switch on Lite: a service on the new file and collection, in the new space, finds each photo's altered
+    # copy at rank 1.
+    new = start_service(
+        model=lite0,
+        model_name=ModelName.EFFICIENTNET_LITE0,
+        model_weights="imagenet",
+        milvus_uri=new_uri,
+        milvus_collection=new_name,
+        tokens_file=tokens,
+        **dirs,
+    )
+    by_md5 = {r["md5"]: r for r in before.values()}
+    for i, token in ((2, SHOP_A), (3, SHOP_B), (4, SHOP_B), (5, SHOP_B), (6, SHOP_A), (7, SHOP_B)):
+        hits = as_(new, token, "search/file", files={"file": ("q.jpg", altered(p[i], i))}, data={"limit": "3"})["data"]
+        assert hits[0]["id"] == by_md5[md5(p[i])]["id"], (i, hits)
+    assert exported(new) == before
+
+
+def test_on_lite_a_reindex_through_the_service_killed_half_way_and_rerun_holds_every_record_once(
+    start_service: Callable[..., LiveService], tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(TOKENS, encoding="utf-8")
+    old = start_service(tokens_file=tokens)
+    for i in range(8):
+        body = {"base64": b64(photo(i, size=(96, 72))), "key": f"k{i % 5}", "namespace": f"n{i % 2}"}
+        ok(old.post("add/base64", headers={"token": ADMIN}, json=body))
+    old_name, new_uri = old.runtime.settings.milvus_collection, str(tmp_path / "milvus-v2.db")
+    new_name = f"{old_name}_v2"
+    env = {"IMAGE_RESIZE": "squash", "THUMB_DIR": str(tmp_path / "thumbs"), "REINDEX_TOKEN": ADMIN}
+    log = tmp_path / "reindex-killed.log"
+    args = ("--service", old.base_url, "--batch-size", "1")
+    proc = run_reindex(tmp_path, new_uri, new_name, old_name, *args, log_path=log, **env, **{REINDEX_PACE_ENV: "1"})
+    try:
+        wait_until(lambda: paced(log) >= 3 or proc.poll() is not None, 300, what="three records copied")
+        assert proc.poll() is None, log.read_text()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    kept = len(records(dump(new_uri, new_name)))
+    assert kept < 8  # half-way (what Milvus Lite had made durable of the writes before the kill)
+    code, out = reindex(tmp_path, new_uri, new_name, old_name, "--service", old.base_url, **env)
+    assert code == 0, out
+    assert summary_numbers(out)["unchanged"] == kept and summary_numbers(out)["copied"] == 8 - kept, out
+    new = dump(new_uri, new_name)
+    old_rows = exported(old)
+    assert records(new) == old_rows and len(old_rows) == 8
+    assert new is not None and sorted(r["id"] for r in new["rows"]) == sorted(old_rows)  # each exactly once
+
+    # A window holding more rows than one export answer is split until each answer is whole: every row, once,
+    # also when id_windows halves a window the reader answered with `cap` rows.
+    remote = RemoteCollection(old.base_url, old_name, ADMIN, page=3)
+    try:
+        assert remote.open().rows == 8
+        whole = remote.rows_window(0, 2**53 - 1, 4096)
+        assert {r["id"]: {f: r[f] for f in COMPARED} for r in whole} == old_rows and len(whole) == 8
+        walked = [r["id"] for _high, (part,) in id_windows([remote.rows_window], 8, cap=4) for r in part]
+        assert sorted(walked) == sorted(old_rows)
+    finally:
+        remote.close()

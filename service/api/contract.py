@@ -864,6 +864,73 @@ class ListBody(Body):
     ] = 100
 
 
+EXPORT_MAX = 1000  # rows of one export answer: a window of a few hundred kB of JSON
+
+
+def _bounded_id(name: str, low: int, what: str) -> Callable[[object, ValidationInfo], int]:
+    """The check of an integer field from `low` to 2^53-1 (digits as text too), saying `what` it is."""
+
+    def check(value: object, _info: ValidationInfo) -> int:
+        number = as_int(value)
+        if number is None or not low <= number <= JS_MAX_SAFE_INTEGER:
+            wanted = f"an integer from {low} to {JS_MAX_SAFE_INTEGER} ({what})"
+            raise BadInput(f"field '{name}' must be {wanted}, not {str(value)[:50]!r}")
+        return number
+
+    return check
+
+
+class ExportBody(Body):
+    """A window of the rows of every namespace, in id order (admin tokens only): what a reindex reads of a running
+    service."""
+
+    after: Annotated[
+        int,
+        _doc("Rows with an id above this (0: from the first).", ge=0, le=JS_MAX_SAFE_INTEGER),
+        _optional(_bounded_id("after", 0, "rows with a larger id are answered")),
+    ] = 0
+    upto: Annotated[
+        int,
+        _doc(
+            "Rows with an id up to and including this; above `after`. Default: the largest id.",
+            ge=1,
+            le=JS_MAX_SAFE_INTEGER,
+        ),
+        _optional(_bounded_id("upto", 1, "the largest id answered")),
+    ] = JS_MAX_SAFE_INTEGER
+    limit: Annotated[
+        int,
+        _doc(
+            f"Rows at most, 1..{EXPORT_MAX}. A window holding more answers `limit` rows of it, not necessarily the "
+            "smallest ids: ask again for a narrower window. A string of digits is accepted too.",
+            ge=1,
+            le=EXPORT_MAX,
+        ),
+        _required(lambda v, _: limit_value(v, EXPORT_MAX, EXPORT_MAX)),
+    ] = EXPORT_MAX
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields_only(cls, data: Any) -> Any:
+        """Every namespace is exported: a `namespace` (or a misspelt field, like list's after_id) is refused rather
+        than ignored, since ignoring it would answer rows the caller did not mean."""
+        if isinstance(data, dict):
+            for name, value in data.items():
+                if name == "namespace" and not _absent(value):
+                    raise BadInput(
+                        "field 'namespace': export answers the rows of every namespace; leave 'namespace' out"
+                    )
+                if name not in cls.model_fields:
+                    raise BadInput(f"field {str(name)[:64]!r} is unknown here; export takes after, upto and limit")
+        return data
+
+    @model_validator(mode="after")
+    def _window(self) -> ExportBody:
+        if self.upto <= self.after:
+            raise BadInput(f"field 'upto' is {self.upto}; it must be above 'after' ({self.after})")
+        return self
+
+
 def scan_score_value(value: object) -> float:
     """`min_score` of a duplicate scan: a cosine similarity above 0 and at most 1 (0 would pair everything)."""
     return score_value(

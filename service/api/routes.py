@@ -19,6 +19,7 @@ from service.api.contract import (
     AddFields,
     CountBody,
     DuplicatesBody,
+    ExportBody,
     Id,
     IdsBody,
     JobId,
@@ -37,6 +38,7 @@ from service.api.tokens import ADMIN, READ, WRITE, Grant
 from service.api.views import (
     Box,
     Count,
+    Export,
     GroupsPage,
     Hit,
     ItemResult,
@@ -57,6 +59,7 @@ from service.usecases.add import add_image
 from service.usecases.batch import add_batch as add_many
 from service.usecases.delete import delete_by_ids, delete_by_keys
 from service.usecases.duplicates import groups_page, scan_job, start_scan
+from service.usecases.listing import export_rows
 from service.usecases.listing import list_records as list_page
 from service.usecases.lookup import count_records, get_by_keys
 from service.usecases.search import search_by_id, search_image
@@ -177,6 +180,26 @@ def list_records(body: ListBody, namespace: str) -> tuple[Response, int]:
     `after_id` for the next page, until it is null. For reconciling a catalog with imgsim."""
     page = list_page(deps(), namespace, body.after_id, body.limit)
     return envelope({"records": page.rows, "next_after_id": page.next_after_id})
+
+
+@endpoint(
+    api,
+    "/export",
+    right=ADMIN,
+    body=ExportBody,
+    tag="records",
+    errors=WITH_BODY,
+    ok=Ok(Export, "The window's rows of every namespace, and what the collection is."),
+    summary="Read the rows of every namespace (admin)",
+)
+def export(body: ExportBody, _namespace: str) -> tuple[Response, int]:
+    """The rows of EVERY namespace with `after` < id <= `upto`, at most `limit`, in id order (without vectors),
+    the collection's name and embedding space, and its total row count: what `python main.py reindex --service URL`
+    reads to copy the catalog of a running service into a new embedding space. Admin tokens only (403 for any
+    other), since it answers every tenant's records. A window holding more than `limit` rows answers `limit` of
+    them, not necessarily the smallest ids: read a narrower window then."""
+    exported = export_rows(deps(), body.after, body.upto, body.limit)
+    return envelope({"collection": exported.collection, "total": exported.total, "rows": exported.rows})
 
 
 @writes("/add/batch", body=AddBatchBody, ok=ITEMS_OK, summary="Add many images in one request")

@@ -88,6 +88,37 @@ class Page(Shape):
     next_after_id: Id | None = Field(description="send as after_id for the next page; null on the last page")
 
 
+class ExportedRow(Shape):
+    """A stored row as export answers it: every field a reindex copies."""
+
+    id: Id
+    namespace: str = Field(description='the record\'s namespace ("" the default one)')
+    key: str
+    md5: MD5
+    filepath: str
+    attrs: Attrs = Field(description="{} when the record has none")
+    region: Box | None = Field(description=REGION_OF_RECORD)
+
+
+class ExportedCollection(Shape):
+    """The collection the service reads and writes."""
+
+    name: str = Field(description="the collection itself (not the alias MILVUS_COLLECTION may name)")
+    alias: str | None = Field(description="MILVUS_COLLECTION when it names an alias of the collection, else null")
+    space: str | None = Field(description="the fingerprint of the embedding space its vectors are in")
+    space_summary: str = Field(description="that space, readable (model, weights, preprocessing, precision)")
+    tenancy: bool = Field(description="whether it has namespaces and attrs (false: made by an earlier imgsim)")
+    regions: bool = Field(description="whether it stores regions (false: made by an earlier imgsim)")
+
+
+class Export(Shape):
+    """A window of the rows of every namespace."""
+
+    collection: ExportedCollection
+    total: Count = Field(description="rows in the collection, in every namespace")
+    rows: list[ExportedRow] = Field(description="the window's rows (at most `limit`), in id order")
+
+
 class ItemResult(Shape):
     """One item's fate in add/batch or set/key."""
 

@@ -188,6 +188,11 @@ class VectorStore:
         return done
 
     @property
+    def space(self) -> SpaceTag | None:
+        """The embedding space the store was opened for (the collection carries it once connected)."""
+        return self.connection.space
+
+    @property
     def server_version(self) -> str:
         """The Milvus version reported at connection ('' before)."""
         return self.connection.server_version
@@ -674,6 +679,21 @@ class DataDirHeld(StartupError):
     """Milvus Lite's data folder is held by another process (a running service): it cannot be opened twice."""
 
 
+def open_reader(settings: Settings) -> MilvusClient:
+    """A client of MILVUS_URI. Raises DataDirHeld when another process holds its Milvus Lite file, NotReady when
+    Milvus is away."""
+    try:
+        return open_client(settings)
+    except Exception as exc:
+        target = describe_target(settings)
+        if settings.milvus_is_lite and "open local milvus failed" in str(exc).lower():
+            raise DataDirHeld(
+                f"{target} is held by another process (a running imgsim service?): Milvus Lite opens its "
+                "file in one process at a time"
+            ) from exc
+        raise NotReady(f"{target} is unreachable ({short(exc)}); retry later") from exc
+
+
 @dataclass(frozen=True)
 class CollectionInfo:
     """What a collection is: its name, vector width, layout, recorded embedding space and row count."""
@@ -709,15 +729,7 @@ class OldCollection:
         process holds the Milvus Lite file, NotReady when Milvus is away, StartupError when the collection is
         not one imgsim wrote."""
         s = self._settings
-        try:
-            self._client = open_client(s)
-        except Exception as exc:
-            if s.milvus_is_lite and "open local milvus failed" in str(exc).lower():
-                raise DataDirHeld(
-                    f"{self.target} is held by another process (a running imgsim service?): Milvus Lite opens its "
-                    "file in one process at a time"
-                ) from exc
-            raise NotReady(f"{self.target} is unreachable ({short(exc)}); retry later") from exc
+        self._client = open_reader(s)
         if not self._call(lambda c: c.has_collection(self.name, timeout=s.milvus_timeout)):
             return None
         desc = self._call(lambda c: c.describe_collection(self.name, timeout=s.milvus_timeout))

@@ -1,7 +1,9 @@
 """Reindex: copy every record of an old collection into a new one, re-embedded in the running model's space.
 
 Used by `python main.py reindex --from OLD`, run with the new service's settings (MILVUS_COLLECTION names the new
-collection, created if missing). The old collection is only read (service.store.records.OldCollection).
+collection, created if missing). The old collection is only read: directly (service.store.records.OldCollection),
+or with `--service URL` through the running old service's export endpoint (service.store.remote.RemoteCollection),
+since Milvus Lite opens its file in one process at a time; both are an OldCatalog.
 
 One pass walks both collections in the same id windows and compares them: a record missing in the new
 collection, or differing there in namespace, key, MD5 or region, is re-embedded and written under its own id; one
@@ -25,7 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -35,7 +37,8 @@ from conf.settings import CALIBRATION_IMAGES, SearchRegion, Settings
 from model.images import DecodedImage, decode_image, md5_hex
 from service.inputs.path import read_allowed
 from service.store.meta import SpaceTag
-from service.store.records import CollectionInfo, OldCollection, VectorStore, id_windows
+from service.store.records import CollectionInfo, OldCollection, VectorStore, id_windows, open_reader
+from service.store.remote import RemoteCollection
 from service.thumbs import Sources, Thumbnails, make_thumbnail
 from service.usecases import calibrate
 from service.usecases.deps import Model
@@ -53,6 +56,25 @@ SCALAR_FIELDS = ("filepath", "attrs")
 
 # (pass number, rows of the old collection walked so far in this pass, rows it holds)
 Progress = Callable[[int, int, int], None]
+
+
+class OldCatalog(Protocol):
+    """What a reindex reads the old collection through (OldCollection, RemoteCollection): never a writer."""
+
+    name: str
+    target: str
+
+    def count(self) -> int:
+        """Rows in all namespaces."""
+        ...
+
+    def rows_window(self, low: int, high: int, cap: int) -> list[dict[str, Any]]:
+        """The rows with low < id <= high (at most `cap`), normalised (service.store.records.normalised)."""
+        ...
+
+    def close(self) -> None:
+        """Let go of the connection."""
+        ...
 
 
 @dataclass
@@ -176,7 +198,7 @@ class Reindex:
     settings: Settings
     model: Model
     space: SpaceTag
-    old: OldCollection
+    old: OldCatalog
     store: VectorStore
     finder: Finder
     batch_size: int = 32
@@ -302,8 +324,11 @@ class Reindex:
         return images
 
 
-def open_old(settings: Settings, old_name: str) -> tuple[OldCollection, CollectionInfo]:
-    """Open the old collection for reading (before the model loads: a wrong name costs no wait).
+def open_old(
+    settings: Settings, old_name: str, service: str | None = None, token: str | None = None
+) -> tuple[OldCatalog, CollectionInfo]:
+    """Open the old collection for reading (before the model loads: a wrong name costs no wait): in MILVUS_URI, or
+    with `service` through the running service at that URL (`token`: an admin token of it).
 
     Raises StartupError (DataDirHeld for a Milvus Lite file another process holds) with a message that says why
     and what to do: the same collection as MILVUS_COLLECTION, or a missing one.
@@ -313,7 +338,8 @@ def open_old(settings: Settings, old_name: str) -> tuple[OldCollection, Collecti
             f"--from {old_name!r} is MILVUS_COLLECTION itself: a reindex copies the old collection into a new one. "
             "Set MILVUS_COLLECTION to the new collection's name (and the model settings of the new space)."
         )
-    old = OldCollection(settings, old_name)
+    old: OldCollection | RemoteCollection
+    old = RemoteCollection(service, old_name, token) if service else OldCollection(settings, old_name)
     try:
         info = old.open()
     except BaseException:
@@ -326,6 +352,15 @@ def open_old(settings: Settings, old_name: str) -> tuple[OldCollection, Collecti
             "uses (its MILVUS_COLLECTION) in --from"
         )
     return old, info
+
+
+def check_new_file(settings: Settings) -> None:
+    """With --service on Milvus Lite: the new collection's file must be one the running service does not hold.
+
+    Raises DataDirHeld (before the model loads) when MILVUS_URI is a file another process holds.
+    """
+    if settings.milvus_is_lite:
+        open_reader(settings).close()
 
 
 def check_space(info: CollectionInfo, space: SpaceTag) -> None:
@@ -381,11 +416,16 @@ def derive_threshold(run: Reindex, progress: bool) -> str:
     )
 
 
-def switch_over(settings: Settings, alias_result: str | None) -> list[str]:
-    """How the service moves to the new collection."""
+def switch_over(settings: Settings, alias_result: str | None, service: bool = False) -> list[str]:
+    """How the service moves to the new collection (`service`: the old one was read through the running service)."""
     new = settings.milvus_collection
     if alias_result is not None:
         return [f"switched: {alias_result}; services reading through that alias now use {new!r}"]
+    if settings.milvus_is_lite and service:
+        return [
+            f"to switch over: stop the service, then start it with MILVUS_URI={settings.milvus_uri} "
+            f"MILVUS_COLLECTION={new} and these model settings"
+        ]
     if settings.milvus_is_lite:
         return [
             f"to switch over: stop the service, then start it with MILVUS_COLLECTION={new} and these model settings"
@@ -431,10 +471,11 @@ def finish(
         summary.threshold = f"{run.store.duplicate_threshold.score:g}, calibrated on the new collection before"
     else:
         summary.threshold = f"model default {run.model.duplicate_default:g} (--threshold derive calibrates one)"
-    summary.switch = switch_over(run.settings, None)
+    remote = isinstance(run.old, RemoteCollection)
+    summary.switch = switch_over(run.settings, None, remote)
     if switch_alias:
         try:
-            summary.switch = switch_over(run.settings, run.store.point_alias(switch_alias))
+            summary.switch = switch_over(run.settings, run.store.point_alias(switch_alias), remote)
         except StartupError as exc:  # the copy is done; only the switch was refused
             summary.alias_refused = str(exc)
             summary.switch = [f"the alias was NOT switched: {exc}", *summary.switch]
