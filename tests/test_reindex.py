@@ -297,6 +297,28 @@ def as_(svc: LiveService, token: str, path: str, **kwargs: Any) -> dict:
     return ok(svc.post(path, headers={"token": token}, **kwargs))
 
 
+def new_space(lite0: Embedder, uri: str, name: str, tokens: Path, dirs: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a service on the reindexed collection: EfficientNet-Lite0 with its real weights."""
+    return {
+        "model": lite0,
+        "model_name": ModelName.EFFICIENTNET_LITE0,
+        "model_weights": "imagenet",
+        "milvus_uri": uri,
+        "milvus_collection": name,
+        "tokens_file": tokens,
+        **dirs,
+    }
+
+
+def finds_each_altered_photo(new: LiveService, p: list[bytes], before: dict[int, dict[str, Any]]) -> None:
+    """The service on the new collection finds each photo's altered copy at rank 1 (photos 2-7, as the
+    while-serving tests store them: in shop-a or shop-b)."""
+    by_md5 = {r["md5"]: r for r in before.values()}
+    for i, token in ((2, SHOP_A), (3, SHOP_B), (4, SHOP_B), (5, SHOP_B), (6, SHOP_A), (7, SHOP_B)):
+        hits = as_(new, token, "search/file", files={"file": ("q.jpg", altered(p[i], i))}, data={"limit": "3"})["data"]
+        assert hits[0]["id"] == by_md5[md5(p[i])]["id"], (i, hits)
+
+
 @pytest.mark.server
 def test_reindex_while_the_old_service_serves_copies_every_record_and_catches_up(
     real_photos: list[bytes],
@@ -370,19 +392,8 @@ def test_reindex_while_the_old_service_serves_copies_every_record_and_catches_up
     assert {r["key"] for r in before.values()} == {"a2", "b1", "late-a", "b2", "late-b"}
 
     # A service on the new collection, in the new space, finds each photo's altered copy at rank 1.
-    new = start_service(
-        model=lite0,
-        model_name=ModelName.EFFICIENTNET_LITE0,
-        model_weights="imagenet",
-        milvus_uri=milvus_server,
-        milvus_collection=new_name,
-        tokens_file=tokens,
-        **dirs,
-    )
-    by_md5 = {r["md5"]: r for r in before.values()}
-    for i, token in ((2, SHOP_A), (3, SHOP_B), (4, SHOP_B), (5, SHOP_B), (6, SHOP_A), (7, SHOP_B)):
-        hits = as_(new, token, "search/file", files={"file": ("q.jpg", altered(p[i], i))}, data={"limit": "3"})["data"]
-        assert hits[0]["id"] == by_md5[md5(p[i])]["id"], (i, hits)
+    new = start_service(**new_space(lite0, milvus_server, new_name, tokens, dirs))
+    finds_each_altered_photo(new, p, before)
 
     # Run again: a no-op once both agree.
     code, out = reindex(tmp_path, milvus_server, new_name, old_name, **env)
@@ -558,19 +569,8 @@ def test_on_lite_the_reindex_reads_the_serving_old_service_and_catches_up(
 
     # The switch on Lite: a service on the new file and collection, in the new space, finds each photo's altered
     # copy at rank 1.
-    new = start_service(
-        model=lite0,
-        model_name=ModelName.EFFICIENTNET_LITE0,
-        model_weights="imagenet",
-        milvus_uri=new_uri,
-        milvus_collection=new_name,
-        tokens_file=tokens,
-        **dirs,
-    )
-    by_md5 = {r["md5"]: r for r in before.values()}
-    for i, token in ((2, SHOP_A), (3, SHOP_B), (4, SHOP_B), (5, SHOP_B), (6, SHOP_A), (7, SHOP_B)):
-        hits = as_(new, token, "search/file", files={"file": ("q.jpg", altered(p[i], i))}, data={"limit": "3"})["data"]
-        assert hits[0]["id"] == by_md5[md5(p[i])]["id"], (i, hits)
+    new = start_service(**new_space(lite0, new_uri, new_name, tokens, dirs))
+    finds_each_altered_photo(new, p, before)
     assert exported(new) == before
 
 

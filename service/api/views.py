@@ -88,16 +88,10 @@ class Page(Shape):
     next_after_id: Id | None = Field(description="send as after_id for the next page; null on the last page")
 
 
-class ExportedRow(Shape):
-    """A stored row as export answers it: every field a reindex copies."""
+class ExportedRow(ListedRecord):
+    """A stored row as export answers it: every field a reindex copies, its namespace too."""
 
-    id: Id
     namespace: str = Field(description='the record\'s namespace ("" the default one)')
-    key: str
-    md5: MD5
-    filepath: str
-    attrs: Attrs = Field(description="{} when the record has none")
-    region: Box | None = Field(description=REGION_OF_RECORD)
 
 
 class ExportedCollection(Shape):

@@ -512,18 +512,7 @@ class VectorStore:
         namespace is checked again on every row, so ids never widen the scope.
         """
         expr = scope.expr(filter_expr)
-        listed = self._call(
-            lambda c: c.query(
-                self.connection.collection,
-                filter=expr,
-                output_fields=["id"],
-                consistency_level=self.connection.read_level,
-                timeout=self._settings.milvus_timeout,
-            ),
-            "query",
-        )
-        ids = sorted(int(r["id"]) for r in listed)
-        del listed
+        ids = sorted(self._call(lambda c: self._ids(c, expr), "query"))
         fields = scope.fields(("id", "namespace", "md5", "vector"))
         for start in range(0, len(ids), chunk):
             wanted = ids[start : start + chunk]
@@ -534,6 +523,17 @@ class VectorStore:
                     [r["md5"] for r in rows],
                     np.asarray([r["vector"] for r in rows], dtype=np.float32),
                 )
+
+    def _ids(self, client: MilvusClient, expr: str) -> list[int]:
+        """The ids of every row matching `expr`, in one query without a limit (Milvus Lite has none)."""
+        rows = client.query(
+            self.connection.collection,
+            filter=expr,
+            output_fields=["id"],
+            consistency_level=self.connection.read_level,
+            timeout=self._settings.milvus_timeout,
+        )
+        return [int(r["id"]) for r in rows]
 
     def _by_ids(self, ids: list[int], fields: Sequence[str]) -> list[dict[str, Any]]:
         """The rows with these ids, one store call (Milvus Lite answers a bare `id in [...]` by point reads)."""
@@ -621,14 +621,7 @@ class VectorStore:
         if expr and self._settings.milvus_is_lite:
             # Milvus Lite answers a filtered count(*) by gathering every matching row whole, vector included, as
             # Python objects: +4 GB for 100,000 records of 1280 floats. Their ids alone cost a few MB.
-            ids = client.query(
-                self.connection.collection,
-                filter=expr,
-                output_fields=["id"],
-                consistency_level=self.connection.read_level,
-                timeout=self._settings.milvus_timeout,
-            )
-            return len(ids)
+            return len(self._ids(client, expr))
         rows = client.query(
             self.connection.collection,
             filter=expr,

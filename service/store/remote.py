@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 EXPORT_PATH = "/api/image/sim/export"
-EXPORT_MAX = 1000  # rows one answer holds at most (the endpoint's `limit` bound)
+EXPORT_MAX = 5000  # rows one answer holds at most (the endpoint's `limit` bound, service.api.contract.EXPORT_MAX)
 TIMEOUT = (5.0, 120.0)  # connect, read (a window of 1000 rows is read Strong while the service writes)
 ATTEMPTS = 6  # over about half a minute: a service restarting, or answering 503 while Milvus is away
 
