@@ -619,3 +619,46 @@ def test_on_lite_a_reindex_through_the_service_killed_half_way_and_rerun_holds_e
         assert sorted(walked) == sorted(old_rows)
     finally:
         remote.close()
+
+
+# The `--service` line of docs/operations.md, run as written by the test below.
+DOCS_SERVICE_URL = "http://127.0.0.1:7000"
+DOCS_SERVICE_EXAMPLE = next(
+    line
+    for line in shell_lines((ROOT / "docs" / "operations.md").read_text("utf-8"))
+    if f"main.py reindex --from {OLD} --service {DOCS_SERVICE_URL}" in line
+)
+
+
+def test_on_lite_the_docs_service_example_runs_as_written(
+    start_service: Callable[..., LiveService], tmp_path: Path
+) -> None:
+    """The docs' `--service` line as written, from the service's folder (./data holds its Lite file, thumbnails and
+    kept sources, the settings' defaults): only the checkout's python, and this service's URL for the docs' port."""
+    data = tmp_path / "data"
+    data.mkdir()
+    old = start_service(
+        token="docs-token",
+        milvus_uri=str(data / "milvus.db"),
+        milvus_collection=OLD,
+        thumb_dir=data / "thumbs",
+        source_dir=data / "sources",
+    )
+    for i in range(2):
+        ok(old.post("add/base64", json={"base64": b64(photo(30 + i)), "key": f"k{i}"}))
+    command = DOCS_SERVICE_EXAMPLE.replace(
+        ".venv/bin/python main.py", f"{shlex.quote(sys.executable)} {ROOT / 'main.py'}"
+    ).replace(DOCS_SERVICE_URL, old.base_url)
+    # The docs' (default) weights; $TOKEN is the service's admin token, as in the docs' other examples.
+    env = service_env(tmp_path, "unused", free_port(), MODEL_WEIGHTS="imagenet", TOKEN="docs-token")
+    del env["MILVUS_URI"], env["MILVUS_COLLECTION"]  # the example sets both
+    done = subprocess.run(
+        ["bash", "-c", command + " --no-progress"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 0 and summary_numbers(out)["copied"] == 2, out
+    assert "docs-token" not in out  # the token is never printed
+    assert f"MILVUS_URI=./data/milvus-v2.db MILVUS_COLLECTION={NEW}" in out, out  # the switch: a restart
+    copied = records(dump(str(data / "milvus-v2.db"), NEW))
+    assert sorted(r["key"] for r in copied.values()) == ["k0", "k1"]
+    assert ok(old.post("count"))["data"] == 2  # the old service still serves its own file
