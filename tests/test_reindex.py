@@ -297,6 +297,22 @@ def as_(svc: LiveService, token: str, path: str, **kwargs: Any) -> dict:
     return ok(svc.post(path, headers={"token": token}, **kwargs))
 
 
+def store_old_catalog(old: LiveService, p: list[bytes], pool: Path) -> dict[str, int]:
+    """The old catalog of the while-serving tests: two namespaces; upload, base64 and path; several images per
+    key; attrs; one record of a region, whose box is returned."""
+    for i in (2, 5):
+        (pool / f"p{i}.jpg").write_bytes(p[i])
+    width, height = Image.open(io.BytesIO(p[5])).size
+    box = {"x": 4, "y": 4, "w": width - 8, "h": height - 8}
+    as_(old, SHOP_A, "add/file", files={"file": ("a.jpg", p[0])}, data={"key": "a1", "attrs": '{"shop": "a"}'})
+    as_(old, SHOP_A, "add/base64", json={"base64": b64(p[1]), "key": "a1", "imgPath": "/erp/a1-2.jpg"})
+    as_(old, SHOP_A, "add/path", json={"path": str(pool / "p2.jpg"), "key": "a2", "attrs": {"price": 9.5}})
+    as_(old, SHOP_B, "add/file", files={"file": ("b.jpg", p[3])}, data={"key": "b1"})
+    as_(old, SHOP_B, "add/base64", json={"base64": b64(p[4]), "key": "b1", "attrs": {"tags": ["x", "y"]}})
+    as_(old, SHOP_B, "add/path", json={"path": str(pool / "p5.jpg"), "key": "b2", "region": box})
+    return box
+
+
 def new_space(lite0: Embedder, uri: str, name: str, tokens: Path, dirs: dict[str, Any]) -> dict[str, Any]:
     """The settings of a service on the reindexed collection: EfficientNet-Lite0 with its real weights."""
     return {
@@ -335,17 +351,7 @@ def test_reindex_while_the_old_service_serves_copies_every_record_and_catches_up
     old = start_service(milvus_uri=milvus_server, tokens_file=tokens, **dirs)
     old_name, new_name = old.runtime.settings.milvus_collection, f"new_{old.runtime.settings.milvus_collection}"
     p = real_photos
-    for i in (2, 5):
-        (pool / f"p{i}.jpg").write_bytes(p[i])
-    width, height = Image.open(io.BytesIO(p[5])).size
-    box = {"x": 4, "y": 4, "w": width - 8, "h": height - 8}
-    # Two namespaces; upload, base64 and path; several images per key; attrs; one record of a region.
-    as_(old, SHOP_A, "add/file", files={"file": ("a.jpg", p[0])}, data={"key": "a1", "attrs": '{"shop": "a"}'})
-    as_(old, SHOP_A, "add/base64", json={"base64": b64(p[1]), "key": "a1", "imgPath": "/erp/a1-2.jpg"})
-    as_(old, SHOP_A, "add/path", json={"path": str(pool / "p2.jpg"), "key": "a2", "attrs": {"price": 9.5}})
-    as_(old, SHOP_B, "add/file", files={"file": ("b.jpg", p[3])}, data={"key": "b1"})
-    as_(old, SHOP_B, "add/base64", json={"base64": b64(p[4]), "key": "b1", "attrs": {"tags": ["x", "y"]}})
-    as_(old, SHOP_B, "add/path", json={"path": str(pool / "p5.jpg"), "key": "b2", "region": box})
+    store_old_catalog(old, p, pool)
     assert as_(old, SHOP_A, "count")["data"] == 3 and as_(old, ADMIN, "count")["data"] == 0  # the default namespace
 
     env = {**LITE0_ENV, "THUMB_DIR": str(dirs["thumb_dir"]), "SOURCE_DIR": str(dirs["source_dir"])}
@@ -495,17 +501,7 @@ def test_on_lite_the_reindex_reads_the_serving_old_service_and_catches_up(
     old_uri, old_name = old.runtime.settings.milvus_uri, old.runtime.settings.milvus_collection
     new_uri, new_name = str(tmp_path / "milvus-v2.db"), f"{old_name}_v2"
     p = real_photos
-    for i in (2, 5):
-        (pool / f"p{i}.jpg").write_bytes(p[i])
-    width, height = Image.open(io.BytesIO(p[5])).size
-    box = {"x": 4, "y": 4, "w": width - 8, "h": height - 8}
-    # Two namespaces; upload, base64 and path; several images per key; attrs; one record of a region.
-    as_(old, SHOP_A, "add/file", files={"file": ("a.jpg", p[0])}, data={"key": "a1", "attrs": '{"shop": "a"}'})
-    as_(old, SHOP_A, "add/base64", json={"base64": b64(p[1]), "key": "a1", "imgPath": "/erp/a1-2.jpg"})
-    as_(old, SHOP_A, "add/path", json={"path": str(pool / "p2.jpg"), "key": "a2", "attrs": {"price": 9.5}})
-    as_(old, SHOP_B, "add/file", files={"file": ("b.jpg", p[3])}, data={"key": "b1"})
-    as_(old, SHOP_B, "add/base64", json={"base64": b64(p[4]), "key": "b1", "attrs": {"tags": ["x", "y"]}})
-    as_(old, SHOP_B, "add/path", json={"path": str(pool / "p5.jpg"), "key": "b2", "region": box})
+    box = store_old_catalog(old, p, pool)
     url = old.base_url
     env = {**LITE0_ENV, "THUMB_DIR": str(dirs["thumb_dir"]), "SOURCE_DIR": str(dirs["source_dir"])}
 
