@@ -482,11 +482,11 @@ class VectorStore:
         per window, so searches interleave with a long read. Records written meanwhile may or may not appear;
         none appears twice (the windows do not overlap). Milvus Lite reads by id instead (_lite_vector_chunks).
         """
+        if self._settings.milvus_is_lite:  # its id list says what a count would (a count there is an id query too)
+            yield from self._lite_vector_chunks(scope, filter_expr, min(chunk, LITE_VECTOR_CHUNK))
+            return
         total = self.count(scope, filter_expr=filter_expr)
         if total <= 0:
-            return
-        if self._settings.milvus_is_lite:
-            yield from self._lite_vector_chunks(scope, filter_expr, min(chunk, LITE_VECTOR_CHUNK))
             return
         fields = ("id", "md5", "vector")
 
