@@ -194,7 +194,8 @@ def reembed_section(r: dict[str, Any]) -> list[Any]:
             max=str(ds["max"]),
         ),
         "",
-        L("kinds_intro"),
+        # The WEBP effort the run encoded with (the thumbnail's, which the WEBP candidates share).
+        L("kinds_intro", method=str(r["kinds"]["thumbnail"]["webp_method"])),
     ]
     out += kinds_table(r)
     for key, row in r["rows"].items():

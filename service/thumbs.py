@@ -36,11 +36,13 @@ from PIL import ExifTags, Image
 log = logging.getLogger(__name__)
 
 THUMB_SIDE = 256  # the longest side, in pixels: a sharp grid card on a high-density screen
-# WEBP quality 80: clean product photos at ~7 kB median (scikit-image samples; see the README's thumbnail cost).
+# WEBP quality 80: clean product photos at ~9 kB median (scikit-image samples; docs/operations.md, "Thumbnails").
 THUMB_QUALITY = 80
-# libwebp's effort, 0-6. Method 2 encodes a thumbnail in 1.8 ms against 4.1 ms at 4, for 3% more bytes (100
-# bench gallery images); at 4 the bulk import's thumbnails took a core from the INT8 model for half the import.
-THUMB_METHOD = 2
+# libwebp's effort, 0-6. The encode is the largest cost of a stored image outside the model (3.5 of 6.1 ms of CPU
+# per bench gallery photo at 2), and every ms of it is taken from the model's cores during a bulk import. Method 1
+# encodes in 35% less time than 2 for 10% more bytes at the same PSNR (200 bench gallery images); 2 had already
+# halved 4's time for 3% more bytes. docs/operations.md, "Thumbnails".
+THUMB_METHOD = 1
 
 # The kept source: the longest side in pixels, the file format and its quality. Chosen from the re-embedding
 # quality loss measured by `make bench` (docs/deployment.md gives the figures and the disk cost).
